@@ -1,0 +1,41 @@
+# sqlml developer commands. `make demo` and `make test` are all a newcomer needs.
+VENV   := .sqlml/venv
+PY     := $(VENV)/bin/python
+SQLML  := $(VENV)/bin/sqlml
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench bench-automl bench-governor lint dev-up dev-down clean
+
+setup:                      ## OS packages, the venv, the extension files (idempotent)
+	bash scripts/setup.sh
+
+demo: setup                 ## start the embedded cluster, load sample data, run the SQL tour
+	$(SQLML) dev up
+	$(SQLML) demo
+
+test: setup                 ## the whole suite against throwaway clusters
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup            ## the suite without the slow AutoML runs
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup                ## scoring benchmark (in place vs. pulling the data out)
+	$(PY) bench/scoring.py
+
+bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets
+	$(PY) bench/automl_vs_flaml.py
+
+bench-governor: setup       ## cost model error and predict latency under training load
+	$(PY) bench/governor.py
+
+lint: setup
+	$(PY) -m ruff check sqlml tests bench
+
+dev-up: setup
+	$(SQLML) dev up
+
+dev-down:
+	$(SQLML) dev down
+
+clean: dev-down
+	rm -rf .sqlml

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Developer setup, idempotent: OS packages, then the venv (made with the interpreter PL/Python
+# embeds, so one venv serves the server, the CLI and the tests) and the extension files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/system-deps.sh
+PY=$(PYTHONPATH=. python3 -m sqlml.install python)
+VENV=$(PYTHONPATH=. "$PY" -m sqlml.install setup | tail -n 1)
+echo "setup: ok: server Python $PY, venv $VENV, extension files in $("$VENV/bin/python" -c 'from sqlml.install import extension_dir; print(extension_dir())')"

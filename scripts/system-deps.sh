@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install what sqlml needs from the operating system, idempotently, on Debian/Ubuntu:
+# a PostgreSQL server, PL/Python, the server headers, pg_cron and pgvector.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+log() { echo "system-deps: $*"; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "system-deps: run as root or install sudo" >&2; exit 1; }
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+updated=0
+apt_update() { [ "$updated" = 1 ] || { $SUDO apt-get update -qq; updated=1; }; }
+missing() { ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+apt_install() {
+  local want=()
+  for p in "$@"; do missing "$p" && want+=("$p"); done
+  [ ${#want[@]} -eq 0 ] && return 0
+  log "apt-get install ${want[*]}"
+  apt_update
+  $SUDO apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+}
+
+# The server, unless one is already there. The distribution's default major version wins.
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  apt_install postgresql postgresql-contrib
+fi
+PGMAJOR=${PGMAJOR:-$(ls /usr/lib/postgresql | sort -n | tail -n 1)}
+log "PostgreSQL major version $PGMAJOR"
+
+apt_install "postgresql-plpython3-$PGMAJOR" "postgresql-server-dev-$PGMAJOR" \
+  "postgresql-$PGMAJOR-cron" python3-venv python3-dev build-essential dpkg-dev ca-certificates
+
+PG_CONFIG="/usr/lib/postgresql/$PGMAJOR/bin/pg_config"
+[ -x "$PG_CONFIG" ] || PG_CONFIG=pg_config
+EXTDIR="$($PG_CONFIG --sharedir)/extension"
+
+# pgvector: the distribution's package where one exists, otherwise built from Debian's source package.
+if [ ! -f "$EXTDIR/vector.control" ]; then
+  apt_update
+  if apt-cache show "postgresql-$PGMAJOR-pgvector" >/dev/null 2>&1; then
+    apt_install "postgresql-$PGMAJOR-pgvector"
+  else
+    log "no postgresql-$PGMAJOR-pgvector package; building pgvector from Debian's source package"
+    src=/etc/apt/sources.list.d/sqlml-pgvector-src.sources
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src" >/dev/null
+    build=$(mktemp -d)
+    trap '$SUDO rm -f "$src"; rm -rf "$build"' EXIT
+    $SUDO apt-get update -qq -o Dir::Etc::sourcelist="$src" -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0
+    (cd "$build" && apt-get source -qq pgvector >/dev/null 2>&1 && cd pgvector-*/ \
+      && make -s PG_CONFIG="$PG_CONFIG" OPTFLAGS="" >/dev/null && $SUDO make -s install PG_CONFIG="$PG_CONFIG" >/dev/null)
+  fi
+  [ -f "$EXTDIR/vector.control" ] || { echo "system-deps: pgvector did not install into $EXTDIR" >&2; exit 1; }
+fi
+log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron"

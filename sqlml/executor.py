@@ -1,0 +1,74 @@
+"""The small SQL interface that registry/, governor/ and monitor/ speak.
+
+They never import plpy or psycopg2: the server hands them a :class:`sqlml.server.spi.SpiExecutor`,
+the client a :class:`PsycopgExecutor`. Parameters are ``$1, $2 ...`` placeholders whose types
+follow the Python values (str/None -> text, int -> int8, float -> float8, bool -> bool,
+bytes -> bytea, dict/list -> text holding JSON); the SQL casts where it needs another type
+(``$3::jsonb``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Protocol, Sequence
+
+
+class Executor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        """Run ``sql`` with ``params``; return the rows as dicts."""
+
+    def notice(self, message: str) -> None:
+        """Tell the user something (a NOTICE in SQL, stderr on the client)."""
+
+
+def pg_type(value) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int8"
+    if isinstance(value, float):
+        return "float8"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytea"
+    return "text"
+
+
+def adapt(value):
+    """The Python value to bind for ``value`` (JSON text for dicts and lists)."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=_json_default)
+    return value
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+class PsycopgExecutor:
+    """An Executor over a psycopg2 connection (client side: CLI, export, tests)."""
+
+    def __init__(self, conn, notice=None):
+        self.conn = conn
+        self._notice = notice
+
+    def execute(self, sql, params=()):
+        from psycopg2.extras import RealDictCursor
+
+        # $n -> %(pn)s; literal % must be doubled for psycopg2
+        sql = re.sub(r"\$(\d+)", lambda m: f"%(p{m.group(1)})s", sql.replace("%", "%%"))
+        with self.conn.cursor(cursor_factory=RealDictCursor) as cur:
+            cur.execute(sql, {f"p{i + 1}": adapt(v) for i, v in enumerate(params)})
+            return [dict(r) for r in cur.fetchall()] if cur.description else []
+
+    def notice(self, message):
+        if self._notice:
+            self._notice(message)

@@ -1,0 +1,202 @@
+"""Install sqlml into a PostgreSQL server: the server-side venv, the extension files, the database.
+
+PL/Python runs the interpreter the server was linked against, not the ``python3`` on PATH, so the
+server-side venv is made with that interpreter (found from ``plpython3.so``'s libpython).
+The extension directory then gets the control file, the SQL scripts, ``sqlml_boot.py`` and
+``sqlml.python`` (the venv's site-packages path: the setting each backend reads once, on the
+first call of any sqlml function).
+
+Standard library only (psycopg2 is imported lazily): ``scripts/setup.sh`` runs this module before
+the venv exists.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlml import __version__
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+# The extension's files ship in the checkout's sql/ or, installed from a wheel, in <prefix>/share/sqlml.
+SQL_DIRS = (CHECKOUT / "sql", Path(sys.prefix) / "share" / "sqlml")
+# Environment variable a cluster's postmaster may set to use another venv than sqlml.python names.
+SITE_ENV = "SQLML_SITE_PACKAGES"
+
+
+class InstallError(RuntimeError):
+    """An installation step failed; the message says which and how to fix it."""
+
+
+def run(cmd, **kwargs) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if out.returncode != 0:
+        raise InstallError(f"{' '.join(map(str, cmd))} failed:\n{out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+def pg_config() -> str:
+    """Path of pg_config: $PG_CONFIG, else the newest /usr/lib/postgresql/N, else PATH."""
+    if os.environ.get("PG_CONFIG"):
+        return os.environ["PG_CONFIG"]
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_config"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return found[-1]
+    path = shutil.which("pg_config")
+    if not path:
+        raise InstallError("pg_config not found: install postgresql-server-dev-NN or set PG_CONFIG")
+    return path
+
+
+def pg_bindir() -> str:
+    return run([pg_config(), "--bindir"])
+
+
+def extension_dir() -> Path:
+    return Path(run([pg_config(), "--sharedir"])) / "extension"
+
+
+def server_python() -> str:
+    """The interpreter PL/Python embeds: the python3.X whose libpython plpython3.so links to."""
+    lib = Path(run([pg_config(), "--pkglibdir"])) / "plpython3.so"
+    if not lib.exists():
+        raise InstallError(f"{lib} not found: install postgresql-plpython3-NN (scripts/system-deps.sh does)")
+    match = re.search(r"libpython(3\.\d+)", run(["ldd", str(lib)]))
+    if not match:
+        raise InstallError(f"cannot tell which libpython {lib} links to (ldd shows none)")
+    version = match.group(1)
+    for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}", shutil.which(f"python{version}")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise InstallError(f"PL/Python links libpython{version} but no python{version} executable was found")
+
+
+def sql_dir() -> Path:
+    for d in SQL_DIRS:
+        if (d / "sqlml.control").exists():
+            return d
+    raise InstallError(f"sqlml's SQL files not found in {', '.join(map(str, SQL_DIRS))}")
+
+
+def site_packages(venv: Path) -> str:
+    return run([str(Path(venv) / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+
+
+def make_venv(venv: Path, extras: str = "", editable: bool = True) -> None:
+    """Create (or update) a venv with the server's interpreter and install sqlml's pinned stack.
+
+    From a checkout the install is editable (unless ``editable`` is false, for a checkout the
+    server cannot read), so a new connection sees a code change.
+    """
+    venv = Path(venv)
+    if not (venv / "bin" / "python").exists():
+        run([server_python(), "-m", "venv", str(venv)])
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if (CHECKOUT / "pyproject.toml").exists():
+        run(pip + (["-e"] if editable else []) + [f"{CHECKOUT}{extras}"])
+    else:  # installed from a wheel: install the same pinned dependencies, then copy the package
+        from importlib.metadata import requires
+
+        deps = [r for r in (requires("sqlml") or []) if "extra ==" not in r]
+        run(pip + deps)
+        target = Path(site_packages(venv)) / "sqlml"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(Path(__file__).resolve().parent, target, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def install_files(venv: Path) -> Path:
+    """Copy the extension files into the server's extension directory and point it at ``venv``."""
+    dest = extension_dir()
+    if not os.access(dest, os.W_OK):
+        raise InstallError(f"{dest} is not writable: run as root (or the owner of the PostgreSQL installation)")
+    src = sql_dir()
+    for f in [src / "sqlml.control", src / "sqlml_boot.py", *src.glob("sqlml--*.sql")]:
+        shutil.copyfile(f, dest / f.name)
+        os.chmod(dest / f.name, 0o644)
+    (dest / "sqlml.python").write_text(site_packages(venv) + "\n")
+    os.chmod(dest / "sqlml.python", 0o644)
+    return dest
+
+
+def remove_files() -> None:
+    dest = extension_dir()
+    for f in [dest / "sqlml.control", dest / "sqlml_boot.py", dest / "sqlml.python", *dest.glob("sqlml--*.sql")]:
+        f.unlink(missing_ok=True)
+
+
+def connect(dsn: str):
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    return conn
+
+
+def _execute(dsn: str, *statements: str):
+    """Run ``statements`` in autocommit mode; return the first row of the last one."""
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+            return cur.fetchone() if cur.description else None
+    finally:
+        conn.close()
+
+
+def install_database(dsn: str) -> str:
+    """CREATE EXTENSION sqlml (or update it to the installed version); returns sqlml.version()."""
+    row = _execute(dsn, "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'")
+    if row is None:
+        _execute(dsn, "CREATE EXTENSION sqlml CASCADE")
+    elif row[0] != __version__:
+        _execute(dsn, "ALTER EXTENSION sqlml UPDATE")
+    return _execute(dsn, "SELECT sqlml.version()")[0]
+
+
+def uninstall_database(dsn: str) -> None:
+    _execute(dsn, "DROP EXTENSION IF EXISTS sqlml CASCADE")
+
+
+def setup_checkout() -> Path:
+    """The developer setup of a checkout: venv under the state directory, extension files.
+
+    Returns the venv. The cluster user must be able to read the code an editable install points
+    at; when it cannot (a checkout under /root), the package is copied into the venv instead and
+    a code change needs ``make setup`` again.
+    """
+    from sqlml.devcluster import project_state_dir, reachable_by, service_user
+
+    venv = project_state_dir(CHECKOUT) / "venv"
+    editable = reachable_by(service_user(), CHECKOUT / "sqlml" / "__init__.py")
+    if not editable:
+        print(f"setup: {service_user()} cannot read {CHECKOUT}; installing a copy (re-run `make setup` after changes)")
+    make_venv(venv, "[dev,bench]", editable=editable)
+    install_files(venv)
+    return venv
+
+
+def main(argv=None) -> int:
+    """``python -m sqlml.install setup | python`` (used by scripts/setup.sh)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["python"]:
+            print(server_python())
+        elif argv[:1] == ["setup"]:
+            print(setup_checkout())
+        else:
+            print(main.__doc__, file=sys.stderr)
+            return 2
+    except InstallError as e:
+        print(f"sqlml install: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Fixtures: one throwaway PostgreSQL cluster for the whole session (never the dev cluster),
+a fresh database with the extension for each test module, and helpers to run SQL.
+
+The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 and runs as the
+``postgres`` OS user when the suite runs as root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from sqlml.devcluster import Cluster, free_port, service_user
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    state = Path(tempfile.mkdtemp(prefix="sqlml-test-"))
+    os.chmod(state, 0o755)
+    shutil.chown(state, service_user())
+    c = Cluster(state, port=free_port())
+    c.start()
+    yield c
+    c.destroy()
+
+
+def new_database(cluster, prefix="t") -> str:
+    """A fresh database with CREATE EXTENSION sqlml; returns its DSN."""
+    return cluster.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def dsn(cluster):
+    return new_database(cluster)
+
+
+@pytest.fixture
+def conn(dsn):
+    c = psycopg2.connect(dsn)
+    c.autocommit = True
+    yield c
+    c.close()
+
+
+def query(conn, sql, params=None):
+    """Run ``sql``; return all rows (list of tuples), or [] for statements without a result."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def scalar(conn, sql, params=None):
+    rows = query(conn, sql, params)
+    return rows[0][0] if rows else None
+
+
+def sql_error(conn, sql, params=None) -> psycopg2.Error:
+    """Run ``sql``, which must fail; return the error (with .pgcode and .diag)."""
+    with pytest.raises(psycopg2.Error) as info:
+        query(conn, sql, params)
+    return info.value

@@ -1,0 +1,129 @@
+"""The foundation: extension install, reinstall, uninstall, doctor, a second database, the dev cluster."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from sqlml import __version__
+from sqlml.devcluster import Cluster, free_port, service_user
+from tests.conftest import new_database, query, scalar
+
+SQLML = [sys.executable, "-m", "sqlml.cli"]
+
+
+def cli(*args, env=None, check=True):
+    out = subprocess.run(SQLML + list(args), capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check and out.returncode != 0:
+        raise AssertionError(f"sqlml {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def test_version_answers_inside_the_server(conn):
+    assert scalar(conn, "SELECT sqlml.version()") == __version__
+
+
+def test_server_stack_imports(conn):
+    report = scalar(conn, "SELECT sqlml.doctor()")
+    assert report["python"]["version"].startswith("3.")
+    bad = [p for p in report["packages"] if not p["ok"]]
+    assert not bad, bad
+    assert {p["package"] for p in report["packages"]} >= {"scikit-learn", "onnxruntime", "lightgbm", "sqlglot"}
+
+
+def test_reinstall_and_uninstall_leave_nothing_behind(cluster):
+    dsn = new_database(cluster, "reinstall")
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        query(conn, "DROP EXTENSION sqlml CASCADE")
+        leftovers = """SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'sqlml')
+                            + (SELECT count(*) FROM pg_proc WHERE proname LIKE '%sqlml%')
+                            + (SELECT count(*) FROM pg_class WHERE relname LIKE 'sqlml%')"""
+        assert scalar(conn, leftovers) == 0
+        query(conn, "CREATE EXTENSION sqlml CASCADE")
+        assert scalar(conn, "SELECT sqlml.version()") == __version__
+        cli("uninstall", "--dsn", dsn)
+        assert scalar(conn, leftovers) == 0
+        cli("install", "--no-files", "--dsn", dsn)
+        assert scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'") == "0.1.0"
+    finally:
+        conn.close()
+
+
+def test_second_database_in_the_same_cluster(cluster, dsn):
+    other = new_database(cluster, "second")
+    for d in (dsn, other):
+        with psycopg2.connect(d) as c, c.cursor() as cur:
+            cur.execute("SELECT sqlml.version(), current_database()")
+            assert cur.fetchone()[0] == __version__
+
+
+def test_doctor_cli_all_good(dsn):
+    out = cli("doctor", "--dsn", dsn)
+    assert "all good" in out.stdout
+    report = __import__("json").loads(cli("doctor", "--dsn", dsn, "--json").stdout)
+    assert report["problems"] == [] and report["server"]["sqlml"] == __version__
+
+
+@pytest.fixture(scope="module")
+def site_without_lightgbm(tmp_path_factory):
+    """A real site-packages that lacks one package: every entry of ours but lightgbm's, linked."""
+    import sysconfig
+
+    ours = Path(sysconfig.get_paths()["purelib"])
+    site = tmp_path_factory.mktemp("site")
+    for entry in ours.iterdir():
+        if not entry.name.lower().startswith("lightgbm"):
+            (site / entry.name).symlink_to(entry)
+    os.chmod(site, 0o755)
+    for p in site.parents:
+        if str(p).startswith(tempfile_root()):
+            os.chmod(p, 0o755)
+    return site
+
+
+def tempfile_root():
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def test_doctor_names_a_missing_server_package_and_the_fix(site_without_lightgbm, tmp_path_factory):
+    state = tmp_path_factory.mktemp("broken-cluster")
+    os.chmod(state, 0o755)
+    import shutil
+
+    shutil.chown(state, service_user())
+    broken = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": str(site_without_lightgbm)})
+    broken.start()
+    try:
+        dsn = broken.create_database("broken")
+        out = cli("doctor", "--dsn", dsn, check=False)
+        assert out.returncode == 1, out.stdout
+        assert "server package lightgbm" in out.stdout
+        assert "pip install 'lightgbm==" in out.stdout
+    finally:
+        broken.destroy()
+
+
+def test_dev_cluster_up_is_idempotent_and_dsn_works(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    for p in tmp_path.parents:
+        if str(p).startswith(tempfile_root()):
+            os.chmod(p, 0o755)
+    env = {"SQLML_HOME": str(tmp_path), "SQLML_DEV_PORT": str(free_port())}
+    try:
+        cli("dev", "up", env=env)
+        cli("dev", "up", env=env)
+        dsn = cli("dev", "dsn", env=env).stdout.strip()
+        with psycopg2.connect(dsn) as c, c.cursor() as cur:
+            cur.execute("SELECT sqlml.version()")
+            assert cur.fetchone()[0] == __version__
+        assert cli("dev", "status", env=env).returncode == 0
+    finally:
+        cli("dev", "down", env=env, check=False)
+    assert cli("dev", "status", env=env, check=False).returncode == 1
