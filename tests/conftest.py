@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
 import tempfile
 import uuid
 from pathlib import Path
@@ -24,7 +25,8 @@ def cluster():
     state = Path(tempfile.mkdtemp(prefix="sqlml-test-"))
     os.chmod(state, 0o755)
     shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port())
+    # The server imports sqlml from this venv (the code under test), whatever sqlml.python says.
+    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
     c.start()
     yield c
     c.destroy()
