@@ -26,11 +26,11 @@ if not _site or not os.path.isdir(_site):
     )
 site.addsitedir(_site)
 try:
-    import sqlml.server
+    import sqlml.server.api
 except ImportError as e:
     plpy.error(
         f"sqlml: the server-side Python environment at {_site} cannot import sqlml ({e})",
         hint="run `sqlml doctor --dsn ...` to see what is missing, then `sqlml install` to repair it",
         sqlstate="58P01",
     )
-GD["sqlml"] = sqlml.server
+GD["sqlml"] = sqlml.server.api

@@ -3,8 +3,8 @@
 They never import plpy or psycopg2: the server hands them a :class:`sqlml.server.spi.SpiExecutor`,
 the client a :class:`PsycopgExecutor`. Parameters are ``$1, $2 ...`` placeholders whose types
 follow the Python values (str/None -> text, int -> int8, float -> float8, bool -> bool,
-bytes -> bytea, dict/list -> text holding JSON); the SQL casts where it needs another type
-(``$3::jsonb``).
+bytes -> bytea, dict -> text holding JSON, list -> an array of its elements' type); the SQL
+casts where it needs another type (``$3::jsonb``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ class Executor(Protocol):
 
 
 def pg_type(value) -> str:
+    if isinstance(value, (list, tuple)):
+        first = next((v for v in value if v is not None), "")
+        return pg_type(first) + "[]"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -35,10 +38,17 @@ def pg_type(value) -> str:
 
 
 def adapt(value):
-    """The Python value to bind for ``value`` (JSON text for dicts and lists)."""
-    if isinstance(value, (dict, list, tuple)):
+    """The Python value to bind for ``value`` (JSON text for dicts)."""
+    if isinstance(value, dict):
         return json.dumps(value, default=_json_default)
+    if isinstance(value, tuple):
+        return list(value)
     return value
+
+
+def to_json(value) -> str:
+    """JSON text for a value headed for a jsonb parameter (numpy scalars and arrays allowed)."""
+    return json.dumps(value, default=_json_default)
 
 
 def _json_default(o):

@@ -1,0 +1,166 @@
+"""The AutoML front: wires the data, the task and the budget to the search. No database here.
+
+``train(...)`` takes raw columns (see ``sqlml.data.convert``) and the raw target, infers or checks
+the task, encodes the labels, splits off a seeded stratified holdout, runs the search on the rest
+and scores the winner on the holdout. It returns everything the server needs to convert, verify
+and register the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from sqlml.automl import metrics, preprocess
+from sqlml.automl.budget import Budget
+from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
+from sqlml.automl.search import Problem, Result, Search, predict
+from sqlml.data import convert
+from sqlml.data.schema import BINARY, INTEGER_TYPES, MULTICLASS, PG_KINDS, REGRESSION, TASKS, FeatureSchema
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
+
+MAX_CLASSES = 200
+INTEGER_CLASS_LIMIT = 20  # an integer target with at most this many values is a label
+
+
+@dataclass
+class Candidate:
+    """A fitted model that could be registered, with its holdout predictions and metrics."""
+
+    model: object
+    algorithm: str
+    params: dict
+    holdout_pred: np.ndarray
+    holdout_metrics: dict
+
+
+@dataclass
+class Trained:
+    schema: FeatureSchema  # with the target's classes
+    metric: str
+    result: Result
+    holdout_index: np.ndarray  # holdout rows, as positions in the raw columns
+    holdout_inputs: dict  # model inputs of the holdout rows
+    holdout_y: np.ndarray  # encoded
+    train_rows: int
+    X_holdout: object = field(repr=False, default=None)
+
+    def candidate(self, model, algorithm, params) -> Candidate:
+        task = self.schema.target.task
+        pred = predict(model, self.X_holdout, task, len(self.schema.target.classes))
+        return Candidate(model, algorithm, params, pred, metrics.all_metrics(task, self.holdout_y, pred))
+
+    def candidates(self):
+        """The winner first; if it is an ensemble, then its members, best first (parity fallbacks)."""
+        yield self.candidate(self.result.model, self.result.algorithm, self.result.params)
+        for trial, model, _ in sorted(self.result.members, key=lambda m: m[0].loss):
+            yield self.candidate(model, trial.algorithm, {**trial.params, "n_estimators": trial.n_estimators})
+
+
+def infer_task(target_name: str, pg_type: str, y_raw: np.ndarray) -> tuple[str, str]:
+    """(task, why) from the target's type and values."""
+    kind = PG_KINDS.get(pg_type)
+    values = [v for v in y_raw if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    distinct = len(set(values))
+    if kind != "numeric" or pg_type == "bool":
+        task = BINARY if distinct <= 2 else MULTICLASS
+        return task, f'target "{target_name}" is {pg_type} with {distinct} distinct values'
+    if pg_type in INTEGER_TYPES and distinct <= INTEGER_CLASS_LIMIT:
+        task = BINARY if distinct <= 2 else MULTICLASS
+        return task, f'target "{target_name}" is an integer with {distinct} distinct values'
+    return REGRESSION, f'target "{target_name}" is {pg_type} with {distinct} distinct values'
+
+
+def encode_target(task: str, target_name: str, y_raw: np.ndarray, numeric: bool):
+    """(y, classes, keep mask): labels as 0..k-1 with their sorted classes, or float targets."""
+    if task == REGRESSION:
+        y = np.asarray(y_raw, dtype=np.float64)
+        keep = ~np.isnan(y)
+        if np.isinf(y[keep]).any():
+            raise SqlmlError(f'target "{target_name}" contains Infinity', hint="filter those rows out of the relation",
+                             sqlstate=DATA_EXCEPTION)
+        return y, (), keep
+    if numeric:
+        y = np.asarray(y_raw, dtype=np.float64)
+        keep = ~np.isnan(y)
+        classes = np.unique(y[keep])
+        labels = tuple(int(c) if float(c).is_integer() else float(c) for c in classes)
+    else:
+        keep = np.array([v is not None for v in y_raw], dtype=bool)
+        classes = np.unique(np.asarray([v for v in y_raw if v is not None], dtype=object).astype(str))
+        labels = tuple(str(c) for c in classes)
+    if len(classes) < 2:
+        raise SqlmlError(f'target "{target_name}" has a single class ({labels[0] if labels else "none"}): '
+                         "there is nothing to classify", hint="check the relation's filter, or train a different target",
+                         sqlstate=DATA_EXCEPTION)
+    if len(classes) > MAX_CLASSES:
+        raise SqlmlError(f'target "{target_name}" has {len(classes)} classes; the limit is {MAX_CLASSES}',
+                         hint="use task => 'regression' for a numeric target, or group rare classes", sqlstate=DATA_EXCEPTION)
+    y = np.full(len(y_raw), -1, dtype=np.int64)
+    if numeric:
+        y[keep] = np.searchsorted(classes, np.asarray(y_raw, dtype=np.float64)[keep])
+    else:
+        y[keep] = np.searchsorted(classes, np.asarray([v for v in y_raw if v is not None], dtype=object).astype(str))
+    return y, labels, keep
+
+
+def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
+    """(train_idx, test_idx): seeded, stratified by class; classes with one row stay in training."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    if task == REGRESSION:
+        return tuple(np.sort(a) for a in train_test_split(idx, test_size=test_size, random_state=seed))
+    counts = np.bincount(y)
+    single = np.isin(y, np.flatnonzero(counts == 1))
+    rest = idx[~single]
+    tr, te = train_test_split(rest, test_size=test_size, random_state=seed, stratify=y[rest])
+    return np.sort(np.concatenate([tr, idx[single]])), np.sort(te)
+
+
+def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
+          algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
+          on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True) -> Trained:
+    """``note(message)`` is called with what the user should know (task inference, the plan)."""
+    note = note or (lambda message: None)
+    target = schema.target
+    if task is None:
+        task, why = infer_task(target.name, target.pg_type, y_raw)
+        note(f"task inferred as {task}: {why} (pass task => '...' to choose)")
+    elif task not in TASKS:
+        raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, or NULL to infer it")
+    if task == MULTICLASS and len({v for v in y_raw if v is not None}) == 2:
+        task = BINARY
+    y, classes, keep = encode_target(task, target.name, y_raw, target.numeric_labels)
+    if task == BINARY and len(classes) > 2:
+        task = MULTICLASS
+        note(f"task is multiclass: the target has {len(classes)} classes")
+    metric = metrics.check_metric(metric, task)
+    if not keep.all():
+        note(f"{int((~keep).sum())} rows with a NULL target are not used")
+    schema = replace(schema, target=replace(target, task=task, classes=classes))
+    inputs = convert.model_inputs(schema, columns)
+    inputs = {k: v[keep] for k, v in inputs.items()}
+    y = y[keep]
+    if len(y) < 10:
+        raise SqlmlError(f"the relation has {len(y)} usable rows; training needs at least 10",
+                         hint="check the relation and its filter; rows with a NULL target are not used",
+                         sqlstate=DATA_EXCEPTION)
+    if not 0.05 <= test_size <= 0.5:
+        raise SqlmlError(f"test_size is {test_size}; it must be between 0.05 and 0.5", sqlstate=INVALID_PARAMETER)
+    train_idx, test_idx = holdout_split(y, task, test_size, seed)
+    frame = convert.as_frame(schema, inputs)
+    X_train, X_test = frame.iloc[train_idx].reset_index(drop=True), frame.iloc[test_idx].reset_index(drop=True)
+    plan = preprocess.Plan.from_data(schema, X_train)
+    problem = Problem(X=X_train, y=y[train_idx], task=task, metric=metric, plan=plan,
+                      n_classes=len(classes), threads=threads, seed=seed)
+    specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task in SPECS[a].tasks]
+    search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble)
+    note(f"searching {', '.join(s.name for s in specs)} for the best {metric} ({search.validation} on "
+         f"{len(train_idx)} rows, {len(test_idx)} holdout rows, budget {budget.seconds:.0f}s)")
+    search.run()
+    result = search.finish()
+    return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
+                   holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],
+                   train_rows=len(train_idx), X_holdout=X_test)

@@ -1,0 +1,336 @@
+"""The budgeted search: portfolio first, then local moves around what is promising.
+
+1. Validation is chosen from the data: k-fold cross-validation when the training part is small
+   (a single holdout is a noisy basis for choosing), one stratified holdout otherwise.
+2. Every estimator's portfolio (known-good configurations) is tried first, cheapest estimators
+   first, interleaved, so that a short budget still sees each family at its best defaults.
+3. Then random local moves in each promising estimator's space (in unit coordinates, shrinking).
+   LightGBM picks its number of rounds by early stopping on the validation fold; forests grow in
+   chunks of trees. Both stop at the deadline, and both reach ``budget.checkpoint()`` often.
+4. Greedy ensemble selection over the validation predictions (``sqlml.automl.ensemble``).
+5. The winner is refitted on the whole training part if the budget allows.
+
+The search knows estimators only through their descriptions in ``sqlml.automl.estimators``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sqlml.automl import ensemble, metrics, preprocess
+from sqlml.automl.budget import Budget
+from sqlml.automl.estimators import BOOSTING, TREES, EstimatorSpec, task_params
+from sqlml.data.schema import REGRESSION
+
+CV_MAX_ROWS = 20_000  # training rows up to which k-fold is used
+CV_FOLDS = 5
+HOLDOUT_SHARE = 0.2
+EARLY_STOPPING_ROUNDS = 50
+FOREST_CHUNK = 25  # trees added between checkpoints
+ENSEMBLE_REFITS = 3  # refits the search leaves time for
+
+
+@dataclass
+class Trial:
+    n: int
+    algorithm: str
+    params: dict
+    status: str = "ok"  # ok | failed | timeout
+    score: float | None = None
+    loss: float | None = None
+    fit_seconds: float = 0.0
+    n_estimators: int | None = None
+    error: str | None = None
+    predictions: np.ndarray | None = field(default=None, repr=False)  # on the validation rows
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "algorithm": self.algorithm, "params": self.params, "status": self.status,
+                "score": self.score, "fit_seconds": round(self.fit_seconds, 4), "n_estimators": self.n_estimators,
+                "error": self.error}
+
+
+@dataclass
+class Problem:
+    """The training part as the search sees it."""
+
+    X: object  # pandas DataFrame of model inputs
+    y: np.ndarray  # encoded labels 0..k-1 (classification) or float targets
+    task: str
+    metric: str
+    plan: preprocess.Plan
+    n_classes: int = 0
+    threads: int = 1
+    seed: int = 42
+
+
+@dataclass
+class Result:
+    model: object  # fitted Pipeline or voting ensemble
+    algorithm: str
+    params: dict
+    trials: list
+    validation_score: float
+    validation: str  # "5-fold cv" or "holdout"
+    members: list = field(default_factory=list)  # [(Trial, fitted pipeline, weight)] when an ensemble won
+
+
+def folds_for(problem: Problem) -> tuple[list, str]:
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+    n = len(problem.y)
+    idx = np.arange(n)
+    classification = problem.task != REGRESSION
+    counts = np.bincount(problem.y.astype(int)) if classification else None
+    if n <= CV_MAX_ROWS and n >= 2 * CV_FOLDS:
+        stratify = classification and counts[counts > 0].min() >= CV_FOLDS
+        splitter = (StratifiedKFold if stratify else KFold)(CV_FOLDS, shuffle=True, random_state=problem.seed)
+        return list(splitter.split(idx, problem.y if stratify else None)), f"{CV_FOLDS}-fold cv"
+    stratify = problem.y if classification and counts[counts > 0].min() >= 2 else None
+    fit, valid = train_test_split(idx, test_size=HOLDOUT_SHARE, random_state=problem.seed, stratify=stratify)
+    return [(np.sort(fit), np.sort(valid))], "holdout"
+
+
+def predict(model, X, task: str, n_classes: int) -> np.ndarray:
+    """Probabilities (n, n_classes) in class-index order, or values (n,)."""
+    if task == REGRESSION:
+        return np.asarray(model.predict(X), dtype=np.float64).ravel()
+    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+    classes = np.asarray(model.classes_).astype(int)
+    if len(classes) == n_classes:
+        return proba
+    full = np.zeros((len(proba), n_classes))
+    full[:, classes] = proba  # a fold that lacked a class predicts 0 for it
+    return full
+
+
+def fit_pipeline(spec: EstimatorSpec, params: dict, problem: Problem, X, y, budget: Budget,
+                 valid=None, n_estimators: int | None = None):
+    """Fit preprocessing + estimator; return (Pipeline, number of boosting rounds or trees)."""
+    from sklearn.pipeline import Pipeline
+
+    pre = preprocess.build(problem.plan, spec.family)
+    est = spec.build(task_params(spec, params, problem.task), problem.task, problem.threads, problem.seed)
+    Xt = pre.fit_transform(X, y)
+    used = None
+    if spec.family == BOOSTING:
+        used = _fit_lightgbm(est, problem, Xt, y, budget, pre, valid, n_estimators)
+    elif spec.family == TREES:
+        used = _fit_forest(est, Xt, y, budget)
+    else:
+        est.fit(Xt, y)
+    return Pipeline([("pre", pre), ("model", est)]), used
+
+
+def _fit_lightgbm(est, problem, Xt, y, budget, pre, valid, n_estimators):
+    import lightgbm as lgb
+
+    def guard(env):
+        if env.iteration % 10 == 0:
+            budget.checkpoint()
+            if budget.expired() and env.iteration > 0:
+                raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
+
+    guard.order = 5
+    kwargs = {"categorical_feature": problem.plan.categorical_indices() or "auto", "callbacks": [guard]}
+    if n_estimators:
+        est.set_params(n_estimators=int(n_estimators))
+    elif valid is not None:
+        Xv, yv = valid
+        kwargs["eval_X"], kwargs["eval_y"] = pre.transform(Xv), yv
+        kwargs["callbacks"].append(lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
+    est.fit(Xt, y, **kwargs)
+    best = getattr(est, "best_iteration_", None)
+    return int(best) if best else int(est.n_estimators)
+
+
+def _fit_forest(est, Xt, y, budget):
+    total = int(est.n_estimators)
+    est.set_params(warm_start=True, n_estimators=0)
+    grown = 0
+    while grown < total:
+        grown = min(grown + FOREST_CHUNK, total)
+        est.set_params(n_estimators=grown)
+        est.fit(Xt, y)
+        budget.checkpoint()
+        if budget.expired():
+            break
+    est.set_params(warm_start=False)
+    return grown
+
+
+class Search:
+    """Run with :meth:`run`; ``on_trial(trial, best)`` is called after every trial (progress)."""
+
+    def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
+                 reserve_seconds: float = 1.0, use_ensemble: bool = True):
+        self.use_ensemble = use_ensemble
+        self.problem = problem
+        self.specs = sorted(specs, key=lambda s: s.cost)
+        self.budget = budget
+        self.on_trial = on_trial or (lambda trial, best: None)
+        self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
+        self.trials: list[Trial] = []
+        self.folds, self.validation = folds_for(problem)
+        self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
+        self.rng = np.random.default_rng(problem.seed)
+        self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
+
+    # --- time ------------------------------------------------------------------------------------
+
+    def refit_estimate(self, algorithm: str) -> float:
+        """Seconds to refit ``algorithm`` on the whole training part."""
+        fold = self.fit_time.get(algorithm, 0.0)
+        fit_share = len(self.folds[0][0]) / len(self.problem.y)
+        return fold / fit_share * 1.2
+
+    def time_left_for_search(self) -> float:
+        """Budget left once the final refit is paid for: an ensemble of the top three estimators'
+        best configurations (the ensemble rarely needs more members' refits than that)."""
+        top = [t.algorithm for _, t in self._ranked_specs()][:ENSEMBLE_REFITS]
+        refit = sum(self.refit_estimate(a) for a in top)
+        return self.budget.remaining() - refit - self.reserve_seconds
+
+    def affordable(self, spec: EstimatorSpec) -> bool:
+        if not any(t.status == "ok" for t in self.trials):
+            return True  # the first trial always runs: a training must produce a model
+        known = self.fit_time.get(spec.name)
+        if known is None:
+            ref = [self.fit_time[s.name] / s.cost for s in self.specs if s.name in self.fit_time]
+            known = (np.median(ref) if ref else 0.0) * spec.cost
+        return known * len(self.folds) < self.time_left_for_search()
+
+    # --- trials ----------------------------------------------------------------------------------
+
+    def best(self) -> Trial | None:
+        ok = [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)]
+        return min(ok, key=lambda t: t.loss) if ok else None
+
+    def evaluate(self, spec: EstimatorSpec, params: dict) -> Trial:
+        p = self.problem
+        trial = Trial(n=len(self.trials) + 1, algorithm=spec.name, params=dict(params))
+        first = not any(t.status == "ok" for t in self.trials)
+        shape = (len(p.y), p.n_classes) if p.task != REGRESSION else (len(p.y),)
+        oof = np.full(shape, np.nan)
+        rounds = []
+        start = time.monotonic()
+        try:
+            for fit_idx, valid_idx in self.folds:
+                self.budget.checkpoint()
+                fold_budget = self.budget if first else self.budget.child(self.time_left_for_search())
+                t0 = time.monotonic()
+                Xf, yf = p.X.iloc[fit_idx], p.y[fit_idx]
+                Xv, yv = p.X.iloc[valid_idx], p.y[valid_idx]
+                model, used = fit_pipeline(spec, params, p, Xf, yf, fold_budget, valid=(Xv, yv))
+                self.fit_time[spec.name] = time.monotonic() - t0
+                oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
+                rounds.append(used)
+                if fold_budget.expired() and not first:
+                    trial.status = "timeout"
+                    break
+        except Exception as e:  # noqa: BLE001 - a failing configuration is a trial result, not a crash
+            if _is_interrupt(e):
+                raise
+            trial.status, trial.error = "failed", f"{type(e).__name__}: {e}"
+        trial.fit_seconds = time.monotonic() - start
+        if trial.status == "ok":
+            yv = p.y[self.valid_rows]
+            trial.score = metrics.score(p.metric, yv, oof[self.valid_rows])
+            trial.loss = metrics.loss(p.metric, trial.score)
+            trial.predictions = oof[self.valid_rows]
+            if rounds and rounds[0] is not None:
+                trial.n_estimators = int(np.mean(rounds))
+        self.trials.append(trial)
+        self.on_trial(trial, self.best())
+        return trial
+
+    def neighbour(self, spec: EstimatorSpec, params: dict, step: float) -> dict:
+        out = dict(params)
+        for h in spec.space:
+            if h.name not in params and h.name not in ("C", "alpha"):
+                continue
+            current = params.get(h.name, h.from_unit(0.5))
+            out[h.name] = h.from_unit(h.to_unit(current) + self.rng.normal(0, step))
+        return out
+
+    def run(self) -> list[Trial]:
+        # 1. portfolios, interleaved, cheapest estimators first
+        depth = max(len(s.portfolio) for s in self.specs)
+        for i in range(depth):
+            for spec in self.specs:
+                if i < len(spec.portfolio) and self.time_left_for_search() > 0 and self.affordable(spec):
+                    self.evaluate(spec, spec.portfolio[i])
+        # 2. local moves around each estimator's best, the best estimators most often
+        step = 0.25
+        while self.time_left_for_search() > 0:
+            ranked = [(s, t) for s, t in self._ranked_specs() if s.space]
+            if not ranked:
+                break
+            weights = np.array([0.6 ** i for i in range(len(ranked))])
+            spec, incumbent = ranked[self.rng.choice(len(ranked), p=weights / weights.sum())]
+            if not self.affordable(spec):
+                affordable = [(s, t) for s, t in ranked if self.affordable(s)]
+                if not affordable:
+                    break
+                spec, incumbent = affordable[0]
+            self.evaluate(spec, self.neighbour(spec, incumbent.params, step))
+            step = max(step * 0.97, 0.05)
+        return self.trials
+
+    def _ranked_specs(self):
+        best = {}
+        for t in self.trials:
+            if t.status == "ok" and t.loss is not None and not math.isnan(t.loss):
+                if t.algorithm not in best or t.loss < best[t.algorithm].loss:
+                    best[t.algorithm] = t
+        by_name = {s.name: s for s in self.specs}
+        return [(by_name[n], t) for n, t in sorted(best.items(), key=lambda kv: kv[1].loss)]
+
+    # --- the final model -----------------------------------------------------------------------
+
+    def finish(self) -> Result:
+        """Pick the single best or an ensemble, and refit it on the whole training part if time allows."""
+        best = self.best()
+        if best is None:
+            errors = "; ".join(sorted({t.error for t in self.trials if t.error})) or "no trial finished"
+            raise RuntimeError(f"every trial failed: {errors}")
+        p = self.problem
+        yv = p.y[self.valid_rows]
+        chosen = ensemble.select(self.trials, yv, p.metric, p.task) if self.use_ensemble else None
+        specs = {s.name: s for s in self.specs}
+        if chosen and len(chosen) > 1:
+            members = [(t, w) for t, w in chosen]
+            cost = sum(self.refit_estimate(t.algorithm) for t, _ in members) * 0.8
+            if cost < self.budget.remaining() - self.reserve_seconds:
+                fitted = [(t, self._refit(specs[t.algorithm], t), w) for t, w in members]
+                model = ensemble.voting([(m, w) for _, m, w in fitted], p.task)
+                score = metrics.score(p.metric, yv, ensemble.blend([t.predictions for t, _ in members],
+                                                                   [w for _, w in members]))
+                params = {"members": [{"trial": t.n, "algorithm": t.algorithm, "weight": w, "params": t.params}
+                                      for t, w in members]}
+                return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
+        return Result(self._refit(specs[best.algorithm], best), best.algorithm,
+                      {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
+                      self.trials, best.score, self.validation)
+
+    def _refit(self, spec: EstimatorSpec, trial: Trial):
+        p = self.problem
+        rounds = None
+        if spec.family == BOOSTING and trial.n_estimators:
+            # more data, a few more rounds than early stopping found on a fold
+            rounds = max(int(trial.n_estimators * len(p.y) / len(self.folds[0][0])), 1)
+        refit_budget = Budget(math.inf, self.budget.interrupt)  # a refit runs to the end; time for it was reserved
+        params = dict(trial.params)
+        if spec.family == TREES and trial.n_estimators:
+            params["n_estimators"] = trial.n_estimators
+        model, _ = fit_pipeline(spec, params, p, p.X, p.y, refit_budget, n_estimators=rounds)
+        return model
+
+
+def _is_interrupt(e: BaseException) -> bool:
+    """Cancels, timeouts (SPI errors from the interrupt check) and memory caps end the job, not a trial."""
+    return isinstance(e, MemoryError) or type(e).__name__ in ("QueryCanceled", "SPIError", "AdminShutdown", "Interrupted") or \
+        getattr(e, "sqlstate", None) in ("57014", "57P01", "57P02", "57P03")

@@ -1,0 +1,83 @@
+"""Fitted pipeline -> ONNX bytes, with one input per model input and fixed output names.
+
+Outputs: classifiers give ``label`` (int64 index into the project's classes: pipelines are fitted
+on labels encoded 0..k-1) and ``probabilities`` (float32, shape (n, k), no ZipMap); regressors
+give ``variable`` (float32, shape (n, 1)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqlml.data.schema import REGRESSION, FeatureSchema
+
+OPSET = 17
+ML_OPSET = 3
+_registered = False
+
+
+def _register_lightgbm() -> None:
+    """Teach skl2onnx the LightGBM estimators (converters live in onnxmltools)."""
+    global _registered
+    if _registered:
+        return
+    import lightgbm as lgb
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    update_registered_converter(lgb.LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
+                                convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    update_registered_converter(lgb.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
+                                convert_lightgbm, options={"split": None})
+    _registered = True
+
+
+def to_onnx(model, schema: FeatureSchema) -> bytes:
+    """Convert a fitted pipeline (or voting ensemble of pipelines) over the model-input frame."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    _register_lightgbm()
+    inputs = [(name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1])) for name, text in schema.inputs]
+    options = {} if schema.target.task == REGRESSION else {id(model): {"zipmap": False}}
+    onx = convert_sklearn(model, initial_types=inputs, options=options,
+                          target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+    outputs = [o.name for o in onx.graph.output]
+    rename = dict(zip(outputs, ["variable"] if schema.target.task == REGRESSION else ["label", "probabilities"]))
+    for node in onx.graph.node:
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    for o in onx.graph.output:
+        o.name = rename.get(o.name, o.name)
+    onx.producer_name = "sqlml"
+    return onx.SerializeToString()
+
+
+def session(onnx_bytes: bytes, threads: int = 1):
+    """An ONNX Runtime session for scoring with ``threads`` intra-op threads, no spinning."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(int(threads), 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run(sess, feeds: dict, task: str) -> np.ndarray:
+    """Probabilities (n, k) for classifiers, values (n,) for regressors."""
+    if task == REGRESSION:
+        return sess.run(["variable"], feeds)[0].reshape(-1).astype(np.float64)
+    return sess.run(["probabilities"], feeds)[0].astype(np.float64)
+
+
+def opset_of(onnx_bytes: bytes) -> int:
+    import onnx
+
+    m = onnx.load_from_string(onnx_bytes)
+    return max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))

@@ -1,0 +1,51 @@
+"""ONNX parity: the converted graph must predict what the fitted pipeline predicts.
+
+A model is registered only if, on the holdout rows, predicted labels differ on at most
+``MAX_LABEL_MISMATCH`` of rows and every probability or value is within ``MAX_RELATIVE_ERROR``
+(relative to max(|expected|, 1)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from sqlml.data.schema import REGRESSION
+
+MAX_LABEL_MISMATCH = 0.001
+MAX_RELATIVE_ERROR = 1e-4
+
+
+@dataclass(frozen=True)
+class Parity:
+    ok: bool
+    rows: int
+    label_mismatch: float  # share of rows whose label differs (classification), 0 for regression
+    max_relative_error: float
+    reason: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def compare(task: str, expected: np.ndarray, actual: np.ndarray) -> Parity:
+    """``expected`` from the fitted pipeline, ``actual`` from ONNX Runtime (proba or values)."""
+    expected, actual = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    rows = len(expected)
+    if expected.shape != actual.shape:
+        return Parity(False, rows, 1.0, float("inf"), f"ONNX output shape {actual.shape} != pipeline's {expected.shape}")
+    if rows == 0:
+        return Parity(True, 0, 0.0, 0.0)
+    rel = np.abs(actual - expected) / np.maximum(np.abs(expected), 1.0)
+    max_rel = float(np.nanmax(rel)) if np.isfinite(rel).any() else float("inf")
+    if np.isnan(actual).any() != np.isnan(expected).any():
+        max_rel = float("inf")
+    mismatch = 0.0 if task == REGRESSION else float(np.mean(actual.argmax(axis=1) != expected.argmax(axis=1)))
+    reasons = []
+    if mismatch > MAX_LABEL_MISMATCH:
+        reasons.append(f"labels differ on {mismatch:.2%} of {rows} holdout rows (limit {MAX_LABEL_MISMATCH:.1%})")
+    if max_rel > MAX_RELATIVE_ERROR:
+        what = "values" if task == REGRESSION else "probabilities"
+        reasons.append(f"{what} differ by up to {max_rel:.2e} relative (limit {MAX_RELATIVE_ERROR:.0e})")
+    return Parity(not reasons, rows, mismatch, max_rel, "; ".join(reasons) or None)

@@ -1,0 +1,189 @@
+"""Projects, models, deployments and trials: the persistence of the model lifecycle.
+
+Everything goes through an :class:`sqlml.executor.Executor`. On the server these functions run
+with the extension owner's rights (see ``sqlml.server.privileged``); callers check the user's
+privileges first (``sqlml.registry.access``).
+
+Invariants: versions count up per project and never repeat (``projects.last_version``, bumped
+under the project's row lock); a deployment always points at an existing model of its project
+(foreign keys); the project row lock serialises concurrent registrations and deployments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlml.errors import INVALID_PARAMETER, NO_DATA, UNDEFINED_OBJECT, SqlmlError
+from sqlml.executor import to_json
+
+STRATEGIES = ("best_score", "most_recent", "rollback", "version", "train")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What scoring needs to find and verify a model."""
+
+    id: int
+    project: str
+    version: int
+    sha256: str
+
+
+def sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def parse_project_spec(spec: str) -> tuple[str, int | None]:
+    """``'churn'`` -> ('churn', None); ``'churn@3'`` -> ('churn', 3)."""
+    if spec is None:
+        raise SqlmlError("project is NULL", hint="pass a project name such as 'churn' or 'churn@3'")
+    name, sep, version = str(spec).rpartition("@")
+    if sep and version.isdigit():
+        return name, int(version)
+    return str(spec), None
+
+
+def project(ex, name: str, lock: bool = False) -> dict | None:
+    rows = ex.execute("SELECT * FROM sqlml.projects WHERE name = $1" + (" FOR UPDATE" if lock else ""), [name])
+    return rows[0] if rows else None
+
+
+def require_project(ex, name: str, lock: bool = False) -> dict:
+    row = project(ex, name, lock)
+    if row is None:
+        known = [r["name"] for r in ex.execute("SELECT name FROM sqlml.projects ORDER BY name LIMIT 20")]
+        raise SqlmlError(f'project "{name}" does not exist',
+                         hint=("projects are: " + ", ".join(known)) if known else "train one first: SELECT * FROM sqlml.train('name', 'table', 'target')",
+                         sqlstate=UNDEFINED_OBJECT)
+    return row
+
+
+def ensure_project(ex, name: str, task: str, target: str, owner: str) -> dict:
+    """The project, created on first training; a later training must predict the same target."""
+    ex.execute("INSERT INTO sqlml.projects (name, task, target, owner) VALUES ($1, $2, $3, $4) "
+               "ON CONFLICT (name) DO NOTHING", [name, task, target, owner])
+    row = project(ex, name, lock=True)
+    if row["task"] != task or row["target"] != target:
+        raise SqlmlError(f'project "{name}" predicts "{row["target"]}" ({row["task"]}); this training predicts '
+                         f'"{target}" ({task})', hint="use another project name for a different target or task",
+                         sqlstate=INVALID_PARAMETER)
+    return row
+
+
+def next_version(ex, name: str) -> int:
+    return ex.execute("UPDATE sqlml.projects SET last_version = last_version + 1 WHERE name = $1 "
+                      "RETURNING last_version", [name])[0]["last_version"]
+
+
+def insert_model(ex, model: dict) -> int:
+    """Insert a model row (``model`` holds the column values); returns its id."""
+    cols = list(model)
+    casts = {"metrics": "jsonb", "hyperparameters": "jsonb", "feature_schema": "jsonb", "parity": "jsonb",
+             "library_versions": "jsonb", "classes": "jsonb", "profile": "jsonb", "baseline": "jsonb",
+             "importance": "jsonb", "meta_features": "jsonb", "version": "int", "opset": "int", "rows": "int8",
+             "job_id": "int8"}
+    values = ", ".join(f"${i + 1}" + (f"::{casts[c]}" if c in casts else "") for i, c in enumerate(cols))
+    params = [to_json(model[c]) if casts.get(c) == "jsonb" else model[c] for c in cols]
+    return ex.execute(f"INSERT INTO sqlml.models ({', '.join(cols)}) VALUES ({values}) RETURNING id", params)[0]["id"]
+
+
+def insert_trials(ex, project_name: str, job_id, version, metric: str, trials: list[dict]) -> None:
+    if not trials:
+        return
+    ex.execute(
+        """INSERT INTO sqlml.trials (project, job_id, model_version, n, algorithm, params, status, metric, score,
+                                     fit_seconds, n_estimators, error)
+           SELECT $1, $2::int8, $3::int, t.n, t.algorithm, t.params, t.status, $4, t.score, t.fit_seconds,
+                  t.n_estimators, t.error
+           FROM jsonb_to_recordset($5::jsonb) AS t(n int, algorithm text, params jsonb, status text, score float8,
+                                                  fit_seconds float8, n_estimators int, error text)""",
+        [project_name, job_id, version, metric, to_json(trials)])
+
+
+def deployed(ex, name: str) -> dict | None:
+    """The currently deployed model row (without its ONNX blob), or None."""
+    rows = ex.execute(
+        """SELECT m.id, m.project, m.version, m.algorithm, m.metric, m.score, m.sha256, m.feature_schema, d.id AS deployment_id
+           FROM sqlml.deployments d JOIN sqlml.models m ON m.id = d.model_id
+           WHERE d.project = $1 ORDER BY d.id DESC LIMIT 1""", [name])
+    return rows[0] if rows else None
+
+
+def model_row(ex, name: str, version: int) -> dict:
+    rows = ex.execute("SELECT id, project, version, algorithm, metric, score, sha256, feature_schema "
+                      "FROM sqlml.models WHERE project = $1 AND version = $2", [name, version])
+    if not rows:
+        versions = [str(r["version"]) for r in ex.execute(
+            "SELECT version FROM sqlml.models WHERE project = $1 ORDER BY version", [name])]
+        raise SqlmlError(f'project "{name}" has no version {version}',
+                         hint=f"versions are: {', '.join(versions)}" if versions else "the project has no models yet",
+                         sqlstate=UNDEFINED_OBJECT)
+    return rows[0]
+
+
+def record_deployment(ex, name: str, model_id: int, version: int, strategy: str, reason: dict, by: str) -> dict:
+    return ex.execute(
+        "INSERT INTO sqlml.deployments (project, model_id, version, strategy, reason, deployed_by) "
+        "VALUES ($1, $2, $3::int, $4, $5::jsonb, $6) RETURNING id, deployed_at",
+        [name, model_id, version, strategy, to_json(reason), by])[0]
+
+
+def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict:
+    """The model row that ``strategy`` selects for project ``name`` (locked by the caller)."""
+    current = deployed(ex, name)
+    if version is not None:
+        return model_row(ex, name, version)
+    if strategy == "most_recent":
+        rows = ex.execute("SELECT id, project, version, algorithm, metric, score, sha256 FROM sqlml.models "
+                          "WHERE project = $1 ORDER BY version DESC LIMIT 1", [name])
+    elif strategy == "best_score":
+        metric = ex.execute("SELECT metric FROM sqlml.models WHERE project = $1 ORDER BY version DESC LIMIT 1", [name])
+        if not metric:
+            rows = []
+        else:
+            from sqlml.automl.metrics import HIGHER_IS_BETTER
+
+            order = "DESC" if HIGHER_IS_BETTER.get(metric[0]["metric"], True) else "ASC"
+            rows = ex.execute(f"SELECT id, project, version, algorithm, metric, score, sha256 FROM sqlml.models "
+                              f"WHERE project = $1 AND metric = $2 AND score IS NOT NULL "
+                              f"ORDER BY score {order}, version DESC LIMIT 1", [name, metric[0]["metric"]])
+    elif strategy == "rollback":
+        if current is None:
+            raise SqlmlError(f'project "{name}" has no deployed model to roll back', sqlstate=NO_DATA,
+                             hint="deploy one first: SELECT * FROM sqlml.deploy('name', 'most_recent')")
+        rows = ex.execute(
+            """SELECT m.id, m.project, m.version, m.algorithm, m.metric, m.score, m.sha256
+               FROM sqlml.deployments d JOIN sqlml.models m ON m.id = d.model_id
+               WHERE d.project = $1 AND d.id < (SELECT max(id) FROM sqlml.deployments WHERE project = $1)
+                 AND d.model_id <> $2
+               ORDER BY d.id DESC LIMIT 1""", [name, current["id"]])
+        if not rows:
+            raise SqlmlError(f'project "{name}" has no previous deployment to roll back to (version '
+                             f'{current["version"]} is the only one deployed so far)', sqlstate=NO_DATA,
+                             hint="deploy a chosen version instead: SELECT * FROM sqlml.deploy('name', version => N)")
+    else:
+        raise SqlmlError(f'unknown deployment strategy "{strategy}"',
+                         hint="use best_score, most_recent or rollback, or pass version => N", sqlstate=INVALID_PARAMETER)
+    if not rows:
+        raise SqlmlError(f'project "{name}" has no models to deploy', sqlstate=NO_DATA,
+                         hint="train one first: SELECT * FROM sqlml.train(...)")
+    return rows[0]
+
+
+def onnx_blob(ex, model_id: int) -> tuple[bytes, str, dict]:
+    """(ONNX bytes, stored sha256, feature schema) of a model, verified against its sha256."""
+    rows = ex.execute("SELECT project, version, onnx, sha256, feature_schema FROM sqlml.models WHERE id = $1", [model_id])
+    if not rows:
+        raise SqlmlError(f"model {model_id} does not exist", sqlstate=UNDEFINED_OBJECT)
+    row = rows[0]
+    blob = bytes(row["onnx"])
+    if sha256(blob) != row["sha256"]:
+        from sqlml.errors import DATA_CORRUPTED
+
+        raise SqlmlError(f'model "{row["project"]}" version {row["version"]} fails its integrity check: the stored '
+                         f"ONNX does not match its sha256", sqlstate=DATA_CORRUPTED,
+                         hint="the models table was modified outside sqlml; deploy another version or retrain")
+    schema = row["feature_schema"]
+    return blob, row["sha256"], json.loads(schema) if isinstance(schema, str) else schema

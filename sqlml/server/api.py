@@ -1,0 +1,93 @@
+"""The entry points the extension's SQL functions call (GD["sqlml"] is this module). Kept thin: SPI in, SPI out, no ML logic.
+
+Importing this module must stay cheap and must not import the ML stack: `doctor` has to work
+when a package is missing, and a backend that only scores should not load scikit-learn.
+Every function here is an entry point: errors leave it as clean SQL errors (see errors.py).
+"""
+
+from sqlml import __version__
+from sqlml.server.errors import entry
+
+
+@entry
+def version():
+    return __version__
+
+
+@entry
+def doctor():
+    import json
+    import os
+
+    from sqlml import stack
+
+    return json.dumps({
+        "sqlml": __version__,
+        "location": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "python": stack.python_info(),
+        "packages": stack.check_packages(),
+    })
+
+
+@entry
+def privileged(token):
+    from sqlml.server import privileged as p
+
+    p.execute(token)
+
+
+@entry
+def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
+    from sqlml.server import train as t
+
+    return t.train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
+
+
+@entry
+def deploy(project, strategy, version):
+    from sqlml.server import deploy as d
+
+    return d.deploy(project, strategy, version)
+
+
+@entry
+def predict(project, features, as_array=False):
+    from sqlml.server import scoring
+
+    return scoring.predict(project, features, as_array)
+
+
+@entry
+def predict_proba(project, features, as_array=False):
+    from sqlml.server import scoring
+
+    return scoring.predict_proba(project, features, as_array)
+
+
+@entry
+def predict_label(project, features, as_array=False):
+    from sqlml.server import scoring
+
+    return scoring.predict_label(project, features, as_array)
+
+
+@entry
+def classes(project):
+    from sqlml.server import scoring
+
+    return scoring.classes(project)
+
+
+@entry
+def predict_batch(project, relation, id_column):
+    from sqlml.server import batch
+
+    # materialised here so that errors surface inside the entry point, not while PostgreSQL iterates
+    return list(batch.predict_batch(project, relation, id_column))
+
+
+@entry
+def score(project, relation, into_table, id_column):
+    from sqlml.server import batch
+
+    return batch.score(project, relation, into_table, id_column)

@@ -1,0 +1,25 @@
+"""``sqlml.deploy``: choose a model by strategy or version and make it the project's deployed one."""
+
+from __future__ import annotations
+
+from sqlml.registry import store
+from sqlml.server import privileged
+from sqlml.server.spi import spi
+
+
+def deploy(project, strategy, version):
+    caller = spi.execute("SELECT current_user AS u")[0]["u"]
+    strategy = "version" if version is not None and strategy in (None, "best_score") else (strategy or "best_score")
+
+    def run(ex):
+        store.require_project(ex, project, lock=True)  # the lock serialises concurrent deploys
+        chosen = store.choose_deployment(ex, project, strategy, version)
+        previous = store.deployed(ex, project)
+        reason = {"strategy": strategy, "previous_version": previous["version"] if previous else None}
+        row = store.record_deployment(ex, project, chosen["id"], chosen["version"], strategy, reason, caller)
+        return chosen, previous, row
+
+    chosen, previous, row = privileged.run(run)
+    was = f" (was version {previous['version']})" if previous else ""
+    spi.notice(f"project {project}: version {chosen['version']} ({chosen['algorithm']}) deployed by {strategy}{was}")
+    return [(project, chosen["version"], chosen["algorithm"], chosen["metric"], chosen["score"], strategy, row["deployed_at"])]

@@ -1,0 +1,120 @@
+"""Read a relation into columns, as the calling role, in a read-only subtransaction.
+
+Everything runs with the caller's privileges (the public functions are SECURITY INVOKER), so
+grants, column grants and row-level security apply. The data is read inside a subtransaction
+that is set read-only and then rolled back: even a query that calls a function with side
+effects cannot change anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plpy
+
+from sqlml.data import ingest
+from sqlml.data.relation import Relation
+from sqlml.data.schema import VECTOR, Feature
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, SYNTAX_ERROR, UNDEFINED_TABLE, SqlmlError
+from sqlml.server.spi import spi
+
+# Volatile functions that cannot change anything, allowed in a relation query.
+ALLOWED_VOLATILE = {"random", "clock_timestamp", "timeofday", "gen_random_uuid", "uuid_generate_v4", "setseed"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str  # typname (domains resolved to their base type, enums as "text")
+    typmod: int
+
+
+class _Rollback(Exception):
+    pass
+
+
+def read_only(fn):
+    """``fn()`` inside a read-only subtransaction that is rolled back afterwards."""
+    result = None
+    try:
+        with plpy.subtransaction():
+            plpy.execute("SET LOCAL transaction_read_only = on")
+            result = fn()
+            raise _Rollback
+    except _Rollback:
+        pass
+    return result
+
+
+def source_sql(relation: Relation) -> tuple[str, list[str]]:
+    """(SQL to read, column names not readable by the caller) after checking the relation exists,
+    the caller may read it, and a query calls no function with side effects."""
+    if relation.name:
+        oid = spi.execute("SELECT to_regclass($1)::oid AS oid", [relation.qualified])[0]["oid"]
+        if oid is None:
+            raise SqlmlError(f'relation "{relation.text}" does not exist', sqlstate=UNDEFINED_TABLE,
+                             hint="check the name and the search_path, or schema-qualify it (schema.table)")
+        cols = spi.execute(
+            """SELECT a.attname, has_column_privilege($1::oid, a.attnum, 'SELECT') AS readable
+               FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attnum""", [oid])
+        readable = [c["attname"] for c in cols if c["readable"]]
+        hidden = [c["attname"] for c in cols if not c["readable"]]
+        if not readable:
+            raise SqlmlError(f'permission denied for relation "{relation.text}"', sqlstate=INSUFFICIENT_PRIVILEGE,
+                             hint="ask its owner for SELECT on the table or on the columns to train on")
+        select = ", ".join(ingest.quote_ident(c) for c in readable)
+        return f"SELECT {select} FROM {relation.qualified}", hidden
+    if relation.functions:
+        bad = spi.execute(
+            """SELECT DISTINCT p.proname FROM pg_proc p
+               WHERE p.proname = ANY($1::text[]) AND p.provolatile = 'v' AND NOT (p.proname = ANY($2::text[]))
+               ORDER BY 1""", [list(relation.functions), sorted(ALLOWED_VOLATILE)])
+        if bad:
+            names = ", ".join(r["proname"] for r in bad)
+            raise SqlmlError(f"relation query calls functions that may change data: {names}", sqlstate=SYNTAX_ERROR,
+                             hint="a training relation may only read: use STABLE or IMMUTABLE functions, or a view")
+    return relation.query, []
+
+
+def describe(sql: str) -> list[Column]:
+    """Name, type and typmod of each column of ``sql``, without reading rows."""
+    def probe():
+        res = plpy.execute(plpy.prepare(f"SELECT * FROM ({sql}) AS src LIMIT 0"))
+        return res.colnames(), res.coltypes(), res.coltypmods()
+
+    names, oids, typmods = read_only(probe)
+    types = {r["oid"]: r for r in spi.execute(
+        """SELECT t.oid::int8 AS oid, t.typname, t.typtype, b.typname AS base
+           FROM pg_type t LEFT JOIN pg_type b ON b.oid = t.typbasetype
+           WHERE t.oid = ANY($1::oid[])""", [list(oids)])}
+    cols = []
+    for name, oid, typmod in zip(names, oids, typmods):
+        t = types[int(oid)]
+        typname = t["base"] if t["typtype"] == "d" else ("text" if t["typtype"] == "e" else t["typname"])
+        cols.append(Column(name, typname, int(typmod)))
+    return cols
+
+
+def vector_dim(sql: str, column: str, typmod: int) -> int:
+    """Dimensions of a vector column: from its typmod, else from its first non-NULL value."""
+    if typmod > 0:
+        return typmod
+    q = ingest.quote_ident(column)
+    rows = read_only(lambda: plpy.execute(
+        f"SELECT vector_dims(src.{q}) AS d FROM ({sql}) AS src WHERE src.{q} IS NOT NULL LIMIT 1"))
+    return int(rows[0]["d"]) if rows else 0
+
+
+def read(sql: str, features: list[Feature], extra: dict[str, str] | None = None):
+    """(n, {feature: raw array}, {extra column: raw array}) for the rows of ``sql``."""
+    query = ingest.ingest_query(sql, features, extra)
+    rows = read_only(lambda: plpy.execute(query))
+    return ingest.decode_row(rows[0], features, extra)
+
+
+def with_dims(sql: str, features: list[Feature], typmods: dict) -> list[Feature]:
+    from dataclasses import replace
+
+    return [replace(f, dim=vector_dim(sql, f.name, typmods.get(f.name, -1))) if f.kind == VECTOR else f
+            for f in features]

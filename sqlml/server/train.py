@@ -1,0 +1,294 @@
+"""``sqlml.train``: validate, ingest, search, convert, verify, register, decide deployment.
+
+Orchestration only: each step is a call into data/, automl/, onnx/ or registry/.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+
+from sqlml.automl import metrics
+from sqlml.automl.budget import Budget
+from sqlml.automl.estimators import SPECS
+from sqlml.data import convert
+from sqlml.data.relation import parse_relation
+from sqlml.data.schema import (
+    CATEGORY,
+    REGRESSION,
+    TASKS,
+    Feature,
+    FeatureSchema,
+    Target,
+    check_target_type,
+    kind_of,
+)
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NO_DATA, UNDEFINED_COLUMN, SqlmlError
+from sqlml.registry import store
+from sqlml.server import ingest, interrupts, privileged
+from sqlml.server.spi import spi
+
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
+MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
+OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int}
+ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
+FINISH_RESERVE = 1.0  # seconds kept for conversion, parity check and registry write
+
+
+def check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options) -> dict:
+    """Validate everything that needs no data; returns the parsed options."""
+    if project is None or not PROJECT_NAME.match(str(project)):
+        raise SqlmlError(f'invalid project name "{project}"',
+                         hint="use 1-63 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'",
+                         sqlstate=INVALID_PARAMETER)
+    if target is None or not str(target).strip():
+        raise SqlmlError("target is empty", hint="name the column to predict", sqlstate=INVALID_PARAMETER)
+    if task is not None and task not in TASKS:
+        raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, or NULL to infer it",
+                         sqlstate=INVALID_PARAMETER)
+    if budget_seconds is None or not np.isfinite(budget_seconds) or not MIN_BUDGET <= budget_seconds <= MAX_BUDGET:
+        raise SqlmlError(f"time_budget of {budget_seconds} seconds is out of range",
+                         hint="pass an interval between 1 second and 24 hours, such as '60 seconds'",
+                         sqlstate=INVALID_PARAMETER)
+    for a in algorithms or []:
+        if a not in SPECS:
+            raise SqlmlError(f'unknown algorithm "{a}"', hint=f"use any of: {', '.join(SPECS)}", sqlstate=INVALID_PARAMETER)
+    if algorithms is not None and not algorithms:
+        raise SqlmlError("algorithms is empty", hint="pass NULL for the AutoML portfolio, or name some",
+                         sqlstate=INVALID_PARAMETER)
+    if metric is not None and metric not in metrics.HIGHER_IS_BETTER:
+        raise SqlmlError(f'unknown metric "{metric}"', hint=f"use one of: {', '.join(metrics.HIGHER_IS_BETTER)}",
+                         sqlstate=INVALID_PARAMETER)
+    if test_size is None or not 0.05 <= test_size <= 0.5:
+        raise SqlmlError(f"test_size is {test_size}; it must be between 0.05 and 0.5", sqlstate=INVALID_PARAMETER)
+    options = options or {}
+    if not isinstance(options, dict):
+        raise SqlmlError("options must be a JSON object", hint="""for example '{"seed": 7}'""", sqlstate=INVALID_PARAMETER)
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
+        if not isinstance(value, OPTIONS[key]) or (OPTIONS[key] is int and isinstance(value, bool)):
+            raise SqlmlError(f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}', sqlstate=INVALID_PARAMETER)
+    if options.get("deploy", "auto") not in ("auto", "never"):
+        raise SqlmlError(f'option "deploy" is {options["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
+                         sqlstate=INVALID_PARAMETER)
+    return options
+
+
+def choose_features(columns, target: str, exclude: list[str], relation_text: str):
+    """(features, target column, dropped {column: reason}) from the relation's columns."""
+    names = [c.name for c in columns]
+    by_name = {c.name: c for c in columns}
+    if target not in by_name:
+        raise SqlmlError(f'column "{target}" not found in {relation_text}; columns are: {", ".join(names)}',
+                         hint="pass the name of the column to predict (names are case-sensitive)",
+                         sqlstate=UNDEFINED_COLUMN)
+    for e in exclude:
+        if e not in by_name:
+            raise SqlmlError(f'excluded column "{e}" not found in {relation_text}; columns are: {", ".join(names)}',
+                             sqlstate=UNDEFINED_COLUMN)
+    features, dropped = [], {}
+    for c in columns:
+        if c.name == target or c.name in exclude:
+            continue
+        kind = kind_of(c.pg_type)
+        if kind is None:
+            dropped[c.name] = f"type {c.pg_type} is not supported (cast it in a view to use it)"
+            continue
+        features.append(Feature(c.name, kind, c.pg_type))
+    if not features:
+        raise SqlmlError(f"{relation_text} has no feature columns besides the target", sqlstate=NO_DATA,
+                         hint="train on a relation with at least one numeric, boolean, text, date or vector column")
+    return features, by_name[target], dropped
+
+
+def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict) -> list[Feature]:
+    """Refuse all-NULL and infinite columns; drop identifier-like text columns."""
+    kept = []
+    for f in features:
+        raw = columns[f.name]
+        if f.kind == CATEGORY:
+            present = [v for v in raw if v is not None]
+            if not present:
+                raise _all_null(f)
+            if n >= ID_LIKE_MIN_ROWS and len(set(present)) > 0.9 * n:
+                dropped[f.name] = f"identifier-like text ({len(set(present))} distinct values in {n} rows)"
+                continue
+        else:
+            values = raw if raw.ndim == 1 else raw.reshape(len(raw), -1)
+            if np.isnan(values).all():
+                raise _all_null(f)
+            if np.isinf(values).any():
+                raise SqlmlError(f'column "{f.name}" contains Infinity in {int(np.isinf(values).any(axis=-1).sum())} rows',
+                                 hint=f'filter those rows or exclude the column (exclude => \'{{{f.name}}}\')',
+                                 sqlstate=DATA_EXCEPTION)
+        kept.append(f)
+    if not kept:
+        raise SqlmlError("no usable feature columns remain", sqlstate=NO_DATA,
+                         hint="; ".join(f"{k}: {v}" for k, v in dropped.items()))
+    return kept
+
+
+def _all_null(f: Feature) -> SqlmlError:
+    return SqlmlError(f'column "{f.name}" is NULL in every row', sqlstate=DATA_EXCEPTION,
+                      hint=f"exclude it (exclude => '{{{f.name}}}') or fill it")
+
+
+def fingerprint(n: int, columns: dict, target) -> str:
+    import hashlib
+
+    h = hashlib.sha256(str(n).encode())
+    for name in sorted(columns):
+        h.update(name.encode())
+        arr = columns[name]
+        h.update(repr(arr.tolist()).encode() if arr.dtype == object else np.ascontiguousarray(arr).tobytes())
+    h.update(repr(list(target)).encode() if getattr(target, "dtype", None) == object else np.asarray(target).tobytes())
+    return h.hexdigest()
+
+
+def library_versions() -> dict:
+    from importlib import metadata
+
+    from sqlml import __version__, stack
+
+    out = {"sqlml": __version__}
+    for dist in stack.SERVER_PACKAGES:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def progress(budget: Budget):
+    def on_trial(trial, best):
+        score = "failed" if trial.status == "failed" else ("timed out" if trial.status == "timeout" else f"{trial.score:.4f}")
+        best_s = f"best {best.score:.4f} ({best.algorithm})" if best else "no model yet"
+        spi.notice(f"trial {trial.n}: {trial.algorithm} {score}; {best_s}; {budget.elapsed():.1f}s of {budget.seconds:.0f}s")
+    return on_trial
+
+
+def champion_score(champion: dict, trained, raw_holdout: dict, metric: str):
+    """The deployed model's score on this training's holdout, or None if it cannot be scored on it."""
+    from sqlml.onnx import convert as onnx_convert
+
+    blob, _, schema_json = privileged.run(lambda ex: store.onnx_blob(ex, champion["id"]))
+    schema = FeatureSchema.from_json(schema_json)
+    if schema.target.classes != trained.schema.target.classes:
+        return None
+    try:
+        inputs = convert.model_inputs(schema, raw_holdout)
+    except KeyError:
+        return None  # the champion needs a column this relation lacks
+    sess = onnx_convert.session(blob)
+    pred = onnx_convert.run(sess, convert.as_feeds(schema, inputs), schema.target.task)
+    return metrics.score(metric, trained.holdout_y, pred)
+
+
+def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
+    opts = check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
+    budget = Budget(float(budget_seconds), interrupt=interrupts.check)
+    caller = spi.execute("SELECT current_user AS u")[0]["u"]
+    rel = parse_relation(relation)
+    sql, hidden = ingest.source_sql(rel)
+    columns = ingest.describe(sql)
+    features, target_col, dropped = choose_features(columns, target, list(exclude or []), rel.describe())
+    for h in hidden:
+        dropped[h] = "not readable by the current role"
+    check_target_type(target, target_col.pg_type, task)
+    features = ingest.with_dims(sql, features, {c.name: c.typmod for c in columns})
+    target_kind = "numeric" if kind_of(target_col.pg_type) in ("numeric", "boolean") else "category"
+    if target_col.pg_type == "bool":
+        target_kind = "category"
+    n, raw, extras = ingest.read(sql, features, {target: target_kind})
+    y_raw = extras[target]
+    if n == 0:
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    features = check_columns(features, raw, n, dropped)
+    for col, why in dropped.items():
+        spi.notice(f'column "{col}" is not used: {why}')
+    schema = FeatureSchema(tuple(features), Target(target, target_col.pg_type, task or ""), dropped)
+    from sqlml.automl import front
+
+    trained = front.train(schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms,
+                          test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
+                          on_trial=progress(budget), reserve_seconds=FINISH_RESERVE, note=spi.notice,
+                          ensemble=opts.get("ensemble", True))
+    return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts)
+
+
+def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts):
+    """Convert, verify, compare with the champion, register, deploy through the gate."""
+    from sqlml.onnx import convert as onnx_convert
+    from sqlml.onnx import parity
+
+    task = trained.schema.target.task
+    metric = trained.metric
+    rejected = []
+    for candidate in trained.candidates():
+        blob = onnx_convert.to_onnx(candidate.model, trained.schema)
+        sess = onnx_convert.session(blob)
+        got = onnx_convert.run(sess, convert.as_feeds(trained.schema, trained.holdout_inputs), task)
+        check = parity.compare(task, candidate.holdout_pred, got)
+        if check.ok:
+            break
+        rejected.append({"algorithm": candidate.algorithm, "reason": check.reason})
+        spi.notice(f"{candidate.algorithm} not registered: its ONNX export disagrees with the fitted model ({check.reason})")
+    else:
+        raise SqlmlError("no model passed the ONNX parity check: " + "; ".join(r["reason"] for r in rejected),
+                         sqlstate=DATA_EXCEPTION, hint="train with other algorithms (algorithms => '{...}')")
+    score = candidate.holdout_metrics[metric]
+    raw_holdout = {k: v[trained.holdout_index] for k, v in raw.items()}
+
+    def register(ex):
+        store.ensure_project(ex, project, task, trained.schema.target.name, caller)
+        champion = store.deployed(ex, project)
+        version = store.next_version(ex, project)
+        model_id = store.insert_model(ex, {
+            "project": project, "version": version, "algorithm": candidate.algorithm, "task": task,
+            "metric": metric, "score": float(score), "metrics": {
+                "holdout": candidate.holdout_metrics, "validation": {metric: trained.result.validation_score,
+                                                                     "method": trained.result.validation},
+                "holdout_rows": len(trained.holdout_y), "train_rows": trained.train_rows},
+            "hyperparameters": candidate.params, "feature_schema": trained.schema.to_json(),
+            "classes": list(trained.schema.target.classes), "onnx": blob, "sha256": store.sha256(blob),
+            "opset": onnx_convert.opset_of(blob), "parity": {**check.to_json(), "rejected": rejected},
+            "relation": rel.text, "rows": int(n), "data_fingerprint": fingerprint(n, raw, y_raw),
+            "library_versions": library_versions(), "created_by": caller,
+            "train_seconds": float(budget.elapsed()),
+        })
+        store.insert_trials(ex, project, None, version, metric, [t.to_json() for t in trained.result.trials]
+                            + [{"n": len(trained.result.trials) + i + 1, "algorithm": r["algorithm"], "params": {},
+                                "status": "parity_failed", "error": r["reason"]} for i, r in enumerate(rejected)])
+        return champion, version, model_id
+
+    champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
+    champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric) if champion_before else None
+    champion, version, model_id = privileged.run(register)
+
+    decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
+    if decision["deploy"]:
+        privileged.run(lambda ex: store.record_deployment(ex, project, model_id, version, "train", decision, caller))
+    spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} holdout rows; "
+               f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
+    return [(project, version, candidate.algorithm, metric, float(score), bool(decision["deploy"]))]
+
+
+def gate(champion, champion_before, champion_on_holdout, metric, score, mode) -> dict:
+    """Deploy the challenger only if there is no champion or it beats the champion on the same holdout."""
+    if mode == "never":
+        return {"deploy": False, "why": "options.deploy is 'never'"}
+    if champion is None:
+        return {"deploy": True, "why": "first model of the project"}
+    if champion_before is None or champion["id"] != champion_before["id"]:
+        return {"deploy": False, "why": "another model was deployed while this one trained", "champion_version": champion["version"]}
+    if champion_on_holdout is None:
+        return {"deploy": False, "champion_version": champion["version"],
+                "why": f"the deployed version {champion['version']} cannot be scored on this holdout (other classes or columns); deploy explicitly"}
+    won = metrics.better(metric, score, champion_on_holdout)
+    return {"deploy": bool(won), "champion_version": champion["version"], "champion_score": champion_on_holdout,
+            "challenger_score": score,
+            "why": f"{metric} {score:.4f} vs deployed version {champion['version']}'s {champion_on_holdout:.4f} on the same holdout"
+                   + ("" if won else ": not better")}
