@@ -66,6 +66,7 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     options = options or {}
     if not isinstance(options, dict):
         raise SqlmlError("options must be a JSON object", hint="""for example '{"seed": 7}'""", sqlstate=INVALID_PARAMETER)
+    options = {k: _number(v) for k, v in options.items()}
     for key, value in options.items():
         if key not in OPTIONS:
             raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
@@ -75,6 +76,15 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
         raise SqlmlError(f'option "deploy" is {options["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
                          sqlstate=INVALID_PARAMETER)
     return options
+
+
+def _number(value):
+    """jsonb numbers arrive as Decimal: integers become int, others float."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def choose_features(columns, target: str, exclude: list[str], relation_text: str):
