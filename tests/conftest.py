@@ -22,6 +22,11 @@ from sqlml.devcluster import Cluster, free_port, service_user
 
 @pytest.fixture(scope="session")
 def cluster():
+    # CREATE EXTENSION reads the server's extension directory: put this checkout's SQL there first.
+    from sqlml.install import extension_dir, install_files
+
+    if os.access(extension_dir(), os.W_OK):
+        install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
     state = Path(tempfile.mkdtemp(prefix="sqlml-test-"))
     os.chmod(state, 0o755)
     shutil.chown(state, service_user())
