@@ -158,6 +158,13 @@ def fingerprint(n: int, columns: dict, target) -> str:
     return h.hexdigest()
 
 
+def job_threads() -> int:
+    """Threads this training may use (the governor grants them; until it does, every core)."""
+    import os
+
+    return os.cpu_count() or 1
+
+
 def library_versions() -> dict:
     from importlib import metadata
 
@@ -225,7 +232,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     trained = front.train(schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms,
                           test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
                           on_trial=progress(budget), reserve_seconds=FINISH_RESERVE, note=spi.notice,
-                          ensemble=opts.get("ensemble", True))
+                          ensemble=opts.get("ensemble", True), threads=job_threads())
     return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts)
 
 
