@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from sqlml import __version__
+from sqlml.errors import SqlmlError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -245,6 +246,10 @@ def parser() -> argparse.ArgumentParser:
 
     c = command("demo", cmd_demo, "load sample tables and run the SQL tour (examples/demo.sql)")
     dsn_arg(c)
+
+    from sqlml.cli_lifecycle import add_commands
+
+    add_commands(command, dsn_arg)  # train, models, deploy, jobs, export
     return p
 
 
@@ -254,6 +259,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except CliError as e:
         print(f"sqlml: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except SqlmlError as e:  # the server's (or the client's) message, with its hint and SQLSTATE
+        print(f"sqlml: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else "")
+              + (f"\n  (SQLSTATE {e.sqlstate})" if e.sqlstate else ""), file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - one line, not a traceback, for expected failures
         from sqlml.install import InstallError
