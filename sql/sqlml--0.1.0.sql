@@ -52,7 +52,12 @@ CREATE TABLE sqlml.models (
     created_at        timestamptz NOT NULL DEFAULT now(),
     train_seconds     float8,
     job_id            bigint,
-    UNIQUE (project, version)
+    profile           jsonb,                       -- data-quality report of the training data (sqlml.profile)
+    baseline          jsonb,                       -- drift baselines: per-feature and prediction distributions
+    importance        jsonb,                       -- permutation feature importance on the holdout
+    diagnostics       jsonb,                       -- holdout ROC / confusion matrix / residual sample for the card
+    UNIQUE (project, version),
+    UNIQUE (id, project, version)                  -- lets a deployment reference all three
 );
 
 CREATE TABLE sqlml.deployments (
@@ -63,7 +68,8 @@ CREATE TABLE sqlml.deployments (
     strategy     text NOT NULL,
     reason       jsonb,
     deployed_by  name NOT NULL,
-    deployed_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    deployed_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    FOREIGN KEY (model_id, project, version) REFERENCES sqlml.models (id, project, version)  -- never another project's model
 );
 CREATE INDEX ON sqlml.deployments (project, id DESC);
 
@@ -87,14 +93,14 @@ CREATE INDEX ON sqlml.trials (project, model_version);
 
 -- views
 
-CREATE VIEW sqlml.deployed AS
+CREATE VIEW sqlml.deployed WITH (security_invoker = true) AS  -- row-level security applies to the reader
 SELECT DISTINCT ON (d.project) d.project, d.version, m.algorithm, m.metric, m.score, d.strategy,
        d.deployed_by, d.deployed_at, d.model_id
 FROM sqlml.deployments d JOIN sqlml.models m ON m.id = d.model_id
 ORDER BY d.project, d.id DESC;
 COMMENT ON VIEW sqlml.deployed IS 'The live model of each project';
 
-CREATE VIEW sqlml.leaderboard AS
+CREATE VIEW sqlml.leaderboard WITH (security_invoker = true) AS  -- row-level security applies to the reader
 SELECT project, model_version AS version, n, algorithm, status, metric, score, fit_seconds, params
 FROM sqlml.trials;
 COMMENT ON VIEW sqlml.leaderboard IS 'Every candidate each training tried';
@@ -232,6 +238,104 @@ $$;
 
 COMMENT ON FUNCTION sqlml.score(text, text, text, text) IS 'Score every row of relation into a new table (id_column, prediction, label, probabilities)';
 
+-- operations: data quality, evaluation on new labels, drift, retraining, metrics
+--
+-- Time series are append-only: one sqlml.evaluations row per evaluate call, one sqlml.drift row per
+-- feature (and one for the predictions) per monitor call, all rows of a call sharing measured_at.
+
+CREATE TABLE sqlml.evaluations (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project       text NOT NULL REFERENCES sqlml.projects (name),
+    model_id      bigint NOT NULL REFERENCES sqlml.models (id),
+    version       integer NOT NULL,
+    relation      text NOT NULL,
+    rows          bigint NOT NULL,                 -- labelled rows scored
+    skipped       jsonb NOT NULL,                  -- rows not scored, by reason (NULL label, label never seen)
+    metrics       jsonb NOT NULL,                  -- every metric of the task
+    evaluated_by  name NOT NULL,
+    evaluated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON sqlml.evaluations (project, evaluated_at);
+COMMENT ON TABLE sqlml.evaluations IS 'Metrics of a model on newly labelled rows, one row per sqlml.evaluate call';
+
+CREATE TABLE sqlml.drift (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project      text NOT NULL REFERENCES sqlml.projects (name),
+    model_id     bigint NOT NULL REFERENCES sqlml.models (id),
+    version      integer NOT NULL,
+    relation     text NOT NULL,
+    feature      text NOT NULL,                   -- a feature, or 'prediction' for the model's output
+    what         text NOT NULL CHECK (what IN ('feature', 'prediction')),
+    psi          float8 NOT NULL,                 -- population stability index against the training baseline
+    drift        text NOT NULL CHECK (drift IN ('none', 'moderate', 'major')),
+    rows         bigint NOT NULL,
+    detail       jsonb NOT NULL,                  -- expected and actual bin shares, thresholds
+    measured_by  name NOT NULL,
+    measured_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON sqlml.drift (project, measured_at);
+COMMENT ON TABLE sqlml.drift IS 'Population stability index per feature and of the predictions, one set of rows per sqlml.monitor call';
+
+CREATE FUNCTION sqlml.profile(relation text, target text DEFAULT NULL)
+RETURNS TABLE (column_name text, type text, kind text, null_share float8, distinct_values bigint, min text, max text,
+               mean float8, warnings text[])
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].profile(relation, target)
+$$;
+COMMENT ON FUNCTION sqlml.profile(text, text) IS 'Data-quality report of relation: per column type, NULL share, distinct values, range and warnings (with target: leakage, class imbalance)';
+
+CREATE FUNCTION sqlml.evaluate(project text, relation text, version integer DEFAULT NULL)
+RETURNS TABLE (project text, version integer, metric text, value float8, holdout_value float8, rows bigint,
+               evaluated_at timestamptz)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].evaluate(project, relation, version)
+$$;
+COMMENT ON FUNCTION sqlml.evaluate(text, text, integer) IS 'Metrics of the deployed (or given) version of project on the labelled rows of relation, stored in sqlml.evaluations';
+
+CREATE FUNCTION sqlml.monitor(project text, relation text, version integer DEFAULT NULL,
+    moderate float8 DEFAULT 0.1, major float8 DEFAULT 0.25)
+RETURNS TABLE (project text, version integer, feature text, what text, psi float8, drift text, rows bigint,
+               measured_at timestamptz)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].monitor(project, relation, version, moderate, major)
+$$;
+COMMENT ON FUNCTION sqlml.monitor(text, text, integer, float8, float8) IS 'Drift of relation against the training data of the deployed (or given) version: PSI per feature and of the predictions, stored in sqlml.drift';
+
+CREATE FUNCTION sqlml._retrain_if_drifted(project text, relation text, training_relation text, threshold float8,
+    budget_seconds float8)
+RETURNS TABLE (project text, drifted boolean, max_psi float8, worst text, version integer, deployed boolean, decision text)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
+$$;
+
+CREATE FUNCTION sqlml.retrain_if_drifted(project text, relation text, training_relation text DEFAULT NULL,
+    threshold float8 DEFAULT 0.25, time_budget interval DEFAULT '60 seconds')
+RETURNS TABLE (project text, drifted boolean, max_psi float8, worst text, version integer, deployed boolean, decision text)
+LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM sqlml._retrain_if_drifted($1, $2, $3, $4, extract(epoch FROM $5)::float8)
+$$;
+COMMENT ON FUNCTION sqlml.retrain_if_drifted(text, text, text, float8, interval) IS 'Monitor relation; if any PSI reaches threshold, train project again on training_relation (default: relation) and deploy only through the champion/challenger gate';
+
+CREATE FUNCTION sqlml.prediction_counts()
+RETURNS TABLE (project text, predictions bigint)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].prediction_counts()
+$$;
+COMMENT ON FUNCTION sqlml.prediction_counts() IS 'Rows scored per project in this database since the server started counting (all backends; a backend flushes its count every few seconds and at exit)';
+
+CREATE FUNCTION sqlml.job_counts()
+RETURNS TABLE (state text, jobs bigint)
+LANGUAGE plpython3u STABLE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].job_counts()
+$$;
+COMMENT ON FUNCTION sqlml.job_counts() IS 'Jobs per state in sqlml.jobs (no rows before the job queue exists)';
+
 -- private functions
 
 CREATE FUNCTION sqlml._privileged(token text) RETURNS void
@@ -240,22 +344,153 @@ if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_
 GD['sqlml'].privileged(token)
 $$;
 
-CREATE FUNCTION sqlml._model_ref(project text, version integer)
+CREATE FUNCTION sqlml._model_ref(project_name text, wanted_version integer)
 RETURNS TABLE (id bigint, version integer, sha256 text)
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT m.id, m.version, m.sha256 FROM sqlml.models m
-    WHERE m.project = $1 AND $2 IS NOT NULL AND m.version = $2
-    UNION ALL
-    (SELECT m.id, m.version, m.sha256 FROM sqlml.deployments d JOIN sqlml.models m ON m.id = d.model_id
-     WHERE d.project = $1 AND $2 IS NULL ORDER BY d.id DESC LIMIT 1)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    -- SECURITY INVOKER on purpose: current_user is the caller, and the registry is read through its
+    -- row-level security, so no argument can make this answer for another role.
+    CASE sqlml.has_privilege(current_user, $1, 'predict')
+    WHEN true THEN NULL;
+    WHEN false THEN
+        RAISE EXCEPTION 'sqlml: permission denied to score project "%"', $1 USING ERRCODE = 'insufficient_privilege',
+            HINT = format('its owner or a sqlml_admin can allow it: SELECT sqlml.grant(%L, %L, ''predict'')', $1, current_user);
+    ELSE
+        RAISE EXCEPTION 'sqlml: project "%" does not exist', $1 USING ERRCODE = 'undefined_object',
+            HINT = 'SELECT name FROM sqlml.projects lists the projects you may use';
+    END CASE;
+    IF $2 IS NOT NULL THEN
+        RETURN QUERY SELECT m.id, m.version, m.sha256 FROM sqlml.models m WHERE m.project = $1 AND m.version = $2;
+    ELSE
+        RETURN QUERY SELECT m.id, m.version, m.sha256 FROM sqlml.deployments d JOIN sqlml.models m ON m.id = d.model_id
+                     WHERE d.project = $1 ORDER BY d.id DESC LIMIT 1;
+    END IF;
+END
 $$;
-COMMENT ON FUNCTION sqlml._model_ref(text, integer) IS 'Which model project (at version, or deployed) means now';
+COMMENT ON FUNCTION sqlml._model_ref(text, integer) IS 'Which model project (at version, or deployed) means now, for a caller allowed to score it';
 
--- grants: the registry is read through views and functions, written only by sqlml._privileged
+-- security: roles, project privileges, row-level security on the registry, audit log
+--
+-- sqlml_user may call sqlml and score the projects granted to it; sqlml_developer may also create
+-- projects (it owns what it creates); sqlml_admin has every privilege on every project and reads the
+-- whole audit log. Superusers are admins. Roles are cluster-wide: they are created if absent and are
+-- not dropped with the extension (`sqlml uninstall` drops them when no database uses them).
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sqlml_user') THEN
+        CREATE ROLE sqlml_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sqlml_developer') THEN
+        CREATE ROLE sqlml_developer NOLOGIN IN ROLE sqlml_user;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sqlml_admin') THEN
+        CREATE ROLE sqlml_admin NOLOGIN IN ROLE sqlml_developer;
+    END IF;
+END
+$$;
+
+CREATE TABLE sqlml.grants (
+    project     text NOT NULL REFERENCES sqlml.projects (name),
+    grantee     name NOT NULL,                 -- a role, or 'public' for every sqlml_user
+    privilege   text NOT NULL CHECK (privilege IN ('predict', 'train', 'deploy', 'own')),
+    granted_by  name NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, grantee, privilege)
+);
+COMMENT ON TABLE sqlml.grants IS 'Project privileges beyond ownership: predict, train, deploy, own (every privilege implies predict; own implies all)';
+
+CREATE TABLE sqlml.audit_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor      name NOT NULL,                  -- current_user of the call
+    login      name NOT NULL DEFAULT session_user,
+    action     text NOT NULL,                  -- train | deploy | rollback | grant | revoke | predict_batch | score
+    project    text NOT NULL,
+    version    integer,
+    detail     jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX ON sqlml.audit_log (actor, id);
+COMMENT ON TABLE sqlml.audit_log IS 'Who trained, deployed, rolled back, granted, revoked or batch-scored what, and when';
+
+CREATE FUNCTION sqlml.has_privilege(role name, project text, privilege text) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Like has_table_privilege(role, ...): anyone may ask about any role (privileges are not secret).
+    IF $3 IS NULL OR $3 NOT IN ('predict', 'train', 'deploy', 'own') THEN
+        RAISE EXCEPTION 'sqlml: unknown privilege "%"', $3 USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'use predict, train, deploy or own';
+    END IF;
+    IF NOT EXISTS (SELECT FROM sqlml.projects p WHERE p.name = $2) THEN
+        RETURN NULL;
+    END IF;
+    RETURN pg_has_role($1, 'sqlml_admin', 'USAGE')
+        OR EXISTS (SELECT FROM sqlml.projects p JOIN pg_roles r ON r.rolname = p.owner
+                   WHERE p.name = $2 AND pg_has_role($1, r.oid, 'USAGE'))
+        OR EXISTS (SELECT FROM sqlml.grants g LEFT JOIN pg_roles r ON r.rolname = g.grantee
+                   WHERE g.project = $2 AND (g.grantee = 'public' OR pg_has_role($1, r.oid, 'USAGE'))
+                     AND (g.privilege IN ($3, 'own') OR $3 = 'predict'));
+END
+$$;
+COMMENT ON FUNCTION sqlml.has_privilege(name, text, text) IS 'Whether role may predict, train, deploy or own project (NULL if there is no such project)';
+
+CREATE FUNCTION sqlml.has_privilege(project text, privilege text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml.has_privilege(current_user, $1, $2) $$;
+COMMENT ON FUNCTION sqlml.has_privilege(text, text) IS 'Whether the current role may predict, train, deploy or own project';
+
+CREATE FUNCTION sqlml.grant(project text, role name, privilege text) RETURNS void
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+GD['sqlml'].grant(project, role, privilege)
+$$;
+COMMENT ON FUNCTION sqlml.grant(text, name, text) IS 'Allow role (or public) to predict, train, deploy or own project; needs own on it';
+
+CREATE FUNCTION sqlml.revoke(project text, role name, privilege text) RETURNS void
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+GD['sqlml'].revoke(project, role, privilege)
+$$;
+COMMENT ON FUNCTION sqlml.revoke(text, name, text) IS 'Take back a privilege given with sqlml.grant; needs own on project';
+
+-- Row-level security: a role sees the registry rows of the projects it may score, never the ONNX of
+-- others. The extension owner (which sqlml._privileged runs as) and superusers are not subject to it.
+ALTER TABLE sqlml.projects ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sqlml.models ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sqlml.deployments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sqlml.trials ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sqlml.grants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sqlml.audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY may_score ON sqlml.projects FOR SELECT USING (sqlml.has_privilege(current_user, name, 'predict'));
+CREATE POLICY may_score ON sqlml.models FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
+CREATE POLICY may_score ON sqlml.deployments FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
+CREATE POLICY may_score ON sqlml.trials FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
+CREATE POLICY own_or_grantee ON sqlml.grants FOR SELECT USING (
+    sqlml.has_privilege(current_user, project, 'own') OR grantee = 'public'
+    OR EXISTS (SELECT FROM pg_roles r WHERE r.rolname = grantee AND pg_has_role(current_user, r.oid, 'USAGE')));
+CREATE POLICY own_rows_or_admin ON sqlml.audit_log FOR SELECT USING (
+    actor = current_user OR pg_has_role(current_user, 'sqlml_admin', 'USAGE'));
+
+-- pg_dump dumps the rows of these extension tables (and their identity sequences' positions).
+SELECT pg_catalog.pg_extension_config_dump('sqlml.projects', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.models', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.models_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.deployments', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.deployments_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.trials', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.trials_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.grants', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.audit_log_id_seq', '');
+
+-- grants (keep last, so that they cover every table and function above): only members of sqlml_user
+-- may use sqlml; they read the registry (row-level security decides which rows) and never write it:
+-- sqlml._privileged does, after checking the caller's project privileges.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA sqlml FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA sqlml FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA sqlml FROM PUBLIC;
 GRANT USAGE ON SCHEMA sqlml TO PUBLIC;
-GRANT SELECT ON sqlml.projects, sqlml.deployed, sqlml.leaderboard, sqlml.deployments, sqlml.trials TO PUBLIC;
-GRANT SELECT (id, project, version, algorithm, task, metric, score, metrics, hyperparameters, feature_schema,
-              classes, sha256, opset, parity, relation, rows, data_fingerprint, library_versions, created_by,
-              created_at, train_seconds, job_id) ON sqlml.models TO PUBLIC;
+GRANT EXECUTE ON FUNCTION sqlml.version() TO PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA sqlml TO sqlml_user;
+GRANT SELECT ON ALL TABLES IN SCHEMA sqlml TO sqlml_user;

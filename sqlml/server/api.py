@@ -91,3 +91,17 @@ def score(project, relation, into_table, id_column):
     from sqlml.server import batch
 
     return batch.score(project, relation, into_table, id_column)
+
+
+@entry
+def grant(project, role, privilege):
+    from sqlml.server import grants
+
+    grants.grant(project, role, privilege)
+
+
+@entry
+def revoke(project, role, privilege):
+    from sqlml.server import grants
+
+    grants.revoke(project, role, privilege)

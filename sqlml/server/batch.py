@@ -11,7 +11,7 @@ from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
-from sqlml.server import ingest, scoring
+from sqlml.server import audit, ingest, scoring
 from sqlml.server.spi import spi
 
 CHUNK = 65536
@@ -47,6 +47,7 @@ def _outputs(m, n, raw):
 
 def predict_batch(project, relation, id_column):
     m, n, raw, ids, _ = _read(project, relation, id_column)
+    audit.record("predict_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
     for row_id, (pred, label, proba) in zip(ids, _outputs(m, n, raw)):
         yield (row_id, pred, label, proba)
 
@@ -71,6 +72,7 @@ def score(project, relation, into_table, id_column) -> int:
         spi.execute(insert, [list(ids[start:start + CHUNK]), m.value(out).tolist(), m.labels(out),
                              [] if k == 0 else out.ravel().tolist(), k])
     spi.notice(f"scored {n} rows of {relation} with {project} version {m.ref.version} into {into_table}")
+    audit.record("score", m.ref.project, m.ref.version, {"relation": relation, "rows": n, "into_table": into_table})
     return n
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlml.registry import store
+from sqlml.registry import access, audit, store
 from sqlml.server import privileged
 from sqlml.server.spi import spi
 
@@ -12,11 +12,13 @@ def deploy(project, strategy, version):
     strategy = "version" if version is not None and strategy in (None, "best_score") else (strategy or "best_score")
 
     def run(ex):
-        store.require_project(ex, project, lock=True)  # the lock serialises concurrent deploys
+        access.require(ex, caller, project, "deploy", lock=True)  # the lock serialises concurrent deploys
         chosen = store.choose_deployment(ex, project, strategy, version)
         previous = store.deployed(ex, project)
         reason = {"strategy": strategy, "previous_version": previous["version"] if previous else None}
         row = store.record_deployment(ex, project, chosen["id"], chosen["version"], strategy, reason, caller)
+        audit.record(ex, caller, "rollback" if strategy == "rollback" else "deploy", project, chosen["version"],
+                     {"strategy": strategy, "previous_version": reason["previous_version"]})
         return chosen, previous, row
 
     chosen, previous, row = privileged.run(run)

@@ -34,7 +34,10 @@ def translate(exc: BaseException) -> SqlError:
     if isinstance(exc, SqlmlError):
         return sql_error(exc.message, sqlstate=exc.sqlstate, hint=exc.hint, detail=exc.detail)
     if isinstance(exc, plpy.SPIError):  # a PostgreSQL error (permission denied, cancel...): keep its code
-        return sql_error(str(exc.args[0]) if exc.args else str(exc), sqlstate=getattr(exc, "sqlstate", None) or "XX000",
+        message = str(exc.args[0]) if exc.args else str(exc)
+        # sqlml's own SQL functions (sqlml._model_ref...) already say "sqlml: "; say it once
+        message = message[len("sqlml: "):] if message.startswith("sqlml: ") else message
+        return sql_error(message, sqlstate=getattr(exc, "sqlstate", None) or "XX000",
                          hint=getattr(exc, "hint", None), detail=getattr(exc, "detail", None))
     if isinstance(exc, MemoryError):
         return sql_error("out of memory: the job needed more memory than its cap allows", sqlstate=OUT_OF_MEMORY,

@@ -25,8 +25,15 @@ from sqlml.data.schema import (
     check_target_type,
     kind_of,
 )
-from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NO_DATA, UNDEFINED_COLUMN, SqlmlError
-from sqlml.registry import store
+from sqlml.errors import (
+    DATA_EXCEPTION,
+    INSUFFICIENT_PRIVILEGE,
+    INVALID_PARAMETER,
+    NO_DATA,
+    UNDEFINED_COLUMN,
+    SqlmlError,
+)
+from sqlml.registry import access, audit, store
 from sqlml.server import ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
@@ -208,8 +215,12 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     opts = check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
     budget = Budget(float(budget_seconds), interrupt=interrupts.check)
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
+    privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
     rel = parse_relation(relation)
     sql, hidden = ingest.source_sql(rel)
+    if target in hidden:
+        raise SqlmlError(f'permission denied for column "{target}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="ask the table's owner for SELECT on the target column")
     columns = ingest.describe(sql)
     features, target_col, dropped = choose_features(columns, target, list(exclude or []), rel.describe())
     for h in hidden:
@@ -260,7 +271,9 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts):
     raw_holdout = {k: v[trained.holdout_index] for k, v in raw.items()}
 
     def register(ex):
+        access.require_train(ex, caller, project)
         store.ensure_project(ex, project, task, trained.schema.target.name, caller)
+        access.require(ex, caller, project, "train")  # under the project's lock: it may have been created meanwhile
         champion = store.deployed(ex, project)
         version = store.next_version(ex, project)
         model_id = store.insert_model(ex, {
@@ -279,15 +292,22 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts):
         store.insert_trials(ex, project, None, version, metric, [t.to_json() for t in trained.result.trials]
                             + [{"n": len(trained.result.trials) + i + 1, "algorithm": r["algorithm"], "params": {},
                                 "status": "parity_failed", "error": r["reason"]} for i, r in enumerate(rejected)])
-        return champion, version, model_id
+        audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": candidate.algorithm,
+                                                              metric: float(score), "relation": rel.text, "rows": int(n)})
+        return champion, version, model_id, access.has(ex, caller, project, "deploy")
 
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
     champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric) if champion_before else None
-    champion, version, model_id = privileged.run(register)
+    champion, version, model_id, may_deploy = privileged.run(register)
 
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
+    if decision["deploy"] and not may_deploy:
+        decision = {"deploy": False, "why": f'role "{caller}" may train but not deploy this project'}
     if decision["deploy"]:
-        privileged.run(lambda ex: store.record_deployment(ex, project, model_id, version, "train", decision, caller))
+        def deploy(ex):
+            store.record_deployment(ex, project, model_id, version, "train", decision, caller)
+            audit.record(ex, caller, "deploy", project, version, {"strategy": "train", "why": decision["why"]})
+        privileged.run(deploy)
     spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} holdout rows; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
     return [(project, version, candidate.algorithm, metric, float(score), bool(decision["deploy"]))]
