@@ -1,0 +1,154 @@
+"""The Python client (``sqlml.connect``) against a real database: training with live progress,
+predictions from dicts and relations that agree with SQL, the registry, deployment, jobs seen
+from another session, and server errors as exceptions with SQLSTATE and hint."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg2
+import pytest
+
+import sqlml
+from sqlml import samples
+from sqlml.client import ServerError
+from sqlml.errors import SqlmlError
+from tests.conftest import query
+
+IRIS_ROW = {"sepal_length": 6.3, "sepal_width": 2.8, "petal_length": 5.1, "petal_width": 1.5}
+
+
+@pytest.fixture(scope="module")
+def ml(dsn):
+    conn = psycopg2.connect(dsn)
+    samples.load_all(conn)
+    conn.close()
+    client = sqlml.connect(dsn)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def iris(ml):
+    """Train 'iris' once for the module, collecting the progress lines as they arrive."""
+    lines = []
+    result = ml.train("iris", "iris", "species", exclude=["id"], time_budget=3,
+                      on_progress=lambda line: lines.append((time.monotonic(), line)))
+    return result, lines
+
+
+def test_train_returns_the_registered_model_and_streams_progress(iris):
+    result, lines = iris
+    assert result["project"] == "iris" and result["version"] == 1 and result["deployed"] is True
+    assert result["metric"] == "log_loss" and result["score"] > 0
+    trials = [line for _, line in lines if "trial " in line]
+    assert trials, lines
+    # live: the first trial line arrived well before the training's last line
+    assert lines[-1][0] - next(t for t, line in lines if "trial " in line) > 0.3
+
+
+def test_predict_a_dict_a_list_and_a_relation_agree_with_sql(ml, iris, conn):
+    one = ml.predict("iris", IRIS_ROW)
+    assert set(one) == {"prediction", "label", "probabilities"}
+    assert one["label"] in ml.classes("iris") and len(one["probabilities"]) == 3
+    assert abs(sum(one["probabilities"]) - 1) < 1e-5
+    assert one["probabilities"] == pytest.approx(ml.predict_proba("iris", IRIS_ROW))
+
+    rows = query(conn, "SELECT to_jsonb(i) - 'id' - 'species', sqlml.predict_label('iris', i), "
+                       "sqlml.predict_proba('iris', i) FROM iris i WHERE id % 10 = 0 ORDER BY id")
+    many = ml.predict("iris", [r[0] for r in rows])
+    assert [m["label"] for m in many] == [r[1] for r in rows]
+    for m, r in zip(many, rows):
+        assert m["probabilities"] == pytest.approx(r[2], abs=1e-6)
+
+    batch = ml.predict("iris", "SELECT * FROM iris WHERE id % 10 = 0", id_column="id")
+    assert [b["label"] for b in sorted(batch, key=lambda b: int(b["id"]))] == [r[1] for r in rows]
+    assert ml.predict("iris", []) == []
+
+
+def test_regression_predictions_have_no_probabilities(ml, conn):
+    ml.train("diab", "diabetes", "progression", exclude=["id"], algorithms=["linear"], time_budget=3)
+    row = query(conn, "SELECT to_jsonb(d) - 'id' - 'progression', sqlml.predict('diab', d) FROM diabetes d WHERE id = 7")[0]
+    got = ml.predict("diab", row[0])
+    assert got["probabilities"] is None and got["prediction"] == pytest.approx(row[1], rel=1e-6)
+    assert float(got["label"]) == pytest.approx(row[1], rel=1e-6)
+
+
+def test_registry_views(ml, iris):
+    projects = {p["project"]: p for p in ml.projects()}
+    assert projects["iris"]["task"] == "multiclass" and projects["iris"]["deployed_version"] == 1
+    models = ml.models("iris")
+    assert [m["version"] for m in models] == [1] and models[0]["deployed"] is True
+    full = ml.model("iris")
+    assert full["feature_schema"]["target"]["name"] == "species" and full["relation"] == "iris"
+    assert "onnx" not in full
+    board = ml.leaderboard("iris")
+    assert board and all(b["version"] == 1 for b in board)
+    assert ml.version() == sqlml.__version__
+
+
+def test_deploy_and_rollback(ml, iris):
+    second = ml.train("iris", "iris", "species", exclude=["id"], algorithms=["linear"], time_budget=2,
+                      options={"deploy": "never"})
+    assert second["version"] == 2 and second["deployed"] is False
+    assert ml.deploy("iris", version=2)["version"] == 2
+    assert ml.predict("iris@1", IRIS_ROW)["label"]  # any version stays addressable
+    back = ml.deploy("iris", "rollback")
+    assert back["version"] == 1 and back["strategy"] == "rollback"
+    assert [m["version"] for m in ml.models("iris") if m["deployed"]] == [1]
+
+
+@pytest.mark.parametrize("call, sqlstate, fragment", [
+    (lambda ml: ml.predict("no_such_project", IRIS_ROW), "42704", 'project "no_such_project"'),
+    (lambda ml: ml.train("x", "iris", "no_such_column", time_budget=2), "42703", "no_such_column"),
+    (lambda ml: ml.train("x", "iris", "species", time_budget=0), "22023", "time_budget"),
+    (lambda ml: ml.deploy("iris", "sideways"), "22023", "sideways"),
+    (lambda ml: ml.models("no_such_project"), "42704", "does not exist"),
+    (lambda ml: ml.predict("iris", {"sepal_length": "tall"}), None, "sepal"),
+])
+def test_errors_carry_sqlstate_and_hint(ml, iris, call, sqlstate, fragment):
+    with pytest.raises(SqlmlError) as info:
+        call(ml)
+    e = info.value
+    assert fragment in e.message and not e.message.startswith("sqlml:")
+    assert "Traceback" not in e.message
+    if sqlstate:
+        assert e.sqlstate == sqlstate
+    assert e.hint, f"no hint for {e.message}"
+
+
+def test_server_error_is_a_sqlml_error_with_the_servers_fields(ml):
+    with pytest.raises(ServerError) as info:
+        ml.sql("SELECT sqlml.classes('no_such_project')")
+    assert isinstance(info.value, SqlmlError) and info.value.sqlstate == "42704"
+    assert str(info.value).startswith('project "no_such_project"')
+
+
+def test_connect_errors_are_server_errors():
+    with pytest.raises(ServerError) as info:
+        sqlml.connect("postgresql://nobody@127.0.0.1:1/nothing", connect_timeout=2)
+    assert "connect" in info.value.message or "refused" in info.value.message
+
+
+def test_jobs_shows_a_training_running_in_another_session(ml, dsn):
+    """While another session trains, jobs() lists it with its project, elapsed time and budget."""
+    other = sqlml.connect(dsn)
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(r=other.train(
+        "jobs_demo", "breast_cancer", "diagnosis", exclude=["id"], time_budget=5)))
+    worker.start()
+    try:
+        seen, deadline = None, time.monotonic() + 15
+        while seen is None and time.monotonic() < deadline:
+            seen = next((j for j in ml.jobs() if j["project"] == "jobs_demo"), None)
+            time.sleep(0.2)
+        assert seen is not None, "the running training never appeared in jobs()"
+        assert seen["state"] == "running" and seen["kind"] == "train"
+        assert seen["budget_seconds"] == pytest.approx(5.0)
+        assert 0 <= seen["elapsed_seconds"] <= 15
+    finally:
+        worker.join(timeout=60)
+        other.close()
+    assert done["r"]["project"] == "jobs_demo"
+    assert not [j for j in ml.jobs() if j["project"] == "jobs_demo" and j["state"] == "running"]
