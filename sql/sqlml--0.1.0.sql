@@ -336,6 +336,54 @@ return GD['sqlml'].job_counts()
 $$;
 COMMENT ON FUNCTION sqlml.job_counts() IS 'Jobs per state in sqlml.jobs (no rows before the job queue exists)';
 
+-- governor: jobs, cancellation, the cost model's report, settings
+--
+-- Jobs live in a cluster-wide store under the data directory ($PGDATA/sqlml), not in tables: a job
+-- must be visible to every session and database while its training transaction is open, and must
+-- outlive that transaction's rollback (see sqlml/governor/store.py). Settings come from the server's
+-- configuration files only (ALTER SYSTEM or postgresql.conf): a user's SET cannot change them.
+
+CREATE FUNCTION sqlml._jobs()
+RETURNS TABLE (job_id bigint, kind text, state text, queue_position integer, role text, database text, project text,
+               pid integer, submitted_at float8, started_at float8, finished_at float8, predicted_seconds float8,
+               actual_seconds float8, predicted_peak_bytes bigint, actual_peak_bytes bigint, cost_model text,
+               rows bigint, threads integer, error text, sqlstate text)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].jobs()
+$$;
+
+CREATE VIEW sqlml.jobs AS
+SELECT job_id, kind, state, queue_position, role::name AS role, database::name AS database, project, pid,
+       to_timestamp(submitted_at) AS submitted_at, to_timestamp(started_at) AS started_at,
+       to_timestamp(finished_at) AS finished_at, predicted_seconds, actual_seconds, predicted_peak_bytes,
+       actual_peak_bytes, cost_model, rows, threads, error, sqlstate
+FROM sqlml._jobs();
+COMMENT ON VIEW sqlml.jobs IS 'Every training and batch-scoring job of the cluster (all databases), newest first: state queued/running/succeeded/failed/cancelled, queue position, predicted and actual seconds and peak memory';
+
+CREATE FUNCTION sqlml.cancel(job_id bigint) RETURNS boolean
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].cancel(job_id)
+$$;
+COMMENT ON FUNCTION sqlml.cancel(bigint) IS 'Cancel a queued or running job (your role''s, or any for a superuser); true once it has stopped, false if it had already ended';
+
+CREATE FUNCTION sqlml.governor_report()
+RETURNS TABLE (kind text, quantity text, predicted_by text, jobs integer, mdape float8, p90_ape float8, analytic_mdape float8)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].governor_report()
+$$;
+COMMENT ON FUNCTION sqlml.governor_report() IS 'Cost model error so far: median and 90th-percentile absolute percentage error of predicted seconds and peak memory over succeeded jobs, against the analytic estimate on the same jobs';
+
+CREATE FUNCTION sqlml.governor_settings()
+RETURNS TABLE (name text, setting text, source text, description text)
+LANGUAGE plpython3u VOLATILE AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].governor_settings()
+$$;
+COMMENT ON FUNCTION sqlml.governor_settings() IS 'The governor settings in force (from the configuration files, else defaults for this machine)';
+
 -- private functions
 
 CREATE FUNCTION sqlml._privileged(token text) RETURNS void
@@ -425,7 +473,8 @@ BEGIN
     IF NOT EXISTS (SELECT FROM sqlml.projects p WHERE p.name = $2) THEN
         RETURN NULL;
     END IF;
-    RETURN pg_has_role($1, 'sqlml_admin', 'USAGE')
+    -- roles are joined from pg_roles (pg_has_role raises for a name that no longer exists)
+    RETURN EXISTS (SELECT FROM pg_roles r WHERE r.rolname = 'sqlml_admin' AND pg_has_role($1, r.oid, 'USAGE'))
         OR EXISTS (SELECT FROM sqlml.projects p JOIN pg_roles r ON r.rolname = p.owner
                    WHERE p.name = $2 AND pg_has_role($1, r.oid, 'USAGE'))
         OR EXISTS (SELECT FROM sqlml.grants g LEFT JOIN pg_roles r ON r.rolname = g.grantee
@@ -465,11 +514,15 @@ CREATE POLICY may_score ON sqlml.projects FOR SELECT USING (sqlml.has_privilege(
 CREATE POLICY may_score ON sqlml.models FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
 CREATE POLICY may_score ON sqlml.deployments FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
 CREATE POLICY may_score ON sqlml.trials FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
+ALTER TABLE sqlml.evaluations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sqlml.drift ENABLE ROW LEVEL SECURITY;
+CREATE POLICY may_score ON sqlml.evaluations FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
+CREATE POLICY may_score ON sqlml.drift FOR SELECT USING (sqlml.has_privilege(current_user, project, 'predict'));
 CREATE POLICY own_or_grantee ON sqlml.grants FOR SELECT USING (
     sqlml.has_privilege(current_user, project, 'own') OR grantee = 'public'
     OR EXISTS (SELECT FROM pg_roles r WHERE r.rolname = grantee AND pg_has_role(current_user, r.oid, 'USAGE')));
 CREATE POLICY own_rows_or_admin ON sqlml.audit_log FOR SELECT USING (
-    actor = current_user OR pg_has_role(current_user, 'sqlml_admin', 'USAGE'));
+    actor = current_user OR EXISTS (SELECT FROM pg_roles r WHERE r.rolname = 'sqlml_admin' AND pg_has_role(current_user, r.oid, 'USAGE')));
 
 -- pg_dump dumps the rows of these extension tables (and their identity sequences' positions).
 SELECT pg_catalog.pg_extension_config_dump('sqlml.projects', '');
@@ -482,6 +535,10 @@ SELECT pg_catalog.pg_extension_config_dump('sqlml.trials_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlml.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlml.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlml.audit_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.evaluations', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.evaluations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.drift', '');
+SELECT pg_catalog.pg_extension_config_dump('sqlml.drift_id_seq', '');
 
 -- grants (keep last, so that they cover every table and function above): only members of sqlml_user
 -- may use sqlml; they read the registry (row-level security decides which rows) and never write it:

@@ -116,8 +116,10 @@ def cmd_install(args) -> int:
 def cmd_uninstall(args) -> int:
     from sqlml import install
 
-    install.uninstall_database(resolve_dsn(args.dsn))
+    roles_dropped = install.uninstall_database(resolve_dsn(args.dsn))
     print("DROP EXTENSION sqlml CASCADE: ok")
+    print(f"roles {', '.join(install.ROLES)}: " + ("dropped" if roles_dropped else
+          "kept (still used in another database of this cluster, where sqlml is installed)"))
     if args.files:
         install.remove_files()
         print("extension files removed")
@@ -279,4 +281,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m sqlml.cli`: run the imported module's main, so that the exception classes that
+    # other modules raise (sqlml.cli.CliError) are the ones main catches
+    from sqlml.cli import main as package_main
+
+    sys.exit(package_main())

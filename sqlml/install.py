@@ -159,8 +159,35 @@ def install_database(dsn: str) -> str:
     return _execute(dsn, "SELECT sqlml.version()")[0]
 
 
-def uninstall_database(dsn: str) -> None:
+# Cluster-wide roles CREATE EXTENSION sqlml creates if absent (roles are not part of an extension).
+ROLES = ("sqlml_user", "sqlml_developer", "sqlml_admin")
+
+
+def uninstall_database(dsn: str) -> bool:
+    """DROP EXTENSION sqlml, then its roles unless something else still uses them.
+
+    Returns whether the roles were dropped. They are kept (all three, so sqlml elsewhere keeps
+    working) when sqlml_user still holds privileges in another database, which is the case
+    whenever another database of the cluster has sqlml installed, or owns anything.
+    """
     _execute(dsn, "DROP EXTENSION IF EXISTS sqlml CASCADE")
+    import psycopg2
+
+    conn = connect(dsn)
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))
+            present = [r[0] for r in cur.fetchall()]
+            if present:
+                cur.execute("DROP ROLE " + ", ".join(present))  # one statement: all or none
+        conn.commit()
+        return True
+    except psycopg2.errors.DependentObjectsStillReferenced:
+        conn.rollback()
+        return False
+    finally:
+        conn.close()
 
 
 def setup_checkout() -> Path:

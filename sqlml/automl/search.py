@@ -25,6 +25,7 @@ from sqlml.automl import ensemble, metrics, preprocess
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import BOOSTING, TREES, EstimatorSpec, task_params
 from sqlml.data.schema import REGRESSION
+from sqlml.errors import DATA_EXCEPTION, SqlmlError
 
 CV_MAX_ROWS = 20_000  # training rows up to which k-fold is used
 CV_FOLDS = 5
@@ -163,11 +164,16 @@ def _fit_forest(est, Xt, y, budget):
 
 
 class Search:
-    """Run with :meth:`run`; ``on_trial(trial, best)`` is called after every trial (progress)."""
+    """Run with :meth:`run`; ``on_trial(trial, best)`` is called after every trial (progress).
+
+    ``n_estimators`` fixes the boosting rounds and forest sizes (no early stopping) instead of
+    searching them: a model of a known size, for benchmarks and reproducible comparisons.
+    """
 
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
-                 reserve_seconds: float = 1.0, use_ensemble: bool = True):
+                 reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None):
         self.use_ensemble = use_ensemble
+        self.n_estimators = n_estimators
         self.problem = problem
         self.specs = sorted(specs, key=lambda s: s.cost)
         self.budget = budget
@@ -224,7 +230,8 @@ class Search:
                 t0 = time.monotonic()
                 Xf, yf = p.X.iloc[fit_idx], p.y[fit_idx]
                 Xv, yv = p.X.iloc[valid_idx], p.y[valid_idx]
-                model, used = fit_pipeline(spec, params, p, Xf, yf, fold_budget, valid=(Xv, yv))
+                model, used = fit_pipeline(spec, self._sized(spec, params), p, Xf, yf, fold_budget, valid=(Xv, yv),
+                                           n_estimators=self.n_estimators if spec.family == BOOSTING else None)
                 self.fit_time[spec.name] = time.monotonic() - t0
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
@@ -247,6 +254,12 @@ class Search:
         self.on_trial(trial, self.best())
         return trial
 
+    def _sized(self, spec: EstimatorSpec, params: dict) -> dict:
+        """``params`` with the fixed forest size, if one was asked for."""
+        if self.n_estimators and spec.family == TREES:
+            return {**params, "n_estimators": self.n_estimators}
+        return dict(params)
+
     def neighbour(self, spec: EstimatorSpec, params: dict, step: float) -> dict:
         out = dict(params)
         for h in spec.space:
@@ -261,7 +274,9 @@ class Search:
         depth = max(len(s.portfolio) for s in self.specs)
         for i in range(depth):
             for spec in self.specs:
-                if i < len(spec.portfolio) and self.time_left_for_search() > 0 and self.affordable(spec):
+                # the first trial runs whatever the clock says: a training must produce a model
+                if i < len(spec.portfolio) and (self.time_left_for_search() > 0 or not self.trials) \
+                        and self.affordable(spec):
                     self.evaluate(spec, spec.portfolio[i])
         # 2. local moves around each estimator's best, the best estimators most often
         step = 0.25
@@ -296,7 +311,8 @@ class Search:
         best = self.best()
         if best is None:
             errors = "; ".join(sorted({t.error for t in self.trials if t.error})) or "no trial finished"
-            raise RuntimeError(f"every trial failed: {errors}")
+            raise SqlmlError(f"every trial failed: {errors}", sqlstate=DATA_EXCEPTION,
+                             hint="try other algorithms, a larger time_budget, or check the features for problems")
         p = self.problem
         yv = p.y[self.valid_rows]
         chosen = ensemble.select(self.trials, yv, p.metric, p.task) if self.use_ensemble else None
@@ -319,12 +335,14 @@ class Search:
     def _refit(self, spec: EstimatorSpec, trial: Trial):
         p = self.problem
         rounds = None
-        if spec.family == BOOSTING and trial.n_estimators:
+        if spec.family == BOOSTING and self.n_estimators:
+            rounds = self.n_estimators
+        elif spec.family == BOOSTING and trial.n_estimators:
             # more data, a few more rounds than early stopping found on a fold
             rounds = max(int(trial.n_estimators * len(p.y) / len(self.folds[0][0])), 1)
         refit_budget = Budget(math.inf, self.budget.interrupt)  # a refit runs to the end; time for it was reserved
-        params = dict(trial.params)
-        if spec.family == TREES and trial.n_estimators:
+        params = self._sized(spec, trial.params)
+        if spec.family == TREES and trial.n_estimators and not self.n_estimators:
             params["n_estimators"] = trial.n_estimators
         model, _ = fit_pipeline(spec, params, p, p.X, p.y, refit_budget, n_estimators=rounds)
         return model

@@ -34,7 +34,8 @@ def has(ex, who: str, project: str, privilege: str) -> bool | None:
 
 
 def may_create(ex, who: str) -> bool:
-    return ex.execute("SELECT pg_has_role($1::name, $2::name, 'USAGE') AS ok", [who, DEVELOPER])[0]["ok"]
+    return ex.execute("SELECT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = $2::name "
+                      "AND pg_has_role($1::name, r.oid, 'USAGE')) AS ok", [who, DEVELOPER])[0]["ok"]
 
 
 def require(ex, who: str, project: str, privilege: str, lock: bool = False) -> dict:

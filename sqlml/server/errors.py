@@ -37,8 +37,9 @@ def translate(exc: BaseException) -> SqlError:
         message = str(exc.args[0]) if exc.args else str(exc)
         # sqlml's own SQL functions (sqlml._model_ref...) already say "sqlml: "; say it once
         message = message[len("sqlml: "):] if message.startswith("sqlml: ") else message
-        return sql_error(message, sqlstate=getattr(exc, "sqlstate", None) or "XX000",
-                         hint=getattr(exc, "hint", None), detail=getattr(exc, "detail", None))
+        # plpy.SPIError carries DETAIL and HINT only in spidata: (code, detail, hint, query, position, ...)
+        spidata = getattr(exc, "spidata", None) or (None, None, None)
+        return sql_error(message, sqlstate=getattr(exc, "sqlstate", None) or "XX000", hint=spidata[2], detail=spidata[1])
     if isinstance(exc, MemoryError):
         return sql_error("out of memory: the job needed more memory than its cap allows", sqlstate=OUT_OF_MEMORY,
                          hint="train on fewer rows (options => '{\"max_rows\": N}') or raise sqlml.memory_per_job")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-import plpy
-
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, SqlmlError
 from sqlml.server.spi import spi
 
 _pending: dict = {}
@@ -36,6 +35,7 @@ def execute(token: str) -> None:
     """Body of ``sqlml._privileged``: run what ``run`` parked under ``token``."""
     job = _pending.pop(token, None)
     if job is None:
-        plpy.error("sqlml._privileged is internal to sqlml", sqlstate="42501")
+        raise SqlmlError("sqlml._privileged is internal to sqlml", sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="call sqlml's public functions instead")
     fn, args = job
     _results[token] = fn(spi, *args)
