@@ -121,7 +121,8 @@ def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
 
 def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
-          on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True) -> Trained:
+          on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
+          n_estimators: int | None = None) -> Trained:
     """``note(message)`` is called with what the user should know (task inference, the plan)."""
     note = note or (lambda message: None)
     target = schema.target
@@ -156,7 +157,8 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     problem = Problem(X=X_train, y=y[train_idx], task=task, metric=metric, plan=plan,
                       n_classes=len(classes), threads=threads, seed=seed)
     specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task in SPECS[a].tasks]
-    search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble)
+    search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
+                    n_estimators=n_estimators)
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric} ({search.validation} on "
          f"{len(train_idx)} rows, {len(test_idx)} holdout rows, budget {budget.seconds:.0f}s)")
     search.run()

@@ -39,7 +39,7 @@ from sqlml.server.spi import spi
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
-OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int}
+OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int}
 ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
 FINISH_RESERVE = 1.0  # seconds kept for conversion, parity check and registry write
 
@@ -79,6 +79,9 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
             raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
         if not isinstance(value, OPTIONS[key]) or (OPTIONS[key] is int and isinstance(value, bool)):
             raise SqlmlError(f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}', sqlstate=INVALID_PARAMETER)
+    if not 1 <= options.get("n_estimators", 1) <= 10000:
+        raise SqlmlError(f'option "n_estimators" is {options["n_estimators"]}', sqlstate=INVALID_PARAMETER,
+                         hint="pass the number of boosting rounds or trees, between 1 and 10000 (omit it to search it)")
     if options.get("deploy", "auto") not in ("auto", "never"):
         raise SqlmlError(f'option "deploy" is {options["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
                          sqlstate=INVALID_PARAMETER)
@@ -243,7 +246,8 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     trained = front.train(schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms,
                           test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
                           on_trial=progress(budget), reserve_seconds=FINISH_RESERVE, note=spi.notice,
-                          ensemble=opts.get("ensemble", True), threads=job_threads())
+                          ensemble=opts.get("ensemble", True), threads=job_threads(),
+                          n_estimators=opts.get("n_estimators"))
     return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts)
 
 
