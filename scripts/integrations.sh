@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Tools the integration tests drive, each kept out of sqlml's own venv because their pins would
+# fight sqlml's (idempotent; called by scripts/setup.sh, so `make setup` and CI create them):
+#   .sqlml/dbt-venv         dbt-core + dbt-postgres (tests/test_dbt.py runs `dbt run` and `dbt test`)
+#   .sqlml/triton-schema    Triton's model_config_pb2, to parse exported config.pbtxt files
+#                           (tritonclient's own dependencies would downgrade the server's ml_dtypes)
+# PySpark needs no venv of its own: it installs with sqlml's pins (the `spark` extra).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATE=.sqlml
+PY=${SQLML_SERVER_PYTHON:-$(PYTHONPATH=. python3 -m sqlml.install python)}
+
+# dbt: a plain `pip install dbt-postgres` resolves to a dbt-core pre-release whose build downloads
+# a parser from the internet and fails (DESIGN.md); these pins install from PyPI alone.
+DBT_PINS=("dbt-postgres==1.11.0" "dbt-core==1.11.16")
+if ! "$STATE/dbt-venv/bin/dbt" --version 2>/dev/null | grep -q "installed: 1.11.16"; then
+  echo "integrations: creating $STATE/dbt-venv (${DBT_PINS[*]})"
+  "$PY" -m venv "$STATE/dbt-venv"
+  "$STATE/dbt-venv/bin/python" -m pip install -q --disable-pip-version-check "${DBT_PINS[@]}"
+fi
+
+TRITON=tritonclient==2.73.0
+if [ ! -f "$STATE/triton-schema/tritonclient/grpc/model_config_pb2.py" ]; then
+  echo "integrations: fetching Triton's model config schema ($TRITON, without its dependencies)"
+  "$STATE/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "$STATE/triton-schema" "$TRITON"
+fi
+echo "integrations: ok: $("$STATE/dbt-venv/bin/dbt" --version | grep -m1 installed | tr -s ' '), $TRITON schema"
