@@ -82,7 +82,7 @@ def insert_model(ex, model: dict) -> int:
     cols = list(model)
     casts = {"metrics": "jsonb", "hyperparameters": "jsonb", "feature_schema": "jsonb", "parity": "jsonb",
              "library_versions": "jsonb", "classes": "jsonb", "profile": "jsonb", "baseline": "jsonb",
-             "importance": "jsonb", "meta_features": "jsonb", "version": "int", "opset": "int", "rows": "int8",
+             "importance": "jsonb", "diagnostics": "jsonb", "meta_features": "jsonb", "version": "int", "opset": "int", "rows": "int8",
              "job_id": "int8"}
     values = ", ".join(f"${i + 1}" + (f"::{casts[c]}" if c in casts else "") for i, c in enumerate(cols))
     params = [to_json(model[c]) if casts.get(c) == "jsonb" else model[c] for c in cols]

@@ -79,6 +79,48 @@ def classes(project):
 
 
 @entry
+def profile(relation, target):
+    from sqlml.server import monitor
+
+    return monitor.profile(relation, target)
+
+
+@entry
+def evaluate(project, relation, version):
+    from sqlml.server import monitor
+
+    return monitor.evaluate(project, relation, version)
+
+
+@entry
+def monitor(project, relation, version, moderate, major):
+    from sqlml.server import monitor as m
+
+    return m.monitor(project, relation, version, moderate, major)
+
+
+@entry
+def retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds):
+    from sqlml.server import monitor
+
+    return monitor.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
+
+
+@entry
+def prediction_counts():
+    from sqlml.server import monitor
+
+    return monitor.prediction_counts()
+
+
+@entry
+def job_counts():
+    from sqlml.server import monitor
+
+    return monitor.job_counts()
+
+
+@entry
 def predict_batch(project, relation, id_column):
     from sqlml.server import batch
 

@@ -17,7 +17,7 @@ from sqlml.data import convert, values
 from sqlml.data.schema import REGRESSION, FeatureSchema
 from sqlml.errors import UNDEFINED_OBJECT, SqlmlError
 from sqlml.registry import store
-from sqlml.server import privileged
+from sqlml.server import counters, privileged
 from sqlml.server.spi import spi
 
 _pg = ctypes.CDLL(None)
@@ -50,7 +50,9 @@ class Loaded:
         from sqlml.onnx.convert import run
 
         feeds = convert.as_feeds(self.schema, convert.model_inputs(self.schema, columns))
-        return run(self.session, feeds, self.task)
+        out = run(self.session, feeds, self.task)
+        counters.add(self.ref.project, len(out))  # rows scored, for sqlml.prediction_counts (metrics)
+        return out
 
     def value(self, out: np.ndarray) -> np.ndarray:
         """What ``sqlml.predict`` returns: the value, the numeric label, or the class index."""

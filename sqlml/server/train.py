@@ -237,6 +237,9 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     y_raw = extras[target]
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    from sqlml.server import monitor  # data quality: a NOTICE per warning, refuses on a blocking problem
+
+    data_profile = monitor.check_training_data(features, raw, n, target, target_col.pg_type, y_raw, task)
     features = check_columns(features, raw, n, dropped)
     for col, why in dropped.items():
         spi.notice(f'column "{col}" is not used: {why}')
@@ -248,10 +251,10 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                           on_trial=progress(budget), reserve_seconds=FINISH_RESERVE, note=spi.notice,
                           ensemble=opts.get("ensemble", True), threads=job_threads(),
                           n_estimators=opts.get("n_estimators"))
-    return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts)
+    return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile)
 
 
-def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts):
+def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile=None):
     """Convert, verify, compare with the champion, register, deploy through the gate."""
     from sqlml.onnx import convert as onnx_convert
     from sqlml.onnx import parity
@@ -291,7 +294,7 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts):
             "opset": onnx_convert.opset_of(blob), "parity": {**check.to_json(), "rejected": rejected},
             "relation": rel.text, "rows": int(n), "data_fingerprint": fingerprint(n, raw, y_raw),
             "library_versions": library_versions(), "created_by": caller,
-            "train_seconds": float(budget.elapsed()),
+            "train_seconds": float(budget.elapsed()), **operations,
         })
         store.insert_trials(ex, project, None, version, metric, [t.to_json() for t in trained.result.trials]
                             + [{"n": len(trained.result.trials) + i + 1, "algorithm": r["algorithm"], "params": {},
@@ -302,6 +305,9 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts):
 
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
     champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric) if champion_before else None
+    from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
+
+    operations = monitor.training_artifacts(trained, sess, got, raw, budget, data_profile)
     champion, version, model_id, may_deploy = privileged.run(register)
 
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))

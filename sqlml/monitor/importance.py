@@ -1,0 +1,63 @@
+"""Permutation feature importance on the holdout, bounded in rows and in time.
+
+For each feature (all of its model inputs together: a date's calendar parts, a vector's
+dimensions), shuffle its rows, score again, and record how much the metric got worse. The model
+is called through ``predict(inputs) -> output``, so the number describes the registered ONNX
+pipeline exactly. Features are visited in schema order until the deadline passes; the result
+says whether it is complete.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sqlml.automl import metrics
+
+MAX_ROWS = 2000
+REPEATS = 3
+
+
+def permutation(predict, inputs: dict, groups: dict, y: np.ndarray, metric: str, deadline: float,
+                max_rows: int = MAX_ROWS, repeats: int = REPEATS, seed: int = 0) -> dict:
+    """``inputs``: model input name -> array of shape (n,); ``groups``: feature -> its input names;
+    ``y``: encoded holdout labels or targets; ``deadline``: ``time.monotonic()`` value to stop at.
+
+    Returns ``{"metric", "score", "rows", "repeats", "complete", "note", "features": [{"feature",
+    "importance", "std"}]}`` with features sorted by importance (loss increase when shuffled,
+    in the metric's units; higher means the model relies on it more).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    rows = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
+    sample = {k: v[rows] for k, v in inputs.items()}
+    ys = y[rows]
+    out = {"metric": metric, "rows": int(len(rows)), "repeats": repeats, "features": [], "complete": False}
+    if time.monotonic() >= deadline:
+        out["note"] = "skipped: no time left in the training budget"
+        return out
+    base = metrics.score(metric, ys, predict(sample))
+    if not np.isfinite(base):
+        out["note"] = f"skipped: {metric} is undefined on the holdout sample"
+        return out
+    out["score"] = base
+    for feature, names in groups.items():
+        losses = []
+        for _ in range(repeats):
+            if time.monotonic() >= deadline:
+                break
+            order = rng.permutation(len(rows))
+            shuffled = {k: (v[order] if k in names else v) for k, v in sample.items()}
+            score = metrics.score(metric, ys, predict(shuffled))
+            losses.append(metrics.loss(metric, score) - metrics.loss(metric, base))
+        if not losses:
+            break
+        out["features"].append({"feature": feature, "importance": float(np.mean(losses)),
+                                "std": float(np.std(losses)), "repeats": len(losses)})
+    done = len(out["features"])
+    out["complete"] = done == len(groups) and all(f["repeats"] == repeats for f in out["features"])
+    out["note"] = (f"{done} features, {repeats} shuffles each, on {len(rows)} holdout rows" if out["complete"] else
+                   f"partial: the training budget ran out after {done} of {len(groups)} features")
+    out["features"].sort(key=lambda f: -f["importance"])
+    return out

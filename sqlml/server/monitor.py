@@ -1,0 +1,253 @@
+"""Operations entry points: ``sqlml.profile``, ``evaluate``, ``monitor``, ``retrain_if_drifted``,
+``prediction_counts``, ``job_counts``; and the two training hooks (profile the data before the
+search, compute what monitoring and the model card need before registering).
+
+Thin: data is read as the caller through ``sqlml.server.ingest``; the logic lives in
+``sqlml.data.profile`` and ``sqlml.monitor``; the time series are written with the extension
+owner's rights through ``sqlml.server.privileged``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlml.data import convert
+from sqlml.data import profile as profiling
+from sqlml.data.relation import parse_relation
+from sqlml.data.schema import CATEGORY, NUMERIC, Feature, kind_of
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NO_DATA, UNDEFINED_COLUMN, SqlmlError
+from sqlml.monitor import diagnostics, drift, evaluation, importance, series
+from sqlml.server import ingest, privileged
+from sqlml.server.spi import spi
+
+REGISTER_RESERVE = 0.2  # seconds of the training budget kept for the registry write after importance
+SILENT_AT_TRAINING = {"empty", "infinite"}  # training refuses these itself, with its own message
+
+
+def target_kind(pg_type: str) -> str:
+    """How a target column is read: numbers as numbers, booleans and text as text labels."""
+    return NUMERIC if kind_of(pg_type) == NUMERIC else CATEGORY
+
+
+# --- training hooks -----------------------------------------------------------------------------
+
+def check_training_data(features: list[Feature], raw: dict, n: int, target: str, target_pg_type: str, y_raw,
+                        task: str | None) -> dict:
+    """Profile the training data: a NOTICE per warning, an error on a blocking one; returns the report."""
+    from sqlml.automl.front import infer_task
+
+    columns = [profiling.Column(f.name, f.pg_type, f.kind, raw[f.name]) for f in features]
+    columns.append(profiling.Column(target, target_pg_type, target_kind(target_pg_type), y_raw))
+    task = task or infer_task(target, target_pg_type, y_raw)[0]
+    report = profiling.profile(n, columns, target=target, task=task)
+    for col in report["columns"]:
+        for w in col["warnings"]:
+            if w["code"] in SILENT_AT_TRAINING or (w["code"] == "id_like" and col["kind"] == CATEGORY):
+                continue
+            spi.notice(f'data quality: column "{col["name"]}": {w["message"]}')
+    if report["blocking"]:
+        raise SqlmlError("the training data has a blocking problem: " + "; ".join(report["blocking"]),
+                         sqlstate=DATA_EXCEPTION, hint="see SELECT * FROM sqlml.profile(relation, target)")
+    return report
+
+
+def training_artifacts(trained, session, holdout_out, raw: dict, budget, data_profile) -> dict:
+    """Model columns for operations: the data profile, drift baselines (features on all training
+    rows, predictions on the holdout), holdout diagnostics, and permutation importance within
+    what is left of the budget."""
+    from sqlml.onnx.convert import run
+
+    schema = trained.schema
+    task, classes = schema.target.task, schema.target.classes
+    baseline = {"features": drift.feature_baselines(schema.features, raw),
+                "prediction": drift.prediction_baseline(task, holdout_out, classes)}
+    deadline = time.monotonic() + budget.remaining() - REGISTER_RESERVE
+    imp = importance.permutation(lambda inputs: run(session, convert.as_feeds(schema, inputs), task),
+                                 trained.holdout_inputs, {f.name: f.inputs for f in schema.features},
+                                 trained.holdout_y, trained.metric, deadline)
+    return {"profile": diagnostics.jsonable(data_profile) if data_profile else None,
+            "baseline": diagnostics.jsonable(baseline), "importance": diagnostics.jsonable(imp),
+            "diagnostics": diagnostics.summarise(task, trained.holdout_y, holdout_out, classes)}
+
+
+# --- sqlml.profile ---------------------------------------------------------------------------------
+
+def profile(relation, target):
+    rel = parse_relation(relation)
+    sql, hidden = ingest.source_sql(rel)
+    described = ingest.describe(sql)
+    by_name = {c.name: c for c in described}
+    if target is not None and target not in by_name:
+        raise SqlmlError(f'column "{target}" not found in {rel.describe()}; columns are: {", ".join(by_name)}',
+                         sqlstate=UNDEFINED_COLUMN, hint="pass the name of the column to predict, or NULL")
+    # every column is read; a type training cannot use is read as text and profiled as such
+    features = [Feature(c.name, kind_of(c.pg_type) or CATEGORY, c.pg_type) for c in described]
+    features = ingest.with_dims(sql, features, {c.name: c.typmod for c in described})
+    n, raw, _ = ingest.read(sql, features)
+    columns = [profiling.Column(f.name, f.pg_type, kind_of(f.pg_type), raw[f.name]) for f in features]
+    task = None
+    if target is not None:
+        from sqlml.automl.front import infer_task
+        from sqlml.data.schema import check_target_type
+
+        check_target_type(target, by_name[target].pg_type, None)
+        task = infer_task(target, by_name[target].pg_type, raw[target])[0]
+    report = profiling.profile(n, columns, target=target, task=task)
+    out = [_profile_row(c) for c in report["columns"]]
+    out += [(name, None, "hidden", None, None, None, None, None, ["hidden: not readable by the current role"])
+            for name in hidden]
+    return out
+
+
+def _profile_row(c: dict) -> tuple:
+    def text(v):
+        if v is None:
+            return None
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return repr(v) if isinstance(v, float) else str(v)
+
+    return (c["name"], c["type"], c["kind"], c["null_share"], c["distinct"], text(c["min"]), text(c["max"]),
+            c["mean"], [f'{w["code"]}: {w["message"]}' for w in c["warnings"]])
+
+
+# --- reading a relation for a model ---------------------------------------------------------------
+
+def _model(project, version):
+    from sqlml.server import scoring
+
+    if version is not None and (not isinstance(version, int) or version < 1):
+        raise SqlmlError(f"version {version} is not a model version", sqlstate=INVALID_PARAMETER,
+                         hint="pass a positive version number, or NULL for the deployed one")
+    m = scoring.resolve(project if version is None else f"{project}@{version}")
+    facts = privileged.run(lambda ex: series.model_facts(ex, m.ref.id))
+    return m, facts
+
+
+def _read_for(m, relation: str, extra: dict | None = None):
+    """(relation, n, raw feature columns, extra columns) of ``relation`` for model ``m``."""
+    rel = parse_relation(relation)
+    sql, _ = ingest.source_sql(rel)
+    cols = {c.name: c for c in ingest.describe(sql)}
+    wanted = [f.name for f in m.schema.features] + list(extra or {})
+    missing = [name for name in wanted if name not in cols]
+    if missing:
+        raise SqlmlError(f'column{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))} not found in '
+                         f'{rel.describe()}; columns are: {", ".join(cols)}', sqlstate=UNDEFINED_COLUMN,
+                         hint=f"the model needs: {', '.join(wanted)}")
+    extra_kinds = {name: target_kind(cols[name].pg_type) for name in (extra or {})}
+    n, raw, extras = ingest.read(sql, list(m.schema.features), extra_kinds)
+    if n == 0:
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    return rel, n, raw, extras
+
+
+def _caller() -> str:
+    return spi.execute("SELECT current_user AS u")[0]["u"]
+
+
+# --- sqlml.evaluate -------------------------------------------------------------------------------
+
+def evaluate(project, relation, version):
+    m, facts = _model(project, version)
+    target = m.schema.target
+    rel, n, raw, extras = _read_for(m, relation, {target.name: None})
+    y, keep, unseen = evaluation.encode(target, extras[target.name])
+    skipped = {"null_label": int(n - keep.sum() - unseen), "unseen_label": unseen}
+    if not keep.any():
+        raise SqlmlError(f'{rel.describe()} has no rows with a usable label in "{target.name}" ({n} rows: '
+                         f'{skipped["null_label"]} NULL, {unseen} with labels the model never saw)', sqlstate=NO_DATA,
+                         hint="evaluate on rows whose outcome is known")
+    if unseen:
+        spi.notice(f'{unseen} rows have labels version {facts["version"]} never saw; they are not scored')
+    out = m.predict_columns({k: v[keep] for k, v in raw.items()})
+    values = evaluation.evaluate(target.task, y, out)
+    caller = _caller()
+    at = privileged.run(lambda ex: series.insert_evaluation(ex, facts, rel.text, int(keep.sum()), skipped, values,
+                                                            caller))
+    holdout = (facts["metrics"] or {}).get("holdout", {})
+    return [(facts["project"], facts["version"], name, value, holdout.get(name), int(keep.sum()), at)
+            for name, value in values.items()]
+
+
+# --- sqlml.monitor --------------------------------------------------------------------------------
+
+def measure(project, relation, version, moderate, major):
+    """(model facts, rows as dicts) of one monitor call, stored in sqlml.drift."""
+    if moderate is None or major is None or not 0 < moderate <= major:
+        raise SqlmlError(f"thresholds moderate={moderate}, major={major} are not ordered",
+                         sqlstate=INVALID_PARAMETER, hint="pass 0 < moderate <= major, such as 0.1 and 0.25")
+    m, facts = _model(project, version)
+    base = facts["baseline"]
+    if not base:
+        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=NO_DATA,
+                         hint="train a new version: baselines are stored at training")
+    rel, n, raw, _ = _read_for(m, relation)
+    results = []
+    for f in m.schema.features:
+        res = drift.compare(base["features"][f.name], drift.as_values(f.kind, raw[f.name]))
+        results.append(_drift_row(f.name, "feature", res, n, moderate, major))
+    out = m.predict_columns(raw)
+    pred = drift.prediction_values(m.task, out, m.classes)
+    results.append(_drift_row("prediction", "prediction", drift.compare(base["prediction"], pred), n, moderate, major))
+    caller = _caller()
+    at = privileged.run(lambda ex: series.insert_drift(ex, facts, rel.text, diagnostics.jsonable(results), caller))
+    return facts, [{**r, "measured_at": at} for r in results]
+
+
+def _drift_row(feature, what, res, n, moderate, major) -> dict:
+    return {"feature": feature, "what": what, "psi": res["psi"], "drift": drift.level(res["psi"], moderate, major),
+            "rows": int(n), "detail": {**res, "moderate": moderate, "major": major}}
+
+
+def monitor(project, relation, version, moderate, major):
+    facts, rows = measure(project, relation, version, moderate, major)
+    return [(facts["project"], facts["version"], r["feature"], r["what"], r["psi"], r["drift"], r["rows"],
+             r["measured_at"]) for r in rows]
+
+
+# --- sqlml.retrain_if_drifted ---------------------------------------------------------------------
+
+def retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds):
+    if threshold is None or not threshold > 0:
+        raise SqlmlError(f"threshold {threshold} must be positive", sqlstate=INVALID_PARAMETER,
+                         hint="0.25 (major drift) is the usual choice")
+    facts, rows = measure(project, relation, None, min(drift.MODERATE, threshold), max(drift.MAJOR, threshold))
+    worst = max(rows, key=lambda r: r["psi"])
+    label = f'{worst["feature"]} ({worst["what"]})' if worst["what"] == "feature" else "prediction"
+    if worst["psi"] < threshold:
+        return [(facts["project"], False, worst["psi"], label, facts["version"], False,
+                 f'no retraining: the largest PSI, {worst["psi"]:.3f} ({label}), is below {threshold}')]
+    source = training_relation or relation
+    exclude = _same_features(facts, source)
+    spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; training "{facts["project"]}" on {source}')
+    trained = spi.execute(
+        "SELECT * FROM sqlml.train($1, $2, $3, task => $4, time_budget => make_interval(secs => $5), metric => $6, "
+        "exclude => $7::text[])",
+        [facts["project"], source, facts["target"], facts["task"], float(budget_seconds), facts["metric"], exclude])[0]
+    decision = (f'version {trained["version"]} deployed through the gate' if trained["deployed"] else
+                f'version {trained["version"]} registered; version {facts["version"]} stays deployed (the gate kept it)')
+    return [(facts["project"], True, worst["psi"], label, trained["version"], bool(trained["deployed"]), decision)]
+
+
+def _same_features(facts: dict, source: str) -> list[str]:
+    """Columns of ``source`` to exclude so that the new version uses the deployed one's features."""
+    schema = facts["feature_schema"]
+    keep = {f["name"] for f in schema["features"]} | {schema["target"]["name"]}
+    sql, _ = ingest.source_sql(parse_relation(source))
+    return [c.name for c in ingest.describe(sql) if c.name not in keep]
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+def prediction_counts():
+    from sqlml.server import counters
+
+    return sorted(counters.read().items())
+
+
+def job_counts():
+    if spi.execute("SELECT to_regclass('sqlml.jobs') IS NOT NULL AS ok")[0]["ok"]:
+        return [(r["state"], r["jobs"]) for r in spi.execute(
+            "SELECT state::text AS state, count(*) AS jobs FROM sqlml.jobs GROUP BY 1 ORDER BY 1")]
+    return []
