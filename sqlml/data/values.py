@@ -101,6 +101,11 @@ def text(feature, value):
 
 def from_rows(schema: FeatureSchema, rows: list[dict], project: str = "") -> dict:
     """Raw columns from feature dicts (``to_jsonb(row)``); keys that are not features are ignored."""
+    for r in rows:
+        if not isinstance(r, dict):
+            raise SqlmlError(f"features must be a JSON object (feature name -> value), got {json.dumps(r, default=str)[:60]}",
+                             hint=f"pass the row itself, or jsonb such as {json.dumps({f.name: None for f in schema.features[:3]})}",
+                             sqlstate=DATATYPE_MISMATCH)
     columns = {}
     for f in schema.features:
         if rows and f.name not in rows[0]:

@@ -37,15 +37,22 @@ def translate(exc: BaseException) -> SqlError:
         message = str(exc.args[0]) if exc.args else str(exc)
         # sqlml's own SQL functions (sqlml._model_ref...) already say "sqlml: "; say it once
         message = message[len("sqlml: "):] if message.startswith("sqlml: ") else message
-        # plpy.SPIError carries DETAIL and HINT only in spidata: (code, detail, hint, query, position, ...)
+        # plpy.SPIError carries DETAIL and HINT only in spidata: (code, detail, hint, query, position, ...);
+        # .sqlstate only exists for codes PL/Python has a class for (not for 02000, say): else unpack the code
         spidata = getattr(exc, "spidata", None) or (None, None, None)
-        return sql_error(message, sqlstate=getattr(exc, "sqlstate", None) or "XX000", hint=spidata[2], detail=spidata[1])
+        sqlstate = getattr(exc, "sqlstate", None) or (_unpack_sqlstate(spidata[0]) if spidata[0] else "XX000")
+        return sql_error(message, sqlstate=sqlstate, hint=spidata[2], detail=spidata[1])
     if isinstance(exc, MemoryError):
         return sql_error("out of memory: the job needed more memory than its cap allows", sqlstate=OUT_OF_MEMORY,
                          hint="train on fewer rows (options => '{\"max_rows\": N}') or raise sqlml.memory_per_job")
     plpy.log("sqlml internal error:\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     return sql_error(f"internal error ({type(exc).__name__}: {exc})", sqlstate="XX000" if not isinstance(exc, ValueError) else DATA_EXCEPTION,
                      hint="the server log has the traceback; please report it with `sqlml doctor` output")
+
+
+def _unpack_sqlstate(code: int) -> str:
+    """PostgreSQL's packed error code (MAKE_SQLSTATE: five 6-bit characters) back to its five characters."""
+    return "".join(chr(((code >> (6 * i)) & 0x3F) + ord("0")) for i in range(5))
 
 
 def entry(fn):

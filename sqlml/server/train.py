@@ -82,6 +82,9 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     if not 1 <= options.get("n_estimators", 1) <= 10000:
         raise SqlmlError(f'option "n_estimators" is {options["n_estimators"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass the number of boosting rounds or trees, between 1 and 10000 (omit it to search it)")
+    if options.get("max_rows", 1) < 1:
+        raise SqlmlError(f'option "max_rows" must be positive, got {options["max_rows"]}', sqlstate=INVALID_PARAMETER,
+                         hint="pass the number of rows to sample for training, or omit it")
     if options.get("deploy", "auto") not in ("auto", "never"):
         raise SqlmlError(f'option "deploy" is {options["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
                          sqlstate=INVALID_PARAMETER)
@@ -149,6 +152,14 @@ def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict)
         raise SqlmlError("no usable feature columns remain", sqlstate=NO_DATA,
                          hint="; ".join(f"{k}: {v}" for k, v in dropped.items()))
     return kept
+
+
+def check_target(name: str, y_raw) -> None:
+    """Refuse a target with no value at all (NULL, or NaN, which sqlml treats as missing)."""
+    present = [v for v in y_raw if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    if not present:
+        raise SqlmlError(f'target "{name}" is NULL in every row', sqlstate=DATA_EXCEPTION,
+                         hint="train on rows where the target is known (NULL and NaN targets are not used)")
 
 
 def _all_null(f: Feature) -> SqlmlError:
@@ -237,6 +248,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     y_raw = extras[target]
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    check_target(target, y_raw)
     from sqlml.server import monitor  # data quality: a NOTICE per warning, refuses on a blocking problem
 
     data_profile = monitor.check_training_data(features, raw, n, target, target_col.pg_type, y_raw, task)
