@@ -56,6 +56,17 @@ def ingest_query(source_sql: str, features: list[Feature], extra: dict[str, str]
     return f"SELECT {', '.join(aggs)} FROM ({source_sql}) AS src"
 
 
+def sample_query(source_sql: str, rows: int, seed: int) -> str:
+    """At most ``rows`` rows of ``source_sql``, chosen by a seeded hash of each row's contents.
+
+    Deterministic: the same data and seed give the same sample whatever order the rows are
+    stored or returned in (unlike TABLESAMPLE, which also works only on tables). Costs one pass
+    over the relation and a top-N sort that keeps ``rows`` rows.
+    """
+    return (f"SELECT * FROM ({source_sql}) AS sample_src "
+            f"ORDER BY hashtextextended(sample_src::text, {int(seed)}) LIMIT {int(rows)}")
+
+
 def decode(kind: str, value, n: int, dim: int = 0) -> np.ndarray:
     """One aggregated column back to its raw array (see sqlml.data.convert for the layouts)."""
     if kind == CATEGORY:

@@ -38,9 +38,12 @@ def privileged(token):
 
 @entry
 def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
+    from sqlml.server import governor
     from sqlml.server import train as t
 
-    return t.train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
+    # a governed job: the training admits itself (slot, sample, caps) once it knows its data's size
+    return governor.run("train", project, lambda: t.train(project, relation, target, task, algorithms, budget_seconds,
+                                                          metric, test_size, exclude, options))
 
 
 @entry
@@ -122,17 +125,19 @@ def job_counts():
 
 @entry
 def predict_batch(project, relation, id_column):
-    from sqlml.server import batch
+    from sqlml.server import batch, governor
 
-    # materialised here so that errors surface inside the entry point, not while PostgreSQL iterates
-    return list(batch.predict_batch(project, relation, id_column))
+    # materialised here so that errors surface inside the entry point (and the job), not while PostgreSQL iterates
+    return governor.run("predict_batch", project, lambda: list(batch.predict_batch(project, relation, id_column)),
+                        relation=relation, rows_of=len)
 
 
 @entry
 def score(project, relation, into_table, id_column):
-    from sqlml.server import batch
+    from sqlml.server import batch, governor
 
-    return batch.score(project, relation, into_table, id_column)
+    return governor.run("score", project, lambda: batch.score(project, relation, into_table, id_column),
+                        relation=relation, rows_of=int)
 
 
 @entry
@@ -147,3 +152,31 @@ def revoke(project, role, privilege):
     from sqlml.server import grants
 
     grants.revoke(project, role, privilege)
+
+
+@entry
+def jobs():
+    from sqlml.server import governor
+
+    return governor.jobs()
+
+
+@entry
+def cancel(job_id):
+    from sqlml.server import governor
+
+    return governor.cancel(job_id)
+
+
+@entry
+def governor_report():
+    from sqlml.server import governor
+
+    return governor.report()
+
+
+@entry
+def governor_settings():
+    from sqlml.server import governor
+
+    return governor.settings_rows()

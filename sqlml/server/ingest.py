@@ -96,6 +96,19 @@ def describe(sql: str) -> list[Column]:
     return cols
 
 
+def estimate(sql: str) -> tuple[int, int]:
+    """(rows, bytes per row) the planner expects ``sql`` to return, without reading it.
+
+    For a table this is its statistics (reltuples scaled to its current size, average widths);
+    for a view or query, the plan's estimate.
+    """
+    import json
+
+    plan = read_only(lambda: plpy.execute(f"EXPLAIN (FORMAT JSON) SELECT * FROM ({sql}) AS src"))
+    top = json.loads(plan[0]["QUERY PLAN"])[0]["Plan"]
+    return max(int(top["Plan Rows"]), 1), int(top["Plan Width"])
+
+
 def vector_dim(sql: str, column: str, typmod: int) -> int:
     """Dimensions of a vector column: from its typmod, else from its first non-NULL value."""
     if typmod > 0:

@@ -7,6 +7,8 @@ trivial SPI call checks it, and raises QueryCanceled into Python, which we let p
 
 import plpy
 
+from sqlml.server import governor
+
 _plan = None
 
 
@@ -15,3 +17,4 @@ def check() -> None:
     if _plan is None:
         _plan = plpy.prepare("SELECT 1")
     plpy.execute(_plan)
+    governor.check_cancel()  # sqlml.cancel() flags the job without a signal

@@ -14,6 +14,7 @@ from sqlml.automl import metrics
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
 from sqlml.data import convert
+from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import (
     CATEGORY,
@@ -34,7 +35,7 @@ from sqlml.errors import (
     SqlmlError,
 )
 from sqlml.registry import access, audit, store
-from sqlml.server import ingest, interrupts, privileged
+from sqlml.server import governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
@@ -180,10 +181,8 @@ def fingerprint(n: int, columns: dict, target) -> str:
 
 
 def job_threads() -> int:
-    """Threads this training may use (the governor grants them; until it does, every core)."""
-    import os
-
-    return os.cpu_count() or 1
+    """Threads this training may use: what the governor grants its job (sqlml.threads_per_job)."""
+    return governor.threads()
 
 
 def library_versions() -> dict:
@@ -227,7 +226,6 @@ def champion_score(champion: dict, trained, raw_holdout: dict, metric: str):
 
 def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
     opts = check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
-    budget = Budget(float(budget_seconds), interrupt=interrupts.check)
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
     rel = parse_relation(relation)
@@ -244,7 +242,12 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     target_kind = "numeric" if kind_of(target_col.pg_type) in ("numeric", "boolean") else "category"
     if target_col.pg_type == "bool":
         target_kind = "category"
-    n, raw, extras = ingest.read(sql, features, {target: target_kind})
+    # the governor predicts the job's cost, samples or refuses what would not fit, waits for a slot
+    rows = governor.admit_training(sql, features, float(budget_seconds), algorithms, opts.get("max_rows"))
+    budget = Budget(float(budget_seconds), interrupt=interrupts.check)  # the clock starts with the slot
+    source = sql if rows is None else sample_query(sql, rows, int(opts.get("seed", 42)))
+    n, raw, extras = ingest.read(source, features, {target: target_kind})
+    governor.record_rows(n)
     y_raw = extras[target]
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
@@ -306,9 +309,9 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
             "opset": onnx_convert.opset_of(blob), "parity": {**check.to_json(), "rejected": rejected},
             "relation": rel.text, "rows": int(n), "data_fingerprint": fingerprint(n, raw, y_raw),
             "library_versions": library_versions(), "created_by": caller,
-            "train_seconds": float(budget.elapsed()), **operations,
+            "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), **operations,
         })
-        store.insert_trials(ex, project, None, version, metric, [t.to_json() for t in trained.result.trials]
+        store.insert_trials(ex, project, governor.job_id(), version, metric, [t.to_json() for t in trained.result.trials]
                             + [{"n": len(trained.result.trials) + i + 1, "algorithm": r["algorithm"], "params": {},
                                 "status": "parity_failed", "error": r["reason"]} for i, r in enumerate(rejected)])
         audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": candidate.algorithm,

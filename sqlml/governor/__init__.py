@@ -1,0 +1,8 @@
+"""The resource governor: concurrency slots, a FIFO queue, memory caps, thread limits, a cost model.
+
+Pure modules (no plpy): ``settings`` (what an administrator configures), ``store`` (the
+cluster-wide job store: SQLite plus file locks under the data directory), ``admission`` (who
+runs next, how many rows a job may read), ``costmodel`` (predicted seconds and peak memory),
+``limits`` (in-process caps: address space, threads; peak memory measurement).
+``sqlml.server.governor`` wires them to PL/Python.
+"""

@@ -1,0 +1,173 @@
+"""Predicted runtime and peak memory of a job, learned from the jobs that ran before it.
+
+Until a kind of job (train, predict_batch, score) has ``MIN_HISTORY`` succeeded jobs, the
+prediction is the analytic estimate: bytes per row from the column kinds times a copy factor,
+and the time budget plus fixed costs; both err on the high side. Afterwards the analytic estimate
+is corrected by what history says: a ridge regression of log(actual / analytic) on log-scaled
+job features, fitted on the newest ``HISTORY`` jobs of that kind (milliseconds). Learning a
+correction rather than the cost itself keeps the analytic scaling (memory grows with rows x
+bytes per row) where history is thin, and the correction is clipped to the range history has
+seen, so the model never extrapolates wildly. For memory admission the prediction is raised to
+an upper bound (the 90th percentile of the model's own errors), and a job far larger than any
+seen so far is planned with the analytic estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+MB = 1024 ** 2
+MIN_HISTORY = 10
+HISTORY = 500
+RIDGE_ALPHA = 1.0
+CLIP_MARGIN = math.log(2.0)  # a correction may go this far beyond the range history has seen
+MIN_UPPER_FACTOR = 1.25  # the memory upper bound is at least 25% above the point prediction
+EXTRAPOLATION = 2.0  # beyond this multiple of the largest job seen, use the analytic estimate
+
+
+@dataclass(frozen=True)
+class Features:
+    """What is known about a job before it reads its data."""
+
+    rows: int
+    numeric: int = 0  # numeric, boolean, date and timestamp columns
+    category: int = 0  # text columns
+    vector: int = 0  # vector dimensions, all vector columns together
+    text_bytes: float = 0.0  # average bytes of text per row, all text columns together
+    algorithms: int = 0  # candidate algorithms (training)
+    budget: float = 0.0  # time budget in seconds (training)
+    threads: int = 1
+    cold: bool = False  # the backend has yet to load the ML libraries (its first job: a few seconds more)
+
+    def with_rows(self, rows: int) -> Features:
+        return replace(self, rows=int(rows))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Features:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+def bytes_per_row(f: Features) -> float:
+    """Bytes one row takes while read: in PostgreSQL's aggregate and as Python/numpy values."""
+    return 16.0 * f.numeric + 12.0 * f.vector + 72.0 * f.category + 2.0 * f.text_bytes
+
+
+def analytic(kind: str, f: Features) -> tuple[float, int]:
+    """(seconds, peak bytes), deliberately high: copies of the data during preprocessing,
+    cross-validation folds and model fitting for training; input and output arrays for scoring."""
+    cells = f.rows * max(f.numeric + f.category + f.vector, 1)
+    data = f.rows * bytes_per_row(f)
+    if kind == "train":
+        return f.budget + 3.0 + 4.0 * f.cold + cells * 2e-6, int(160 * MB + 12 * data + 400 * f.rows)
+    return 1.0 + 1.0 * f.cold + cells * 4e-6, int(64 * MB + 6 * data + 64 * f.rows)
+
+
+def design(f: Features) -> np.ndarray:
+    data = f.rows * bytes_per_row(f)
+    return np.array([math.log1p(f.rows), math.log1p(f.numeric + f.category + f.vector), math.log1p(f.text_bytes),
+                     math.log1p(data), math.log1p(f.budget), float(f.algorithms), float(f.cold),
+                     math.log(max(f.threads, 1))])
+
+
+@dataclass(frozen=True)
+class Prediction:
+    seconds: float
+    peak: int  # bytes, point prediction
+    peak_upper: int  # bytes, what admission plans with
+    by: str  # "analytic" | "learned"
+    analytic_seconds: float
+    analytic_peak: int
+
+
+class _Correction:
+    """log(actual / analytic) as a ridge regression on centred features (intercept unpenalised),
+    clipped at prediction to the range seen in training widened by ``CLIP_MARGIN``."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, alpha: float = RIDGE_ALPHA):
+        self.mean = X.mean(axis=0)
+        Z = X - self.mean
+        self.intercept = float(y.mean())
+        self.coef = np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ (y - self.intercept))
+        self.residuals = y - self._raw(X)
+        self.low, self.high = float(y.min()) - CLIP_MARGIN, float(y.max()) + CLIP_MARGIN
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        return self.intercept + (X - self.mean) @ self.coef
+
+    def predict(self, x: np.ndarray) -> float:
+        return float(np.clip(self._raw(x[None, :])[0], self.low, self.high))
+
+
+class CostModel:
+    """Fitted on one kind's history: rows of the job store (features JSON, actual costs)."""
+
+    def __init__(self, kind: str, history: list[dict]):
+        self.kind = kind
+        usable = [h for h in history if h.get("features") and h.get("actual_seconds") and h.get("actual_peak")
+                  is not None]
+        self.n = len(usable)
+        self.seconds = self.peak = None
+        if self.n < MIN_HISTORY:
+            return
+        feats = [Features.from_json(h["features"]) for h in usable]
+        X = np.array([design(f) for f in feats])
+        base = [analytic(kind, f) for f in feats]
+        self.seconds = _Correction(X, np.log([max(h["actual_seconds"], 0.01) / b[0] for h, b in zip(usable, base)]))
+        self.peak = _Correction(X, np.log([max(h["actual_peak"], MB) / b[1] for h, b in zip(usable, base)]))
+        self.peak_margin = max(float(np.quantile(np.abs(self.peak.residuals), 0.9)), math.log(MIN_UPPER_FACTOR))
+        self.largest = max(f.rows * max(bytes_per_row(f), 1.0) for f in feats)
+
+    @property
+    def learned(self) -> bool:
+        return self.seconds is not None
+
+    def predict(self, f: Features) -> Prediction:
+        a_seconds, a_peak = analytic(self.kind, f)
+        if not self.learned or f.rows * max(bytes_per_row(f), 1.0) > EXTRAPOLATION * self.largest:
+            return Prediction(a_seconds, a_peak, a_peak, "analytic", a_seconds, a_peak)
+        x = design(f)
+        log_peak = math.log(a_peak) + self.peak.predict(x)
+        return Prediction(a_seconds * math.exp(self.seconds.predict(x)), int(math.exp(log_peak)),
+                          int(math.exp(log_peak + self.peak_margin)), "learned", a_seconds, a_peak)
+
+
+def ape(predicted, actual) -> float | None:
+    """Absolute percentage error, in percent (None when there is nothing to compare)."""
+    if predicted is None or actual is None or actual <= 0:
+        return None
+    return abs(predicted - actual) / actual * 100.0
+
+
+def report(jobs: list[dict]) -> list[dict]:
+    """Prediction error of finished jobs, per kind, quantity and the model that made the prediction.
+
+    ``mdape`` is the median absolute percentage error of the predictions used; ``analytic_mdape``
+    the analytic estimate's on the same jobs (what learning gained). Memory errors count jobs
+    whose actual peak was at least 1 MB (smaller peaks are measurement noise).
+    """
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for j in jobs:
+        groups.setdefault((j["kind"], j.get("predicted_by") or "analytic"), []).append(j)
+    for (kind, by), rows in sorted(groups.items()):
+        for quantity, pred, base, actual in (("seconds", "predicted_seconds", "analytic_seconds", "actual_seconds"),
+                                             ("peak memory", "predicted_peak", "analytic_peak", "actual_peak")):
+            pairs = [(ape(r[pred], r[actual]), ape(r[base], r[actual])) for r in rows
+                     if quantity == "seconds" or (r[actual] or 0) >= MB]
+            pairs = [p for p in pairs if p[0] is not None]
+            if not pairs:
+                continue
+            used = np.array([p[0] for p in pairs])
+            baseline = [p[1] for p in pairs if p[1] is not None]
+            out.append({"kind": kind, "quantity": quantity, "predicted_by": by, "jobs": len(pairs),
+                        "mdape": float(np.median(used)), "p90_ape": float(np.quantile(used, 0.9)),
+                        "analytic_mdape": float(np.median(baseline)) if baseline else None})
+    return out

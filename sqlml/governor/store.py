@@ -1,0 +1,266 @@
+"""The cluster-wide job store: one SQLite file plus one lock file per live job, in a directory.
+
+Why not tables: a job's state must be visible to other sessions while its training transaction
+is still open, and must survive that transaction's rollback (a cancelled training rolls back);
+and slots are shared by every database of the cluster. The server keeps the store under its
+data directory (``$PGDATA/sqlml``), which only the server's OS user can write.
+
+Liveness without trust: a job holds an exclusive ``flock`` on its own lock file for as long as
+its backend runs it. The kernel releases the lock when the process dies, however it dies
+(kill -9 included), so a queued or running job whose lock can be taken belongs to a dead backend:
+:meth:`JobStore.reconcile` marks it failed, which frees its slot. Every mutation runs in one
+SQLite write transaction (``BEGIN IMMEDIATE``), which serialises admission across backends.
+
+Times are Unix epoch seconds; memory is bytes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+
+from sqlml.governor.admission import assign
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+ACTIVE = (QUEUED, RUNNING)
+KEEP_FINISHED = 10_000  # finished jobs kept for sqlml.jobs and the cost model
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind              TEXT NOT NULL,        -- train | predict_batch | score
+    state             TEXT NOT NULL,        -- queued | running | succeeded | failed | cancelled
+    role              TEXT NOT NULL,
+    database          TEXT NOT NULL,
+    project           TEXT,
+    pid               INTEGER NOT NULL,
+    lock              TEXT NOT NULL,        -- lock file name, held while the job is active
+    submitted         REAL NOT NULL,
+    started           REAL,
+    finished          REAL,
+    threads           INTEGER,
+    rows              INTEGER,
+    features          TEXT,                 -- JSON: what the cost model predicts from
+    predicted_seconds REAL,
+    predicted_peak    INTEGER,
+    predicted_by      TEXT,                 -- analytic | learned
+    analytic_seconds  REAL,                 -- the analytic estimate, kept to report the learned model's gain
+    analytic_peak     INTEGER,
+    actual_seconds    REAL,
+    actual_peak       INTEGER,
+    cancel_requested  TEXT,                 -- the role that asked, once sqlml.cancel was called
+    error             TEXT,
+    sqlstate          TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state) WHERE state IN ('queued', 'running');
+"""
+
+UPDATABLE = {"project", "threads", "rows", "features", "predicted_seconds", "predicted_peak", "predicted_by",
+             "analytic_seconds", "analytic_peak", "actual_seconds", "actual_peak", "error", "sqlstate"}
+
+
+class JobStore:
+    """One store per directory; one instance per process (it holds the locks of its own jobs)."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        self.lock_dir = os.path.join(directory, "locks")
+        self.cancel_dir = os.path.join(directory, "cancel")
+        for d in (directory, self.lock_dir, self.cancel_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self._db: sqlite3.Connection | None = None
+        self._held: dict[int, tuple[int, str]] = {}  # job id -> (fd holding its lock, lock name)
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(os.path.join(self.dir, "jobs.db"), timeout=30.0, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(SCHEMA)
+            self._db = db
+        return self._db
+
+    @contextmanager
+    def _write(self):
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _lock_path(self, token: str) -> str:
+        return os.path.join(self.lock_dir, token)
+
+    def _alive(self, token: str) -> bool:
+        """True while some process holds the lock ``token`` (or this process holds it)."""
+        try:
+            fd = os.open(self._lock_path(token), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases the lock if we took it
+        return False
+
+    # --- the life of a job -----------------------------------------------------------------------
+
+    def submit(self, kind: str, role: str, database: str, project: str | None, pid: int) -> int:
+        """A new queued job, held alive by this process; returns its id."""
+        token = f"{pid}-{secrets.token_hex(8)}"
+        fd = os.open(self._lock_path(token), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # before the row exists, so the row is never seen unlocked
+        try:
+            with self._write() as db:
+                job_id = db.execute(
+                    "INSERT INTO jobs (kind, state, role, database, project, pid, lock, submitted) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (kind, QUEUED, role, database, project, pid, token, time.time())).lastrowid
+        except BaseException:
+            os.close(fd)
+            os.unlink(self._lock_path(token))
+            raise
+        self._held[job_id] = (fd, token)
+        return job_id
+
+    def update(self, job_id: int, **values) -> None:
+        bad = set(values) - UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        if "features" in values and not isinstance(values["features"], str):
+            values["features"] = json.dumps(values["features"])
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._write() as db:
+            db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
+
+    def try_start(self, job_id: int, slots: int, role_slots: int) -> dict:
+        """Start ``job_id`` if the queue and the limits allow it now.
+
+        Returns {"started": bool, "position": int (0 once started), "queued": n, "running": [rows]}.
+        """
+        with self._write() as db:
+            self._reconcile(db)
+            active = db.execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id").fetchall()
+            running = [r for r in active if r["state"] == RUNNING]
+            queued = [r for r in active if r["state"] == QUEUED]
+            a = assign([r["role"] for r in running], [(r["id"], r["role"]) for r in queued], slots, role_slots)
+            mine = next((r for r in queued if r["id"] == job_id), None)
+            if mine is None:
+                raise LookupError(f"job {job_id} is not queued")
+            started = job_id in a.startable
+            if started:
+                db.execute("UPDATE jobs SET state = ?, started = ? WHERE id = ?", (RUNNING, time.time(), job_id))
+            ahead = [r for r in queued if a.positions[r["id"]] < a.positions[job_id]]
+            return {"started": started, "position": 0 if started else a.positions[job_id], "queued": len(queued),
+                    "running": [dict(r) for r in running], "ahead": [dict(r) for r in ahead]}
+
+    def finish(self, job_id: int, state: str, **values) -> None:
+        """Record the end of a job this process runs, then let go of its lock."""
+        assert state not in ACTIVE
+        values = {k: v for k, v in values.items() if v is not None}
+        bad = set(values) - UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        sets = "".join(f", {k} = ?" for k in values)
+        try:
+            with self._write() as db:
+                db.execute(f"UPDATE jobs SET state = ?, finished = ?{sets} WHERE id = ?",
+                           (state, time.time(), *values.values(), job_id))
+                self._prune(db)
+        finally:
+            held = self._held.pop(job_id, None)
+            if held is not None:
+                fd, token = held
+                os.unlink(self._lock_path(token))
+                os.close(fd)
+            self._clear_cancel(job_id)
+
+    # --- cancellation ----------------------------------------------------------------------------
+
+    def request_cancel(self, job_id: int, by: str) -> None:
+        """Flag an active job for cancellation; its backend sees the flag at its next check."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET cancel_requested = ? WHERE id = ? AND state IN ('queued', 'running')",
+                       (by, job_id))
+        open(os.path.join(self.cancel_dir, str(int(job_id))), "w").close()
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """Cheap (one stat): called at every interrupt check of a running job."""
+        return os.path.exists(os.path.join(self.cancel_dir, str(int(job_id))))
+
+    def _clear_cancel(self, job_id: int) -> None:
+        try:
+            os.unlink(os.path.join(self.cancel_dir, str(int(job_id))))
+        except FileNotFoundError:
+            pass
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> dict | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def jobs(self, slots: int, role_slots: int, limit: int = KEEP_FINISHED) -> list[dict]:
+        """Every job, newest first, with ``position`` (1-based) for queued jobs; dead ones reconciled."""
+        with self._write() as db:
+            self._reconcile(db)
+        rows = [dict(r) for r in self._conn().execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
+        running = [r["role"] for r in rows if r["state"] == RUNNING]
+        queued = [(r["id"], r["role"]) for r in rows if r["state"] == QUEUED]
+        positions = assign(running, queued, slots, role_slots).positions
+        for r in rows:
+            r["position"] = positions.get(r["id"])
+        return rows
+
+    def history(self, kind: str, limit: int = 500) -> list[dict]:
+        """The newest succeeded jobs of ``kind`` with their features and actual cost, oldest first."""
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE kind = ? AND state = 'succeeded' AND features IS NOT NULL "
+            "AND actual_seconds IS NOT NULL AND actual_peak IS NOT NULL ORDER BY id DESC LIMIT ?", (kind, limit))
+        return [dict(r) for r in reversed(rows.fetchall())]
+
+    def finished(self, limit: int = KEEP_FINISHED) -> list[dict]:
+        """Finished jobs that had predictions and actual costs (the cost model's report card)."""
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE state = 'succeeded' AND predicted_seconds IS NOT NULL "
+            "AND actual_seconds IS NOT NULL ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        with self._write() as db:
+            return self._reconcile(db)
+
+    def _reconcile(self, db) -> int:
+        """Mark active jobs whose backend is gone as failed; returns how many."""
+        dead = [r for r in db.execute("SELECT id, state, pid, lock FROM jobs WHERE state IN ('queued', 'running')")
+                if r["id"] not in self._held and not self._alive(r["lock"])]
+        for r in dead:
+            db.execute("UPDATE jobs SET state = ?, finished = ?, error = ?, sqlstate = ? WHERE id = ?",
+                       (FAILED, time.time(),
+                        f"the backend (pid {r['pid']}) ended while the job was {r['state']}: "
+                        "it was terminated or crashed", "57P01", r["id"]))
+            for path in (self._lock_path(r["lock"]), os.path.join(self.cancel_dir, str(r["id"]))):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return len(dead)
+
+    def _prune(self, db) -> None:
+        db.execute("DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND id <= "
+                   "(SELECT id FROM jobs ORDER BY id DESC LIMIT 1 OFFSET ?)", (KEEP_FINISHED,))

@@ -1,0 +1,374 @@
+"""The governor inside a backend: every training and batch-scoring call runs as a job.
+
+``run(kind, project, fn)`` registers the job (queued, visible at once in ``sqlml.jobs`` of every
+database), runs ``fn``, and records how it ended. Before reading data, the training calls
+``admit_training`` (scoring: ``run`` calls ``admit_relation``): the cost model predicts the job's
+seconds and peak memory, the governor samples or refuses what would not fit under
+``sqlml.memory_per_job``, waits in the FIFO queue for a slot (cancellable, NOTICE lines with the
+position), then caps the backend's address space and thread pools until the job ends.
+Decisions live in ``sqlml.governor``; this module only adapts them to PL/Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import sys
+import time
+from contextlib import ExitStack
+
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, OUT_OF_MEMORY, QUERY_CANCELED, UNDEFINED_OBJECT, SqlmlError
+from sqlml.governor import admission, costmodel, limits
+from sqlml.governor import settings as gsettings
+from sqlml.governor.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from sqlml.server import privileged
+from sqlml.server.spi import spi
+
+INSUFFICIENT_RESOURCES = "53000"
+POLL_SECONDS = 0.2  # queue polling; also how fast a queued job notices a cancel
+CANCEL_GRACE = 1.0  # seconds a running job gets to stop at its own checkpoint before it is signalled
+CANCEL_WAIT = 5.0  # seconds sqlml.cancel waits to report the job ended
+# Imported once a job holds its slot, before its memory meter and cap start: a backend's first job
+# would otherwise count ~200 MB of libraries as its own. (Their loading time, a few seconds, does
+# count: the cost model has a feature for it, ``cold``.)
+_ML = ("pandas", "sklearn.pipeline", "sklearn.linear_model", "sklearn.ensemble", "sklearn.model_selection",
+       "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "sqlml.automl.front", "sqlml.onnx.convert",
+       "sqlml.onnx.parity")
+WARM_MODULES = {"train": _ML, "predict_batch": ("onnxruntime",), "score": ("onnxruntime",)}
+
+_store: JobStore | None = None
+_current: Job | None = None
+
+
+def store() -> JobStore:
+    """The cluster's job store, under the data directory (``$PGDATA/sqlml``)."""
+    global _store
+    if _store is None:
+        try:
+            data_dir = ctypes.c_char_p.in_dll(ctypes.CDLL(None), "DataDir").value.decode()
+        except (ValueError, AttributeError):
+            data_dir = os.getcwd()  # backends run in the data directory
+        _store = JobStore(os.path.join(data_dir, "sqlml"))
+    return _store
+
+
+def current_settings() -> tuple[gsettings.Settings, dict]:
+    """(settings, sources) from the configuration files, read as the extension owner."""
+    rows = privileged.run(lambda ex: ex.execute(
+        "SELECT name, setting FROM pg_catalog.pg_file_settings "
+        "WHERE name LIKE 'sqlml.%' AND error IS NULL AND applied ORDER BY seqno"))
+    return gsettings.from_config({r["name"]: r["setting"] for r in rows})
+
+
+class Job:
+    def __init__(self, kind: str, project: str | None):
+        self.kind = kind
+        self.settings = current_settings()[0]
+        who = spi.execute("SELECT current_user::text AS r, current_database()::text AS d, pg_backend_pid() AS p")[0]
+        self.role = who["r"]
+        self.id = store().submit(kind, who["r"], who["d"], project, int(who["p"]))
+        self.stack = ExitStack()
+        self.features: costmodel.Features | None = None
+        self.rows: int | None = None
+        self.t0: float | None = None
+        self.meter: limits.PeakMeter | None = None
+
+    @property
+    def threads(self) -> int:
+        return self.settings.threads_per_job
+
+    def cold(self) -> bool:
+        """True when this backend has yet to load the libraries the job needs."""
+        return any(m not in sys.modules for m in WARM_MODULES[self.kind])
+
+    def model(self) -> costmodel.CostModel:
+        return costmodel.CostModel(self.kind, store().history(self.kind, costmodel.HISTORY))
+
+    def predict(self, features: costmodel.Features, model: costmodel.CostModel) -> costmodel.Prediction:
+        p = model.predict(features)
+        self.features = features
+        store().update(self.id, features=features.to_json(), threads=self.threads, predicted_seconds=p.seconds,
+                       predicted_peak=p.peak, predicted_by=p.by, analytic_seconds=p.analytic_seconds,
+                       analytic_peak=p.analytic_peak)
+        return p
+
+    # --- the queue -------------------------------------------------------------------------------
+
+    def wait_for_slot(self) -> None:
+        from sqlml.server import interrupts
+
+        s = self.settings
+        began = time.monotonic()
+        shown = None
+        while True:
+            snap = store().try_start(self.id, s.slots, s.role_slots)
+            if snap["started"]:
+                break
+            waited = time.monotonic() - began
+            if waited >= s.queue_timeout:
+                raise SqlmlError(
+                    f"job {self.id} waited {waited:.0f}s for a slot and gave up (sqlml.queue_timeout is "
+                    f"{s.queue_timeout:g}s): {len(snap['running'])} of {s.slots} slots busy, position "
+                    f"{snap['position']} in the queue", sqlstate=INSUFFICIENT_RESOURCES,
+                    hint="try again later (SELECT * FROM sqlml.jobs shows what runs), or ask an administrator "
+                         "to raise sqlml.slots or sqlml.queue_timeout")
+            if snap["position"] != shown:
+                shown = snap["position"]
+                spi.notice(self._queue_message(snap))
+            interrupts.check()  # cancel, statement_timeout, sqlml.cancel
+            time.sleep(POLL_SECONDS)
+        if shown is not None:
+            spi.notice(f"job {self.id} started after {time.monotonic() - began:.1f}s in the queue")
+
+    def _queue_message(self, snap: dict) -> str:
+        running = snap["running"]
+        busy = ", ".join(str(r["id"]) for r in running)
+        role = sum(1 for r in running if r["role"] == self.role)
+        limit = f"; your role runs {role} of at most {self.settings.role_slots}" \
+            if role >= self.settings.role_slots else ""
+        return (f"job {self.id} is queued at position {snap['position']} of {snap['queued']}: "
+                f"{len(running)} of {self.settings.slots} slots busy (jobs {busy or 'none'}){limit}; "
+                f"about {estimated_wait(snap, self.settings.slots):.0f}s to wait "
+                f"(at most {self.settings.queue_timeout:g}s)")
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Caps on, clocks on: called once the job holds a slot."""
+        self.t0 = time.monotonic()  # the job's seconds are its time in the slot, loading libraries included
+        for module in WARM_MODULES[self.kind]:  # the libraries' memory belongs to the backend, not to the job
+            importlib.import_module(module)
+        self.stack.enter_context(limits.thread_limits(self.threads))
+        self.meter = limits.PeakMeter()
+        self.stack.enter_context(limits.address_space_cap(self.settings.memory_per_job, self.threads))
+
+    def check_cancel(self) -> None:
+        if store().cancel_requested(self.id):
+            by = (store().get(self.id) or {}).get("cancel_requested") or "another session"
+            raise SqlmlError(f"job {self.id} was cancelled by {by} (sqlml.cancel)", sqlstate=QUERY_CANCELED)
+
+    def end(self, state: str, error: str | None = None, sqlstate: str | None = None) -> None:
+        self.stack.close()  # the memory cap goes first: recording the end must be able to allocate
+        features = self.features.with_rows(self.rows) if self.features and self.rows is not None else self.features
+        store().finish(self.id, state, error=error, sqlstate=sqlstate, rows=self.rows,
+                       features=features.to_json() if features else None,
+                       actual_seconds=time.monotonic() - self.t0 if self.t0 is not None else None,
+                       actual_peak=self.meter.peak() if self.meter else None)
+
+
+def estimated_wait(snap: dict, slots: int) -> float:
+    """Seconds until a slot frees for this job, from the predictions of the jobs ahead of it."""
+    now = time.time()
+    free_at = sorted(max((r["predicted_seconds"] or 0) - (now - (r["started"] or now)), 0.0) for r in snap["running"])
+    free_at += [0.0] * max(slots - len(free_at), 0)
+    for r in snap["ahead"]:
+        free_at.sort()
+        free_at[0] += r["predicted_seconds"] or 0.0
+    return min(free_at) if free_at else 0.0
+
+
+def current() -> Job | None:
+    return _current
+
+
+def check_cancel() -> None:
+    """Part of every interrupt check: raises if someone called sqlml.cancel on this backend's job."""
+    if _current is not None:
+        _current.check_cancel()
+
+
+def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of=None):
+    """``fn()`` as a governed job. Scoring passes ``relation`` (admitted here); training admits
+    itself through :func:`admit_training`. ``rows_of(result)`` tells the rows the job processed."""
+    global _current
+    if _current is not None:  # a job inside a job (a function scoring inside a training) shares its slot
+        return fn()
+    job = _current = Job(kind, project)
+    try:
+        if relation is not None:
+            admit_relation(job, relation)
+        result = fn()
+        if rows_of is not None:
+            job.rows = rows_of(result)
+    except BaseException as exc:
+        job.stack.close()
+        state, error = outcome(job, exc)
+        job.end(state, error.message if isinstance(error, SqlmlError) else _message(error),
+                getattr(error, "sqlstate", None))
+        if error is exc:
+            raise
+        raise error from None
+    else:
+        job.end(SUCCEEDED)
+        return result
+    finally:
+        _current = None
+
+
+def outcome(job: Job, exc: BaseException) -> tuple[str, BaseException]:
+    """(final state, the error to raise) for a job that raised ``exc``."""
+    if getattr(exc, "sqlstate", None) == QUERY_CANCELED:
+        return CANCELLED, exc
+    if limits.looks_like_out_of_memory(exc) and job.t0 is not None \
+            and not (isinstance(exc, SqlmlError) and exc.sqlstate == OUT_OF_MEMORY):
+        mb = job.settings.memory_per_job / 1024 ** 2
+        return FAILED, SqlmlError(
+            f"job {job.id} ran out of memory: it needed more than the {mb:.0f} MB each job may use "
+            f"(sqlml.memory_per_job); the job was stopped and nothing was saved",
+            detail=_message(exc), sqlstate=OUT_OF_MEMORY,
+            hint="""train on fewer rows (options => '{"max_rows": N}') or fewer columns, or ask an """
+                 "administrator to raise sqlml.memory_per_job")
+    return FAILED, exc
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SqlmlError):
+        return exc.message
+    text = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
+    return text or type(exc).__name__
+
+
+# --- admission ------------------------------------------------------------------------------------
+
+def admit_training(sql: str, features: list, budget_seconds: float, algorithms, max_rows: int | None) -> int | None:
+    """Predict, plan rows (all, a sample, or refuse), wait for a slot, start the caps.
+
+    ``features``: the training's ``sqlml.data.schema.Feature`` list. Returns the rows to read
+    (None: all).
+    """
+    from sqlml.automl.estimators import DEFAULT_ALGORITHMS
+    from sqlml.data.schema import CATEGORY, VECTOR
+    from sqlml.server import ingest
+
+    job = _current
+    if job is None:
+        return max_rows
+    est_rows, width = ingest.estimate(sql)
+    fixed = sum(4 * f.dim + 8 if f.kind == VECTOR else 8 for f in features if f.kind != CATEGORY)
+    n_cat = sum(1 for f in features if f.kind == CATEGORY)
+    base = costmodel.Features(
+        rows=est_rows, numeric=sum(1 for f in features if f.kind not in (CATEGORY, VECTOR)), category=n_cat,
+        vector=sum(f.dim for f in features if f.kind == VECTOR), text_bytes=float(max(width - fixed, 0)) if n_cat else 0.0,
+        algorithms=len(algorithms or DEFAULT_ALGORITHMS), budget=float(budget_seconds), threads=job.threads,
+        cold=job.cold())
+    model = job.model()
+    plan = admission.plan_rows(est_rows, lambda n: model.predict(base.with_rows(n)).peak_upper,
+                               job.settings.memory_per_job, max_rows, job.id)
+    job.predict(base.with_rows(plan.rows if plan.rows is not None else est_rows), model)
+    if plan.sampled_because:
+        spi.notice(f"{plan.sampled_because}: training on a sample of {plan.rows} of about {est_rows} rows")
+    job.wait_for_slot()
+    job.start()
+    return plan.rows
+
+
+def record_rows(n: int) -> None:
+    """The rows the current job actually read (what the cost model learns from)."""
+    if _current is not None:
+        _current.rows = int(n)
+
+
+def admit_relation(job: Job, relation: str) -> None:
+    """Admission for batch scoring: all rows are scored, so nothing is sampled."""
+    from sqlml.data.relation import parse_relation
+    from sqlml.server import ingest
+
+    sql, _ = ingest.source_sql(parse_relation(relation))
+    rows, width = ingest.estimate(sql)
+    job.predict(costmodel.Features(rows=rows, text_bytes=float(width), threads=job.threads, cold=job.cold()),
+                job.model())
+    job.wait_for_slot()
+    job.start()
+
+
+def job_id() -> int | None:
+    """The id of the job this backend runs (sqlml.jobs.job_id), for lineage in the registry."""
+    return _current.id if _current is not None else None
+
+
+def threads() -> int:
+    """Threads the current job may use (1 outside a job)."""
+    return _current.threads if _current is not None else 1
+
+
+# --- the SQL surface ------------------------------------------------------------------------------
+
+JOB_COLUMNS = ("job_id", "kind", "state", "queue_position", "role", "database", "project", "pid", "submitted_at",
+               "started_at", "finished_at", "predicted_seconds", "actual_seconds", "predicted_peak_bytes",
+               "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate")
+
+
+def jobs() -> list[tuple]:
+    """Rows of ``sqlml.jobs`` (times as epoch seconds; the view converts them). Like
+    pg_stat_activity, the project and error of other roles' jobs are hidden unless the viewer is a
+    superuser or a member of pg_read_all_stats."""
+    s = current_settings()[0]
+    me = spi.execute(
+        "SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) "
+        "OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS all_, "
+        "array(SELECT rolname::text FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')) AS roles")[0]
+    mine = set(me["roles"] or [])
+    out = []
+    for j in store().jobs(s.slots, s.role_slots):
+        visible = me["all_"] or j["role"] in mine
+        out.append((j["id"], j["kind"], j["state"], j["position"], j["role"], j["database"],
+                    j["project"] if visible else None, j["pid"], j["submitted"], j["started"], j["finished"],
+                    j["predicted_seconds"], j["actual_seconds"], j["predicted_peak"], j["actual_peak"],
+                    j["predicted_by"], j["rows"], j["threads"], j["error"] if visible else None,
+                    j["sqlstate"]))
+    return out
+
+
+def cancel(job_id: int) -> bool:
+    """Cancel a queued or running job of the caller's role (any job for a superuser).
+
+    Returns true once the job has ended (or false if it had already ended). A queued job leaves
+    the queue at its next poll; a running one stops at its next interrupt check, and is sent
+    pg_cancel_backend if it has not stopped within ``CANCEL_GRACE`` seconds (a long SQL step).
+    """
+    from sqlml.server import interrupts
+
+    if job_id is None:
+        raise SqlmlError("job_id is NULL", hint="SELECT job_id, state FROM sqlml.jobs shows the jobs")
+    j = store().get(int(job_id))
+    if j is None:
+        raise SqlmlError(f"job {job_id} does not exist", sqlstate=UNDEFINED_OBJECT,
+                         hint="SELECT job_id, state FROM sqlml.jobs shows the jobs")
+    who = spi.execute(
+        "SELECT current_user::text AS me, coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) "
+        "OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'MEMBER')) AS ok",
+        [j["role"]])[0]
+    if not who["ok"]:
+        raise SqlmlError(f"permission denied to cancel job {job_id} of role {j['role']}",
+                         sqlstate=INSUFFICIENT_PRIVILEGE, hint="a role may cancel its own jobs; a superuser any job")
+    if j["state"] not in ("queued", "running"):
+        spi.notice(f"job {job_id} has already ended ({j['state']})")
+        return False
+    store().request_cancel(int(job_id), who["me"])
+    began, signalled = time.monotonic(), False
+    while time.monotonic() - began < CANCEL_WAIT:
+        store().reconcile()
+        j = store().get(int(job_id))
+        if j["state"] not in ("queued", "running"):
+            return True
+        if not signalled and j["state"] == RUNNING and time.monotonic() - began >= CANCEL_GRACE:
+            privileged.run(lambda ex, pid: ex.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1::int AND state = 'active'", [pid]),
+                j["pid"])
+            signalled = True
+        interrupts.check()
+        time.sleep(0.1)
+    spi.notice(f"job {job_id} was asked to stop but is still {j['state']}; it stops at its next interrupt check")
+    return True
+
+
+def report() -> list[tuple]:
+    return [(r["kind"], r["quantity"], r["predicted_by"], r["jobs"], r["mdape"], r["p90_ape"], r["analytic_mdape"])
+            for r in costmodel.report(store().finished())]
+
+
+def settings_rows() -> list[tuple]:
+    s, sources = current_settings()
+    return [(gsettings.PREFIX + name, gsettings.describe(getattr(s, name), name), sources[name], desc)
+            for name, desc in gsettings.DESCRIPTIONS.items()]
