@@ -1,0 +1,9 @@
+-- The training data: four rows in five (the fifth is kept aside and scored by cancer_scored).
+-- The post-hook trains project dbt_cancer on this view each time dbt builds it; sqlml's gate deploys
+-- the new version only if it beats the deployed one on the same holdout.
+{{ config(
+    materialized='view',
+    post_hook="{{ sqlml.sqlml_train('dbt_cancer', this, 'diagnosis', exclude=['id'], time_budget=var('training_budget')) }}"
+) }}
+
+select * from {{ source('samples', 'breast_cancer') }} where id % 5 <> 0
