@@ -55,4 +55,14 @@ if [ ! -f "$EXTDIR/vector.control" ]; then
   fi
   [ -f "$EXTDIR/vector.control" ] || { echo "system-deps: pgvector did not install into $EXTDIR" >&2; exit 1; }
 fi
+# Operations: the Prometheus exporter that serves sqlml's metrics (integrations/prometheus), and a
+# headless browser to render and check the HTML model card (`sqlml report`). sqlml starts the
+# exporter itself (tests, on loopback): the service the package enables under systemd is stopped
+# when this script installs the package, so that no exporter listens on all interfaces by surprise.
+fresh_exporter=0
+missing prometheus-postgres-exporter && fresh_exporter=1
+apt_install prometheus-postgres-exporter chromium
+if [ "$fresh_exporter" = 1 ] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true
+fi
 log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron"

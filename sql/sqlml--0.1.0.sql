@@ -326,7 +326,7 @@ LANGUAGE plpython3u VOLATILE AS $$
 if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
 return GD['sqlml'].prediction_counts()
 $$;
-COMMENT ON FUNCTION sqlml.prediction_counts() IS 'Rows scored per project in this database since the server started counting (all backends; a backend flushes its count every few seconds and at exit)';
+COMMENT ON FUNCTION sqlml.prediction_counts() IS 'Rows scored per project in this database, by every server process (counted in memory-mapped files, not rolled back)';
 
 CREATE FUNCTION sqlml.job_counts()
 RETURNS TABLE (state text, jobs bigint)
@@ -334,7 +334,7 @@ LANGUAGE plpython3u STABLE AS $$
 if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
 return GD['sqlml'].job_counts()
 $$;
-COMMENT ON FUNCTION sqlml.job_counts() IS 'Jobs per state in sqlml.jobs (no rows before the job queue exists)';
+COMMENT ON FUNCTION sqlml.job_counts() IS 'Jobs per state in sqlml.jobs, every state listed (all zero where there is no job queue)';
 
 -- governor: jobs, cancellation, the cost model's report, settings
 --

@@ -3,6 +3,7 @@ permutation importance, holdout diagnostics, label encoding for evaluation."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -184,3 +185,24 @@ def test_evaluation_encodes_labels_like_training():
     assert y.tolist() == [2, 0] and unseen == 1
     values = evaluation.evaluate("binary", np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]))
     assert values["accuracy"] == 1.0 and set(values) == {"roc_auc", "log_loss", "accuracy", "f1"}
+
+
+def test_counters_files_are_summed_and_dead_processes_folded(tmp_path, monkeypatch):
+    from sqlml.server import counters
+
+    monkeypatch.setattr(counters, "database_dir", lambda oid=None: str(tmp_path))
+    monkeypatch.setattr(counters, "_counts", {})
+    monkeypatch.setattr(counters, "_slots", {})
+    monkeypatch.setattr(counters, "_file", {"map": None, "used": counters.SLOTS, "broken": False})
+    counters.add("churn", 5)
+    counters.add("price", 2)
+    counters.add("churn", 1)
+    assert counters.read() == {"churn": 6, "price": 2}
+    mine = next(tmp_path.glob("*.cnt"))
+    dead = tmp_path / "999999999-0000.cnt"  # a process that has exited (no such pid)
+    dead.write_bytes(mine.read_bytes())
+    assert counters.read() == {"churn": 12, "price": 4}
+    assert not dead.exists() and json.loads((tmp_path / "archive.json").read_text())["counts"] == {"churn": 6, "price": 2}
+    counters.add("churn", 10)  # the live file keeps counting in place
+    assert counters.read() == {"churn": 22, "price": 4}
+    assert counters.parse(b"not a counters file") == {}

@@ -1,14 +1,18 @@
-"""Rows scored per project: counted in each backend's memory, flushed to a file now and then.
+"""Rows scored per project, counted in shared memory-mapped files: cheap and non-transactional.
 
-Scoring must stay cheap and may run where nothing can be written (a STABLE function, a read-only
-transaction, a parallel worker), so the count is not a table: each process adds to a dict and,
-at most every ``FLUSH_SECONDS`` and once more when it exits, writes its totals to its own file,
-``<data directory>/sqlml_counters/<database oid>/<pid>-<random>.json``, replaced atomically. A
-count is never rolled back with its transaction: it counts work done. ``read`` sums the files of
-the current database and folds those of processes that have exited into ``archive.json``, so the
-directory stays small and the totals only grow (Prometheus counters).
+Scoring must stay cheap and may run where nothing can be written to a table (a STABLE function, a
+read-only transaction, a parallel worker), and a count must not be rolled back with its
+transaction: it counts work done. So each process maps a small file of its own,
+``<data directory>/sqlml_counters/<database oid>/<pid>-<random>.cnt``, and adds to a slot in it:
+one memory write per scoring call, no system call, visible at once to any process that reads the
+file. ``read`` sums the files of a database and folds those of processes that have exited into
+``archive.json``, so the directory stays small and the totals only grow (Prometheus counters).
 
-No plpy: the process's data directory and database come from the server binary's globals.
+File layout (little-endian): ``MAGIC`` (8 bytes), used slots (int64), then ``SLOTS`` slots of
+``SLOT`` bytes: the count (int64) and the project name (UTF-8, NUL-padded). A slot's name is
+written before the used-slot count that makes it visible; only its own process writes a file.
+
+No plpy: the data directory and the database come from the server binary's globals.
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import json
+import mmap
 import os
 import secrets
-import time
+import struct
 
-FLUSH_SECONDS = 2.0
+MAGIC = b"SQLMLC01"
+HEADER, SLOT, SLOTS = 16, 128, 256
+NAME_BYTES = SLOT - 8
 ARCHIVE = "archive.json"
+I64 = struct.Struct("<q")
 
 _pg = ctypes.CDLL(None)
 _counts: dict[str, int] = {}
-_state = {"flushed": 0.0, "dirty": False, "registered": False, "file": None}
-_EXIT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_size_t)
+_slots: dict[str, tuple] = {}  # project -> (mmap, offset of its count)
+_file: dict = {"map": None, "used": SLOTS, "broken": False}
 
 
 def database_dir(database_oid: int | None = None) -> str:
@@ -37,49 +45,69 @@ def database_dir(database_oid: int | None = None) -> str:
 
 def add(project: str, rows: int) -> None:
     """Count ``rows`` scored with ``project`` (called on every scoring call: keep it cheap)."""
-    _counts[project] = _counts.get(project, 0) + rows
-    _state["dirty"] = True
-    if not _state["registered"]:
-        _register_exit()
-    if time.monotonic() - _state["flushed"] >= FLUSH_SECONDS:
-        flush()
+    slot = _slots.get(project)
+    if slot is None:
+        slot = _new_slot(project)
+        if slot is None:
+            return
+    total = _counts.get(project, 0) + rows
+    _counts[project] = total
+    I64.pack_into(slot[0], slot[1], total)
 
 
-def flush() -> None:
-    """Write this process's totals; a failure (disk full, permissions) never fails scoring."""
-    if not _state["dirty"]:
-        return
-    _state["flushed"] = time.monotonic()
+def _new_slot(project: str):
+    """A slot for ``project`` in this process's file (a new file when full); None if counting is
+    impossible here (the directory cannot be written): scoring never fails for a counter."""
+    if _file["broken"]:
+        return None
     try:
-        if _state["file"] is None:
-            directory = database_dir()
-            os.makedirs(directory, exist_ok=True)
-            _state["file"] = os.path.join(directory, f"{os.getpid()}-{secrets.token_hex(4)}.json")
-        _write(_state["file"], _counts)
-        _state["dirty"] = False
+        if _file["used"] >= SLOTS:
+            _file["map"], _file["used"] = _new_file(), 0
     except OSError:
-        pass
+        _file["broken"] = True
+        return None
+    mm, i = _file["map"], _file["used"]
+    offset = HEADER + i * SLOT
+    mm[offset + 8:offset + SLOT] = project.encode()[:NAME_BYTES].ljust(NAME_BYTES, b"\0")
+    I64.pack_into(mm, offset, 0)
+    _file["used"] = i + 1
+    I64.pack_into(mm, 8, i + 1)  # publish the slot after its name
+    _slots[project] = (mm, offset)
+    return _slots[project]
 
 
-def _register_exit() -> None:
-    """Flush once more when the backend (or parallel worker) exits, through PostgreSQL's on_proc_exit."""
-    _state["registered"] = True
-    callback = _EXIT_CALLBACK(lambda code, arg: flush())
-    _state["callback"] = callback  # must outlive the process's Python objects: keep a reference
-    _pg.on_proc_exit(callback, ctypes.c_size_t(0))
-
-
-def _write(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
-def _load(path: str) -> dict:
+def _new_file() -> mmap.mmap:
+    directory = database_dir()
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{os.getpid()}-{secrets.token_hex(4)}.cnt")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with open(path) as f:
-            return json.load(f)
+        os.ftruncate(fd, HEADER + SLOTS * SLOT)
+        mm = mmap.mmap(fd, HEADER + SLOTS * SLOT)
+    finally:
+        os.close(fd)
+    mm[0:8] = MAGIC
+    return mm
+
+
+def parse(data: bytes) -> dict[str, int]:
+    """Project -> count from a counters file's bytes (empty for a file that is not one)."""
+    if len(data) < HEADER or data[:8] != MAGIC:
+        return {}
+    used = min(I64.unpack_from(data, 8)[0], (len(data) - HEADER) // SLOT)
+    out = {}
+    for i in range(used):
+        offset = HEADER + i * SLOT
+        name = data[offset + 8:offset + SLOT].rstrip(b"\0").decode(errors="replace")
+        out[name] = out.get(name, 0) + I64.unpack_from(data, offset)[0]
+    return out
+
+
+def _load(path: str, binary: bool) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return parse(data) if binary else json.loads(data)
     except (OSError, ValueError):
         return {}
 
@@ -100,30 +128,31 @@ def read(database_oid: int | None = None) -> dict[str, int]:
     Files of exited processes are folded into the archive under a lock. The archive lists what it
     folded until the files are gone, so a crash between its write and the deletes counts nothing twice.
     """
-    flush()
     directory = database_dir(database_oid)
     if not os.path.isdir(directory):
-        return dict(_counts)
+        return {}
     with open(os.path.join(directory, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         archive_path = os.path.join(directory, ARCHIVE)
-        archive = _load(archive_path) or {"counts": {}, "folded": []}
+        archive = _load(archive_path, binary=False) or {"counts": {}, "folded": []}
         for name in archive["folded"]:  # folded last time, not yet deleted
             _unlink(os.path.join(directory, name))
         live, dead = {}, []
-        for name in os.listdir(directory):
-            if not name.endswith(".json") or name == ARCHIVE:
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith(".cnt"):
                 continue
-            pid = int(name.split("-", 1)[0])
-            counts = _load(os.path.join(directory, name))
-            if _alive(pid) or pid == os.getpid():
+            counts = _load(os.path.join(directory, name), binary=True)
+            if _alive(int(name.split("-", 1)[0])):
                 _merge(live, counts)
             else:
                 _merge(archive["counts"], counts)
                 dead.append(name)
         archive["folded"] = dead
         if dead:
-            _write(archive_path, archive)
+            tmp = f"{archive_path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(archive, f)
+            os.replace(tmp, archive_path)
             for name in dead:
                 _unlink(os.path.join(directory, name))
         totals = dict(archive["counts"])

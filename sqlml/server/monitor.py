@@ -246,8 +246,13 @@ def prediction_counts():
     return sorted(counters.read().items())
 
 
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
 def job_counts():
+    """Jobs per state, every state listed (0 when none; all 0 where sqlml.jobs does not exist)."""
+    counts = dict.fromkeys(JOB_STATES, 0)
     if spi.execute("SELECT to_regclass('sqlml.jobs') IS NOT NULL AS ok")[0]["ok"]:
-        return [(r["state"], r["jobs"]) for r in spi.execute(
-            "SELECT state::text AS state, count(*) AS jobs FROM sqlml.jobs GROUP BY 1 ORDER BY 1")]
-    return []
+        for r in spi.execute("SELECT state::text AS state, count(*) AS jobs FROM sqlml.jobs GROUP BY 1"):
+            counts[r["state"]] = r["jobs"]
+    return list(counts.items())
