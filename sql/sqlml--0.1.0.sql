@@ -347,7 +347,7 @@ CREATE FUNCTION sqlml._jobs()
 RETURNS TABLE (job_id bigint, kind text, state text, queue_position integer, role text, database text, project text,
                pid integer, submitted_at float8, started_at float8, finished_at float8, predicted_seconds float8,
                actual_seconds float8, predicted_peak_bytes bigint, actual_peak_bytes bigint, cost_model text,
-               rows bigint, threads integer, error text, sqlstate text)
+               rows bigint, threads integer, error text, sqlstate text, progress text)
 LANGUAGE plpython3u VOLATILE AS $$
 if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
 return GD['sqlml'].jobs()
@@ -357,7 +357,8 @@ CREATE VIEW sqlml.jobs AS
 SELECT job_id, kind, state, queue_position, role::name AS role, database::name AS database, project, pid,
        to_timestamp(submitted_at) AS submitted_at, to_timestamp(started_at) AS started_at,
        to_timestamp(finished_at) AS finished_at, predicted_seconds, actual_seconds, predicted_peak_bytes,
-       actual_peak_bytes, cost_model, rows, threads, error, sqlstate
+       actual_peak_bytes, cost_model, rows, threads, error, sqlstate,
+       progress::jsonb AS progress  -- a training's trials, best_score, best_algorithm, budget_seconds, live
 FROM sqlml._jobs();
 COMMENT ON VIEW sqlml.jobs IS 'Every training and batch-scoring job of the cluster (all databases), newest first: state queued/running/succeeded/failed/cancelled, queue position, predicted and actual seconds and peak memory';
 

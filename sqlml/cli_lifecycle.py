@@ -134,7 +134,7 @@ def render_jobs(jobs: list[dict]) -> str:
         ident = f"job {j['job_id']}" if j.get("job_id") is not None else f"pid {j.get('pid')}"
         where = f"{j.get('role') or '?'}@{j.get('database') or '?'}"
         queue = f" #{j['queue_position']} in queue" if j.get("queue_position") else ""
-        lines.append(f"{ident:<10} {j.get('kind') or '':<6} {j.get('project') or '?':<20} {j.get('state') or '':<9}"
+        lines.append(f"{ident:<10} {j.get('kind') or '':<13} {j.get('project') or '?':<20} {j.get('state') or '':<9}"
                      f"{queue} trials {trials:>3}  best {best:<22} {clock}  {where}")
     return "\n".join(lines)
 
@@ -210,7 +210,7 @@ def add_commands(command, dsn_arg) -> None:
     c.add_argument("-w", "--watch", action="store_true", help="refresh until Ctrl-C (a live progress view)")
     c.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     c.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
-    c.add_argument("--all", action="store_true", help="include finished jobs")
+    c.add_argument("--all", action="store_true", help="include the newest finished jobs")
     dsn_arg(c)
 
     c = command("export", cmd_export, "write a model as ONNX + metadata, or as a Triton model repository")

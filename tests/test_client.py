@@ -132,7 +132,7 @@ def test_connect_errors_are_server_errors():
 
 
 def test_jobs_shows_a_training_running_in_another_session(ml, dsn):
-    """While another session trains, jobs() lists it with its project, elapsed time and budget."""
+    """While another session trains, jobs() lists it live: trials so far, best score, elapsed and budget."""
     other = sqlml.connect(dsn)
     done = {}
     worker = threading.Thread(target=lambda: done.update(r=other.train(
@@ -141,14 +141,17 @@ def test_jobs_shows_a_training_running_in_another_session(ml, dsn):
     try:
         seen, deadline = None, time.monotonic() + 15
         while seen is None and time.monotonic() < deadline:
-            seen = next((j for j in ml.jobs() if j["project"] == "jobs_demo"), None)
+            seen = next((j for j in ml.jobs() if j["project"] == "jobs_demo" and j["trials"]), None)
             time.sleep(0.2)
-        assert seen is not None, "the running training never appeared in jobs()"
-        assert seen["state"] == "running" and seen["kind"] == "train"
-        assert seen["budget_seconds"] == pytest.approx(5.0)
+        assert seen is not None, "the running training never showed progress in jobs()"
+        assert seen["state"] == "running" and seen["kind"] == "train" and seen["job_id"] > 0
+        assert seen["budget_seconds"] == pytest.approx(5.0) and seen["trials"] >= 1
+        assert seen["best_score"] > 0.5 and seen["best_algorithm"]
         assert 0 <= seen["elapsed_seconds"] <= 15
     finally:
         worker.join(timeout=60)
         other.close()
     assert done["r"]["project"] == "jobs_demo"
-    assert not [j for j in ml.jobs() if j["project"] == "jobs_demo" and j["state"] == "running"]
+    assert not [j for j in ml.jobs() if j["project"] == "jobs_demo"]
+    finished = [j for j in ml.jobs(include_finished=True) if j["job_id"] == seen["job_id"]]
+    assert finished and finished[0]["state"] == "succeeded" and finished[0]["trials"] >= seen["trials"]

@@ -55,13 +55,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     actual_peak       INTEGER,
     cancel_requested  TEXT,                 -- the role that asked, once sqlml.cancel was called
     error             TEXT,
-    sqlstate          TEXT
+    sqlstate          TEXT,
+    progress          TEXT                  -- JSON: a running training's trials, best score, budget (sqlml jobs)
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state) WHERE state IN ('queued', 'running');
 """
 
 UPDATABLE = {"project", "threads", "rows", "features", "predicted_seconds", "predicted_peak", "predicted_by",
-             "analytic_seconds", "analytic_peak", "actual_seconds", "actual_peak", "error", "sqlstate"}
+             "analytic_seconds", "analytic_peak", "actual_seconds", "actual_peak", "error", "sqlstate", "progress"}
 
 
 class JobStore:
@@ -85,6 +86,11 @@ class JobStore:
             db.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
             db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(SCHEMA)
+            if "progress" not in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}:
+                try:  # a store made before the column existed
+                    db.execute("ALTER TABLE jobs ADD COLUMN progress TEXT")
+                except sqlite3.OperationalError:  # another backend added it first
+                    pass
             self._db = db
         return self._db
 
@@ -140,8 +146,9 @@ class JobStore:
         bad = set(values) - UPDATABLE
         if bad:
             raise ValueError(f"not updatable: {sorted(bad)}")
-        if "features" in values and not isinstance(values["features"], str):
-            values["features"] = json.dumps(values["features"])
+        for key in ("features", "progress"):
+            if key in values and not isinstance(values[key], str):
+                values[key] = json.dumps(values[key])
         sets = ", ".join(f"{k} = ?" for k in values)
         with self._write() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))

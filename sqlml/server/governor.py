@@ -287,6 +287,13 @@ def job_id() -> int | None:
     return _current.id if _current is not None else None
 
 
+def progress(**values) -> None:
+    """Publish the current job's progress (trials, best_score, best_algorithm, budget_seconds) for
+    ``sqlml.jobs`` / ``sqlml jobs``: other sessions see it while this job's transaction is open."""
+    if _current is not None:
+        store().update(_current.id, progress=values)
+
+
 def threads() -> int:
     """Threads the current job may use (1 outside a job)."""
     return _current.threads if _current is not None else 1
@@ -296,7 +303,7 @@ def threads() -> int:
 
 JOB_COLUMNS = ("job_id", "kind", "state", "queue_position", "role", "database", "project", "pid", "submitted_at",
                "started_at", "finished_at", "predicted_seconds", "actual_seconds", "predicted_peak_bytes",
-               "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate")
+               "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate", "progress")
 
 
 def jobs() -> list[tuple]:
@@ -316,7 +323,7 @@ def jobs() -> list[tuple]:
                     j["project"] if visible else None, j["pid"], j["submitted"], j["started"], j["finished"],
                     j["predicted_seconds"], j["actual_seconds"], j["predicted_peak"], j["actual_peak"],
                     j["predicted_by"], j["rows"], j["threads"], j["error"] if visible else None,
-                    j["sqlstate"]))
+                    j["sqlstate"], j.get("progress") if visible else None))
     return out
 
 

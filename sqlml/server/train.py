@@ -204,6 +204,8 @@ def progress(budget: Budget):
         score = "failed" if trial.status == "failed" else ("timed out" if trial.status == "timeout" else f"{trial.score:.4f}")
         best_s = f"best {best.score:.4f} ({best.algorithm})" if best else "no model yet"
         spi.notice(f"trial {trial.n}: {trial.algorithm} {score}; {best_s}; {budget.elapsed():.1f}s of {budget.seconds:.0f}s")
+        governor.progress(trials=trial.n, best_score=best.score if best else None,
+                          best_algorithm=best.algorithm if best else None, budget_seconds=budget.seconds)
     return on_trial
 
 
