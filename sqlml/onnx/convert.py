@@ -16,13 +16,42 @@ ML_OPSET = 3
 _registered = False
 
 
+def _round_thresholds_down(node: dict) -> None:
+    """LightGBM splits ``x <= t`` with a float64 ``t``; ONNX stores ``t`` as float32, rounded to
+    nearest. When that rounds up onto an input value ``x > t``, ONNX sends the row left and
+    LightGBM right (seen: 2 rows in 1729 off by 1%). The largest float32 <= t splits every
+    float32 input exactly as ``t`` does, so thresholds are rounded down before conversion."""
+    if "split_index" not in node:
+        return
+    t = node.get("threshold")
+    if node.get("decision_type") == "<=" and isinstance(t, float):
+        with np.errstate(over="ignore"):  # a threshold beyond float32's range becomes its largest value
+            f = np.float32(t)
+        # compare as float64: NumPy 2 would turn t into float32 and always keep f
+        node["threshold"] = float(f) if float(f) <= t else float(np.nextafter(f, np.float32(-np.inf)))
+    _round_thresholds_down(node["left_child"])
+    _round_thresholds_down(node["right_child"])
+
+
 def _register_lightgbm() -> None:
-    """Teach skl2onnx the LightGBM estimators (converters live in onnxmltools)."""
+    """Teach skl2onnx the LightGBM estimators (converters live in onnxmltools), with float32-exact
+    thresholds (see ``_round_thresholds_down``)."""
     global _registered
     if _registered:
         return
     import lightgbm as lgb
+    from onnxmltools.convert.lightgbm.operator_converters import LightGbm
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+    dump = LightGbm.dump_booster_model
+
+    def dump_float32_exact(*args, **kwargs):
+        model, info = dump(*args, **kwargs)
+        for tree in model.get("tree_info", []):
+            _round_thresholds_down(tree["tree_structure"])
+        return model, info
+
+    LightGbm.dump_booster_model = dump_float32_exact  # the converter looks it up in its module
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
