@@ -27,8 +27,11 @@ from sqlml.automl.estimators import BOOSTING, TREES, EstimatorSpec, task_params
 from sqlml.data.schema import REGRESSION
 from sqlml.errors import DATA_EXCEPTION, SqlmlError
 
-CV_MAX_ROWS = 20_000  # training rows up to which k-fold is used
-CV_FOLDS = 5
+# Validation by size: k-fold while rows x inputs per second of budget stay under these, else one
+# holdout. (FLAML switches to holdout at about 2,500 cells per second; k-fold chooses better, so
+# sqlml keeps it longer, with fewer folds in between.)
+CV5_CELLS_PER_SECOND = 2_000
+CV3_CELLS_PER_SECOND = 6_000
 HOLDOUT_SHARE = 0.2
 EARLY_STOPPING_ROUNDS = 50
 FOREST_CHUNK = 25  # trees added between checkpoints
@@ -79,17 +82,29 @@ class Result:
     members: list = field(default_factory=list)  # [(Trial, fitted pipeline, weight)] when an ensemble won
 
 
-def folds_for(problem: Problem) -> tuple[list, str]:
+def n_folds(rows: int, inputs: int, budget_seconds: float) -> int:
+    """5 or 3 folds of cross-validation, or 1 (a single holdout), from the data size and budget."""
+    cells_per_second = rows * max(inputs, 1) / max(budget_seconds, 1.0)
+    if rows < 20:
+        return 1
+    if cells_per_second <= CV5_CELLS_PER_SECOND:
+        return 5
+    return 3 if cells_per_second <= CV3_CELLS_PER_SECOND else 1
+
+
+def folds_for(problem: Problem, budget_seconds: float) -> tuple[list, str]:
+    """[(fit rows, validation rows)] and a description ("5-fold cv", "holdout")."""
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
     n = len(problem.y)
     idx = np.arange(n)
     classification = problem.task != REGRESSION
     counts = np.bincount(problem.y.astype(int)) if classification else None
-    if n <= CV_MAX_ROWS and n >= 2 * CV_FOLDS:
-        stratify = classification and counts[counts > 0].min() >= CV_FOLDS
-        splitter = (StratifiedKFold if stratify else KFold)(CV_FOLDS, shuffle=True, random_state=problem.seed)
-        return list(splitter.split(idx, problem.y if stratify else None)), f"{CV_FOLDS}-fold cv"
+    k = n_folds(n, problem.X.shape[1], budget_seconds)
+    if k > 1:
+        stratify = classification and counts[counts > 0].min() >= k
+        splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=True, random_state=problem.seed)
+        return list(splitter.split(idx, problem.y if stratify else None)), f"{k}-fold cv"
     stratify = problem.y if classification and counts[counts > 0].min() >= 2 else None
     fit, valid = train_test_split(idx, test_size=HOLDOUT_SHARE, random_state=problem.seed, stratify=stratify)
     return [(np.sort(fit), np.sort(valid))], "holdout"
@@ -180,7 +195,7 @@ class Search:
         self.on_trial = on_trial or (lambda trial, best: None)
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
         self.trials: list[Trial] = []
-        self.folds, self.validation = folds_for(problem)
+        self.folds, self.validation = folds_for(problem, budget.remaining())
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)
         self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit

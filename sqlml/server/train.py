@@ -42,7 +42,10 @@ PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int}
 ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
-FINISH_RESERVE = 1.0  # seconds kept for conversion, parity check and registry write
+def finish_reserve(budget_seconds: float) -> float:
+    """Seconds the search leaves for ONNX conversion, the parity check and the registry write
+    (converting a large boosted model or an ensemble takes seconds; 4% of the budget covers it)."""
+    return 1.0 + 0.04 * budget_seconds
 
 
 def check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options) -> dict:
@@ -265,7 +268,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
 
     trained = front.train(schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms,
                           test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
-                          on_trial=progress(budget), reserve_seconds=FINISH_RESERVE, note=spi.notice,
+                          on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                           ensemble=opts.get("ensemble", True), threads=job_threads(),
                           n_estimators=opts.get("n_estimators"))
     return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile)
