@@ -65,4 +65,11 @@ apt_install prometheus-postgres-exporter chromium
 if [ "$fresh_exporter" = 1 ] && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true
 fi
-log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron"
+# Spark scale-out (sqlml.spark, tests/test_spark.py): a Java runtime for PySpark and PostgreSQL's JDBC driver
+# (/usr/share/java/postgresql.jar) for Spark's JDBC source.
+if ! command -v java >/dev/null 2>&1; then
+  apt_install openjdk-17-jre-headless
+fi
+apt_install libpostgresql-jdbc-java
+
+log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron; Java and the PostgreSQL JDBC driver"
