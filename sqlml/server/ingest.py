@@ -33,13 +33,18 @@ class _Rollback(Exception):
     pass
 
 
-def read_only(fn):
-    """``fn()`` inside a read-only subtransaction that is rolled back afterwards."""
+def read_only(sql: str):
+    """The result of ``sql``, run read-only inside a subtransaction that is rolled back afterwards.
+
+    The SET and the query go to the server in one call: PL/Python runs every ``plpy.execute`` in a
+    subtransaction of its own, and a read-only setting made in a subtransaction ends with it
+    (measured: a separate ``SET LOCAL transaction_read_only`` left the next query read-write, and
+    a volatile function hidden in a view could write).
+    """
     result = None
     try:
         with plpy.subtransaction():
-            plpy.execute("SET LOCAL transaction_read_only = on")
-            result = fn()
+            result = plpy.execute("SET LOCAL transaction_read_only = on; " + sql)
             raise _Rollback
     except _Rollback:
         pass
@@ -79,11 +84,8 @@ def source_sql(relation: Relation) -> tuple[str, list[str]]:
 
 def describe(sql: str) -> list[Column]:
     """Name, type and typmod of each column of ``sql``, without reading rows."""
-    def probe():
-        res = plpy.execute(plpy.prepare(f"SELECT * FROM ({sql}) AS src LIMIT 0"))
-        return res.colnames(), res.coltypes(), res.coltypmods()
-
-    names, oids, typmods = read_only(probe)
+    res = read_only(f"SELECT * FROM ({sql}) AS src LIMIT 0")
+    names, oids, typmods = res.colnames(), res.coltypes(), res.coltypmods()
     types = {r["oid"]: r for r in spi.execute(
         """SELECT t.oid::int8 AS oid, t.typname, t.typtype, b.typname AS base
            FROM pg_type t LEFT JOIN pg_type b ON b.oid = t.typbasetype
@@ -104,7 +106,7 @@ def estimate(sql: str) -> tuple[int, int]:
     """
     import json
 
-    plan = read_only(lambda: plpy.execute(f"EXPLAIN (FORMAT JSON) SELECT * FROM ({sql}) AS src"))
+    plan = read_only(f"EXPLAIN (FORMAT JSON) SELECT * FROM ({sql}) AS src")
     top = json.loads(plan[0]["QUERY PLAN"])[0]["Plan"]
     return max(int(top["Plan Rows"]), 1), int(top["Plan Width"])
 
@@ -114,15 +116,14 @@ def vector_dim(sql: str, column: str, typmod: int) -> int:
     if typmod > 0:
         return typmod
     q = ingest.quote_ident(column)
-    rows = read_only(lambda: plpy.execute(
-        f"SELECT vector_dims(src.{q}) AS d FROM ({sql}) AS src WHERE src.{q} IS NOT NULL LIMIT 1"))
+    rows = read_only(f"SELECT vector_dims(src.{q}) AS d FROM ({sql}) AS src WHERE src.{q} IS NOT NULL LIMIT 1")
     return int(rows[0]["d"]) if rows else 0
 
 
 def read(sql: str, features: list[Feature], extra: dict[str, str] | None = None):
     """(n, {feature: raw array}, {extra column: raw array}) for the rows of ``sql``."""
     query = ingest.ingest_query(sql, features, extra)
-    rows = read_only(lambda: plpy.execute(query))
+    rows = read_only(query)
     return ingest.decode_row(rows[0], features, extra)
 
 

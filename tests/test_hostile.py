@@ -1,0 +1,171 @@
+"""No injection: hostile relations, columns, projects, options, table names and roles change
+nothing and leak nothing.
+
+Every case runs through one helper, as "mallory" (a sqlml_developer who may read table ``pub``
+only) and, unless marked otherwise, as the superuser: the victim who runs a string an attacker
+supplied. Each must fail with the expected SQLSTATE, leave the canary table, the registry and the
+catalog (classes, functions, roles, schemas, policies, triggers) exactly as they were, and never
+show a value of table ``secret`` in its message, notices or results.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg2
+import pytest
+
+from tests.conftest import query, scalar
+from tests.roles import create_roles, drop_roles
+
+SECRET = "TOPSECRET"
+T = "algorithms => '{linear}', time_budget => '2 seconds'"
+
+STATE = """
+SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+    SELECT 'class:' || c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname !~ '^pg_(toast_)?temp_'
+    UNION ALL SELECT 'proc:' || oid::regprocedure::text FROM pg_proc
+    UNION ALL SELECT 'role:' || rolname FROM pg_roles
+    UNION ALL SELECT 'schema:' || nspname FROM pg_namespace
+    UNION ALL SELECT 'policy:' || polname FROM pg_policy
+    UNION ALL SELECT 'trigger:' || tgname FROM pg_trigger
+    UNION ALL SELECT 'canary:' || status FROM canary
+    UNION ALL SELECT 'seq:' || last_value FROM canary_seq
+    UNION ALL SELECT 'projects:' || (SELECT count(*) FROM sqlml.projects) || ',models:' || (SELECT count(*) FROM sqlml.models)
+        || ',deployments:' || (SELECT count(*) FROM sqlml.deployments) || ',trials:' || (SELECT count(*) FROM sqlml.trials)
+        || ',grants:' || (SELECT md5(string_agg(g::text, ',' ORDER BY g::text)) FROM sqlml.grants g)
+        || ',audit:' || (SELECT count(*) FROM sqlml.audit_log)
+) AS s(x)"""
+
+
+@pytest.fixture(scope="module")
+def world(dsn):
+    su = psycopg2.connect(dsn)
+    su.autocommit = True
+    roles = create_roles(su, dsn)
+    mallory = roles["dev"]
+    query(su, f"""
+        CREATE TABLE pub AS SELECT i AS id, (i % 7)::float8 AS a, (i % 5)::float8 AS b, ((i % 7) * 2.0 + (i % 5))::float8 AS y
+                            FROM generate_series(1, 200) AS i;
+        CREATE TABLE secret AS SELECT id, a, b, y, '{SECRET}-' || id AS code FROM pub;
+        CREATE TABLE canary AS SELECT 'alive'::text AS status;
+        CREATE SEQUENCE canary_seq;
+        CREATE FUNCTION writer() RETURNS boolean LANGUAGE plpgsql VOLATILE AS
+            $$ BEGIN DELETE FROM canary; RETURN true; END $$;
+        CREATE FUNCTION liar() RETURNS boolean LANGUAGE plpgsql STABLE AS
+            $$ BEGIN DELETE FROM canary; RETURN true; END $$;
+        -- a view hides the volatile call from sqlml's parser: the read-only subtransaction must stop it
+        CREATE VIEW sneaky AS SELECT * FROM pub WHERE writer();
+        GRANT SELECT ON pub, sneaky TO "{mallory}";
+    """)
+    query(su, f"SELECT * FROM sqlml.train('mal', 'pub', 'y', {T})")
+    query(su, "SELECT sqlml.grant('mal', %s, 'own')", (mallory,))
+    conns = {"mallory": roles.connect("dev"), "superuser": su}
+    yield conns
+    drop_roles(su, roles)
+    su.close()
+
+
+def hostile(conns, who: str, sql: str, params, sqlstate: str):
+    conn, su = conns[who], conns["superuser"]
+    before = scalar(su, STATE)
+    conn.notices.clear()
+    rows, error = None, None
+    try:
+        rows = query(conn, sql, params)
+    except psycopg2.Error as e:
+        error = e
+    assert error is not None, f"accepted as {who}: {sql} -> {rows}"
+    said = " ".join(str(x) for x in (error.pgerror, error.diag.message_detail, error.diag.message_hint,
+                                     *conn.notices, rows))
+    assert SECRET not in said, said
+    assert error.pgcode == sqlstate, (who, error.pgcode, error.pgerror)
+    assert "internal error" not in error.pgerror and "Traceback" not in (error.diag.message_primary or "")
+    assert scalar(su, STATE) == before, f"{sql} changed something as {who}"
+    assert scalar(su, "SELECT status FROM canary") == "alive"
+
+
+BOTH, MALLORY = ("mallory", "superuser"), ("mallory",)
+TRAIN = f"SELECT * FROM sqlml.train(%s, %s, %s, {T})"
+TRAIN_OPTS = f"SELECT * FROM sqlml.train('h', 'pub', 'y', {T}, options => %s::jsonb)"
+
+# (case, SQL, parameters, SQLSTATE, roles)
+CASES = [
+    # relation: statements stacked, data-modifying, locking, side effects, hidden writes
+    ("stacked DROP after a name", TRAIN, ("h", "pub; DROP TABLE canary", "y"), "42601", BOTH),
+    ("stacked DROP after a query", TRAIN, ("h", "SELECT * FROM pub; DROP TABLE canary", "y"), "42601", BOTH),
+    ("comment hides the rest", TRAIN, ("h", "pub -- ; DROP TABLE canary", "y"), "42601", BOTH),
+    ("quote breaks out of a name", TRAIN, ("h", 'pub"; DROP TABLE canary; --', "y"), "42601", BOTH),
+    ("a quoted name is only a name", TRAIN, ("h", '"pub; DROP TABLE canary"', "y"), "42P01", BOTH),
+    ("data-modifying CTE", TRAIN, ("h", "WITH d AS (DELETE FROM canary RETURNING 1) SELECT * FROM pub", "y"), "42601", BOTH),
+    ("SELECT INTO", TRAIN, ("h", "SELECT * INTO stolen FROM pub", "y"), "42601", BOTH),
+    ("row locks", TRAIN, ("h", "SELECT * FROM pub FOR UPDATE", "y"), "42601", BOTH),
+    ("COPY to a file", TRAIN, ("h", "COPY canary TO '/tmp/sqlml-hostile'", "y"), "42601", BOTH),
+    ("volatile writer in WHERE", TRAIN, ("h", "SELECT * FROM pub WHERE writer()", "y"), "42601", BOTH),
+    ("nextval", TRAIN, ("h", "SELECT *, nextval('canary_seq') AS n FROM pub", "y"), "42601", BOTH),
+    ("set_config", TRAIN, ("h", "SELECT *, set_config('search_path', 'evil', false) AS s FROM pub", "y"), "42601", BOTH),
+    ("terminate a backend", TRAIN, ("h", "SELECT *, pg_terminate_backend(pg_backend_pid()) AS t FROM pub", "y"), "42601", BOTH),
+    ("read a server file", TRAIN, ("h", "SELECT *, pg_read_file('/etc/passwd') AS f FROM pub", "y"), "42601", BOTH),
+    ("large object import", TRAIN, ("h", "SELECT *, lo_import('/etc/passwd') AS o FROM pub", "y"), "42601", BOTH),
+    ("STABLE function that writes", TRAIN, ("h", "SELECT * FROM pub WHERE liar()", "y"), "0A000", ("superuser",)),
+    ("view hiding a volatile writer", TRAIN, ("h", "sneaky", "y"), "25006", BOTH),
+    ("a relation of 200k characters", TRAIN, ("h", "SELECT * FROM pub WHERE " + " OR ".join(["a = 1"] * 25000), "y"), "42601", BOTH),
+    # relation: reading what the role may not
+    ("secret table", TRAIN, ("h", "secret", "y"), "42501", MALLORY),
+    ("secret through UNION", TRAIN, ("h", "SELECT a, b, y FROM pub UNION ALL SELECT a, b, y FROM secret", "y"), "42501", MALLORY),
+    ("secret in a subquery", TRAIN, ("h", f"SELECT * FROM pub WHERE EXISTS (SELECT 1 FROM secret WHERE code LIKE '{SECRET}%')", "y"), "42501", MALLORY),
+    ("system catalog of passwords", TRAIN, ("h", "pg_catalog.pg_authid", "rolname"), "42501", MALLORY),
+    # column names
+    ("target breaks out of quotes", TRAIN, ("h", "pub", 'y", (SELECT code FROM secret LIMIT 1) AS "x'), "42703", BOTH),
+    ("excluded column breaks out", f"SELECT * FROM sqlml.train('h', 'pub', 'y', {T}, exclude => %s)", (['a"; DROP TABLE canary; --'],), "42703", BOTH),
+    ("id_column breaks out", "SELECT * FROM sqlml.predict_batch('mal', 'pub', %s)", ('id", (SELECT code FROM secret LIMIT 1) AS "x',), "42703", BOTH),
+    ("id_column with a statement", "SELECT * FROM sqlml.predict_batch('mal', 'pub', %s)", ("id; DROP TABLE canary",), "42703", BOTH),
+    # project names
+    ("project name with SQL", TRAIN, ("p'; DROP TABLE canary; --", "pub", "y"), "22023", BOTH),
+    ("project spec with SQL", "SELECT sqlml.predict(%s, '{}'::jsonb)", ("mal'); DROP TABLE canary; --",), "42704", BOTH),
+    ("project spec OR 1=1", "SELECT sqlml.predict(%s, '{}'::jsonb)", ("mal@1 OR 1=1",), "42704", BOTH),
+    ("deploy project with SQL", "SELECT * FROM sqlml.deploy(%s)", ("mal' OR '1'='1",), "42704", BOTH),
+    # options, algorithms, metric, task, strategy, privilege
+    ("option key with SQL", TRAIN_OPTS, (json.dumps({'seed"; DROP TABLE canary; --': 1}),), "22023", BOTH),
+    ("option value with SQL", TRAIN_OPTS, (json.dumps({"seed": "1; DROP TABLE canary"}),), "22023", BOTH),
+    ("deploy option with SQL", TRAIN_OPTS, (json.dumps({"deploy": "auto'); DELETE FROM sqlml.models; --"}),), "22023", BOTH),
+    ("option that is a nested object", TRAIN_OPTS, (json.dumps({"seed": {"__class__": "x"}}),), "22023", BOTH),
+    ("algorithm with SQL", "SELECT * FROM sqlml.train('h', 'pub', 'y', algorithms => %s)", (["linear; DROP TABLE canary"],), "22023", BOTH),
+    ("metric with SQL", "SELECT * FROM sqlml.train('h', 'pub', 'y', metric => %s)", ("rmse'; DROP TABLE canary; --",), "22023", BOTH),
+    ("task with SQL", "SELECT * FROM sqlml.train('h', 'pub', 'y', task => %s)", ("regression' --",), "22023", BOTH),
+    ("strategy with SQL", "SELECT * FROM sqlml.deploy('mal', %s)", ("rollback'; DELETE FROM sqlml.deployments; --",), "22023", BOTH),
+    ("privilege with SQL", "SELECT sqlml.grant('mal', 'public', %s)", ("predict'); DELETE FROM sqlml.grants; --",), "22023", BOTH),
+    ("role with SQL", "SELECT sqlml.grant('mal', %s, 'predict')", ("public; DROP ROLE sqlml_admin",), "42704", BOTH),
+    # into_table
+    ("into_table with a statement", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("scored; DROP TABLE canary",), "42601", BOTH),
+    ("into_table is a query", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("SELECT * FROM canary",), "22023", BOTH),
+    ("into_table overwrites canary", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("canary",), "42P07", ("superuser",)),
+    ("into_table where one may not create", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("canary",), "42501", MALLORY),
+    ("into_table in pg_catalog", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("pg_catalog.scored",), "42501", BOTH),
+    ("batch scoring a secret table", "SELECT * FROM sqlml.predict_batch('mal', 'secret', 'id')", (), "42501", MALLORY),
+]
+
+RUNS = [(case, sql, params, state, who) for case, sql, params, state, roles_ in CASES for who in roles_]
+
+
+@pytest.mark.parametrize("case, sql, params, sqlstate, who", RUNS, ids=[f"{r[0]} as {r[4]}" for r in RUNS])
+def test_hostile_input_changes_nothing_and_leaks_nothing(world, case, sql, params, sqlstate, who):
+    hostile(world, who, sql, params, sqlstate)
+
+
+def test_trojan_catalog_functions_in_public_are_not_called(world):
+    """sqlml's own catalog lookups run with the caller's search_path, where pg_catalog comes first
+    unless a user puts it later: a role that plants same-named functions in public gets nothing."""
+    su = world["superuser"]
+    query(su, "CREATE TABLE trojan_calls (n int)")
+    try:
+        query(su, """CREATE FUNCTION public.to_regclass(text) RETURNS regclass LANGUAGE sql VOLATILE AS
+                         $$ INSERT INTO trojan_calls VALUES (1); SELECT NULL::regclass $$;
+                     CREATE FUNCTION public.has_column_privilege(oid, int2, text) RETURNS boolean LANGUAGE sql VOLATILE AS
+                         $$ INSERT INTO trojan_calls VALUES (2); SELECT true $$""")
+        query(su, "SELECT count(*) FROM sqlml.predict_batch('mal', 'pub', 'id')")
+        assert scalar(su, "SELECT count(*) FROM trojan_calls") == 0
+    finally:
+        query(su, "DROP FUNCTION public.to_regclass(text); DROP FUNCTION public.has_column_privilege(oid, int2, text); "
+                  "DROP TABLE trojan_calls")
