@@ -8,8 +8,8 @@ job features, fitted on the newest ``HISTORY`` jobs of that kind (milliseconds).
 correction rather than the cost itself keeps the analytic scaling (memory grows with rows x
 bytes per row) where history is thin, and the correction is clipped to the range history has
 seen, so the model never extrapolates wildly. For memory admission the prediction is raised to
-an upper bound (the 90th percentile of the model's own errors), and a job far larger than any
-seen so far is planned with the analytic estimate.
+an upper bound (the 90th percentile of the model's own errors), never below the size of the data
+itself, and a job far larger than any seen so far is planned with the analytic estimate.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ class Features:
 def bytes_per_row(f: Features) -> float:
     """Bytes one row takes while read: in PostgreSQL's aggregate and as Python/numpy values."""
     return 16.0 * f.numeric + 12.0 * f.vector + 72.0 * f.category + 2.0 * f.text_bytes
+
+
+def data_floor(f: Features) -> int:
+    """Bytes the data itself takes as numpy/Python values: no job can peak below this."""
+    return int(f.rows * (8.0 * (f.numeric + f.vector) + 57.0 * f.category + f.text_bytes))
 
 
 def analytic(kind: str, f: Features) -> tuple[float, int]:
@@ -134,7 +139,7 @@ class CostModel:
         if not self.learned or f.rows * max(bytes_per_row(f), 1.0) > EXTRAPOLATION * self.largest:
             return Prediction(a_seconds, a_peak, a_peak, "analytic", a_seconds, a_peak)
         x = design(f)
-        log_peak = math.log(a_peak) + self.peak.predict(x)
+        log_peak = math.log(max(a_peak * math.exp(self.peak.predict(x)), data_floor(f), 1))
         return Prediction(a_seconds * math.exp(self.seconds.predict(x)), int(math.exp(log_peak)),
                           int(math.exp(log_peak + self.peak_margin)), "learned", a_seconds, a_peak)
 

@@ -167,7 +167,8 @@ class JobStore:
             mine = next((r for r in queued if r["id"] == job_id), None)
             if mine is None:
                 raise LookupError(f"job {job_id} is not queued")
-            started = job_id in a.startable
+            # the oldest startable job goes first: start order is queue order, not polling order
+            started = job_id in a.startable and job_id == min(a.startable)
             if started:
                 db.execute("UPDATE jobs SET state = ?, started = ? WHERE id = ?", (RUNNING, time.time(), job_id))
             ahead = [r for r in queued if a.positions[r["id"]] < a.positions[job_id]]

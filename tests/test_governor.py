@@ -1,0 +1,372 @@
+"""The governor against a real PostgreSQL: slots and the FIFO queue under 12 concurrent trainings,
+settings users cannot override, memory sampling/refusal/cap, cancellation by sqlml.cancel,
+pg_cancel_backend, statement_timeout and kill -9, and the jobs view.
+
+These tests reconfigure the server and kill backends, so they run on a cluster of their own
+(the session cluster of conftest stays untouched). Trainings use tiny tables and budgets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from sqlml.devcluster import Cluster, free_port, service_user
+from tests.conftest import query, scalar
+
+MB = 1024 ** 2
+
+
+@pytest.fixture(scope="module")
+def gov(cluster):  # `cluster` installs this checkout's extension files
+    state = Path(tempfile.mkdtemp(prefix="sqlml-gov-"))
+    os.chmod(state, 0o755)
+    shutil.chown(state, service_user())
+    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
+    c.start()
+    dsn = c.create_database("gov")
+    conn = connect(dsn)
+    query(conn, """CREATE TABLE small AS
+        SELECT i AS id, (i % 7)::float8 AS a, (i % 13)::float8 AS b, (i * 7919 % 101)::float8 AS c,
+               ((i % 7) * 2 + (i % 13) + (i * 7919 % 101) / 20.0 > 14) AS label
+        FROM generate_series(1, 2000) AS i""")
+    query(conn, "ANALYZE small")
+    conn.close()
+    yield c, dsn
+    c.destroy()
+
+
+def connect(dsn, **kw):
+    conn = psycopg2.connect(dsn, **kw)
+    conn.autocommit = True
+    return conn
+
+
+def configure(dsn, **values):
+    """ALTER SYSTEM for sqlml settings (PostgreSQL 15 needs the placeholder SET first); None resets."""
+    conn = connect(dsn)
+    for name, value in values.items():
+        if value is None:
+            query(conn, f"ALTER SYSTEM RESET sqlml.{name}")
+        else:
+            query(conn, f"SET sqlml.{name} = '{value}'")
+            query(conn, f"ALTER SYSTEM SET sqlml.{name} = '{value}'")
+    conn.close()
+
+
+@pytest.fixture
+def db(gov):
+    _, dsn = gov
+    configure(dsn, slots=1, role_slots=1, queue_timeout="60s", memory_per_job="2GB")
+    conn = connect(dsn)
+    yield conn
+    conn.close()
+
+
+class Training(threading.Thread):
+    """``sqlml.train`` in its own connection; ``.error`` or ``.rows`` once joined."""
+
+    def __init__(self, dsn, project, relation="small", budget="1 second", setup=(), **kw):
+        super().__init__(daemon=True)
+        self.conn = connect(dsn)
+        self.pid = self.conn.get_backend_pid()
+        self.sql = (f"SELECT * FROM sqlml.train(%(p)s, %(r)s, 'label', time_budget => '{budget}', exclude => '{{id}}'"
+                    + "".join(f", {k} => %({k})s" for k in kw) + ")")
+        self.args = {"p": project, "r": relation, **kw}
+        self.setup, self.project = setup, project
+        self.rows = self.error = self.ended = None
+
+    def run(self):
+        try:
+            for s in self.setup:
+                query(self.conn, s)
+            self.rows = query(self.conn, self.sql, self.args)
+        except psycopg2.Error as e:
+            self.error = e
+        self.ended = time.monotonic()
+
+    def finish(self, timeout=120):
+        self.join(timeout)
+        assert not self.is_alive(), f"training {self.project} did not end within {timeout}s"
+        return self
+
+
+def job_of(conn, project, timeout=60, state=None):
+    """The newest job of ``project`` (in ``state``, if given), waiting for it to appear."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = query(conn, "SELECT job_id, state, queue_position, error, sqlstate, rows FROM sqlml.jobs "
+                           "WHERE project = %s ORDER BY job_id DESC LIMIT 1", (project,))
+        if rows and (state is None or rows[0][1] == state):
+            return dict(zip(("job_id", "state", "queue_position", "error", "sqlstate", "rows"), rows[0]))
+        time.sleep(0.1)
+    raise AssertionError(f"no {state or ''} job of {project} within {timeout}s")
+
+
+def registry_is_clean(conn, project):
+    """Nothing of a training that did not finish: no project, model or trial rows."""
+    return [scalar(conn, f"SELECT count(*) FROM sqlml.{t} WHERE {c} = %s", (project,))
+            for t, c in (("projects", "name"), ("models", "project"), ("trials", "project"))] == [0, 0, 0]
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+def test_settings_come_from_the_configuration_only(db):
+    query(db, "SET sqlml.slots = 64")
+    query(db, "SET sqlml.memory_per_job = '1TB'")
+    rows = {r[0]: r[1:] for r in query(db, "SELECT name, setting, source FROM sqlml.governor_settings()")}
+    assert rows["sqlml.slots"] == ("1", "configuration file")
+    assert rows["sqlml.memory_per_job"] == ("2048MB", "configuration file")
+    assert set(rows) == {"sqlml.slots", "sqlml.role_slots", "sqlml.queue_timeout", "sqlml.memory_per_job",
+                         "sqlml.threads_per_job"}
+
+
+def test_an_invalid_setting_is_a_clear_error(gov, db):
+    configure(gov[1], slots="many")
+    try:
+        e = pytest.raises(psycopg2.Error, query, db, "SELECT * FROM sqlml.train('bad', 'small', 'label')").value
+        assert e.pgcode == "22023" and "sqlml.slots = 'many'" in e.diag.message_primary
+    finally:
+        configure(gov[1], slots=1)
+
+
+# --- slots and the queue ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_twelve_concurrent_trainings_share_two_slots_in_fifo_order(gov, db):
+    dsn = gov[1]
+    configure(dsn, slots=2, role_slots=2, queue_timeout="120s")
+    started_at = scalar(db, "SELECT pg_postmaster_start_time()")
+    watcher = connect(dsn)  # a crash-restart of the server would end this connection
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(query(watcher, "SELECT job_id, state FROM sqlml.jobs WHERE project LIKE 'conc%%'"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    trainings = [Training(dsn, f"conc{i}", algorithms=["linear"]) for i in range(12)]
+    for t in trainings:
+        t.start()
+    for t in trainings:
+        t.finish(timeout=120)
+    stop.set()
+    sampler.join(10)
+
+    running = [sum(1 for _, s in snap if s == "running") for snap in samples]
+    assert max(running) == 2, f"at most 2 jobs may run (saw {max(running)})"
+    for t in trainings:  # success, or the clean queue-timeout error
+        assert t.error is None or (t.error.pgcode == "53000" and "gave up" in t.error.diag.message_primary), t.error
+    assert sum(t.error is None for t in trainings) >= 2
+    jobs = query(db, "SELECT job_id, started_at, state FROM sqlml.jobs WHERE project LIKE 'conc%' ORDER BY job_id")
+    assert len(jobs) == 12
+    starts = [s for _, s, state in jobs if state == "succeeded"]
+    assert starts == sorted(starts), "jobs must start in the order they were queued"
+    assert any("is queued at position" in n for t in trainings for n in t.conn.notices)
+    assert scalar(watcher, "SELECT pg_postmaster_start_time()") == started_at
+    watcher.close()
+
+
+@pytest.mark.slow
+def test_queue_timeout_is_a_clean_error(gov, db):
+    dsn = gov[1]
+    configure(dsn, queue_timeout="1s")
+    first = Training(dsn, "qt_long", budget="8 seconds")
+    first.start()
+    job_of(db, "qt_long", state="running")
+    second = Training(dsn, "qt_waiting")
+    second.start()
+    second.finish(30)
+    assert second.error.pgcode == "53000"
+    assert "gave up (sqlml.queue_timeout is 1s)" in second.error.diag.message_primary
+    assert "sqlml.slots" in second.error.diag.message_hint
+    assert job_of(db, "qt_waiting")["state"] == "failed"
+    assert registry_is_clean(db, "qt_waiting")
+    first.finish()
+    assert first.error is None
+
+
+# --- memory -----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_data_over_the_memory_cap_is_sampled_with_a_notice(gov, db):
+    configure(gov[1], memory_per_job="200MB")
+    query(db, """CREATE TABLE wide AS SELECT i AS id, random() a, random() b, random() c, random() d, random() e,
+                 random() f, random() g, random() h, (i % 3)::text AS k, (i % 2 = 0) AS label
+                 FROM generate_series(1, 200000) i""")
+    query(db, "ANALYZE wide")
+    query(db, "SELECT * FROM sqlml.train('wide', 'wide', 'label', time_budget => '1 second', "
+              "algorithms => '{linear}', exclude => '{id}')")
+    notice = next(n for n in db.notices if "training on a sample of" in n)
+    assert "200 MB each job may use" in notice
+    job = job_of(db, "wide")
+    assert job["state"] == "succeeded" and 1000 <= job["rows"] < 200000
+    assert scalar(db, "SELECT rows FROM sqlml.models WHERE project = 'wide'") == job["rows"]
+
+
+@pytest.mark.slow
+def test_a_sample_is_deterministic_and_max_rows_is_honoured(db):
+    for _ in range(2):
+        query(db, "SELECT * FROM sqlml.train('cap', 'small', 'label', time_budget => '1 second', "
+                  """algorithms => '{linear}', exclude => '{id}', options => '{"max_rows": 500, "deploy": "never"}')""")
+    rows = query(db, "SELECT rows, data_fingerprint FROM sqlml.models WHERE project = 'cap'")
+    assert [r[0] for r in rows] == [500, 500] and rows[0][1] == rows[1][1]
+
+
+def test_a_job_that_cannot_fit_is_refused(gov, db):
+    # 2000 rows of 4000 floats: 1000 rows alone take 32 MB as numbers, whatever the cost model learned
+    query(db, "CREATE TABLE vecs AS SELECT i AS id, array_fill(0.5::real, ARRAY[4000])::vector(4000) AS v, "
+              "i % 2 = 0 AS label FROM generate_series(1, 2000) AS i")
+    query(db, "ANALYZE vecs")
+    configure(gov[1], memory_per_job="16MB")
+    e = pytest.raises(psycopg2.Error, query, db, "SELECT * FROM sqlml.train('toobig', 'vecs', 'label')").value
+    assert e.pgcode == "53200"
+    assert "more than the 16 MB each job may use" in e.diag.message_primary
+    assert "sqlml.memory_per_job" in e.diag.message_hint
+    assert job_of(db, "toobig")["state"] == "failed" and registry_is_clean(db, "toobig")
+
+
+@pytest.mark.slow
+def test_exceeding_the_cap_at_run_time_fails_cleanly_and_the_backend_lives_on(gov, db):
+    # The statistics see 48 kB of table: the 400 MB of text live compressed in TOAST, so the
+    # estimate admits the job, and the cap must stop it while it reads.
+    query(db, "CREATE TABLE blobs (id int, doc text, label bool) WITH (autovacuum_enabled = off)")
+    query(db, "INSERT INTO blobs SELECT i, repeat(md5(i::text), 16000), i % 2 = 0 FROM generate_series(1, 800) i")
+    query(db, "ANALYZE blobs")
+    configure(gov[1], memory_per_job="200MB")
+    pid = db.get_backend_pid()
+    e = pytest.raises(psycopg2.Error, query, db,
+                      "SELECT * FROM sqlml.train('blobs', 'blobs', 'label', time_budget => '1 second')").value
+    assert e.pgcode == "53200"
+    assert "ran out of memory" in e.diag.message_primary and "200 MB" in e.diag.message_primary
+    assert "Traceback" not in e.diag.message_primary
+    assert scalar(db, "SELECT pg_backend_pid()") == pid  # the same backend answers
+    query(db, """DO $$ import resource; assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+                 $$ LANGUAGE plpython3u""")  # the cap is gone
+    job = job_of(db, "blobs")
+    assert job["state"] == "failed" and job["sqlstate"] == "53200" and registry_is_clean(db, "blobs")
+    query(db, "SELECT * FROM sqlml.train('after_oom', 'small', 'label', time_budget => '1 second', "
+              "algorithms => '{linear}', exclude => '{id}')")
+    assert job_of(db, "after_oom")["state"] == "succeeded"
+
+
+# --- cancellation -----------------------------------------------------------------------------------
+
+def _stopped(training, project, conn, why):
+    training.finish(60)
+    assert training.error is not None and training.error.pgcode == "57014", training.error
+    assert why in training.error.diag.message_primary
+    job = job_of(conn, project)
+    assert job["state"] == "cancelled" and why in job["error"]
+    assert registry_is_clean(conn, project)
+    assert scalar(training.conn, "SELECT 1") == 1  # the session goes on
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sqlml.cancel", "pg_cancel_backend"])
+def test_cancel_a_running_training(gov, db, how):
+    t = Training(gov[1], f"cancel_{how}", budget="60 seconds")
+    t.start()
+    job = job_of(db, t.project, state="running")
+    time.sleep(1.5)  # into the search
+    asked = time.monotonic()
+    if how == "sqlml.cancel":
+        assert scalar(db, "SELECT sqlml.cancel(%s)", (job["job_id"],)) is True
+        _stopped(t, t.project, db, "cancelled by postgres")
+        assert scalar(db, "SELECT sqlml.cancel(%s)", (job["job_id"],)) is False  # already ended
+    else:
+        assert scalar(db, "SELECT pg_cancel_backend(%s)", (t.pid,))
+        _stopped(t, t.project, db, "canceling statement due to user request")
+    assert t.ended - asked < 20, "a cancel stops the training within seconds, far before its 60 s budget"
+
+
+@pytest.mark.slow
+def test_statement_timeout_and_cancel_while_queued(gov, db):
+    dsn = gov[1]
+    runner = Training(dsn, "st_running", budget="60 seconds", setup=["SET statement_timeout = '6s'"])
+    runner.start()
+    job_of(db, "st_running", state="running")
+    timed = Training(dsn, "st_queued", setup=["SET statement_timeout = '1s'"])
+    timed.start()
+    _stopped(timed, "st_queued", db, "statement timeout")
+    queued = Training(dsn, "cancel_queued")
+    queued.start()
+    job = job_of(db, "cancel_queued", state="queued")
+    assert job["queue_position"] == 1
+    assert scalar(db, "SELECT sqlml.cancel(%s)", (job["job_id"],)) is True
+    _stopped(queued, "cancel_queued", db, "cancelled by postgres")
+    _stopped(runner, "st_running", db, "statement timeout")
+
+
+def test_cancel_is_for_the_job_s_own_role(gov, db):
+    query(db, "DO $$ BEGIN CREATE ROLE gov_other LOGIN IN ROLE sqlml_user; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    query(db, "SELECT * FROM sqlml.train('mine', 'small', 'label', time_budget => '1 second', "
+              "algorithms => '{linear}', exclude => '{id}')")
+    job = job_of(db, "mine")
+    other = connect(gov[1].replace("postgres@", "gov_other@"))
+    e = pytest.raises(psycopg2.Error, query, other, "SELECT sqlml.cancel(%s)", (job["job_id"],)).value
+    assert e.pgcode == "42501" and "role postgres" in e.diag.message_primary
+    e = pytest.raises(psycopg2.Error, query, other, "SELECT sqlml.cancel(424242)").value
+    assert e.pgcode == "42704"
+    seen = query(other, "SELECT role, state, project, error FROM sqlml.jobs WHERE job_id = %s", (job["job_id"],))
+    assert seen == [("postgres", "succeeded", None, None)]  # like pg_stat_activity: others' details hidden
+    other.close()
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_a_failed_job_and_a_free_slot(gov, db):
+    cluster, dsn = gov
+    t = Training(dsn, "killed", budget="60 seconds")
+    t.start()
+    job = job_of(db, "killed", state="running")
+    time.sleep(1.0)
+    os.kill(t.pid, signal.SIGKILL)  # the postmaster restarts every backend (crash recovery)
+    t.finish(60)
+    assert t.error is not None
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn = connect(dsn)
+            break
+        except psycopg2.OperationalError:
+            assert time.monotonic() < deadline, "the server did not come back after the crash"
+            time.sleep(0.5)
+    row = job_of(conn, "killed")
+    assert row["job_id"] == job["job_id"] and row["state"] == "failed"
+    assert f"pid {t.pid}" in row["error"] and row["sqlstate"] == "57P01"
+    assert registry_is_clean(conn, "killed")
+    query(conn, "SELECT * FROM sqlml.train('after_kill', 'small', 'label', time_budget => '1 second', "
+                "algorithms => '{linear}', exclude => '{id}')")  # the only slot is free
+    assert not any("queued" in n for n in conn.notices)
+    conn.close()
+
+
+# --- jobs of every kind, the report ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_scoring_runs_as_a_job_and_the_registry_links_the_training_job(db):
+    query(db, "SELECT * FROM sqlml.train('scored', 'small', 'label', time_budget => '1 second', "
+              "algorithms => '{linear}', exclude => '{id}')")
+    train_job = job_of(db, "scored")
+    assert scalar(db, "SELECT job_id FROM sqlml.models WHERE project = 'scored'") == train_job["job_id"]
+    assert scalar(db, "SELECT count(*) FROM sqlml.predict_batch('scored', 'small', 'id')") == 2000
+    query(db, "SELECT sqlml.score('scored', 'small', 'scored_out', 'id')")
+    kinds = query(db, "SELECT kind, state, rows, threads, predicted_seconds > 0, predicted_peak_bytes > 0, "
+                      "actual_seconds > 0, submitted_at <= started_at AND started_at <= finished_at "
+                      "FROM sqlml.jobs WHERE project = 'scored' ORDER BY job_id")
+    assert kinds == [("train", "succeeded", 2000, 1, True, True, True, True),
+                     ("predict_batch", "succeeded", 2000, 1, True, True, True, True),
+                     ("score", "succeeded", 2000, 1, True, True, True, True)]
+    report = query(db, "SELECT kind, quantity, jobs > 0, mdape >= 0 FROM sqlml.governor_report()")
+    assert ("train", "seconds", True, True) in [(k, q, j, m) for k, q, j, m in report]
