@@ -56,6 +56,8 @@ CREATE TABLE sqlml.models (
     baseline          jsonb,                       -- drift baselines: per-feature and prediction distributions
     importance        jsonb,                       -- permutation feature importance on the holdout
     diagnostics       jsonb,                       -- holdout ROC / confusion matrix / residual sample for the card
+    meta_features     vector(14),                  -- the dataset, described for warm starts (sqlml/automl/meta.py)
+    warm_start        jsonb,                       -- its best configurations, tried first by similar trainings
     UNIQUE (project, version),
     UNIQUE (id, project, version)                  -- lets a deployment reference all three
 );
@@ -85,6 +87,8 @@ CREATE TABLE sqlml.trials (
     metric         text,
     score          float8,                  -- validation score
     fit_seconds    float8,
+    elapsed        float8,                  -- seconds since the training started, when the trial ended
+    origin         text,                    -- portfolio | warm_start | search
     n_estimators   integer,
     error          text,
     created_at     timestamptz NOT NULL DEFAULT now()

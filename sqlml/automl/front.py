@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sqlml.automl import metrics, preprocess
+from sqlml.automl import meta, metrics, preprocess
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
 from sqlml.automl.search import Problem, Result, Search, predict
@@ -45,6 +45,12 @@ class Trained:
     holdout_y: np.ndarray  # encoded
     train_rows: int
     X_holdout: object = field(repr=False, default=None)
+    meta_features: list = field(default_factory=list)  # sqlml.automl.meta.meta_features of the training part
+    warm_started: int = 0  # configurations borrowed from similar past trainings
+
+    def best_configurations(self) -> list[dict]:
+        """What a similar future training should try first."""
+        return meta.best_configurations(self.result.trials)
 
     def candidate(self, model, algorithm, params) -> Candidate:
         task = self.schema.target.task
@@ -122,8 +128,9 @@ def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
 def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
-          n_estimators: int | None = None) -> Trained:
-    """``note(message)`` is called with what the user should know (task inference, the plan)."""
+          n_estimators: int | None = None, similar=None) -> Trained:
+    """``note(message)`` is called with what the user should know (task inference, the plan);
+    ``similar(meta_features, task)`` returns configurations that won on similar past trainings."""
     note = note or (lambda message: None)
     target = schema.target
     if task is None:
@@ -157,12 +164,16 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     problem = Problem(X=X_train, y=y[train_idx], task=task, metric=metric, plan=plan,
                       n_classes=len(classes), threads=threads, seed=seed)
     specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task in SPECS[a].tasks]
+    described = meta.meta_features(X_train, y[train_idx], task, len(plan.text))
+    warm = similar(described, task) if similar else []
+    if warm:
+        note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
-                    n_estimators=n_estimators)
+                    n_estimators=n_estimators, warm_start=warm)
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric} ({search.validation} on "
          f"{len(train_idx)} rows, {len(test_idx)} holdout rows, budget {budget.seconds:.0f}s)")
     search.run()
     result = search.finish()
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],
-                   train_rows=len(train_idx), X_holdout=X_test)
+                   train_rows=len(train_idx), X_holdout=X_test, meta_features=described, warm_started=len(warm))

@@ -49,12 +49,14 @@ class Trial:
     fit_seconds: float = 0.0
     n_estimators: int | None = None
     error: str | None = None
+    origin: str = "search"  # warm_start | portfolio | search
+    elapsed: float = 0.0  # seconds since the search started, when the trial ended
     predictions: np.ndarray | None = field(default=None, repr=False)  # on the validation rows
 
     def to_json(self) -> dict:
         return {"n": self.n, "algorithm": self.algorithm, "params": self.params, "status": self.status,
                 "score": self.score, "fit_seconds": round(self.fit_seconds, 4), "n_estimators": self.n_estimators,
-                "error": self.error}
+                "error": self.error, "origin": self.origin, "elapsed": round(self.elapsed, 4)}
 
 
 @dataclass
@@ -186,8 +188,10 @@ class Search:
     """
 
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
-                 reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None):
+                 reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None,
+                 warm_start: list | None = None):
         self.use_ensemble = use_ensemble
+        self.warm_start = warm_start or []  # [{"algorithm", "params"}] tried before the portfolios
         self.n_estimators = n_estimators
         self.problem = problem
         self.specs = sorted(specs, key=lambda s: s.cost)
@@ -230,9 +234,9 @@ class Search:
         ok = [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)]
         return min(ok, key=lambda t: t.loss) if ok else None
 
-    def evaluate(self, spec: EstimatorSpec, params: dict) -> Trial:
+    def evaluate(self, spec: EstimatorSpec, params: dict, origin: str = "search") -> Trial:
         p = self.problem
-        trial = Trial(n=len(self.trials) + 1, algorithm=spec.name, params=dict(params))
+        trial = Trial(n=len(self.trials) + 1, algorithm=spec.name, params=dict(params), origin=origin)
         first = not any(t.status == "ok" for t in self.trials)
         shape = (len(p.y), p.n_classes) if p.task != REGRESSION else (len(p.y),)
         oof = np.full(shape, np.nan)
@@ -258,6 +262,7 @@ class Search:
                 raise
             trial.status, trial.error = "failed", f"{type(e).__name__}: {e}"
         trial.fit_seconds = time.monotonic() - start
+        trial.elapsed = self.budget.elapsed()
         if trial.status == "ok":
             yv = p.y[self.valid_rows]
             trial.score = metrics.score(p.metric, yv, oof[self.valid_rows])
@@ -285,14 +290,28 @@ class Search:
         return out
 
     def run(self) -> list[Trial]:
+        by_name = {s.name: s for s in self.specs}
+        tried = set()
+
+        def once(spec, params, origin):
+            key = (spec.name, tuple(sorted(params.items(), key=lambda kv: kv[0])))
+            # the first trial runs whatever the clock says: a training must produce a model
+            if key not in tried and (self.time_left_for_search() > 0 or not self.trials) and self.affordable(spec):
+                tried.add(key)
+                self.evaluate(spec, params, origin)
+
+        # 0. what won on the most similar past trainings (boosting rounds come from early stopping)
+        for config in self.warm_start:
+            spec = by_name.get(config.get("algorithm"))
+            if spec is not None:
+                once(spec, {k: v for k, v in config["params"].items() if not (k == "n_estimators" and spec.family == BOOSTING)},
+                     "warm_start")
         # 1. portfolios, interleaved, cheapest estimators first
         depth = max(len(s.portfolio) for s in self.specs)
         for i in range(depth):
             for spec in self.specs:
-                # the first trial runs whatever the clock says: a training must produce a model
-                if i < len(spec.portfolio) and (self.time_left_for_search() > 0 or not self.trials) \
-                        and self.affordable(spec):
-                    self.evaluate(spec, spec.portfolio[i])
+                if i < len(spec.portfolio):
+                    once(spec, spec.portfolio[i], "portfolio")
         # 2. local moves around each estimator's best, the best estimators most often
         step = 0.25
         while self.time_left_for_search() > 0:

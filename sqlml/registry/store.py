@@ -82,8 +82,10 @@ def insert_model(ex, model: dict) -> int:
     cols = list(model)
     casts = {"metrics": "jsonb", "hyperparameters": "jsonb", "feature_schema": "jsonb", "parity": "jsonb",
              "library_versions": "jsonb", "classes": "jsonb", "profile": "jsonb", "baseline": "jsonb",
-             "importance": "jsonb", "diagnostics": "jsonb", "meta_features": "jsonb", "version": "int", "opset": "int", "rows": "int8",
+             "importance": "jsonb", "diagnostics": "jsonb", "warm_start": "jsonb", "version": "int", "opset": "int", "rows": "int8",
              "job_id": "int8"}
+    if "meta_features" in cols:
+        casts["meta_features"] = f"{vector_schema(ex)}.vector"
     values = ", ".join(f"${i + 1}" + (f"::{casts[c]}" if c in casts else "") for i, c in enumerate(cols))
     params = [to_json(model[c]) if casts.get(c) == "jsonb" else model[c] for c in cols]
     return ex.execute(f"INSERT INTO sqlml.models ({', '.join(cols)}) VALUES ({values}) RETURNING id", params)[0]["id"]
@@ -94,12 +96,38 @@ def insert_trials(ex, project_name: str, job_id, version, metric: str, trials: l
         return
     ex.execute(
         """INSERT INTO sqlml.trials (project, job_id, model_version, n, algorithm, params, status, metric, score,
-                                     fit_seconds, n_estimators, error)
+                                     fit_seconds, elapsed, origin, n_estimators, error)
            SELECT $1, $2::int8, $3::int, t.n, t.algorithm, t.params, t.status, $4, t.score, t.fit_seconds,
-                  t.n_estimators, t.error
+                  t.elapsed, t.origin, t.n_estimators, t.error
            FROM jsonb_to_recordset($5::jsonb) AS t(n int, algorithm text, params jsonb, status text, score float8,
-                                                  fit_seconds float8, n_estimators int, error text)""",
+                                                  fit_seconds float8, elapsed float8, origin text, n_estimators int,
+                                                  error text)""",
         [project_name, job_id, version, metric, to_json(trials)])
+
+
+def vector_schema(ex) -> str:
+    """The quoted schema of pgvector's type and operators (registry functions run with a fixed
+    search_path that does not include it)."""
+    from sqlml.data.ingest import quote_ident
+
+    return quote_ident(ex.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                                  "WHERE e.extname = 'vector'")[0]["nspname"])
+
+
+def nearest_configurations(ex, task: str, meta_vector: str, k: int, max_distance: float) -> list[dict]:
+    """Best configurations of the ``k`` past trainings of ``task`` whose meta-features are nearest
+    to ``meta_vector`` (pgvector text form) within ``max_distance``, nearest first."""
+    v = vector_schema(ex)
+    distance = f"meta_features OPERATOR({v}.<->) $2::{v}.vector"
+    rows = ex.execute(
+        f"""SELECT warm_start FROM sqlml.models
+            WHERE task = $1 AND meta_features IS NOT NULL AND warm_start IS NOT NULL AND {distance} <= $4
+            ORDER BY {distance}, id DESC LIMIT $3""", [task, meta_vector, k, max_distance])
+    out = []
+    for r in rows:
+        configs = r["warm_start"]
+        out.extend(json.loads(configs) if isinstance(configs, str) else configs)
+    return out
 
 
 def deployed(ex, name: str) -> dict | None:

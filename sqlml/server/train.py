@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from sqlml.automl import metrics
+from sqlml.automl import meta, metrics
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
 from sqlml.data import convert
@@ -42,6 +42,13 @@ PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int}
 ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
+def similar_trainings(meta_features: list, task: str) -> list[dict]:
+    """Configurations that won on the past trainings nearest to this one (pgvector search over
+    sqlml.models.meta_features, across projects: configurations reveal nothing about data)."""
+    vector = meta.to_vector_literal(meta_features)
+    return privileged.run(lambda ex: store.nearest_configurations(ex, task, vector, meta.NEIGHBOURS, meta.MAX_DISTANCE))
+
+
 def finish_reserve(budget_seconds: float) -> float:
     """Seconds the search leaves for ONNX conversion, the parity check and the registry write
     (converting a large boosted model or an ensemble takes seconds; 4% of the budget covers it)."""
@@ -270,7 +277,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                           test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
                           on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                           ensemble=opts.get("ensemble", True), threads=job_threads(),
-                          n_estimators=opts.get("n_estimators"))
+                          n_estimators=opts.get("n_estimators"), similar=similar_trainings)
     return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile)
 
 
@@ -315,6 +322,8 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
             "relation": rel.text, "rows": int(n), "data_fingerprint": fingerprint(n, raw, y_raw),
             "library_versions": library_versions(), "created_by": caller,
             "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), **operations,
+            "meta_features": meta.to_vector_literal(trained.meta_features),
+            "warm_start": trained.best_configurations(),
         })
         store.insert_trials(ex, project, governor.job_id(), version, metric, [t.to_json() for t in trained.result.trials]
                             + [{"n": len(trained.result.trials) + i + 1, "algorithm": r["algorithm"], "params": {},
