@@ -206,3 +206,19 @@ def test_counters_files_are_summed_and_dead_processes_folded(tmp_path, monkeypat
     counters.add("churn", 10)  # the live file keeps counting in place
     assert counters.read() == {"churn": 22, "price": 4}
     assert counters.parse(b"not a counters file") == {}
+
+
+def test_permutation_importance_covers_every_feature_before_repeating(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(importance.time, "monotonic", lambda: clock[0])
+    x = rng.normal(size=(200, 2))
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def predict(cols):  # each call takes one "second"
+        clock[0] += 1
+        p = 1 / (1 + np.exp(-5 * cols["a"]))
+        return np.column_stack([1 - p, p])
+
+    out = importance.permutation(predict, {"a": x[:, 0], "b": x[:, 1]}, {"a": ["a"], "b": ["b"]}, y, "roc_auc", 3.5)
+    assert out["complete"] and {f["feature"]: f["repeats"] for f in out["features"]} == {"a": 2, "b": 1}
+    assert "1 to 2 shuffles" in out["note"]

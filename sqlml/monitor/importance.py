@@ -25,8 +25,9 @@ def permutation(predict, inputs: dict, groups: dict, y: np.ndarray, metric: str,
     ``y``: encoded holdout labels or targets; ``deadline``: ``time.monotonic()`` value to stop at.
 
     Returns ``{"metric", "score", "rows", "repeats", "complete", "note", "features": [{"feature",
-    "importance", "std"}]}`` with features sorted by importance (loss increase when shuffled,
-    in the metric's units; higher means the model relies on it more).
+    "importance", "std", "repeats"}]}`` with features sorted by importance (loss increase when
+    shuffled, in the metric's units; higher means the model relies on it more). ``complete``:
+    every feature was shuffled at least once.
     """
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -42,22 +43,26 @@ def permutation(predict, inputs: dict, groups: dict, y: np.ndarray, metric: str,
         out["note"] = f"skipped: {metric} is undefined on the holdout sample"
         return out
     out["score"] = base
-    for feature, names in groups.items():
-        losses = []
-        for _ in range(repeats):
+    losses: dict[str, list[float]] = {feature: [] for feature in groups}
+    # breadth first: every feature once before any twice, so a short budget still covers them all
+    for _ in range(repeats):
+        for feature, names in groups.items():
             if time.monotonic() >= deadline:
                 break
             order = rng.permutation(len(rows))
             shuffled = {k: (v[order] if k in names else v) for k, v in sample.items()}
             score = metrics.score(metric, ys, predict(shuffled))
-            losses.append(metrics.loss(metric, score) - metrics.loss(metric, base))
-        if not losses:
-            break
-        out["features"].append({"feature": feature, "importance": float(np.mean(losses)),
-                                "std": float(np.std(losses)), "repeats": len(losses)})
-    done = len(out["features"])
-    out["complete"] = done == len(groups) and all(f["repeats"] == repeats for f in out["features"])
-    out["note"] = (f"{done} features, {repeats} shuffles each, on {len(rows)} holdout rows" if out["complete"] else
-                   f"partial: the training budget ran out after {done} of {len(groups)} features")
-    out["features"].sort(key=lambda f: -f["importance"])
+            losses[feature].append(metrics.loss(metric, score) - metrics.loss(metric, base))
+    measured = {f: v for f, v in losses.items() if v}
+    out["features"] = sorted(({"feature": f, "importance": float(np.mean(v)), "std": float(np.std(v)),
+                               "repeats": len(v)} for f, v in measured.items()), key=lambda f: -f["importance"])
+    fewest = min((len(v) for v in losses.values()), default=0)
+    out["complete"] = fewest >= 1
+    if fewest == repeats:
+        out["note"] = f"{len(groups)} features, {repeats} shuffles each, on {len(rows)} holdout rows"
+    elif fewest >= 1:
+        out["note"] = (f"{len(groups)} features, {fewest} to {max(len(v) for v in losses.values())} shuffles each "
+                       f"(the training budget ran out), on {len(rows)} holdout rows")
+    else:
+        out["note"] = f"partial: the training budget ran out after {len(measured)} of {len(groups)} features"
     return out
