@@ -164,7 +164,7 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     problem = Problem(X=X_train, y=y[train_idx], task=task, metric=metric, plan=plan,
                       n_classes=len(classes), threads=threads, seed=seed)
     specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task in SPECS[a].tasks]
-    described = meta.meta_features(X_train, y[train_idx], task, len(plan.text))
+    described = meta.meta_features(X_train, y[train_idx], task, list(plan.text))
     warm = similar(described, task) if similar else []
     if warm:
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")

@@ -31,15 +31,15 @@ def _log_ratio(x: float, lo: float, hi: float) -> float:
     return float(min(max((math.log10(max(x, 1.0)) - lo) / (hi - lo), 0.0), 1.0))
 
 
-def meta_features(X, y: np.ndarray, task: str, n_text: int) -> list[float]:
+def meta_features(X, y: np.ndarray, task: str, text: list[str]) -> list[float]:
     """DIM numbers describing a training problem.
 
-    ``X``: DataFrame of model inputs (numbers as float32 with NaN, text as object); ``y``: encoded
-    labels (classification) or targets (regression); ``n_text``: how many inputs are text.
+    ``X``: DataFrame of model inputs (numbers as float32 with NaN, and text); ``y``: encoded
+    labels (classification) or targets (regression); ``text``: the text inputs' names.
     """
     rows, inputs = X.shape
-    numeric = [c for c in X.columns if X[c].dtype != object]
-    text = [c for c in X.columns if X[c].dtype == object]
+    numeric = [c for c in X.columns if c not in set(text)]
+    n_text = len(text)
     num = X[numeric].to_numpy(dtype=np.float64) if numeric else np.empty((rows, 0))
     missing = float(np.isnan(num).mean()) if num.size else 0.0
     skews = []

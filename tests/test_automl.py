@@ -1,0 +1,132 @@
+"""The AutoML core: validation choice, search spaces, ensemble selection, meta-features, and
+in the database the warm start from similar past trainings."""
+
+import json
+
+import numpy as np
+import psycopg2
+import pytest
+
+from sqlml import samples
+from sqlml.automl import ensemble, meta
+from sqlml.automl.budget import Budget
+from sqlml.automl.estimators import SPECS, Hyper
+from sqlml.automl.search import Trial, n_folds
+from tests.conftest import query, scalar
+
+
+@pytest.mark.parametrize("rows, inputs, budget, folds", [
+    (500, 10, 30, 5),        # small: 5-fold
+    (3000, 10, 30, 5),       # 1,000 cells/s
+    (5000, 30, 30, 3),       # 5,000 cells/s
+    (5000, 85, 30, 1),       # caravan-sized at 30 s: one holdout
+    (5000, 85, 120, 3),      # ... but 3 folds at 120 s
+    (100_000, 20, 60, 1),
+    (15, 3, 60, 1),          # too few rows to fold
+])
+def test_validation_follows_cells_per_second(rows, inputs, budget, folds):
+    assert n_folds(rows, inputs, budget) == folds
+
+
+@pytest.mark.parametrize("hyper, value", [
+    (Hyper("lr", 0.01, 0.3, log=True), 0.05),
+    (Hyper("leaves", 4, 256, log=True, integer=True), 31),
+    (Hyper("share", 0.5, 1.0), 0.8),
+    (Hyper("kind", choices=("sqrt", 0.5, 1.0)), 0.5),
+])
+def test_hyperparameter_unit_round_trip(hyper, value):
+    assert hyper.from_unit(hyper.to_unit(value)) == pytest.approx(value, rel=0.02)
+    assert hyper.clip(hyper.from_unit(1.7)) == hyper.from_unit(1.0)
+
+
+def test_every_portfolio_entry_lies_in_its_space():
+    for spec in SPECS.values():
+        names = {h.name: h for h in spec.space}
+        for config in spec.portfolio:
+            for k, v in config.items():
+                h = names[k]
+                assert (v in h.choices) if h.choices else (h.low <= v <= h.high), (spec.name, k, v)
+
+
+def _trial(n, predictions, y):
+    from sqlml.automl import metrics
+
+    score = metrics.score("rmse", y, predictions)
+    return Trial(n=n, algorithm=f"m{n}", params={}, score=score, loss=score, predictions=predictions)
+
+
+def test_ensemble_selection_blends_complementary_models_and_not_redundant_ones():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=400)
+    a = y + rng.normal(scale=0.5, size=400)  # independent errors: the average is better
+    b = y + rng.normal(scale=0.5, size=400)
+    chosen = ensemble.select([_trial(1, a, y), _trial(2, b, y)], y, "rmse", "regression")
+    assert chosen is not None and {t.n for t, _ in chosen} == {1, 2}
+    assert ensemble.select([_trial(1, a, y), _trial(2, a.copy(), y)], y, "rmse", "regression") is None
+
+
+def test_meta_features_place_similar_datasets_near_and_different_ones_far():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+
+    def frame(rows, cols, text=0):
+        data = {f"x{i}": rng.normal(size=rows).astype(np.float32) for i in range(cols)}
+        data.update({f"t{i}": rng.choice(["a", "b", "c"], rows).astype(object) for i in range(text)})
+        return pd.DataFrame(data)
+
+    binary = meta.meta_features(frame(5000, 20, 2), rng.integers(0, 2, 5000), "binary", ["t0", "t1"])
+    similar = meta.meta_features(frame(4000, 22, 2), rng.integers(0, 2, 4000), "binary", ["t0", "t1"])
+    regression = meta.meta_features(frame(300, 3), rng.normal(size=300), "regression", [])
+    assert len(binary) == meta.DIM and all(0.0 <= v <= 1.0 for v in binary)
+    near, far = np.linalg.norm(np.subtract(binary, similar)), np.linalg.norm(np.subtract(binary, regression))
+    assert near < meta.MAX_DISTANCE < far
+    assert meta.to_vector_literal([0.5, 0.25]) == "[0.5,0.25]"
+
+
+def test_budget_child_never_outlives_its_parent():
+    parent = Budget(0.5)
+    assert parent.child(10).seconds <= 0.5
+    assert Budget(0).expired()
+
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    conn = psycopg2.connect(dsn)
+    samples.load_all(conn)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def notices_of(conn):
+    return [n.strip() for n in conn.notices]
+
+
+def test_a_similar_training_starts_from_the_winners_of_the_nearest_one(db):
+    db.notices.clear()
+    query(db, "SELECT * FROM sqlml.train('cancer_a', 'SELECT * FROM breast_cancer WHERE id % 3 <> 0', 'diagnosis', "
+              "time_budget => '4 seconds')")
+    assert not any("warm start" in n for n in notices_of(db))
+    vector = scalar(db, "SELECT meta_features::text FROM sqlml.models WHERE project = 'cancer_a'")
+    assert len(json.loads(vector)) == meta.DIM
+    assert scalar(db, "SELECT jsonb_array_length(warm_start) FROM sqlml.models WHERE project = 'cancer_a'") >= 1
+    db.notices.clear()
+    query(db, "SELECT * FROM sqlml.train('cancer_b', 'SELECT * FROM breast_cancer WHERE id % 3 <> 1', 'diagnosis', "
+              "time_budget => '4 seconds')")
+    assert any("warm start" in n for n in notices_of(db))
+    first = query(db, "SELECT origin, algorithm, params FROM sqlml.trials WHERE project = 'cancer_b' ORDER BY n LIMIT 1")[0]
+    borrowed = scalar(db, "SELECT warm_start -> 0 FROM sqlml.models WHERE project = 'cancer_a'")
+    assert first[0] == "warm_start" and first[1] == borrowed["algorithm"]
+    # a regression is never warm-started from a classification
+    db.notices.clear()
+    query(db, "SELECT * FROM sqlml.train('prog', 'diabetes', 'progression', time_budget => '3 seconds')")
+    assert not any("warm start" in n for n in notices_of(db))
+
+
+def test_trials_record_when_they_ended_within_the_budget(db):
+    query(db, "SELECT * FROM sqlml.train('iris_t', 'iris', 'species', time_budget => '3 seconds')")
+    rows = query(db, "SELECT elapsed, origin FROM sqlml.trials WHERE project = 'iris_t' ORDER BY n")
+    elapsed = [e for e, _ in rows]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= 3.5
+    assert {o for _, o in rows} <= {"portfolio", "search", "warm_start"}

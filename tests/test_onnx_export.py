@@ -1,0 +1,104 @@
+"""Every algorithm's ONNX export matches its fitted pipeline, for every task, on mixed data.
+
+Pure: no database. The data has NULL numbers, NULL and unseen text categories, integer-coded
+columns whose split thresholds fall between float32 values, and a date; the checks are the
+registration gate's (``sqlml.onnx.parity``), applied to every estimator in the portfolio and to
+a voting ensemble of them.
+"""
+
+import numpy as np
+import pytest
+
+from sqlml.automl import ensemble, preprocess
+from sqlml.automl.budget import Budget
+from sqlml.automl.estimators import SPECS
+from sqlml.automl.search import Problem, fit_pipeline, predict
+from sqlml.data import convert
+from sqlml.data.schema import BINARY, MULTICLASS, REGRESSION, Feature, FeatureSchema, Target
+from sqlml.onnx import convert as onnx_convert
+from sqlml.onnx import parity
+
+N = 1500
+
+
+def mixed_data(task, seed=0):
+    rng = np.random.default_rng(seed)
+    x1 = np.round(rng.random(N) * 100) / 100  # two decimals: thresholds land next to float32 values
+    x2 = rng.normal(size=N)
+    x2[rng.random(N) < 0.1] = np.nan
+    flag = (rng.random(N) < 0.3).astype(float)
+    city = np.array(rng.choice(["oslo", "bergen", "tromso", "bodo", None], N), dtype=object)
+    built = (rng.integers(0, 20000, N) * 86400).astype(float)
+    signal = 3 * x1 + np.nan_to_num(x2) + 2 * (city == "oslo") + flag
+    if task == REGRESSION:
+        y = signal * 100 + rng.normal(size=N)
+        classes = ()
+    elif task == BINARY:
+        y = (signal + rng.normal(scale=0.5, size=N) > 2.5).astype(np.int64)
+        classes = (0, 1)
+    else:
+        y = np.digitize(signal + rng.normal(scale=0.5, size=N), [1.5, 2.5, 3.5]).astype(np.int64)
+        classes = (0, 1, 2, 3)
+    features = (Feature("x1", "numeric", "float8"), Feature("x2", "numeric", "float8"),
+                Feature("flag", "boolean", "bool"), Feature("city", "category", "text"), Feature("built", "date", "date"))
+    schema = FeatureSchema(features, Target("y", "float8" if task == REGRESSION else "int4", task, classes))
+    columns = {"x1": x1, "x2": x2, "flag": flag, "city": city, "built": built}
+    return schema, convert.model_inputs(schema, columns), y
+
+
+def check(model, schema, inputs, X, task, n_classes):
+    test = {k: v.copy() for k, v in inputs.items()}
+    test["city"][:20] = "reykjavik"  # unseen at training
+    blob = onnx_convert.to_onnx(model, schema)
+    got = onnx_convert.run(onnx_convert.session(blob), convert.as_feeds(schema, test), task)
+    expected = predict(model, convert.as_frame(schema, test), task, n_classes)
+    result = parity.compare(task, expected, got)
+    assert result.ok, result.reason
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+@pytest.mark.parametrize("algorithm", sorted(SPECS))
+def test_every_algorithm_exports_with_parity(algorithm, task):
+    spec = SPECS[algorithm]
+    schema, inputs, y = mixed_data(task)
+    X = convert.as_frame(schema, inputs)
+    plan = preprocess.Plan.from_data(schema, X)
+    n_classes = len(schema.target.classes)
+    problem = Problem(X, y, task, "rmse" if task == REGRESSION else "log_loss", plan, n_classes)
+    for params in spec.portfolio:  # forests kept small: tree count does not change how they convert
+        params = {**params, "n_estimators": 40} if "n_estimators" in params else params
+        model, _ = fit_pipeline(spec, params, problem, X, y, Budget(60), n_estimators=150 if spec.early_stopping else None)
+        check(model, schema, inputs, X, task, n_classes)
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+def test_voting_ensemble_of_all_families_exports_with_parity(task):
+    schema, inputs, y = mixed_data(task, seed=1)
+    X = convert.as_frame(schema, inputs)
+    plan = preprocess.Plan.from_data(schema, X)
+    n_classes = len(schema.target.classes)
+    problem = Problem(X, y, task, "rmse", plan, n_classes)
+    members = []
+    for i, name in enumerate(sorted(SPECS)):
+        spec = SPECS[name]
+        params = {**spec.portfolio[0], "n_estimators": 40} if "n_estimators" in spec.portfolio[0] else spec.portfolio[0]
+        model, _ = fit_pipeline(spec, params, problem, X, y, Budget(60),
+                                n_estimators=100 if spec.early_stopping else None)
+        members.append((model, float(i + 1)))
+    check(ensemble.voting(members, task), schema, inputs, X, task, n_classes)
+
+
+def test_lightgbm_thresholds_are_rounded_down_to_float32():
+    from sqlml.onnx.convert import _round_thresholds_down
+
+    cases = [  # (float64 threshold, the float32 threshold that splits float32 inputs the same way)
+        (0.8499999940395356, np.float32(0.84999996)),  # float32(t) rounds up onto 0.85f > t: step down
+        (0.8550000190734864, np.float32(0.855)),  # float32(t) <= t: kept
+        (1.0000000180025095e-35, np.float32(1e-35)),
+        (1e300, np.finfo(np.float32).max),
+    ]
+    for t, expected in cases:
+        node = {"split_index": 0, "threshold": t, "decision_type": "<=", "left_child": {}, "right_child": {}}
+        _round_thresholds_down(node)
+        assert np.float32(node["threshold"]) == expected
+        assert float(np.float32(node["threshold"])) <= t
