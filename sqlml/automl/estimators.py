@@ -137,7 +137,7 @@ SPECS: dict[str, EstimatorSpec] = {
             {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0, "reg_lambda": 0.001},
             {"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8, "colsample_bytree": 0.5, "reg_lambda": 1.0},
             {"learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 30, "subsample": 0.8, "colsample_bytree": 0.7, "reg_lambda": 0.1},
-            {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 5, "subsample": 0.7, "colsample_bytree": 0.8, "reg_lambda": 3.0},
+            {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50, "subsample": 0.7, "colsample_bytree": 0.5, "reg_lambda": 5.0},
         ),
     ),
     "random_forest": EstimatorSpec(
@@ -145,13 +145,14 @@ SPECS: dict[str, EstimatorSpec] = {
         space=(Hyper("n_estimators", 50, 500, log=True, integer=True), Hyper("min_samples_leaf", 1, 20, log=True, integer=True),
                Hyper("max_features", choices=("sqrt", 0.5, 1.0))),
         portfolio=({"n_estimators": 200, "min_samples_leaf": 1, "max_features": "sqrt"},
-                   {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5}),
+                   {"n_estimators": 200, "min_samples_leaf": 5, "max_features": 0.5}),
     ),
     "extra_trees": EstimatorSpec(
         name="extra_trees", family=TREES, build=_forest(extra=True), cost=1.0,
         space=(Hyper("n_estimators", 50, 500, log=True, integer=True), Hyper("min_samples_leaf", 1, 20, log=True, integer=True),
                Hyper("max_features", choices=("sqrt", 0.5, 1.0))),
         portfolio=({"n_estimators": 200, "min_samples_leaf": 1, "max_features": 0.5},
+                   {"n_estimators": 200, "min_samples_leaf": 8, "max_features": "sqrt"},  # noisy targets
                    {"n_estimators": 200, "min_samples_leaf": 2, "max_features": 1.0}),
     ),
 }
