@@ -42,6 +42,9 @@ def translate(exc: BaseException) -> SqlError:
         spidata = getattr(exc, "spidata", None) or (None, None, None)
         sqlstate = getattr(exc, "sqlstate", None) or (_unpack_sqlstate(spidata[0]) if spidata[0] else "XX000")
         return sql_error(message, sqlstate=sqlstate, hint=spidata[2], detail=spidata[1])
+    if isinstance(exc, plpy.Error):  # raised by plpy itself, e.g. a cancel arriving while plpy.notice sends a NOTICE
+        return sql_error(str(exc.args[0]) if exc.args else str(exc), sqlstate=getattr(exc, "sqlstate", None) or "XX000",
+                         hint=getattr(exc, "hint", None), detail=getattr(exc, "detail", None))
     if isinstance(exc, MemoryError):
         return sql_error("out of memory: the job needed more memory than its cap allows", sqlstate=OUT_OF_MEMORY,
                          hint="train on fewer rows (options => '{\"max_rows\": N}') or raise sqlml.memory_per_job")
