@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Tools the integration tests drive, each kept out of sqlml's own venv because their pins would
-# fight sqlml's (idempotent; called by scripts/setup.sh, so `make setup` and CI create them):
+# Tools the integration tests drive, each kept out of sqlml's own venv (which the server imports
+# from) because they would change it (idempotent; called by scripts/setup.sh, so `make setup` and
+# CI create them):
 #   .sqlml/dbt-venv         dbt-core + dbt-postgres (tests/test_dbt.py runs `dbt run` and `dbt test`)
+#   .sqlml/spark-venv       sqlml (editable) with the `spark` extra: PySpark and pyarrow. pyarrow
+#                           must stay out of the server's venv: with it, pandas 3 stores text
+#                           columns in Arrow arrays instead of Python ones, inside the server too.
 #   .sqlml/triton-schema    Triton's model_config_pb2, to parse exported config.pbtxt files
 #                           (tritonclient's own dependencies would downgrade the server's ml_dtypes)
-# PySpark needs no venv of its own: it installs with sqlml's pins (the `spark` extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=.sqlml
@@ -19,9 +22,16 @@ if ! "$STATE/dbt-venv/bin/dbt" --version 2>/dev/null | grep -q "installed: 1.11.
   "$STATE/dbt-venv/bin/python" -m pip install -q --disable-pip-version-check "${DBT_PINS[@]}"
 fi
 
+if [ ! -x "$STATE/spark-venv/bin/python" ]; then
+  echo "integrations: creating $STATE/spark-venv (sqlml[spark])"
+  "$PY" -m venv "$STATE/spark-venv"
+fi
+# editable, so that the suite's Spark checks run this checkout; pip only changes what differs from the pins
+"$STATE/spark-venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[spark]"
+
 TRITON=tritonclient==2.73.0
 if [ ! -f "$STATE/triton-schema/tritonclient/grpc/model_config_pb2.py" ]; then
   echo "integrations: fetching Triton's model config schema ($TRITON, without its dependencies)"
   "$STATE/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "$STATE/triton-schema" "$TRITON"
 fi
-echo "integrations: ok: $("$STATE/dbt-venv/bin/dbt" --version | grep -m1 installed | tr -s ' '), $TRITON schema"
+echo "integrations: ok: dbt$("$STATE/dbt-venv/bin/dbt" --version | grep -m1 installed | tr -s ' '), pyspark $("$STATE/spark-venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'), $TRITON schema"

@@ -183,7 +183,7 @@ def uninstall_database(dsn: str) -> bool:
                 cur.execute("DROP ROLE " + ", ".join(present))  # one statement: all or none
         conn.commit()
         return True
-    except psycopg2.errors.DependentObjectsStillReferenced:
+    except psycopg2.errors.DependentObjectsStillExist:
         conn.rollback()
         return False
     finally:
@@ -203,7 +203,7 @@ def setup_checkout() -> Path:
     editable = reachable_by(service_user(), CHECKOUT / "sqlml" / "__init__.py")
     if not editable:
         print(f"setup: {service_user()} cannot read {CHECKOUT}; installing a copy (re-run `make setup` after changes)")
-    make_venv(venv, "[dev,bench,spark]", editable=editable)
+    make_venv(venv, "[dev,bench]", editable=editable)
     install_files(venv)
     return venv
 
