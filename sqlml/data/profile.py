@@ -39,6 +39,8 @@ LEAKAGE_PURITY = 0.99  # share of rows a column's values alone classify correctl
 LEAKAGE_CORRELATION = 0.99  # |Pearson r| with a numeric target
 COPY_CORRELATION = 1 - 1e-9
 LEAKAGE_BINS = 20
+LEAKAGE_SAMPLE = 50_000  # labelled rows the leakage checks look at (seeded sample beyond that)
+EXACT_GROUPS = 200  # at most this many distinct values: also checked for being a copy of the target
 PERSONAL_SAMPLE = 500
 PERSONAL_SHARE = 0.5
 EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$")
@@ -66,6 +68,7 @@ def profile(n: int, columns: list[Column], target: str | None = None, task: str 
     by_name = {c.name: c for c in columns}
     tgt = by_name.get(target) if target else None
     labels = _labels(tgt, task) if tgt is not None and task else None
+    sample = _target_sample(labels, task) if labels is not None else None
     out = []
     for c in columns:
         entry = describe(n, c)
@@ -73,8 +76,8 @@ def profile(n: int, columns: list[Column], target: str | None = None, task: str 
             entry["target"] = True
             if task and task != REGRESSION:
                 entry["warnings"] += imbalance(c, labels)
-        elif labels is not None:
-            entry["warnings"] += leakage(c, tgt, labels, task, entry)
+        elif sample is not None:
+            entry["warnings"] += leakage(c, tgt, sample, task, entry)
         out.append(entry)
     warnings = [w for e in out for w in e["warnings"]]
     return {"rows": int(n), "target": target, "task": task, "columns": out, "warnings": len(warnings),
@@ -177,10 +180,9 @@ def _id_like_numbers(name: str, present: np.ndarray, n: int) -> bool:
 
 
 def _value_counts(values: list) -> dict:
-    counts: dict = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return counts
+    from collections import Counter
+
+    return dict(Counter(values))
 
 
 def _vector_rows(raw: np.ndarray) -> np.ndarray:
@@ -230,24 +232,40 @@ def _label_text(tgt: Column, label) -> str:
     return repr(int(value)) if value.is_integer() else repr(value)
 
 
-def leakage(c: Column, tgt: Column, labels: np.ndarray, task: str, entry: dict) -> list[dict]:
-    """``target_copy`` or ``leakage`` when column ``c`` alone predicts the target (almost) perfectly."""
+def _target_sample(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row positions, target there) for the leakage checks: labelled rows, at most ``LEAKAGE_SAMPLE``
+    of them (seeded), with class labels as codes 0..k-1; None with fewer than 10 labelled rows."""
+    keep = np.isfinite(labels) if task == REGRESSION else np.not_equal(labels, None)
+    rows = np.flatnonzero(keep)
+    if len(rows) < 10:
+        return None
+    if len(rows) > LEAKAGE_SAMPLE:
+        rows = np.sort(np.random.default_rng(0).choice(rows, size=LEAKAGE_SAMPLE, replace=False))
+    return rows, (labels[rows] if task == REGRESSION else _codes(labels[rows]))
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Each value's index in order of first appearance (None is a value too)."""
+    index: dict = {}
+    return np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
+
+
+def leakage(c: Column, tgt: Column, sample: tuple, task: str, entry: dict) -> list[dict]:
+    """``target_copy`` or ``leakage`` when column ``c`` alone predicts the target (almost) perfectly,
+    judged on the labelled rows of ``sample`` (see ``_target_sample``)."""
     if c.kind is None or c.kind == VECTOR or entry["distinct"] < 2:
         return []
+    rows, y = sample
     if task == REGRESSION:
-        return _leakage_regression(c, tgt, labels)
-    keep = np.array([v is not None for v in labels], dtype=bool)
-    if keep.sum() < 10:
-        return []
-    y = np.unique(labels[keep].astype(str), return_inverse=True)[1]
-    exact = _groups(c, keep, bins=False)
-    if exact is not None and len(np.unique(exact)) == len(np.unique(y)):
-        if _purity(exact, y) == 1.0 and _purity(y, exact) == 1.0:
+        return _leakage_regression(c, tgt, rows, y)
+    if entry["distinct"] <= EXACT_GROUPS:
+        exact = _groups(c, rows, bins=False)
+        if exact.max() == y.max() and _purity(exact, y) == 1.0 and _purity(y, exact) == 1.0:
             return [warning("target_copy", f'column "{c.name}" is a copy of the target "{tgt.name}" (one value per '
                                            f"class): exclude it (exclude => '{{{c.name}}}')", blocking=True)]
-    groups = _groups(c, keep, bins=True)
-    if groups is None or len(np.unique(groups)) > 0.5 * keep.sum():
-        return []
+    if c.kind == CATEGORY and entry["distinct"] > 0.5 * len(rows):
+        return []  # (nearly) one row per value: trivially "pure", an identifier rather than a leak
+    groups = _groups(c, rows, bins=True)
     majority = np.bincount(y).max() / len(y)
     purity = _purity(groups, y)
     if majority < LEAKAGE_PURITY and purity >= LEAKAGE_PURITY:
@@ -256,25 +274,23 @@ def leakage(c: Column, tgt: Column, labels: np.ndarray, task: str, entry: dict) 
     return []
 
 
-def _leakage_regression(c: Column, tgt: Column, y: np.ndarray) -> list[dict]:
+def _leakage_regression(c: Column, tgt: Column, rows: np.ndarray, y: np.ndarray) -> list[dict]:
     if c.kind == CATEGORY:
-        keep = ~np.isnan(y)
-        groups = _groups(c, keep, bins=False)
-        if groups is None or len(np.unique(groups)) > 0.5 * keep.sum() or keep.sum() < 10:
+        groups = _groups(c, rows, bins=False)
+        if groups.max() + 1 > 0.5 * len(rows):
             return []
-        yk = y[keep]
-        total = ((yk - yk.mean()) ** 2).sum()
+        total = ((y - y.mean()) ** 2).sum()
         if total == 0:
             return []
-        sums, counts = np.bincount(groups, yk), np.bincount(groups)
+        sums, counts = np.bincount(groups, y), np.bincount(groups)
         means = sums[groups] / counts[groups]
-        explained = 1 - ((yk - means) ** 2).sum() / total
+        explained = 1 - ((y - means) ** 2).sum() / total
         if explained >= LEAKAGE_CORRELATION:
             return [warning("leakage", f'possible target leakage: "{c.name}" alone explains {explained:.1%} of the '
                                        f'variance of "{tgt.name}"')]
         return []
-    x = np.asarray(c.raw, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
+    x = np.asarray(c.raw, dtype=np.float64)[rows]
+    keep = np.isfinite(x)
     if keep.sum() < 10 or np.std(x[keep]) == 0 or np.std(y[keep]) == 0:
         return []
     r = float(np.corrcoef(x[keep], y[keep])[0, 1])
@@ -287,24 +303,21 @@ def _leakage_regression(c: Column, tgt: Column, y: np.ndarray) -> list[dict]:
     return []
 
 
-def _groups(c: Column, keep: np.ndarray, bins: bool) -> np.ndarray | None:
-    """Group index per kept row: the value itself, or (numbers, ``bins``) its quantile bin."""
+def _groups(c: Column, rows: np.ndarray, bins: bool) -> np.ndarray:
+    """Group index (0..g-1) of each of ``rows``: the value itself (NULL is a value), or, for
+    numbers with ``bins``, its quantile bin (NULL a bin of its own)."""
     if c.kind == CATEGORY:
-        values = np.array(["\x00null" if v is None else str(v) for v in c.raw[keep]], dtype=object)
-        return np.unique(values.astype(str), return_inverse=True)[1]
-    x = np.asarray(c.raw, dtype=np.float64)[keep]
+        return _codes(c.raw[rows])
+    x = np.asarray(c.raw, dtype=np.float64)[rows]
     missing = np.isnan(x)
     if bins:
         present = x[~missing]
-        if not len(present):
-            return None
-        edges = np.unique(np.quantile(present, np.linspace(0, 1, LEAKAGE_BINS + 1)[1:-1]))
+        edges = np.unique(np.quantile(present, np.linspace(0, 1, LEAKAGE_BINS + 1)[1:-1])) if len(present) else []
         idx = np.searchsorted(edges, x, side="right")
     else:
-        if len(np.unique(x[~missing])) > 200:
-            return None
         idx = np.unique(np.where(missing, 0.0, x), return_inverse=True)[1]
-    return np.where(missing, idx.max() + 1 if len(idx) else 0, idx).astype(np.int64)
+    idx = np.where(missing, idx.max() + 1, idx).astype(np.int64)
+    return np.unique(idx, return_inverse=True)[1]
 
 
 def _purity(groups: np.ndarray, y: np.ndarray) -> float:

@@ -25,6 +25,7 @@ from sqlml.data.schema import BINARY, CATEGORY, REGRESSION, VECTOR
 
 BINS = 10
 TOP_VALUES = 20
+BASELINE_ROWS = 50_000  # training rows the feature baselines are computed on (seeded sample beyond)
 ROWS_PER_BIN = 25  # prediction baselines: at least this many holdout rows per bin (4 bins at least)
 FEW_VALUES = 10  # numbers with at most this many distinct values are binned by value
 EPSILON = 1e-4
@@ -48,10 +49,10 @@ def baseline(values: np.ndarray, bins: int = BINS, top: int = TOP_VALUES) -> dic
     """The baseline of a 1-D array from ``as_values``."""
     n = len(values)
     if values.dtype == object:
-        present = [v for v in values if v is not None]
-        uniq, counts = np.unique(np.asarray(present, dtype=str), return_counts=True) if present else ([], [])
-        order = np.argsort(-np.asarray(counts), kind="stable")[:top]
-        kept = [str(uniq[i]) for i in order]
+        from collections import Counter
+
+        counts = Counter(str(v) for v in values if v is not None)
+        kept = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
         return _values_baseline(kept, values, n)
     present = values[~np.isnan(values)]
     distinct = np.unique(present)
@@ -84,8 +85,11 @@ def frequencies(base: dict, values: np.ndarray) -> np.ndarray:
             index = {v: i for i, v in enumerate(base["values"])}
             idx = [k + 1 if v is None else index.get(str(v), k) for v in values]
         else:
-            index = {float(v): i for i, v in enumerate(base["values"])}
-            idx = [k + 1 if np.isnan(v) else index.get(float(v), k) for v in values]
+            values = np.asarray(values, dtype=np.float64)
+            known = np.asarray(base["values"], dtype=np.float64)  # sorted (np.unique)
+            pos = np.clip(np.searchsorted(known, values), 0, max(k - 1, 0))
+            found = (known[pos] == values) if k else np.zeros(len(values), dtype=bool)
+            idx = np.where(np.isnan(values), k + 1, np.where(found, pos, k))
         counts = np.bincount(np.asarray(idx, dtype=np.int64), minlength=k + 2).astype(np.float64)
     return counts / n if n else counts
 
@@ -126,9 +130,12 @@ def prediction_baseline(task: str, out: np.ndarray, classes: tuple) -> dict:
             "task": task}
 
 
-def feature_baselines(features, columns: dict) -> dict:
-    """``{feature name: baseline}`` for ``features`` (``sqlml.data.schema.Feature``) over raw ``columns``."""
-    return {f.name: {**baseline(as_values(f.kind, columns[f.name])), "kind": f.kind} for f in features}
+def feature_baselines(features, columns: dict, max_rows: int = BASELINE_ROWS) -> dict:
+    """``{feature name: baseline}`` for ``features`` (``sqlml.data.schema.Feature``) over raw
+    ``columns``: on all rows, or a seeded sample of ``max_rows`` (bin shares to about 0.5%)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    rows = np.sort(np.random.default_rng(0).choice(n, size=max_rows, replace=False)) if n > max_rows else slice(None)
+    return {f.name: {**baseline(as_values(f.kind, columns[f.name][rows])), "kind": f.kind} for f in features}
 
 
 def compare(base: dict, values: np.ndarray) -> dict:
