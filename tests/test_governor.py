@@ -334,14 +334,7 @@ def test_kill_9_leaves_a_failed_job_and_a_free_slot(gov, db):
     os.kill(t.pid, signal.SIGKILL)  # the postmaster restarts every backend (crash recovery)
     t.finish(60)
     assert t.error is not None
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = connect(dsn)
-            break
-        except psycopg2.OperationalError:
-            assert time.monotonic() < deadline, "the server did not come back after the crash"
-            time.sleep(0.5)
+    conn = reconnect_after_crash(db, dsn)
     row = job_of(conn, "killed")
     assert row["job_id"] == job["job_id"] and row["state"] == "failed"
     assert f"pid {t.pid}" in row["error"] and row["sqlstate"] == "57P01"
@@ -350,6 +343,26 @@ def test_kill_9_leaves_a_failed_job_and_a_free_slot(gov, db):
                 "algorithms => '{linear}', exclude => '{id}')")  # the only slot is free
     assert not any("queued" in n for n in conn.notices)
     conn.close()
+
+
+def reconnect_after_crash(old, dsn, timeout=60):
+    """A connection once the server has restarted all backends (``old`` is one of the ended ones)."""
+    deadline = time.monotonic() + timeout
+    while True:  # first the crash must have reached the old connection, or we might connect too early
+        try:
+            query(old, "SELECT 1")
+        except psycopg2.Error:
+            break
+        assert time.monotonic() < deadline, "the crash did not end the other backends"
+        time.sleep(0.2)
+    while True:
+        try:
+            conn = connect(dsn)
+            query(conn, "SELECT 1")
+            return conn
+        except psycopg2.OperationalError:
+            assert time.monotonic() < deadline, "the server did not come back after the crash"
+            time.sleep(0.5)
 
 
 # --- jobs of every kind, the report ----------------------------------------------------------------

@@ -209,6 +209,11 @@ def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of
 def outcome(job: Job, exc: BaseException) -> tuple[str, BaseException]:
     """(final state, the error to raise) for a job that raised ``exc``."""
     if getattr(exc, "sqlstate", None) == QUERY_CANCELED:
+        if store().cancel_requested(job.id) and not isinstance(exc, SqlmlError):
+            try:  # sqlml.cancel signalled a long SQL step: say who cancelled, not "user request"
+                job.check_cancel()
+            except SqlmlError as ours:
+                return CANCELLED, ours
         return CANCELLED, exc
     if limits.looks_like_out_of_memory(exc) and job.t0 is not None \
             and not (isinstance(exc, SqlmlError) and exc.sqlstate == OUT_OF_MEMORY):
