@@ -20,9 +20,10 @@ REPEATS = 3
 
 
 def permutation(predict, inputs: dict, groups: dict, y: np.ndarray, metric: str, deadline: float,
-                max_rows: int = MAX_ROWS, repeats: int = REPEATS, seed: int = 0) -> dict:
+                max_rows: int = MAX_ROWS, repeats: int = REPEATS, seed: int = 0, checkpoint=None) -> dict:
     """``inputs``: model input name -> array of shape (n,); ``groups``: feature -> its input names;
-    ``y``: encoded holdout labels or targets; ``deadline``: ``time.monotonic()`` value to stop at.
+    ``y``: encoded holdout labels or targets; ``deadline``: ``time.monotonic()`` value to stop at;
+    ``checkpoint()``: called before every shuffle (the server's interrupt check).
 
     Returns ``{"metric", "score", "rows", "repeats", "complete", "note", "features": [{"feature",
     "importance", "std", "repeats"}]}`` with features sorted by importance (loss increase when
@@ -49,6 +50,8 @@ def permutation(predict, inputs: dict, groups: dict, y: np.ndarray, metric: str,
         for feature, names in groups.items():
             if time.monotonic() >= deadline:
                 break
+            if checkpoint is not None:
+                checkpoint()
             order = rng.permutation(len(rows))
             shuffled = {k: (v[order] if k in names else v) for k, v in sample.items()}
             score = metrics.score(metric, ys, predict(shuffled))

@@ -52,9 +52,9 @@ def check_training_data(features: list[Feature], raw: dict, n: int, target: str,
 
 
 def training_artifacts(trained, session, holdout_out, raw: dict, budget, data_profile) -> dict:
-    """Model columns for operations: the data profile, drift baselines (features on all training
-    rows, predictions on the holdout), holdout diagnostics, and permutation importance within
-    what is left of the budget."""
+    """Model columns for operations: the data profile, drift baselines (features on the training
+    rows, at most a 50k sample; predictions on the holdout), holdout diagnostics, and permutation
+    importance within what is left of the budget (checking for a cancel between shuffles)."""
     from sqlml.onnx.convert import run
 
     schema = trained.schema
@@ -64,7 +64,7 @@ def training_artifacts(trained, session, holdout_out, raw: dict, budget, data_pr
     deadline = time.monotonic() + budget.remaining() - REGISTER_RESERVE
     imp = importance.permutation(lambda inputs: run(session, convert.as_feeds(schema, inputs), task),
                                  trained.holdout_inputs, {f.name: f.inputs for f in schema.features},
-                                 trained.holdout_y, trained.metric, deadline)
+                                 trained.holdout_y, trained.metric, deadline, checkpoint=budget.checkpoint)
     return {"profile": diagnostics.jsonable(data_profile) if data_profile else None,
             "baseline": diagnostics.jsonable(baseline), "importance": diagnostics.jsonable(imp),
             "diagnostics": diagnostics.summarise(task, trained.holdout_y, holdout_out, classes)}
