@@ -279,3 +279,42 @@ def test_audit_log_records_who_did_what_and_hides_other_rows(world):
     assert scalar(admin, "SELECT count(*) FROM sqlml.audit_log") == scalar(su, "SELECT count(*) FROM sqlml.audit_log")
     denied(dev, "DELETE FROM sqlml.audit_log", "permission denied for table audit_log")
     denied(roles.connect("nobody"), "SELECT * FROM sqlml.audit_log", "permission denied for table audit_log")
+
+
+# -- guards for every sqlml object, present and future -------------------------------------------
+
+
+def test_security_definer_functions_pin_their_search_path(world):
+    su, _ = world
+    loose = query(su, """SELECT p.oid::regprocedure::text FROM pg_proc p
+                         WHERE p.pronamespace = 'sqlml'::regnamespace AND p.prosecdef
+                           AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY(p.proconfig), false)""")
+    assert loose == [], "SECURITY DEFINER functions need SET search_path = pg_catalog, pg_temp"
+
+
+def test_no_sqlml_role_may_write_any_sqlml_table(world):
+    su, _ = world
+    writable = query(su, """
+        SELECT r.rolname, c.relname, priv FROM pg_class c
+        CROSS JOIN (VALUES ('sqlml_user'), ('sqlml_developer'), ('sqlml_admin'), ('public')) AS r(rolname)
+        CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS priv
+        WHERE c.relnamespace = 'sqlml'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+          AND CASE WHEN r.rolname = 'public'
+                   THEN EXISTS (SELECT FROM aclexplode(c.relacl) x WHERE x.grantee = 0 AND x.privilege_type = priv)
+                   ELSE has_table_privilege(r.rolname, c.oid, priv) END""")
+    assert writable == []
+
+
+def test_every_per_project_table_has_row_level_security(world):
+    su, _ = world
+    open_tables = query(su, """
+        SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname IN ('project', 'name')
+        WHERE c.relnamespace = 'sqlml'::regnamespace AND c.relkind = 'r'
+          AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid))""")
+    assert open_tables == [], "tables of per-project data need ENABLE ROW LEVEL SECURITY and a policy"
+    views = query(su, """SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'sqlml'::regnamespace
+                         AND c.relkind = 'v' AND NOT coalesce('security_invoker=true' = ANY(c.reloptions), false)
+                         AND EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+                                     JOIN pg_class t ON t.oid = d.refobjid
+                                     WHERE w.ev_class = c.oid AND t.relrowsecurity)""")
+    assert views == [], "views over row-level-secured tables need WITH (security_invoker = true)"
