@@ -44,7 +44,8 @@ def check_training_data(features: list[Feature], raw: dict, n: int, target: str,
         for w in col["warnings"]:
             if w["code"] in SILENT_AT_TRAINING or (w["code"] == "id_like" and col["kind"] == CATEGORY):
                 continue
-            spi.notice(f'data quality: column "{col["name"]}": {w["message"]}')
+            subject = f'column "{col["name"]}"'
+            spi.notice(f'data quality: {w["message"] if w["message"].startswith(subject) else subject + ": " + w["message"]}')
     if report["blocking"]:
         raise SqlmlError("the training data has a blocking problem: " + "; ".join(report["blocking"]),
                          sqlstate=DATA_EXCEPTION, hint="see SELECT * FROM sqlml.profile(relation, target)")
