@@ -318,3 +318,20 @@ def test_every_per_project_table_has_row_level_security(world):
                                      JOIN pg_class t ON t.oid = d.refobjid
                                      WHERE w.ev_class = c.oid AND t.relrowsecurity)""")
     assert views == [], "views over row-level-secured tables need WITH (security_invoker = true)"
+
+
+def test_a_definer_function_does_not_lend_its_privilege_to_the_statement(world):
+    """Scoring resolves a project once per statement; the resolution must be per role, or a caller
+    could score a project it may not, right after a SECURITY DEFINER function of its owner did."""
+    su, roles = world
+    query(su, f"""CREATE FUNCTION dev_scores_one() RETURNS float8 LANGUAGE sql SECURITY DEFINER
+                  SET search_path = pg_catalog AS
+                  $$ SELECT sqlml.predict('sec', '{{"id": 1, "a": 1, "b": 1, "c": "x", "region": "north"}}'::jsonb) $$;
+                  ALTER FUNCTION dev_scores_one() OWNER TO "{roles['dev']}";
+                  GRANT EXECUTE ON FUNCTION dev_scores_one() TO "{roles['usr']}" """)
+    usr = roles.connect("usr")
+    assert scalar(usr, "SELECT dev_scores_one() IS NOT NULL") is True
+    denied(usr, """SELECT dev_scores_one(), sqlml.predict('sec', '{"id": 2, "a": 5, "b": 3, "c": "z"}'::jsonb)""",
+           'permission denied to score project "sec"')
+    denied(usr, """SELECT sqlml.predict('sec', '{"id": 2, "a": 5, "b": 3, "c": "z"}'::jsonb), dev_scores_one()""",
+           'permission denied to score project "sec"')
