@@ -61,7 +61,7 @@ fi
 # when this script installs the package, so that no exporter listens on all interfaces by surprise.
 fresh_exporter=0
 missing prometheus-postgres-exporter && fresh_exporter=1
-apt_install prometheus-postgres-exporter chromium
+apt_install prometheus-postgres-exporter chromium fonts-dejavu-core
 if [ "$fresh_exporter" = 1 ] && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true
 fi
