@@ -157,8 +157,31 @@ COMMENT ON FUNCTION sqlml.deploy(text, text, integer) IS 'Deploy a model of proj
 
 -- functions: scoring
 --
--- STABLE, not IMMUTABLE: a deploy changes the answer. PARALLEL SAFE: model loading needs no SPI in workers.
--- A row argument goes through a SQL wrapper (PL/Python cannot take record or anyelement).
+-- STABLE, not IMMUTABLE: a deploy changes the answer. PARALLEL SAFE: parallel workers resolve and
+-- load the model without plpy's SPI (sqlml/server/backend.py), in the leader's snapshot.
+-- A row argument goes through an inlined SQL wrapper (PL/Python cannot take record or anyelement)
+-- that hands over the row's text (t::text, ~3 us) and its type, whose columns Python reads from the
+-- catalog once per statement; to_jsonb(row) costs ~18 us for 20 columns and is left for anonymous
+-- records, whose column names only jsonb carries. COST 1000 (~10 us): the planner's clue that a
+-- large scan is worth parallel workers.
+
+CREATE FUNCTION sqlml._predict_row(project text, features text, row_type oid) RETURNS float8
+LANGUAGE plpython3u STABLE PARALLEL SAFE COST 1000 AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].predict_row(project, features, row_type)
+$$;
+
+CREATE FUNCTION sqlml._predict_proba_row(project text, features text, row_type oid) RETURNS float8[]
+LANGUAGE plpython3u STABLE PARALLEL SAFE COST 1000 AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].predict_proba_row(project, features, row_type)
+$$;
+
+CREATE FUNCTION sqlml._predict_label_row(project text, features text, row_type oid) RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL SAFE COST 1000 AS $$
+if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
+return GD['sqlml'].predict_label_row(project, features, row_type)
+$$;
 
 CREATE FUNCTION sqlml._predict_jsonb(project text, features jsonb) RETURNS float8
 LANGUAGE plpython3u TRANSFORM FOR TYPE jsonb STABLE PARALLEL SAFE AS $$
@@ -176,7 +199,10 @@ CREATE FUNCTION sqlml.predict(project text, features jsonb) RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_jsonb($1, $2) $$;
 
 CREATE FUNCTION sqlml.predict(project text, features anyelement) RETURNS float8
-LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_jsonb($1, to_jsonb($2)) $$;
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pg_typeof($2) = 'record'::regtype THEN sqlml._predict_jsonb($1, to_jsonb($2))
+                ELSE sqlml._predict_row($1, $2::text, pg_typeof($2)::oid) END
+$$;
 
 CREATE FUNCTION sqlml._predict_proba_jsonb(project text, features jsonb) RETURNS float8[]
 LANGUAGE plpython3u TRANSFORM FOR TYPE jsonb STABLE PARALLEL SAFE AS $$
@@ -194,7 +220,10 @@ CREATE FUNCTION sqlml.predict_proba(project text, features jsonb) RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_proba_jsonb($1, $2) $$;
 
 CREATE FUNCTION sqlml.predict_proba(project text, features anyelement) RETURNS float8[]
-LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_proba_jsonb($1, to_jsonb($2)) $$;
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pg_typeof($2) = 'record'::regtype THEN sqlml._predict_proba_jsonb($1, to_jsonb($2))
+                ELSE sqlml._predict_proba_row($1, $2::text, pg_typeof($2)::oid) END
+$$;
 
 CREATE FUNCTION sqlml._predict_label_jsonb(project text, features jsonb) RETURNS text
 LANGUAGE plpython3u TRANSFORM FOR TYPE jsonb STABLE PARALLEL SAFE AS $$
@@ -212,7 +241,10 @@ CREATE FUNCTION sqlml.predict_label(project text, features jsonb) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_label_jsonb($1, $2) $$;
 
 CREATE FUNCTION sqlml.predict_label(project text, features anyelement) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_label_jsonb($1, to_jsonb($2)) $$;
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pg_typeof($2) = 'record'::regtype THEN sqlml._predict_label_jsonb($1, to_jsonb($2))
+                ELSE sqlml._predict_label_row($1, $2::text, pg_typeof($2)::oid) END
+$$;
 
 COMMENT ON FUNCTION sqlml.predict(text, anyelement) IS 'Score a row (columns matched by name) with the deployed model of project (or project@version): the value, the numeric label, or the class index';
 COMMENT ON FUNCTION sqlml.predict_proba(text, anyelement) IS 'Class probabilities of a row, in the order of sqlml.classes(project)';

@@ -75,6 +75,27 @@ def predict_label(project, features, as_array=False):
 
 
 @entry
+def predict_row(project, features, row_type):
+    from sqlml.server import scoring
+
+    return scoring.predict_row(project, features, row_type)
+
+
+@entry
+def predict_proba_row(project, features, row_type):
+    from sqlml.server import scoring
+
+    return scoring.predict_proba_row(project, features, row_type)
+
+
+@entry
+def predict_label_row(project, features, row_type):
+    from sqlml.server import scoring
+
+    return scoring.predict_label_row(project, features, row_type)
+
+
+@entry
 def classes(project):
     from sqlml.server import scoring
 

@@ -1,23 +1,37 @@
 """Set-at-a-time scoring: ``sqlml.predict_batch`` (rows out) and ``sqlml.score`` (into a table).
 
-The relation is read columnar, as the caller, in a read-only subtransaction (like training data),
-and scored in chunks through ONNX Runtime.
+A table (or materialized view) is read as the caller in chunks of ~64k rows by ranges of pages, all
+in one statement and so one snapshot (``sqlml.scoring.chunks``): each chunk is scored and written
+before the next is read, so memory stays flat whatever the table's size. A view or a query is read
+like training data, columnar in one read-only statement (a view may hide a function with side
+effects, and only a single statement can be made read-only from PL/Python), then scored in chunks.
+
+Chunks go through the model's core graph (``sqlml.onnx.core``): numbers decoded with
+``np.frombuffer``, categories mapped by dictionary, one float32 matrix into ONNX Runtime.
 """
 
 from __future__ import annotations
 
+import plpy
 
 from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
+from sqlml.scoring import chunks
 from sqlml.server import audit, ingest, scoring
 from sqlml.server.spi import spi
 
-CHUNK = 65536
+# a table's size in pages and its rows per page (NULL when never analyzed); NULL unless it is a
+# plain table or a materialized view (whose pages ctid ranges can split)
+TABLE_INFO = """
+SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 AS blocks,
+       CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages END AS rows_per_page
+FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'm')"""
 
 
-def _read(project, relation, id_column):
+def _source(project, relation, id_column):
+    """(model, relation, its SQL, its columns) after checking the relation has what the model needs."""
     if id_column is None:
         raise SqlmlError("id_column is NULL", hint="name the column that identifies rows (for joining back)")
     m = scoring.resolve(project)
@@ -31,50 +45,63 @@ def _read(project, relation, id_column):
         raise SqlmlError(f'column{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))} not found in '
                          f'{rel.describe()}; columns are: {", ".join(cols)}', sqlstate=UNDEFINED_COLUMN,
                          hint=f"project {project!r} needs: {', '.join(f.name for f in m.schema.features)}")
-    n, raw, extras = ingest.read(sql, list(m.schema.features), {id_column: CATEGORY})
-    return m, n, raw, extras[id_column], cols[id_column]
+    return m, rel, sql, cols
 
 
-def _outputs(m, n, raw):
-    """Yield (prediction, label, probabilities) per row, scoring CHUNK rows at a time."""
-    for start in range(0, n, CHUNK):
-        part = {k: v[start:start + CHUNK] for k, v in raw.items()}
-        out = m.predict_columns(part)
-        preds, labels = m.value(out), m.labels(out)
-        probas = [None] * len(preds) if m.task == REGRESSION else out.tolist()
-        yield from zip(preds.tolist(), labels, probas)
+def _chunks(m, rel, sql, id_column, id_type):
+    """Yield (rows, raw feature columns, ids) per chunk; ids int64 for integer id columns of tables."""
+    features = list(m.schema.features)
+    info = spi.execute(TABLE_INFO, [rel.qualified])[0] if rel.name else None
+    if info is None or info["blocks"] is None:
+        n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
+        for start in range(0, n, chunks.CHUNK_ROWS):
+            ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
+            yield len(ids), {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}, ids
+        return
+    step = chunks.pages_per_chunk(info["rows_per_page"])
+    cursor = plpy.cursor(chunks.table_query(rel.qualified, features, id_column, id_type, int(info["blocks"]), step))
+    while True:
+        rows = cursor.fetch(1)
+        if not rows:
+            return
+        n, raw, ids = chunks.decode_chunk(rows[0], features, id_type)
+        if n:
+            yield n, raw, ids
 
 
 def predict_batch(project, relation, id_column):
-    m, n, raw, ids, _ = _read(project, relation, id_column)
-    audit.record("predict_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
-    for row_id, (pred, label, proba) in zip(ids, _outputs(m, n, raw)):
-        yield (row_id, pred, label, proba)
+    m, rel, sql, cols = _source(project, relation, id_column)
+    total = 0
+    for n, raw, ids in _chunks(m, rel, sql, id_column, cols[id_column].pg_type):
+        out = m.predict_columns(raw)
+        probas = [None] * n if m.task == REGRESSION else out.tolist()
+        yield from zip(map(str, ids.tolist()), m.value(out).tolist(), m.labels(out), probas)
+        total += n
+    audit.record("predict_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": total})
 
 
 def score(project, relation, into_table, id_column) -> int:
     """Create ``into_table`` (id, prediction, label, probabilities) and fill it; returns the row count."""
-    m, n, raw, ids, id_col = _read(project, relation, id_column)
+    m, rel, sql, cols = _source(project, relation, id_column)
     target = parse_relation(into_table)
     if not target.name:
         raise SqlmlError(f"into_table {into_table!r} is not a table name", hint="pass a (schema-qualified) table name")
-    id_type = spi.execute("SELECT format_type($1::oid, $2::int) AS t",
-                          [_type_oid(id_col.pg_type), id_col.typmod])[0]["t"]
+    id_col = cols[id_column]
+    id_type = spi.execute("SELECT format_type($1::regtype::oid, $2::int) AS t", [id_col.pg_type, id_col.typmod])[0]["t"]
     spi.execute(f"CREATE TABLE {target.qualified} ({quote_ident(id_column)} {id_type}, prediction float8, "
                 f"label text, probabilities float8[])")
     k = 0 if m.task == REGRESSION else len(m.classes)
+    # one array per column (ids int8[] or text[]), unnested side by side; probabilities as k arrays
+    probas = ", ".join(f"u.q{j}" for j in range(k))
     insert = (f"INSERT INTO {target.qualified} SELECT u.i::{id_type}, u.p, u.l, "
-              f"CASE WHEN $5::int = 0 THEN NULL ELSE ($4::float8[])[(u.o - 1) * $5 + 1 : u.o * $5] END "
-              f"FROM unnest($1::text[], $2::float8[], $3::text[]) WITH ORDINALITY AS u(i, p, l, o)")
-    for start in range(0, n, CHUNK):
-        part = {key: v[start:start + CHUNK] for key, v in raw.items()}
-        out = m.predict_columns(part)
-        spi.execute(insert, [list(ids[start:start + CHUNK]), m.value(out).tolist(), m.labels(out),
-                             [] if k == 0 else out.ravel().tolist(), k])
-    spi.notice(f"scored {n} rows of {relation} with {project} version {m.ref.version} into {into_table}")
-    audit.record("score", m.ref.project, m.ref.version, {"relation": relation, "rows": n, "into_table": into_table})
-    return n
-
-
-def _type_oid(typname: str) -> int:
-    return spi.execute("SELECT $1::regtype::oid::int8 AS o", [typname])[0]["o"]
+              f"{f'ARRAY[{probas}]' if k else 'NULL::float8[]'} FROM unnest($1, "
+              f"$2::float8[], $3::text[]{''.join(f', ${j + 4}::float8[]' for j in range(k))}) "
+              f"AS u(i, p, l{''.join(f', q{j}' for j in range(k))})")
+    total = 0
+    for n, raw, ids in _chunks(m, rel, sql, id_column, id_col.pg_type):
+        out = m.predict_columns(raw)
+        spi.execute(insert, [ids.tolist(), m.value(out).tolist(), m.labels(out), *(out[:, j].tolist() for j in range(k))])
+        total += n
+    spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")
+    audit.record("score", m.ref.project, m.ref.version, {"relation": relation, "rows": total, "into_table": into_table})
+    return total

@@ -1,41 +1,55 @@
-"""Scoring inside the backend: model resolution and caching, row and batch predictions.
+"""Scoring inside the backend: which model a project means, the model and row-plan caches, predict*.
 
-Per backend, ONNX Runtime sessions are cached by model id (a model never changes). Which model a
-project name means is resolved once per SQL statement: after ``deploy`` or ``rollback``, the next
-statement in any session scores with the newly deployed model.
+Which model ``'churn'`` (deployed) or ``'churn@3'`` means is resolved once per SQL statement, by
+one query: ``sqlml._model_ref`` (which also checks that the caller may score the project) joined,
+when a row is scored, with the row type's columns from the catalog. After a deploy or a rollback
+commits, the next statement in any session scores with the new model; one statement never mixes
+two models.
+
+In parallel mode (parallel workers, and their leader while the plan runs) plpy's SPI is refused.
+There the same answer comes from ``backend.ParallelSpi``, in the snapshot the leader shares with
+its workers: first whether the caller may use the registry and score the project (functions that
+answer true/false, so that nothing raises inside PostgreSQL), then ``sqlml._model_ref``, which can
+no longer raise. Every process of a parallel plan thus resolves a project exactly as a serial plan
+does in that statement, right after a deploy or rollback too, and reads the ONNX as the caller
+(row-level security shows it the models it may score).
+
+Per process, models are cached by id (a model row never changes; its ONNX is checked against its
+sha256 when loaded) and row plans by model and row type (``sqlml.scoring.rows``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from sqlml.data import convert, values
-from sqlml.data.schema import REGRESSION, FeatureSchema
-from sqlml.errors import UNDEFINED_OBJECT, SqlmlError
+from sqlml.data.schema import DATE, REGRESSION, TIMESTAMP, FeatureSchema
+from sqlml.errors import DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, SqlmlError
 from sqlml.registry import store
-from sqlml.server import counters, privileged
+from sqlml.server import backend, counters
 from sqlml.server.spi import spi
 
-_pg = ctypes.CDLL(None)
-_pg.GetCurrentStatementStartTimestamp.restype = ctypes.c_int64
-_pg.GetCurrentCommandId.restype = ctypes.c_uint32
-_pg.GetCurrentCommandId.argtypes = [ctypes.c_bool]
-
-
-def statement_key() -> tuple:
-    """Changes with every statement, and with every command inside a function that writes."""
-    return _pg.GetCurrentStatementStartTimestamp(), _pg.GetCurrentCommandId(False)
+# the model, and the row type's columns (json arrays) when $3 names one
+RESOLVE = """
+SELECT r.id, r.version, r.sha256, format_type($3::oid, NULL) AS row_type, cols.names, cols.types
+FROM sqlml._model_ref($1, $2::int) AS r
+LEFT JOIN LATERAL (
+    SELECT json_agg(a.attname ORDER BY a.attnum)::text AS names, json_agg(a.atttypid::int8 ORDER BY a.attnum)::text AS types
+    FROM pg_catalog.pg_type t
+    JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = b.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE t.oid = $3::oid) AS cols ON true"""
 
 
 @dataclass
-class Loaded:
+class Model:
     ref: store.ModelRef
     schema: FeatureSchema
-    session: object
+    scorer: object  # sqlml.onnx.scorer.Scorer
+    plans: dict = field(default_factory=dict)  # (column names, type oids) of a row type -> RowPlan
 
     @property
     def task(self) -> str:
@@ -45,12 +59,16 @@ class Loaded:
     def classes(self) -> tuple:
         return self.schema.target.classes
 
-    def predict_columns(self, columns: dict) -> np.ndarray:
-        """Probabilities (n, k) or values (n,) for raw columns."""
-        from sqlml.onnx.convert import run
+    def __post_init__(self):
+        self.has_dates = any(f.kind in (DATE, TIMESTAMP) for f in self.schema.features)
+        numeric = self.schema.target.numeric_labels and self.task != REGRESSION
+        self._label_values = [float(c) for c in self.classes] if numeric else None
+        self._label_names = np.array([str(c) for c in self.classes], dtype=object)
 
-        feeds = convert.as_feeds(self.schema, convert.model_inputs(self.schema, columns))
-        out = run(self.session, feeds, self.task)
+    def predict_columns(self, columns: dict) -> np.ndarray:
+        """Probabilities (n, k) or values (n,) for raw columns (``sqlml.data.convert`` layouts)."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        out = self.scorer.run(convert.model_inputs(self.schema, columns), n)
         counters.add(self.ref.project, len(out))  # rows scored, for sqlml.prediction_counts (metrics)
         return out
 
@@ -59,76 +77,184 @@ class Loaded:
         if self.task == REGRESSION:
             return out
         idx = out.argmax(axis=1)
-        if self.schema.target.numeric_labels:
-            return np.asarray(self.classes, dtype=np.float64)[idx]
+        if self._label_values is not None:
+            return np.asarray(self._label_values, dtype=np.float64)[idx]
         return idx.astype(np.float64)
 
     def labels(self, out: np.ndarray) -> list[str]:
         if self.task == REGRESSION:
-            return [repr(float(v)) for v in out]
-        return [str(self.classes[i]) for i in out.argmax(axis=1)]
+            return [repr(v) for v in out.tolist()]
+        return self._label_names[out.argmax(axis=1)].tolist()
+
+    def row_value(self, out) -> float:
+        """``value`` of one row's scores, without numpy (the per-row path)."""
+        if self.task == REGRESSION:
+            return float(out[0])
+        scores = out.tolist()
+        i = scores.index(max(scores))  # the first of equal maxima, as argmax
+        return self._label_values[i] if self._label_values is not None else float(i)
 
 
-_models: dict[int, Loaded] = {}
-_resolved: dict[str, tuple] = {}
+_models: dict[int, Model] = {}
+_statement: dict = {}  # (spec, row type oid or None) -> (statement key, Model, RowPlan or None)
 
 
-def resolve(spec: str) -> Loaded:
-    """The model ``spec`` ('churn' = deployed, 'churn@3' = version 3) means in this statement."""
-    key = statement_key()
-    hit = _resolved.get(spec)
-    if hit is not None and hit[0] == key:
-        return _models[hit[1]]
+# parallel mode: whether _model_ref and has_privilege may run, then whether the caller may score
+MAY_RESOLVE = """
+SELECT coalesce(has_function_privilege(to_regprocedure('sqlml._model_ref(text, integer)'), 'EXECUTE'), false)
+   AND coalesce(has_function_privilege(to_regprocedure('sqlml.has_privilege(name, text, text)'), 'EXECUTE'), false)
+   AND has_table_privilege('sqlml.models', 'SELECT') AND has_table_privilege('sqlml.deployments', 'SELECT') AS ok"""
+MAY_SCORE = "SELECT sqlml.has_privilege(current_user, $1, 'predict') AS ok"
+
+
+def resolve(spec: str, row_type: int | None = None):
+    """The model ``spec`` means in this statement; with ``row_type``, (model, row plan) for that type."""
+    key = backend.statement_key()
+    hit = _statement.get((spec, row_type))
+    if hit is None or hit[0] != key:
+        hit = _statement[(spec, row_type)] = (key, *_lookup(spec, row_type))
+    return hit[1] if row_type is None else (hit[1], hit[2])
+
+
+def _lookup(spec: str, row_type: int | None):
     name, version = store.parse_project_spec(spec)
-    rows = spi.execute("SELECT id, version, sha256 FROM sqlml._model_ref($1, $2::int)", [name, version])
+    if version is not None and version > 2**31 - 1:  # would fail the ::int cast inside PostgreSQL
+        raise SqlmlError(f'project "{name}" has no version {version}', sqlstate=UNDEFINED_OBJECT)
+    parallel = backend.in_parallel_mode()
+    ex = backend.ParallelSpi() if parallel else spi
+    if parallel:
+        _check_parallel(ex, name)
+    rows = ex.execute(RESOLVE, [name, version, row_type])
     if not rows:
         if version is None:
             raise SqlmlError(f'project "{name}" has no deployed model', sqlstate=UNDEFINED_OBJECT,
                              hint="train one (sqlml.train) or deploy a version (sqlml.deploy)")
         raise SqlmlError(f'project "{name}" has no version {version}', sqlstate=UNDEFINED_OBJECT,
                          hint=f"SELECT version FROM sqlml.models WHERE project = '{name}'")
-    ref = store.ModelRef(rows[0]["id"], name, rows[0]["version"], rows[0]["sha256"])
-    if ref.id not in _models:
-        _models[ref.id] = load(ref)
-    _resolved[spec] = (key, ref.id)
-    return _models[ref.id]
+    r = rows[0]
+    ref = store.ModelRef(r["id"], name, r["version"], r["sha256"])
+    m = _models.get(ref.id)
+    if m is None:
+        m = _models[ref.id] = load(ref, ex if parallel else None)
+    if row_type is None:
+        return m, None
+    if r["names"] is None:
+        raise SqlmlError(f"sqlml.predict needs a row, a jsonb object or a float8[], got a value of type {r['row_type']}",
+                         hint="pass the row of a table or view: sqlml.predict('project', c) FROM customers c",
+                         sqlstate=DATATYPE_MISMATCH)
+    names, types = tuple(json.loads(r["names"])), tuple(json.loads(r["types"]))
+    plan = m.plans.get((names, types))
+    if plan is None:
+        from sqlml.scoring.rows import RowPlan
+
+        plan = m.plans[(names, types)] = RowPlan(m.scorer, list(names), list(types), name)
+    if m.has_dates and not backend.iso_dates():
+        raise SqlmlError(f'project "{name}" has date features, which a row carries in the session\'s DateStyle; '
+                         "sqlml reads ISO dates only", sqlstate=DATATYPE_MISMATCH,
+                         hint="SET DateStyle = 'ISO', or pass to_jsonb(row)")
+    return m, plan
 
 
-def load(ref: store.ModelRef) -> Loaded:
-    from sqlml.onnx.convert import session
+def _check_parallel(ex, name: str) -> None:
+    """Raise (in Python) what ``sqlml._model_ref`` would raise (in PostgreSQL) for this caller."""
+    if not ex.execute(MAY_RESOLVE)[0]["ok"]:
+        raise SqlmlError("permission denied to read the sqlml registry", sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="scoring needs membership in sqlml_user (GRANT sqlml_user TO ...)")
+    ok = ex.execute(MAY_SCORE, [name])[0]["ok"]
+    if ok is None:
+        raise SqlmlError(f'project "{name}" does not exist', sqlstate=UNDEFINED_OBJECT,
+                         hint="SELECT name FROM sqlml.projects lists the projects you may use")
+    if not ok:
+        raise SqlmlError(f'permission denied to score project "{name}"', sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="its owner or a sqlml_admin can allow it: SELECT sqlml.grant(project, role, 'predict')")
 
-    blob, _, schema = privileged.run(lambda ex: store.onnx_blob(ex, ref.id))
-    return Loaded(ref, FeatureSchema.from_json(schema), session(blob))
+
+def load(ref: store.ModelRef, parallel_spi=None) -> Model:
+    """The model behind ``ref``, its ONNX checked against its sha256, ready to score.
+
+    In parallel mode (``parallel_spi``) the ONNX is read as the caller, whom ``_check_parallel``
+    has just found allowed to score the project (and row-level security agrees); elsewhere as the
+    extension owner, like every registry read."""
+    from sqlml.onnx.scorer import Scorer
+    from sqlml.server import privileged
+
+    if parallel_spi is not None:
+        blob, _, schema = store.onnx_blob(parallel_spi, ref.id)
+    else:
+        blob, _, schema = privileged.run(lambda owner: store.onnx_blob(owner, ref.id))
+    schema = FeatureSchema.from_json(schema)
+    return Model(ref, schema, Scorer(blob, schema))
 
 
-def _as_dict(features):
-    return json.loads(features) if isinstance(features, str) else features
+# --- entry points: a row (its text and type), jsonb, or float8[] -----------------------------------
+
+def _row(project, text, row_type):
+    m, plan = resolve(project, row_type)
+    out = plan.scores(text)
+    counters.add(m.ref.project, 1)
+    return m, out
 
 
-def one(project: str, features, as_array: bool = False):
-    """(model, model output for one row) from a jsonb row or a float8[]."""
+def _other(project, features, as_array):
+    """(model, scores of one row) for a jsonb object or a float8[]."""
     m = resolve(project)
-    cols = values.from_array(m.schema, features, project) if as_array else \
-        values.from_rows(m.schema, [_as_dict(features) or {}], project)
-    return m, m.predict_columns(cols)
+    if as_array:
+        cols = values.from_array(m.schema, features, project)
+    else:
+        cols = values.from_rows(m.schema, [json.loads(features) if isinstance(features, str) else (features or {})],
+                                project)
+    out = m.predict_columns(cols)
+    return m, out[0] if out.ndim == 2 else out[:1]  # as RowPlan.scores: (k,) or (1,)
+
+
+def predict_row(project, text, row_type) -> float | None:
+    if text is None:
+        return None
+    m, out = _row(project, text, row_type)
+    return m.row_value(out)
+
+
+def predict_proba_row(project, text, row_type) -> list[float] | None:
+    if text is None:
+        return None
+    m, out = _row(project, text, row_type)
+    return _proba(m, project, out)
+
+
+def predict_label_row(project, text, row_type) -> str | None:
+    if text is None:
+        return None
+    m, out = _row(project, text, row_type)
+    return _label(m, out)
 
 
 def predict(project, features, as_array=False) -> float:
-    m, out = one(project, features, as_array)
-    return float(m.value(out)[0])
+    m, out = _other(project, features, as_array)
+    return m.row_value(out)
 
 
 def predict_proba(project, features, as_array=False) -> list[float]:
-    m, out = one(project, features, as_array)
-    if m.task == REGRESSION:
-        raise SqlmlError(f'project "{project}" is a regression: it has no class probabilities',
-                         hint="use sqlml.predict for its values", sqlstate="42809")
-    return [float(p) for p in out[0]]
+    m, out = _other(project, features, as_array)
+    return _proba(m, project, out)
 
 
 def predict_label(project, features, as_array=False) -> str:
-    m, out = one(project, features, as_array)
-    return m.labels(out)[0]
+    m, out = _other(project, features, as_array)
+    return _label(m, out)
+
+
+def _proba(m: Model, project, out) -> list[float]:
+    if m.task == REGRESSION:
+        raise SqlmlError(f'project "{project}" is a regression: it has no class probabilities',
+                         hint="use sqlml.predict for its values", sqlstate="42809")
+    return out.tolist()
+
+
+def _label(m: Model, out) -> str:
+    if m.task == REGRESSION:
+        return repr(float(out[0]))
+    scores = out.tolist()
+    return str(m.classes[scores.index(max(scores))])
 
 
 def classes(project) -> list[str]:

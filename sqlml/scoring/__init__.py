@@ -1,0 +1,1 @@
+"""The scoring core: a row of SQL text -> model inputs -> scores (no plpy here)."""

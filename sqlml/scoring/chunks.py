@@ -1,0 +1,107 @@
+"""SQL that reads a relation for batch scoring a chunk of rows at a time, columnar (pure: builds and decodes).
+
+Tables (and materialized views) are read by ranges of pages: one statement, so one snapshot,
+
+    SELECT agg.* FROM generate_series(0, <blocks - 1>, <step>) AS c(lo)
+    CROSS JOIN LATERAL (SELECT count(*) AS n, <one aggregate per column> FROM
+        (SELECT <columns> FROM <table> WHERE ctid >= '(lo,0)' AND ctid < '(lo + step,0)') AS src) AS agg
+
+fetched one row (= one chunk) at a time through a cursor. Each chunk is a TID range scan, and its
+columns arrive as the aggregates of ``sqlml.data.ingest`` (numbers as one float8 bytea per column,
+decoded by ``np.frombuffer``), so memory holds one chunk whatever the table's size. The last range
+is open-ended: pages added after the table's size was read are scanned too.
+
+Anything else (a view, a query, a partitioned or foreign table) is read through a cursor over its
+rows, each row packed: its numbers as one bytea of float8s, each vector as float4s, its text
+values as one text[].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
+from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR, Feature
+
+CHUNK_ROWS = 65536
+LAST_BLOCK = 4294967294  # the largest block number a tid can hold
+
+
+def pages_per_chunk(rows_per_page: float | None) -> int:
+    """Pages that hold about CHUNK_ROWS rows (``rows_per_page`` from the statistics, or a guess)."""
+    return max(1, int(CHUNK_ROWS / max(rows_per_page or 60.0, 1.0)))
+
+
+INTEGER_IDS = {"int2", "int4", "int8"}
+
+
+def table_query(table: str, features: list[Feature], id_column: str, id_type: str, blocks: int, step: int) -> str:
+    """The chunked read of ``table`` (already quoted and qualified).
+
+    Result columns per chunk: n, c0.. (features, as ``sqlml.data.ingest`` aggregates them), id (int8
+    big-endian bytes when ``id_type`` is an integer type, else a text[])."""
+    names = list(dict.fromkeys([f.name for f in features] + [id_column]))
+    lo = "format('(%s,0)', c.lo)::tid"
+    hi = f"CASE WHEN c.lo + {int(step)} >= {int(blocks)} THEN '({LAST_BLOCK},0)'::tid " \
+         f"ELSE format('(%s,0)', c.lo + {int(step)})::tid END"
+    inner = f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {table} WHERE ctid >= {lo} AND ctid < {hi}"
+    key = "src." + quote_ident(id_column)
+    ids = f"string_agg(int8send({key}::int8), ''::bytea)" if id_type in INTEGER_IDS else f"array_agg({key}::text)"
+    aggs = ["count(*) AS n", *(f"{column_aggregate(f.kind, 'src.' + quote_ident(f.name), f.dim)} AS c{i}"
+                               for i, f in enumerate(features)), f"{ids} AS id"]
+    return (f"SELECT agg.* FROM generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
+            f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
+
+
+def decode_chunk(row: dict, features: list[Feature], id_type: str) -> tuple[int, dict, np.ndarray]:
+    """(n, {feature: raw array}, ids) from one row of ``table_query``: ids int64, or object (str)."""
+    n = int(row["n"])
+    raw = {f.name: decode(f.kind, row[f"c{i}"], n, f.dim) for i, f in enumerate(features)}
+    if id_type in INTEGER_IDS:
+        ids = np.frombuffer(row["id"] or b"", dtype=">i8").astype(np.int64)
+    else:
+        ids = np.array(row["id"] or [], dtype=object)
+    return n, raw, ids
+
+
+def _number(f: Feature) -> str | None:
+    x = "src." + quote_ident(f.name)
+    if f.kind == NUMERIC:
+        return f"coalesce(float8send({x}::float8), {NAN8})"
+    if f.kind == BOOLEAN:
+        return f"coalesce(float8send({x}::int::float8), {NAN8})"
+    if f.kind in (DATE, TIMESTAMP):
+        return f"coalesce(float8send(extract(epoch FROM {x})::float8), {NAN8})"
+    return None
+
+
+def row_query(source_sql: str, features: list[Feature], id_column: str) -> str:
+    """One packed row per source row: ``n`` (float8s), ``v<i>`` (vector i), ``t`` (texts), ``id``."""
+    numbers = [e for e in map(_number, features) if e]
+    cols = [f"({' || '.join(numbers)}) AS n" if numbers else "NULL::bytea AS n"]
+    for i, f in enumerate(features):
+        if f.kind == VECTOR:
+            nan_row = f"decode(repeat('7fc00000', {int(f.dim)}), 'hex')"
+            cols.append(f"coalesce(substring(vector_send(src.{quote_ident(f.name)}) FROM 5), {nan_row}) AS v{i}")
+    texts = [f"src.{quote_ident(f.name)}::text" for f in features if f.kind == CATEGORY]
+    cols.append(f"ARRAY[{', '.join(texts)}]::text[] AS t" if texts else "NULL::text[] AS t")
+    cols.append(f"src.{quote_ident(id_column)}::text AS id")
+    return f"SELECT {', '.join(cols)} FROM ({source_sql}) AS src"
+
+
+def decode_rows(rows: list[dict], features: list[Feature]) -> tuple[int, dict, list]:
+    """(n, {feature: raw array}, ids) from packed rows (``row_query``)."""
+    n = len(rows)
+    raw = {}
+    numeric = [f for f in features if _number(f)]
+    if numeric:
+        block = np.frombuffer(b"".join(r["n"] for r in rows), dtype=">f8").astype(np.float64).reshape(n, len(numeric))
+        raw.update({f.name: np.ascontiguousarray(block[:, j]) for j, f in enumerate(numeric)})
+    texts = [f for f in features if f.kind == CATEGORY]
+    columns = list(zip(*(r["t"] for r in rows))) if texts and n else [()] * len(texts)
+    raw.update({f.name: np.array(col, dtype=object) for f, col in zip(texts, columns)})
+    for i, f in enumerate(features):
+        if f.kind == VECTOR:
+            raw[f.name] = np.frombuffer(b"".join(r[f"v{i}"] for r in rows), dtype=">f4").astype(np.float64) \
+                .reshape(n, f.dim)
+    return n, raw, [r["id"] for r in rows]
