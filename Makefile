@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SQLML  := $(VENV)/bin/sqlml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench bench-automl bench-governor lint dev-up dev-down clean
+.PHONY: setup demo test test-fast bench bench-automl bench-governor bench-spark lint dev-up dev-down clean
 
 setup:                      ## OS packages, the venv, the extension files (idempotent)
 	bash scripts/setup.sh
@@ -27,6 +27,9 @@ bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets
 
 bench-governor: setup       ## cost model error and predict latency under training load
 	$(PY) bench/governor.py
+
+bench-spark: setup          ## Spark scoring (local mode) vs. in-database sqlml.score, rows/s
+	.sqlml/spark-venv/bin/python bench/spark_scoring.py
 
 lint: setup
 	$(PY) -m ruff check sqlml tests bench

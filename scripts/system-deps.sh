@@ -55,6 +55,11 @@ if [ ! -f "$EXTDIR/vector.control" ]; then
   fi
   [ -f "$EXTDIR/vector.control" ] || { echo "system-deps: pgvector did not install into $EXTDIR" >&2; exit 1; }
 fi
+# A database server (docker/Dockerfile) needs only the above; what follows serves development and tests.
+if [ "${SQLML_SERVER_ONLY:-0}" = 1 ]; then
+  log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron (SQLML_SERVER_ONLY: nothing else)"
+  exit 0
+fi
 # Operations: the Prometheus exporter that serves sqlml's metrics (integrations/prometheus), and a
 # headless browser to render and check the HTML model card (`sqlml report`). sqlml starts the
 # exporter itself (tests, on loopback): the service the package enables under systemd is stopped
