@@ -22,7 +22,7 @@ from sqlml.scoring import chunks
 from sqlml.server import audit, ingest, scoring
 from sqlml.server.spi import spi
 
-# a table's size in pages and its rows per page (NULL when never analyzed); NULL unless it is a
+# a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
 # plain table or a materialized view (whose pages ctid ranges can split)
 TABLE_INFO = """
 SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 AS blocks,
@@ -51,15 +51,15 @@ def _source(project, relation, id_column):
 def _chunks(m, rel, sql, id_column, id_type):
     """Yield (rows, raw feature columns, ids) per chunk; ids int64 for integer id columns of tables."""
     features = list(m.schema.features)
-    info = spi.execute(TABLE_INFO, [rel.qualified])[0] if rel.name else None
-    if info is None or info["blocks"] is None:
+    info = spi.execute(TABLE_INFO, [rel.qualified]) if rel.name else []
+    if not info:
         n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
             yield len(ids), {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}, ids
         return
-    step = chunks.pages_per_chunk(info["rows_per_page"])
-    cursor = plpy.cursor(chunks.table_query(rel.qualified, features, id_column, id_type, int(info["blocks"]), step))
+    step = chunks.pages_per_chunk(info[0]["rows_per_page"])
+    cursor = plpy.cursor(chunks.table_query(rel.qualified, features, id_column, id_type, int(info[0]["blocks"]), step))
     while True:
         rows = cursor.fetch(1)
         if not rows:

@@ -1,0 +1,154 @@
+"""The scoring core without a database: record text, the split of a graph into plumbing and core,
+and row plans (fast way against the general way, values and errors)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+from sqlml.automl import ensemble, preprocess
+from sqlml.automl.estimators import SPECS
+from sqlml.data import convert, record
+from sqlml.data.schema import Feature, FeatureSchema, Target
+from sqlml.errors import SqlmlError
+from sqlml.onnx import core
+from sqlml.onnx.convert import session, to_onnx
+from sqlml.onnx.scorer import Scorer
+from sqlml.scoring.rows import RowPlan
+
+RECORDS = [  # record_out text -> fields
+    ("(1,2.5,abc)", ["1", "2.5", "abc"]),
+    ("(,)", [None, None]),
+    ("(1,,)", ["1", None, None]),
+    ('("")', [""]),
+    ('(" ",x)', [" ", "x"]),
+    ('("a,b",c)', ["a,b", "c"]),
+    ('("say ""hi""")', ['say "hi"']),
+    ('("back\\\\slash",1)', ["back\\slash", "1"]),
+    ('("(x)",,"y z")', ["(x)", None, "y z"]),
+    ('(t,"[1,2,3]")', ["t", "[1,2,3]"]),
+    ('("""")', ['"']),
+]
+
+
+@pytest.mark.parametrize("text, fields", RECORDS)
+def test_record_split(text, fields):
+    assert record.split(text) == fields
+
+
+FEATURES = (Feature("a", "numeric", "float8"), Feature("b", "numeric", "int4"), Feature("c", "category", "text"),
+            Feature("e", "boolean", "bool"))
+TYPES = {"a": 701, "b": 23, "c": 25, "e": 16}
+
+
+def data(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = {"a": rng.normal(size=n) * 10, "b": rng.integers(0, 5, n).astype(float),
+           "c": np.array(rng.choice(["x y", "z,w", 'q"', "", None], n), dtype=object),
+           "e": rng.integers(0, 2, n).astype(float)}
+    raw["a"][::7] = np.nan
+    return raw, (raw["a"] > 0).astype(int) ^ (raw["b"] > 2).astype(int)
+
+
+def fitted(algorithm, task="binary", features=FEATURES):
+    raw, y = data()
+    schema = FeatureSchema(features, Target("y", "int4", task, (0, 1) if task != "regression" else ()))
+    X = convert.as_frame(schema, convert.model_inputs(schema, raw))
+    spec = SPECS[algorithm]
+    pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.family)),
+                     ("model", spec.build({"n_estimators": 20}, task, 1, 0))])
+    pipe.fit(X, y if task != "regression" else raw["b"] + 3 * y)
+    return pipe, schema, raw
+
+
+@pytest.mark.parametrize("algorithm, task", [("lightgbm", "binary"), ("lightgbm", "regression"), ("linear", "binary"),
+                                             ("random_forest", "binary"), ("extra_trees", "regression")])
+def test_split_folds_the_plumbing_and_agrees_with_the_whole_graph(algorithm, task):
+    pipe, schema, raw = fitted(algorithm, task)
+    blob = to_onnx(pipe, schema)
+    split = core.split(blob, schema)
+    assert split is not None and split.folded >= 4
+    out = ["variable"] if task == "regression" else ["probabilities"]
+    full, part = session(blob), session(split.core)
+    assert split.check(full, part, schema, out)
+    inputs = convert.model_inputs(schema, raw)
+    n = len(raw["a"])
+    want = full.run(out, convert.as_feeds(schema, inputs))[0]
+    assert np.array_equal(want, part.run(out, split.feeds(inputs, n))[0])
+    if algorithm == "lightgbm":  # ordinal codes: one float matrix, the shape the per-row path serves
+        assert len(split.inputs) == 1 and Scorer(blob, schema).row_columns is not None
+
+
+def test_an_ensemble_splits_too():
+    (p1, schema, raw), (p2, _, _) = fitted("lightgbm"), fitted("linear")
+    blob = to_onnx(ensemble.voting([(p1, 0.6), (p2, 0.4)], "binary"), schema)
+    scorer = Scorer(blob, schema)
+    assert scorer.split is not None
+    inputs = convert.model_inputs(schema, raw)
+    want = session(blob).run(["probabilities"], convert.as_feeds(schema, inputs))[0]
+    np.testing.assert_array_equal(scorer.run(inputs, len(raw["a"])), want)
+
+
+def test_a_graph_with_nothing_to_fold_is_scored_whole():
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, 1])
+    y = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
+    g = helper.make_graph([helper.make_node("Abs", ["a"], ["variable"])], "g", [x], [y])
+    blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(blob))
+    schema = FeatureSchema((Feature("a", "numeric", "float8"),), Target("y", "float8", "regression"))
+    assert core.split(blob, schema) is None
+    scorer = Scorer(blob, schema)
+    assert scorer.split is None and scorer.row_columns is None
+    assert scorer.run({"a": np.array([-2.0, 3.0], dtype=np.float32)}, 2).tolist() == [2.0, 3.0]
+
+
+def _text(row: dict, names: list[str]) -> str:
+    """PostgreSQL's text of a row (record_out), for the row plan."""
+    def field(v):
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "t" if v else "f"
+        s = repr(v) if isinstance(v, float) else str(v)
+        if s == "" or any(ch in s for ch in '",\\() \t'):
+            return '"' + s.replace("\\", "\\\\").replace('"', '""') + '"'
+        return s
+    return "(" + ",".join(field(row[n]) for n in names) + ")"
+
+
+def test_row_plan_fast_way_equals_the_general_way():
+    pipe, schema, raw = fitted("lightgbm")
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    names = ["id", "e", "c", "b", "a"]  # the table's order, not the model's
+    plan = RowPlan(scorer, names, [23] + [TYPES[n] for n in names[1:]], "p")
+    assert plan.fast is not None
+    want = scorer.run(convert.model_inputs(schema, raw), len(raw["a"]))
+    for i in range(len(raw["a"])):
+        row = {"id": i, "a": None if math.isnan(raw["a"][i]) else float(raw["a"][i]), "b": int(raw["b"][i]),
+               "c": raw["c"][i], "e": bool(raw["e"][i])}
+        text = _text(row, names)
+        fields = record.split(text)
+        np.testing.assert_array_equal(scorer.run_row(plan.fast(fields)), want[i])  # the fast way
+        np.testing.assert_array_equal(scorer.run(plan.inputs(fields), 1)[0], want[i])  # the general way
+        np.testing.assert_array_equal(plan.scores(text), want[i])
+
+
+@pytest.mark.parametrize("value, type_oid, message", [("abc", 25, 'feature "a" must be a number'),
+                                                      ("Infinity", 701, "cannot score infinite values")])
+def test_row_plan_errors_name_the_feature(value, type_oid, message):
+    pipe, schema, _ = fitted("lightgbm")
+    plan = RowPlan(Scorer(to_onnx(pipe, schema), schema), ["a", "b", "c", "e"], [type_oid, 23, 25, 16], "p")
+    with pytest.raises(SqlmlError, match=message):
+        plan.scores(f"({value},1,x,t)")
+
+
+def test_row_plan_needs_every_feature():
+    pipe, schema, _ = fitted("lightgbm")
+    with pytest.raises(SqlmlError, match="feature columns 'c', 'e' missing"):
+        RowPlan(Scorer(to_onnx(pipe, schema), schema), ["a", "b"], [701, 23], "p")

@@ -1,0 +1,237 @@
+"""The fast scoring paths, for correctness (their speed is measured by bench/scoring.py, not here).
+
+- a row scored from its text equals the same row scored as jsonb, and the registered ONNX run
+  outside the database, on text full of quotes, commas, spaces, backslashes and NULLs;
+- a parallel plan (workers launched, with and without the leader scoring rows) equals the serial
+  plan, right after a deploy and a rollback too, and refuses a caller who may not score;
+- a change of the row type between statements (columns dropped and re-added) is seen;
+- batch scoring in page-range chunks (a table of more than one chunk, integer and text ids, a view)
+  equals per-row predict.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import psycopg2
+import pytest
+
+from sqlml.data import convert, values
+from sqlml.data.schema import FeatureSchema
+from sqlml.onnx.convert import run, session
+from tests.conftest import query, scalar
+from tests.roles import create_roles, drop_roles
+
+PARALLEL = ("SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+            "SET max_parallel_workers_per_gather = 2")
+SERIAL = "SET max_parallel_workers_per_gather = 0"
+NASTY = ["plain", "two words", "a,b", 'say "hi"', "back\\slash", "(paren)", "", " ", "naïve", "x\ty"]
+
+
+def train(conn, project, relation, target, n_estimators, seed=42, deploy="auto"):
+    options = json.dumps({"ensemble": False, "n_estimators": n_estimators, "seed": seed, "deploy": deploy})
+    return query(conn, "SELECT version FROM sqlml.train(%s, %s, %s, algorithms => '{lightgbm}', "
+                       "time_budget => '3 seconds', options => %s)", (project, relation, target, options))[0][0]
+
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    query(conn, """
+        CREATE TABLE people AS
+        SELECT i AS id, (i * 37 %% 100)::int AS age, (i * 7919 %% 1000) / 10.0 AS score,
+               CASE WHEN i %% 9 = 0 THEN NULL ELSE (i %% 13)::numeric / 3 END AS ratio,
+               (i %% 4 = 0) AS member,
+               CASE WHEN i %% 11 = 0 THEN NULL ELSE (%s::text[])[i %% 10 + 1] END AS tag,
+               (ARRAY['north', 'south', 'east'])[i %% 3 + 1] AS region,
+               (i * 37 %% 100 + (i %% 10) * 5 + CASE WHEN i %% 4 = 0 THEN 30 ELSE 0 END > 80)::int AS churned
+        FROM generate_series(1, 3000) AS i""", (NASTY,))
+    query(conn, "ANALYZE people")
+    v1 = train(conn, "sp", "SELECT age, score, ratio, member, tag, region, churned FROM people", "churned", 20)
+    v2 = train(conn, "sp", "SELECT age, score, ratio, member, tag, region, churned FROM people", "churned", 8,
+               seed=7, deploy="never")
+    assert (v1, v2) == (1, 2)
+    yield conn
+    conn.close()
+
+
+def reference(conn, project, version, relation="people"):
+    """Class probabilities of the registered ONNX run outside the database, rows ordered by id."""
+    onnx, schema = query(conn, "SELECT onnx, feature_schema FROM sqlml.models WHERE project = %s AND version = %s",
+                         (project, version))[0]
+    schema = FeatureSchema.from_json(schema)
+    rows = [r[0] for r in query(conn, f"SELECT to_jsonb(t) FROM {relation} t ORDER BY id")]
+    cols = values.from_rows(schema, rows)
+    return run(session(bytes(onnx)), convert.as_feeds(schema, convert.model_inputs(schema, cols)), schema.target.task)
+
+
+def column(conn, sql, params=None):
+    return [r[0] for r in query(conn, sql, params)]
+
+
+def workers_scored(conn, sql) -> tuple[int, int]:
+    """(workers launched, rows the workers scored) of a parallel plan of ``sql``."""
+    plan = scalar(conn, "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) " + sql)[0]["Plan"]
+    launched, rows = 0, 0
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if node["Node Type"] == "Gather":
+            launched = node.get("Workers Launched", 0)
+        if node.get("Parallel Aware"):
+            rows += sum(w.get("Actual Rows", 0) for w in node.get("Workers", []))
+        stack.extend(node.get("Plans", []))
+    return launched, rows
+
+
+def test_row_text_equals_jsonb_and_the_onnx_outside(db):
+    expected = reference(db, "sp", 1)
+    proba = np.array(column(db, "SELECT sqlml.predict_proba('sp', t) FROM people t ORDER BY id"))
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    by_row = column(db, "SELECT sqlml.predict('sp', t) FROM people t ORDER BY id")
+    by_json = column(db, "SELECT sqlml.predict('sp', to_jsonb(t)) FROM people t ORDER BY id")
+    assert by_row == by_json == expected.argmax(1).astype(float).tolist()
+    labels = column(db, "SELECT sqlml.predict_label('sp', t) FROM people t ORDER BY id")
+    assert labels == [str(int(v)) for v in by_row]
+    # a subquery's row is an anonymous record: scored through jsonb, same answers
+    assert column(db, "SELECT sqlml.predict('sp', s) FROM (SELECT * FROM people) s ORDER BY id") == by_row
+
+
+def test_bad_values_get_the_same_error_either_way(db):
+    query(db, "CREATE TEMP TABLE odd AS SELECT id, age::text AS age, score, ratio, member, tag, region FROM people "
+              "WHERE id < 5")
+    query(db, "UPDATE odd SET age = 'old' WHERE id = 3")
+    errors = []
+    for sql in ("SELECT sqlml.predict('sp', o) FROM odd o", "SELECT sqlml.predict('sp', to_jsonb(o)) FROM odd o"):
+        with pytest.raises(psycopg2.Error) as info:
+            query(db, sql)
+        errors.append((info.value.pgcode, info.value.diag.message_primary))
+    assert errors[0] == errors[1] and errors[0][0] == "42804" and '"age"' in errors[0][1]
+    err = pytest.raises(psycopg2.Error, query, db, "SELECT sqlml.predict('sp', 5)").value
+    assert err.pgcode == "42804" and "integer" in err.pgerror
+    # a row that is NULL (an outer join without a match) scores as NULL
+    assert scalar(db, "SELECT sqlml.predict('sp', p) FROM (SELECT 1) x LEFT JOIN people p ON false") is None
+
+
+@pytest.mark.parametrize("leader", ["on", "off"])
+def test_parallel_plan_equals_serial(db, leader):
+    sql = "SELECT id, sqlml.predict('sp', t), sqlml.predict_proba('sp', t), sqlml.predict_label('sp', t) FROM people t"
+    query(db, SERIAL)
+    serial = sorted(query(db, sql))
+    query(db, PARALLEL)
+    query(db, f"SET parallel_leader_participation = {leader}")
+    try:
+        launched, rows = workers_scored(db, sql)
+        assert launched >= 1 and rows > 0
+        assert sorted(query(db, sql)) == serial
+    finally:
+        query(db, "RESET ALL")
+
+
+def test_parallel_plan_follows_deploy_and_rollback(db, dsn):
+    other = psycopg2.connect(dsn)
+    other.autocommit = True
+    sql = "SELECT id, sqlml.predict_proba('sp', t) FROM people t"
+    try:
+        query(db, SERIAL)
+        v1, v2 = (sorted(query(db, sql.replace("'sp'", f"'sp@{v}'"))) for v in (1, 2))
+        assert v1 != v2
+        for conn in (db, other):
+            query(conn, PARALLEL)
+            query(conn, "SET parallel_leader_participation = off")  # only workers score
+        assert sorted(query(other, sql)) == v1 and workers_scored(other, sql)[1] > 0
+        query(db, "SELECT * FROM sqlml.deploy('sp', version => 2)")
+        assert sorted(query(other, sql)) == v2
+        assert sorted(query(db, sql)) == v2
+        query(db, "SELECT * FROM sqlml.deploy('sp', 'rollback')")
+        assert sorted(query(other, sql)) == v1
+        # inside one transaction, the deploy is seen by the workers of the next statement
+        query(db, "BEGIN")
+        query(db, "SELECT * FROM sqlml.deploy('sp', version => 2)")
+        assert sorted(query(db, sql)) == v2
+        assert sorted(query(other, sql)) == v1  # not committed yet
+        query(db, "ROLLBACK")
+        assert sorted(query(db, sql)) == v1
+    finally:
+        query(db, "RESET ALL")
+        other.close()
+
+
+def test_parallel_plan_refuses_a_caller_who_may_not_score(db, dsn):
+    roles = create_roles(db, dsn)
+    try:
+        query(db, f'GRANT SELECT ON people TO "{roles["usr"]}"')
+        conn = roles.connect("usr")
+        query(conn, PARALLEL)
+        query(conn, "SET parallel_leader_participation = off")
+        sql = "SELECT sqlml.predict('sp', t) FROM people t"
+        for _ in range(2):  # and the session stays usable after the error
+            err = pytest.raises(psycopg2.Error, query, conn, sql).value
+            assert err.pgcode == "42501" and 'score project "sp"' in err.pgerror
+        query(db, "SELECT sqlml.grant('sp', %s, 'predict')", (roles["usr"],))
+        query(db, SERIAL)
+        assert sorted(column(conn, sql)) == sorted(column(db, sql))
+    finally:
+        drop_roles(db, roles)
+
+
+def test_row_type_changes_between_statements(db):
+    query(db, "CREATE TABLE shuffled AS SELECT * FROM people")
+    before = column(db, "SELECT sqlml.predict_proba('sp', t) FROM shuffled t ORDER BY id")
+    # the same values, in other positions: region and age move to the end, a column is dropped
+    query(db, "ALTER TABLE shuffled ADD COLUMN region2 text, ADD COLUMN age2 int, ADD COLUMN junk int")
+    query(db, "UPDATE shuffled SET region2 = region, age2 = age")
+    query(db, "ALTER TABLE shuffled DROP COLUMN region, DROP COLUMN age, DROP COLUMN junk")
+    query(db, "ALTER TABLE shuffled RENAME COLUMN region2 TO region")
+    query(db, "ALTER TABLE shuffled RENAME COLUMN age2 TO age")
+    assert column(db, "SELECT sqlml.predict_proba('sp', t) FROM shuffled t ORDER BY id") == before
+
+
+@pytest.fixture(scope="module")
+def wide(db):
+    """A table of more than one batch chunk (65536 rows), with a model of its own."""
+    query(db, """CREATE TABLE wide AS SELECT i AS id, 'k' || i AS key, (i * 7 % 100)::float8 AS a,
+                        CASE WHEN i % 7 = 0 THEN NULL ELSE (ARRAY['x', 'y', 'z'])[i % 3 + 1] END AS b,
+                        ((i * 7 % 100) + (i % 3) * 20 > 70)::int AS y
+                 FROM generate_series(1, 70000) AS i""")
+    query(db, "ANALYZE wide")
+    train(db, "wide", "SELECT a, b, y FROM wide WHERE id % 10 = 0", "y", 10)
+    return column(db, "SELECT sqlml.predict('wide', t) FROM wide t ORDER BY id")
+
+
+def test_batch_in_chunks_equals_predict(db, wide):
+    query(db, "DROP TABLE IF EXISTS wide_scored, wide_scored_text, wide_scored_view")
+    assert scalar(db, "SELECT sqlml.score('wide', 'wide', 'wide_scored', 'id')") == 70000
+    rows = query(db, "SELECT id, prediction, label, probabilities FROM wide_scored ORDER BY id")
+    assert [r[0] for r in rows] == list(range(1, 70001))
+    assert [r[1] for r in rows] == wide
+    assert [r[2] for r in rows] == [str(int(p)) for p in wide]
+    np.testing.assert_allclose([r[3] for r in rows], column(db, "SELECT sqlml.predict_proba('wide', t) FROM wide t "
+                                                                "ORDER BY id"), atol=1e-7)
+    assert scalar(db, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                      "WHERE attrelid = 'wide_scored'::regclass AND attname = 'id'") == "integer"
+    # text ids, and a view (read in one statement, then scored in chunks)
+    assert scalar(db, "SELECT sqlml.score('wide', 'wide', 'wide_scored_text', 'key')") == 70000
+    assert column(db, "SELECT prediction FROM wide_scored_text ORDER BY substr(key, 2)::int") == wide
+    query(db, "CREATE VIEW wide_view AS SELECT * FROM wide WHERE id > 100")
+    assert scalar(db, "SELECT sqlml.score('wide', 'wide_view', 'wide_scored_view', 'id')") == 69900
+    assert column(db, "SELECT prediction FROM wide_scored_view ORDER BY id") == wide[100:]
+    batch = query(db, "SELECT id, prediction FROM sqlml.predict_batch('wide', 'wide', 'id')")
+    assert sorted((int(i), p) for i, p in batch) == list(zip(range(1, 70001), wide))
+
+
+def test_dates_need_iso_datestyle_in_a_row(db):
+    query(db, """CREATE TABLE visits AS SELECT i AS id, date '2024-01-01' + i % 300 AS day, (i % 5)::float8 AS n,
+                        (i % 300 > 150)::int AS late FROM generate_series(1, 400) AS i""")
+    train(db, "visits", "SELECT day, n, late FROM visits", "late", 5)
+    expected = column(db, "SELECT sqlml.predict('visits', to_jsonb(t)) FROM visits t ORDER BY id")
+    assert column(db, "SELECT sqlml.predict('visits', t) FROM visits t ORDER BY id") == expected
+    try:
+        query(db, "SET DateStyle = 'SQL, DMY'")
+        err = pytest.raises(psycopg2.Error, query, db, "SELECT sqlml.predict('visits', t) FROM visits t").value
+        assert err.pgcode == "42804" and "DateStyle" in err.pgerror
+        assert column(db, "SELECT sqlml.predict('visits', to_jsonb(t)) FROM visits t ORDER BY id") == expected
+    finally:
+        query(db, "RESET DateStyle")
