@@ -146,3 +146,30 @@ def test_jobs_watch_shows_a_running_training(db, trained):
     finally:
         out, err = trainer.communicate(timeout=60)
     assert trainer.returncode == 0, err
+
+
+def test_ctrl_c_cancels_the_training_on_the_server(db, trained):
+    """SIGINT to `sqlml train` cancels the statement in the server (not just the client), at once."""
+    import signal
+
+    import sqlml
+
+    trainer = subprocess.Popen([*SQLML, "train", "interrupted", "breast_cancer", "diagnosis", "--exclude", "id",
+                                "--budget", "30 seconds", "--dsn", db], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    with sqlml.connect(db) as ml:
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                    j["project"] == "interrupted" and j["trials"] for j in ml.jobs()):
+                time.sleep(0.2)
+            trainer.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            _, err = trainer.communicate(timeout=30)
+        finally:
+            trainer.kill()
+        assert trainer.returncode == 1 and time.monotonic() - sent < 10
+        assert "canceling statement due to user request" in err and "SQLSTATE 57014" in err
+        job = next(j for j in ml.jobs(include_finished=True) if j["project"] == "interrupted")
+        assert job["state"] == "cancelled" and job["elapsed_seconds"] < 25
+        assert ml.sql("SELECT count(*) AS n FROM sqlml.models WHERE project = 'interrupted'")[0]["n"] == 0
