@@ -171,6 +171,24 @@ def test_prediction_counts_are_immediate_and_survive_the_backend(db, dsn):
         assert dict(query(db, "SELECT * FROM sqlml.prediction_counts()"))["diab"] - before == 150 + 442
 
 
+def test_prediction_counts_include_parallel_workers(db):
+    if not scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'diab'"):
+        train(db, "diab", "diabetes", "progression")
+    query(db, "CREATE TABLE IF NOT EXISTS diabetes_big AS SELECT d.* FROM diabetes d, generate_series(1, 20)")
+    query(db, "ANALYZE diabetes_big")
+    before = dict(query(db, "SELECT * FROM sqlml.prediction_counts()")).get("diab", 0)
+    query(db, "BEGIN")
+    for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
+                    "max_parallel_workers_per_gather = 2"):
+        query(db, f"SET LOCAL {setting}")
+    plan = "\n".join(r[0] for r in query(db, "EXPLAIN (ANALYZE, COSTS OFF) SELECT sum(sqlml.predict('diab', d)) "
+                                              "FROM diabetes_big d"))
+    query(db, "COMMIT")
+    assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
+    # every row counted once, whichever process scored it (the workers have exited: their files are folded)
+    assert dict(query(db, "SELECT * FROM sqlml.prediction_counts()"))["diab"] - before == 442 * 20
+
+
 def test_job_counts_list_every_state(db):
     counts = dict(query(db, "SELECT * FROM sqlml.job_counts()"))
     assert set(counts) >= {"queued", "running", "succeeded", "failed", "cancelled"}
