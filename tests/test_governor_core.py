@@ -140,7 +140,8 @@ def test_job_life_cycle(store):
     row = store.get(job)
     assert (row["state"], row["rows"], row["actual_peak"]) == ("succeeded", 10, 3 * MB)
     assert os.listdir(store.lock_dir) == []
-    assert [h["id"] for h in store.history("train")] == [job]
+    assert [h["id"] for h in store.history(("train",))] == [job]
+    assert store.history(("score", "predict_batch")) == []
 
 
 def test_queue_positions_and_slots(store):

@@ -1,15 +1,17 @@
 """Predicted runtime and peak memory of a job, learned from the jobs that ran before it.
 
-Until a kind of job (train, predict_batch, score) has ``MIN_HISTORY`` succeeded jobs, the
-prediction is the analytic estimate: bytes per row from the column kinds times a copy factor,
-and the time budget plus fixed costs; both err on the high side. Afterwards the analytic estimate
-is corrected by what history says: a ridge regression of log(actual / analytic) on log-scaled
-job features, fitted on the newest ``HISTORY`` jobs of that kind (milliseconds). Learning a
-correction rather than the cost itself keeps the analytic scaling (memory grows with rows x
-bytes per row) where history is thin, and the correction is clipped to the range history has
-seen, so the model never extrapolates wildly. For memory admission the prediction is raised to
-an upper bound (the 90th percentile of the model's own errors), never below the size of the data
-itself, and a job far larger than any seen so far is planned with the analytic estimate.
+Until a kind of job (training; or scoring, predict_batch and score together) has
+``MIN_HISTORY`` succeeded jobs, the prediction is the analytic estimate: bytes per row from the
+column kinds times a copy factor (plus the trees of forests, which grow with the rows; plus the
+model for scoring), and the time budget plus fixed costs; both err on the high side. Afterwards
+the analytic estimate is corrected by what history says: a ridge regression of
+log(actual / analytic) on log-scaled job features, fitted on the newest ``HISTORY`` jobs of that
+kind (milliseconds). Learning a correction rather than the cost itself keeps the analytic scaling
+(memory grows with rows x bytes per row) where history is thin, and the correction is clipped to
+the range history has seen, so the model never extrapolates wildly. For memory admission the
+prediction is raised to an upper bound (the 90th percentile of the model's own errors), never
+below the size of the data itself, and a job far larger than any seen so far is planned with the
+analytic estimate.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ HISTORY = 500
 RIDGE_ALPHA = 1.0
 CLIP_MARGIN = math.log(2.0)  # a correction may go this far beyond the range history has seen
 MIN_UPPER_FACTOR = 1.25  # the memory upper bound is at least 25% above the point prediction
+# Kinds that learn from each other's history: both scorings read a relation and run a model over it.
+POOLS = {"train": ("train",), "predict_batch": ("predict_batch", "score"), "score": ("predict_batch", "score")}
 EXTRAPOLATION = 2.0  # beyond this multiple of the largest job seen, use the analytic estimate
 
 
@@ -39,7 +43,10 @@ class Features:
     vector: int = 0  # vector dimensions, all vector columns together
     text_bytes: float = 0.0  # average bytes of text per row, all text columns together
     algorithms: int = 0  # candidate algorithms (training)
+    forests: int = 0  # of which random forests or extra trees: their trees grow with the rows
+    boosting: int = 0  # of which gradient boosting
     budget: float = 0.0  # time budget in seconds (training)
+    model_bytes: int = 0  # size of the ONNX model (scoring)
     threads: int = 1
     cold: bool = False  # the backend has yet to load the ML libraries (its first job: a few seconds more)
 
@@ -70,16 +77,19 @@ def analytic(kind: str, f: Features) -> tuple[float, int]:
     cross-validation folds and model fitting for training; input and output arrays for scoring."""
     cells = f.rows * max(f.numeric + f.category + f.vector, 1)
     data = f.rows * bytes_per_row(f)
-    if kind == "train":
-        return f.budget + 3.0 + 4.0 * f.cold + cells * 2e-6, int(160 * MB + 12 * data + 400 * f.rows)
-    return 1.0 + 1.0 * f.cold + cells * 4e-6, int(64 * MB + 6 * data + 64 * f.rows)
+    if kind == "train":  # unpruned forests hold and convert ~2 nodes per row per tree: tens of kB per row
+        return (f.budget + 3.0 + 4.0 * f.cold + cells * 2e-6 + f.forests * f.rows * 1e-4,
+                int(160 * MB + 12 * data + 400 * f.rows + f.forests * f.rows * 32 * 1024))
+    return (1.0 + 1.0 * f.cold + cells * 4e-6 + f.rows * 2e-5 + f.model_bytes * 2e-8,
+            int(64 * MB + 6 * data + 64 * f.rows + 4 * f.model_bytes))
 
 
 def design(f: Features) -> np.ndarray:
     data = f.rows * bytes_per_row(f)
     return np.array([math.log1p(f.rows), math.log1p(f.numeric + f.category + f.vector), math.log1p(f.text_bytes),
-                     math.log1p(data), math.log1p(f.budget), float(f.algorithms), float(f.cold),
-                     math.log(max(f.threads, 1))])
+                     math.log1p(data), math.log1p(f.budget), float(f.algorithms), float(f.forests),
+                     float(f.boosting), float(f.algorithms - f.forests - f.boosting > 0 and not f.forests + f.boosting),
+                     math.log1p(f.model_bytes), float(f.cold), math.log(max(f.threads, 1))])
 
 
 @dataclass(frozen=True)

@@ -233,11 +233,12 @@ class JobStore:
             r["position"] = positions.get(r["id"])
         return rows
 
-    def history(self, kind: str, limit: int = 500) -> list[dict]:
-        """The newest succeeded jobs of ``kind`` with their features and actual cost, oldest first."""
+    def history(self, kinds: tuple[str, ...], limit: int = 500) -> list[dict]:
+        """The newest succeeded jobs of ``kinds`` with their features and actual cost, oldest first."""
+        marks = ", ".join("?" for _ in kinds)
         rows = self._conn().execute(
-            "SELECT * FROM jobs WHERE kind = ? AND state = 'succeeded' AND features IS NOT NULL "
-            "AND actual_seconds IS NOT NULL AND actual_peak IS NOT NULL ORDER BY id DESC LIMIT ?", (kind, limit))
+            f"SELECT * FROM jobs WHERE kind IN ({marks}) AND state = 'succeeded' AND features IS NOT NULL "
+            "AND actual_seconds IS NOT NULL AND actual_peak IS NOT NULL ORDER BY id DESC LIMIT ?", (*kinds, limit))
         return [dict(r) for r in reversed(rows.fetchall())]
 
     def finished(self, limit: int = KEEP_FINISHED) -> list[dict]:

@@ -83,7 +83,7 @@ class Job:
         return any(m not in sys.modules for m in WARM_MODULES[self.kind])
 
     def model(self) -> costmodel.CostModel:
-        return costmodel.CostModel(self.kind, store().history(self.kind, costmodel.HISTORY))
+        return costmodel.CostModel(self.kind, store().history(costmodel.POOLS[self.kind], costmodel.HISTORY))
 
     def predict(self, features: costmodel.Features, model: costmodel.CostModel) -> costmodel.Prediction:
         p = model.predict(features)
@@ -140,6 +140,7 @@ class Job:
         for module in WARM_MODULES[self.kind]:  # the libraries' memory belongs to the backend, not to the job
             importlib.import_module(module)
         self.stack.enter_context(limits.thread_limits(self.threads))
+        self.stack.enter_context(limits.batch_scheduling())
         self.meter = limits.PeakMeter()
         self.stack.enter_context(limits.address_space_cap(self.settings.memory_per_job, self.threads))
 
@@ -187,7 +188,7 @@ def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of
     job = _current = Job(kind, project)
     try:
         if relation is not None:
-            admit_relation(job, relation)
+            admit_relation(job, project, relation)
         result = fn()
         if rows_of is not None:
             job.rows = rows_of(result)
@@ -242,7 +243,7 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     ``features``: the training's ``sqlml.data.schema.Feature`` list. Returns the rows to read
     (None: all).
     """
-    from sqlml.automl.estimators import DEFAULT_ALGORITHMS
+    from sqlml.automl.estimators import BOOSTING, DEFAULT_ALGORITHMS, SPECS, TREES
     from sqlml.data.schema import CATEGORY, VECTOR
     from sqlml.server import ingest
 
@@ -250,12 +251,14 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     if job is None:
         return max_rows
     est_rows, width = ingest.estimate(sql)
+    candidates = list(algorithms or DEFAULT_ALGORITHMS)
     fixed = sum(4 * f.dim + 8 if f.kind == VECTOR else 8 for f in features if f.kind != CATEGORY)
     n_cat = sum(1 for f in features if f.kind == CATEGORY)
     base = costmodel.Features(
         rows=est_rows, numeric=sum(1 for f in features if f.kind not in (CATEGORY, VECTOR)), category=n_cat,
         vector=sum(f.dim for f in features if f.kind == VECTOR), text_bytes=float(max(width - fixed, 0)) if n_cat else 0.0,
-        algorithms=len(algorithms or DEFAULT_ALGORITHMS), budget=float(budget_seconds), threads=job.threads,
+        algorithms=len(candidates), forests=sum(SPECS[a].family == TREES for a in candidates),
+        boosting=sum(SPECS[a].family == BOOSTING for a in candidates), budget=float(budget_seconds), threads=job.threads,
         cold=job.cold())
     model = job.model()
     plan = admission.plan_rows(est_rows, lambda n: model.predict(base.with_rows(n)).peak_upper,
@@ -268,21 +271,33 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     return plan.rows
 
 
+def model_bytes(project: str) -> int:
+    """Size of the ONNX model ``project`` (``name`` or ``name@version``) scores with; 0 if there is none
+    (scoring then reports the missing project or version itself)."""
+    name, _, version = str(project).partition("@")
+    rows = privileged.run(lambda ex: ex.execute(
+        "SELECT octet_length(m.onnx) AS n FROM sqlml.models m WHERE m.project = $1 AND "
+        "m.id = CASE WHEN $2 = '' THEN (SELECT d.model_id FROM sqlml.deployments d WHERE d.project = $1 "
+        "ORDER BY d.id DESC LIMIT 1) ELSE (SELECT m2.id FROM sqlml.models m2 WHERE m2.project = $1 "
+        "AND m2.version::text = $2) END", [name, version]))
+    return int(rows[0]["n"]) if rows else 0
+
+
 def record_rows(n: int) -> None:
     """The rows the current job actually read (what the cost model learns from)."""
     if _current is not None:
         _current.rows = int(n)
 
 
-def admit_relation(job: Job, relation: str) -> None:
+def admit_relation(job: Job, project: str, relation: str) -> None:
     """Admission for batch scoring: all rows are scored, so nothing is sampled."""
     from sqlml.data.relation import parse_relation
     from sqlml.server import ingest
 
     sql, _ = ingest.source_sql(parse_relation(relation))
     rows, width = ingest.estimate(sql)
-    job.predict(costmodel.Features(rows=rows, text_bytes=float(width), threads=job.threads, cold=job.cold()),
-                job.model())
+    job.predict(costmodel.Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes(project),
+                                   threads=job.threads, cold=job.cold()), job.model())
     job.wait_for_slot()
     job.start()
 
