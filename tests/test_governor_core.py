@@ -230,9 +230,11 @@ def test_cost_model_learns_from_history():
 
 
 def test_cost_model_does_not_extrapolate():
-    model = costmodel.CostModel("train", _history(30))
-    huge = costmodel.Features(rows=10 ** 9, numeric=30, budget=5)
-    assert model.predict(huge).by == "analytic"
+    model = costmodel.CostModel("train", _history(30))  # no forests in this history
+    seen = costmodel.Features(rows=50_000, numeric=10, category=1, text_bytes=20, algorithms=2, budget=5)
+    assert model.predict(seen).by == "learned"
+    assert model.predict(seen.with_rows(10 ** 9)).by == "analytic"
+    assert model.predict(costmodel.Features(**{**seen.__dict__, "forests": 2})).by == "analytic"
 
 
 def test_report_compares_with_the_analytic_estimate():

@@ -10,8 +10,8 @@ kind (milliseconds). Learning a correction rather than the cost itself keeps the
 (memory grows with rows x bytes per row) where history is thin, and the correction is clipped to
 the range history has seen, so the model never extrapolates wildly. For memory admission the
 prediction is raised to an upper bound (the 90th percentile of the model's own errors), never
-below the size of the data itself, and a job far larger than any seen so far is planned with the
-analytic estimate.
+below the size of the data itself; and a job unlike those seen so far (twice as large, another
+mix of algorithms) gets the analytic estimate.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ CLIP_MARGIN = math.log(2.0)  # a correction may go this far beyond the range his
 MIN_UPPER_FACTOR = 1.25  # the memory upper bound is at least 25% above the point prediction
 # Kinds that learn from each other's history: both scorings read a relation and run a model over it.
 POOLS = {"train": ("train",), "predict_batch": ("predict_batch", "score"), "score": ("predict_batch", "score")}
-EXTRAPOLATION = 2.0  # beyond this multiple of the largest job seen, use the analytic estimate
+# A job any of whose features lies beyond the range of the history by more than this (in design
+# units: a factor of 2 for the log-scaled sizes, any new count of algorithms or forests, a first
+# cold job) is predicted analytically: the history says nothing about it.
+SEEN_MARGIN = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,9 @@ def analytic(kind: str, f: Features) -> tuple[float, int]:
     cross-validation folds and model fitting for training; input and output arrays for scoring."""
     cells = f.rows * max(f.numeric + f.category + f.vector, 1)
     data = f.rows * bytes_per_row(f)
-    if kind == "train":  # unpruned forests hold and convert ~2 nodes per row per tree: tens of kB per row
+    if kind == "train":  # forests of 200 unpruned trees: ~2 nodes per row per tree, more while converted
         return (f.budget + 3.0 + 4.0 * f.cold + cells * 2e-6 + f.forests * f.rows * 1e-4,
-                int(160 * MB + 12 * data + 400 * f.rows + f.forests * f.rows * 32 * 1024))
+                int(160 * MB + 12 * data + 400 * f.rows + f.forests * f.rows * 64 * 1024))
     return (1.0 + 1.0 * f.cold + cells * 4e-6 + f.rows * 2e-5 + f.model_bytes * 2e-8,
             int(64 * MB + 6 * data + 64 * f.rows + 4 * f.model_bytes))
 
@@ -138,7 +141,7 @@ class CostModel:
         self.seconds = _Correction(X, np.log([max(h["actual_seconds"], 0.01) / b[0] for h, b in zip(usable, base)]))
         self.peak = _Correction(X, np.log([max(h["actual_peak"], MB) / b[1] for h, b in zip(usable, base)]))
         self.peak_margin = max(float(np.quantile(np.abs(self.peak.residuals), 0.9)), math.log(MIN_UPPER_FACTOR))
-        self.largest = max(f.rows * max(bytes_per_row(f), 1.0) for f in feats)
+        self.seen_low, self.seen_high = X.min(axis=0) - SEEN_MARGIN, X.max(axis=0) + SEEN_MARGIN
 
     @property
     def learned(self) -> bool:
@@ -146,9 +149,9 @@ class CostModel:
 
     def predict(self, f: Features) -> Prediction:
         a_seconds, a_peak = analytic(self.kind, f)
-        if not self.learned or f.rows * max(bytes_per_row(f), 1.0) > EXTRAPOLATION * self.largest:
-            return Prediction(a_seconds, a_peak, a_peak, "analytic", a_seconds, a_peak)
         x = design(f)
+        if not self.learned or np.any(x < self.seen_low) or np.any(x > self.seen_high):  # unlike any job seen
+            return Prediction(a_seconds, a_peak, a_peak, "analytic", a_seconds, a_peak)
         log_peak = math.log(max(a_peak * math.exp(self.peak.predict(x)), data_floor(f), 1))
         return Prediction(a_seconds * math.exp(self.seconds.predict(x)), int(math.exp(log_peak)),
                           int(math.exp(log_peak + self.peak_margin)), "learned", a_seconds, a_peak)

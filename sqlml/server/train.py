@@ -290,6 +290,7 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
     metric = trained.metric
     rejected = []
     for candidate in trained.candidates():
+        interrupts.check()  # converting a large forest takes seconds: a cancel must not wait for every candidate
         blob = onnx_convert.to_onnx(candidate.model, trained.schema)
         sess = onnx_convert.session(blob)
         got = onnx_convert.run(sess, convert.as_feeds(trained.schema, trained.holdout_inputs), task)
