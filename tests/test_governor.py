@@ -197,6 +197,22 @@ def test_queue_timeout_is_a_clean_error(gov, db):
     assert first.error is None
 
 
+@pytest.mark.slow
+def test_more_slots_apply_to_jobs_already_waiting(gov, db):
+    dsn = gov[1]
+    first = Training(dsn, "grow_first", budget="60 seconds")
+    first.start()
+    job_of(db, "grow_first", state="running")
+    second = Training(dsn, "grow_second", budget="60 seconds")
+    second.start()
+    job_of(db, "grow_second", state="queued")
+    configure(dsn, slots=2, role_slots=2)
+    job_of(db, "grow_second", state="running", timeout=20)  # within the refresh interval, not when first ends
+    for t in (first, second):
+        assert scalar(db, "SELECT sqlml.cancel(job_id) FROM sqlml.jobs WHERE project = %s", (t.project,))
+        _stopped(t, t.project, db, "cancelled by postgres")
+
+
 # --- memory -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow

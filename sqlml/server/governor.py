@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 
 from sqlml.errors import INSUFFICIENT_PRIVILEGE, OUT_OF_MEMORY, QUERY_CANCELED, UNDEFINED_OBJECT, SqlmlError
 from sqlml.governor import admission, costmodel, limits
@@ -27,6 +28,7 @@ from sqlml.server.spi import spi
 
 INSUFFICIENT_RESOURCES = "53000"
 POLL_SECONDS = 0.2  # queue polling; also how fast a queued job notices a cancel
+SETTINGS_REFRESH = 5.0  # seconds between re-reads of the slot settings while a job waits
 CANCEL_GRACE = 1.0  # seconds a running job gets to stop at its own checkpoint before it is signalled
 CANCEL_WAIT = 5.0  # seconds sqlml.cancel waits to report the job ended
 # Imported once a job holds its slot, before its memory meter and cap start: a backend's first job
@@ -98,10 +100,15 @@ class Job:
     def wait_for_slot(self) -> None:
         from sqlml.server import interrupts
 
-        s = self.settings
-        began = time.monotonic()
+        began = refreshed = time.monotonic()
         shown = None
         while True:
+            if time.monotonic() - refreshed >= SETTINGS_REFRESH:  # an administrator may add slots meanwhile
+                fresh = current_settings()[0]
+                self.settings = replace(self.settings, slots=fresh.slots, role_slots=fresh.role_slots,
+                                        queue_timeout=fresh.queue_timeout)
+                refreshed = time.monotonic()
+            s = self.settings
             snap = store().try_start(self.id, s.slots, s.role_slots)
             if snap["started"]:
                 break
