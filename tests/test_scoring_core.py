@@ -73,7 +73,7 @@ def test_split_folds_the_plumbing_and_agrees_with_the_whole_graph(algorithm, tas
     assert split is not None and split.folded >= 4
     out = ["variable"] if task == "regression" else ["probabilities"]
     full, part = session(blob), session(split.core)
-    assert split.check(full, part, schema, out)
+    assert split.check(schema)
     inputs = convert.model_inputs(schema, raw)
     n = len(raw["a"])
     want = full.run(out, convert.as_feeds(schema, inputs))[0]
@@ -152,3 +152,14 @@ def test_row_plan_needs_every_feature():
     pipe, schema, _ = fitted("lightgbm")
     with pytest.raises(SqlmlError, match="feature columns 'c', 'e' missing"):
         RowPlan(Scorer(to_onnx(pipe, schema), schema), ["a", "b"], [701, 23], "p")
+
+
+def test_the_check_catches_a_wrong_fold():
+    pipe, schema, _ = fitted("lightgbm")
+    blob = to_onnx(pipe, schema)
+    assert core.split(blob, schema).check(schema)
+    split = core.split(blob, schema)
+    column = next(c for c in split.inputs[0].columns if c.lut)
+    key = next(iter(column.lut))
+    column.lut[key] += 1.0  # a lookup that disagrees with the graph's LabelEncoder
+    assert not split.check(schema)

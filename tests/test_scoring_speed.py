@@ -191,7 +191,7 @@ def test_row_type_changes_between_statements(db):
 
 @pytest.fixture(scope="module")
 def wide(db):
-    """A table of more than one batch chunk (65536 rows), with a model of its own."""
+    """A table of more than two batch chunks (32768 rows each), with a model of its own."""
     query(db, """CREATE TABLE wide AS SELECT i AS id, 'k' || i AS key, (i * 7 % 100)::float8 AS a,
                         CASE WHEN i % 7 = 0 THEN NULL ELSE (ARRAY['x', 'y', 'z'])[i % 3 + 1] END AS b,
                         ((i * 7 % 100) + (i % 3) * 20 > 70)::int AS y

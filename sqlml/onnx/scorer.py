@@ -1,7 +1,7 @@
 """A model ready to score: ONNX Runtime on the model's core graph (see ``sqlml.onnx.core``).
 
-``Scorer(onnx_bytes, schema)`` splits the graph, checks the split against the whole graph on probe
-rows, and keeps one session: the core's if the check passed, else the whole graph's. It scores
+``Scorer(onnx_bytes, schema)`` splits the graph, checks the folded part on probe rows, and keeps
+one session: the core's if the check passed, else the whole graph's. It scores
 model inputs (``sqlml.data.convert`` layouts) in chunks, and single rows through buffers bound
 once to the session (``run_row``), which skips ONNX Runtime's per-call conversion of inputs.
 
@@ -23,13 +23,11 @@ class Scorer:
         self.schema = schema
         self.regression = schema.target.task == REGRESSION
         self.output = "variable" if self.regression else "probabilities"
-        full = session(onnx_bytes, threads)
         split = core.split(onnx_bytes, schema)
-        self.split, self.session = None, full
-        if split is not None:
-            sess = session(split.core, threads)
-            if split.check(full, sess, schema, [self.output]):
-                self.split, self.session = split, sess
+        if split is not None and split.check(schema):
+            self.split, self.session = split, session(split.core, threads)
+        else:
+            self.split, self.session = None, session(onnx_bytes, threads)
         # one float matrix in: the shape ``run_row`` serves (every model sqlml trains, today)
         self.row_columns = self.split.inputs[0].columns if self.split and len(self.split.inputs) == 1 \
             and not self.split.inputs[0].text and len(self.split.inputs[0].dims) == 1 else None

@@ -6,7 +6,7 @@ Tables (and materialized views) are read by ranges of pages: one statement, so o
     CROSS JOIN LATERAL (SELECT count(*) AS n, <one aggregate per column> FROM
         (SELECT <columns> FROM <table> WHERE ctid >= '(lo,0)' AND ctid < '(lo + step,0)') AS src) AS agg
 
-fetched one row (= one chunk) at a time through a cursor. Each chunk is a TID range scan, and its
+fetched one row (= one chunk, ~32k rows) at a time through a cursor. Each chunk is a TID range scan, and its
 columns arrive as the aggregates of ``sqlml.data.ingest`` (numbers as one float8 bytea per column,
 decoded by ``np.frombuffer``), so memory holds one chunk whatever the table's size. The last range
 is open-ended: pages added after the table's size was read are scanned too.
@@ -23,7 +23,7 @@ import numpy as np
 from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
 from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR, Feature
 
-CHUNK_ROWS = 65536
+CHUNK_ROWS = 32768
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
 
 

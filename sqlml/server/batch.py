@@ -1,6 +1,6 @@
 """Set-at-a-time scoring: ``sqlml.predict_batch`` (rows out) and ``sqlml.score`` (into a table).
 
-A table (or materialized view) is read as the caller in chunks of ~64k rows by ranges of pages, all
+A table (or materialized view) is read as the caller in chunks of ~32k rows by ranges of pages, all
 in one statement and so one snapshot (``sqlml.scoring.chunks``): each chunk is scored and written
 before the next is read, so memory stays flat whatever the table's size. A view or a query is read
 like training data, columnar in one read-only statement (a view may hide a function with side
@@ -12,6 +12,7 @@ Chunks go through the model's core graph (``sqlml.onnx.core``): numbers decoded 
 
 from __future__ import annotations
 
+import numpy as np
 import plpy
 
 from sqlml.data.ingest import quote_ident
@@ -90,18 +91,30 @@ def score(project, relation, into_table, id_column) -> int:
     id_type = spi.execute("SELECT format_type($1::regtype::oid, $2::int) AS t", [id_col.pg_type, id_col.typmod])[0]["t"]
     spi.execute(f"CREATE TABLE {target.qualified} ({quote_ident(id_column)} {id_type}, prediction float8, "
                 f"label text, probabilities float8[])")
-    k = 0 if m.task == REGRESSION else len(m.classes)
-    # one array per column (ids int8[] or text[]), unnested side by side; probabilities as k arrays
-    probas = ", ".join(f"u.q{j}" for j in range(k))
-    insert = (f"INSERT INTO {target.qualified} SELECT u.i::{id_type}, u.p, u.l, "
-              f"{f'ARRAY[{probas}]' if k else 'NULL::float8[]'} FROM unnest($1, "
-              f"$2::float8[], $3::text[]{''.join(f', ${j + 4}::float8[]' for j in range(k))}) "
-              f"AS u(i, p, l{''.join(f', q{j}' for j in range(k))})")
+    insert, constants = _insert_sql(m, target.qualified, id_type)
     total = 0
     for n, raw, ids in _chunks(m, rel, sql, id_column, id_col.pg_type):
         out = m.predict_columns(raw)
-        spi.execute(insert, [ids.tolist(), m.value(out).tolist(), m.labels(out), *(out[:, j].tolist() for j in range(k))])
+        if m.task == REGRESSION:
+            spi.execute(insert, [ids.tolist(), out.tolist(), m.labels(out)])
+        else:
+            spi.execute(insert, [ids.tolist(), *constants, *(out[:, j].tolist() for j in range(out.shape[1]))])
         total += n
     spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")
     audit.record("score", m.ref.project, m.ref.version, {"relation": relation, "rows": total, "into_table": into_table})
     return total
+
+
+def _insert_sql(m, table: str, id_type: str) -> tuple[str, list]:
+    """(INSERT of one chunk, its constant parameters). Parameters travel as one array per column:
+    PL/Python converts every number through its text, so a classifier sends only its ids and its
+    k columns of probabilities, and the statement derives the class (the first of the highest
+    probabilities, as argmax), its value and its label."""
+    if m.task == REGRESSION:
+        return (f"INSERT INTO {table} SELECT u.i::{id_type}, u.p, u.l, NULL "
+                f"FROM unnest($1, $2::float8[], $3::text[]) AS u(i, p, l)"), []
+    q = [f"u.q{j}" for j in range(len(m.classes))]
+    sql = (f"INSERT INTO {table} SELECT s.i::{id_type}, ($2::float8[])[s.k], ($3::text[])[s.k], s.q FROM "
+           f"(SELECT u.i, ARRAY[{', '.join(q)}] AS q, array_position(ARRAY[{', '.join(q)}], greatest({', '.join(q)})) AS k "
+           f"FROM unnest($1, {', '.join(f'${j + 4}::float8[]' for j in range(len(q)))}) AS u(i, {', '.join(x[2:] for x in q)})) AS s")
+    return sql, [m.value(np.eye(len(q))).tolist(), m.labels(np.eye(len(q)))]
