@@ -28,6 +28,7 @@ from sqlml.errors import INVALID_PARAMETER, SqlmlError
 log = logging.getLogger("sqlml.spark")
 
 JDBC_JAR = "/usr/share/java/postgresql.jar"
+_TABLE_NAME = re.compile(r"^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$")
 OUTPUTS = ("prediction", "label", "probabilities")
 
 
@@ -204,6 +205,10 @@ def train_on_sample(spark, dsn: str, project: str, relation: str, target: str, *
     sampled_because and sample_table."""
     import sqlml
 
+    table = sample_table or ("sqlml_sample_" + re.sub(r"[^a-z0-9_]", "_", project.lower()))[:63]
+    if not _TABLE_NAME.match(table):  # Spark's JDBC writer pastes the name into its SQL
+        raise SqlmlError(f"sample_table {table!r} is not a plain table name", sqlstate=INVALID_PARAMETER,
+                         hint="use letters, digits and '_', optionally schema-qualified: analytics.churn_sample")
     df = read_table(spark, dsn, relation, partition_column, num_partitions)
     if target not in df.columns:
         raise SqlmlError(f'column "{target}" not found in {relation}; columns are: {", ".join(df.columns)}',
@@ -229,7 +234,6 @@ def train_on_sample(spark, dsn: str, project: str, relation: str, target: str, *
         log.warning("sqlml.spark: training %s on a sample of %d of %d rows of %s (%s)", project, rows, total, relation, why)
     else:
         log.info("sqlml.spark: training %s on all %d rows of %s", project, total, relation)
-    table = sample_table or "sqlml_sample_" + re.sub(r"[^a-z0-9_]", "_", project.lower())
     sample.write.jdbc(jdbc_options(dsn)["url"], table, mode="overwrite",
                       properties={k: v for k, v in jdbc_options(dsn).items() if k != "url"})
     with sqlml.connect(dsn) as ml:

@@ -57,6 +57,8 @@ def main(config: dict) -> dict:
                     "clash": error(lambda: ss.score(
                         ss.read_table(spark, dsn, "SELECT *, 1.0 AS prediction FROM diabetes"), dsn, project)),  # noqa: B023
                     "not_a_select": error(lambda: ss.read_table(spark, dsn, "DELETE FROM diabetes")),
+                    "bad_sample_table": error(lambda: ss.train_on_sample(
+                        spark, dsn, "x", "iris", "species", sample_table="x; DROP TABLE iris")),
                 }
             elif s["kind"] == "train":
                 lines.lines.clear()

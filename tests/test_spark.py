@@ -110,6 +110,7 @@ def test_scoring_refuses_what_it_cannot_score(seen):
     assert r["missing_feature"]["sqlstate"] == "42703" and "'bmi'" in r["missing_feature"]["message"]
     assert "prediction" in r["clash"]["message"] and r["clash"]["hint"]
     assert r["not_a_select"]["sqlstate"] == "42601"
+    assert r["bad_sample_table"]["sqlstate"] == "22023" and "not a plain table name" in r["bad_sample_table"]["message"]
 
 
 def test_train_on_a_governed_sample(ml, seen):
