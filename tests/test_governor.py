@@ -238,6 +238,7 @@ def test_a_sample_is_deterministic_and_max_rows_is_honoured(db):
                   """algorithms => '{linear}', exclude => '{id}', options => '{"max_rows": 500, "deploy": "never"}')""")
     rows = query(db, "SELECT rows, data_fingerprint FROM sqlml.models WHERE project = 'cap'")
     assert [r[0] for r in rows] == [500, 500] and rows[0][1] == rows[1][1]
+    assert any("training on a sample of 500 of about 2000 rows (options.max_rows)" in n for n in db.notices)
 
 
 def test_a_job_that_cannot_fit_is_refused(gov, db):

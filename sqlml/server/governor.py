@@ -273,6 +273,8 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     job.predict(base.with_rows(plan.rows if plan.rows is not None else est_rows), model)
     if plan.sampled_because:
         spi.notice(f"{plan.sampled_because}: training on a sample of {plan.rows} of about {est_rows} rows")
+    elif plan.rows is not None and plan.rows < est_rows:
+        spi.notice(f"training on a sample of {plan.rows} of about {est_rows} rows (options.max_rows)")
     job.wait_for_slot()
     job.start()
     return plan.rows
