@@ -24,6 +24,7 @@ SERVER_PACKAGES = {
     "onnxmltools": "onnxmltools",
     "protobuf": "google.protobuf",
     "sqlglot": "sqlglot",
+    "threadpoolctl": "threadpoolctl",
 }
 
 
