@@ -251,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
     from sqlml.cli_lifecycle import add_commands
 
-    add_commands(command, dsn_arg)  # train, models, deploy, jobs, export
+    add_commands(command, dsn_arg)  # train, models, deploy, jobs, cancel, export
     from sqlml.cli_report import add_command as add_report
 
     add_report(command, dsn_arg)  # report: the model card

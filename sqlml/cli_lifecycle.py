@@ -1,4 +1,4 @@
-"""``sqlml train | models | deploy | jobs | export``: the model lifecycle from a shell.
+"""``sqlml train | models | deploy | jobs | cancel | export``: the model lifecycle from a shell.
 
 Each command is a few lines over :class:`sqlml.client.Client` (so it only issues SQL) and follows
 the conventions of ``sqlml.cli``: ``--dsn`` with environment defaults, ``--json``, exit codes 0
@@ -165,6 +165,13 @@ def cmd_jobs(args) -> int:
     return EXIT_OK
 
 
+def cmd_cancel(args) -> int:
+    stopped = client(args).cancel(args.job_id)
+    emit(args, {"job_id": args.job_id, "stopped": stopped},
+         f"job {args.job_id} {'cancelled' if stopped else 'had already ended'}")
+    return EXIT_OK
+
+
 # --- export ---------------------------------------------------------------------------------------
 
 def cmd_export(args) -> int:
@@ -211,6 +218,10 @@ def add_commands(command, dsn_arg) -> None:
     c.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     c.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
     c.add_argument("--all", action="store_true", help="include the newest finished jobs")
+    dsn_arg(c)
+
+    c = command("cancel", cmd_cancel, "cancel a queued or running job (sqlml.cancel): see `sqlml jobs` for ids")
+    c.add_argument("job_id", type=int)
     dsn_arg(c)
 
     c = command("export", cmd_export, "write a model as ONNX + metadata, or as a Triton model repository")

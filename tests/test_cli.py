@@ -19,7 +19,7 @@ import pytest
 from sqlml import samples
 
 SQLML = [os.path.join(os.path.dirname(sys.executable), "sqlml")]  # the console script users run
-COMMANDS = ["train", "models", "deploy", "jobs", "export"]
+COMMANDS = ["train", "models", "deploy", "jobs", "cancel", "export"]
 
 
 def run(*args, dsn=None, env=None, timeout=120) -> subprocess.CompletedProcess:
@@ -110,6 +110,8 @@ def test_failures_exit_1_with_one_clear_message(db):
     assert r.returncode == 1 and "no_such_table" in r.stderr and "Traceback" not in r.stderr
     r = run("models", dsn="postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
     assert r.returncode == 1 and r.stderr.startswith("sqlml: cannot connect")
+    r = run("cancel", "1000000000", dsn=db)
+    assert r.returncode == 1 and "job 1000000000 does not exist" in r.stderr and "SQLSTATE 42704" in r.stderr
     r = run("models")  # no --dsn, no environment, no dev cluster
     assert r.returncode == 1 and "no database given" in r.stderr
 

@@ -155,3 +155,32 @@ def test_jobs_shows_a_training_running_in_another_session(ml, dsn):
     assert not [j for j in ml.jobs() if j["project"] == "jobs_demo"]
     finished = [j for j in ml.jobs(include_finished=True) if j["job_id"] == seen["job_id"]]
     assert finished and finished[0]["state"] == "succeeded" and finished[0]["trials"] >= seen["trials"]
+
+
+def test_cancel_stops_another_sessions_training(ml, dsn):
+    other = sqlml.connect(dsn)
+    failure = {}
+
+    def train():
+        try:
+            other.train("cancelled_demo", "breast_cancer", "diagnosis", exclude=["id"], time_budget=30)
+        except ServerError as e:
+            failure["e"] = e
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    try:
+        job, deadline = None, time.monotonic() + 20
+        while job is None and time.monotonic() < deadline:
+            job = next((j for j in ml.jobs() if j["project"] == "cancelled_demo" and j["trials"]), None)
+            time.sleep(0.2)
+        assert job is not None
+        assert ml.cancel(job["job_id"]) is True
+    finally:
+        worker.join(timeout=60)
+        other.close()
+    assert failure["e"].sqlstate == "57014" and f"job {job['job_id']} was cancelled" in failure["e"].message
+    assert ml.cancel(job["job_id"]) is False  # already ended
+    with pytest.raises(ServerError) as info:
+        ml.cancel(10 ** 9)
+    assert info.value.sqlstate == "42704"
