@@ -36,7 +36,8 @@ OUTPUTS = ("prediction", "label", "probabilities")
 
 def local_session(cores: int = 2, app_name: str = "sqlml", jars: str = JDBC_JAR, memory: str = "1g"):
     """A local-mode SparkSession set up for sqlml: the JDBC driver on the classpath, Python workers
-    running this interpreter (it has sqlml and onnxruntime), timestamps in UTC (as sqlml reads them)."""
+    running this interpreter (it has sqlml and onnxruntime), timestamps in UTC (as sqlml reads them),
+    everything bound to 127.0.0.1."""
     import os
 
     from pyspark.sql import SparkSession
@@ -44,8 +45,11 @@ def local_session(cores: int = 2, app_name: str = "sqlml", jars: str = JDBC_JAR,
     # PySpark starts its Python workers with $PYSPARK_PYTHON (default: python3 on PATH), not with
     # the spark.pyspark.python setting, in local mode
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode talks to itself on loopback only
     return (SparkSession.builder.master(f"local[{int(cores)}]").appName(app_name)
             .config("spark.jars", jars)
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.memory", memory)
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.shuffle.partitions", str(int(cores)))
