@@ -16,7 +16,10 @@ PY=${SQLML_SERVER_PYTHON:-$(PYTHONPATH=. python3 -m sqlml.install python)}
 # dbt: a plain `pip install dbt-postgres` resolves to a dbt-core pre-release whose build downloads
 # a parser from the internet and fails (DESIGN.md); these pins install from PyPI alone.
 DBT_PINS=("dbt-postgres==1.11.0" "dbt-core==1.11.16")
-if ! "$STATE/dbt-venv/bin/dbt" --version 2>/dev/null | grep -q "installed: 1.11.16"; then
+dbt_version() {  # offline (`dbt --version` asks PyPI for the latest release)
+  "$STATE/dbt-venv/bin/python" -c "import importlib.metadata as m; print(m.version('dbt-core'), m.version('dbt-postgres'))" 2>/dev/null
+}
+if [ "$(dbt_version)" != "1.11.16 1.11.0" ]; then
   echo "integrations: creating $STATE/dbt-venv (${DBT_PINS[*]})"
   "$PY" -m venv "$STATE/dbt-venv"
   "$STATE/dbt-venv/bin/python" -m pip install -q --disable-pip-version-check "${DBT_PINS[@]}"
@@ -34,4 +37,4 @@ if [ ! -f "$STATE/triton-schema/tritonclient/grpc/model_config_pb2.py" ]; then
   echo "integrations: fetching Triton's model config schema ($TRITON, without its dependencies)"
   "$STATE/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "$STATE/triton-schema" "$TRITON"
 fi
-echo "integrations: ok: dbt$("$STATE/dbt-venv/bin/dbt" --version | grep -m1 installed | tr -s ' '), pyspark $("$STATE/spark-venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'), $TRITON schema"
+echo "integrations: ok: dbt-core/dbt-postgres $(dbt_version), pyspark $("$STATE/spark-venv/bin/python" -c 'import pyspark; print(pyspark.__version__)'), $TRITON schema"
