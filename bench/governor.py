@@ -98,7 +98,7 @@ def cost_model_phase(dsn, n_jobs, seed):
         if i % 6 == 5:  # a fresh backend now and then: its first job loads the ML libraries
             conn.close()
             conn = connect(dsn)
-        if trained and i % 4 == 3:
+        if trained and i % 3 == 2:
             project, table = trained[rng.integers(len(trained))]
             if rng.random() < 0.5:
                 run(conn, "SELECT count(*) FROM sqlml.predict_batch(%s, %s, 'id')", (project, table))
@@ -200,7 +200,7 @@ def run_quietly(dsn, sql, params):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=48, help="jobs for the cost model (default 48)")
+    ap.add_argument("--jobs", type=int, default=54, help="jobs for the cost model (default 54)")
     ap.add_argument("--calls", type=int, default=3000, help="predict calls per latency measurement (default 3000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/governor.json")
