@@ -128,21 +128,21 @@ def test_dsn_from_the_environment(db, trained):
 def test_jobs_watch_shows_a_running_training(db, trained):
     """`sqlml jobs --watch` while another process trains: the training appears with its budget."""
     trainer = subprocess.Popen([*SQLML, "train", "watched", "breast_cancer", "diagnosis", "--exclude", "id",
-                                "--budget", "5 seconds", "-q", "--dsn", db],
+                                "--budget", "8 seconds", "-q", "--dsn", db],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)  # let it start
-        r = run("jobs", "--watch", "--interval", "0.5", "--count", "8", "--json", dsn=db, timeout=30)
+        r = run("jobs", "--watch", "--interval", "0.5", "--count", "12", "--json", dsn=db, timeout=30)
         assert r.returncode == 0, r.stderr
         snapshots = [json.loads(line) for line in r.stdout.splitlines()]
-        assert len(snapshots) == 8
+        assert len(snapshots) == 12
         watched = [j for s in snapshots for j in s["jobs"] if j["project"] == "watched" and j["state"] == "running"]
         assert len(watched) >= 2, snapshots
         elapsed = [j["elapsed_seconds"] for j in watched]
         assert elapsed == sorted(elapsed) and elapsed[-1] > elapsed[0]  # live: time moves between refreshes
         progressed = [j for j in watched if j["trials"]]
         assert progressed, "no refresh showed the training's trials"
-        assert progressed[-1]["best_score"] > 0.5 and progressed[-1]["budget_seconds"] == 5.0
+        assert progressed[-1]["best_score"] > 0.5 and progressed[-1]["budget_seconds"] == 8.0
         text = run("jobs", dsn=db)
         assert text.returncode == 0 and ("watched" in text.stdout or "no running jobs" in text.stdout)
     finally:
