@@ -105,3 +105,25 @@ def decode_rows(rows: list[dict], features: list[Feature]) -> tuple[int, dict, l
             raw[f.name] = np.frombuffer(b"".join(r[f"v{i}"] for r in rows), dtype=">f4").astype(np.float64) \
                 .reshape(n, f.dim)
     return n, raw, [r["id"] for r in rows]
+
+
+def pack_float32(values: np.ndarray) -> list[int] | None:
+    """Float32 values (held as float64) as int8s that ``unpack_sql`` turns back into the same float8.
+
+    PL/Python hands a Python float to PostgreSQL through its shortest decimal text (~0.5 us each);
+    an int costs a fifth of that. A float32 is m * 2**e with a 24-bit integer m, so it travels as
+    m * 1024 + (e + 512). None when a value cannot travel this way (not finite, -0.0, or not a
+    float32): the caller sends floats then.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    mantissa, exponent = np.frexp(values)
+    m = np.ldexp(mantissa, 24)
+    ok = np.isfinite(values) & (m == np.round(m)) & ~((values == 0) & np.signbit(values))
+    if not ok.all():
+        return None
+    return (m.astype(np.int64) * 1024 + (exponent.astype(np.int64) - 24 + 512)).tolist()
+
+
+def unpack_sql(expr: str) -> str:
+    """The float8 that ``pack_float32`` packed into the int8 ``expr`` (exact: a power of two times an integer)."""
+    return f"(({expr} >> 10)::float8 * power(2::float8, (({expr} & 1023) - 512)::float8))"

@@ -91,30 +91,39 @@ def score(project, relation, into_table, id_column) -> int:
     id_type = spi.execute("SELECT format_type($1::regtype::oid, $2::int) AS t", [id_col.pg_type, id_col.typmod])[0]["t"]
     spi.execute(f"CREATE TABLE {target.qualified} ({quote_ident(id_column)} {id_type}, prediction float8, "
                 f"label text, probabilities float8[])")
-    insert, constants = _insert_sql(m, target.qualified, id_type)
     total = 0
     for n, raw, ids in _chunks(m, rel, sql, id_column, id_col.pg_type):
         out = m.predict_columns(raw)
-        if m.task == REGRESSION:
-            spi.execute(insert, [ids.tolist(), out.tolist(), m.labels(out)])
+        columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
+        packed = [chunks.pack_float32(c) for c in columns]
+        if all(p is not None for p in packed):
+            columns, insert = packed, _insert_sql(m, target.qualified, id_type, True)
         else:
-            spi.execute(insert, [ids.tolist(), *constants, *(out[:, j].tolist() for j in range(out.shape[1]))])
+            columns, insert = [c.tolist() for c in columns], _insert_sql(m, target.qualified, id_type, False)
+        if m.task == REGRESSION:
+            spi.execute(insert, [ids.tolist(), m.labels(out), *columns])
+        else:  # the class as a 1-based index into the classes' values and labels
+            spi.execute(insert, [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), m.value(np.eye(len(m.classes))).tolist(),
+                                 m.labels(np.eye(len(m.classes))), *columns])
         total += n
     spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")
     audit.record("score", m.ref.project, m.ref.version, {"relation": relation, "rows": total, "into_table": into_table})
     return total
 
 
-def _insert_sql(m, table: str, id_type: str) -> tuple[str, list]:
-    """(INSERT of one chunk, its constant parameters). Parameters travel as one array per column:
-    PL/Python converts every number through its text, so a classifier sends only its ids and its
-    k columns of probabilities, and the statement derives the class (the first of the highest
-    probabilities, as argmax), its value and its label."""
+def _insert_sql(m, table: str, id_type: str, packed: bool) -> str:
+    """The INSERT of one chunk. Parameters travel as one array per column, and numbers as ints
+    where they can (PL/Python converts each value through its text, and a float's shortest text
+    is five times dearer than an int's): ids; for a regressor, labels and values; for a classifier,
+    the class as an index into the classes' values and labels (two constants) and k columns of
+    probabilities. ``packed``: values and probabilities are ``chunks.pack_float32`` int8s."""
+    typ = "int8[]" if packed else "float8[]"
     if m.task == REGRESSION:
-        return (f"INSERT INTO {table} SELECT u.i::{id_type}, u.p, u.l, NULL "
-                f"FROM unnest($1, $2::float8[], $3::text[]) AS u(i, p, l)"), []
-    q = [f"u.q{j}" for j in range(len(m.classes))]
-    sql = (f"INSERT INTO {table} SELECT s.i::{id_type}, ($2::float8[])[s.k], ($3::text[])[s.k], s.q FROM "
-           f"(SELECT u.i, ARRAY[{', '.join(q)}] AS q, array_position(ARRAY[{', '.join(q)}], greatest({', '.join(q)})) AS k "
-           f"FROM unnest($1, {', '.join(f'${j + 4}::float8[]' for j in range(len(q)))}) AS u(i, {', '.join(x[2:] for x in q)})) AS s")
-    return sql, [m.value(np.eye(len(q))).tolist(), m.labels(np.eye(len(q)))]
+        p = chunks.unpack_sql("u.p") if packed else "u.p"
+        return (f"INSERT INTO {table} SELECT u.i::{id_type}, {p}, u.l, NULL "
+                f"FROM unnest($1, $2::text[], $3::{typ}) AS u(i, l, p)")
+    k = len(m.classes)
+    q = [chunks.unpack_sql(f"u.q{j}") if packed else f"u.q{j}" for j in range(k)]
+    return (f"INSERT INTO {table} SELECT u.i::{id_type}, ($3::float8[])[u.k], ($4::text[])[u.k], ARRAY[{', '.join(q)}] "
+            f"FROM unnest($1, $2::int8[], {', '.join(f'${j + 5}::{typ}' for j in range(k))}) "
+            f"AS u(i, k, {', '.join(f'q{j}' for j in range(k))})")
