@@ -42,6 +42,22 @@ class ServerError(SqlmlError):
         return self.message + (f" (hint: {self.hint})" if self.hint else "")
 
 
+def _plain(value):
+    """A DataFrame cell as a JSON-ready value: NaN/NaT/None -> None, timestamps -> ISO text."""
+    try:
+        import pandas as pd
+
+        if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
+            return None
+    except (TypeError, ValueError):  # array-like cells (vectors) are not scalars: keep them
+        pass
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
 def _interval(time_budget) -> str:
     """A PostgreSQL interval from ``'90 seconds'``, ``'2 minutes'`` or a number of seconds."""
     if isinstance(time_budget, (int, float)) and not isinstance(time_budget, bool):
@@ -181,7 +197,8 @@ class Client:
             {id, prediction, label, probabilities}, one per row, through ``sqlml.predict_batch``
             (``id`` is ``id_column`` as text);
           - a dict of feature values -> one dict {prediction, label, probabilities};
-          - a list of such dicts -> a list of those dicts, in order.
+          - a list of such dicts, or a pandas DataFrame (one row each; NaN is NULL) -> a list of
+            those dicts, in order.
         ``prediction`` is what ``sqlml.predict`` returns (the value, a numeric label, or the class
         index), ``label`` the predicted label as text, ``probabilities`` follow :meth:`classes`
         (None for regression).
@@ -190,6 +207,8 @@ class Client:
             return self.sql("SELECT * FROM sqlml.predict_batch($1, $2, $3)", [project, data, id_column])
         if isinstance(data, dict):
             return self.predict(project, [data])[0]
+        if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
+            data = [{k: _plain(v) for k, v in row.items()} for row in data.to_dict("records")]
         rows = list(data)
         if not all(isinstance(r, dict) for r in rows):
             raise SqlmlError("predict takes a relation (text), a dict of features or a list of dicts",

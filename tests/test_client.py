@@ -62,6 +62,14 @@ def test_predict_a_dict_a_list_and_a_relation_agree_with_sql(ml, iris, conn):
     for m, r in zip(many, rows):
         assert m["probabilities"] == pytest.approx(r[2], abs=1e-6)
 
+    import pandas as pd
+
+    frame = pd.DataFrame([r[0] for r in rows])
+    frame.loc[0, "sepal_width"] = float("nan")  # NaN is NULL, as in SQL
+    from_frame = ml.predict("iris", frame)
+    assert [m["label"] for m in from_frame[1:]] == [r[1] for r in rows[1:]]
+    assert from_frame[0]["label"] == ml.predict("iris", {**rows[0][0], "sepal_width": None})["label"]
+
     batch = ml.predict("iris", "SELECT * FROM iris WHERE id % 10 = 0", id_column="id")
     assert [b["label"] for b in sorted(batch, key=lambda b: int(b["id"]))] == [r[1] for r in rows]
     assert ml.predict("iris", []) == []
