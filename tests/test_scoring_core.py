@@ -163,3 +163,11 @@ def test_the_check_catches_a_wrong_fold():
     key = next(iter(column.lut))
     column.lut[key] += 1.0  # a lookup that disagrees with the graph's LabelEncoder
     assert not split.check(schema)
+
+
+def test_row_plan_beyond_float32_goes_the_general_way():
+    pipe, schema, _ = fitted("lightgbm")
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    plan = RowPlan(scorer, ["a", "b", "c", "e"], [701, 23, 25, 16], "p")
+    text = "(1e+39,1,x,t)"
+    np.testing.assert_array_equal(plan.scores(text), scorer.run(plan.inputs(record.split(text)), 1)[0])

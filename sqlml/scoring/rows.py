@@ -71,7 +71,10 @@ class RowPlan:
             except (ValueError, TypeError):
                 row = None  # the general way names the feature and what it expected
             if row is not None and _INF not in row and _NINF not in row:
-                return self.scorer.run_row(row)
+                try:
+                    return self.scorer.run_row(row)
+                except OverflowError:  # beyond float32: the general way hands ONNX Runtime its infinity
+                    pass
         out = self.scorer.run(self.inputs(fields), 1)
         return out[0] if out.ndim == 2 else out
 
