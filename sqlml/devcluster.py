@@ -20,7 +20,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +191,6 @@ class Cluster:
 
 
 def _library_installed(name: str) -> bool:
-    from sqlml.install import run, pg_config
+    from sqlml.install import pg_config, run
 
     return (Path(run([pg_config(), "--pkglibdir"])) / f"{name}.so").exists()

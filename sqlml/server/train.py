@@ -6,7 +6,6 @@ Orchestration only: each step is a call into data/, automl/, onnx/ or registry/.
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 
@@ -18,7 +17,6 @@ from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import (
     CATEGORY,
-    REGRESSION,
     TASKS,
     Feature,
     FeatureSchema,
@@ -186,7 +184,7 @@ def fingerprint(n: int, columns: dict, target) -> str:
         h.update(name.encode())
         arr = columns[name]
         h.update(repr(arr.tolist()).encode() if arr.dtype == object else np.ascontiguousarray(arr).tobytes())
-    h.update(repr(list(target)).encode() if getattr(target, "dtype", None) == object else np.asarray(target).tobytes())
+    h.update(repr(list(target)).encode() if np.asarray(target).dtype == object else np.asarray(target).tobytes())
     return h.hexdigest()
 
 
