@@ -11,7 +11,6 @@ Linux only (``/proc/self``): the server side of sqlml runs on Linux.
 
 from __future__ import annotations
 
-import os
 import resource
 from contextlib import contextmanager
 
@@ -80,23 +79,6 @@ def thread_limits(threads: int):
 
     with threadpool_limits(limits=max(int(threads), 1)):
         yield
-
-
-@contextmanager
-def batch_scheduling():
-    """The process scheduled as SCHED_BATCH (CPU-bound work that yields to interactive queries at
-    wakeup) while a job runs; back to SCHED_OTHER afterwards, which Linux allows without privileges.
-    Not SCHED_IDLE: a backend starved while holding a buffer lock would stall other queries, and
-    leaving SCHED_IDLE needs CAP_SYS_NICE."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or refused: run normally
-        yield
-        return
-    try:
-        yield
-    finally:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def looks_like_out_of_memory(exc: BaseException) -> bool:

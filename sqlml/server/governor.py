@@ -147,7 +147,6 @@ class Job:
         for module in WARM_MODULES[self.kind]:  # the libraries' memory belongs to the backend, not to the job
             importlib.import_module(module)
         self.stack.enter_context(limits.thread_limits(self.threads))
-        self.stack.enter_context(limits.batch_scheduling())
         self.meter = limits.PeakMeter()
         self.stack.enter_context(limits.address_space_cap(self.settings.memory_per_job, self.threads))
 
