@@ -6,11 +6,12 @@
    before it runs, from the jobs before it: analytically for the first ones, then by the learned
    model. Printed: the median absolute percentage error (MdAPE) of the learned predictions of
    runtime and peak memory, and of the analytic estimate on the same jobs (the baseline).
-2. Latency. p50/p99 of single-row ``sqlml.predict`` round trips from a client, idle, then while
-   two trainings run (two slots) with the governor's thread bound (threads_per_job = 1), the same
-   without the bound (threads_per_job = all cores, what LightGBM takes by default), and with this
-   machine's default settings (which may queue the second training). Printed: each p99 as a
-   ratio to idle, measured in the same run.
+2. Latency. p99 of single-row ``sqlml.predict`` round trips from a client while two trainings
+   run (two slots) with the governor's thread bound (threads_per_job = 1), the same without the
+   bound (threads_per_job = all cores, what LightGBM takes by default), and with this machine's
+   default settings (which may queue the second training). Idle and loaded measurements
+   alternate for a few rounds (other load on the machine comes and goes); printed: the median
+   loaded p99 of each configuration as a ratio to the median idle p99.
 
     make bench-governor
     .sqlml/venv/bin/python bench/governor.py --jobs 24 --calls 1000     # quicker
@@ -137,13 +138,19 @@ def latencies(dsn, calls, row):
     return out
 
 
+def p99s(measurements):
+    return ", ".join(f"{m['p99_ms']:.2f}" for m in measurements)
+
+
 def summary(values):
     ms = sorted(v * 1000 for v in values)
     return {"p50_ms": statistics.median(ms), "p99_ms": float(np.quantile(ms, 0.99))}
 
 
-def latency_phase(dsn, calls, cores):
-    """p99 of single-row predicts: idle, then under two trainings in three configurations."""
+def latency_phase(dsn, calls, cores, rounds):
+    """p99 of single-row predicts under two trainings in three configurations, each as a ratio to
+    an idle measurement taken just before; ``rounds`` alternations, the median ratio reported (other
+    load on the machine comes and goes)."""
     from sqlml.governor.settings import defaults
 
     conn = connect(dsn)
@@ -152,40 +159,59 @@ def latency_phase(dsn, calls, cores):
               "algorithms => '{lightgbm}', exclude => '{id}')", (big,))
     row = [float(v) for v in run(conn, f"SELECT {', '.join(f'x{k}' for k in range(10))} FROM {big} LIMIT 1")[0]]
     latencies(dsn, 200, row)  # warm the scoring backend's session
-    results = {}
+    results, idles = {}, []
     machine = defaults()
     scenarios = [  # label, slots, threads per job, what it shows
         ("two running, 1 thread each", 2, 1, "the headline: two trainings run, each bounded to one thread"),
         (f"two running, {cores} threads each", 2, cores, "without the thread bound (LightGBM's default: every core)"),
-        (f"defaults: {machine.slots} slot(s)", machine.slots, machine.threads_per_job,
-         "this machine's default settings: the second training waits in the queue"),
+        (f"defaults: {machine.slots} slot(s), {machine.threads_per_job} thread(s)", machine.slots,
+         machine.threads_per_job, "this machine's default settings: a second training may wait in the queue"),
     ]
     for label, slots, threads, why in scenarios:
         configure(dsn, slots=slots, role_slots=slots, threads_per_job=threads)
-        idle = summary(latencies(dsn, calls, row))  # the baseline, just before: other load on the machine varies
-        trainers = [threading.Thread(target=run_quietly, args=(dsn, "SELECT * FROM sqlml.train(%s, %s, 'label', "
-                    "time_budget => '60 seconds', algorithms => '{lightgbm}', exclude => '{id}')", (f"load{k}", big)))
-                    for k in range(2)]
-        for t in trainers:
-            t.start()
-        deadline = time.monotonic() + 60
-        while run(conn, "SELECT count(*) FROM sqlml.jobs WHERE project LIKE 'load%%' AND state IN ('queued', "
-                        "'running')")[0][0] < 2 or run(conn, "SELECT count(*) FROM sqlml.jobs WHERE project LIKE "
-                                                             "'load%%' AND state = 'running'")[0][0] < min(slots, 2):
-            assert time.monotonic() < deadline, "the trainings did not start"
-            time.sleep(0.2)
-        time.sleep(3)  # past the libraries' loading, into the search
-        r = results[label] = summary(latencies(dsn, calls, row))
-        r.update(slots=slots, threads_per_job=threads, idle=idle, p99_ratio=r["p99_ms"] / idle["p99_ms"])
-        for (job,) in run(conn, "SELECT job_id FROM sqlml.jobs WHERE project LIKE 'load%' AND state IN "
-                                "('queued', 'running')"):
-            run(conn, "SELECT sqlml.cancel(%s)", (job,))  # the measurement is done: stop them
-        for t in trainers:
-            t.join(60)
-        print(f"{label}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms = {r['p99_ratio']:.2f}x idle "
-              f"(idle just before: p50 {idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms); {why}", flush=True)
+        loaded = []
+        for _ in range(rounds):
+            idles.append(summary(latencies(dsn, calls, row)))
+            loaded.append(summary(under_two_trainings(conn, dsn, big, slots, lambda: latencies(dsn, calls, row))))
+        results[label] = {"slots": slots, "threads_per_job": threads, "why": why, "loaded": loaded,
+                          "p99_ms": statistics.median(r["p99_ms"] for r in loaded),
+                          "p50_ms": statistics.median(r["p50_ms"] for r in loaded)}
+    idle_p99 = statistics.median(r["p99_ms"] for r in idles)
+    results["idle"] = {"rounds": idles, "p99_ms": idle_p99, "p50_ms": statistics.median(r["p50_ms"] for r in idles)}
+    print(f"idle: p99 {idle_p99:.2f} ms, p50 {results['idle']['p50_ms']:.2f} ms "
+          f"(median of {len(idles)} measurements, p99s {p99s(idles)})")
+    for label, *_ in scenarios:
+        r = results[label]
+        r["p99_ratio"] = r["p99_ms"] / idle_p99
+        print(f"{label}: p99 {r['p99_ms']:.2f} ms = {r['p99_ratio']:.1f}x idle, p50 {r['p50_ms']:.2f} ms "
+              f"(p99s {p99s(r['loaded'])}); {r['why']}")
     conn.close()
     return results
+
+
+def under_two_trainings(conn, dsn, table, slots, measure):
+    """``measure()`` while two LightGBM trainings are submitted (and ``min(slots, 2)`` run), then cancel them."""
+    trainers = [threading.Thread(target=run_quietly, args=(dsn, "SELECT * FROM sqlml.train(%s, %s, 'label', "
+                "time_budget => '60 seconds', algorithms => '{lightgbm}', exclude => '{id}')", (f"load{k}", table)))
+                for k in range(2)]
+    for t in trainers:
+        t.start()
+    deadline = time.monotonic() + 60
+    while True:
+        states = [s for (s,) in run(conn, "SELECT state FROM sqlml.jobs WHERE project LIKE 'load%%' "
+                                          "AND state IN ('queued', 'running')")]
+        if len(states) == 2 and states.count("running") >= min(slots, 2):
+            break
+        assert time.monotonic() < deadline, "the trainings did not start"
+        time.sleep(0.2)
+    time.sleep(3)  # past the libraries' loading, into the search
+    out = measure()
+    for (job,) in run(conn, "SELECT job_id FROM sqlml.jobs WHERE project LIKE 'load%' AND state IN "
+                            "('queued', 'running')"):
+        run(conn, "SELECT sqlml.cancel(%s)", (job,))  # the measurement is done: stop them
+    for t in trainers:
+        t.join(60)
+    return out
 
 
 def run_quietly(dsn, sql, params):
@@ -202,6 +228,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=54, help="jobs for the cost model (default 54)")
     ap.add_argument("--calls", type=int, default=3000, help="predict calls per latency measurement (default 3000)")
+    ap.add_argument("--rounds", type=int, default=3, help="idle/loaded alternations per configuration (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/governor.json")
     args = ap.parse_args(argv)
@@ -217,7 +244,7 @@ def main(argv=None):
             print(f"  {r['kind']:13} {r['quantity']:11} by {r['predicted_by']:8} over {r['jobs']:2} jobs: "
                   f"MdAPE {r['mdape']:5.1f}% (p90 {r['p90_ape']:5.0f}%), analytic estimate on the same jobs {base}")
         print("\nsingle-row predict latency:")
-        latency = latency_phase(dsn, args.calls, cores)
+        latency = latency_phase(dsn, args.calls, cores, args.rounds)
     finally:
         cluster.destroy()
     out = Path(args.out)
