@@ -220,6 +220,11 @@ def test_batch_in_chunks_equals_predict(db, wide):
     assert column(db, "SELECT prediction FROM wide_scored_view ORDER BY id") == wide[100:]
     batch = query(db, "SELECT id, prediction FROM sqlml.predict_batch('wide', 'wide', 'id')")
     assert sorted((int(i), p) for i, p in batch) == list(zip(range(1, 70001), wide))
+    # categories with quotes, commas, backslashes, spaces, '' and NULL, looked up inside the chunk query
+    query(db, "DROP TABLE IF EXISTS people_scored")
+    assert scalar(db, "SELECT sqlml.score('sp', 'people', 'people_scored', 'id')") == 3000
+    assert query(db, "SELECT prediction, probabilities FROM people_scored ORDER BY id") == \
+        query(db, "SELECT sqlml.predict('sp', t), sqlml.predict_proba('sp', t) FROM people t ORDER BY id")
 
 
 def test_dates_need_iso_datestyle_in_a_row(db):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
-from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR, Feature
+from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NULL_CATEGORY, NUMERIC, TIMESTAMP, VECTOR, Feature
 
 CHUNK_ROWS = 32768
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
@@ -51,6 +51,54 @@ def table_query(table: str, features: list[Feature], id_column: str, id_type: st
                                for i, f in enumerate(features)), f"{ids} AS id"]
     return (f"SELECT agg.* FROM generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
             f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
+
+
+def matrix_query(table: str, features: list[Feature], columns: tuple, id_column: str, id_type: str, blocks: int,
+                 step: int) -> str | None:
+    """Like ``table_query``, but the chunks arrive as the model's core matrix, column by column:
+    numbers as float8s, categories already looked up (``columns``: ``Scorer.row_columns``), so no
+    text reaches Python. Result columns: n, m0.. (one per core column), id. None when some core
+    column is not a number, a boolean or a looked-up category of the table."""
+    import json
+
+    kinds = {f.name: f.kind for f in features}
+    exprs = []
+    for c in columns:
+        x = "src." + quote_ident(c.source)
+        kind = kinds.get(c.source)
+        if kind == NUMERIC and c.lut is None:
+            exprs.append(f"coalesce(float8send({x}::float8), {NAN8})")
+        elif kind == BOOLEAN and c.lut is None:
+            exprs.append(f"coalesce(float8send({x}::int::float8), {NAN8})")
+        elif kind == CATEGORY and c.lut is not None:
+            lut = "'" + json.dumps(c.lut).replace("'", "''") + "'::jsonb"
+            default = "'NaN'::float8" if np.isnan(c.default) else f"{float(c.default)!r}::float8"
+            exprs.append(f"float8send(coalesce(({lut} ->> coalesce({x}::text, '{NULL_CATEGORY}'))::float8, {default}))")
+        else:
+            return None
+    names = list(dict.fromkeys([f.name for f in features] + [id_column]))
+    lo = "format('(%s,0)', c.lo)::tid"
+    hi = f"CASE WHEN c.lo + {int(step)} >= {int(blocks)} THEN '({LAST_BLOCK},0)'::tid " \
+         f"ELSE format('(%s,0)', c.lo + {int(step)})::tid END"
+    inner = f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {table} WHERE ctid >= {lo} AND ctid < {hi}"
+    key = "src." + quote_ident(id_column)
+    ids = f"string_agg(int8send({key}::int8), ''::bytea)" if id_type in INTEGER_IDS else f"array_agg({key}::text)"
+    aggs = ["count(*) AS n", *(f"string_agg({e}, ''::bytea) AS m{j}" for j, e in enumerate(exprs)), f"{ids} AS id"]
+    return (f"SELECT agg.* FROM generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
+            f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
+
+
+def decode_matrix(row: dict, width: int, id_type: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, core matrix float32 (n, width), ids) from one row of ``matrix_query``."""
+    n = int(row["n"])
+    matrix = np.empty((n, width), dtype=np.float32)
+    for j in range(width):
+        matrix[:, j] = np.frombuffer(row[f"m{j}"] or b"", dtype=">f8")
+    if id_type in INTEGER_IDS:
+        ids = np.frombuffer(row["id"] or b"", dtype=">i8").astype(np.int64)
+    else:
+        ids = np.array(row["id"] or [], dtype=object)
+    return n, matrix, ids
 
 
 def decode_chunk(row: dict, features: list[Feature], id_type: str) -> tuple[int, dict, np.ndarray]:

@@ -6,8 +6,10 @@ before the next is read, so memory stays flat whatever the table's size. A view 
 like training data, columnar in one read-only statement (a view may hide a function with side
 effects, and only a single statement can be made read-only from PL/Python), then scored in chunks.
 
-Chunks go through the model's core graph (``sqlml.onnx.core``): numbers decoded with
-``np.frombuffer``, categories mapped by dictionary, one float32 matrix into ONNX Runtime.
+Chunks go through the model's core graph (``sqlml.onnx.core``) as one float32 matrix: for tables,
+the chunk query itself looks categories up (a jsonb per column) and sends every column as float8
+bytes for ``np.frombuffer``; otherwise numbers are decoded that way and categories mapped by a
+dictionary in Python.
 """
 
 from __future__ import annotations
@@ -49,32 +51,39 @@ def _source(project, relation, id_column):
     return m, rel, sql, cols
 
 
-def _chunks(m, rel, sql, id_column, id_type):
-    """Yield (rows, raw feature columns, ids) per chunk; ids int64 for integer id columns of tables."""
+def _scored(m, rel, sql, id_column, id_type):
+    """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables."""
     features = list(m.schema.features)
     info = spi.execute(TABLE_INFO, [rel.qualified]) if rel.name else []
     if not info:
         n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
-            yield len(ids), {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}, ids
+            yield len(ids), m.predict_columns({k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}), ids
         return
-    step = chunks.pages_per_chunk(info[0]["rows_per_page"])
-    cursor = plpy.cursor(chunks.table_query(rel.qualified, features, id_column, id_type, int(info[0]["blocks"]), step))
+    blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
+    columns = m.scorer.row_columns
+    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
+        if columns is not None else None
+    cursor = plpy.cursor(query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step))
     while True:
         rows = cursor.fetch(1)
         if not rows:
             return
-        n, raw, ids = chunks.decode_chunk(rows[0], features, id_type)
+        if query:  # the core matrix itself: numbers and looked-up categories
+            n, matrix, ids = chunks.decode_matrix(rows[0], len(columns), id_type)
+            out = m.predict_matrix(matrix) if n else None
+        else:
+            n, raw, ids = chunks.decode_chunk(rows[0], features, id_type)
+            out = m.predict_columns(raw) if n else None
         if n:
-            yield n, raw, ids
+            yield n, out, ids
 
 
 def predict_batch(project, relation, id_column):
     m, rel, sql, cols = _source(project, relation, id_column)
     total = 0
-    for n, raw, ids in _chunks(m, rel, sql, id_column, cols[id_column].pg_type):
-        out = m.predict_columns(raw)
+    for n, out, ids in _scored(m, rel, sql, id_column, cols[id_column].pg_type):
         probas = [None] * n if m.task == REGRESSION else out.tolist()
         yield from zip(map(str, ids.tolist()), m.value(out).tolist(), m.labels(out), probas)
         total += n
@@ -92,8 +101,7 @@ def score(project, relation, into_table, id_column) -> int:
     spi.execute(f"CREATE TABLE {target.qualified} ({quote_ident(id_column)} {id_type}, prediction float8, "
                 f"label text, probabilities float8[])")
     total = 0
-    for n, raw, ids in _chunks(m, rel, sql, id_column, id_col.pg_type):
-        out = m.predict_columns(raw)
+    for n, out, ids in _scored(m, rel, sql, id_column, id_col.pg_type):
         columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
         packed = [chunks.pack_float32(c) for c in columns]
         if all(p is not None for p in packed):
