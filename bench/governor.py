@@ -99,21 +99,25 @@ def cost_model_phase(dsn, n_jobs, seed):
         if i % 6 == 5:  # a fresh backend now and then: its first job loads the ML libraries
             conn.close()
             conn = connect(dsn)
-        if trained and i % 3 == 2:
-            project, table = trained[rng.integers(len(trained))]
-            if rng.random() < 0.5:
-                run(conn, "SELECT count(*) FROM sqlml.predict_batch(%s, %s, 'id')", (project, table))
+        try:
+            if trained and i % 3 == 2:
+                project, table = trained[rng.integers(len(trained))]
+                if rng.random() < 0.5:
+                    run(conn, "SELECT count(*) FROM sqlml.predict_batch(%s, %s, 'id')", (project, table))
+                else:
+                    run(conn, f"DROP TABLE IF EXISTS scored_{i}")
+                    run(conn, "SELECT sqlml.score(%s, %s, %s, 'id')", (project, table, f"scored_{i}"))
             else:
-                run(conn, f"DROP TABLE IF EXISTS scored_{i}")
-                run(conn, "SELECT sqlml.score(%s, %s, %s, 'id')", (project, table, f"scored_{i}"))
-        else:
-            table = tables[rng.integers(len(tables))]
-            algos = ALGORITHMS[rng.integers(len(ALGORITHMS))]
-            budget = BUDGETS[rng.integers(len(BUDGETS))]
-            project = f"p{i}"
-            run(conn, "SELECT * FROM sqlml.train(%s, %s, 'label', time_budget => make_interval(secs => %s), "
-                      "algorithms => %s, exclude => '{id}')", (project, table, budget, algos))
-            trained.append((project, table))
+                table = tables[rng.integers(len(tables))]
+                algos = ALGORITHMS[rng.integers(len(ALGORITHMS))]
+                budget = BUDGETS[rng.integers(len(BUDGETS))]
+                project = f"p{i}"
+                run(conn, "SELECT * FROM sqlml.train(%s, %s, 'label', time_budget => make_interval(secs => %s), "
+                          "algorithms => %s, exclude => '{id}')", (project, table, budget, algos))
+                trained.append((project, table))
+        except psycopg2.Error as e:  # a failed job teaches the cost model nothing; the run goes on
+            print(f"  job failed: {e.diag.message_primary}", flush=True)
+            continue
         job = run(conn, "SELECT job_id, kind, cost_model, predicted_seconds, actual_seconds, predicted_peak_bytes, "
                         "actual_peak_bytes, rows FROM sqlml.jobs ORDER BY job_id DESC LIMIT 1")[0]
         print(f"  job {job[0]:3} {job[1]:13} {job[2]:8} rows {job[7]:6}: predicted {job[3]:6.1f}s "
