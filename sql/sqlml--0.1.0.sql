@@ -403,7 +403,7 @@ LANGUAGE plpython3u VOLATILE AS $$
 if 'sqlml' not in GD: import ctypes as c; L = c.CDLL(None); d = c.create_string_buffer(1024); L.get_share_path((c.c_char * 1024).in_dll(L, 'my_exec_path'), d); f = d.value.decode() + '/extension/sqlml_boot.py'; exec(compile(open(f).read(), f, 'exec'), {'GD': GD, '__file__': f})
 return GD['sqlml'].cancel(job_id)
 $$;
-COMMENT ON FUNCTION sqlml.cancel(bigint) IS 'Cancel a queued or running job (your role''s, or any for a superuser); true once it has stopped, false if it had already ended';
+COMMENT ON FUNCTION sqlml.cancel(bigint) IS 'Cancel a queued or running job (your role''s, or any for a superuser or sqlml_admin member); true once it has stopped, false if it had already ended';
 
 CREATE FUNCTION sqlml.governor_report()
 RETURNS TABLE (kind text, quantity text, predicted_by text, jobs integer, mdape float8, p90_ape float8, analytic_mdape float8)

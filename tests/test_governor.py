@@ -338,6 +338,12 @@ def test_cancel_is_for_the_job_s_own_role(gov, db):
     assert e.pgcode == "42704"
     seen = query(other, "SELECT role, state, project, error FROM sqlml.jobs WHERE job_id = %s", (job["job_id"],))
     assert seen == [("postgres", "succeeded", None, None)]  # like pg_stat_activity: others' details hidden
+    query(db, "GRANT sqlml_admin TO gov_other")
+    try:
+        assert query(other, "SELECT project FROM sqlml.jobs WHERE job_id = %s", (job["job_id"],)) == [("mine",)]
+        assert scalar(other, "SELECT sqlml.cancel(%s)", (job["job_id"],)) is False  # allowed; it had ended
+    finally:
+        query(db, "REVOKE sqlml_admin FROM gov_other")
     other.close()
 
 

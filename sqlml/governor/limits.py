@@ -11,6 +11,7 @@ Linux only (``/proc/self``): the server side of sqlml runs on Linux.
 
 from __future__ import annotations
 
+import ctypes
 import resource
 from contextlib import contextmanager
 
@@ -57,10 +58,16 @@ class PeakMeter:
     """Peak resident memory a job added to its process, in bytes.
 
     Resets the kernel's high-water mark (``/proc/self/clear_refs``) at the start where allowed,
-    so that an earlier job of the same backend does not count; otherwise compares with it.
+    so that an earlier job of the same backend does not count; otherwise compares with it. First
+    hands the free memory an earlier job left in the C heap back to the system (``malloc_trim``):
+    a job reusing it would otherwise look smaller than the same job in a fresh backend.
     """
 
     def __init__(self):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except AttributeError:  # not glibc
+            pass
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")

@@ -334,14 +334,18 @@ JOB_COLUMNS = ("job_id", "kind", "state", "queue_position", "role", "database", 
                "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate", "progress")
 
 
+# The caller administers sqlml: a superuser, or a member of sqlml_admin (see the security section).
+IS_ADMIN = ("(coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) "
+            "OR coalesce(pg_has_role(current_user, to_regrole('sqlml_admin'), 'MEMBER'), false))")
+
+
 def jobs() -> list[tuple]:
     """Rows of ``sqlml.jobs`` (times as epoch seconds; the view converts them). Like
-    pg_stat_activity, the project and error of other roles' jobs are hidden unless the viewer is a
-    superuser or a member of pg_read_all_stats."""
+    pg_stat_activity, the project, error and progress of other roles' jobs are hidden unless the
+    viewer is an admin (superuser, sqlml_admin) or a member of pg_read_all_stats."""
     s = current_settings()[0]
     me = spi.execute(
-        "SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) "
-        "OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS all_, "
+        f"SELECT {IS_ADMIN} OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS all_, "
         "array(SELECT rolname::text FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')) AS roles")[0]
     mine = set(me["roles"] or [])
     out = []
@@ -356,7 +360,7 @@ def jobs() -> list[tuple]:
 
 
 def cancel(job_id: int) -> bool:
-    """Cancel a queued or running job of the caller's role (any job for a superuser).
+    """Cancel a queued or running job of the caller's role (any job for an admin: superuser, sqlml_admin).
 
     Returns true once the job has ended (or false if it had already ended). A queued job leaves
     the queue at its next poll; a running one stops at its next interrupt check, and is sent
@@ -371,12 +375,13 @@ def cancel(job_id: int) -> bool:
         raise SqlmlError(f"job {job_id} does not exist", sqlstate=UNDEFINED_OBJECT,
                          hint="SELECT job_id, state FROM sqlml.jobs shows the jobs")
     who = spi.execute(
-        "SELECT current_user::text AS me, coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) "
+        f"SELECT current_user::text AS me, {IS_ADMIN} "
         "OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'MEMBER')) AS ok",
         [j["role"]])[0]
     if not who["ok"]:
         raise SqlmlError(f"permission denied to cancel job {job_id} of role {j['role']}",
-                         sqlstate=INSUFFICIENT_PRIVILEGE, hint="a role may cancel its own jobs; a superuser any job")
+                         sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="a role may cancel its own jobs; a superuser or a member of sqlml_admin any job")
     if j["state"] not in ("queued", "running"):
         spi.notice(f"job {job_id} has already ended ({j['state']})")
         return False
