@@ -130,3 +130,17 @@ def test_trials_record_when_they_ended_within_the_budget(db):
     elapsed = [e for e, _ in rows]
     assert elapsed == sorted(elapsed) and elapsed[-1] <= 3.5
     assert {o for _, o in rows} <= {"portfolio", "search", "warm_start"}
+
+
+def test_same_data_gives_the_same_fingerprint_even_when_parallel_scans_are_cheap(db):
+    query(db, "CREATE TABLE IF NOT EXISTS wide AS SELECT i AS id, (i * 7919 % 1000)::float8 AS x, "
+              "(i % 3 = 0) AS y FROM generate_series(1, 60000) i")
+    query(db, "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+              "SET max_parallel_workers_per_gather = 2")
+    try:
+        for _ in range(2):
+            query(db, "SELECT * FROM sqlml.train('repeat', 'wide', 'y', algorithms => '{linear}', time_budget => '3 seconds')")
+    finally:
+        query(db, "RESET ALL")
+    prints = query(db, "SELECT data_fingerprint, score FROM sqlml.models WHERE project = 'repeat' ORDER BY version")
+    assert prints[0] == prints[1]

@@ -121,8 +121,12 @@ def vector_dim(sql: str, column: str, typmod: int) -> int:
 
 
 def read(sql: str, features: list[Feature], extra: dict[str, str] | None = None):
-    """(n, {feature: raw array}, {extra column: raw array}) for the rows of ``sql``."""
-    query = ingest.ingest_query(sql, features, extra)
+    """(n, {feature: raw array}, {extra column: raw array}) for the rows of ``sql``.
+
+    Rows come in a repeatable order (no parallel workers, no synchronised scans that start
+    mid-table), so that the same data gives the same holdout split and data fingerprint."""
+    query = ("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL synchronize_seqscans = off; "
+             + ingest.ingest_query(sql, features, extra))
     rows = read_only(query)
     return ingest.decode_row(rows[0], features, extra)
 
