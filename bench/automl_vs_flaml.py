@@ -128,7 +128,9 @@ def _version(cur, project):
     return cur.fetchone()[0]
 
 
-def start_cluster():
+def start_cluster(cores: int | None = None):
+    """A throwaway cluster whose training jobs get ``cores`` threads (the governor's
+    sqlml.threads_per_job, set the only way it can be: in the server's configuration)."""
     from sqlml.devcluster import Cluster, free_port, service_user
     from sqlml.install import extension_dir, install_files
 
@@ -139,6 +141,13 @@ def start_cluster():
     shutil.chown(state, service_user())
     c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
     c.start()
+    if cores:
+        admin = psycopg2.connect(c.dsn("postgres"))
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"ALTER SYSTEM SET sqlml.threads_per_job = '{int(cores)}'")
+            cur.execute("SELECT pg_reload_conf()")
+        admin.close()
     return c, c.create_database("bench")
 
 
@@ -149,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(datasets.DATASETS))
     ap.add_argument("--dsn", help="use this database instead of a throwaway cluster")
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
-    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="for both: FLAML's n_jobs, sqlml's threads_per_job")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -157,7 +166,7 @@ def main(argv=None):
     cluster = None
     dsn = args.dsn
     if not dsn:
-        cluster, dsn = start_cluster()
+        cluster, dsn = start_cluster(args.cores)
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     print(f"command: {' '.join(sys.argv)}\ncores: {args.cores}, budgets: {budgets}, seeds: {seeds}", flush=True)

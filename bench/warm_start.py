@@ -52,7 +52,7 @@ def main(argv=None):
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--datasets", default="default,bikeshare,wage,digits")
     args = ap.parse_args(argv)
-    cluster, _ = start_cluster()
+    cluster, _ = start_cluster(__import__("os").cpu_count())
     print(f"command: {' '.join(sys.argv)}; budget {args.budget}s", flush=True)
     rows = []
     try:

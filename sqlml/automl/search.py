@@ -27,11 +27,8 @@ from sqlml.automl.estimators import BOOSTING, TREES, EstimatorSpec, task_params
 from sqlml.data.schema import REGRESSION
 from sqlml.errors import DATA_EXCEPTION, SqlmlError
 
-# Validation by size: k-fold while rows x inputs per second of budget stay under these, else one
-# holdout. (FLAML switches to holdout at about 2,500 cells per second; k-fold chooses better, so
-# sqlml keeps it longer, with fewer folds in between.)
-CV5_CELLS_PER_SECOND = 2_000
-CV3_CELLS_PER_SECOND = 6_000
+TRIALS_WANTED = 30  # trials the validation scheme must leave room for (see n_folds)
+TRIAL_COST_FACTOR = 2.0  # an average trial's fit time over the probe's (forests cost more)
 HOLDOUT_SHARE = 0.2
 EARLY_STOPPING_ROUNDS = 50
 FOREST_CHUNK = 25  # trees added between checkpoints
@@ -86,17 +83,22 @@ class Result:
     members: list = field(default_factory=list)  # [(Trial, fitted pipeline, weight)] when an ensemble won
 
 
-def n_folds(rows: int, inputs: int, budget_seconds: float) -> int:
-    """5 or 3 folds of cross-validation, or 1 (a single holdout), from the data size and budget."""
-    cells_per_second = rows * max(inputs, 1) / max(budget_seconds, 1.0)
+def n_folds(rows: int, probe_seconds: float, budget_seconds: float) -> int:
+    """5 or 3 folds of cross-validation, or 1 (a single holdout): as many folds as leave room for
+    TRIALS_WANTED trials, judged by ``probe_seconds``, one fit of a default model on 80% of the rows.
+
+    Cross-validation chooses better than one holdout, which on small or noisy data rewards luck
+    (caravan: a 20% holdout with 52 positives); rows x columns alone (FLAML's rule) misjudges the
+    cost, which depends on the data (caravan's 371k cells fit in 0.1 s)."""
     if rows < 20:
         return 1
-    if cells_per_second <= CV5_CELLS_PER_SECOND:
-        return 5
-    return 3 if cells_per_second <= CV3_CELLS_PER_SECOND else 1
+    for k in (5, 3):
+        if budget_seconds / (k * max(probe_seconds, 1e-3) * TRIAL_COST_FACTOR) >= TRIALS_WANTED:
+            return k
+    return 1
 
 
-def folds_for(problem: Problem, budget_seconds: float) -> tuple[list, str]:
+def folds_for(problem: Problem, k: int) -> tuple[list, str]:
     """[(fit rows, validation rows)] and a description ("5-fold cv", "holdout")."""
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
@@ -104,7 +106,6 @@ def folds_for(problem: Problem, budget_seconds: float) -> tuple[list, str]:
     idx = np.arange(n)
     classification = problem.task != REGRESSION
     counts = np.bincount(problem.y.astype(int)) if classification else None
-    k = n_folds(n, problem.X.shape[1], budget_seconds)
     if k > 1:
         stratify = classification and counts[counts > 0].min() >= k
         splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=True, random_state=problem.seed)
@@ -210,12 +211,23 @@ class Search:
         self.on_trial = on_trial or (lambda trial, best: None)
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
         self.trials: list[Trial] = []
-        self.folds, self.validation = folds_for(problem, budget.remaining())
+        self.folds, self.validation = folds_for(problem, n_folds(len(problem.y), self.probe(), budget.remaining()))
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)
         self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
 
     # --- time ------------------------------------------------------------------------------------
+
+    def probe(self) -> float:
+        """Seconds one fit of the first portfolio entry (LightGBM's, if it is in the search) takes
+        on 80% of the rows: the yardstick for choosing the validation scheme."""
+        spec = next((s for s in self.specs if s.family == BOOSTING), self.specs[0])
+        p = self.problem
+        (fit, valid), = folds_for(p, 1)[0]
+        start = time.monotonic()
+        fit_pipeline(spec, spec.portfolio[0], p, p.X.iloc[fit], p.y[fit], self.budget.child(self.budget.remaining() / 4),
+                     valid=(p.X.iloc[valid], p.y[valid]))
+        return time.monotonic() - start
 
     def refit_estimate(self, algorithm: str) -> float:
         """Seconds to refit ``algorithm`` on the whole training part."""
