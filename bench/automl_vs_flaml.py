@@ -145,6 +145,7 @@ def start_cluster(cores: int | None = None):
         admin = psycopg2.connect(c.dsn("postgres"))
         admin.autocommit = True
         with admin.cursor() as cur:
+            cur.execute(f"SET sqlml.threads_per_job = '{int(cores)}'")  # PostgreSQL 15 needs the placeholder first
             cur.execute(f"ALTER SYSTEM SET sqlml.threads_per_job = '{int(cores)}'")
             cur.execute("SELECT pg_reload_conf()")
         admin.close()

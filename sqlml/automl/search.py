@@ -23,7 +23,7 @@ import numpy as np
 
 from sqlml.automl import ensemble, metrics, preprocess
 from sqlml.automl.budget import Budget
-from sqlml.automl.estimators import BOOSTING, TREES, EstimatorSpec, task_params
+from sqlml.automl.estimators import BOOSTING, FOREST_MAX_LEAVES, TREES, EstimatorSpec, task_params
 from sqlml.data.schema import REGRESSION
 from sqlml.errors import DATA_EXCEPTION, SqlmlError
 
@@ -35,6 +35,7 @@ FOREST_CHUNK = 25  # trees added between checkpoints
 ENSEMBLE_REFITS = 3  # refits the search leaves time for
 BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which LightGBM gets more than one thread
 EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per tree node
+ENSEMBLE_MEMBER_SHARE = 0.15  # of the budget, at most, to refit and export one ensemble member
 
 
 @dataclass
@@ -248,16 +249,28 @@ class Search:
         elif spec.family == TREES:  # regression trees grow to purity; classification trees stop at pure nodes
             trees = trial.n_estimators or trial.params.get("n_estimators", 100)
             purity = 1.0 if self.problem.task == REGRESSION else 0.3
-            nodes = trees * 2 * rows / (trial.params.get("min_samples_leaf", 1) + 1) * purity
+            leaves = min(rows / (trial.params.get("min_samples_leaf", 1) + 1) * purity, FOREST_MAX_LEAVES)
+            nodes = trees * (2 * leaves - 1)
         else:
             nodes = 0
         return nodes * EXPORT_SECONDS_PER_NODE
 
+    def finish_cost(self, trial: Trial) -> float:
+        """Seconds to make ``trial`` the registered model: refit on all training rows, export."""
+        return self.refit_estimate(trial.algorithm) + self.export_estimate(trial)
+
+    def ensemble_candidate(self, trial: Trial) -> bool:
+        """A trial may join an ensemble only if finishing it costs a modest share of the budget."""
+        return self.finish_cost(trial) <= ENSEMBLE_MEMBER_SHARE * self.budget.seconds
+
     def time_left_for_search(self) -> float:
-        """Budget left once the end is paid for: refitting and exporting an ensemble of the top
-        three estimators' best configurations (it rarely needs more members than that)."""
-        top = [t for _, t in self._ranked_specs()][:ENSEMBLE_REFITS]
-        finish = sum(self.refit_estimate(t.algorithm) + self.export_estimate(t) for t in top)
+        """Budget left once the end is paid for: finishing the best trial, and the next two
+        estimators' best ones that could join it in an ensemble (it rarely needs more)."""
+        best = self.best()
+        if best is None:
+            return self.budget.remaining() - self.reserve_seconds
+        others = [t for _, t in self._ranked_specs() if t is not best and self.ensemble_candidate(t)]
+        finish = self.finish_cost(best) + sum(self.finish_cost(t) for t in others[:ENSEMBLE_REFITS - 1])
         return self.budget.remaining() - finish - self.reserve_seconds
 
     def affordable(self, spec: EstimatorSpec) -> bool:
@@ -390,7 +403,8 @@ class Search:
                              hint="try other algorithms, a larger time_budget, or check the features for problems")
         p = self.problem
         yv = p.y[self.valid_rows]
-        chosen = ensemble.select(self.trials, yv, p.metric, p.task) if self.use_ensemble else None
+        pool = [t for t in self.trials if t is best or self.ensemble_candidate(t)]
+        chosen = ensemble.select(pool, yv, p.metric, p.task) if self.use_ensemble else None
         specs = {s.name: s for s in self.specs}
         if chosen and len(chosen) > 1:
             members = [(t, w) for t, w in chosen]
