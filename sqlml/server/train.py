@@ -40,6 +40,9 @@ PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int}
 ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
+PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
+
+
 def similar_trainings(meta_features: list, task: str) -> list[dict]:
     """Configurations that won on the past trainings nearest to this one (pgvector search over
     sqlml.models.meta_features, across projects: configurations reveal nothing about data)."""
@@ -207,13 +210,20 @@ def library_versions() -> dict:
     return out
 
 
-def progress(budget: Budget):
+def progress(budget: Budget, every: float = PROGRESS_SECONDS):
+    """Per trial: the job's live progress (sqlml.jobs), and a NOTICE when the trial is the new best,
+    failed, or ``every`` seconds have passed (cheap trials would otherwise flood the client)."""
+    last = [-every]
+
     def on_trial(trial, best):
+        governor.progress(trials=trial.n, best_score=best.score if best else None,
+                          best_algorithm=best.algorithm if best else None, budget_seconds=budget.seconds)
+        if trial is not best and trial.status == "ok" and budget.elapsed() - last[0] < every:
+            return
+        last[0] = budget.elapsed()
         score = "failed" if trial.status == "failed" else ("timed out" if trial.status == "timeout" else f"{trial.score:.4f}")
         best_s = f"best {best.score:.4f} ({best.algorithm})" if best else "no model yet"
         spi.notice(f"trial {trial.n}: {trial.algorithm} {score}; {best_s}; {budget.elapsed():.1f}s of {budget.seconds:.0f}s")
-        governor.progress(trials=trial.n, best_score=best.score if best else None,
-                          best_algorithm=best.algorithm if best else None, budget_seconds=budget.seconds)
     return on_trial
 
 
