@@ -20,6 +20,19 @@ import pytest
 from sqlml.devcluster import Cluster, free_port, service_user
 
 
+def reachable_by_server(path) -> Path:
+    """Let the server's OS user reach ``path`` (pytest's temporary directories are private): read
+    and search permission for others on it and on its parents below the temporary root, never on
+    the root itself (/tmp keeps its sticky, world-writable mode)."""
+    root = Path(tempfile.gettempdir()).resolve()
+    path = Path(path).resolve()
+    for p in [path, *path.parents]:
+        if root not in p.parents:
+            break
+        p.chmod(p.stat().st_mode | 0o055)
+    return path
+
+
 @pytest.fixture(scope="session")
 def cluster():
     # CREATE EXTENSION reads the server's extension directory: put this checkout's SQL there first.

@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from sqlml.devcluster import Cluster, free_port, service_user
-from tests.conftest import query, scalar
+from tests.conftest import query, reachable_by_server, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +29,7 @@ BUDGET = "2 seconds"
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
-    state = tmp_path_factory.mktemp("crash-cluster")
-    os.chmod(state, 0o755)
-    for p in state.parents:
-        if str(p).startswith(str(tmp_path_factory.getbasetemp().parent)):
-            os.chmod(p, 0o755)
+    state = reachable_by_server(tmp_path_factory.mktemp("crash-cluster"))
     shutil.chown(state, service_user())
     c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
     c.start()

@@ -14,7 +14,7 @@ import pytest
 
 from sqlml.devcluster import Cluster, free_port, service_user
 from sqlml.install import ROLES, pg_bindir, uninstall_database
-from tests.conftest import query, scalar
+from tests.conftest import query, reachable_by_server, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,7 @@ def source(dsn):
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    state = tmp_path_factory.mktemp("restore-cluster")
-    os.chmod(state, 0o755)
-    for p in state.parents:
-        if str(p).startswith(str(tmp_path_factory.getbasetemp().parent)):
-            os.chmod(p, 0o755)
+    state = reachable_by_server(tmp_path_factory.mktemp("restore-cluster"))
     shutil.chown(state, service_user())
     c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
     c.start()

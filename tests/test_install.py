@@ -10,7 +10,7 @@ import pytest
 
 from sqlml import __version__
 from sqlml.devcluster import Cluster, free_port, service_user
-from tests.conftest import new_database, query, scalar
+from tests.conftest import new_database, query, reachable_by_server, scalar
 
 SQLML = [sys.executable, "-m", "sqlml.cli"]
 
@@ -79,22 +79,11 @@ def site_without_lightgbm(tmp_path_factory):
     for entry in ours.iterdir():
         if not entry.name.lower().startswith("lightgbm"):
             (site / entry.name).symlink_to(entry)
-    os.chmod(site, 0o755)
-    for p in site.parents:
-        if str(p).startswith(tempfile_root()):
-            os.chmod(p, 0o755)
-    return site
-
-
-def tempfile_root():
-    import tempfile
-
-    return tempfile.gettempdir()
+    return reachable_by_server(site)
 
 
 def test_doctor_names_a_missing_server_package_and_the_fix(site_without_lightgbm, tmp_path_factory):
-    state = tmp_path_factory.mktemp("broken-cluster")
-    os.chmod(state, 0o755)
+    state = reachable_by_server(tmp_path_factory.mktemp("broken-cluster"))
     import shutil
 
     shutil.chown(state, service_user())
@@ -111,10 +100,7 @@ def test_doctor_names_a_missing_server_package_and_the_fix(site_without_lightgbm
 
 
 def test_dev_cluster_up_is_idempotent_and_dsn_works(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    for p in tmp_path.parents:
-        if str(p).startswith(tempfile_root()):
-            os.chmod(p, 0o755)
+    reachable_by_server(tmp_path)
     env = {"SQLML_HOME": str(tmp_path), "SQLML_DEV_PORT": str(free_port())}
     try:
         cli("dev", "up", env=env)

@@ -133,14 +133,15 @@ def test_mixed_types_jsonb_unseen_category_and_nulls(db):
         train(db, "price", "listings", "price", exclude=EXCLUDE["price"])
     schema = registry_model(db, "price", 1)[1]
     kinds = {f.name: f.kind for f in schema.features}
-    assert kinds == {"id": "numeric", "rooms": "numeric", "area": "numeric", "noise": "numeric", "balcony": "boolean",
+    assert "identifies rows" in schema.dropped["id"]  # a serial key is not a feature
+    assert kinds == {"rooms": "numeric", "area": "numeric", "noise": "numeric", "balcony": "boolean",
                      "city": "category", "built": "date", "listed_at": "timestamp", "emb": "vector"}
-    full = {"id": 1, "rooms": 3, "area": 55.5, "noise": 1.0, "balcony": True, "city": "Oslo", "built": "1998-05-01",
+    full = {"rooms": 3, "area": 55.5, "noise": 1.0, "balcony": True, "city": "Oslo", "built": "1998-05-01",
             "listed_at": "2024-03-01T10:00:00+00:00", "emb": "[1,2,0.5]"}
     known = scalar(db, "SELECT sqlml.predict('price', %s::jsonb)", (json.dumps(full),))
     unseen = scalar(db, "SELECT sqlml.predict('price', %s::jsonb)", (json.dumps({**full, "city": "Reykjavik"}),))
     nulls = scalar(db, "SELECT sqlml.predict('price', %s::jsonb)",
-                   (json.dumps({k: (None if k != "id" else 1) for k in full}),))
+                   (json.dumps({k: None for k in full}),))
     assert all(np.isfinite([known, unseen, nulls]))
     err = pytest.raises(psycopg2.Error, query, db, "SELECT sqlml.predict('price', '{\"rooms\": 3}'::jsonb)").value
     assert err.pgcode == "42703" and "missing" in err.pgerror and "area" in err.pgerror

@@ -139,8 +139,20 @@ def choose_features(columns, target: str, exclude: list[str], relation_text: str
     return features, by_name[target], dropped
 
 
+def identifier(f: Feature, values: np.ndarray, n: int) -> bool:
+    """An integer column that names rows rather than describes them: unique in every row, and
+    either called id / ..._id or a run of consecutive numbers (a serial key). As a feature it
+    learns the row order, which is often sorted by the target (iris is)."""
+    if f.pg_type not in ("int2", "int4", "int8") or n < ID_LIKE_MIN_ROWS or np.isnan(values).any():
+        return False
+    if len(np.unique(values)) != n:
+        return False
+    name = f.name.lower()
+    return name == "id" or name.endswith("_id") or values.max() - values.min() + 1 == n
+
+
 def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict) -> list[Feature]:
-    """Refuse all-NULL and infinite columns; drop identifier-like text columns."""
+    """Refuse all-NULL and infinite columns; drop identifier-like columns."""
     kept = []
     for f in features:
         raw = columns[f.name]
@@ -159,6 +171,9 @@ def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict)
                 raise SqlmlError(f'column "{f.name}" contains Infinity in {int(np.isinf(values).any(axis=-1).sum())} rows',
                                  hint=f'filter those rows or exclude the column (exclude => \'{{{f.name}}}\')',
                                  sqlstate=DATA_EXCEPTION)
+            if identifier(f, values, n):
+                dropped[f.name] = "it identifies rows (unique integers); cast it in a view to use it as a feature"
+                continue
         kept.append(f)
     if not kept:
         raise SqlmlError("no usable feature columns remain", sqlstate=NO_DATA,
