@@ -22,8 +22,10 @@ test-fast: setup            ## the suite without the slow AutoML runs
 bench: setup                ## scoring benchmark (in place vs. pulling the data out)
 	$(PY) bench/scoring.py
 
-bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets
+bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets, and the warm start's pay-off
+	$(PY) -m pip install -q --no-deps ISLP==0.6.0   # its CSVs only: its dependencies pull in PyTorch
 	$(PY) bench/automl_vs_flaml.py
+	$(PY) bench/warm_start.py
 
 bench-governor: setup       ## cost model error and predict latency under training load
 	$(PY) bench/governor.py

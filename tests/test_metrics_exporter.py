@@ -94,7 +94,7 @@ def test_exporter_serves_sqlml_metrics(db, dsn):
     age = got[("sqlml_model_age_seconds", frozenset({("project", "iris"), ("version", "1"), ("metric", "log_loss")}))]
     assert 0 < age < 600
     psi = {dict(k)["feature"]: v for (name, k), v in got.items() if name == "sqlml_drift_psi"}
-    assert set(psi) == {"id", "sepal_length", "sepal_width", "petal_length", "petal_width", "prediction"}
+    assert set(psi) == {"sepal_length", "sepal_width", "petal_length", "petal_width", "prediction"}
     assert psi["petal_length"] > 0.25  # the first 100 rows lack one species: major drift
     accuracy = got[("sqlml_evaluation_value", frozenset({("project", "iris"), ("version", "1"), ("metric", "accuracy")}))]
     assert 0.9 <= accuracy <= 1

@@ -82,7 +82,7 @@ def test_pg_cron_retrains_on_drift_through_the_gate(db, cron):
                       "AND feature = 'price'") >= 0.25
     v2 = query(db, "SELECT relation, feature_schema->'features' FROM sqlml.models WHERE project = 'sales' AND version = 2")
     assert v2 and v2[0][0] == "sales_new"
-    assert [f["name"] for f in v2[0][1]] == ["id", "price", "promo"]  # the deployed version's features
+    assert [f["name"] for f in v2[0][1]] == ["price", "promo"]  # the deployed version's features (id: a row key)
     # ... and deployed only if it beat version 1 on the same holdout (the gate's decision is recorded)
     live = query(db, "SELECT version, strategy, reason FROM sqlml.deployments WHERE project = 'sales' ORDER BY id DESC LIMIT 1")[0]
     if live[0] == 2:

@@ -233,7 +233,7 @@ def test_column_grants_limit_features_and_the_target(world):
     train(dev, "cols", "partial")
     features = scalar(su, "SELECT array(SELECT f->>'name' FROM jsonb_array_elements(feature_schema->'features') f "
                           "ORDER BY 1) FROM sqlml.models WHERE project = 'cols'")
-    assert features == ["a", "b", "id"]
+    assert features == ["a", "b"]  # id identifies rows: never a feature
     assert any('"c" is not used: not readable' in n for n in dev.notices)
     denied(dev2, "SELECT * FROM sqlml.train('cols2', 'partial', 'y')", 'permission denied for column "y" of partial')
     denied(dev, "SELECT * FROM sqlml.train('cols3', 'SELECT a, c, y FROM partial', 'y')", "permission denied for table partial")

@@ -1,0 +1,1 @@
+"""AutoML core: preprocessing, estimators as data, the budgeted search, ensembles, meta-features."""

@@ -1,0 +1,1 @@
+"""Data in: relation parsing, columnar ingest, type conversion, profiling."""

@@ -1,0 +1,1 @@
+"""Watching models: drift, evaluation, permutation importance, the model card."""

@@ -1,0 +1,1 @@
+"""Fitted pipelines to ONNX, the parity check, and the split scoring core."""

@@ -1,0 +1,1 @@
+"""The registry: projects, models, deployments, trials, grants and audit, through an Executor."""
