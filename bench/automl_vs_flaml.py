@@ -19,10 +19,7 @@ import argparse
 import io
 import json
 import os
-import shutil
 import sys
-import sysconfig
-import tempfile
 import time
 from pathlib import Path
 
@@ -131,16 +128,9 @@ def _version(cur, project):
 def start_cluster(cores: int | None = None):
     """A throwaway cluster whose training jobs get ``cores`` threads (the governor's
     sqlml.threads_per_job, set the only way it can be: in the server's configuration)."""
-    from sqlml.devcluster import Cluster, free_port, service_user
-    from sqlml.install import extension_dir, install_files
+    from sqlml.devcluster import throwaway
 
-    if os.access(extension_dir(), os.W_OK):
-        install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
-    state = Path(tempfile.mkdtemp(prefix="sqlml-bench-"))
-    os.chmod(state, 0o755)
-    shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    c = throwaway("sqlml-bench-")
     if cores:
         admin = psycopg2.connect(c.dsn("postgres"))
         admin.autocommit = True

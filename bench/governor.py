@@ -22,11 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import sysconfig
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,16 +42,9 @@ BUDGETS = [1, 2, 4]
 
 
 def start_cluster():
-    from sqlml.devcluster import Cluster, free_port, service_user
-    from sqlml.install import extension_dir, install_files
+    from sqlml.devcluster import throwaway
 
-    if os.access(extension_dir(), os.W_OK):
-        install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
-    state = Path(tempfile.mkdtemp(prefix="sqlml-bench-governor-"))
-    os.chmod(state, 0o755)
-    shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    c = throwaway("sqlml-bench-governor-")
     return c, c.create_database("bench")
 
 

@@ -42,7 +42,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -58,16 +57,9 @@ TRAIN_ROWS = 20000
 
 
 def start_cluster():
-    from sqlml.devcluster import Cluster, free_port, service_user
-    from sqlml.install import extension_dir, install_files
+    from sqlml.devcluster import throwaway
 
-    if os.access(extension_dir(), os.W_OK):
-        install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
-    state = Path(tempfile.mkdtemp(prefix="sqlml-bench-scoring-"))
-    os.chmod(state, 0o755)
-    shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    c = throwaway("sqlml-bench-scoring-")
     return c, c.create_database("bench")
 
 

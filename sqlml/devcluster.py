@@ -194,3 +194,27 @@ def _library_installed(name: str) -> bool:
     from sqlml.install import pg_config, run
 
     return (Path(run([pg_config(), "--pkglibdir"])) / f"{name}.so").exists()
+
+
+def throwaway(prefix: str = "sqlml-", site_packages: str | None = None, install_files: bool = True) -> Cluster:
+    """A started cluster in a new temporary directory, on a free port, for tests and benchmarks.
+
+    Its server imports sqlml from ``site_packages`` (default: this interpreter's, i.e. the code at
+    hand, whatever the installed sqlml.python names). ``install_files`` first copies this
+    checkout's extension files into the server's extension directory, which CREATE EXTENSION
+    reads, when it is writable. The caller destroys it.
+    """
+    import sysconfig
+    import tempfile
+
+    from sqlml import install
+
+    site = site_packages or sysconfig.get_paths()["purelib"]
+    if install_files and os.access(install.extension_dir(), os.W_OK):
+        install.install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(state, 0o755)
+    shutil.chown(state, service_user())
+    cluster = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": site})
+    cluster.start()
+    return cluster

@@ -7,9 +7,6 @@ The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 
 
 from __future__ import annotations
 
-import os
-import shutil
-import sysconfig
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,7 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from sqlml.devcluster import Cluster, free_port, service_user
+from sqlml.devcluster import throwaway
 
 
 def reachable_by_server(path) -> Path:
@@ -35,17 +32,8 @@ def reachable_by_server(path) -> Path:
 
 @pytest.fixture(scope="session")
 def cluster():
-    # CREATE EXTENSION reads the server's extension directory: put this checkout's SQL there first.
-    from sqlml.install import extension_dir, install_files
-
-    if os.access(extension_dir(), os.W_OK):
-        install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
-    state = Path(tempfile.mkdtemp(prefix="sqlml-test-"))
-    os.chmod(state, 0o755)
-    shutil.chown(state, service_user())
-    # The server imports sqlml from this venv (the code under test), whatever sqlml.python says.
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    """The session's cluster: this checkout's extension files, this venv's code."""
+    c = throwaway("sqlml-test-")
     yield c
     c.destroy()
 

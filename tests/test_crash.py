@@ -10,17 +10,15 @@ has inserted its model and trials and before it can commit; then the test strike
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sysconfig
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from sqlml.devcluster import Cluster, free_port, service_user
-from tests.conftest import query, reachable_by_server, scalar
+from sqlml.devcluster import throwaway
+from tests.conftest import query, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +27,7 @@ BUDGET = "2 seconds"
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
-    state = reachable_by_server(tmp_path_factory.mktemp("crash-cluster"))
-    shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    c = throwaway("sqlml-crash-", install_files=False)
     dsn = c.create_database("crash")
     conn = connect(dsn)
     query(conn, """CREATE TABLE pts AS

@@ -5,16 +5,14 @@ and its models predict the same values there; then uninstalling leaves no roles 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sysconfig
 
 import psycopg2
 import pytest
 
-from sqlml.devcluster import Cluster, free_port, service_user
+from sqlml.devcluster import throwaway
 from sqlml.install import ROLES, pg_bindir, uninstall_database
-from tests.conftest import query, reachable_by_server, scalar
+from tests.conftest import query, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +48,7 @@ def source(dsn):
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    state = reachable_by_server(tmp_path_factory.mktemp("restore-cluster"))
-    shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    c = throwaway("sqlml-restore-", install_files=False)
     yield c
     c.destroy()
 

@@ -9,18 +9,14 @@ These tests reconfigure the server and kill backends, so they run on a cluster o
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sysconfig
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psycopg2
 import pytest
 
-from sqlml.devcluster import Cluster, free_port, service_user
+from sqlml.devcluster import throwaway
 from tests.conftest import query, scalar
 
 MB = 1024 ** 2
@@ -28,11 +24,7 @@ MB = 1024 ** 2
 
 @pytest.fixture(scope="module")
 def gov(cluster):  # `cluster` installs this checkout's extension files
-    state = Path(tempfile.mkdtemp(prefix="sqlml-gov-"))
-    os.chmod(state, 0o755)
-    shutil.chown(state, service_user())
-    c = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": sysconfig.get_paths()["purelib"]})
-    c.start()
+    c = throwaway("sqlml-gov-", install_files=False)
     dsn = c.create_database("gov")
     conn = connect(dsn)
     query(conn, """CREATE TABLE small AS

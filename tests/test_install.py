@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from sqlml import __version__
-from sqlml.devcluster import Cluster, free_port, service_user
+from sqlml.devcluster import free_port, throwaway
 from tests.conftest import new_database, query, reachable_by_server, scalar
 
 SQLML = [sys.executable, "-m", "sqlml.cli"]
@@ -83,12 +83,7 @@ def site_without_lightgbm(tmp_path_factory):
 
 
 def test_doctor_names_a_missing_server_package_and_the_fix(site_without_lightgbm, tmp_path_factory):
-    state = reachable_by_server(tmp_path_factory.mktemp("broken-cluster"))
-    import shutil
-
-    shutil.chown(state, service_user())
-    broken = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": str(site_without_lightgbm)})
-    broken.start()
+    broken = throwaway("sqlml-broken-", site_packages=str(site_without_lightgbm), install_files=False)
     try:
         dsn = broken.create_database("broken")
         out = cli("doctor", "--dsn", dsn, check=False)
