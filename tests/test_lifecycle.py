@@ -90,6 +90,7 @@ def test_train_register_deploy_predict(db, project, relation, target, task, excl
                 (project,))[0]
     assert row[0] == task
     assert row[3]["holdout"][row[1]] == pytest.approx(row[2])
+    assert row[3]["refit"] == "all rows" and row[3]["split"] == {"data_fingerprint": row[8], "seed": 42, "test_size": 0.2}
     assert row[4]["ok"] is True and row[4]["rows"] > 0
     assert len(row[5]) == 64 and 9 <= row[6] <= 17 and row[7] > 100 and len(row[8]) == 64
     assert {"scikit-learn", "onnxruntime", "sqlml"} <= set(row[9]) and row[10] == "postgres" and row[11] == relation
@@ -175,3 +176,20 @@ def test_gate_rollback_and_a_second_session(db, dsn):
         other.close()
     versions = [v for (v,) in query(db, "SELECT version FROM sqlml.models WHERE project = 'iris' ORDER BY version")]
     assert versions == [1, 2]
+
+
+def test_a_refitted_champion_is_judged_by_its_score_from_before_the_refit(db):
+    """The champion was refitted on every row, this holdout included: scoring it there would flatter
+    it, so on the same data and split the gate compares with the score it was registered with."""
+    first = train(db, "refit", "listings", "status", exclude=["price"])
+    del db.notices[:]
+    second = train(db, "refit", "listings", "status", exclude=["price"])
+    assert second["version"] == 2
+    assert scalar(db, "SELECT metrics ->> 'refit' FROM sqlml.models WHERE project = 'refit' AND version = 1") == "all rows"
+    verdict = next(n for n in db.notices if "version 2:" in n)
+    assert f"vs deployed version 1's {first['score']:.4f} on the same holdout" in verdict
+
+
+def test_refit_all_false_registers_the_model_that_never_saw_the_holdout(db):
+    train(db, "norefit", "listings", "price", exclude=["status"], options=json.dumps({"refit_all": False}))
+    assert scalar(db, "SELECT metrics ->> 'refit' FROM sqlml.models WHERE project = 'norefit'") == "training part"

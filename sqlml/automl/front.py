@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 
 from sqlml.automl import meta, metrics, preprocess
 from sqlml.automl.budget import Budget
@@ -26,13 +27,22 @@ INTEGER_CLASS_LIMIT = 20  # an integer target with at most this many values is a
 
 @dataclass
 class Candidate:
-    """A fitted model that could be registered, with its holdout predictions and metrics."""
+    """A fitted model that could be registered.
+
+    ``model`` is what would be exported (refitted on every row, when there was time), and
+    ``holdout_pred`` its predictions on the holdout, for the parity check. ``honest_model`` is the
+    same configuration trained without the holdout: its predictions there (``honest_pred``) give
+    the metrics, the diagnostics and the deployment gate's score.
+    """
 
     model: object
     algorithm: str
     params: dict
     holdout_pred: np.ndarray
     holdout_metrics: dict
+    honest_model: object = None
+    honest_pred: np.ndarray = None
+    refit: str = "training part"  # or "all rows"
 
 
 @dataclass
@@ -47,19 +57,25 @@ class Trained:
     X_holdout: object = field(repr=False, default=None)
     meta_features: list = field(default_factory=list)  # sqlml.automl.meta.meta_features of the training part
     warm_started: int = 0  # configurations borrowed from similar past trainings
+    final_model: object = None  # the winner refitted on every row, or None (no time left, or not asked)
+    test_size: float = 0.2
 
     def best_configurations(self) -> list[dict]:
         """What a similar future training should try first."""
         return meta.best_configurations(self.result.trials)
 
-    def candidate(self, model, algorithm, params) -> Candidate:
-        task = self.schema.target.task
-        pred = predict(model, self.X_holdout, task, len(self.schema.target.classes))
-        return Candidate(model, algorithm, params, pred, metrics.all_metrics(task, self.holdout_y, pred))
+    def candidate(self, model, algorithm, params, final=None) -> Candidate:
+        """``model`` trained on the training part; ``final`` the same refitted on every row."""
+        task, k = self.schema.target.task, len(self.schema.target.classes)
+        honest = predict(model, self.X_holdout, task, k)
+        exported = model if final is None else final
+        pred = honest if final is None else predict(final, self.X_holdout, task, k)
+        return Candidate(exported, algorithm, params, pred, metrics.all_metrics(task, self.holdout_y, honest),
+                         honest_model=model, honest_pred=honest, refit="training part" if final is None else "all rows")
 
     def candidates(self):
         """The winner first; if it is an ensemble, then its members, best first (parity fallbacks)."""
-        yield self.candidate(self.result.model, self.result.algorithm, self.result.params)
+        yield self.candidate(self.result.model, self.result.algorithm, self.result.params, self.final_model)
         for trial, model, _ in sorted(self.result.members, key=lambda m: m[0].loss):
             yield self.candidate(model, trial.algorithm, {**trial.params, "n_estimators": trial.n_estimators})
 
@@ -128,7 +144,7 @@ def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
 def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
-          n_estimators: int | None = None, similar=None) -> Trained:
+          n_estimators: int | None = None, similar=None, refit_all: bool = True) -> Trained:
     """``note(message)`` is called with what the user should know (task inference, the plan);
     ``similar(meta_features, task)`` returns configurations that won on similar past trainings."""
     note = note or (lambda message: None)
@@ -169,11 +185,19 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     if warm:
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
-                    n_estimators=n_estimators, warm_start=warm)
+                    n_estimators=n_estimators, warm_start=warm, final_rows=len(y) if refit_all else None)
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric} ({search.validation} on "
          f"{len(train_idx)} rows, {len(test_idx)} holdout rows, budget {budget.seconds:.0f}s)")
     search.run()
     result = search.finish()
+    # The holdout has measured the configuration; the registered model learns from every row.
+    final = None
+    if refit_all and search.affords_final_refit(result):
+        final = search.refit_on(result, pd.concat([X_train, X_test], ignore_index=True),
+                                np.concatenate([y[train_idx], y[test_idx]]))
+    elif refit_all:
+        note("no time left to refit on every row: the model registered is the one trained without the holdout")
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],
-                   train_rows=len(train_idx), X_holdout=X_test, meta_features=described, warm_started=len(warm))
+                   train_rows=len(train_idx), X_holdout=X_test, meta_features=described, warm_started=len(warm),
+                   final_model=final, test_size=test_size)

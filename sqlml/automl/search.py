@@ -82,6 +82,7 @@ class Result:
     validation_score: float
     validation: str  # "5-fold cv" or "holdout"
     members: list = field(default_factory=list)  # [(Trial, fitted pipeline, weight)] when an ensemble won
+    trial: Trial | None = None  # the winning trial, when a single model won
 
 
 def n_folds(rows: int, probe_seconds: float, budget_seconds: float) -> int:
@@ -202,7 +203,10 @@ class Search:
 
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
                  reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None,
-                 warm_start: list | None = None):
+                 warm_start: list | None = None, final_rows: int | None = None):
+        """``final_rows``: the rows the winner is refitted on at the end (the training part and the
+        holdout), when the budget allows; the search keeps time for it."""
+        self.final_rows = final_rows or len(problem.y)
         self.use_ensemble = use_ensemble
         self.warm_start = warm_start or []  # [{"algorithm", "params"}] tried before the portfolios
         self.n_estimators = n_estimators
@@ -256,8 +260,29 @@ class Search:
         return nodes * EXPORT_SECONDS_PER_NODE
 
     def finish_cost(self, trial: Trial) -> float:
-        """Seconds to make ``trial`` the registered model: refit on all training rows, export."""
-        return self.refit_estimate(trial.algorithm) + self.export_estimate(trial)
+        """Seconds to make ``trial`` the registered model: refit on the training part (for an honest
+        holdout score), refit on every row, export."""
+        grow = self.final_rows / len(self.problem.y)
+        return self.refit_estimate(trial.algorithm) * (1 + grow) + self.export_estimate(trial) * grow
+
+    def affords_final_refit(self, result: Result) -> bool:
+        """Is there time to refit ``result`` on every row (see ``refit_on``)?
+
+        The search kept time for this refit, but its last trial may have run a few moments past the
+        line; half the reserve may absorb that (what follows, importance, is bounded by a deadline)."""
+        trials = [t for t, _, _ in result.members] or [result.trial]
+        grow = self.final_rows / len(self.problem.y)
+        cost = sum(self.refit_estimate(t.algorithm) * grow + self.export_estimate(t) * grow for t in trials)
+        return cost <= self.budget.remaining() - self.reserve_seconds / 2
+
+    def refit_on(self, result: Result, X, y):
+        """``result``'s configuration (the single model, or every ensemble member with its weight)
+        fitted again on ``X``, ``y``: more rows than the search saw, boosting rounds scaled to them."""
+        specs = {s.name: s for s in self.specs}
+        if result.members:
+            return ensemble.voting([(self._refit(specs[t.algorithm], t, X, y), w) for t, _, w in result.members],
+                                   self.problem.task)
+        return self._refit(specs[result.trial.algorithm], result.trial, X, y)
 
     def ensemble_candidate(self, trial: Trial) -> bool:
         """A trial may join an ensemble only if finishing it costs a modest share of the budget."""
@@ -419,21 +444,23 @@ class Search:
                 return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
         return Result(self._refit(specs[best.algorithm], best), best.algorithm,
                       {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
-                      self.trials, best.score, self.validation)
+                      self.trials, best.score, self.validation, trial=best)
 
-    def _refit(self, spec: EstimatorSpec, trial: Trial):
+    def _refit(self, spec: EstimatorSpec, trial: Trial, X=None, y=None):
+        """``trial``'s configuration fitted on ``X``, ``y`` (default: the whole training part)."""
         p = self.problem
+        X, y = (p.X, p.y) if X is None else (X, y)
         rounds = None
         if spec.family == BOOSTING and self.n_estimators:
             rounds = self.n_estimators
         elif spec.family == BOOSTING and trial.n_estimators:
             # more data, a few more rounds than early stopping found on a fold
-            rounds = max(int(trial.n_estimators * len(p.y) / len(self.folds[0][0])), 1)
+            rounds = max(int(trial.n_estimators * len(y) / len(self.folds[0][0])), 1)
         refit_budget = Budget(math.inf, self.budget.interrupt)  # a refit runs to the end; time for it was reserved
         params = self._sized(spec, trial.params)
         if spec.family == TREES and trial.n_estimators and not self.n_estimators:
             params["n_estimators"] = trial.n_estimators
-        model, _ = fit_pipeline(spec, params, p, p.X, p.y, refit_budget, n_estimators=rounds)
+        model, _ = fit_pipeline(spec, params, p, X, y, refit_budget, n_estimators=rounds)
         return model
 
 

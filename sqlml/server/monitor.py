@@ -52,18 +52,23 @@ def check_training_data(features: list[Feature], raw: dict, n: int, target: str,
     return report
 
 
-def training_artifacts(trained, session, holdout_out, raw: dict, budget, data_profile) -> dict:
+def training_artifacts(trained, candidate, raw: dict, budget, data_profile) -> dict:
     """Model columns for operations: the data profile, drift baselines (features on the training
     rows, at most a 50k sample; predictions on the holdout), holdout diagnostics, and permutation
-    importance within what is left of the budget (checking for a cancel between shuffles)."""
-    from sqlml.onnx.convert import run
+    importance within what is left of the budget (checking for a cancel between shuffles).
+
+    Holdout figures come from the candidate's honest model, the one that never saw the holdout
+    (the registered model may have been refitted on it)."""
+    from sqlml.automl.search import predict
 
     schema = trained.schema
     task, classes = schema.target.task, schema.target.classes
+    holdout_out = candidate.honest_pred
     baseline = {"features": drift.feature_baselines(schema.features, raw),
                 "prediction": drift.prediction_baseline(task, holdout_out, classes)}
     deadline = time.monotonic() + budget.remaining() - REGISTER_RESERVE
-    imp = importance.permutation(lambda inputs: run(session, convert.as_feeds(schema, inputs), task),
+    imp = importance.permutation(lambda inputs: predict(candidate.honest_model, convert.as_frame(schema, inputs), task,
+                                                        len(classes)),
                                  trained.holdout_inputs, {f.name: f.inputs for f in schema.features},
                                  trained.holdout_y, trained.metric, deadline, checkpoint=budget.checkpoint)
     return {"profile": diagnostics.jsonable(data_profile) if data_profile else None,

@@ -5,6 +5,7 @@ Orchestration only: each step is a call into data/, automl/, onnx/ or registry/.
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -38,7 +39,7 @@ from sqlml.server.spi import spi
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
-OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int}
+OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool}
 ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
@@ -242,10 +243,20 @@ def progress(budget: Budget, every: float = PROGRESS_SECONDS):
     return on_trial
 
 
-def champion_score(champion: dict, trained, raw_holdout: dict, metric: str):
-    """The deployed model's score on this training's holdout, or None if it cannot be scored on it."""
+def champion_score(champion: dict, trained, raw_holdout: dict, metric: str, split: dict):
+    """The deployed model's score on this training's holdout, or None if it cannot be scored on it.
+
+    A champion trained on the same data with the same ``split`` (fingerprint, seed, test_size) held
+    out these very rows and may have been refitted on them afterwards: its stored holdout score,
+    measured before that refit, is the fair one. Otherwise its ONNX model scores the holdout (if it
+    was refitted on rows of it, the comparison leans its way: the gate stays conservative)."""
     from sqlml.onnx import convert as onnx_convert
 
+    row = privileged.run(lambda ex: ex.execute("SELECT metric, score, metrics -> 'split' AS split FROM sqlml.models "
+                                                "WHERE id = $1", [champion["id"]])[0])
+    stored_split = json.loads(row["split"]) if isinstance(row["split"], str) else row["split"]
+    if stored_split == split and row["metric"] == metric and row["score"] is not None:
+        return float(row["score"])
     blob, _, schema_json = privileged.run(lambda ex: store.onnx_blob(ex, champion["id"]))
     schema = FeatureSchema.from_json(schema_json)
     if schema.target.classes != trained.schema.target.classes:
@@ -300,7 +311,8 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                           test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
                           on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                           ensemble=opts.get("ensemble", True), threads=job_threads(),
-                          n_estimators=opts.get("n_estimators"), similar=similar_trainings)
+                          n_estimators=opts.get("n_estimators"), similar=similar_trainings,
+                          refit_all=opts.get("refit_all", True))
     return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile)
 
 
@@ -327,6 +339,8 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
                          sqlstate=DATA_EXCEPTION, hint="train with other algorithms (algorithms => '{...}')")
     score = candidate.holdout_metrics[metric]
     raw_holdout = {k: v[trained.holdout_index] for k, v in raw.items()}
+    data_fingerprint = fingerprint(n, raw, y_raw)
+    split = {"data_fingerprint": data_fingerprint, "seed": int(opts.get("seed", 42)), "test_size": trained.test_size}
 
     def register(ex):
         access.require_train(ex, caller, project)
@@ -339,11 +353,12 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
             "metric": metric, "score": float(score), "metrics": {
                 "holdout": candidate.holdout_metrics, "validation": {metric: trained.result.validation_score,
                                                                      "method": trained.result.validation},
-                "holdout_rows": len(trained.holdout_y), "train_rows": trained.train_rows},
+                "holdout_rows": len(trained.holdout_y), "train_rows": trained.train_rows,
+                "refit": candidate.refit, "split": split},
             "hyperparameters": candidate.params, "feature_schema": trained.schema.to_json(),
             "classes": list(trained.schema.target.classes), "onnx": blob, "sha256": store.sha256(blob),
             "opset": onnx_convert.opset_of(blob), "parity": {**check.to_json(), "rejected": rejected},
-            "relation": rel.text, "rows": int(n), "data_fingerprint": fingerprint(n, raw, y_raw),
+            "relation": rel.text, "rows": int(n), "data_fingerprint": data_fingerprint,
             "library_versions": library_versions(), "created_by": caller,
             "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), **operations,
             "meta_features": meta.to_vector_literal(trained.meta_features),
@@ -357,10 +372,10 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
         return champion, version, model_id, access.has(ex, caller, project, "deploy")
 
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
-    champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric) if champion_before else None
+    champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric, split) if champion_before else None
     from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
 
-    operations = monitor.training_artifacts(trained, sess, got, raw, budget, data_profile)
+    operations = monitor.training_artifacts(trained, candidate, raw, budget, data_profile)
     champion, version, model_id, may_deploy = privileged.run(register)
 
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
