@@ -34,7 +34,7 @@ bench-spark: setup          ## Spark scoring (local mode) vs. in-database sqlml.
 	.sqlml/spark-venv/bin/python bench/spark_scoring.py
 
 lint: setup
-	$(PY) -m ruff check sqlml tests bench
+	$(PY) -m ruff check .
 
 dev-up: setup
 	$(SQLML) dev up

@@ -33,4 +33,4 @@ except ImportError as e:
         hint="run `sqlml doctor --dsn ...` to see what is missing, then `sqlml install` to repair it",
         sqlstate="58P01",
     )
-GD["sqlml"] = sqlml.server.api
+GD["sqlml"] = sqlml.server.api  # noqa: F821 - GD is the dictionary PL/Python gives this code
