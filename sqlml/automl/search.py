@@ -259,11 +259,15 @@ class Search:
             nodes = 0
         return nodes * EXPORT_SECONDS_PER_NODE
 
+    def final_refit_cost(self, trial: Trial) -> float:
+        """Seconds to refit ``trial`` on every row (``final_rows``) and export it."""
+        grow = self.final_rows / len(self.problem.y)
+        return (self.refit_estimate(trial.algorithm) + self.export_estimate(trial)) * grow
+
     def finish_cost(self, trial: Trial) -> float:
         """Seconds to make ``trial`` the registered model: refit on the training part (for an honest
-        holdout score), refit on every row, export."""
-        grow = self.final_rows / len(self.problem.y)
-        return self.refit_estimate(trial.algorithm) * (1 + grow) + self.export_estimate(trial) * grow
+        holdout score), then on every row, and export."""
+        return self.refit_estimate(trial.algorithm) + self.final_refit_cost(trial)
 
     def affords_final_refit(self, result: Result) -> bool:
         """Is there time to refit ``result`` on every row (see ``refit_on``)?
@@ -271,18 +275,15 @@ class Search:
         The search kept time for this refit, but its last trial may have run a few moments past the
         line; half the reserve may absorb that (what follows, importance, is bounded by a deadline)."""
         trials = [t for t, _, _ in result.members] or [result.trial]
-        grow = self.final_rows / len(self.problem.y)
-        cost = sum(self.refit_estimate(t.algorithm) * grow + self.export_estimate(t) * grow for t in trials)
+        cost = sum(self.final_refit_cost(t) for t in trials)
         return cost <= self.budget.remaining() - self.reserve_seconds / 2
 
     def refit_on(self, result: Result, X, y):
         """``result``'s configuration (the single model, or every ensemble member with its weight)
         fitted again on ``X``, ``y``: more rows than the search saw, boosting rounds scaled to them."""
-        specs = {s.name: s for s in self.specs}
         if result.members:
-            return ensemble.voting([(self._refit(specs[t.algorithm], t, X, y), w) for t, _, w in result.members],
-                                   self.problem.task)
-        return self._refit(specs[result.trial.algorithm], result.trial, X, y)
+            return ensemble.voting([(self._refit(t, X, y), w) for t, _, w in result.members], self.problem.task)
+        return self._refit(result.trial, X, y)
 
     def ensemble_candidate(self, trial: Trial) -> bool:
         """A trial may join an ensemble only if finishing it costs a modest share of the budget."""
@@ -430,25 +431,25 @@ class Search:
         yv = p.y[self.valid_rows]
         pool = [t for t in self.trials if t is best or self.ensemble_candidate(t)]
         chosen = ensemble.select(pool, yv, p.metric, p.task) if self.use_ensemble else None
-        specs = {s.name: s for s in self.specs}
         if chosen and len(chosen) > 1:
             members = [(t, w) for t, w in chosen]
             cost = sum(self.refit_estimate(t.algorithm) + self.export_estimate(t) for t, _ in members)
             if cost < self.budget.remaining() - self.reserve_seconds:
-                fitted = [(t, self._refit(specs[t.algorithm], t), w) for t, w in members]
+                fitted = [(t, self._refit(t), w) for t, w in members]
                 model = ensemble.voting([(m, w) for _, m, w in fitted], p.task)
                 score = metrics.score(p.metric, yv, ensemble.blend([t.predictions for t, _ in members],
                                                                    [w for _, w in members]))
                 params = {"members": [{"trial": t.n, "algorithm": t.algorithm, "weight": w, "params": t.params}
                                       for t, w in members]}
                 return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
-        return Result(self._refit(specs[best.algorithm], best), best.algorithm,
+        return Result(self._refit(best), best.algorithm,
                       {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
                       self.trials, best.score, self.validation, trial=best)
 
-    def _refit(self, spec: EstimatorSpec, trial: Trial, X=None, y=None):
+    def _refit(self, trial: Trial, X=None, y=None):
         """``trial``'s configuration fitted on ``X``, ``y`` (default: the whole training part)."""
         p = self.problem
+        spec = next(s for s in self.specs if s.name == trial.algorithm)
         X, y = (p.X, p.y) if X is None else (X, y)
         rounds = None
         if spec.family == BOOSTING and self.n_estimators:

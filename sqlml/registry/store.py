@@ -133,7 +133,8 @@ def nearest_configurations(ex, task: str, meta_vector: str, k: int, max_distance
 def deployed(ex, name: str) -> dict | None:
     """The currently deployed model row (without its ONNX blob), or None."""
     rows = ex.execute(
-        """SELECT m.id, m.project, m.version, m.algorithm, m.metric, m.score, m.sha256, m.feature_schema, d.id AS deployment_id
+        """SELECT m.id, m.project, m.version, m.algorithm, m.metric, m.score, m.sha256, m.feature_schema,
+                  m.metrics -> 'split' AS split, d.id AS deployment_id
            FROM sqlml.deployments d JOIN sqlml.models m ON m.id = d.model_id
            WHERE d.project = $1 ORDER BY d.id DESC LIMIT 1""", [name])
     return rows[0] if rows else None

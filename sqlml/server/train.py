@@ -252,11 +252,9 @@ def champion_score(champion: dict, trained, raw_holdout: dict, metric: str, spli
     was refitted on rows of it, the comparison leans its way: the gate stays conservative)."""
     from sqlml.onnx import convert as onnx_convert
 
-    row = privileged.run(lambda ex: ex.execute("SELECT metric, score, metrics -> 'split' AS split FROM sqlml.models "
-                                                "WHERE id = $1", [champion["id"]])[0])
-    stored_split = json.loads(row["split"]) if isinstance(row["split"], str) else row["split"]
-    if stored_split == split and row["metric"] == metric and row["score"] is not None:
-        return float(row["score"])
+    stored_split = json.loads(champion["split"]) if isinstance(champion["split"], str) else champion["split"]
+    if stored_split == split and champion["metric"] == metric and champion["score"] is not None:
+        return float(champion["score"])
     blob, _, schema_json = privileged.run(lambda ex: store.onnx_blob(ex, champion["id"]))
     schema = FeatureSchema.from_json(schema_json)
     if schema.target.classes != trained.schema.target.classes:
