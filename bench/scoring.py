@@ -8,7 +8,9 @@ exactly 100 trees. ONNX Runtime runs with one thread everywhere. Printed, each a
 
   (a) CREATE TABLE AS SELECT id, sqlml.predict('p', t) FROM t t: serially, then with the default
       parallel query settings (2 workers per Gather)
-  (b) sqlml.score('p', 't', ...) and CREATE TABLE AS SELECT * FROM sqlml.predict_batch('p', 't', 'id')
+  (b) sqlml.score('p', 't', ...) and CREATE TABLE AS SELECT * FROM sqlml.predict_batch('p', 't', 'id'),
+      whose onnxruntime runs on a background thread of the backend while the backend reads the next
+      chunk and writes the last (sqlml/scoring/overlap.py): two cores, like the client and its backend
   (c) the client baseline: psycopg2 fetch (server-side cursor, 100k rows per fetch) -> numpy ->
       onnxruntime on the registered ONNX -> COPY (id, prediction) into a new table
   (d) the floor: a plain scan of the same columns in the server (count() of each), plus
@@ -396,7 +398,8 @@ def main():
         say(f"model: p, LightGBM {params['n_estimators']} trees, {params['num_leaves']} leaves max, learning rate "
             f"{params['learning_rate']}; ONNX {onnx_bytes / 1024:.0f} kB; holdout ROC AUC {auc:.3f}; trained in {secs:.1f}s")
         blob, schema = registered(conn)
-        say("threads: onnxruntime 1 (sqlml sessions and the client's); parallel query adds processes, not threads")
+        say("threads: onnxruntime 1 (sqlml sessions and the client's); (b) runs it on a background thread, overlapped "
+            "with the backend's reads and writes; parallel query adds processes, not threads")
         say()
 
         results = {}

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import numpy as np
 import psycopg2
@@ -225,6 +227,37 @@ def test_batch_in_chunks_equals_predict(db, wide):
     assert scalar(db, "SELECT sqlml.score('sp', 'people', 'people_scored', 'id')") == 3000
     assert query(db, "SELECT prediction, probabilities FROM people_scored ORDER BY id") == \
         query(db, "SELECT sqlml.predict('sp', t), sqlml.predict_proba('sp', t) FROM people t ORDER BY id")
+
+
+def threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_batch_scoring_leaves_no_thread_behind_when_cut_short(db, dsn, wide):
+    """The model runs on a background thread (``sqlml.scoring.overlap``): a timeout, a cancel or a
+    LIMIT ends it with the statement, and the session goes on."""
+    query(db, "CREATE TABLE IF NOT EXISTS wide8 AS SELECT w.* FROM wide w, generate_series(1, 8)")  # 560k rows
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    pid = scalar(conn, "SELECT pg_backend_pid()")
+    first = column(conn, "SELECT sqlml.predict('wide', t) FROM wide t WHERE id <= 5 ORDER BY id")
+    before = threads_of(pid)
+    query(conn, "SET statement_timeout = '300ms'")
+    with pytest.raises(psycopg2.errors.QueryCanceled):
+        query(conn, "SELECT sqlml.score('wide', 'wide8', 'wide8_scored', 'id')")
+    query(conn, "RESET statement_timeout")
+    assert threads_of(pid) == before
+    assert scalar(conn, "SELECT to_regclass('wide8_scored')") is None  # nothing half-written
+    canceller = threading.Timer(0.3, lambda: query(db, "SELECT pg_cancel_backend(%s)", (pid,)))
+    canceller.start()
+    with pytest.raises(psycopg2.errors.QueryCanceled):
+        query(conn, "SELECT count(*) FROM sqlml.predict_batch('wide', 'wide8', 'id')")
+    canceller.join()
+    assert threads_of(pid) == before
+    assert len(query(conn, "SELECT * FROM sqlml.predict_batch('wide', 'wide', 'id') LIMIT 3")) == 3
+    assert threads_of(pid) == before
+    assert column(conn, "SELECT sqlml.predict('wide', t) FROM wide t WHERE id <= 5 ORDER BY id") == first
+    conn.close()
 
 
 def test_dates_need_iso_datestyle_in_a_row(db):

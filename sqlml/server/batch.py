@@ -17,12 +17,13 @@ from __future__ import annotations
 import numpy as np
 import plpy
 
+from sqlml.data import convert
 from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
-from sqlml.scoring import chunks
-from sqlml.server import audit, ingest, scoring
+from sqlml.scoring import chunks, overlap
+from sqlml.server import audit, counters, ingest, scoring
 from sqlml.server.spi import spi
 
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
@@ -52,14 +53,28 @@ def _source(project, relation, id_column):
 
 
 def _scored(m, rel, sql, id_column, id_type):
-    """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables."""
+    """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. The model
+    runs on a background thread, one chunk ahead of the caller's writes (``sqlml.scoring.overlap``)."""
+    def score(payload):  # on the background thread: numpy and ONNX Runtime only
+        if isinstance(payload, np.ndarray):  # the core matrix
+            return m.scorer.run_matrix(payload)
+        return m.scorer.run(convert.model_inputs(m.schema, payload), len(next(iter(payload.values()))))
+
+    for (n, ids), out in overlap.overlapped(score, _chunks(m, rel, sql, id_column, id_type)):
+        counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
+        yield n, out, ids
+
+
+def _chunks(m, rel, sql, id_column, id_type):
+    """Yield ((rows, ids), payload) per non-empty chunk: the core matrix for a table whose model
+    takes one, else raw columns (``sqlml.data.convert`` layouts)."""
     features = list(m.schema.features)
     info = spi.execute(TABLE_INFO, [rel.qualified]) if rel.name else []
     if not info:
         n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
-            yield len(ids), m.predict_columns({k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}), ids
+            yield (len(ids), ids), {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
         return
     blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
     columns = m.scorer.row_columns
@@ -71,13 +86,11 @@ def _scored(m, rel, sql, id_column, id_type):
         if not rows:
             return
         if query:  # the core matrix itself: numbers and looked-up categories
-            n, matrix, ids = chunks.decode_matrix(rows[0], len(columns), id_type)
-            out = m.predict_matrix(matrix) if n else None
+            n, payload, ids = chunks.decode_matrix(rows[0], len(columns), id_type)
         else:
-            n, raw, ids = chunks.decode_chunk(rows[0], features, id_type)
-            out = m.predict_columns(raw) if n else None
+            n, payload, ids = chunks.decode_chunk(rows[0], features, id_type)
         if n:
-            yield n, out, ids
+            yield (n, ids), payload
 
 
 def predict_batch(project, relation, id_column):
