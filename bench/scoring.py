@@ -19,8 +19,8 @@ exactly 100 trees. ONNX Runtime runs with one thread everywhere. Printed, each a
 
 Then the peak memory of the backend during sqlml.score (at --rows and at a tenth of it, and at
 --big-rows if given, e.g. 10,000,000); single-row latency p50/p99 over --calls round trips of
-``SELECT sqlml.predict('p', t) FROM t t WHERE id = $1`` against a FastAPI/uvicorn service on
-loopback that fetches the row from PostgreSQL and predicts with a scikit-learn pipeline (refit
+``SELECT sqlml.predict('p', t) FROM t t WHERE id = $1`` (sent as a simple query, and prepared once)
+against a FastAPI/uvicorn service on loopback that fetches the row from PostgreSQL (prepared) and predicts with a scikit-learn pipeline (refit
 client-side with sqlml's own preprocessing, the deployed model's hyperparameters and the same
 training rows; its agreement with the deployed model is printed); pgbench with 8 clients calling
 predict for --pgbench-seconds; and the cold first call (Python, imports and model load) for this
@@ -245,10 +245,15 @@ def percentiles(samples):
     return float(np.percentile(s, 50)), float(np.percentile(s, 99))
 
 
-def db_latency(dsn, ids):
+def db_latency(dsn, ids, prepared):
+    """p50, p99 of single-row predicts, sent as simple queries or through a prepared statement (what
+    psycopg 3, JDBC and asyncpg do with a query they run often: planned once per session)."""
     conn = connect(dsn)
     cur = conn.cursor()
     sql = "SELECT sqlml.predict('p', t) FROM t t WHERE id = %s"
+    if prepared:
+        cur.execute("PREPARE predict_one(int) AS SELECT sqlml.predict('p', t) FROM t t WHERE id = $1")
+        sql = "EXECUTE predict_one(%s)"
     for i in ids[:200]:  # warm: model loaded, plans cached
         cur.execute(sql, (int(i),))
         cur.fetchone()
@@ -459,16 +464,19 @@ def main():
         rng = np.random.default_rng(7)
         ids = rng.integers(1, args.rows + 1, size=args.calls)
         pipe = refit_pipeline(conn, schema)
-        p50, p99 = db_latency(dsn, ids)
+        p50, p99 = db_latency(dsn, ids, prepared=False)
+        q50, q99 = db_latency(dsn, ids, prepared=True)
         (s50, s99), answers = service_latency(dsn, schema, pipe, ids[:args.calls])
         sample = sorted(answers)[:2000]
         inside = dict(run(conn, "SELECT id, sqlml.predict_proba('p', t) FROM t t WHERE id = ANY(%s)", (sample,)))
         gap = max(abs(answers[i][1] - inside[i][1]) for i in sample)
         same = np.mean([np.argmax(answers[i]) == np.argmax(inside[i]) for i in sample])
         say(f"Single row, {args.calls:,} calls over one connection (ms)")
-        say(f"  SELECT sqlml.predict('p', t) FROM t t WHERE id = $1    p50 {p50:6.3f}  p99 {p99:6.3f}")
-        say(f"  FastAPI/uvicorn service (fetch row + sklearn pipeline)  p50 {s50:6.3f}  p99 {s99:6.3f}")
-        say(f"  in place is {s50 / p50:.1f}x lower at p50, {s99 / p99:.1f}x lower at p99")
+        say(f"  SELECT sqlml.predict('p', t) FROM t t WHERE id = $1, simple query     p50 {p50:6.3f}  p99 {p99:6.3f}")
+        say(f"  the same, prepared once (EXECUTE predict_one($1))              p50 {q50:6.3f}  p99 {q99:6.3f}")
+        say(f"  FastAPI/uvicorn service (prepared fetch of the row + sklearn)   p50 {s50:6.3f}  p99 {s99:6.3f}")
+        say(f"  in place is {s50 / p50:.1f}x lower at p50, {s99 / p99:.1f}x at p99 (simple query); "
+            f"{s50 / q50:.1f}x and {s99 / q99:.1f}x (prepared)")
         say(f"  service's pipeline vs the deployed model on {len(sample)} rows: same label {same:.1%}, "
             f"max probability gap {gap:.2g}")
         bench = pgbench(cluster, dbname, args.rows, args.pgbench_seconds)

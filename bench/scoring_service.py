@@ -24,7 +24,10 @@ pipeline = _state["pipeline"]
 schema = FeatureSchema.from_json(_state["schema"])
 conn = psycopg2.connect(os.environ["SQLML_BENCH_DSN"])
 conn.autocommit = True
-SQL = f"SELECT {', '.join(quote_ident(f.name) for f in schema.features)} FROM {_state['table']} WHERE id = %s"
+with conn.cursor() as _cur:  # planned once, as the in-database side's prepared statement
+    _cur.execute(f"PREPARE fetch_row(int) AS SELECT {', '.join(quote_ident(f.name) for f in schema.features)} "
+                 f"FROM {_state['table']} WHERE id = $1")
+SQL = "EXECUTE fetch_row(%s)"
 
 app = FastAPI()
 
