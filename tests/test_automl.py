@@ -11,7 +11,7 @@ from sqlml import samples
 from sqlml.automl import ensemble, meta
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS, Hyper
-from sqlml.automl.search import Trial, n_folds
+from sqlml.automl.search import Trial, n_folds, time_shares
 from tests.conftest import query, scalar
 
 
@@ -63,6 +63,51 @@ def test_ensemble_selection_blends_complementary_models_and_not_redundant_ones()
     chosen = ensemble.select([_trial(1, a, y), _trial(2, b, y)], y, "rmse", "regression")
     assert chosen is not None and {t.n for t, _ in chosen} == {1, 2}
     assert ensemble.select([_trial(1, a, y), _trial(2, a.copy(), y)], y, "rmse", "regression") is None
+
+
+@pytest.mark.parametrize("trial_seconds, time_per_rank", [
+    ([1.0, 1.0, 1.0], [1, 0.6, 0.36]),       # equal costs: trials shared like time
+    ([0.05, 0.25, 1.1], [1, 0.6, 0.36]),     # OJ: linear, LightGBM, forests
+    ([2.0, 0.02], [1, 0.6]),                 # the best is dear: still the most time, far fewer trials
+])
+def test_estimators_share_the_search_time_by_rank(trial_seconds, time_per_rank):
+    odds = time_shares(trial_seconds)
+    assert odds.sum() == pytest.approx(1.0)
+    time = odds * np.asarray(trial_seconds)
+    np.testing.assert_allclose(time / time[0], time_per_rank)
+    assert time_shares([0.0, 0.5])[0] > 0.99  # no trial timed yet: counted as a millisecond, tried first
+
+
+def _blend_case(seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=400)
+    return y, [y + rng.normal(scale=0.5, size=400) for _ in range(3)]  # independent errors
+
+
+@pytest.mark.parametrize("allowance, members", [
+    (np.inf, 3),   # time for all three
+    (2.5, 2),      # 1 s each: two fit, the third is never added
+    (1.5, None),   # one member only: no ensemble
+])
+def test_ensemble_members_fit_the_time_left(allowance, members):
+    y, preds = _blend_case()
+    trials = [_trial(i + 1, p, y) for i, p in enumerate(preds)]
+    chosen = ensemble.select(trials, y, "rmse", "regression", cost=lambda t: 1.0, allowance=allowance)
+    assert (None if chosen is None else len(chosen)) == members
+
+
+def test_every_algorithm_reaches_the_ensemble_library():
+    y, (good, other, _) = _blend_case()
+    near = [Trial(n=i, algorithm="linear", params={}, predictions=good + 0.01 * i) for i in range(20)]
+    tree = Trial(n=99, algorithm="lightgbm", params={}, predictions=y + 1.5 * (other - y))  # worse, but independent
+    from sqlml.automl import metrics
+
+    for t in [*near, tree]:
+        t.score = t.loss = metrics.score("rmse", y, t.predictions)
+    pool = ensemble._library(sorted([*near, tree], key=lambda t: t.loss))
+    assert tree in pool and len(pool) == ensemble.CANDIDATES + 1  # twenty linear trials would crowd it out
+    chosen = ensemble.select([*near, tree], y, "rmse", "regression")
+    assert chosen is not None and 99 in {t.n for t, _ in chosen}
 
 
 def test_meta_features_place_similar_datasets_near_and_different_ones_far():

@@ -2,7 +2,9 @@
 
 Forward selection with replacement: start empty, repeatedly add the trial whose addition most
 improves the blended validation score, for ``ROUNDS`` rounds; weights are the counts. It costs no
-extra fits. The ensemble is kept only when it beats the best single trial on validation.
+extra fits. The library is the best trials plus the best of every algorithm, and members are chosen
+within the time left to refit and export them. The ensemble is kept only when it beats the best
+single trial on validation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from sqlml.data.schema import REGRESSION
 
 ROUNDS = 20
 CANDIDATES = 12  # best trials considered
+PER_ALGORITHM = 2  # and the best of every algorithm: a search that settled on one family still
+# blends in the others (OJ: fifty near-identical linear models crowd out every tree model)
 
 
 def blend(predictions: list, weights: list) -> np.ndarray:
@@ -21,23 +25,26 @@ def blend(predictions: list, weights: list) -> np.ndarray:
     return sum(wi * p for wi, p in zip(w / w.sum(), predictions))
 
 
-def select(trials: list, y: np.ndarray, metric: str, task: str):
-    """[(trial, weight)] of a winning ensemble, or None when no blend beats the best single trial."""
+def select(trials: list, y: np.ndarray, metric: str, task: str, cost=None, allowance: float = np.inf):
+    """[(trial, weight)] of a winning ensemble, or None when no blend beats the best single trial.
+
+    ``cost(trial)``: seconds to make the trial a member (refit, export); the members' costs add up
+    to at most ``allowance``. A trial already in the blend costs nothing more, so the selection
+    goes on reweighting what it can afford instead of giving up the ensemble."""
     ok = sorted((t for t in trials if t.status == "ok" and t.predictions is not None and t.loss is not None
                  and np.isfinite(t.loss)), key=lambda t: t.loss)
-    pool = []
-    for t in ok:  # one candidate per distinct prediction vector
-        if not any(np.allclose(t.predictions, q.predictions) for q in pool):
-            pool.append(t)
-        if len(pool) == CANDIDATES:
-            break
+    pool = _library(ok)
     if len(pool) < 2:
         return None
+    price = [cost(t) if cost else 0.0 for t in pool]
+    spent = 0.0
     counts = np.zeros(len(pool))
     current, current_loss = None, np.inf
     for _ in range(ROUNDS):
         best_i, best_loss = None, current_loss
         for i, t in enumerate(pool):
+            if counts[i] == 0 and spent + price[i] > allowance:
+                continue
             k = counts.sum()
             cand = t.predictions if current is None else (current * k + t.predictions) / (k + 1)
             loss = metrics.loss(metric, metrics.score(metric, y, cand))
@@ -47,12 +54,32 @@ def select(trials: list, y: np.ndarray, metric: str, task: str):
             break
         k = counts.sum()
         current = pool[best_i].predictions if current is None else (current * k + pool[best_i].predictions) / (k + 1)
+        spent += price[best_i] if counts[best_i] == 0 else 0.0
         counts[best_i] += 1
         current_loss = best_loss
     chosen = [(pool[i], float(c)) for i in range(len(pool)) if (c := counts[i]) > 0]
     if len(chosen) < 2 or current_loss >= pool[0].loss - 1e-9:
         return None
     return chosen
+
+
+def _library(ok: list) -> list:
+    """The candidates, best first: the CANDIDATES best trials, then the PER_ALGORITHM best of each
+    algorithm; one per distinct prediction vector."""
+    pool = []
+
+    def add(t):
+        if not any(np.allclose(t.predictions, q.predictions) for q in pool):
+            pool.append(t)
+
+    for t in ok:
+        if len(pool) == CANDIDATES:
+            break
+        add(t)
+    for algorithm in dict.fromkeys(t.algorithm for t in ok):
+        for t in [t for t in ok if t.algorithm == algorithm][:PER_ALGORITHM]:
+            add(t)
+    return sorted(pool, key=lambda t: t.loss)
 
 
 def voting(fitted: list, task: str):

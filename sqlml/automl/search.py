@@ -100,6 +100,17 @@ def n_folds(rows: int, probe_seconds: float, budget_seconds: float) -> int:
     return 1
 
 
+def time_shares(trial_seconds: list[float]) -> np.ndarray:
+    """Odds of trying each estimator next, given the mean seconds of its trials, best-ranked first.
+
+    The ranks share the search's *time*, 0.6 ** rank each, not its trials: an estimator whose trials
+    cost ten times more is tried ten times less often (FLAML's cost-frugality, simply). Sharing
+    trials instead let five-fold forests at 1.1 s a trial take 80% of OJ's search from 50 ms linear
+    models and LightGBM, which were both ahead of them."""
+    weights = np.array([0.6 ** i / max(s, 1e-3) for i, s in enumerate(trial_seconds)])
+    return weights / weights.sum()
+
+
 def folds_for(problem: Problem, k: int) -> tuple[list, str]:
     """[(fit rows, validation rows)] and a description ("5-fold cv", "holdout")."""
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -299,6 +310,11 @@ class Search:
         finish = self.finish_cost(best) + sum(self.finish_cost(t) for t in others[:ENSEMBLE_REFITS - 1])
         return self.budget.remaining() - finish - self.reserve_seconds
 
+    def trial_seconds(self, spec: EstimatorSpec) -> float:
+        """Mean seconds of ``spec``'s trials so far (every fold)."""
+        spent = [t.fit_seconds for t in self.trials if t.algorithm == spec.name]
+        return float(np.mean(spent)) if spent else 0.0
+
     def affordable(self, spec: EstimatorSpec) -> bool:
         if not any(t.status == "ok" for t in self.trials):
             return True  # the first trial always runs: a training must produce a model
@@ -398,8 +414,8 @@ class Search:
             ranked = [(s, t) for s, t in self._ranked_specs() if s.space]
             if not ranked:
                 break
-            weights = np.array([0.6 ** i for i in range(len(ranked))])
-            spec, incumbent = ranked[self.rng.choice(len(ranked), p=weights / weights.sum())]
+            odds = time_shares([self.trial_seconds(s) for s, _ in ranked])
+            spec, incumbent = ranked[self.rng.choice(len(ranked), p=odds)]
             if not self.affordable(spec):
                 affordable = [(s, t) for s, t in ranked if self.affordable(s)]
                 if not affordable:
@@ -430,18 +446,18 @@ class Search:
         p = self.problem
         yv = p.y[self.valid_rows]
         pool = [t for t in self.trials if t is best or self.ensemble_candidate(t)]
-        chosen = ensemble.select(pool, yv, p.metric, p.task) if self.use_ensemble else None
+        # members are chosen within the time left: refits on the training part and on every row, export
+        chosen = ensemble.select(pool, yv, p.metric, p.task, cost=self.finish_cost,
+                                 allowance=self.budget.remaining() - self.reserve_seconds) if self.use_ensemble else None
         if chosen and len(chosen) > 1:
             members = [(t, w) for t, w in chosen]
-            cost = sum(self.refit_estimate(t.algorithm) + self.export_estimate(t) for t, _ in members)
-            if cost < self.budget.remaining() - self.reserve_seconds:
-                fitted = [(t, self._refit(t), w) for t, w in members]
-                model = ensemble.voting([(m, w) for _, m, w in fitted], p.task)
-                score = metrics.score(p.metric, yv, ensemble.blend([t.predictions for t, _ in members],
-                                                                   [w for _, w in members]))
-                params = {"members": [{"trial": t.n, "algorithm": t.algorithm, "weight": w, "params": t.params}
-                                      for t, w in members]}
-                return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
+            fitted = [(t, self._refit(t), w) for t, w in members]
+            model = ensemble.voting([(m, w) for _, m, w in fitted], p.task)
+            score = metrics.score(p.metric, yv, ensemble.blend([t.predictions for t, _ in members],
+                                                               [w for _, w in members]))
+            params = {"members": [{"trial": t.n, "algorithm": t.algorithm, "weight": w, "params": t.params}
+                                  for t, w in members]}
+            return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
         return Result(self._refit(best), best.algorithm,
                       {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
                       self.trials, best.score, self.validation, trial=best)
