@@ -73,7 +73,8 @@ def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict)
                 raise _all_null(f)
             infinite = np.isinf(values).reshape(n, -1).any(axis=1)  # per row (a vector is one row)
             if infinite.any():
-                raise SqlmlError(f'column "{f.name}" contains Infinity in {int(infinite.sum())} rows',
+                k = int(infinite.sum())
+                raise SqlmlError(f'column "{f.name}" contains Infinity in {k} row{"s" if k > 1 else ""}',
                                  hint=f'filter those rows or exclude the column (exclude => \'{{{f.name}}}\')',
                                  sqlstate=DATA_EXCEPTION)
             if identifier(f, values, n):
