@@ -60,7 +60,7 @@ CASES = [
     ("text target for regression", f"SELECT * FROM sqlml.train('p', 'bi', 'label', task => 'regression', {T})", "42804", "regression needs a numeric target"),
     ("date target", f"SELECT * FROM sqlml.train('p', 'bi', 'day', {T})", "42804", "sqlml cannot predict"),
     ("all-NULL feature", f"SELECT * FROM sqlml.train('p', 'bi', 'y', {T})", "22000", 'column "empty_col" is NULL in every row'),
-    ("Infinity in a feature", f"SELECT * FROM sqlml.train('p', 'bi_inf', 'y', {T})", "22000", 'column "x1" contains Infinity in 1 rows'),
+    ("Infinity in a feature", f"SELECT * FROM sqlml.train('p', 'bi_inf', 'y', {T})", "22000", 'column "x1" contains Infinity in 1 row'),
     ("Infinity in the target", f"SELECT * FROM sqlml.train('p', 'bi_inf_target', 'y', {T})", "22000", 'target "y" contains Infinity'),
     ("unknown excluded column", f"SELECT * FROM sqlml.train('p', 'bi', 'y', exclude => '{{nope}}', {T})", "42703", 'excluded column "nope" not found'),
     ("everything excluded", f"SELECT * FROM sqlml.train('p', 'SELECT x1, y FROM bi', 'y', exclude => '{{x1}}', {T})", "02000", "no feature columns besides the target"),

@@ -72,12 +72,6 @@ class Model:
         counters.add(self.ref.project, len(out))  # rows scored, for sqlml.prediction_counts (metrics)
         return out
 
-    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """Probabilities (n, k) or values (n,) for rows laid out as the core matrix (``Scorer.row_columns``)."""
-        out = self.scorer.run_matrix(matrix)
-        counters.add(self.ref.project, len(out))
-        return out
-
     def value(self, out: np.ndarray) -> np.ndarray:
         """What ``sqlml.predict`` returns: the value, the numeric label, or the class index."""
         if self.task == REGRESSION:

@@ -14,12 +14,11 @@ from sqlml.automl import meta, metrics
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
 from sqlml.data import convert
+from sqlml.data.columns import check_columns, check_target, choose_features
 from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import (
-    CATEGORY,
     TASKS,
-    Feature,
     FeatureSchema,
     Target,
     check_target_type,
@@ -30,7 +29,6 @@ from sqlml.errors import (
     INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
     NO_DATA,
-    UNDEFINED_COLUMN,
     SqlmlError,
 )
 from sqlml.registry import access, audit, store
@@ -40,7 +38,6 @@ from sqlml.server.spi import spi
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool}
-ID_LIKE_MIN_ROWS = 50  # text columns with (almost) one value per row are identifiers, not features
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
@@ -111,88 +108,6 @@ def _number(value):
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
-
-
-def choose_features(columns, target: str, exclude: list[str], relation_text: str):
-    """(features, target column, dropped {column: reason}) from the relation's columns."""
-    names = [c.name for c in columns]
-    by_name = {c.name: c for c in columns}
-    if target not in by_name:
-        raise SqlmlError(f'column "{target}" not found in {relation_text}; columns are: {", ".join(names)}',
-                         hint="pass the name of the column to predict (names are case-sensitive)",
-                         sqlstate=UNDEFINED_COLUMN)
-    for e in exclude:
-        if e not in by_name:
-            raise SqlmlError(f'excluded column "{e}" not found in {relation_text}; columns are: {", ".join(names)}',
-                             sqlstate=UNDEFINED_COLUMN)
-    features, dropped = [], {}
-    for c in columns:
-        if c.name == target or c.name in exclude:
-            continue
-        kind = kind_of(c.pg_type)
-        if kind is None:
-            dropped[c.name] = f"type {c.pg_type} is not supported (cast it in a view to use it)"
-            continue
-        features.append(Feature(c.name, kind, c.pg_type))
-    if not features:
-        raise SqlmlError(f"{relation_text} has no feature columns besides the target", sqlstate=NO_DATA,
-                         hint="train on a relation with at least one numeric, boolean, text, date or vector column")
-    return features, by_name[target], dropped
-
-
-def identifier(f: Feature, values: np.ndarray, n: int) -> bool:
-    """An integer column that names rows rather than describes them: unique in every row, and
-    either called id / ..._id or a run of consecutive numbers (a serial key). As a feature it
-    learns the row order, which is often sorted by the target (iris is)."""
-    if f.pg_type not in ("int2", "int4", "int8") or n < ID_LIKE_MIN_ROWS or np.isnan(values).any():
-        return False
-    if len(np.unique(values)) != n:
-        return False
-    name = f.name.lower()
-    return name == "id" or name.endswith("_id") or values.max() - values.min() + 1 == n
-
-
-def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict) -> list[Feature]:
-    """Refuse all-NULL and infinite columns; drop identifier-like columns."""
-    kept = []
-    for f in features:
-        raw = columns[f.name]
-        if f.kind == CATEGORY:
-            present = [v for v in raw if v is not None]
-            if not present:
-                raise _all_null(f)
-            if n >= ID_LIKE_MIN_ROWS and len(set(present)) > 0.9 * n:
-                dropped[f.name] = f"identifier-like text ({len(set(present))} distinct values in {n} rows)"
-                continue
-        else:
-            values = raw if raw.ndim == 1 else raw.reshape(len(raw), -1)
-            if np.isnan(values).all():
-                raise _all_null(f)
-            if np.isinf(values).any():
-                raise SqlmlError(f'column "{f.name}" contains Infinity in {int(np.isinf(values).any(axis=-1).sum())} rows',
-                                 hint=f'filter those rows or exclude the column (exclude => \'{{{f.name}}}\')',
-                                 sqlstate=DATA_EXCEPTION)
-            if identifier(f, values, n):
-                dropped[f.name] = "it identifies rows (unique integers); cast it in a view to use it as a feature"
-                continue
-        kept.append(f)
-    if not kept:
-        raise SqlmlError("no usable feature columns remain", sqlstate=NO_DATA,
-                         hint="; ".join(f"{k}: {v}" for k, v in dropped.items()))
-    return kept
-
-
-def check_target(name: str, y_raw) -> None:
-    """Refuse a target with no value at all (NULL, or NaN, which sqlml treats as missing)."""
-    present = [v for v in y_raw if v is not None and not (isinstance(v, float) and np.isnan(v))]
-    if not present:
-        raise SqlmlError(f'target "{name}" is NULL in every row', sqlstate=DATA_EXCEPTION,
-                         hint="train on rows where the target is known (NULL and NaN targets are not used)")
-
-
-def _all_null(f: Feature) -> SqlmlError:
-    return SqlmlError(f'column "{f.name}" is NULL in every row', sqlstate=DATA_EXCEPTION,
-                      hint=f"exclude it (exclude => '{{{f.name}}}') or fill it")
 
 
 def fingerprint(n: int, columns: dict, target) -> str:
