@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import plpy
 
-from sqlml.data import convert
 from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
@@ -55,12 +54,7 @@ def _source(project, relation, id_column):
 def _scored(m, rel, sql, id_column, id_type):
     """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. The model
     runs on a background thread, one chunk ahead of the caller's writes (``sqlml.scoring.overlap``)."""
-    def score(payload):  # on the background thread: numpy and ONNX Runtime only
-        if isinstance(payload, np.ndarray):  # the core matrix
-            return m.scorer.run_matrix(payload)
-        return m.scorer.run(convert.model_inputs(m.schema, payload), len(next(iter(payload.values()))))
-
-    for (n, ids), out in overlap.overlapped(score, _chunks(m, rel, sql, id_column, id_type)):
+    for (n, ids), out in overlap.overlapped(m.scores, _chunks(m, rel, sql, id_column, id_type)):
         counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
         yield n, out, ids
 

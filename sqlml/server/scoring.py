@@ -67,10 +67,17 @@ class Model:
 
     def predict_columns(self, columns: dict) -> np.ndarray:
         """Probabilities (n, k) or values (n,) for raw columns (``sqlml.data.convert`` layouts)."""
-        n = len(next(iter(columns.values()))) if columns else 0
-        out = self.scorer.run(convert.model_inputs(self.schema, columns), n)
+        out = self.scores(columns)
         counters.add(self.ref.project, len(out))  # rows scored, for sqlml.prediction_counts (metrics)
         return out
+
+    def scores(self, chunk) -> np.ndarray:
+        """``predict_columns`` without the count (numpy and ONNX Runtime only: safe off the backend's
+        thread); ``chunk`` is raw columns or the core matrix (``Scorer.row_columns`` order)."""
+        if isinstance(chunk, np.ndarray):
+            return self.scorer.run_matrix(chunk)
+        n = len(next(iter(chunk.values()))) if chunk else 0
+        return self.scorer.run(convert.model_inputs(self.schema, chunk), n)
 
     def value(self, out: np.ndarray) -> np.ndarray:
         """What ``sqlml.predict`` returns: the value, the numeric label, or the class index."""
