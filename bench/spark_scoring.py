@@ -36,13 +36,13 @@ SERVER_VENV = CHECKOUT / ".sqlml" / "venv"
 
 
 def start_cluster():
-    from sqlml.devcluster import Cluster, free_port, service_user
-    from sqlml.install import extension_dir, install_files
+    from sqlml.devcluster import Cluster, free_port, private_installation, service_user
+    from sqlml.install import install_files
 
     purelib = subprocess.check_output([str(SERVER_VENV / "bin" / "python"), "-c",
                                        "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
-    if os.access(extension_dir(), os.W_OK):
-        install_files(SERVER_VENV)
+    private_installation()
+    install_files(SERVER_VENV)
     state = Path(tempfile.mkdtemp(prefix="sqlml-bench-"))
     os.chmod(state, 0o755)
     shutil.chown(state, service_user())

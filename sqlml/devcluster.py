@@ -196,21 +196,68 @@ def _library_installed(name: str) -> bool:
     return (Path(run([pg_config(), "--pkglibdir"])) / f"{name}.so").exists()
 
 
+_private_pg_config: str | None = None
+
+
+def private_installation() -> str:
+    """This process's own copy of the PostgreSQL installation; returns its ``pg_config``.
+
+    PostgreSQL finds its share directory (and so the extension scripts CREATE EXTENSION reads)
+    relative to the real path of its binaries, so a copy of the bin directory beside a share
+    directory of symlinks is an installation of its own: the real one's files, but an extension
+    directory that only this process writes. Two checkouts (or CI and a developer) testing at
+    once then never read each other's sqlml scripts. Made once per process, removed at exit;
+    ``PG_CONFIG`` is set to it, so every ``sqlml.install`` step of this process (and of the
+    commands it starts) targets it.
+    """
+    global _private_pg_config
+    if _private_pg_config is None:
+        import atexit
+        import tempfile
+
+        from sqlml.install import run
+
+        real = Path(pg_bindir())
+        share = Path(run([os.path.join(real, "pg_config"), "--sharedir"]))
+        pkglib = Path(run([os.path.join(real, "pg_config"), "--pkglibdir"]))
+        root = Path(tempfile.mkdtemp(prefix="sqlml-pg-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        # the layout of the real one relative to a common prefix: <root>/lib/postgresql/15/bin, ...
+        prefix = Path(os.path.commonpath([real, share, pkglib]))
+        bindir = root / real.relative_to(prefix)
+        shutil.copytree(real, bindir, symlinks=True)
+        (root / pkglib.relative_to(prefix)).symlink_to(pkglib)
+        private_share = root / share.relative_to(prefix)
+        (private_share / "extension").mkdir(parents=True)
+        for entry in share.iterdir():
+            if entry.name != "extension":
+                (private_share / entry.name).symlink_to(entry)
+        for entry in (share / "extension").iterdir():
+            (private_share / "extension" / entry.name).symlink_to(entry)
+        for d in [root, *root.rglob("*")]:  # the server's OS user reads it
+            if d.is_dir() and not d.is_symlink():
+                d.chmod(0o755)
+        _private_pg_config = str(bindir / "pg_config")
+        os.environ["PG_CONFIG"] = _private_pg_config
+    return _private_pg_config
+
+
 def throwaway(prefix: str = "sqlml-", site_packages: str | None = None, install_files: bool = True) -> Cluster:
     """A started cluster in a new temporary directory, on a free port, for tests and benchmarks.
 
-    Its server imports sqlml from ``site_packages`` (default: this interpreter's, i.e. the code at
-    hand, whatever the installed sqlml.python names). ``install_files`` first copies this
-    checkout's extension files into the server's extension directory, which CREATE EXTENSION
-    reads, when it is writable. The caller destroys it.
+    It runs from this process's private copy of the PostgreSQL installation
+    (``private_installation``). Its server imports sqlml from ``site_packages`` (default: this
+    interpreter's, i.e. the code at hand). ``install_files`` first copies this checkout's
+    extension files into that installation's extension directory. The caller destroys it.
     """
     import sysconfig
     import tempfile
 
     from sqlml import install
 
+    private_installation()
     site = site_packages or sysconfig.get_paths()["purelib"]
-    if install_files and os.access(install.extension_dir(), os.W_OK):
+    if install_files:
         install.install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
     state = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(state, 0o755)
