@@ -4,7 +4,7 @@ The same package runs on both sides: inside the server (``sqlml.server``, called
 extension's PL/Python functions) and on the client (``sqlml.connect``, the ``sqlml`` command).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def connect(dsn=None, **kwargs):

@@ -233,7 +233,8 @@ def private_installation() -> str:
             if entry.name != "extension":
                 (private_share / entry.name).symlink_to(entry)
         for entry in (share / "extension").iterdir():
-            (private_share / "extension" / entry.name).symlink_to(entry)
+            if not entry.name.startswith("sqlml"):  # sqlml's own files: this checkout's, written later
+                (private_share / "extension" / entry.name).symlink_to(entry)
         for d in [root, *root.rglob("*")]:  # the server's OS user reads it
             if d.is_dir() and not d.is_symlink():
                 d.chmod(0o755)

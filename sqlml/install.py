@@ -78,7 +78,7 @@ def server_python() -> str:
 
 def sql_dir() -> Path:
     for d in SQL_DIRS:
-        if (d / "sqlml.control").exists():
+        if (d / "sqlml.sql").exists():
             return d
     raise InstallError(f"sqlml's SQL files not found in {', '.join(map(str, SQL_DIRS))}")
 
@@ -110,14 +110,13 @@ def make_venv(venv: Path, extras: str = "", editable: bool = True) -> None:
 
 
 def install_files(venv: Path) -> Path:
-    """Copy the extension files into the server's extension directory and point it at ``venv``."""
+    """Build the extension files into the server's extension directory and point it at ``venv``."""
     dest = extension_dir()
     if not os.access(dest, os.W_OK):
         raise InstallError(f"{dest} is not writable: run as root (or the owner of the PostgreSQL installation)")
-    src = sql_dir()
-    for f in [src / "sqlml.control", src / "sqlml_boot.py", *src.glob("sqlml--*.sql")]:
-        shutil.copyfile(f, dest / f.name)
-        os.chmod(dest / f.name, 0o644)
+    from sqlml.extension import build
+
+    build(sql_dir(), dest)
     (dest / "sqlml.python").write_text(site_packages(venv) + "\n")
     os.chmod(dest / "sqlml.python", 0o644)
     return dest

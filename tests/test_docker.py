@@ -82,7 +82,7 @@ def test_a_wheel_install_makes_a_working_server_venv(tmp_path_factory):
             check=True, capture_output=True, text=True, timeout=900, cwd=root).stdout.split()  # not the checkout
         sql_dir, site = Path(out[0]), out[-1]
         assert sql_dir == root / "cli" / "share" / "sqlml"
-        assert {p.name for p in sql_dir.iterdir()} >= {"sqlml.control", "sqlml_boot.py", f"sqlml--{__version__}.sql"}
+        assert {p.name for p in sql_dir.iterdir()} >= {"sqlml.sql", "sqlml_boot.py", "sqlml--0.1.0.sql", "upgrades"}
 
         state = root / "cluster"
         state.mkdir()

@@ -49,7 +49,7 @@ def test_reinstall_and_uninstall_leave_nothing_behind(cluster):
         cli("uninstall", "--dsn", dsn)
         assert scalar(conn, leftovers) == 0
         cli("install", "--no-files", "--dsn", dsn)
-        assert scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'") == "0.1.0"
+        assert scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'") == __version__
     finally:
         conn.close()
 

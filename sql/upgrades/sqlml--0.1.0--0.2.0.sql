@@ -1,0 +1,8 @@
+-- Migration of the schema from 0.1.0 to 0.2.0: what sql/sqlml.sql's -- @schema sections gained or
+-- changed since 0.1.0, in the order it must run. The built upgrade script runs this first, then
+-- replays every -- @definitions statement of sql/sqlml.sql. Drop here any function or view whose
+-- signature, return type or columns changed (CREATE OR REPLACE cannot change those), so that the
+-- replay creates it anew; then re-grant nothing by hand: the replayed grants cover it.
+
+-- 0.1.0 pasted the PL/Python preamble into each function; 0.2.0 builds the same preamble from one
+-- place, so the replay below leaves every 0.1.0 function's body as a fresh 0.2.0 install has it.
