@@ -281,3 +281,49 @@ def test_out_of_memory_is_recognised_whoever_reports_it():
     assert limits.looks_like_out_of_memory(SPIError("out of memory"))
     assert limits.looks_like_out_of_memory(RuntimeError("std::bad_alloc"))
     assert not limits.looks_like_out_of_memory(ValueError("bad input"))
+
+
+# --- the store's schema version ---------------------------------------------------------------------
+
+def test_a_store_without_a_version_is_migrated_and_keeps_its_jobs(tmp_path):
+    """An unversioned store from before the progress column (sqlml 0.1.0's development stores):
+    opened, it gains the column and the current version, and its jobs are still there."""
+    import sqlite3
+
+    from sqlml.governor import store as store_module
+
+    directory = tmp_path / "jobs"
+    directory.mkdir()
+    old = sqlite3.connect(directory / "jobs.db")
+    old.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+                "state TEXT NOT NULL, role TEXT NOT NULL, database TEXT NOT NULL, project TEXT, pid INTEGER NOT NULL, "
+                "lock TEXT NOT NULL, submitted REAL NOT NULL, started REAL, finished REAL, threads INTEGER, "
+                "rows INTEGER, features TEXT, predicted_seconds REAL, predicted_peak INTEGER, predicted_by TEXT, "
+                "analytic_seconds REAL, analytic_peak INTEGER, actual_seconds REAL, actual_peak INTEGER, "
+                "cancel_requested TEXT, error TEXT, sqlstate TEXT)")
+    old.execute("INSERT INTO jobs (kind, state, role, database, project, pid, lock, submitted, finished) "
+                "VALUES ('train', 'succeeded', 'alice', 'db', 'p', 1, 'x', 1.0, 2.0)")
+    old.commit()
+    old.close()
+    s = JobStore(str(directory))
+    assert [(j["project"], j["state"], j["progress"]) for j in s.jobs(1, 1)] == [("p", "succeeded", None)]
+    version = sqlite3.connect(directory / "jobs.db").execute("PRAGMA user_version").fetchone()[0]
+    assert version == store_module.STORE_VERSION
+    job = s.submit("train", "bob", "db", "q", os.getpid())
+    s.update(job, progress={"trials": 1})
+    assert s.get(job)["progress"] == '{"trials": 1}'
+
+
+def test_a_store_from_a_newer_sqlml_is_refused(tmp_path):
+    import sqlite3
+
+    from sqlml.governor.store import STORE_VERSION
+
+    directory = tmp_path / "jobs"
+    directory.mkdir()
+    newer = sqlite3.connect(directory / "jobs.db")
+    newer.execute(f"PRAGMA user_version = {STORE_VERSION + 1}")
+    newer.close()
+    with pytest.raises(SqlmlError) as e:
+        JobStore(str(directory)).get(1)
+    assert e.value.sqlstate == "55000" and "newer than this sqlml's" in e.value.message

@@ -24,13 +24,20 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
+from sqlml.errors import OBJECT_NOT_IN_PREREQUISITE_STATE, SqlmlError
 from sqlml.governor.admission import assign
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
 KEEP_FINISHED = 10_000  # finished jobs kept for sqlml.jobs and the cost model
 
-SCHEMA = """
+# The store's own schema version, in SQLite's ``PRAGMA user_version``: the store outlives the sqlml
+# that wrote it (it lives under $PGDATA, and an upgrade of sqlml keeps it), so each sqlml migrates
+# what it finds, step by step, and refuses a store newer than itself. Version 0 is a new file or a
+# store of sqlml 0.1.0, which kept no version. Add a step to _MIGRATIONS for every change.
+STORE_VERSION = 1
+
+JOBS_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     kind              TEXT NOT NULL,        -- train | predict_batch | score
@@ -57,9 +64,41 @@ CREATE TABLE IF NOT EXISTS jobs (
     error             TEXT,
     sqlstate          TEXT,
     progress          TEXT                  -- JSON: a running training's trials, best score, budget (sqlml jobs)
-);
-CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state) WHERE state IN ('queued', 'running');
-"""
+)"""
+
+
+def _to_version_1(db: sqlite3.Connection) -> None:
+    """A new store, or one of sqlml 0.1.0 (whose development stores may lack ``progress``)."""
+    db.execute(JOBS_TABLE)
+    if "progress" not in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute("ALTER TABLE jobs ADD COLUMN progress TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state) WHERE state IN ('queued', 'running')")
+
+
+_MIGRATIONS = {0: _to_version_1}  # the version a store is at -> the step to the next one
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the store in ``db`` to STORE_VERSION, in one write transaction (backends opening it at
+    once migrate it once); returns the version it was at."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > STORE_VERSION:
+            raise SqlmlError(f"the job store is at version {version}, newer than this sqlml's {STORE_VERSION}",
+                             detail="a newer sqlml wrote it, and this one cannot read it",
+                             hint="install that newer sqlml on the server again (sqlml install)",
+                             sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE)
+        while version < STORE_VERSION:
+            _MIGRATIONS[version](db)
+            version += 1
+        db.execute(f"PRAGMA user_version = {STORE_VERSION}")  # in the transaction: all steps or none
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return found
+
 
 UPDATABLE = {"project", "threads", "rows", "features", "predicted_seconds", "predicted_peak", "predicted_by",
              "analytic_seconds", "analytic_peak", "actual_seconds", "actual_peak", "error", "sqlstate", "progress"}
@@ -85,12 +124,8 @@ class JobStore:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
             db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript(SCHEMA)
-            if "progress" not in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}:
-                try:  # a store made before the column existed
-                    db.execute("ALTER TABLE jobs ADD COLUMN progress TEXT")
-                except sqlite3.OperationalError:  # another backend added it first
-                    pass
+            if db.execute("PRAGMA user_version").fetchone()[0] != STORE_VERSION:
+                migrate(db)
             self._db = db
         return self._db
 
