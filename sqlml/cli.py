@@ -108,8 +108,7 @@ def cmd_install(args) -> int:
         install.make_venv(venv, editable=False)
         print(f"installing extension files into {install.install_files(venv)}")
     if args.dsn or not args.files_only:
-        version = install.install_database(resolve_dsn(args.dsn))
-        print(f"CREATE EXTENSION sqlml: ok, server runs sqlml {version}")
+        print(install.install_database(resolve_dsn(args.dsn)).describe())
     return EXIT_OK
 
 
@@ -170,12 +169,34 @@ def doctor_report(conn) -> dict:
                 if server["sqlml"] != __version__:
                     problems.append({"problem": f"client sqlml {__version__} but server sqlml {server['sqlml']}",
                                      "fix": "install the same sqlml version on both sides"})
-                if sqlml_ext["installed"] != sqlml_ext["default"]:
-                    problems.append({"problem": f"extension sqlml {sqlml_ext['installed']} created, "
-                                                f"{sqlml_ext['default']} installed",
-                                     "fix": "ALTER EXTENSION sqlml UPDATE;"})
+                problems += _extension_version_problems(sqlml_ext["installed"], sqlml_ext["default"],
+                                                        server["sqlml"], conn.info.dbname)
     report["problems"] = problems
     return report
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in version.split("."))
+
+
+def _extension_version_problems(created: str, available: str, package: str, database: str) -> list[dict]:
+    """The extension created in this database, the version its files on the server install and the
+    sqlml package the server runs must be one version; otherwise, what to run."""
+    if available != package:
+        return [{"problem": f"the server's extension files are sqlml {available} but its Python package is sqlml "
+                            f"{package}",
+                 "fix": "run `sqlml install --dsn ...` on the database server: it writes the extension files of the "
+                        "package it has, then updates the extension in this database"}]
+    if created == package:
+        return []
+    if _version_key(created) < _version_key(package):
+        return [{"problem": f"extension sqlml {created} in database \"{database}\" is older than the sqlml {package} "
+                            "the server runs",
+                 "fix": f"sqlml install --no-files --dsn ...  (or, in database \"{database}\": ALTER EXTENSION sqlml "
+                        "UPDATE;) upgrades it in place; models, deployments, grants and history are kept"}]
+    return [{"problem": f"extension sqlml {created} in database \"{database}\" is newer than the sqlml {package} "
+                        "the server runs",
+             "fix": f"install sqlml {created} on the server again (pip install sqlml=={created}, then sqlml install)"}]
 
 
 def cmd_doctor(args) -> int:

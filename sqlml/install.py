@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlml import __version__
@@ -148,14 +149,37 @@ def _execute(dsn: str, *statements: str):
         conn.close()
 
 
-def install_database(dsn: str) -> str:
-    """CREATE EXTENSION sqlml (or update it to the installed version); returns sqlml.version()."""
-    row = _execute(dsn, "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'")
-    if row is None:
+@dataclass(frozen=True)
+class DatabaseInstall:
+    """What ``install_database`` did: the extension's version before (None: it was not created)
+    and after, and the sqlml version the server runs."""
+
+    before: str | None
+    after: str
+    server: str
+
+    def describe(self) -> str:
+        if self.before is None:
+            did = f"CREATE EXTENSION sqlml: ok, extension {self.after}"
+        elif self.before != self.after:
+            did = (f"ALTER EXTENSION sqlml UPDATE: upgraded in place from {self.before} to {self.after} "
+                   "(models, deployments, grants and history are kept)")
+        else:
+            did = f"extension sqlml {self.after}: already up to date"
+        return f"{did}; the server runs sqlml {self.server}"
+
+
+def install_database(dsn: str) -> DatabaseInstall:
+    """CREATE EXTENSION sqlml, or ALTER EXTENSION sqlml UPDATE when an older version is created
+    (an upgrade in place: the registry and its history stay)."""
+    installed = "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'"
+    before = _execute(dsn, installed)
+    if before is None:
         _execute(dsn, "CREATE EXTENSION sqlml CASCADE")
-    elif row[0] != __version__:
+    elif before[0] != __version__:
         _execute(dsn, "ALTER EXTENSION sqlml UPDATE")
-    return _execute(dsn, "SELECT sqlml.version()")[0]
+    return DatabaseInstall(before[0] if before else None, _execute(dsn, installed)[0],
+                           _execute(dsn, "SELECT sqlml.version()")[0])
 
 
 # Cluster-wide roles CREATE EXTENSION sqlml creates if absent (roles are not part of an extension).
