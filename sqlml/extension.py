@@ -102,16 +102,25 @@ def _split(sql: str) -> list[str]:
         elif tok == "'":
             i = m.end()
             while True:
-                i = sql.index("'", i) + 1
+                i = _closing(sql, "'", i, m.start()) + 1
                 if sql[i:i + 1] != "'":
                     break
                 i += 1
         else:  # $tag$ ... $tag$
-            i = sql.index(tok, m.end()) + len(tok)
+            i = _closing(sql, tok, m.end(), m.start()) + len(tok)
     rest = sql[start:].strip()
     if rest and not all(line.lstrip().startswith("--") for line in rest.splitlines() if line.strip()):
         raise ValueError(f"sql/sqlml.sql ends with an unterminated statement: {rest[:80]!r}")
     return out
+
+
+def _closing(sql: str, quote: str, start: int, opened: int) -> int:
+    """Where ``quote`` closes the literal opened at ``opened``."""
+    at = sql.find(quote, start)
+    if at < 0:
+        line = sql.count("\n", 0, opened) + 1
+        raise ValueError(f"{quote} opened at line {line} of a section is never closed: {sql[opened:opened + 60]!r}")
+    return at
 
 
 def parse(source: str) -> list[Statement]:
@@ -134,11 +143,16 @@ def parse(source: str) -> list[Statement]:
                                  f"{code.strip()[:80]!r}")
             if section == "schema" and re.match(r"^\s*CREATE (OR REPLACE )?(FUNCTION|VIEW)", code, re.I):
                 raise ValueError(f"functions and views belong in -- @definitions: {code.strip()[:80]!r}")
-            statements.append(Statement(section, _with_preamble(text)))
+            statements.append(Statement(section, _with_preamble(text, code)))
     return statements
 
 
-def _with_preamble(text: str) -> str:
+def _with_preamble(text: str, code: str) -> str:
+    """``text`` with the preamble opening its PL/Python body; a PL/Python function whose body the
+    build cannot find is refused (without the preamble it would fail at its first call)."""
+    if re.search(r"\bLANGUAGE\s+plpython3u\b", code, re.IGNORECASE) and not _PLPYTHON_BODY.search(code):
+        raise ValueError("a PL/Python function is written `LANGUAGE plpython3u ... AS $$`, then its body on the "
+                         f"next line: {code.strip()[:80]!r}")
     return _PLPYTHON_BODY.sub(lambda m: m.group(1) + PREAMBLE + "\n", text)
 
 
