@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psycopg2
@@ -10,7 +11,7 @@ import pytest
 
 from sqlml import __version__
 from sqlml.devcluster import free_port, throwaway
-from tests.conftest import new_database, query, reachable_by_server, scalar
+from tests.conftest import new_database, query, reachable_by_server, scalar, sql_error
 
 SQLML = [sys.executable, "-m", "sqlml.cli"]
 
@@ -108,3 +109,61 @@ def test_dev_cluster_up_is_idempotent_and_dsn_works(tmp_path):
     finally:
         cli("dev", "down", env=env, check=False)
     assert cli("dev", "status", env=env, check=False).returncode == 1
+
+
+GUARDED = "0.0.0-unsupported"  # a version name of its own: the session's scripts stay as they are
+
+
+@pytest.fixture
+def scripts_for_another_postgresql(cluster, monkeypatch):
+    """This version's install and upgrade scripts, built as if sqlml supported PostgreSQL 14 only,
+    under a version name of their own in the session installation's extension directory."""
+    from sqlml import extension, install
+
+    monkeypatch.setattr(extension, "SUPPORTED_MAJORS", (14,))
+    src, dest = install.sql_dir(), install.extension_dir()
+    source = (src / "sqlml.sql").read_text()
+    migration = (src / "upgrades" / f"sqlml--0.1.0--{__version__}.sql").read_text()
+    files = {dest / f"sqlml--{GUARDED}.sql": extension.install_script(source, GUARDED),
+             dest / f"sqlml--0.1.0--{GUARDED}.sql": extension.upgrade_script(source, migration, "0.1.0", GUARDED)}
+    for path, text in files.items():
+        path.write_text(text)
+        path.chmod(0o644)
+    yield
+    for path in files:
+        path.unlink()
+
+
+def test_the_scripts_refuse_a_postgresql_major_they_do_not_support(cluster, scripts_for_another_postgresql):
+    """The version guard, run by the server itself: CREATE and ALTER EXTENSION fail with a clear
+    error naming the supported versions, and leave nothing behind."""
+    conn = psycopg2.connect(cluster.create_database(f"guard_{uuid.uuid4().hex[:8]}", extension=False))
+    conn.autocommit = True
+    try:
+        for statement, leaves in [(f"CREATE EXTENSION sqlml VERSION '{GUARDED}' CASCADE", None),
+                                  (f"ALTER EXTENSION sqlml UPDATE TO '{GUARDED}'", "0.1.0")]:
+            if leaves:
+                query(conn, f"CREATE EXTENSION sqlml VERSION '{leaves}' CASCADE")
+            e = sql_error(conn, statement)
+            assert e.pgcode == "0A000", e
+            assert e.diag.message_primary.startswith(f"sqlml {GUARDED} does not support PostgreSQL 15")
+            assert e.diag.message_hint == (f"sqlml {GUARDED} is tested on PostgreSQL 14; "
+                                           "install it on a server of a supported version")
+            assert scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'sqlml'") == leaves
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("created, available, package, problem, fix", [
+    ("0.2.0", "0.2.0", "0.2.0", None, None),
+    ("0.1.0", "0.2.0", "0.2.0", 'extension sqlml 0.1.0 in database "d" is older than the sqlml 0.2.0',
+     "sqlml install --no-files --dsn ..."),
+    ("0.10.0", "0.9.0", "0.9.0", "is newer than the sqlml 0.9.0", "pip install sqlml==0.10.0"),
+    ("0.1.0", "0.1.0", "0.2.0", "extension files are sqlml 0.1.0 but its Python package is sqlml 0.2.0",
+     "run `sqlml install --dsn ...` on the database server"),
+])
+def test_doctor_says_how_to_bring_the_extension_to_the_package_version(created, available, package, problem, fix):
+    from sqlml.cli import _extension_version_problems
+
+    found = _extension_version_problems(created, available, package, "d")
+    assert [(problem in p["problem"], fix in p["fix"]) for p in found] == ([] if problem is None else [(True, True)])
