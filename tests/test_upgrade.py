@@ -201,6 +201,8 @@ def upgrade(released_site):
         state["after"] = {"rows": registry_rows(conn), "jobs": jobs(conn), "predictions": predictions(conn),
                           "store_version": store_version(cluster), "catalog": extension_catalog(conn),
                           "public": public_functions(conn)}
+        query(conn, "SELECT count(*) FROM sqlml.predict_batch('price', 'houses', 'id')")
+        state["jobs_after_a_new_one"] = jobs(conn)  # the migrated store takes new jobs
         if "cron" in state["before"]:
             state["after"]["cron"] = cron_jobs(conn)
             query(conn, "EXPLAIN " + RETRAIN)  # the scheduled command still resolves on 0.2.0
@@ -268,6 +270,8 @@ def test_job_store_is_read_and_migrated(upgrade):
                                                                 ("score", "succeeded")}
     assert upgrade["jobs_on_0.1.0_schema"] == before == upgrade["after"]["jobs"]
     assert upgrade["after"]["store_version"] == STORE_VERSION
+    *kept, (job_id, kind, state, *_) = upgrade["jobs_after_a_new_one"]
+    assert kept == before and (kind, state) == ("predict_batch", "succeeded") and job_id > before[-1][0]
 
 
 def test_pg_cron_schedule_is_kept(upgrade):
