@@ -78,12 +78,12 @@ def _to_version_1(db: sqlite3.Connection) -> None:
 _MIGRATIONS = {0: _to_version_1}  # the version a store is at -> the step to the next one
 
 
-def migrate(db: sqlite3.Connection) -> int:
+def migrate(db: sqlite3.Connection) -> None:
     """Bring the store in ``db`` to STORE_VERSION, in one write transaction (backends opening it at
-    once migrate it once); returns the version it was at."""
+    once migrate it once)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        found = version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > STORE_VERSION:
             raise SqlmlError(f"the job store is at version {version}, newer than this sqlml's {STORE_VERSION}",
                              detail="a newer sqlml wrote it, and this one cannot read it",
@@ -97,7 +97,6 @@ def migrate(db: sqlite3.Connection) -> int:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return found
 
 
 UPDATABLE = {"project", "threads", "rows", "features", "predicted_seconds", "predicted_peak", "predicted_by",
