@@ -8,12 +8,13 @@ Every function here is an entry point: errors leave it as clean SQL errors (see 
 import os
 
 from sqlml import __version__
-from sqlml.server.errors import entry
+from sqlml.server.errors import entry, hide_tracebacks
 
 # OpenMP threads (LightGBM, scikit-learn) spin while they wait by default: beside other busy
 # backends on a shared server that turned a 0.4 s LightGBM fit into 41 s (measured, 2 cores).
 # Must be set before the first OpenMP library loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+hide_tracebacks()  # sqlml's errors reach SQL users without PL/Python's traceback (errors.py)
 
 
 @entry

@@ -3,8 +3,19 @@
 PL/Python prints an uncaught exception as "<module>.<class>: <message>". An exception class
 named ``sqlml`` in module ``builtins`` therefore reads ``ERROR:  sqlml: <message>``, and, being a
 ``plpy.Error``, carries its SQLSTATE, DETAIL and HINT through to the client.
+
+PL/Python also puts the Python traceback in the error's CONTEXT (plpy_elog.c: whenever the
+exception that leaves the function has a traceback, and one that propagates always has: raising
+``plpy.Error`` or calling ``plpy.error`` makes no difference). JDBC and BI tools show CONTEXT inside
+the message, so a SQL user would read Python frames. No Python-level way removes it; PostgreSQL's
+``emit_log_hook``, called with the finished error just before it is logged and sent, can:
+``hide_tracebacks`` installs a hook (through ctypes, as ``sqlml_boot.py`` already reaches the
+server's symbols) that drops the "Traceback ..." lines from the CONTEXT of sqlml's own errors
+(message "sqlml: ..."), unless the setting ``sqlml.traceback`` is on. SQLSTATE, message, DETAIL,
+HINT and the rest of CONTEXT are untouched; internal errors still log their full traceback.
 """
 
+import ctypes
 import functools
 import traceback
 
@@ -56,6 +67,67 @@ def translate(exc: BaseException) -> SqlError:
 def _unpack_sqlstate(code: int) -> str:
     """PostgreSQL's packed error code (MAKE_SQLSTATE: five 6-bit characters) back to its five characters."""
     return "".join(chr(((code >> (6 * i)) & 0x3F) + ord("0")) for i in range(5))
+
+
+class _ErrorData(ctypes.Structure):
+    """The head of PostgreSQL's ErrorData (utils/elog.h, unchanged from 13 to 17) up to ``context``."""
+
+    _fields_ = [("elevel", ctypes.c_int), ("output_to_server", ctypes.c_bool), ("output_to_client", ctypes.c_bool),
+                ("hide_stmt", ctypes.c_bool), ("hide_ctx", ctypes.c_bool), ("filename", ctypes.c_void_p),
+                ("lineno", ctypes.c_int), ("funcname", ctypes.c_void_p), ("domain", ctypes.c_void_p),
+                ("context_domain", ctypes.c_void_p), ("sqlerrcode", ctypes.c_int), ("message", ctypes.c_void_p),
+                ("detail", ctypes.c_void_p), ("detail_log", ctypes.c_void_p), ("hint", ctypes.c_void_p),
+                ("context", ctypes.c_void_p)]
+
+
+TRACEBACK_HEAD = b"Traceback (most recent call last):"
+TRACEBACK_SETTING = b"sqlml.traceback"
+KNOWN_LAYOUT = range(130000, 180000)  # server_version_num of the majors whose ErrorData matches _ErrorData
+_HOOK = ctypes.CFUNCTYPE(None, ctypes.POINTER(_ErrorData))
+
+
+def without_traceback(context: bytes) -> bytes:
+    """CONTEXT without PL/Python's traceback block: its head line and the indented frame lines
+    after it (the other context lines, "PL/Python function ..." or "SQL function ...", stay)."""
+    lines = context.split(b"\n")
+    if lines[0] != TRACEBACK_HEAD:
+        return context
+    rest = 1
+    while rest < len(lines) and lines[rest].startswith(b"  "):
+        rest += 1
+    return b"\n".join(lines[rest:])
+
+
+def hide_tracebacks() -> None:
+    """Install the emit_log_hook described above, once per backend, chained to any hook before it."""
+    server = ctypes.CDLL(None)
+    get_option = server.GetConfigOption
+    get_option.restype, get_option.argtypes = ctypes.c_char_p, [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
+    if int(get_option(b"server_version_num", False, False)) not in KNOWN_LAYOUT:
+        return  # another ErrorData layout: keep PL/Python's CONTEXT rather than guess
+    slot = ctypes.c_void_p.in_dll(server, "emit_log_hook")
+    if getattr(hide_tracebacks, "hook", None) is not None:
+        return
+    previous = _HOOK(slot.value) if slot.value else None
+
+    def hook(edata):
+        try:
+            e = edata.contents
+            if e.context and e.message and ctypes.string_at(e.message, 7) == b"sqlml: ":
+                setting = get_option(TRACEBACK_SETTING, True, False)
+                if (setting or b"off").lower() not in (b"on", b"true", b"yes", b"1"):
+                    context = ctypes.string_at(e.context)
+                    kept = without_traceback(context)
+                    if kept != context:  # shorter: rewrite in place (the buffer belongs to the error)
+                        ctypes.memmove(e.context, kept + b"\0", len(kept) + 1)
+                        if not kept:
+                            e.context = None
+        finally:
+            if previous is not None:
+                previous(edata)
+
+    hide_tracebacks.hook = _HOOK(hook)  # referenced for the backend's life: PostgreSQL keeps calling it
+    slot.value = ctypes.cast(hide_tracebacks.hook, ctypes.c_void_p).value
 
 
 def entry(fn):
