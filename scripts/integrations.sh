@@ -30,7 +30,7 @@ if [ ! -x "$STATE/spark-venv/bin/python" ]; then
   "$PY" -m venv "$STATE/spark-venv"
 fi
 # editable, so that the suite's Spark checks run this checkout; pip only changes what differs from the pins
-"$STATE/spark-venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[spark]"
+"$STATE/spark-venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[server,spark]"
 
 TRITON=tritonclient==2.73.0
 if [ ! -f "$STATE/triton-schema/tritonclient/grpc/model_config_pb2.py" ]; then

@@ -9,7 +9,12 @@ EXIT_OK = 0
 
 
 def cmd_report(args) -> int:
-    from sqlml.cli import connect
+    from sqlml.cli import CliError, connect
+
+    try:
+        import matplotlib  # noqa: F401 - the card's plots; an extra of the light client
+    except ImportError:
+        raise CliError("the model card needs matplotlib: pip install 'sqlml[report]'") from None
     from sqlml.executor import PsycopgExecutor
     from sqlml.monitor import card
 

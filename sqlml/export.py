@@ -40,7 +40,10 @@ CONVERSION = {
 
 def graph_io(blob: bytes) -> tuple[list[dict], list[dict]]:
     """(inputs, outputs) of an ONNX graph: [{name, type, shape}] with None for dynamic dims."""
-    import onnx
+    try:
+        import onnx
+    except ImportError:  # the light client: onnx is an extra
+        raise SqlmlError("exporting a model needs the onnx package", hint="pip install 'sqlml[export]'") from None
 
     graph = onnx.load_from_string(blob).graph
 

@@ -88,8 +88,21 @@ def site_packages(venv: Path) -> str:
     return run([str(Path(venv) / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
 
 
-def make_venv(venv: Path, extras: str = "", editable: bool = True) -> None:
-    """Create (or update) a venv with the server's interpreter and install sqlml's pinned stack.
+def server_requirements(requirements: list[str]) -> list[str]:
+    """The requirements of the server-side venv among sqlml's metadata (``importlib.metadata.requires``):
+    the package's own and those of its ``server`` extra, markers removed."""
+    out = []
+    for r in requirements:
+        spec, _, marker = r.partition(";")
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
+        if extra is None or extra.group(1) == "server":
+            out.append(spec.strip())
+    return out
+
+
+def make_venv(venv: Path, extras: tuple[str, ...] = (), editable: bool = True) -> None:
+    """Create (or update) a venv with the server's interpreter and install sqlml with its pinned
+    server stack (the extra ``server``; the package alone is only the client), plus ``extras``.
 
     From a checkout the install is editable (unless ``editable`` is false, for a checkout the
     server cannot read), so a new connection sees a code change.
@@ -99,12 +112,11 @@ def make_venv(venv: Path, extras: str = "", editable: bool = True) -> None:
         run([server_python(), "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if (CHECKOUT / "pyproject.toml").exists():
-        run(pip + (["-e"] if editable else []) + [f"{CHECKOUT}{extras}"])
+        run(pip + (["-e"] if editable else []) + [f"{CHECKOUT}[{','.join(('server', *extras))}]"])
     else:  # installed from a wheel: install the same pinned dependencies, then copy the package
         from importlib.metadata import requires
 
-        deps = [r for r in (requires("sqlml") or []) if "extra ==" not in r]
-        run(pip + deps)
+        run(pip + server_requirements(requires("sqlml") or []))
         target = Path(site_packages(venv)) / "sqlml"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(Path(__file__).resolve().parent, target, ignore=shutil.ignore_patterns("__pycache__"))
@@ -226,7 +238,7 @@ def setup_checkout() -> Path:
     editable = reachable_by(service_user(), CHECKOUT / "sqlml" / "__init__.py")
     if not editable:
         print(f"setup: {service_user()} cannot read {CHECKOUT}; installing a copy (re-run `make setup` after changes)")
-    make_venv(venv, "[dev,bench]", editable=editable)
+    make_venv(venv, ("dev", "bench"), editable=editable)
     install_files(venv)
     return venv
 

@@ -36,7 +36,7 @@ def pinned_versions() -> dict[str, str]:
         return {}
     pins = {}
     for r in reqs:
-        m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)$", r.strip())
+        m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*(;.*)?$", r.strip())  # pins of any extra (server's)
         if m:
             pins[m.group(1).lower()] = m.group(2)
     return pins

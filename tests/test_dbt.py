@@ -1,13 +1,16 @@
 """The dbt package for real: the example project (integrations/dbt/example) against the test
 cluster with dbt-postgres from .sqlml/dbt-venv (made by scripts/integrations.sh, run by `make
 setup`). `dbt deps` installs the package from its local path, `dbt run` trains through a post-hook
-and scores with the macros, `dbt test` checks the predictions, and a failing check fails."""
+(outside the view's transaction, its result in dbt's log) and scores with the macros, `dbt test`
+checks the predictions, and a failing check fails. A second `dbt run` on unchanged data reuses
+the version; a reader with a short lock_timeout reads the view while a training runs."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from urllib.parse import urlparse
 
 import psycopg2
@@ -39,7 +42,7 @@ def project(cluster, tmp_path_factory):
 
 
 def dbt(project, *args, timeout=300) -> subprocess.CompletedProcess:
-    path, env, _ = project
+    path, env = project[0], project[1]
     return subprocess.run([str(DBT), *args], cwd=path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -48,21 +51,67 @@ def built(project):
     for step in (["deps"], ["run"]):
         r = dbt(project, *step)
         assert r.returncode == 0, f"dbt {step[0]} failed:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
-    return project
+    return (*project, r.stdout)
 
 
 @pytest.mark.slow
 def test_dbt_run_trains_and_scores(built):
-    _, _, dsn = built
+    _, _, dsn, log = built
     conn = psycopg2.connect(dsn)
     try:
-        model = query(conn, "SELECT version, relation, rows FROM sqlml.models WHERE project = 'dbt_cancer'")
-        assert model == [(1, '"analytics"."cancer_training"', 456)]  # the post-hook trained on the view
-        scored = query(conn, """SELECT count(*), count(*) FILTER (WHERE s.predicted = sqlml.predict_label('dbt_cancer', b))
+        model = query(conn, "SELECT version, relation, rows, algorithm FROM sqlml.models WHERE project = 'dbt_cancer'")
+        assert [m[:3] for m in model] == [(1, '"analytics"."cancer_training"', 456)]  # the post-hook trained on the view
+        assert f"sqlml: dbt_cancer version 1: {model[0][3]} roc_auc=" in log and ", deployed" in log, log[-3000:]
+        scored = query(conn, """SELECT count(*), count(*) FILTER (WHERE s.predicted = sqlml.predict_label('dbt_cancer', b)),
+                                       array_agg(DISTINCT s.model_version)
                                 FROM analytics.cancer_scored s JOIN public.breast_cancer b USING (id)""")
-        assert scored == [(113, 113)]
+        assert scored == [(113, 113, [1])]  # every row says which version scored it
     finally:
         conn.close()
+
+
+@pytest.mark.slow
+def test_dbt_infers_that_scoring_needs_the_training(built):
+    assert "depends_on" not in (built[0] / "models" / "cancer_scored.sql").read_text()
+    r = dbt(built, "ls", "--select", "+cancer_scored", "--resource-type", "model", "--output", "name")
+    assert r.returncode == 0 and "cancer_training" in r.stdout.split(), r.stdout
+
+
+@pytest.mark.slow
+def test_rerun_on_unchanged_data_returns_the_same_version(built):
+    r = dbt(built, "run", "--select", "cancer_training")
+    assert r.returncode == 0 and "sqlml: dbt_cancer version 1: " in r.stdout, r.stdout[-3000:]
+    conn = psycopg2.connect(built[2])
+    try:
+        assert query(conn, "SELECT count(*) FROM sqlml.models WHERE project = 'dbt_cancer'") == [(1,)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_readers_are_not_locked_while_the_hook_trains(built):
+    """A new budget is a new training; while it runs, a reader with a 2 s lock_timeout reads the view."""
+    path, env, dsn, _ = built
+    reader = psycopg2.connect(dsn)
+    reader.autocommit = True
+    known = query(reader, "SELECT coalesce(max(job_id), 0) FROM sqlml.jobs")[0][0]
+    run = subprocess.Popen([str(DBT), "run", "--select", "cancer_training", "--vars", "{training_budget: 10 seconds}"],
+                           cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not query(reader, "SELECT 1 FROM sqlml.jobs WHERE project = 'dbt_cancer' AND kind = 'train' "
+                                "AND state = 'running' AND job_id > %s", (known,)):
+            assert run.poll() is None and time.monotonic() < deadline, "the training never started"
+        query(reader, "SET lock_timeout = '2s'")
+        assert query(reader, "SELECT count(*) FROM analytics.cancer_training") == [(456,)]
+        assert query(reader, "SELECT state FROM sqlml.jobs WHERE job_id > %s", (known,)) == [("running",)]  # during it
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0 and "sqlml: dbt_cancer version 2: " in out, out[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+        reader.close()
 
 
 @pytest.mark.slow

@@ -100,3 +100,23 @@ def test_report_errors(db, dsn, tmp_path):
     version = report(dsn, "bc", tmp_path / "x.html", "--version", "9")
     assert version.returncode == 1 and "no model version 9" in version.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_card_reads_as_text_not_python(db, dsn, tmp_path):
+    """No Python reprs, quantiles in order, a leaderboard of one row per algorithm with readable parameters."""
+    pages = {}
+    for project in ("bc", "diab"):
+        assert report(dsn, project, tmp_path / f"{project}.html").returncode == 0
+        pages[project] = (tmp_path / f"{project}.html").read_text()
+    for project, page in pages.items():
+        text = re.sub(r"<[^>]+>|data:image/png;base64,[^\"]+", " ", page)
+        assert not re.search(r"\b(True|False|None)\b", text), re.findall(r".{60}\b(?:True|False|None)\b.{20}", text)
+        assert "ONNX parity" in page and "passed on " in page
+        board = page.split("<h2>Leaderboard</h2>")[1].split("<h2>")[0]
+        tried = int(re.search(r"(\d+) candidates tried", board).group(1))
+        [(algorithms, trials)] = query(db, "SELECT count(DISTINCT algorithm), count(*) FROM sqlml.trials WHERE project = %s",
+                                       (project,))  # one training per project here
+        assert tried == trials and board.count("<tr>") - 1 == algorithms  # one row per algorithm (minus the header)
+        assert '{"' not in board  # parameters as "name value", not truncated JSON
+    quantiles = re.search(r"residual quantile.*?</table>", pages["diab"], re.S).group(0)
+    assert [float(q) for q in re.findall(r"<td>(0\.\d+)</td><td", quantiles)] == [0.05, 0.25, 0.5, 0.75, 0.95]

@@ -186,8 +186,10 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
                     n_estimators=n_estimators, warm_start=warm, final_rows=len(y) if refit_all else None)
-    note(f"searching {', '.join(s.name for s in specs)} for the best {metric} ({search.validation} on "
-         f"{len(train_idx)} rows, {len(test_idx)} holdout rows, budget {budget.seconds:.0f}s)")
+    validation = "a validation split" if search.validation == "holdout" else search.validation.replace("cv", "cross-validation")
+    note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
+         f"{len(train_idx)} training rows; {len(test_idx)} other rows held out to score the winner; "
+         f"budget {budget.seconds:.0f}s")
     search.run()
     result = search.finish()
     # The holdout has measured the configuration; the registered model learns from every row.

@@ -78,7 +78,8 @@ def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict)
                                  hint=f'filter those rows or exclude the column (exclude => \'{{{f.name}}}\')',
                                  sqlstate=DATA_EXCEPTION)
             if identifier(f, values, n):
-                dropped[f.name] = "it identifies rows (unique integers); cast it in a view to use it as a feature"
+                dropped[f.name] = (f"it identifies rows ({n} unique integers), so sqlml left it out; "
+                                   "to use it as a feature, cast it to float8 in a view")
                 continue
         kept.append(f)
     if not kept:

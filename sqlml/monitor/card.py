@@ -18,7 +18,6 @@ from datetime import datetime
 
 from sqlml.errors import NO_DATA, UNDEFINED_OBJECT, SqlmlError
 
-LEADERBOARD_ROWS = 25
 IMPORTANCE_BARS = 20
 HISTORY_ROWS = 20
 
@@ -241,7 +240,7 @@ def render(card: dict) -> str:
     parts += _metrics_section(m, holdout, metrics, card["evaluations"])
     parts += _performance_section(m)
     parts += _importance_section(m)
-    parts += _leaderboard_section(m, card["trials"])
+    parts += _leaderboard_section(p["name"], m, card["trials"])
     parts += _drift_section(card["drift"])
     parts += _profile_section(m["profile"])
     parts += _lineage_section(p, m, card["deployments"])
@@ -286,8 +285,9 @@ def _performance_section(m) -> list[str]:
         pics.append(confusion_plot(diag["confusion"]))
     if diag.get("actual"):
         pics.append(residual_plots(diag))
-        q = diag.get("residual_quantiles", {})
-        pics.append(_table(["residual quantile", "value"], [[_e(k), _num(v)] for k, v in q.items()]))
+        q = diag.get("residual_quantiles", {})  # jsonb keeps keys shortest first ("0.5" before "0.05")
+        pics.append(_table(["residual quantile", "value"],
+                           [[_e(k), _num(q[k])] for k in sorted(q, key=float)]))
     out.append('<div class="pics">' + "".join(pics) + "</div>")
     out.append(f'<p class="note">Source: {_e(diag["source"])} ({_num(diag["rows"])} rows)'
                + (f'; the residual plots show a sample of {len(diag["actual"])}' if diag.get("actual") else "")
@@ -310,19 +310,49 @@ def _importance_section(m) -> list[str]:
     return out
 
 
-def _leaderboard_section(m, trials) -> list[str]:
+def params_text(params) -> str:
+    """Hyperparameters as a reader writes them: ``learning_rate 0.05, num_leaves 31``, numbers to 4
+    significant digits, nested values (an ensemble's members) as compact JSON."""
+    items = []
+    for k, v in sorted((params or {}).items()):
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, (dict, list)):
+            v = json.dumps(v, sort_keys=True, separators=(",", ":"))
+        items.append(f"{k} {v}")
+    return ", ".join(items)
+
+
+def leaderboard(trials: list[dict], higher: bool) -> list[dict]:
+    """One row per algorithm, best first: its best trial, how many it ran and how many failed
+    (project names never hold a quote, so the SQL in the note needs no escaping beyond HTML)."""
+    by_algorithm: dict[str, dict] = {}
+    for t in trials:
+        row = by_algorithm.setdefault(t["algorithm"], {"algorithm": t["algorithm"], "best": None, "tried": 0, "failed": 0})
+        row["tried"] += 1
+        if t["score"] is None:
+            row["failed"] += 1
+        elif row["best"] is None or (t["score"] > row["best"]["score"] if higher else t["score"] < row["best"]["score"]):
+            row["best"] = t
+    scored = sorted((r for r in by_algorithm.values() if r["best"]),
+                    key=lambda r: -r["best"]["score"] if higher else r["best"]["score"])
+    return scored + [r for r in by_algorithm.values() if not r["best"]]
+
+
+def _leaderboard_section(project: str, m, trials) -> list[str]:
     from sqlml.automl.metrics import HIGHER_IS_BETTER
 
     higher = HIGHER_IS_BETTER.get(m["metric"], True)
-    ok = sorted([t for t in trials if t["score"] is not None], key=lambda t: -t["score"] if higher else t["score"])
-    rest = [t for t in trials if t["score"] is None]
-    rows = [[_num(i + 1) if t["score"] is not None else "", _e(t["algorithm"]), _e(t["status"]), _num(t["score"]),
-             _num(t["fit_seconds"], 2), _e(json.dumps(_json(t["params"]) or {}, sort_keys=True)[:160])]
-            for i, t in enumerate((ok + rest)[:LEADERBOARD_ROWS])]
+    rows = [[_num(i + 1) if r["best"] else "", _e(r["algorithm"]), _num(r["best"]["score"]) if r["best"] else "failed",
+             f'{r["tried"]}' + (f' ({r["failed"]} failed)' if r["failed"] else ""),
+             _num(r["best"]["fit_seconds"], 2) if r["best"] else "",
+             _e(params_text(_json(r["best"]["params"]))) if r["best"] else ""]
+            for i, r in enumerate(leaderboard(trials, higher))]
     out = ["<h2>Leaderboard</h2>",
-           f'<p class="note">{len(trials)} candidates tried by the training of version {_e(m["version"])} '
-           f"(validation {_e(m['metric'])}, {'higher' if higher else 'lower'} is better).</p>"]
-    return out + [_table(["rank", "algorithm", "status", m["metric"], "fit s", "parameters"], rows)]
+           f'<p class="note">{len(trials)} candidates tried by the training of version {_e(m["version"])}; the best of '
+           f"each algorithm (validation {_e(m['metric'])}, {'higher' if higher else 'lower'} is better). Every trial: "
+           f"<code>SELECT * FROM sqlml.leaderboard WHERE project = '{_e(project)}'</code>.</p>"]
+    return out + [_table(["rank", "algorithm", f"best {m['metric']}", "trials", "fit s", "parameters"], rows)]
 
 
 def _drift_section(drift) -> list[str]:
@@ -352,6 +382,17 @@ def _profile_section(profile) -> list[str]:
     return out + [_table(["column", "type", "kind", "NULL", "distinct", "min", "max", "mean", "warnings"], rows)]
 
 
+def parity_text(parity: dict) -> str:
+    """The stored ONNX parity check in words (never Python reprs such as True or None)."""
+    if not parity:
+        return "not recorded"
+    verdict = "passed" if parity.get("ok") else f"failed ({parity.get('reason')})"
+    text = (f"{verdict} on {parity.get('rows')} holdout rows: labels differ on {parity.get('label_mismatch', 0):.2%} "
+            f"of them, largest relative error {parity.get('max_relative_error', 0):.2g}")
+    rejected = parity.get("rejected") or []
+    return text + "".join(f"; {r['algorithm']} not registered ({r['reason']})" for r in rejected)
+
+
 def _lineage_section(p, m, deployments) -> list[str]:
     libs = ", ".join(f"{k} {v}" for k, v in sorted((m["library_versions"] or {}).items()))
     parity = m["parity"] or {}
@@ -359,8 +400,8 @@ def _lineage_section(p, m, deployments) -> list[str]:
              ("data fingerprint", f"<code>{_e(m['data_fingerprint'])}</code>"),
              ("trained by", f"{_e(m['created_by'])}, {_when(m['created_at'])}, {_num(m['train_seconds'], 3)} s"),
              ("model", f"ONNX opset {_e(m['opset'])}, sha256 <code>{_e(m['sha256'])}</code>"),
-             ("ONNX parity", _e(", ".join(f"{k} {v}" for k, v in parity.items() if k != "rejected"))),
-             ("hyperparameters", f"<code>{_e(json.dumps(m['hyperparameters'], sort_keys=True))}</code>"),
+             ("ONNX parity", _e(parity_text(parity))),
+             ("hyperparameters", _e(params_text(m["hyperparameters"]))),
              ("libraries", _e(libs)), ("project", f"owner {_e(p['owner'])}, created {_when(p['created_at'])}")]
     out = ["<h2>Lineage</h2>", _table(None, [[f"<b>{k}</b>", v] for k, v in facts], "lineage")]
     if deployments:

@@ -140,6 +140,20 @@ def deployed(ex, name: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def same_training(ex, name: str, data_fingerprint: str, request: dict) -> dict | None:
+    """The latest model of ``name`` trained on the same data (fingerprint) with the same request
+    (metrics -> 'request': features, target, task, algorithms, budget, metric, test_size, options),
+    and whether it is the deployed one; None if there is none."""
+    rows = ex.execute(
+        """SELECT m.version, m.algorithm, m.metric, m.score,
+                  coalesce((SELECT d.model_id = m.id FROM sqlml.deployments d WHERE d.project = m.project
+                            ORDER BY d.id DESC LIMIT 1), false) AS deployed
+           FROM sqlml.models m
+           WHERE m.project = $1 AND m.data_fingerprint = $2 AND m.metrics -> 'request' = $3::jsonb
+           ORDER BY m.version DESC LIMIT 1""", [name, data_fingerprint, to_json(request)])
+    return rows[0] if rows else None
+
+
 def model_row(ex, name: str, version: int) -> dict:
     rows = ex.execute("SELECT id, project, version, algorithm, metric, score, sha256, feature_schema "
                       "FROM sqlml.models WHERE project = $1 AND version = $2", [name, version])

@@ -13,6 +13,7 @@ import time
 
 from sqlml.data import convert
 from sqlml.data import profile as profiling
+from sqlml.data.columns import identifier
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, NUMERIC, Feature, kind_of
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NO_DATA, UNDEFINED_COLUMN, SqlmlError
@@ -40,9 +41,12 @@ def check_training_data(features: list[Feature], raw: dict, n: int, target: str,
     columns.append(profiling.Column(target, target_pg_type, target_kind(target_pg_type), y_raw))
     task = task or infer_task(target, target_pg_type, y_raw)[0]
     report = profiling.profile(n, columns, target=target, task=task)
+    # identifiers the training drops get one NOTICE, from train.py ("is not used: it identifies rows")
+    dropped_ids = {f.name for f in features if f.kind != CATEGORY and identifier(f, raw[f.name], n)}
     for col in report["columns"]:
         for w in col["warnings"]:
-            if w["code"] in SILENT_AT_TRAINING or (w["code"] == "id_like" and col["kind"] == CATEGORY):
+            if w["code"] in SILENT_AT_TRAINING or (w["code"] == "id_like" and (col["kind"] == CATEGORY
+                                                                              or col["name"] in dropped_ids)):
                 continue
             subject = f'column "{col["name"]}"'
             spi.notice(f'data quality: {w["message"] if w["message"].startswith(subject) else subject + ": " + w["message"]}')

@@ -37,7 +37,8 @@ from sqlml.server.spi import spi
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
-OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool}
+OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
+           "force": bool}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
@@ -120,6 +121,30 @@ def fingerprint(n: int, columns: dict, target) -> str:
         h.update(repr(arr.tolist()).encode() if arr.dtype == object else np.ascontiguousarray(arr).tobytes())
     h.update(repr(list(target)).encode() if np.asarray(target).dtype == object else np.asarray(target).tobytes())
     return h.hexdigest()
+
+
+def training_request(features, target, task, algorithms, budget_seconds, metric, test_size, exclude, opts) -> dict:
+    """What decides a training besides its data: two trainings with the same request on data with
+    the same fingerprint would search the same space for the same time (``force`` aside)."""
+    return {"features": [f.name for f in features], "target": target, "task": task,
+            "algorithms": sorted(algorithms) if algorithms else None, "budget_seconds": float(budget_seconds),
+            "metric": metric, "test_size": float(test_size), "exclude": sorted(exclude or []),
+            "options": {k: v for k, v in sorted(opts.items()) if k != "force"}}
+
+
+def already_trained(project, data_fingerprint: str, request: dict):
+    """The result row of an earlier training with the same data and request, announced by a
+    NOTICE, or None. Makes a rerun (every `dbt build`) cheap and keeps the registry from filling
+    with identical versions; options => '{"force": true}' trains anyway."""
+    found = privileged.run(lambda ex: store.same_training(ex, project, data_fingerprint, request)
+                           if store.project(ex, project) else None)
+    if found is None:
+        return None
+    spi.notice(f"version {found['version']} was trained on the same data with the same settings: returning it "
+               f"without training ({'deployed' if found['deployed'] else 'not deployed'}); "
+               """options => '{"force": true}' trains a new version""")
+    return [(project, found["version"], found["algorithm"], found["metric"],
+             None if found["score"] is None else float(found["score"]), bool(found["deployed"]))]
 
 
 def job_threads() -> int:
@@ -217,6 +242,12 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     features = check_columns(features, raw, n, dropped)
     for col, why in dropped.items():
         spi.notice(f'column "{col}" is not used: {why}')
+    request = training_request(features, target, task, algorithms, budget_seconds, metric, test_size, exclude, opts)
+    data_fingerprint = fingerprint(n, raw, y_raw)
+    if not opts.get("force"):
+        earlier = already_trained(project, data_fingerprint, request)
+        if earlier is not None:
+            return earlier
     schema = FeatureSchema(tuple(features), Target(target, target_col.pg_type, task or ""), dropped)
     from sqlml.automl import front
 
@@ -226,10 +257,10 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                           ensemble=opts.get("ensemble", True), threads=job_threads(),
                           n_estimators=opts.get("n_estimators"), similar=similar_trainings,
                           refit_all=opts.get("refit_all", True))
-    return finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile)
+    return finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request)
 
 
-def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_profile=None):
+def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request):
     """Convert, verify, compare with the champion, register, deploy through the gate."""
     from sqlml.onnx import convert as onnx_convert
     from sqlml.onnx import parity
@@ -252,7 +283,6 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
                          sqlstate=DATA_EXCEPTION, hint="train with other algorithms (algorithms => '{...}')")
     score = candidate.holdout_metrics[metric]
     raw_holdout = {k: v[trained.holdout_index] for k, v in raw.items()}
-    data_fingerprint = fingerprint(n, raw, y_raw)
     split = {"data_fingerprint": data_fingerprint, "seed": int(opts.get("seed", 42)), "test_size": trained.test_size}
 
     def register(ex):
@@ -267,7 +297,7 @@ def finish(project, rel, trained, raw, n, y_raw, caller, budget, opts, data_prof
                 "holdout": candidate.holdout_metrics, "validation": {metric: trained.result.validation_score,
                                                                      "method": trained.result.validation},
                 "holdout_rows": len(trained.holdout_y), "train_rows": trained.train_rows,
-                "refit": candidate.refit, "split": split},
+                "refit": candidate.refit, "split": split, "request": request},
             "hyperparameters": candidate.params, "feature_schema": trained.schema.to_json(),
             "classes": list(trained.schema.target.classes), "onnx": blob, "sha256": store.sha256(blob),
             "opset": onnx_convert.opset_of(blob), "parity": {**check.to_json(), "rejected": rejected},
