@@ -343,6 +343,23 @@ $$;
 
 COMMENT ON FUNCTION sqlml.predict_batch(text, text, text) IS 'Score every row of relation, columnar; id is id_column as text';
 
+-- The id in its own type, so that the result joins back without a cast (ON b.id = t.id) and
+-- drivers read it as what it is: predict_batch('churn', 'customers', 'id', NULL::int). PL/Python
+-- cannot take anyelement, so this wrapper casts the text ids of the function above, in one
+-- statement; the type's name comes from the catalog (pg_typeof), qualified where not visible.
+-- No SET search_path: relation is resolved in the caller's, as by the function above.
+CREATE OR REPLACE FUNCTION sqlml.predict_batch(project text, relation text, id_column text, id_type anyelement)
+RETURNS TABLE (id anyelement, prediction float8, label text, probabilities float8[])
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN QUERY EXECUTE pg_catalog.format('SELECT b.id::%s, b.prediction, b.label, b.probabilities '
+                                           'FROM sqlml.predict_batch($1, $2, $3) b', pg_catalog.pg_typeof(id_type))
+        USING project, relation, id_column;
+END
+$$;
+
+COMMENT ON FUNCTION sqlml.predict_batch(text, text, text, anyelement) IS 'Score every row of relation, columnar; id is id_column in the type of id_type (pass NULL::int, NULL::uuid...)';
+
 CREATE OR REPLACE FUNCTION sqlml.score(project text, relation text, into_table text, id_column text) RETURNS bigint
 LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].score(project, relation, into_table, id_column)
