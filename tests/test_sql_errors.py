@@ -2,6 +2,8 @@
 
 The same failing calls run with the setting sqlml.traceback off (the default) and on: the
 SQLSTATE, message and hint are identical; only the CONTEXT differs, by PL/Python's traceback.
+Also the NOTICEs of a training that a SQL user reads: one accurate line about an id column, and
+the search's split in words.
 """
 
 from __future__ import annotations
@@ -90,3 +92,14 @@ def test_jdbc_message_is_the_sql_error_without_traceback(db, dsn, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "SQLSTATE 22023" in out.stdout and 'sqlml: invalid project name "no spaces!"' in out.stdout, out.stdout
     assert "Hint: use 1-63 letters" in out.stdout and "Traceback" not in out.stdout, out.stdout
+
+
+def test_training_notices_say_each_thing_once_and_plainly(db):
+    query(db, "CREATE TABLE with_id AS SELECT i AS id, (i % 13)::float8 AS x, ((i % 13) * 2.0 + i % 3)::float8 AS y "
+              "FROM generate_series(1, 400) i")
+    del db.notices[:]
+    query(db, "SELECT * FROM sqlml.train('ids', 'with_id', 'y', algorithms => '{linear}', time_budget => '2 seconds')")
+    about_id = [n for n in db.notices if '"id"' in n]
+    assert len(about_id) == 1 and "identifies rows" in about_id[0] and "sqlml left it out" in about_id[0], db.notices
+    search = next(n for n in db.notices if "searching" in n)
+    assert "320 training rows" in search and "80 other rows held out" in search, search
