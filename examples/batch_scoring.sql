@@ -8,10 +8,11 @@ SELECT * FROM sqlml.train('tour_diabetes', 'diabetes', 'progression', exclude =>
 SELECT id, progression, round(sqlml.predict('tour_diabetes', d)::numeric, 1) AS predicted
 FROM diabetes d ORDER BY id LIMIT 5;
 
--- 2. Set-returning and columnar: the relation is read once and scored in chunks.
+-- 2. Set-returning and columnar: the relation is read once and scored in chunks; the fourth
+--    argument gives the id its type (without it, the id is text).
 SELECT id, round(prediction::numeric, 1) AS predicted
-FROM sqlml.predict_batch('tour_diabetes', 'SELECT * FROM diabetes WHERE age > 60', 'id')
-ORDER BY id::int LIMIT 5;
+FROM sqlml.predict_batch('tour_diabetes', 'SELECT * FROM diabetes WHERE age > 60', 'id', NULL::int)
+ORDER BY id LIMIT 5;
 
 -- 3. Into a table, then join back: the usual shape of a nightly scoring job.
 DROP TABLE IF EXISTS tour_diabetes_scored;
@@ -26,8 +27,8 @@ DO $$ BEGIN
   ASSERT (SELECT max(abs(s.prediction - sqlml.predict('tour_diabetes', d)) / greatest(abs(s.prediction), 1))
           FROM diabetes d JOIN tour_diabetes_scored s USING (id)) < 1e-5, 'score and predict must agree';
   ASSERT (SELECT max(abs(b.prediction - s.prediction) / greatest(abs(s.prediction), 1))
-          FROM sqlml.predict_batch('tour_diabetes', 'diabetes', 'id') b
-          JOIN tour_diabetes_scored s ON s.id = b.id::int) < 1e-5, 'predict_batch and score must agree';
+          FROM sqlml.predict_batch('tour_diabetes', 'diabetes', 'id', NULL::int) b
+          JOIN tour_diabetes_scored s ON s.id = b.id) < 1e-5, 'predict_batch and score must agree';
 END $$;
 
 -- 4. Classification into a table: label and probabilities per row, then a confusion matrix.

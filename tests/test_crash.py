@@ -55,8 +55,9 @@ def connect(dsn, timeout=60.0):
 
 
 def train(conn, project, budget=BUDGET):
+    """Force: every call must really train (the same data and arguments would return the version already trained)."""
     return query(conn, f"SELECT version, deployed FROM sqlml.train(%s, 'pts', 'y', algorithms => '{{linear}}', "
-                       f"time_budget => '{budget}')", (project,))[0]
+                       f"""time_budget => '{budget}', options => '{{"force": true}}')""", (project,))[0]
 
 
 def snapshot(conn) -> dict:

@@ -98,7 +98,7 @@ def test_dump_and_restore_into_a_new_cluster_predicts_the_same(source, dsn, targ
         assert {r for (r,) in query(restored, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlml\\_%'")} == set(ROLES)
         # the identity sequences came along: new rows do not collide with restored ones
         version, deployed = query(restored, f"SELECT version, deployed FROM sqlml.train('price', "
-                                            f"'SELECT rooms, area, price FROM houses', 'price', {T})")[0]
+                                            f"""'SELECT rooms, area, price FROM houses', 'price', {T}, options => '{{"force": true}}')""")[0]
         assert version == 3
         assert scalar(restored, "SELECT max(id) FROM sqlml.models") > max(m[0] for m in before["models"])
         query(restored, "SELECT * FROM sqlml.deploy('size', 'most_recent')")

@@ -183,7 +183,7 @@ def test_a_refitted_champion_is_judged_by_its_score_from_before_the_refit(db):
     it, so on the same data and split the gate compares with the score it was registered with."""
     first = train(db, "refit", "listings", "status", exclude=["price"])
     del db.notices[:]
-    second = train(db, "refit", "listings", "status", exclude=["price"])
+    second = train(db, "refit", "listings", "status", exclude=["price"], options=json.dumps({"force": True}))
     assert second["version"] == 2
     assert scalar(db, "SELECT metrics ->> 'refit' FROM sqlml.models WHERE project = 'refit' AND version = 1") == "all rows"
     verdict = next(n for n in db.notices if "version 2:" in n)
