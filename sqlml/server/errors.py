@@ -70,7 +70,7 @@ def _unpack_sqlstate(code: int) -> str:
 
 
 class _ErrorData(ctypes.Structure):
-    """The head of PostgreSQL's ErrorData (utils/elog.h, unchanged from 13 to 17) up to ``context``."""
+    """The head of PostgreSQL's ErrorData (utils/elog.h of PostgreSQL 15) up to ``context``."""
 
     _fields_ = [("elevel", ctypes.c_int), ("output_to_server", ctypes.c_bool), ("output_to_client", ctypes.c_bool),
                 ("hide_stmt", ctypes.c_bool), ("hide_ctx", ctypes.c_bool), ("filename", ctypes.c_void_p),
@@ -82,7 +82,7 @@ class _ErrorData(ctypes.Structure):
 
 TRACEBACK_HEAD = b"Traceback (most recent call last):"
 TRACEBACK_SETTING = b"sqlml.traceback"
-KNOWN_LAYOUT = range(130000, 180000)  # server_version_num of the majors whose ErrorData matches _ErrorData
+KNOWN_LAYOUT = range(150000, 160000)  # server_version_num of the major whose ErrorData _ErrorData copies
 _HOOK = ctypes.CFUNCTYPE(None, ctypes.POINTER(_ErrorData))
 
 
@@ -100,9 +100,11 @@ def without_traceback(context: bytes) -> bytes:
 
 def hide_tracebacks() -> None:
     """Install the emit_log_hook described above, once per backend, chained to any hook before it."""
-    server = ctypes.CDLL(None)
+    server = ctypes.PyDLL(None)  # keeps the GIL while it reads a setting (as sqlml.server.backend does)
     get_option = server.GetConfigOption
     get_option.restype, get_option.argtypes = ctypes.c_char_p, [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
+    strncmp = server.strncmp
+    strncmp.restype, strncmp.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     if int(get_option(b"server_version_num", False, False)) not in KNOWN_LAYOUT:
         return  # another ErrorData layout: keep PL/Python's CONTEXT rather than guess
     slot = ctypes.c_void_p.in_dll(server, "emit_log_hook")
@@ -113,7 +115,7 @@ def hide_tracebacks() -> None:
     def hook(edata):
         try:
             e = edata.contents
-            if e.context and e.message and ctypes.string_at(e.message, 7) == b"sqlml: ":
+            if e.context and e.message and strncmp(e.message, b"sqlml: ", 7) == 0:
                 setting = get_option(TRACEBACK_SETTING, True, False)
                 if (setting or b"off").lower() not in (b"on", b"true", b"yes", b"1"):
                     context = ctypes.string_at(e.context)
