@@ -189,13 +189,13 @@ class Client:
 
     # --- scoring ---------------------------------------------------------------------------------
 
-    def predict(self, project: str, data, *, id_column: str = "id"):
+    def predict(self, project: str, data, *, id_column: str = "id", id_type: str | None = None):
         """Score with the deployed model of ``project`` (or ``'project@N'`` for version N).
 
         ``data`` is one of:
           - a relation (table or view name, or one SELECT) -> a list of dicts
             {id, prediction, label, probabilities}, one per row, through ``sqlml.predict_batch``
-            (``id`` is ``id_column`` as text);
+            (``id`` is ``id_column`` as text, or in the SQL type ``id_type`` names: "int", "uuid"...);
           - a dict of feature values -> one dict {prediction, label, probabilities};
           - a list of such dicts, or a pandas DataFrame (one row each; NaN is NULL) -> a list of
             those dicts, in order.
@@ -204,7 +204,11 @@ class Client:
         (None for regression).
         """
         if isinstance(data, str):
-            return self.sql("SELECT * FROM sqlml.predict_batch($1, $2, $3)", [project, data, id_column])
+            if id_type is None:
+                return self.sql("SELECT * FROM sqlml.predict_batch($1, $2, $3)", [project, data, id_column])
+            # a type cannot be a parameter: the server names it (regtype output, quoted where needed)
+            typ = self.sql("SELECT $1::regtype::text AS t", [id_type])[0]["t"]
+            return self.sql(f"SELECT * FROM sqlml.predict_batch($1, $2, $3, NULL::{typ})", [project, data, id_column])
         if isinstance(data, dict):
             return self.predict(project, [data])[0]
         if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame

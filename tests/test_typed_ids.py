@@ -71,3 +71,16 @@ def test_an_upgrade_from_0_1_0_adds_it_with_the_same_grants(cluster):
                                       has_function_privilege('public', {fn}, 'EXECUTE')""") == [(True, False)]
     finally:
         conn.close()
+
+
+def test_the_python_client_asks_for_the_type_by_name(dsn, db):
+    from sqlml.client import Client, ServerError
+
+    with Client.connect(dsn) as ml:
+        rows = ml.predict("typed", "cust", id_column="big_id", id_type="bigint")
+        assert len(rows) == 400 and all(isinstance(r["id"], int) for r in rows)
+        assert isinstance(ml.predict("typed", "cust", id_type="int4")[0]["id"], int)
+        assert isinstance(ml.predict("typed", "cust")[0]["id"], str)  # no id_type: text, as before
+        with pytest.raises(ServerError) as e:
+            ml.predict("typed", "cust", id_type="int); DROP TABLE cust; --")
+        assert e.value.sqlstate in ("42601", "42704") and query(db, "SELECT count(*) FROM cust") == [(400,)]
