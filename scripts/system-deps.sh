@@ -70,6 +70,14 @@ apt_install prometheus-postgres-exporter chromium fonts-dejavu-core
 if [ "$fresh_exporter" = 1 ] && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true
 fi
+# Connection poolers: tests/test_poolers.py runs sqlml through its own pgbouncer (transaction
+# pooling, on loopback); the service the package enables under systemd is stopped, as above.
+fresh_pgbouncer=0
+missing pgbouncer && fresh_pgbouncer=1
+apt_install pgbouncer
+if [ "$fresh_pgbouncer" = 1 ] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+fi
 # Spark scale-out (sqlml.spark, tests/test_spark.py): a Java runtime for PySpark and PostgreSQL's JDBC driver
 # (/usr/share/java/postgresql.jar) for Spark's JDBC source.
 if ! command -v java >/dev/null 2>&1; then
@@ -77,4 +85,4 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 apt_install libpostgresql-jdbc-java
 
-log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron; Java and the PostgreSQL JDBC driver"
+log "ok: PostgreSQL $PGMAJOR with plpython3u, pgvector and pg_cron; pgbouncer; Java and the PostgreSQL JDBC driver"
