@@ -59,20 +59,6 @@ def test_an_id_type_that_does_not_fit_the_column_is_a_clear_error(db):
     assert e.pgcode == "22P02" and 'invalid input syntax for type integer: "c-' in e.diag.message_primary
 
 
-def test_an_upgrade_from_0_1_0_adds_it_with_the_same_grants(cluster):
-    conn = psycopg2.connect(cluster.create_database("typed_upgrade", extension=False))
-    conn.autocommit = True
-    try:
-        fn = "'sqlml.predict_batch(text,text,text,anyelement)'"
-        query(conn, "CREATE EXTENSION sqlml VERSION '0.1.0' CASCADE")
-        assert query(conn, f"SELECT to_regprocedure({fn})") == [(None,)]
-        query(conn, "ALTER EXTENSION sqlml UPDATE")
-        assert query(conn, f"""SELECT has_function_privilege('sqlml_user', {fn}, 'EXECUTE'),
-                                      has_function_privilege('public', {fn}, 'EXECUTE')""") == [(True, False)]
-    finally:
-        conn.close()
-
-
 def test_the_python_client_asks_for_the_type_by_name(dsn, db):
     from sqlml.client import Client, ServerError
 
