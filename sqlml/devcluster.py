@@ -243,13 +243,14 @@ def private_installation() -> str:
     return _private_pg_config
 
 
-def throwaway(prefix: str = "sqlml-", site_packages: str | None = None, install_files: bool = True) -> Cluster:
+def throwaway(prefix: str = "sqlml-", site_packages: str | None = None) -> Cluster:
     """A started cluster in a new temporary directory, on a free port, for tests and benchmarks.
 
     It runs from this process's private copy of the PostgreSQL installation
     (``private_installation``). Its server imports sqlml from ``site_packages`` (default: this
-    interpreter's, i.e. the code at hand). ``install_files`` first copies this checkout's
-    extension files into that installation's extension directory. The caller destroys it.
+    interpreter's, i.e. the code at hand). This checkout's extension files are built into that
+    installation's extension directory first (milliseconds), so a cluster never depends on
+    another having been made before it. The caller destroys it.
     """
     import sysconfig
     import tempfile
@@ -258,8 +259,7 @@ def throwaway(prefix: str = "sqlml-", site_packages: str | None = None, install_
 
     private_installation()
     site = site_packages or sysconfig.get_paths()["purelib"]
-    if install_files:
-        install.install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
+    install.install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
     state = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(state, 0o755)
     shutil.chown(state, service_user())

@@ -27,7 +27,7 @@ BUDGET = "2 seconds"
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
-    c = throwaway("sqlml-crash-", install_files=False)
+    c = throwaway("sqlml-crash-")
     dsn = c.create_database("crash")
     conn = connect(dsn)
     query(conn, """CREATE TABLE pts AS

@@ -48,7 +48,7 @@ def source(dsn):
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    c = throwaway("sqlml-restore-", install_files=False)
+    c = throwaway("sqlml-restore-")
     yield c
     c.destroy()
 

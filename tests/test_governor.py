@@ -24,7 +24,7 @@ MB = 1024 ** 2
 
 @pytest.fixture(scope="module")
 def gov(cluster):  # `cluster` installs this checkout's extension files
-    c = throwaway("sqlml-gov-", install_files=False)
+    c = throwaway("sqlml-gov-")
     dsn = c.create_database("gov")
     conn = connect(dsn)
     query(conn, """CREATE TABLE small AS

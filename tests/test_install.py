@@ -84,7 +84,7 @@ def site_without_lightgbm(tmp_path_factory):
 
 
 def test_doctor_names_a_missing_server_package_and_the_fix(site_without_lightgbm, tmp_path_factory):
-    broken = throwaway("sqlml-broken-", site_packages=str(site_without_lightgbm), install_files=False)
+    broken = throwaway("sqlml-broken-", site_packages=str(site_without_lightgbm))
     try:
         dsn = broken.create_database("broken")
         out = cli("doctor", "--dsn", dsn, check=False)
