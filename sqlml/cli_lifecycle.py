@@ -134,8 +134,9 @@ def render_jobs(jobs: list[dict]) -> str:
         ident = f"job {j['job_id']}" if j.get("job_id") is not None else f"pid {j.get('pid')}"
         where = f"{j.get('role') or '?'}@{j.get('database') or '?'}"
         queue = f" #{j['queue_position']} in queue" if j.get("queue_position") else ""
+        waiting = f"  waiting: {j['wait_reason']}" if j.get("wait_reason") else ""
         lines.append(f"{ident:<10} {j.get('kind') or '':<13} {j.get('project') or '?':<20} {j.get('state') or '':<9}"
-                     f"{queue} trials {trials:>3}  best {best:<22} {clock}  {where}")
+                     f"{queue} trials {trials:>3}  best {best:<22} {clock}  {where}{waiting}")
     return "\n".join(lines)
 
 

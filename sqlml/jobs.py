@@ -4,18 +4,21 @@ Each job is a dict with these keys (None where unknown, or hidden from the viewe
 pg_stat_activity, other roles' projects are hidden unless the viewer is a superuser or a member
 of pg_read_all_stats):
   job_id, pid, role, database, project, kind ('train' | 'predict_batch' | 'score'),
-  state ('queued' | 'running' | 'succeeded' | 'failed' | 'cancelled'), queue_position,
+  state ('queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'uncommitted' | 'rolled_back':
+  a job whose transaction is still open, or was rolled back), queue_position, wait_reason (why a
+  queued job waits: slots, role limit, the server's load), lane ('governed' | 'interactive'),
   submitted_at, started_at, finished_at, elapsed_seconds (in the slot so far, or in all),
   predicted_seconds, budget_seconds, trials, best_score, best_algorithm (a training's live
-  progress), rows, threads, error.
+  progress; startup_seconds: the budget spent before the search, imports and reading), rows,
+  threads, error.
 """
 
 from __future__ import annotations
 
 FIELDS = ("job_id", "pid", "role", "database", "project", "kind", "state", "queue_position", "submitted_at",
           "started_at", "finished_at", "elapsed_seconds", "predicted_seconds", "budget_seconds", "trials",
-          "best_score", "best_algorithm", "rows", "threads", "error")
-PROGRESS = ("trials", "best_score", "best_algorithm", "budget_seconds")
+          "best_score", "best_algorithm", "startup_seconds", "lane", "wait_reason", "rows", "threads", "error")
+PROGRESS = ("trials", "best_score", "best_algorithm", "budget_seconds", "startup_seconds", "lane", "wait_reason")
 
 
 def fetch(ex, include_finished: bool = False, limit: int = 50) -> list[dict]:

@@ -473,7 +473,7 @@ class Search:
         elif spec.family == BOOSTING and trial.n_estimators:
             # more data, a few more rounds than early stopping found on a fold
             rounds = max(int(trial.n_estimators * len(y) / len(self.folds[0][0])), 1)
-        refit_budget = Budget(math.inf, self.budget.interrupt)  # a refit runs to the end; time for it was reserved
+        refit_budget = Budget(math.inf, self.budget.interrupt, clock=self.budget.clock)  # a refit runs to the end; time for it was reserved
         params = self._sized(spec, trial.params)
         if spec.family == TREES and trial.n_estimators and not self.n_estimators:
             params["n_estimators"] = trial.n_estimators

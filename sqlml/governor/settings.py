@@ -26,14 +26,25 @@ class Settings:
     queue_timeout: float  # seconds a job may wait for a slot
     memory_per_job: int  # bytes of memory one job may add to its backend
     threads_per_job: int  # threads of numpy/BLAS, OpenMP, LightGBM, ONNX Runtime per job
+    interactive_seconds: float = 2.0  # batch scoring predicted to take at most this long skips the queue
+    training_nice: int = 10  # niceness of a training's search thread: 0 (no yielding) to 19
+    load_aware: bool = True  # below the slots, start governed jobs only while the load allows
 
 
 DESCRIPTIONS = {
-    "slots": "training and batch-scoring jobs running at once, across all databases of the cluster",
+    "slots": "ceiling on governed jobs (every training, batch scoring above sqlml.interactive_seconds) running at "
+             "once across the cluster; below it a job starts only while the cores other work leaves (/proc/stat, "
+             "active backends) and the available memory (/proc/meminfo) hold it; one may always run",
     "role_slots": "jobs one role may run at once (so that one role cannot take every slot)",
     "queue_timeout": "how long a job waits for a slot before failing",
     "memory_per_job": "memory one job may use in its backend: larger jobs are sampled, refused or stopped",
     "threads_per_job": "threads each running job uses (BLAS, OpenMP, LightGBM)",
+    "interactive_seconds": "batch scoring whose predicted work is at most this long runs at once in the interactive "
+                           "lane, which takes no slot and never queues behind training (short query acceleration)",
+    "training_nice": "CPU niceness (0-19) of a training's search: predict calls, interactive batches and ordinary "
+                     "queries preempt it at once, and it uses the CPU they leave; 0 turns yielding off",
+    "load_aware": "on: sqlml.slots is a ceiling, and fewer governed jobs run while the server is busy; off: the "
+                  "slots alone decide",
 }
 
 
@@ -107,8 +118,22 @@ def parse_bytes(name: str, text: str) -> int:
     return value
 
 
+def parse_nice(name: str, text: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) > 19:
+        raise _bad(name, text, "an integer from 0 (no yielding) to 19")
+    return int(text)
+
+
+def parse_switch(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise _bad(name, text, "on or off")
+    return value in ("on", "true", "1")
+
+
 _PARSERS = {"slots": parse_count, "role_slots": parse_count, "queue_timeout": parse_seconds,
-            "memory_per_job": parse_bytes, "threads_per_job": parse_count}
+            "memory_per_job": parse_bytes, "threads_per_job": parse_count, "interactive_seconds": parse_seconds,
+            "training_nice": parse_nice, "load_aware": parse_switch}
 
 
 def _bad(name: str, text: str, expected: str) -> SqlmlError:
@@ -139,6 +164,8 @@ def describe(value, name: str) -> str:
     """A setting's value as an administrator would write it."""
     if name == "memory_per_job":
         return f"{value / MB:.0f}MB"
-    if name == "queue_timeout":
+    if name in ("queue_timeout", "interactive_seconds"):
         return f"{value:g}s"
+    if name == "load_aware":
+        return "on" if value else "off"
     return str(value)

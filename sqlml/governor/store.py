@@ -25,9 +25,14 @@ import time
 from contextlib import contextmanager
 
 from sqlml.errors import OBJECT_NOT_IN_PREREQUISITE_STATE, SqlmlError
+from sqlml.governor import workload
 from sqlml.governor.admission import assign
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+# a job whose work succeeded but whose transaction (and so its registry writes) is still open, or
+# was rolled back: shown so by sqlml.jobs, which resolves it from the transaction's status
+UNCOMMITTED, ROLLED_BACK = "uncommitted", "rolled_back"
+ROLLED_BACK_ERROR = "the job succeeded, but its transaction was rolled back: nothing it wrote (a model, a table) was kept"
 ACTIVE = (QUEUED, RUNNING)
 KEEP_FINISHED = 10_000  # finished jobs kept for sqlml.jobs and the cost model
 
@@ -35,7 +40,7 @@ KEEP_FINISHED = 10_000  # finished jobs kept for sqlml.jobs and the cost model
 # that wrote it (it lives under $PGDATA, and an upgrade of sqlml keeps it), so each sqlml migrates
 # what it finds, step by step, and refuses a store newer than itself. Version 0 is a new file or a
 # store of sqlml 0.1.0, which kept no version. Add a step to _MIGRATIONS for every change.
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 JOBS_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -75,7 +80,13 @@ def _to_version_1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS jobs_active ON jobs (state) WHERE state IN ('queued', 'running')")
 
 
-_MIGRATIONS = {0: _to_version_1}  # the version a store is at -> the step to the next one
+def _to_version_2(db: sqlite3.Connection) -> None:
+    """Workload classes: a job's lane, why it waits, and the transaction a succeeded job wrote in."""
+    for column in ("lane", "wait_reason", "xid"):  # governed | interactive; text; txid, until resolved
+        db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+
+
+_MIGRATIONS = {0: _to_version_1, 1: _to_version_2}  # the version a store is at -> the step to the next one
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -100,7 +111,8 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 UPDATABLE = {"project", "threads", "rows", "features", "predicted_seconds", "predicted_peak", "predicted_by",
-             "analytic_seconds", "analytic_peak", "actual_seconds", "actual_peak", "error", "sqlstate", "progress"}
+             "analytic_seconds", "analytic_peak", "actual_seconds", "actual_peak", "error", "sqlstate", "progress",
+             "xid"}
 
 
 class JobStore:
@@ -187,27 +199,53 @@ class JobStore:
         with self._write() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
 
-    def try_start(self, job_id: int, slots: int, role_slots: int) -> dict:
-        """Start ``job_id`` if the queue and the limits allow it now.
+    def try_start(self, job_id: int, slots: int, role_slots: int, load: workload.Load | None = None,
+                  peak: int = 0) -> dict:
+        """Start ``job_id`` in the governed lane if the queue, the limits and the load allow it now.
 
-        Returns {"started": bool, "position": int (0 once started), "queued": n, "running": [rows]}.
+        ``slots`` is the ceiling; with a ``load`` reading, fewer may run (``workload.concurrency``,
+        for a job predicted to peak at ``peak`` bytes). Returns {"started": bool, "position": int
+        (0 once started), "queued": n, "running": [rows], "ahead": [rows], "reason": why it waits}.
         """
         with self._write() as db:
             self._reconcile(db)
-            active = db.execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id").fetchall()
+            active = db.execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') "
+                                "AND coalesce(lane, 'governed') = 'governed' ORDER BY id").fetchall()
             running = [r for r in active if r["state"] == RUNNING]
             queued = [r for r in active if r["state"] == QUEUED]
-            a = assign([r["role"] for r in running], [(r["id"], r["role"]) for r in queued], slots, role_slots)
             mine = next((r for r in queued if r["id"] == job_id), None)
             if mine is None:
                 raise LookupError(f"job {job_id} is not queued")
+            room = workload.concurrency(slots, load, [workload.Running(r["threads"] or 1, r["predicted_peak"] or 0)
+                                                      for r in running], mine["threads"] or 1, peak)
+            a = assign([r["role"] for r in running], [(r["id"], r["role"]) for r in queued], room.slots, role_slots)
             # the oldest startable job goes first: start order is queue order, not polling order
             started = job_id in a.startable and job_id == min(a.startable)
-            if started:
-                db.execute("UPDATE jobs SET state = ?, started = ? WHERE id = ?", (RUNNING, time.time(), job_id))
             ahead = [r for r in queued if a.positions[r["id"]] < a.positions[job_id]]
+            reason = None if started else self._wait_reason(mine, running, ahead, room, role_slots)
+            if started:
+                db.execute("UPDATE jobs SET state = ?, started = ?, lane = ?, wait_reason = NULL WHERE id = ?",
+                           (RUNNING, time.time(), workload.GOVERNED, job_id))
+            elif reason != mine["wait_reason"]:
+                db.execute("UPDATE jobs SET wait_reason = ? WHERE id = ?", (reason, job_id))
             return {"started": started, "position": 0 if started else a.positions[job_id], "queued": len(queued),
-                    "running": [dict(r) for r in running], "ahead": [dict(r) for r in ahead]}
+                    "running": [dict(r) for r in running], "ahead": [dict(r) for r in ahead], "reason": reason}
+
+    @staticmethod
+    def _wait_reason(mine, running, ahead, room: workload.Concurrency, role_slots: int) -> str:
+        same_role = sum(1 for r in running if r["role"] == mine["role"])
+        if same_role >= role_slots:
+            return f"role {mine['role']} runs {same_role} of at most {role_slots} jobs (sqlml.role_slots)"
+        if ahead and len(running) < room.slots:
+            return f"behind job {ahead[0]['id']}, queued earlier"
+        busy = ", ".join(str(r["id"]) for r in running)
+        return f"{room.reason}; running: job{'s' if len(running) != 1 else ''} {busy or 'none'}"
+
+    def start_interactive(self, job_id: int) -> None:
+        """Run ``job_id`` at once in the interactive lane: no slot, no queue."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET state = ?, started = ?, lane = ? WHERE id = ? AND state = ?",
+                       (RUNNING, time.time(), workload.INTERACTIVE, job_id, QUEUED))
 
     def finish(self, job_id: int, state: str, **values) -> None:
         """Record the end of a job this process runs, then let go of its lock."""
@@ -229,6 +267,18 @@ class JobStore:
                 os.unlink(self._lock_path(token))
                 os.close(fd)
             self._clear_cancel(job_id)
+
+    def resolve_transactions(self, outcomes: dict[int, str | None]) -> None:
+        """Record what became of succeeded jobs' transactions, ``{job id: status}`` with PostgreSQL's
+        ``txid_status``: 'committed' (the job stays succeeded), 'aborted' (its writes were rolled
+        back: the job is ``rolled_back``), None (too old to tell: it stays succeeded)."""
+        with self._write() as db:
+            for job_id, status in outcomes.items():
+                if status == "aborted":
+                    db.execute("UPDATE jobs SET state = ?, xid = NULL, error = ? WHERE id = ? AND state = ?",
+                               (ROLLED_BACK, ROLLED_BACK_ERROR, job_id, SUCCEEDED))
+                elif status != "in progress":
+                    db.execute("UPDATE jobs SET xid = NULL WHERE id = ?", (job_id,))
 
     # --- cancellation ----------------------------------------------------------------------------
 
@@ -255,12 +305,16 @@ class JobStore:
         row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return dict(row) if row else None
 
+    def active(self) -> list[dict]:
+        """Queued and running jobs (no reconciliation: a cheap read)."""
+        return [dict(r) for r in self._conn().execute("SELECT * FROM jobs WHERE state IN ('queued', 'running')")]
+
     def jobs(self, slots: int, role_slots: int, limit: int = KEEP_FINISHED) -> list[dict]:
         """Every job, newest first, with ``position`` (1-based) for queued jobs; dead ones reconciled."""
         with self._write() as db:
             self._reconcile(db)
         rows = [dict(r) for r in self._conn().execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))]
-        running = [r["role"] for r in rows if r["state"] == RUNNING]
+        running = [r["role"] for r in rows if r["state"] == RUNNING and r["lane"] != workload.INTERACTIVE]
         queued = [(r["id"], r["role"]) for r in rows if r["state"] == QUEUED]
         positions = assign(running, queued, slots, role_slots).positions
         for r in rows:

@@ -6,6 +6,7 @@ Every function here is an entry point: errors leave it as clean SQL errors (see 
 """
 
 import os
+import time
 
 from sqlml import __version__
 from sqlml.server.errors import entry, hide_tracebacks
@@ -46,12 +47,13 @@ def privileged(token):
 
 @entry
 def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
+    called = time.monotonic()  # time_budget counts from here: before the ML stack is imported
     from sqlml.server import governor
     from sqlml.server import train as t
 
     # a governed job: the training admits itself (slot, sample, caps) once it knows its data's size
     return governor.run("train", project, lambda: t.train(project, relation, target, task, algorithms, budget_seconds,
-                                                          metric, test_size, exclude, options))
+                                                          metric, test_size, exclude, options, called))
 
 
 @entry

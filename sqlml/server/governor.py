@@ -4,15 +4,19 @@
 database), runs ``fn``, and records how it ended. Before reading data, the training calls
 ``admit_training`` (scoring: ``run`` calls ``admit_relation``): the cost model predicts the job's
 seconds and peak memory, the governor samples or refuses what would not fit under
-``sqlml.memory_per_job``, waits in the FIFO queue for a slot (cancellable, NOTICE lines with the
-position), then caps the backend's address space and thread pools until the job ends.
-Decisions live in ``sqlml.governor``; this module only adapts them to PL/Python.
+``sqlml.memory_per_job``, and picks the job's lane (``sqlml.governor.workload``): small scoring
+starts at once; everything else waits in the FIFO queue until the slots and the server's load
+allow it (cancellable, NOTICE lines and ``wait_reason`` saying why), then caps the backend's
+address space and thread pools until the job ends. A job that wrote (a training's model, a
+scoring's table) records its transaction, so that ``sqlml.jobs`` never calls succeeded what was
+rolled back. Decisions live in ``sqlml.governor``; this module only adapts them to PL/Python.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
 import sys
 import time
@@ -20,9 +24,18 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from sqlml.errors import INSUFFICIENT_PRIVILEGE, OUT_OF_MEMORY, QUERY_CANCELED, UNDEFINED_OBJECT, SqlmlError
-from sqlml.governor import admission, costmodel, limits
+from sqlml.governor import admission, costmodel, limits, load, workload
 from sqlml.governor import settings as gsettings
-from sqlml.governor.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from sqlml.governor.store import (
+    CANCELLED,
+    FAILED,
+    ROLLED_BACK,
+    ROLLED_BACK_ERROR,
+    RUNNING,
+    SUCCEEDED,
+    UNCOMMITTED,
+    JobStore,
+)
 from sqlml.server import privileged
 from sqlml.server.spi import spi
 
@@ -38,6 +51,10 @@ _ML = ("pandas", "sklearn.pipeline", "sklearn.linear_model", "sklearn.ensemble",
        "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "sqlml.automl.front", "sqlml.onnx.convert",
        "sqlml.onnx.parity")
 WARM_MODULES = {"train": _ML, "predict_batch": ("onnxruntime",), "score": ("onnxruntime",)}
+WRITERS = ("train", "score")  # kinds whose success is only real once their transaction commits
+# backends running a statement, other than governed jobs' own (a queued job's backend sleeps)
+ACTIVE_BACKENDS = """SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity
+    WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> ALL($1::int[])"""
 
 _store: JobStore | None = None
 _current: Job | None = None
@@ -75,6 +92,9 @@ class Job:
         self.rows: int | None = None
         self.t0: float | None = None
         self.meter: limits.PeakMeter | None = None
+        self.queued = 0.0  # seconds spent waiting for a slot
+        self.progress: dict = {}
+        self.load = LoadMeter()
 
     @property
     def threads(self) -> int:
@@ -97,7 +117,9 @@ class Job:
 
     # --- the queue -------------------------------------------------------------------------------
 
-    def wait_for_slot(self) -> None:
+    def wait_for_slot(self, peak: int) -> None:
+        """Wait in the governed lane's queue until the slots and the load let this job (predicted to
+        peak at ``peak`` bytes) start."""
         from sqlml.server import interrupts
 
         began = refreshed = time.monotonic()
@@ -106,36 +128,31 @@ class Job:
             if time.monotonic() - refreshed >= SETTINGS_REFRESH:  # an administrator may add slots meanwhile
                 fresh = current_settings()[0]
                 self.settings = replace(self.settings, slots=fresh.slots, role_slots=fresh.role_slots,
-                                        queue_timeout=fresh.queue_timeout)
+                                        queue_timeout=fresh.queue_timeout, load_aware=fresh.load_aware)
                 refreshed = time.monotonic()
             s = self.settings
-            snap = store().try_start(self.id, s.slots, s.role_slots)
+            snap = store().try_start(self.id, s.slots, s.role_slots, self.load.read() if s.load_aware else None, peak)
             if snap["started"]:
                 break
             waited = time.monotonic() - began
             if waited >= s.queue_timeout:
                 raise SqlmlError(
                     f"job {self.id} waited {waited:.0f}s for a slot and gave up (sqlml.queue_timeout is "
-                    f"{s.queue_timeout:g}s): {len(snap['running'])} of {s.slots} slots busy, position "
-                    f"{snap['position']} in the queue", sqlstate=INSUFFICIENT_RESOURCES,
+                    f"{s.queue_timeout:g}s): {snap['reason']}; position {snap['position']} in the queue",
+                    sqlstate=INSUFFICIENT_RESOURCES,
                     hint="try again later (SELECT * FROM sqlml.jobs shows what runs), or ask an administrator "
                          "to raise sqlml.slots or sqlml.queue_timeout")
-            if snap["position"] != shown:
-                shown = snap["position"]
+            if (snap["position"], snap["reason"]) != shown:
+                shown = (snap["position"], snap["reason"])
                 spi.notice(self._queue_message(snap))
             interrupts.check()  # cancel, statement_timeout, sqlml.cancel
             time.sleep(POLL_SECONDS)
+        self.queued = time.monotonic() - began
         if shown is not None:
-            spi.notice(f"job {self.id} started after {time.monotonic() - began:.1f}s in the queue")
+            spi.notice(f"job {self.id} started after {self.queued:.1f}s in the queue")
 
     def _queue_message(self, snap: dict) -> str:
-        running = snap["running"]
-        busy = ", ".join(str(r["id"]) for r in running)
-        role = sum(1 for r in running if r["role"] == self.role)
-        limit = f"; your role runs {role} of at most {self.settings.role_slots}" \
-            if role >= self.settings.role_slots else ""
-        return (f"job {self.id} is queued at position {snap['position']} of {snap['queued']}: "
-                f"{len(running)} of {self.settings.slots} slots busy (jobs {busy or 'none'}){limit}; "
+        return (f"job {self.id} is queued at position {snap['position']} of {snap['queued']}: {snap['reason']}; "
                 f"about {estimated_wait(snap, self.settings.slots):.0f}s to wait "
                 f"(at most {self.settings.queue_timeout:g}s)")
 
@@ -150,18 +167,41 @@ class Job:
         self.meter = limits.PeakMeter()
         self.stack.enter_context(limits.address_space_cap(self.settings.memory_per_job, self.threads))
 
+    def progress_update(self, **values) -> None:
+        self.progress.update(values)
+        store().update(self.id, progress=self.progress)
+
     def check_cancel(self) -> None:
         if store().cancel_requested(self.id):
             by = (store().get(self.id) or {}).get("cancel_requested") or "another session"
             raise SqlmlError(f"job {self.id} was cancelled by {by} (sqlml.cancel)", sqlstate=QUERY_CANCELED)
 
-    def end(self, state: str, error: str | None = None, sqlstate: str | None = None) -> None:
+    def end(self, state: str, error: str | None = None, sqlstate: str | None = None, xid: str | None = None) -> None:
         self.stack.close()  # the memory cap goes first: recording the end must be able to allocate
         features = self.features.with_rows(self.rows) if self.features and self.rows is not None else self.features
-        store().finish(self.id, state, error=error, sqlstate=sqlstate, rows=self.rows,
+        store().finish(self.id, state, error=error, sqlstate=sqlstate, rows=self.rows, xid=xid,
                        features=features.to_json() if features else None,
                        actual_seconds=time.monotonic() - self.t0 if self.t0 is not None else None,
                        actual_peak=self.meter.peak() if self.meter else None)
+
+
+class LoadMeter:
+    """The server's load for ``workload.concurrency``: CPU busy since the previous reading
+    (/proc/stat), backends running a statement (pg_stat_activity), memory available (/proc/meminfo)."""
+
+    def __init__(self):
+        self.cpus = gsettings.machine_cpus()
+        self.last = load.cpu_ticks()
+
+    def read(self) -> workload.Load:
+        now = load.cpu_ticks()
+        busy = workload.cpu_busy(self.last[:2], now[:2], now[2])
+        if busy is None:  # no tick passed yet: the run queue's one-minute average instead
+            busy = os.getloadavg()[0]
+        self.last = now
+        pids = [r["pid"] for r in store().active() if r["lane"] != workload.INTERACTIVE]
+        active = privileged.run(lambda ex: ex.execute(ACTIVE_BACKENDS, [pids]))[0]["n"]
+        return workload.Load(self.cpus, min(busy, float(self.cpus)), int(active), load.available_memory())
 
 
 def estimated_wait(snap: dict, slots: int) -> float:
@@ -198,6 +238,7 @@ def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of
         result = fn()
         if rows_of is not None:
             job.rows = rows_of(result)
+        xid = spi.execute("SELECT txid_current()::text AS x")[0]["x"] if kind in WRITERS else None
     except BaseException as exc:
         job.stack.close()
         state, error = outcome(job, exc)
@@ -207,7 +248,7 @@ def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of
             raise
         raise error from None
     else:
-        job.end(SUCCEEDED)
+        job.end(SUCCEEDED, xid=xid)
         return result
     finally:
         _current = None
@@ -269,12 +310,12 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     model = job.model()
     plan = admission.plan_rows(est_rows, lambda n: model.predict(base.with_rows(n)).peak_upper,
                                job.settings.memory_per_job, max_rows, job.id)
-    job.predict(base.with_rows(plan.rows if plan.rows is not None else est_rows), model)
+    p = job.predict(base.with_rows(plan.rows if plan.rows is not None else est_rows), model)
     if plan.sampled_because:
         spi.notice(f"{plan.sampled_because}: training on a sample of {plan.rows} of about {est_rows} rows")
     elif plan.rows is not None and plan.rows < est_rows:
         spi.notice(f"training on a sample of {plan.rows} of about {est_rows} rows (options.max_rows)")
-    job.wait_for_slot()
+    job.wait_for_slot(p.peak_upper)
     job.start()
     return plan.rows
 
@@ -304,9 +345,16 @@ def admit_relation(job: Job, project: str, relation: str) -> None:
 
     sql, _ = ingest.source_sql(parse_relation(relation))
     rows, width = ingest.estimate(sql)
-    job.predict(costmodel.Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes(project),
-                                   threads=job.threads, cold=job.cold()), job.model())
-    job.wait_for_slot()
+    features = costmodel.Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes(project),
+                                  threads=job.threads, cold=job.cold())
+    model = job.model()
+    p = job.predict(features, model)
+    warm = p if not features.cold else model.predict(replace(features, cold=False))
+    if workload.lane(job.kind, warm.seconds, job.settings.interactive_seconds) == workload.INTERACTIVE:
+        store().start_interactive(job.id)  # short query acceleration: no slot, no queue
+        job.progress_update(lane=workload.INTERACTIVE)
+    else:
+        job.wait_for_slot(p.peak_upper)
     job.start()
 
 
@@ -316,15 +364,26 @@ def job_id() -> int | None:
 
 
 def progress(**values) -> None:
-    """Publish the current job's progress (trials, best_score, best_algorithm, budget_seconds) for
-    ``sqlml.jobs`` / ``sqlml jobs``: other sessions see it while this job's transaction is open."""
+    """Publish the current job's progress (trials, best_score, best_algorithm, budget_seconds,
+    startup_seconds) for ``sqlml.jobs`` / ``sqlml jobs``: other sessions see it while this job's
+    transaction is open."""
     if _current is not None:
-        store().update(_current.id, progress=values)
+        _current.progress_update(**values)
 
 
 def threads() -> int:
     """Threads the current job may use (1 outside a job)."""
     return _current.threads if _current is not None else 1
+
+
+def training_nice() -> int:
+    """Niceness of the current training's search thread (sqlml.training_nice; 0 outside a job)."""
+    return _current.settings.training_nice if _current is not None else 0
+
+
+def queued_seconds() -> float:
+    """Seconds the current job waited for a slot (0 outside a job)."""
+    return _current.queued if _current is not None else 0.0
 
 
 # --- the SQL surface ------------------------------------------------------------------------------
@@ -348,15 +407,45 @@ def jobs() -> list[tuple]:
         f"SELECT {IS_ADMIN} OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') AS all_, "
         "array(SELECT rolname::text FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')) AS roles")[0]
     mine = set(me["roles"] or [])
+    rows = store().jobs(s.slots, s.role_slots)
+    open_ = resolve_transactions(rows)
     out = []
-    for j in store().jobs(s.slots, s.role_slots):
+    for j in rows:
         visible = me["all_"] or j["role"] in mine
-        out.append((j["id"], j["kind"], j["state"], j["position"], j["role"], j["database"],
+        state = UNCOMMITTED if j["id"] in open_ else j["state"]
+        out.append((j["id"], j["kind"], state, j["position"], j["role"], j["database"],
                     j["project"] if visible else None, j["pid"], j["submitted"], j["started"], j["finished"],
                     j["predicted_seconds"], j["actual_seconds"], j["predicted_peak"], j["actual_peak"],
                     j["predicted_by"], j["rows"], j["threads"], j["error"] if visible else None,
-                    j["sqlstate"], j.get("progress") if visible else None))
+                    j["sqlstate"], shown_progress(j, visible)))
     return out
+
+
+def shown_progress(j: dict, visible: bool) -> str | None:
+    """The progress column of ``sqlml.jobs``: a training's live progress, the job's lane, and why a
+    queued job waits (``wait_reason``, about the slots and the load: shown to every viewer)."""
+    shown = json.loads(j["progress"]) if visible and j.get("progress") else {}
+    if j.get("lane"):
+        shown["lane"] = j["lane"]
+    if j["state"] == "queued" and j.get("wait_reason"):
+        shown["wait_reason"] = j["wait_reason"]
+    return json.dumps(shown) if shown else None
+
+
+def resolve_transactions(rows: list[dict]) -> set[int]:
+    """Ids of succeeded jobs whose transaction is still open; jobs whose transaction has ended are
+    settled in the store (rolled back: state rolled_back) and in ``rows``."""
+    pending = {j["id"]: j["xid"] for j in rows if j["state"] == SUCCEEDED and j.get("xid")}
+    if not pending:
+        return set()
+    status = {r["x"]: r["s"] for r in spi.execute(
+        "SELECT x, txid_status(x::bigint)::text AS s FROM unnest($1::text[]) AS x", [sorted(set(pending.values()))])}
+    outcomes = {job_id: status.get(xid) for job_id, xid in pending.items()}
+    store().resolve_transactions({k: v for k, v in outcomes.items() if v != "in progress"})
+    for j in rows:
+        if outcomes.get(j["id"]) == "aborted":
+            j.update(state=ROLLED_BACK, error=ROLLED_BACK_ERROR)
+    return {k for k, v in outcomes.items() if v == "in progress"}
 
 
 def cancel(job_id: int) -> bool:

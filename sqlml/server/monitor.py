@@ -256,7 +256,7 @@ def prediction_counts():
     return sorted(counters.read().items())
 
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "uncommitted", "rolled_back")
 
 
 def job_counts():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from sqlml.errors import (
     NO_DATA,
     SqlmlError,
 )
+from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, store
 from sqlml.server import governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
@@ -208,7 +210,10 @@ def champion_score(champion: dict, trained, raw_holdout: dict, metric: str, spli
     return metrics.score(metric, trained.holdout_y, pred)
 
 
-def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
+def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options,
+          called: float | None = None):
+    """``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting."""
+    called = time.monotonic() if called is None else called
     opts = check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
@@ -228,7 +233,11 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
         target_kind = "category"
     # the governor predicts the job's cost, samples or refuses what would not fit, waits for a slot
     rows = governor.admit_training(sql, features, float(budget_seconds), algorithms, opts.get("max_rows"))
-    budget = Budget(float(budget_seconds), interrupt=interrupts.check)  # the clock starts with the slot
+    # time_budget is the wall clock of the whole call, cold imports included; only the time queued
+    # for a slot (bounded by sqlml.queue_timeout, shown in sqlml.jobs) does not count
+    niced = priority.Niced()  # the search runs on a helper thread that yields the CPU to interactive work
+    budget = Budget(float(budget_seconds), interrupt=niced.wrap(interrupts.check),
+                    started=called + governor.queued_seconds())
     source = sql if rows is None else sample_query(sql, rows, int(opts.get("seed", 42)))
     n, raw, extras = ingest.read(source, features, {target: target_kind})
     governor.record_rows(n)
@@ -251,12 +260,13 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     schema = FeatureSchema(tuple(features), Target(target, target_col.pg_type, task or ""), dropped)
     from sqlml.automl import front
 
-    trained = front.train(schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms,
-                          test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
-                          on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
-                          ensemble=opts.get("ensemble", True), threads=job_threads(),
-                          n_estimators=opts.get("n_estimators"), similar=similar_trainings,
-                          refit_all=opts.get("refit_all", True))
+    governor.progress(startup_seconds=round(budget.elapsed(), 3), budget_seconds=budget.seconds)
+    trained = niced.run(lambda: front.train(
+        schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms, test_size=float(test_size),
+        seed=int(opts.get("seed", 42)), budget=budget, on_trial=niced.wrap(progress(budget)),
+        reserve_seconds=finish_reserve(budget.seconds), note=niced.wrap(spi.notice), ensemble=opts.get("ensemble", True),
+        threads=job_threads(), n_estimators=opts.get("n_estimators"), similar=niced.wrap(similar_trainings),
+        refit_all=opts.get("refit_all", True)), governor.training_nice(), setup=lambda: limits.thread_limits(job_threads()))
     return finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request)
 
 
