@@ -143,7 +143,7 @@ def test_a_waiting_job_records_why(store):
     assert store.try_start(a, 2, 2)["started"]
     b = store.submit("train", "alice", "db", None, os.getpid())
     c = store.submit("train", "bob", "db", None, os.getpid())
-    snap = store.try_start(b, 1, 1)
+    snap = store.try_start(b, 2, 1)
     assert snap["reason"] == "role alice runs 1 of at most 1 jobs (sqlml.role_slots)"
     assert store.get(b)["wait_reason"] == snap["reason"]
     assert store.try_start(c, 1, 2)["reason"] == f"all 1 slot busy (sqlml.slots); running: job {a}"

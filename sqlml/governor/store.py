@@ -233,13 +233,13 @@ class JobStore:
 
     @staticmethod
     def _wait_reason(mine, running, ahead, room: workload.Concurrency, role_slots: int) -> str:
+        if len(running) >= room.slots:
+            busy = ", ".join(str(r["id"]) for r in running)
+            return f"{room.reason}; running: job{'s' if len(running) != 1 else ''} {busy or 'none'}"
         same_role = sum(1 for r in running if r["role"] == mine["role"])
         if same_role >= role_slots:
             return f"role {mine['role']} runs {same_role} of at most {role_slots} jobs (sqlml.role_slots)"
-        if ahead and len(running) < room.slots:
-            return f"behind job {ahead[0]['id']}, queued earlier"
-        busy = ", ".join(str(r["id"]) for r in running)
-        return f"{room.reason}; running: job{'s' if len(running) != 1 else ''} {busy or 'none'}"
+        return f"behind job {ahead[0]['id']}, queued earlier" if ahead else "starting"
 
     def start_interactive(self, job_id: int) -> None:
         """Run ``job_id`` at once in the interactive lane: no slot, no queue."""
