@@ -434,7 +434,7 @@ CREATE OR REPLACE FUNCTION sqlml._jobs()
 RETURNS TABLE (job_id bigint, kind text, state text, queue_position integer, role text, database text, project text,
                pid integer, submitted_at float8, started_at float8, finished_at float8, predicted_seconds float8,
                actual_seconds float8, predicted_peak_bytes bigint, actual_peak_bytes bigint, cost_model text,
-               rows bigint, threads integer, error text, sqlstate text, progress text)
+               rows bigint, threads integer, error text, sqlstate text, progress text, lane text, wait_reason text)
 LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].jobs()
 $$;
@@ -444,9 +444,11 @@ SELECT job_id, kind, state, queue_position, role::name AS role, database::name A
        to_timestamp(submitted_at) AS submitted_at, to_timestamp(started_at) AS started_at,
        to_timestamp(finished_at) AS finished_at, predicted_seconds, actual_seconds, predicted_peak_bytes,
        actual_peak_bytes, cost_model, rows, threads, error, sqlstate,
-       progress::jsonb AS progress  -- a training's trials, best_score, best_algorithm, budget_seconds, live
+       progress::jsonb AS progress,  -- a training's trials, best_score, best_algorithm, budget_seconds, startup_seconds, live
+       lane,         -- governed (queues for a slot) or interactive (small scoring: started at once, no slot)
+       wait_reason   -- why a queued job waits: the slots, its role's limit, the server's load or memory
 FROM sqlml._jobs();
-COMMENT ON VIEW sqlml.jobs IS 'Every training and batch-scoring job of the cluster (all databases), newest first: state queued/running/succeeded/failed/cancelled, queue position, predicted and actual seconds and peak memory';
+COMMENT ON VIEW sqlml.jobs IS 'Every training and batch-scoring job of the cluster (all databases), newest first: state queued/running/succeeded/failed/cancelled, or uncommitted/rolled_back for a job whose transaction is open/was rolled back; queue position and why it waits, lane, predicted and actual seconds and peak memory';
 
 CREATE OR REPLACE FUNCTION sqlml.cancel(job_id bigint) RETURNS boolean
 LANGUAGE plpython3u VOLATILE AS $$

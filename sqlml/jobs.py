@@ -18,7 +18,7 @@ from __future__ import annotations
 FIELDS = ("job_id", "pid", "role", "database", "project", "kind", "state", "queue_position", "submitted_at",
           "started_at", "finished_at", "elapsed_seconds", "predicted_seconds", "budget_seconds", "trials",
           "best_score", "best_algorithm", "startup_seconds", "lane", "wait_reason", "rows", "threads", "error")
-PROGRESS = ("trials", "best_score", "best_algorithm", "budget_seconds", "startup_seconds", "lane", "wait_reason")
+PROGRESS = ("trials", "best_score", "best_algorithm", "budget_seconds", "startup_seconds")
 
 
 def fetch(ex, include_finished: bool = False, limit: int = 50) -> list[dict]:
@@ -26,7 +26,8 @@ def fetch(ex, include_finished: bool = False, limit: int = 50) -> list[dict]:
     running first, then the queue in order, then finished jobs newest first."""
     rows = ex.execute(
         """SELECT job_id, pid, role::text AS role, database::text AS database, project, kind, state, queue_position,
-                  submitted_at, started_at, finished_at, predicted_seconds, rows, threads, error, progress,
+                  submitted_at, started_at, finished_at, predicted_seconds, rows, threads, error, progress, lane,
+                  wait_reason,
                   CASE WHEN state = 'running' THEN extract(epoch FROM clock_timestamp() - started_at)::float8
                        ELSE actual_seconds END AS elapsed_seconds
            FROM sqlml.jobs

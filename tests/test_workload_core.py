@@ -167,29 +167,56 @@ def test_a_succeeded_job_whose_transaction_rolled_back_is_not_succeeded(store):
     assert [h["id"] for h in store.history(("train",))] == []  # no actual costs were recorded here
 
 
-# --- the niced search thread ------------------------------------------------------------------------
+# --- training yields: fits on a helper thread, niced while interactive work is active --------------------
 
-def test_niced_work_runs_on_a_helper_at_the_niceness_and_calls_back_on_the_caller():
-    niced = priority.Niced()
+def test_fits_run_on_a_helper_and_call_back_on_the_backend_thread():
+    y = priority.Yielding(7)
     me, seen = threading.get_ident(), {}
 
-    def on_caller(x):
-        seen["caller"] = threading.get_ident()
+    def on_backend(x):
+        seen["backend"] = threading.get_ident()
         return x * 2
 
-    def work():
+    def fit():
         seen["helper"], seen["nice"] = threading.get_ident(), priority.niceness()
-        return niced.call(on_caller, 21)
+        return y.call(on_backend, 21)
 
     before = priority.niceness()
-    assert niced.run(work, 7) == 42
-    assert seen["caller"] == me and seen["helper"] != me
-    assert seen["nice"] == max(before, 7)
-    assert priority.niceness() == before  # the caller's own priority is untouched
+    try:
+        assert y.run(fit) == 42
+    finally:
+        y.close()
+    assert seen["backend"] == me and seen["helper"] != me
+    assert seen["nice"] == before  # nothing interactive was active: full priority
 
 
-def test_niced_errors_cross_both_ways():
-    niced = priority.Niced()
+def test_interactive_work_raises_the_helper_s_niceness_and_the_next_fit_runs_at_full_priority():
+    y = priority.Yielding(7)
+    before = priority.niceness()
+    seen = []
+
+    def fit(signal=None):
+        if signal is not None:
+            y.call(y.interactive, signal)  # the server's check at a checkpoint, on the backend's thread
+        seen.append((threading.get_native_id(), priority.niceness()))
+
+    try:
+        y.run(lambda: fit(True))  # interactive work appears during the fit: it yields at once
+        y.run(fit)  # still active: the same niced helper
+        y.interactive(False)
+        y.run(fit)  # passed: a new helper at the backend's priority
+        y.interactive(True)
+        y.run(fit)  # active before the fit starts: niced from its start
+    finally:
+        y.close()
+    (a, na), (b, nb), (c, nc), (d, nd) = seen
+    assert (na, nb, nc, nd) == (max(before, 7), max(before, 7), before, max(before, 7))
+    assert a == b and c != a and d == c
+    assert priority.niceness() == before  # the backend's own thread is never niced
+
+
+def test_errors_cross_both_ways_and_the_helper_stops():
+    y = priority.Yielding(5)
 
     class Cancelled(Exception):
         pass
@@ -197,19 +224,30 @@ def test_niced_errors_cross_both_ways():
     def interrupt():
         raise Cancelled("canceling statement due to user request")
 
-    def work():
-        niced.wrap(interrupt)()  # the caller's interrupt check raises: the search sees it
-        return "not reached"
+    try:
+        with pytest.raises(Cancelled, match="user request"):  # the backend's interrupt check stops the fit
+            y.run(lambda: y.wrap(interrupt)())
+        with pytest.raises(ZeroDivisionError):  # the fit's own error reaches the backend's thread
+            y.run(lambda: 1 / 0)
+        assert y.run(lambda: "after") == "after"
+    finally:
+        y.close()
+    assert not any(t.name == "sqlml-fit" for t in threading.enumerate())
 
-    with pytest.raises(Cancelled, match="user request"):
-        niced.run(work, 5)
-    with pytest.raises(ZeroDivisionError):  # the search's own error reaches the caller
-        niced.run(lambda: 1 / 0, 5)
+
+def test_nice_zero_runs_fits_inline():
+    assert priority.Yielding(0).run(threading.get_ident) == threading.get_ident()
 
 
-def test_nice_zero_runs_inline():
-    me = threading.get_ident()
-    assert priority.Niced().run(lambda: threading.get_ident(), 0) == me
+@pytest.mark.parametrize("events, expected", [
+    ([(0.0, True)], [True]),
+    ([(0.0, False)], [False]),
+    ([(0.0, True), (0.5, False), (1.0, False), (1.01, False)], [True, True, True, False]),
+    ([(0.0, True), (0.9, True), (1.5, False), (2.0, False)], [True, True, True, False]),
+])
+def test_interactive_work_is_held_for_a_moment_after_it_was_seen(events, expected):
+    s = priority.Sighting(1.0)
+    assert [s.seen(t, present) for t, present in events] == expected
 
 
 # --- a budget whose clock started before the search -------------------------------------------------

@@ -6,3 +6,8 @@
 
 -- 0.1.0 pasted the PL/Python preamble into each function; 0.2.0 builds the same preamble from one
 -- place, so the replay below leaves every 0.1.0 function's body as a fresh 0.2.0 install has it.
+
+-- sqlml.jobs gained the columns lane and wait_reason (workload classes): _jobs() returns them, so
+-- it and the view over it are created anew by the replay.
+DROP VIEW sqlml.jobs;
+DROP FUNCTION sqlml._jobs();

@@ -214,9 +214,11 @@ class Search:
 
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
                  reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None,
-                 warm_start: list | None = None, final_rows: int | None = None):
+                 warm_start: list | None = None, final_rows: int | None = None, run_fit=None):
         """``final_rows``: the rows the winner is refitted on at the end (the training part and the
-        holdout), when the budget allows; the search keeps time for it."""
+        holdout), when the budget allows; the search keeps time for it. ``run_fit(fit)`` runs each
+        model fit, ``fit()`` (the server runs it on a thread that yields the CPU to interactive work)."""
+        self.run_fit = run_fit or (lambda fit: fit())
         self.final_rows = final_rows or len(problem.y)
         self.use_ensemble = use_ensemble
         self.warm_start = warm_start or []  # [{"algorithm", "params"}] tried before the portfolios
@@ -241,8 +243,9 @@ class Search:
         p = self.problem
         (fit, valid), = folds_for(p, 1)[0]
         start = time.monotonic()
-        fit_pipeline(spec, spec.portfolio[0], p, p.X.iloc[fit], p.y[fit], self.budget.child(self.budget.remaining() / 4),
-                     valid=(p.X.iloc[valid], p.y[valid]))
+        child = self.budget.child(self.budget.remaining() / 4)
+        self.run_fit(lambda: fit_pipeline(spec, spec.portfolio[0], p, p.X.iloc[fit], p.y[fit], child,
+                                          valid=(p.X.iloc[valid], p.y[valid])))
         return time.monotonic() - start
 
     def refit_estimate(self, algorithm: str) -> float:
@@ -345,8 +348,9 @@ class Search:
                 t0 = time.monotonic()
                 Xf, yf = p.X.iloc[fit_idx], p.y[fit_idx]
                 Xv, yv = p.X.iloc[valid_idx], p.y[valid_idx]
-                model, used = fit_pipeline(spec, self._sized(spec, params), p, Xf, yf, fold_budget, valid=(Xv, yv),
-                                           n_estimators=self.n_estimators if spec.family == BOOSTING else None)
+                model, used = self.run_fit(lambda: fit_pipeline(
+                    spec, self._sized(spec, params), p, Xf, yf, fold_budget, valid=(Xv, yv),  # noqa: B023 - run at once
+                    n_estimators=self.n_estimators if spec.family == BOOSTING else None))
                 self.fit_time[spec.name] = time.monotonic() - t0
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
@@ -477,7 +481,7 @@ class Search:
         params = self._sized(spec, trial.params)
         if spec.family == TREES and trial.n_estimators and not self.n_estimators:
             params["n_estimators"] = trial.n_estimators
-        model, _ = fit_pipeline(spec, params, p, X, y, refit_budget, n_estimators=rounds)
+        model, _ = self.run_fit(lambda: fit_pipeline(spec, params, p, X, y, refit_budget, n_estimators=rounds))
         return model
 
 

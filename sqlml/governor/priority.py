@@ -1,23 +1,22 @@
-"""Run CPU-heavy work at a lower CPU priority than the rest of the server (pure: no database).
+"""Training yields the CPU to interactive work (pure: no database).
 
-A training's search runs on a helper thread whose niceness is raised (``sqlml.training_nice``):
-the kernel then lets any ordinary process, such as a backend answering ``sqlml.predict`` or a
-dashboard's batch, preempt it at once, and gives the search whatever CPU they leave. This yields
-between every scheduler tick, not only between trials, and needs no signal from the scoring side
-(single-row predict calls are not jobs and must stay a few microseconds of overhead).
+A training's model fits run on a helper thread of its backend. While interactive work is active
+beside it (the server's signal: other backends running a statement on the CPU, such as
+``sqlml.predict`` calls, a dashboard's batch, ordinary queries), the helper's niceness is raised
+to ``sqlml.training_nice``: the kernel then lets that work preempt the fit at once, at every
+scheduler tick, and the fit uses the CPU it leaves. When the work has passed, the next fit runs on
+a fresh helper at normal priority, so that a training on a server busy with batch work alone (or
+with nothing) keeps its fair share and its budget buys what it should.
 
-Why a thread: Linux keeps a nice value per thread, and an unprivileged process may raise its
-niceness but never lower it again. Niceness raised on the backend's own thread would stay with
-the backend (a pooled connection) after the training; on a helper thread it ends with the thread.
+Why threads: Linux keeps a nice value per thread, and an unprivileged process may raise its
+niceness but never lower it again. Raised on the backend's own thread it would stay with the
+backend (a pooled connection) forever; on a helper it ends with the helper.
 
-The helper never touches PostgreSQL (plpy is not thread-safe): whatever must run on the backend's
-thread (interrupt checks, NOTICEs, queries) goes through ``Niced.call``, which hands the call to
-the waiting backend thread and returns its result or raises its exception. Every signal is
-blocked on the helper, so PostgreSQL's handlers (cancel, terminate, timeouts) run on the backend's
-thread, as without it.
-
-Use: ``niced = Niced()`` on the backend's thread; pass ``niced.wrap(f)`` (or calls through
-``niced.call``) wherever ``work`` reaches PostgreSQL; then ``niced.run(work, nice)``.
+The helper never touches PostgreSQL (plpy is not thread-safe): whatever a fit must run on the
+backend's thread (the interrupt check at every checkpoint) goes through :meth:`Yielding.call`,
+which hands the call to the backend's thread, waiting in :meth:`Yielding.run`, and returns its
+result or raises its exception on the helper. Every signal is blocked on the helper, so
+PostgreSQL's handlers (cancel, terminate, timeouts) run on the backend's thread as before.
 """
 
 from __future__ import annotations
@@ -40,12 +39,29 @@ class _Call:
         self.value = self.error = None
 
 
-class Niced:
-    """Created on the backend's thread, which :meth:`run` then serves while the helper works."""
+class _Done:
+    def __init__(self, value=None, error: BaseException | None = None):
+        self.value, self.error = value, error
 
-    def __init__(self):
+
+class Yielding:
+    """Created on the backend's thread, which then calls :meth:`run` for each fit.
+
+    ``nice``: the helper's niceness while interactive work is active (0: fits run inline, as
+    before). ``setup()``: a context manager held on each helper for its life (per-thread
+    settings, such as OpenMP's thread count)."""
+
+    def __init__(self, nice: int, setup: Callable[[], object] | None = None):
+        self.nice, self.setup = nice, setup
+        self.active = False  # interactive work was active at the last check
         self._owner = threading.get_ident()
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()  # helper -> backend thread: _Call or _Done
+        self._tasks: queue.SimpleQueue | None = None  # backend thread -> helper: fits, None to stop
+        self._thread: threading.Thread | None = None
+        self._tid: int | None = None
+        self._reniced = False
+
+    # --- on any thread -------------------------------------------------------------------------
 
     def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """``fn(*args, **kwargs)`` on the backend's thread: at once from it, else handed to it."""
@@ -58,44 +74,96 @@ class Niced:
             raise call.error
         return call.value
 
-    def wrap(self, fn: Callable[..., T] | None) -> Callable[..., T] | None:
+    def wrap(self, fn: Callable[..., T]) -> Callable[..., T]:
         """``fn`` made to run on the backend's thread whoever calls it."""
-        return None if fn is None else (lambda *args, **kwargs: self.call(fn, *args, **kwargs))
+        return lambda *args, **kwargs: self.call(fn, *args, **kwargs)
 
-    def run(self, work: Callable[[], T], nice: int, setup: Callable[[], object] | None = None) -> T:
-        """``work()`` on a helper thread at niceness ``nice`` (0: on this thread, as is), serving
-        :meth:`call` meanwhile. ``setup()``, if given, returns a context manager held around
-        ``work`` on the thread that runs it (per-thread settings such as OpenMP's thread count).
-        The helper has ended when this returns or raises; ``work``'s exception is raised here."""
-        if nice <= 0:
-            with setup() if setup else nullcontext():
-                return work()
-        outcome: dict = {}
+    # --- on the backend's thread ---------------------------------------------------------------
+
+    def interactive(self, active: bool) -> None:
+        """The server's signal: is interactive work active now? Raises the running helper's
+        niceness at once when it is (a nice value can only go up: a later fit gets a new helper)."""
+        self.active = active
+        if active and self._thread is not None and not self._reniced:
+            os.setpriority(os.PRIO_PROCESS, self._tid, max(self.nice, os.getpriority(os.PRIO_PROCESS, self._tid)))
+            self._reniced = True
+
+    def run(self, fit: Callable[[], T]) -> T:
+        """``fit()`` on the helper, serving :meth:`call` meanwhile; its result, or its exception."""
+        if self.nice <= 0:
+            return fit()
+        if self._reniced and not self.active:
+            self.close()  # the interactive work has passed: the next fit runs at normal priority
+        if self._thread is None:
+            self._start()
+        self.interactive(self.active)
+        self._tasks.put(fit)
+        while not isinstance(item := self._calls.get(), _Done):
+            try:
+                item.value = item.fn(*item.args, **item.kwargs)
+            except BaseException as e:  # noqa: BLE001 - raised on the helper, where the call came from
+                item.error = e
+            item.done.set()
+        if item.error is not None:
+            raise item.error
+        return item.value
+
+    def close(self) -> None:
+        """Stop the helper (between fits); the next :meth:`run` starts a new one."""
+        if self._thread is not None:
+            self._tasks.put(None)
+            self._thread.join()
+            self._thread = self._tasks = self._tid = None
+            self._reniced = False
+
+    def _start(self) -> None:
+        tasks: queue.SimpleQueue = queue.SimpleQueue()
+        started = threading.Event()
+        ids = {}
 
         def helper():
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            ids["tid"] = threading.get_native_id()
+            started.set()
             try:
-                signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-                me = threading.get_native_id()  # this thread only (Linux); never below the backend's own
-                os.setpriority(os.PRIO_PROCESS, me, max(nice, os.getpriority(os.PRIO_PROCESS, me)))
-                with setup() if setup else nullcontext():
-                    outcome["value"] = work()
-            except BaseException as e:  # noqa: BLE001 - handed to the backend's thread, raised there
-                outcome["error"] = e
+                context = self.setup() if self.setup else nullcontext()
+                context.__enter__()
+            except BaseException as e:  # noqa: BLE001 - every fit sent here fails with it
+                failed, context = e, None
+            else:
+                failed = None
+            try:
+                while (fit := tasks.get()) is not None:
+                    if failed is not None:
+                        self._calls.put(_Done(error=failed))
+                        continue
+                    try:
+                        self._calls.put(_Done(fit()))
+                    except BaseException as e:  # noqa: BLE001 - handed to the backend's thread, raised there
+                        self._calls.put(_Done(error=e))
             finally:
-                self._calls.put(None)
+                if context is not None:
+                    context.__exit__(None, None, None)
 
-        thread = threading.Thread(target=helper, name="sqlml-niced", daemon=True)
-        thread.start()
-        while (call := self._calls.get()) is not None:
-            try:
-                call.value = call.fn(*call.args, **call.kwargs)
-            except BaseException as e:  # noqa: BLE001 - raised on the helper, where the call came from
-                call.error = e
-            call.done.set()
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        self._tasks = tasks
+        self._thread = threading.Thread(target=helper, name="sqlml-fit", daemon=True)
+        self._thread.start()
+        started.wait()
+        self._tid = ids["tid"]
+
+
+class Sighting:
+    """Whether something was seen within the last ``hold`` seconds: the interactive signal is
+    sampled, and a fit should not flap back to full priority between two calls of a client."""
+
+    def __init__(self, hold: float):
+        self.hold = hold
+        self.last: float | None = None
+
+    def seen(self, now: float, present: bool) -> bool:
+        if present:
+            self.last = now
+        return self.last is not None and now - self.last <= self.hold
 
 
 def niceness(thread_id: int | None = None) -> int:

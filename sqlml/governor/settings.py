@@ -27,7 +27,7 @@ class Settings:
     memory_per_job: int  # bytes of memory one job may add to its backend
     threads_per_job: int  # threads of numpy/BLAS, OpenMP, LightGBM, ONNX Runtime per job
     interactive_seconds: float = 2.0  # batch scoring predicted to take at most this long skips the queue
-    training_nice: int = 10  # niceness of a training's search thread: 0 (no yielding) to 19
+    training_nice: int = 10  # niceness of a training's fits while interactive work runs: 0 (no yielding) to 19
     load_aware: bool = True  # below the slots, start governed jobs only while the load allows
 
 
@@ -41,8 +41,9 @@ DESCRIPTIONS = {
     "threads_per_job": "threads each running job uses (BLAS, OpenMP, LightGBM)",
     "interactive_seconds": "batch scoring whose predicted work is at most this long runs at once in the interactive "
                            "lane, which takes no slot and never queues behind training (short query acceleration)",
-    "training_nice": "CPU niceness (0-19) of a training's search: predict calls, interactive batches and ordinary "
-                     "queries preempt it at once, and it uses the CPU they leave; 0 turns yielding off",
+    "training_nice": "CPU niceness (0-19) of a training's model fits while other backends run statements (predict "
+                     "calls, interactive batches, queries): they preempt the fit at once and it uses the CPU they "
+                     "leave; at full priority again once they pass; 0 turns yielding off",
     "load_aware": "on: sqlml.slots is a ceiling, and fewer governed jobs run while the server is busy; off: the "
                   "slots alone decide",
 }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from sqlml.errors import INSUFFICIENT_PRIVILEGE, OUT_OF_MEMORY, QUERY_CANCELED, UNDEFINED_OBJECT, SqlmlError
-from sqlml.governor import admission, costmodel, limits, load, workload
+from sqlml.governor import admission, costmodel, limits, load, priority, workload
 from sqlml.governor import settings as gsettings
 from sqlml.governor.store import (
     CANCELLED,
@@ -52,9 +51,13 @@ _ML = ("pandas", "sklearn.pipeline", "sklearn.linear_model", "sklearn.ensemble",
        "sqlml.onnx.parity")
 WARM_MODULES = {"train": _ML, "predict_batch": ("onnxruntime",), "score": ("onnxruntime",)}
 WRITERS = ("train", "score")  # kinds whose success is only real once their transaction commits
-# backends running a statement, other than governed jobs' own (a queued job's backend sleeps)
+# backends running a statement on the CPU (not waiting for a lock, a sleep, the client), other than
+# this one and the governed jobs' (a queued job's backend sleeps between polls): interactive work
 ACTIVE_BACKENDS = """SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity
-    WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> ALL($1::int[])"""
+    WHERE state = 'active' AND backend_type = 'client backend' AND wait_event IS NULL
+      AND pid <> pg_backend_pid() AND pid <> ALL($1::int[])"""
+INTERACTIVE_SAMPLE = 0.1  # seconds between two looks at pg_stat_activity from a running training
+INTERACTIVE_HOLD = 1.0  # seconds a training keeps yielding after it last saw interactive work
 
 _store: JobStore | None = None
 _current: Job | None = None
@@ -199,9 +202,34 @@ class LoadMeter:
         if busy is None:  # no tick passed yet: the run queue's one-minute average instead
             busy = os.getloadavg()[0]
         self.last = now
-        pids = [r["pid"] for r in store().active() if r["lane"] != workload.INTERACTIVE]
-        active = privileged.run(lambda ex: ex.execute(ACTIVE_BACKENDS, [pids]))[0]["n"]
-        return workload.Load(self.cpus, min(busy, float(self.cpus)), int(active), load.available_memory())
+        return workload.Load(self.cpus, min(busy, float(self.cpus)), active_backends(), load.available_memory())
+
+
+def active_backends() -> int:
+    """Backends running a statement on the CPU beside the governed jobs (``ACTIVE_BACKENDS``)."""
+    pids = [r["pid"] for r in store().active() if r["lane"] != workload.INTERACTIVE]
+
+    def count(ex):
+        ex.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")  # else frozen at the transaction's first look
+        return ex.execute(ACTIVE_BACKENDS, [pids])[0]["n"]
+    return int(privileged.run(count))
+
+
+class InteractiveWork:
+    """A running training's signal to yield (``sqlml.governor.priority``): other backends are
+    running statements on the CPU, or were within the last ``INTERACTIVE_HOLD`` seconds."""
+
+    def __init__(self):
+        self.sighting = priority.Sighting(INTERACTIVE_HOLD)
+        self.looked = float("-inf")
+        self.state = False
+
+    def active(self) -> bool:
+        now = time.monotonic()
+        if now - self.looked >= INTERACTIVE_SAMPLE:
+            self.looked = now
+            self.state = self.sighting.seen(now, active_backends() > 0)
+        return self.state
 
 
 def estimated_wait(snap: dict, slots: int) -> float:
@@ -352,7 +380,6 @@ def admit_relation(job: Job, project: str, relation: str) -> None:
     warm = p if not features.cold else model.predict(replace(features, cold=False))
     if workload.lane(job.kind, warm.seconds, job.settings.interactive_seconds) == workload.INTERACTIVE:
         store().start_interactive(job.id)  # short query acceleration: no slot, no queue
-        job.progress_update(lane=workload.INTERACTIVE)
     else:
         job.wait_for_slot(p.peak_upper)
     job.start()
@@ -377,7 +404,8 @@ def threads() -> int:
 
 
 def training_nice() -> int:
-    """Niceness of the current training's search thread (sqlml.training_nice; 0 outside a job)."""
+    """Niceness of the current training's fits while interactive work is active (sqlml.training_nice;
+    0 outside a job)."""
     return _current.settings.training_nice if _current is not None else 0
 
 
@@ -390,7 +418,8 @@ def queued_seconds() -> float:
 
 JOB_COLUMNS = ("job_id", "kind", "state", "queue_position", "role", "database", "project", "pid", "submitted_at",
                "started_at", "finished_at", "predicted_seconds", "actual_seconds", "predicted_peak_bytes",
-               "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate", "progress")
+               "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate", "progress", "lane",
+               "wait_reason")
 
 
 # The caller administers sqlml: a superuser, or a member of sqlml_admin (see the security section).
@@ -417,19 +446,9 @@ def jobs() -> list[tuple]:
                     j["project"] if visible else None, j["pid"], j["submitted"], j["started"], j["finished"],
                     j["predicted_seconds"], j["actual_seconds"], j["predicted_peak"], j["actual_peak"],
                     j["predicted_by"], j["rows"], j["threads"], j["error"] if visible else None,
-                    j["sqlstate"], shown_progress(j, visible)))
+                    j["sqlstate"], j.get("progress") if visible else None, j["lane"],
+                    j["wait_reason"] if j["state"] == "queued" else None))
     return out
-
-
-def shown_progress(j: dict, visible: bool) -> str | None:
-    """The progress column of ``sqlml.jobs``: a training's live progress, the job's lane, and why a
-    queued job waits (``wait_reason``, about the slots and the load: shown to every viewer)."""
-    shown = json.loads(j["progress"]) if visible and j.get("progress") else {}
-    if j.get("lane"):
-        shown["lane"] = j["lane"]
-    if j["state"] == "queued" and j.get("wait_reason"):
-        shown["wait_reason"] = j["wait_reason"]
-    return json.dumps(shown) if shown else None
 
 
 def resolve_transactions(rows: list[dict]) -> set[int]:

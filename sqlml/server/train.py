@@ -235,8 +235,15 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     rows = governor.admit_training(sql, features, float(budget_seconds), algorithms, opts.get("max_rows"))
     # time_budget is the wall clock of the whole call, cold imports included; only the time queued
     # for a slot (bounded by sqlml.queue_timeout, shown in sqlml.jobs) does not count
-    niced = priority.Niced()  # the search runs on a helper thread that yields the CPU to interactive work
-    budget = Budget(float(budget_seconds), interrupt=niced.wrap(interrupts.check),
+    # model fits run on a helper thread that yields the CPU while interactive work is active
+    yielding = priority.Yielding(governor.training_nice(), setup=lambda: limits.thread_limits(job_threads()))
+    interactive = governor.InteractiveWork()
+
+    def checkpoint():  # on the backend's thread, at every checkpoint of a fit (at most every 50 ms)
+        interrupts.check()
+        yielding.interactive(interactive.active())
+
+    budget = Budget(float(budget_seconds), interrupt=yielding.wrap(checkpoint),
                     started=called + governor.queued_seconds())
     source = sql if rows is None else sample_query(sql, rows, int(opts.get("seed", 42)))
     n, raw, extras = ingest.read(source, features, {target: target_kind})
@@ -261,12 +268,15 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     from sqlml.automl import front
 
     governor.progress(startup_seconds=round(budget.elapsed(), 3), budget_seconds=budget.seconds)
-    trained = niced.run(lambda: front.train(
-        schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms, test_size=float(test_size),
-        seed=int(opts.get("seed", 42)), budget=budget, on_trial=niced.wrap(progress(budget)),
-        reserve_seconds=finish_reserve(budget.seconds), note=niced.wrap(spi.notice), ensemble=opts.get("ensemble", True),
-        threads=job_threads(), n_estimators=opts.get("n_estimators"), similar=niced.wrap(similar_trainings),
-        refit_all=opts.get("refit_all", True)), governor.training_nice(), setup=lambda: limits.thread_limits(job_threads()))
+    try:
+        trained = front.train(schema, raw, y_raw, task=task, metric=metric, algorithms=algorithms,
+                              test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
+                              on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
+                              ensemble=opts.get("ensemble", True), threads=job_threads(),
+                              n_estimators=opts.get("n_estimators"), similar=similar_trainings,
+                              refit_all=opts.get("refit_all", True), run_fit=yielding.run)
+    finally:
+        yielding.close()
     return finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request)
 
 
