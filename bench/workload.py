@@ -60,11 +60,15 @@ def configure(dsn, **values):
 
 
 def setup(conn):
-    """Tables: ``train_data`` (20k rows) for the trainings, ``batch150`` for predict_batch; the model ``wl``."""
+    """Tables: ``train_data`` (20k rows) for the model ``wl`` that scores, ``train5k`` (its first 5000
+    rows: trials of a fraction of a second, enough of them to count) for the measured trainings,
+    ``batch150`` for predict_batch."""
     cols = ", ".join(f"((i * {7919 + 13 * k}) % 1000) / 100.0 + random() AS x{k}" for k in range(FEATURES))
     run(conn, f"""CREATE TABLE train_data AS SELECT i AS id, {cols},
                   ((i * 7919) % 1000) / 100.0 + random() * 3 > 6.5 AS label FROM generate_series(1, 20000) AS i""")
     run(conn, "CREATE TABLE batch150 AS SELECT * FROM train_data WHERE id <= 150")
+    run(conn, "CREATE TABLE train5k AS SELECT * FROM train_data WHERE id <= 5000")
+    run(conn, "ANALYZE train5k")
     run(conn, "ANALYZE train_data")
     run(conn, "ANALYZE batch150")
     run(conn, "SELECT * FROM sqlml.train('wl', 'train_data', 'label', time_budget => '5 seconds', "
@@ -124,7 +128,7 @@ def trainings(dsn, conns, tag, budget):
     done = []
 
     def train(conn, project):
-        run(conn, "SELECT * FROM sqlml.train(%s, 'train_data', 'label', time_budget => make_interval(secs => %s), "
+        run(conn, "SELECT * FROM sqlml.train(%s, 'train5k', 'label', time_budget => make_interval(secs => %s), "
                   """exclude => '{id}', options => '{"seed": 1, "deploy": "never"}')""", (project, budget))
         done.append(project)
 
@@ -137,7 +141,7 @@ def trainings(dsn, conns, tag, budget):
     end = time.monotonic()
     watcher = connect(dsn)
     jobs = run(watcher, "SELECT project, actual_seconds, (progress->>'trials')::int, "
-                        "(progress->>'startup_seconds')::float8, extract(epoch FROM started_at - submitted_at) "
+                        "(progress->>'startup_seconds')::float8, extract(epoch FROM started_at - submitted_at)::float8 "
                         "FROM sqlml.jobs WHERE project LIKE %s ORDER BY job_id", (f"{tag}%",))
     watcher.close()
     out = [{"project": p, "slot_seconds": s, "trials": n, "startup_seconds": st, "queued_seconds": q}
