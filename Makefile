@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SQLML  := $(VENV)/bin/sqlml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench bench-automl bench-governor bench-spark lint dev-up dev-down clean
+.PHONY: setup demo test test-fast bench bench-automl bench-governor bench-workload bench-spark lint dev-up dev-down clean
 
 setup:                      ## OS packages, the venv, the extension files (idempotent)
 	bash scripts/setup.sh
@@ -29,6 +29,10 @@ bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets, and the w
 
 bench-governor: setup       ## cost model error and predict latency under training load
 	$(PY) bench/governor.py
+
+bench-workload: setup       ## interactive scoring beside training; a 5 s training in new connections
+	$(PY) bench/workload.py
+	$(PY) bench/cold_budget.py
 
 bench-spark: setup          ## Spark scoring (local mode) vs. in-database sqlml.score, rows/s
 	.sqlml/spark-venv/bin/python bench/spark_scoring.py
