@@ -128,10 +128,21 @@ def test_dsn_from_the_environment(db, trained):
 def test_jobs_watch_shows_a_running_training(db, trained):
     """`sqlml jobs --watch` while another process trains: the training appears with its budget."""
     trainer = subprocess.Popen([*SQLML, "train", "watched", "breast_cancer", "diagnosis", "--exclude", "id",
-                                "--budget", "8 seconds", "-q", "--dsn", db],
+                                "--budget", "20 seconds", "-q", "--dsn", db],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)  # let it start
+        # into its search: the budget counts from the call, so a new backend's imports come out of it
+        conn = psycopg2.connect(db)
+        conn.autocommit = True
+        deadline = time.monotonic() + 60
+        while True:
+            with conn.cursor() as cur:
+                cur.execute("SELECT progress->>'trials' FROM sqlml.jobs WHERE project = 'watched'")
+                if any(t for (t,) in cur.fetchall()):
+                    break
+            assert time.monotonic() < deadline and trainer.poll() is None, "the training did not reach its search"
+            time.sleep(0.2)
+        conn.close()
         r = run("jobs", "--watch", "--interval", "0.5", "--count", "12", "--json", dsn=db, timeout=30)
         assert r.returncode == 0, r.stderr
         snapshots = [json.loads(line) for line in r.stdout.splitlines()]
@@ -142,7 +153,7 @@ def test_jobs_watch_shows_a_running_training(db, trained):
         assert elapsed == sorted(elapsed) and elapsed[-1] > elapsed[0]  # live: time moves between refreshes
         progressed = [j for j in watched if j["trials"]]
         assert progressed, "no refresh showed the training's trials"
-        assert progressed[-1]["best_score"] > 0.5 and progressed[-1]["budget_seconds"] == 8.0
+        assert progressed[-1]["best_score"] > 0.5 and progressed[-1]["budget_seconds"] == 20.0
         text = run("jobs", dsn=db)
         assert text.returncode == 0 and ("watched" in text.stdout or "no running jobs" in text.stdout)
     finally:

@@ -492,6 +492,13 @@ def test_a_rolled_back_training_is_not_shown_as_succeeded(gov, db):
         assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = %s", (project,)) == \
             (0 if project == "rolled" else 1)
     assert "rolled back" in job_of(db, "rolled")["error"]
+    # the transaction commits, but the training's savepoint was rolled back: no model, not succeeded
+    query(tx, "SAVEPOINT before_training")
+    query(tx, "SELECT * FROM sqlml.train('saved', 'small', 'label', time_budget => '1 second', "
+              "algorithms => '{linear}', exclude => '{id}')")
+    query(tx, "ROLLBACK TO SAVEPOINT before_training")
+    tx.commit()
+    assert job_of(db, "saved")["state"] == "rolled_back"
     tx.close()
     counts = dict(query(db, "SELECT * FROM sqlml.job_counts()"))
     assert counts["rolled_back"] >= 1 and counts["uncommitted"] == 0

@@ -32,7 +32,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 # a job whose work succeeded but whose transaction (and so its registry writes) is still open, or
 # was rolled back: shown so by sqlml.jobs, which resolves it from the transaction's status
 UNCOMMITTED, ROLLED_BACK = "uncommitted", "rolled_back"
-ROLLED_BACK_ERROR = "the job succeeded, but its transaction was rolled back: nothing it wrote (a model, a table) was kept"
+ROLLED_BACK_ERROR = ("the job succeeded, but its transaction (or savepoint) was rolled back: nothing it wrote "
+                     "(a model, a table) was kept")
 ACTIVE = (QUEUED, RUNNING)
 KEEP_FINISHED = 10_000  # finished jobs kept for sqlml.jobs and the cost model
 

@@ -460,6 +460,15 @@ def resolve_transactions(rows: list[dict]) -> set[int]:
     status = {r["x"]: r["s"] for r in spi.execute(
         "SELECT x, txid_status(x::bigint)::text AS s FROM unnest($1::text[]) AS x", [sorted(set(pending.values()))])}
     outcomes = {job_id: status.get(xid) for job_id, xid in pending.items()}
+    # a committed transaction may still have rolled back the training's savepoint: its model row
+    # tells (in this database; sqlml.models of others cannot be read from here)
+    here = spi.execute("SELECT current_database()::text AS d")[0]["d"]
+    trainings = [j["id"] for j in rows if outcomes.get(j["id"]) == "committed" and j["kind"] == "train"
+                 and j["database"] == here]
+    if trainings:
+        kept = {r["job_id"] for r in privileged.run(lambda ex: ex.execute(
+            "SELECT job_id FROM sqlml.models WHERE job_id = ANY($1::bigint[])", [trainings]))}
+        outcomes.update({j: "aborted" for j in trainings if j not in kept})
     store().resolve_transactions({k: v for k, v in outcomes.items() if v != "in progress"})
     for j in rows:
         if outcomes.get(j["id"]) == "aborted":
