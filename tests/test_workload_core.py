@@ -215,6 +215,33 @@ def test_interactive_work_raises_the_helper_s_niceness_and_the_next_fit_runs_at_
     assert priority.niceness() == before  # the backend's own thread is never niced
 
 
+def test_threads_a_fit_started_yield_too_and_threads_from_before_do_not():
+    y = priority.Yielding(7)
+    before = priority.niceness()
+    seen, release = {}, threading.Event()
+    older = threading.Thread(target=lambda: (seen.update(older=threading.get_native_id()), release.wait()))
+    older.start()  # a thread of the backend from before the training (ONNX Runtime's, say)
+
+    def fit():
+        pool = threading.Thread(target=lambda: (seen.update(pool=threading.get_native_id()), release.wait()))
+        pool.start()  # an OpenMP or joblib worker the fit starts, at the helper's full priority
+        while "pool" not in seen:
+            pass
+        y.call(y.interactive, True)
+        seen["pool_nice"] = priority.niceness(seen["pool"])
+        seen["older_nice"] = priority.niceness(seen["older"])
+        release.set()
+        pool.join()
+
+    try:
+        y.run(fit)
+    finally:
+        y.close()
+        release.set()
+        older.join()
+    assert (seen["pool_nice"], seen["older_nice"]) == (max(before, 7), before)
+
+
 def test_errors_cross_both_ways_and_the_helper_stops():
     y = priority.Yielding(5)
 

@@ -59,6 +59,7 @@ class Yielding:
         self._tasks: queue.SimpleQueue | None = None  # backend thread -> helper: fits, None to stop
         self._thread: threading.Thread | None = None
         self._tid: int | None = None
+        self._before: set[int] = set()  # the process's threads before the helper: never reniced
         self._reniced = False
 
     # --- on any thread -------------------------------------------------------------------------
@@ -81,11 +82,16 @@ class Yielding:
     # --- on the backend's thread ---------------------------------------------------------------
 
     def interactive(self, active: bool) -> None:
-        """The server's signal: is interactive work active now? Raises the running helper's
-        niceness at once when it is (a nice value can only go up: a later fit gets a new helper)."""
+        """The server's signal: is interactive work active now? Raises the niceness of the running
+        helper, and of the threads it started (OpenMP's, joblib's: they inherited full priority),
+        at once when it is. A nice value can only go up: a later fit gets a new helper."""
         self.active = active
         if active and self._thread is not None and not self._reniced:
-            os.setpriority(os.PRIO_PROCESS, self._tid, max(self.nice, os.getpriority(os.PRIO_PROCESS, self._tid)))
+            for tid in {self._tid} | (_threads() - self._before):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, max(self.nice, os.getpriority(os.PRIO_PROCESS, tid)))
+                except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
+                    pass
             self._reniced = True
 
     def run(self, fit: Callable[[], T]) -> T:
@@ -117,6 +123,7 @@ class Yielding:
             self._reniced = False
 
     def _start(self) -> None:
+        self._before = _threads()
         tasks: queue.SimpleQueue = queue.SimpleQueue()
         started = threading.Event()
         ids = {}
@@ -164,6 +171,11 @@ class Sighting:
         if present:
             self.last = now
         return self.last is not None and now - self.last <= self.hold
+
+
+def _threads() -> set[int]:
+    """Native ids of this process's threads (Linux)."""
+    return {int(t) for t in os.listdir("/proc/self/task")}
 
 
 def niceness(thread_id: int | None = None) -> int:
