@@ -8,6 +8,7 @@ The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -66,6 +67,27 @@ def query(conn, sql, params=None):
 def scalar(conn, sql, params=None):
     rows = query(conn, sql, params)
     return rows[0][0] if rows else None
+
+
+def reconnect_after_crash(old, dsn, timeout=60):
+    """A connection once the server has restarted all backends (``old`` is one of the ended ones)."""
+    deadline = time.monotonic() + timeout
+    while True:  # first the crash must have reached the old connection, or we might connect too early
+        try:
+            query(old, "SELECT 1")
+        except psycopg2.Error:
+            break
+        assert time.monotonic() < deadline, "the crash did not end the other backends"
+        time.sleep(0.2)
+    while True:
+        try:
+            conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+            query(conn, "SELECT 1")
+            return conn
+        except psycopg2.OperationalError:
+            assert time.monotonic() < deadline, "the server did not come back after the crash"
+            time.sleep(0.5)
 
 
 def sql_error(conn, sql, params=None) -> psycopg2.Error:

@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from sqlml.devcluster import throwaway
-from tests.conftest import query, scalar
+from tests.conftest import query, reconnect_after_crash, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +191,7 @@ def test_kill_9_of_the_backend_after_the_model_is_inserted(own):
     os.kill(t.pid, signal.SIGKILL)  # the postmaster resets every backend and recovers
     finish(t)
     assert isinstance(t.error, psycopg2.OperationalError), t.error
-    conn = connect(dsn)
+    conn = reconnect_after_crash(holder, dsn)  # not before the reset has reached the other backends
     assert snapshot(conn) == before
     assert_consistent(conn)
     version, _ = train(conn, "crash")  # and training goes on, with the next version

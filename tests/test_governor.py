@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from sqlml.devcluster import throwaway
-from tests.conftest import query, scalar
+from tests.conftest import query, reconnect_after_crash, scalar
 
 MB = 1024 ** 2
 
@@ -361,26 +361,6 @@ def test_kill_9_leaves_a_failed_job_and_a_free_slot(gov, db):
                 "algorithms => '{linear}', exclude => '{id}')")  # the only slot is free
     assert not any("queued" in n for n in conn.notices)
     conn.close()
-
-
-def reconnect_after_crash(old, dsn, timeout=60):
-    """A connection once the server has restarted all backends (``old`` is one of the ended ones)."""
-    deadline = time.monotonic() + timeout
-    while True:  # first the crash must have reached the old connection, or we might connect too early
-        try:
-            query(old, "SELECT 1")
-        except psycopg2.Error:
-            break
-        assert time.monotonic() < deadline, "the crash did not end the other backends"
-        time.sleep(0.2)
-    while True:
-        try:
-            conn = connect(dsn)
-            query(conn, "SELECT 1")
-            return conn
-        except psycopg2.OperationalError:
-            assert time.monotonic() < deadline, "the server did not come back after the crash"
-            time.sleep(0.5)
 
 
 # --- jobs of every kind, the report ----------------------------------------------------------------
