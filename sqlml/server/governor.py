@@ -438,6 +438,10 @@ def jobs() -> list[tuple]:
     mine = set(me["roles"] or [])
     rows = store().jobs(s.slots, s.role_slots)
     open_ = resolve_transactions(rows)
+    # as many columns as the installed sqlml._jobs declares: 0.1.0's, until ALTER EXTENSION sqlml
+    # UPDATE, lacks lane and wait_reason
+    width = spi.execute("SELECT cardinality(proallargtypes) AS n FROM pg_catalog.pg_proc "
+                        "WHERE oid = 'sqlml._jobs()'::pg_catalog.regprocedure")[0]["n"]
     out = []
     for j in rows:
         visible = me["all_"] or j["role"] in mine
@@ -447,7 +451,7 @@ def jobs() -> list[tuple]:
                     j["predicted_seconds"], j["actual_seconds"], j["predicted_peak"], j["actual_peak"],
                     j["predicted_by"], j["rows"], j["threads"], j["error"] if visible else None,
                     j["sqlstate"], j.get("progress") if visible else None, j["lane"],
-                    j["wait_reason"] if j["state"] == "queued" else None))
+                    j["wait_reason"] if j["state"] == "queued" else None)[:width])
     return out
 
 
