@@ -49,11 +49,15 @@ def privileged(token):
 def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
     called = time.monotonic()  # time_budget counts from here: before the ML stack is imported
     from sqlml.server import governor
-    from sqlml.server import train as t
+
+    def job():
+        from sqlml.server import train as t  # inside the job: sqlml.jobs shows the call while it imports
+
+        return t.train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude,
+                       options, called)
 
     # a governed job: the training admits itself (slot, sample, caps) once it knows its data's size
-    return governor.run("train", project, lambda: t.train(project, relation, target, task, algorithms, budget_seconds,
-                                                          metric, test_size, exclude, options, called))
+    return governor.run("train", project, job)
 
 
 @entry
