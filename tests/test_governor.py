@@ -472,6 +472,11 @@ def test_a_rolled_back_training_is_not_shown_as_succeeded(gov, db):
         assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = %s", (project,)) == \
             (0 if project == "rolled" else 1)
     assert "rolled back" in job_of(db, "rolled")["error"]
+    # a rerun that returns the earlier version writes nothing: it succeeded, whatever its transaction
+    query(db, "SELECT * FROM sqlml.train('kept', 'small', 'label', time_budget => '1 second', "
+              "algorithms => '{linear}', exclude => '{id}')")
+    assert any("trained on the same data with the same settings" in n for n in db.notices)
+    assert job_of(db, "kept")["state"] == "succeeded"
     # the transaction commits, but the training's savepoint was rolled back: no model, not succeeded
     query(tx, "SAVEPOINT before_training")
     query(tx, "SELECT * FROM sqlml.train('saved', 'small', 'label', time_budget => '1 second', "

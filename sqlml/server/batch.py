@@ -22,7 +22,7 @@ from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 from sqlml.scoring import chunks, overlap
-from sqlml.server import audit, counters, ingest, scoring
+from sqlml.server import audit, counters, governor, ingest, scoring
 from sqlml.server.spi import spi
 
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
@@ -107,6 +107,7 @@ def score(project, relation, into_table, id_column) -> int:
     id_type = spi.execute("SELECT format_type($1::regtype::oid, $2::int) AS t", [id_col.pg_type, id_col.typmod])[0]["t"]
     spi.execute(f"CREATE TABLE {target.qualified} ({quote_ident(id_column)} {id_type}, prediction float8, "
                 f"label text, probabilities float8[])")
+    governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     total = 0
     for n, out, ids in _scored(m, rel, sql, id_column, id_col.pg_type):
         columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]

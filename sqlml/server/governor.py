@@ -50,7 +50,6 @@ _ML = ("pandas", "sklearn.pipeline", "sklearn.linear_model", "sklearn.ensemble",
        "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "sqlml.automl.front", "sqlml.onnx.convert",
        "sqlml.onnx.parity")
 WARM_MODULES = {"train": _ML, "predict_batch": ("onnxruntime",), "score": ("onnxruntime",)}
-WRITERS = ("train", "score")  # kinds whose success is only real once their transaction commits
 # backends running a statement on the CPU (not waiting for a lock, a sleep, the client), other than
 # this one and the governed jobs' (a queued job's backend sleeps between polls): interactive work
 ACTIVE_BACKENDS = """SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity
@@ -96,6 +95,7 @@ class Job:
         self.t0: float | None = None
         self.meter: limits.PeakMeter | None = None
         self.queued = 0.0  # seconds spent waiting for a slot
+        self.xid: str | None = None  # the transaction the job wrote in (a model, a table), once it has
         self.progress: dict = {}
         self.load = LoadMeter()
 
@@ -266,7 +266,6 @@ def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of
         result = fn()
         if rows_of is not None:
             job.rows = rows_of(result)
-        xid = spi.execute("SELECT txid_current()::text AS x")[0]["x"] if kind in WRITERS else None
     except BaseException as exc:
         job.stack.close()
         state, error = outcome(job, exc)
@@ -276,7 +275,7 @@ def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of
             raise
         raise error from None
     else:
-        job.end(SUCCEEDED, xid=xid)
+        job.end(SUCCEEDED, xid=job.xid)
         return result
     finally:
         _current = None
@@ -383,6 +382,13 @@ def admit_relation(job: Job, project: str, relation: str) -> None:
     else:
         job.wait_for_slot(p.peak_upper)
     job.start()
+
+
+def wrote() -> None:
+    """The current job has written (a training its model, a scoring its table): its success is
+    real only once this transaction commits, which ``sqlml.jobs`` checks (``resolve_transactions``)."""
+    if _current is not None:
+        _current.xid = spi.execute("SELECT txid_current()::text AS x")[0]["x"]
 
 
 def job_id() -> int | None:

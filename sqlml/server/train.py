@@ -340,6 +340,7 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
 
     operations = monitor.training_artifacts(trained, candidate, raw, budget, data_profile)
     champion, version, model_id, may_deploy = privileged.run(register)
+    governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
 
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
     if decision["deploy"] and not may_deploy:
