@@ -230,7 +230,8 @@ def test_data_over_the_memory_cap_is_sampled_with_a_notice(gov, db):
 def test_a_sample_is_deterministic_and_max_rows_is_honoured(db):
     for _ in range(2):
         query(db, "SELECT * FROM sqlml.train('cap', 'small', 'label', time_budget => '1 second', "
-                  """algorithms => '{linear}', exclude => '{id}', options => '{"max_rows": 500, "deploy": "never"}')""")
+                  """algorithms => '{linear}', exclude => '{id}', """  # force: the same data trains again
+                  """options => '{"max_rows": 500, "deploy": "never", "force": true}')""")
     rows = query(db, "SELECT rows, data_fingerprint FROM sqlml.models WHERE project = 'cap'")
     assert [r[0] for r in rows] == [500, 500] and rows[0][1] == rows[1][1]
     assert any("training on a sample of 500 of about 2000 rows (options.max_rows)" in n for n in db.notices)
