@@ -110,3 +110,20 @@ def opset_of(onnx_bytes: bytes) -> int:
 
     m = onnx.load_from_string(onnx_bytes)
     return max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def matrix_regressor_to_onnx(model, n_features: int) -> bytes:
+    """Convert a fitted regressor over one float matrix input ``features`` (n, n_features) to ONNX
+    with output ``variable`` (the forecasters' global model: every feature is numeric)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    _register_lightgbm()
+    onx = convert_sklearn(model, initial_types=[("features", FloatTensorType([None, n_features]))],
+                          target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+    output = onx.graph.output[0].name
+    for node in onx.graph.node:
+        node.output[:] = ["variable" if o == output else o for o in node.output]
+    onx.graph.output[0].name = "variable"
+    onx.producer_name = "sqlml"
+    return onx.SerializeToString()

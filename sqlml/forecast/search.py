@@ -1,0 +1,253 @@
+"""AutoML over forecasters: rolling-origin backtests, selection of a member or an equal-weight
+ensemble of members, conformal intervals from the backtest errors, final fit on all history.
+
+Backtests: ``windows`` consecutive, non-overlapping windows of ``horizon`` steps at the end of each
+series (window 1 is the last). A series takes part in a window when it has at least
+``MIN_TRAIN`` points before it. Statistical candidates are refitted at every window's origin; the
+global model is fitted once on the rows whose targets lie before the first window (cheaper, and
+never optimistic for it), then predicts each window from its origin. Scores are MASE (scaled by
+each series' in-sample seasonal-naive MAE), averaged over series.
+
+Selection: every candidate alone and the equal-weight mean of every subset of them; the lowest
+mean MASE wins (a mean of forecasters with different errors usually beats each of them).
+Intervals: the winner's backtest errors, divided by the series' scale, give per step the
+quantiles of |error| (split conformal); ``forecast`` scales them back per series.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from sqlml.forecast import features, statistical
+from sqlml.forecast.model import GLOBAL, QUANTILE_GRID, ForecastModel
+from sqlml.forecast.panel import Panel
+
+CANDIDATES = ("seasonal_naive", "ets", "theta", GLOBAL)
+MIN_TRAIN = 3
+MAX_GLOBAL_ROWS = 100_000
+PER_STEP_MIN = 100  # errors per step below which steps pool their errors (normalised by sqrt(step))
+
+
+@dataclass
+class Trained:
+    model: ForecastModel
+    global_model: object          # the fitted LightGBM regressor, or None
+    n_features: int
+    trials: list                  # per candidate and chosen ensemble: {"algorithm", "score", "fit_seconds", ...}
+    backtest_x: np.ndarray        # some global-model feature rows, for the ONNX parity check
+    backtest_pred: np.ndarray
+
+
+def mase_scale(y: np.ndarray, season: int) -> float:
+    """In-sample MAE of the seasonal naive forecast (naive if the series is shorter than two seasons)."""
+    m = season if len(y) > 2 * season else 1
+    if len(y) <= m:
+        return float(np.mean(np.abs(y))) or 1.0
+    d = np.abs(y[m:] - y[:-m]).mean()
+    if d > 0:
+        return float(d)
+    return float(np.mean(np.abs(y))) or 1.0
+
+
+def default_windows(n_series: int, horizon: int) -> int:
+    """Enough windows for ~1000 backtest errors (intervals), between 2 and 5."""
+    return int(np.clip(np.ceil(1000 / max(n_series * horizon, 1)), 2, 5))
+
+
+def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None, budget=None, seed: int = 42,
+        n_estimators: int | None = None, threads: int = 1, note=lambda msg: None, clock=None) -> Trained:
+    import time
+
+    clock = clock or time.perf_counter
+    candidates = tuple(candidates or CANDIDATES)
+    m = panel.freq.season
+    ys = [s.y for s in panel.series]
+    obs = [s.observed for s in panel.series]
+    n_series = len(ys)
+    windows = windows or default_windows(n_series, horizon)
+    scale = np.array([mase_scale(y, m) for y in ys])
+    lengths = np.array([len(y) for y in ys])
+
+    # errors[c] : (n_series, windows, horizon) forecast - actual, NaN where not evaluated
+    preds = {c: np.full((n_series, windows, horizon), np.nan) for c in candidates}
+    actual = np.full((n_series, windows, horizon), np.nan)
+    cutoffs = lengths[:, None] - 1 - horizon * np.arange(1, windows + 1)[None, :]  # (series, window)
+    taking = cutoffs + 1 >= MIN_TRAIN
+    for w in range(windows):
+        for i in np.flatnonzero(taking[:, w]):
+            c = cutoffs[i, w]
+            a = ys[i][c + 1:c + 1 + horizon].copy()
+            a[~obs[i][c + 1:c + 1 + horizon]] = np.nan  # filled points are not scored
+            actual[i, w, :len(a)] = a
+    seconds = {}
+    for name in candidates:
+        if name == GLOBAL:
+            continue
+        t0 = clock()
+        for w in range(windows):
+            idx = np.flatnonzero(taking[:, w])
+            if len(idx) == 0:
+                continue
+            state = statistical.FORECASTERS[name]([ys[i][:cutoffs[i, w] + 1] for i in idx], m)
+            preds[name][idx, w] = state.forecast(horizon)
+            if budget is not None:
+                budget.checkpoint()
+        seconds[name] = clock() - t0
+        note(f"{name}: backtested {int(taking.sum())} series-windows in {seconds[name]:.1f}s")
+
+    global_model, backtest_x, backtest_pred, n_features = None, np.zeros((0, 0), np.float32), np.zeros(0), 0
+    if GLOBAL in candidates:
+        t0 = clock()
+        limits = lengths - 1 - windows * horizon  # the backtest model sees targets up to here
+        x, target, _ = _global_rows(panel, horizon, limits, seed)
+        if len(target) >= 50:
+            bt_model = _fit_global(x, target, n_estimators, threads, seed, budget)
+            for w in range(windows):
+                idx = np.flatnonzero(taking[:, w])
+                if len(idx) == 0:
+                    continue
+                xw, sw = _origin_rows(panel, idx, cutoffs[idx, w], horizon)
+                p = bt_model.predict(xw) * sw
+                preds[GLOBAL][idx, w] = p.reshape(len(idx), horizon)
+                if w == 0:
+                    backtest_x, backtest_pred = xw, bt_model.predict(xw)
+            x, target, _ = _global_rows(panel, horizon, lengths - 1, seed)
+            global_model = _fit_global(x, target, n_estimators, threads, seed, budget)
+            n_features = x.shape[1]
+            backtest_x, backtest_pred = backtest_x[:2000], global_model.predict(backtest_x[:2000])
+        else:
+            note("lightgbm: too few rows for a global model; left out")
+            candidates = tuple(c for c in candidates if c != GLOBAL)
+        seconds[GLOBAL] = clock() - t0
+        note(f"{GLOBAL}: fitted and backtested in {seconds.get(GLOBAL, 0):.1f}s")
+
+    scored = np.isfinite(actual)
+    if not scored.any():
+        raise_short(horizon, windows)
+
+    def score(combo) -> float:
+        p = np.mean([preds[c] for c in combo], axis=0)
+        err = np.where(scored, np.abs(p - actual) / scale[:, None, None], 0.0).reshape(n_series, -1)
+        counted = scored.reshape(n_series, -1).sum(axis=1)
+        return float(np.mean(err.sum(axis=1)[counted > 0] / counted[counted > 0]))
+
+    trials = []
+    for c in candidates:
+        trials.append({"algorithm": c, "score": score((c,)), "fit_seconds": seconds.get(c), "status": "ok"})
+    combos = [combo for k in range(2, len(candidates) + 1) for combo in itertools.combinations(candidates, k)]
+    best = min([(c,) for c in candidates] + combos, key=score)
+    for combo in combos:
+        trials.append({"algorithm": "+".join(combo), "score": score(combo), "fit_seconds": None, "status": "ok"})
+    best_score = score(best)
+    note(f"chosen: {' + '.join(best)} (backtest MASE {best_score:.4f} over {windows} windows)")
+
+    p = np.mean([preds[c] for c in best], axis=0)
+    errors = (np.abs(p - actual) / scale[:, None, None]).transpose(1, 0, 2).reshape(-1, horizon)  # (rows, horizon)
+    quantiles = interval_quantiles(errors, horizon)
+
+    states = {c: statistical.FORECASTERS[c](ys, m) for c in best if c != GLOBAL}
+    tl = features.tail_length(m, horizon)
+    model = ForecastModel(
+        freq=panel.freq, horizon=horizon, series_columns=panel.series_columns, regressors=panel.regressors,
+        keys=[s.key for s in panel.series], last_ts=np.array([panel.end(i) for i in range(n_series)], dtype="datetime64[s]"),
+        scale=scale, tails=[y[-tl:] for y in ys], ages=np.maximum(lengths - tl, 0),
+        weights={c: 1.0 / len(best) for c in best}, states=states, quantiles=quantiles,
+        coverage_rows=int(np.isfinite(errors).sum()),
+        backtest={"windows": windows, "metric": "mase", "chosen": "+".join(best), "score": best_score,
+                  "candidates": {t["algorithm"]: t["score"] for t in trials}})
+    if GLOBAL not in best:
+        global_model = None
+    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred)
+
+
+def raise_short(horizon: int, windows: int):
+    from sqlml.errors import NO_DATA, SqlmlError
+
+    raise SqlmlError(f"no series is long enough to backtest a horizon of {horizon} ({windows} windows of {horizon} "
+                     f"steps after at least {MIN_TRAIN} points)", sqlstate=NO_DATA,
+                     hint="forecast a shorter horizon, or pass fewer backtest windows (options.backtest_windows)")
+
+
+def interval_quantiles(errors: np.ndarray, horizon: int) -> np.ndarray:
+    """(horizon, len(QUANTILE_GRID)) conformal quantiles of scaled |errors| (rows, horizon), NaN-free.
+
+    With at least PER_STEP_MIN errors a step uses its own; otherwise all steps pool their errors
+    divided by sqrt(step) and each step scales the pooled quantile back (errors grow with the step).
+    The finite-sample correction ceil((n + 1) q) / n keeps the coverage at least q."""
+    out = np.zeros((horizon, len(QUANTILE_GRID)))
+    steps = np.arange(1, horizon + 1)
+    pooled = (errors / np.sqrt(steps)[None, :])[np.isfinite(errors)]
+    for h in range(horizon):
+        e = errors[:, h][np.isfinite(errors[:, h])]
+        if len(e) >= PER_STEP_MIN:
+            out[h] = _conformal(e, QUANTILE_GRID)
+        elif len(pooled):
+            out[h] = _conformal(pooled, QUANTILE_GRID) * np.sqrt(h + 1)
+    return np.maximum.accumulate(out, axis=1)
+
+
+def _conformal(e: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    n = len(e)
+    q = np.minimum(np.ceil((n + 1) * levels) / n, 1.0)
+    return np.quantile(e, q, method="higher")
+
+
+def _global_rows(panel: Panel, horizon: int, limits: np.ndarray, seed: int):
+    """Training rows of the global model: origins spread over each series' history, every step
+    whose target index is at most the series' ``limits`` entry; at most MAX_GLOBAL_ROWS rows."""
+    total = sum(max(int(lim), 0) for lim in limits) * horizon
+    stride = max(int(np.ceil(total / MAX_GLOBAL_ROWS)), 1)
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for i, s in enumerate(panel.series):
+        lim = int(limits[i])
+        if lim < 1:
+            continue
+        origins = np.arange(lim - 1 - rng.integers(stride), -1, -stride)[::-1]
+        if len(origins) == 0:
+            continue
+        o = np.repeat(origins, horizon)
+        h = np.tile(np.arange(1, horizon + 1), len(origins))
+        keep = (o + h <= lim) & s.observed[np.minimum(o + h, len(s.y) - 1)]
+        o, h = o[keep], h[keep]
+        if len(o) == 0:
+            continue
+        t = o + h
+        ts = panel.freq.add(np.repeat(s.start, len(t)), t)
+        x, sc = features.rows(s.y, o, h, ts, panel.freq, {r: s.regressors[r][t] for r in panel.regressors})
+        xs.append(x)
+        ys.append(s.y[t] / sc)
+    if not xs:
+        return np.zeros((0, 0), np.float32), np.zeros(0), None
+    return np.concatenate(xs), np.concatenate(ys), None
+
+
+def _origin_rows(panel: Panel, idx: np.ndarray, origins: np.ndarray, horizon: int):
+    """Global-model rows for steps 1..horizon from one origin per listed series (series-major).
+    Regressors beyond a series' data (never, in backtests) would be carried forward."""
+    xs, scs = [], []
+    h = np.arange(1, horizon + 1)
+    for i, o in zip(idx, origins):
+        s = panel.series[i]
+        t = o + h
+        ts = panel.freq.add(np.repeat(s.start, horizon), t)
+        tc = np.minimum(t, len(s.y) - 1)
+        x, sc = features.rows(s.y[:o + 1], np.full(horizon, o), h, ts, panel.freq,
+                              {r: s.regressors[r][tc] for r in panel.regressors})
+        xs.append(x)
+        scs.append(sc)
+    return np.concatenate(xs), np.concatenate(scs)
+
+
+def _fit_global(x, target, n_estimators, threads, seed, budget):
+    import lightgbm as lgb
+
+    model = lgb.LGBMRegressor(n_estimators=int(n_estimators or 200), learning_rate=0.07, num_leaves=31,
+                              min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+                              objective="l2", n_jobs=max(int(threads), 1), random_state=seed, verbose=-1)
+    callbacks = [lambda env: budget.checkpoint()] if budget is not None else []
+    model.fit(x, target, callbacks=callbacks)
+    return model

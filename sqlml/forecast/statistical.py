@@ -1,0 +1,225 @@
+"""Statistical forecasters per series, fitted for many series at once: seasonal naive, ETS, Theta.
+
+All three are written in numpy and vectorised over series (and over ETS's parameter grid), so a
+thousand series fit in about a second, with no JIT to compile in a cold backend. Each fitted series
+is summarised by a :class:`LinearSeasonalState`, plain numbers from which ``forecast`` recomputes
+the path for any horizon: this is what the registry stores for them (as JSON, never a pickle)::
+
+    path(h) = level + offset + slope * (phi + phi^2 + ... + phi^h)  (+ or *)  season[(h - 1) % m]
+
+- seasonal naive: level 0, slope 0, season = the last m values (additive);
+- ETS (additive errors, optionally damped additive trend, optionally additive seasonality), each
+  series' smoothing parameters picked from a grid by AIC on one-step errors;
+- Theta (the standard Theta method: simple exponential smoothing with drift equal to half the
+  linear trend, on the series deseasonalised by classical decomposition when a seasonality test
+  at lag m passes; multiplicative when the series is positive).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_HISTORY_SEASONS = 12  # statistical fits look back at most this many seasons (and at least MIN_HISTORY points)
+MIN_HISTORY = 120
+
+
+@dataclass
+class LinearSeasonalState:
+    """Per-series state of a fitted statistical forecaster; arrays of shape (n_series,) and (n_series, m)."""
+
+    level: np.ndarray
+    slope: np.ndarray
+    phi: np.ndarray
+    offset: np.ndarray
+    season: np.ndarray
+    multiplicative: np.ndarray  # bool
+
+    def forecast(self, h: int) -> np.ndarray:
+        """Paths of shape (n_series, h)."""
+        steps = np.arange(1, h + 1)
+        damp = np.cumsum(self.phi[:, None] ** steps[None, :], axis=1)
+        trend = self.level[:, None] + self.offset[:, None] + self.slope[:, None] * damp
+        m = self.season.shape[1]
+        season = self.season[:, (steps - 1) % m]
+        return np.where(self.multiplicative[:, None], trend * season, trend + season)
+
+    def to_json(self, i: int) -> dict:
+        return {"level": float(self.level[i]), "slope": float(self.slope[i]), "phi": float(self.phi[i]),
+                "offset": float(self.offset[i]), "season": [float(v) for v in self.season[i]],
+                "multiplicative": bool(self.multiplicative[i])}
+
+    @staticmethod
+    def from_json(states: list[dict]) -> LinearSeasonalState:
+        m = max(len(s["season"]) for s in states)
+        season = np.zeros((len(states), m))
+        for i, s in enumerate(states):  # a shorter season (a short series' fallback) repeats to m
+            season[i] = np.resize(np.asarray(s["season"], dtype=np.float64), m) if s["season"] else 0.0
+        return LinearSeasonalState(np.array([s["level"] for s in states]), np.array([s["slope"] for s in states]),
+                                   np.array([s["phi"] for s in states]), np.array([s["offset"] for s in states]),
+                                   season, np.array([s["multiplicative"] for s in states], dtype=bool))
+
+
+def right_aligned(series: list[np.ndarray], season: int) -> tuple[np.ndarray, np.ndarray]:
+    """Series padded on the left with NaN into one matrix (n_series, T), each ending at column T-1,
+    cut to the last ``max(MIN_HISTORY, MAX_HISTORY_SEASONS * season)`` points; and each one's first column."""
+    keep = max(MIN_HISTORY, MAX_HISTORY_SEASONS * season)
+    width = min(keep, max(len(s) for s in series))
+    out = np.full((len(series), width), np.nan)
+    start = np.zeros(len(series), dtype=np.int64)
+    for i, s in enumerate(series):
+        s = s[-width:]
+        out[i, width - len(s):] = s
+        start[i] = width - len(s)
+    return out, start
+
+
+def seasonal_naive(series: list[np.ndarray], season: int) -> LinearSeasonalState:
+    n = len(series)
+    last = np.zeros((n, season))
+    for i, s in enumerate(series):
+        tail = s[-season:]
+        last[i] = tail if len(tail) == season else tail[-1]  # shorter than a season: the naive forecast
+    zeros = np.zeros(n)
+    return LinearSeasonalState(zeros, zeros.copy(), np.ones(n), zeros.copy(), last, np.zeros(n, dtype=bool))
+
+
+# --- ETS -----------------------------------------------------------------------------------------
+
+ALPHAS = (0.05, 0.1, 0.2, 0.35, 0.6, 0.9)
+TRENDS = ((0.0, 1.0), (0.02, 0.9), (0.05, 0.98), (0.1, 0.95))   # (beta, phi); beta 0 = no trend
+GAMMAS = (0.0, 0.02, 0.08, 0.2)                                  # 0 = no seasonality
+
+
+def _grid(season: int):
+    grid = [(a, b, p, g) for a in ALPHAS for b, p in TRENDS for g in (GAMMAS if season > 1 else (0.0,))
+            if b <= a and g <= 1 - a]
+    a, b, p, g = (np.array(v) for v in zip(*grid))
+    return a, b, p, g
+
+
+def ets(series: list[np.ndarray], season: int) -> LinearSeasonalState:
+    """Additive ETS per series, parameters from a grid by AIC (trend and seasonality count as parameters)."""
+    y, start = right_aligned(series, season)
+    n_series, width = y.shape
+    alpha, beta, phi, gamma = _grid(season)
+    length = width - start
+    seasonal_ok = length >= 2 * season  # two full seasons to estimate a seasonal pattern
+    allowed = np.ones((n_series, len(alpha)), dtype=bool)
+    allowed &= ~((gamma[None, :] > 0) & ~seasonal_ok[:, None])
+    allowed &= ~((beta[None, :] > 0) & (length < 6)[:, None])
+
+    # initial states from each series' first season
+    m = season
+    first = np.array([y[i, start[i]:start[i] + m] for i in range(n_series)], dtype=object)
+    level0 = np.array([np.mean(f) for f in first])
+    season0 = np.zeros((n_series, m))
+    for i in range(n_series):
+        if seasonal_ok[i]:
+            season0[i] = first[i] - level0[i]
+    level = np.repeat(level0[:, None], len(alpha), axis=1)
+    slope = np.zeros_like(level)
+    seas = np.repeat(season0[:, None, :], len(alpha), axis=1)  # (S, G, m)
+    sse = np.zeros_like(level)
+    rows = np.arange(n_series)
+    for t in range(width):
+        active = t >= start
+        if not active.any():
+            continue
+        j = (t - start) % m
+        s_j = seas[rows, :, j]
+        fitted = level + phi * slope + s_j
+        err = np.where(active[:, None], y[:, t][:, None] - fitted, 0.0)
+        warm = (t - start) >= min(m, 3)
+        sse += np.where(warm[:, None], err * err, 0.0)
+        level = np.where(active[:, None], level + phi * slope + alpha * err, level)
+        slope = np.where(active[:, None], phi * slope + beta * err, slope)
+        seas[rows, :, j] = np.where(active[:, None], s_j + gamma * err, s_j)
+    n_eff = np.maximum(length - min(m, 3), 1).astype(np.float64)
+    k = 2 + 2 * (beta > 0) + (gamma > 0) * m
+    aic = n_eff[:, None] * np.log(sse / n_eff[:, None] + 1e-12) + 2 * k[None, :]
+    aic = np.where(allowed, aic, np.inf)
+    best = np.argmin(aic, axis=1)
+    lv, sl, se = level[rows, best], slope[rows, best], seas[rows, best]
+    # rotate the seasonal states so that index 0 is the first step after the end
+    nxt = (width - start) % m
+    season_out = np.stack([np.roll(se[i], -nxt[i]) for i in range(n_series)]) if n_series else se
+    return LinearSeasonalState(lv, sl, phi[best], np.zeros(n_series), season_out, np.zeros(n_series, dtype=bool))
+
+
+# --- Theta ---------------------------------------------------------------------------------------
+
+THETA_ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+def _seasonal_test(x: np.ndarray, m: int) -> bool:
+    """Whether the autocorrelation at lag m is significant at 90% (the classical Theta test)."""
+    n = len(x)
+    if m <= 1 or n < 3 * m:
+        return False
+    x = x - x.mean()
+    denom = float(x @ x)
+    if denom <= 0:
+        return False
+    acf = np.array([float(x[k:] @ x[:-k]) / denom for k in range(1, m + 1)])
+    limit = 1.645 * np.sqrt((1 + 2 * np.sum(acf[:-1] ** 2)) / n)
+    return abs(acf[-1]) > limit
+
+
+def _decompose(x: np.ndarray, m: int, multiplicative: bool) -> np.ndarray:
+    """Seasonal indices (length m, index 0 = the series' first point) by classical decomposition."""
+    kernel = np.ones(m + 1) / m if m % 2 == 0 else np.ones(m) / m
+    if m % 2 == 0:
+        kernel[0] = kernel[-1] = 0.5 / m
+    trend = np.convolve(x, kernel, mode="valid")
+    offset = (len(kernel) - 1) // 2
+    detr = x[offset:offset + len(trend)] / trend if multiplicative else x[offset:offset + len(trend)] - trend
+    idx = (np.arange(len(detr)) + offset) % m
+    seasonal = np.array([detr[idx == j].mean() for j in range(m)])
+    return seasonal / seasonal.mean() if multiplicative else seasonal - seasonal.mean()
+
+
+def theta(series: list[np.ndarray], season: int) -> LinearSeasonalState:
+    n_series = len(series)
+    width_keep = max(MIN_HISTORY, MAX_HISTORY_SEASONS * season)
+    deseason, seasons, mult = [], np.ones((n_series, max(season, 1))), np.zeros(n_series, dtype=bool)
+    for i, s in enumerate(series):
+        x = np.asarray(s[-width_keep:], dtype=np.float64)
+        if _seasonal_test(x, season):
+            mult[i] = bool((x > 0).all())
+            ind = _decompose(x, season, mult[i])
+            rel = ind[np.arange(len(x)) % season]
+            x = x / rel if mult[i] else x - rel
+            seasons[i] = np.roll(ind, -(len(x) % season))
+        else:
+            seasons[i] = 1.0
+            mult[i] = True  # a multiplicative season of ones leaves the path as it is
+        deseason.append(x)
+    y, start = right_aligned(deseason, 1)
+    width = y.shape[1]
+    alpha = np.array(THETA_ALPHAS)
+    level = np.repeat(np.array([y[i, start[i]] for i in range(n_series)])[:, None], len(alpha), axis=1)
+    sse = np.zeros_like(level)
+    for t in range(width):
+        active = (t > start)[:, None]
+        err = np.where(active, y[:, t][:, None] - level, 0.0)
+        sse += err * err
+        level = np.where(active, level + alpha * err, level)
+    rows = np.arange(n_series)
+    best = np.argmin(sse, axis=1)
+    a = alpha[best]
+    lv = level[rows, best]
+    n = (width - start).astype(np.float64)
+    slope = np.zeros(n_series)
+    for i in range(n_series):
+        x = y[i, start[i]:]
+        if len(x) >= 3:
+            slope[i] = np.polyfit(np.arange(len(x)), x, 1)[0]
+    drift = slope / 2
+    # SES with drift: path(h) = level + drift * (h - 1 + 1/a - (1 - a)^n / a)
+    offset = drift * (1 / a - (1 - a) ** n / a) - drift
+    return LinearSeasonalState(lv, drift, np.ones(n_series), offset, seasons, mult)
+
+
+FORECASTERS = {"seasonal_naive": seasonal_naive, "ets": ets, "theta": theta}
