@@ -29,7 +29,7 @@ COMMENT ON SCHEMA sqlml IS 'sqlml: AutoML inside PostgreSQL';
 
 CREATE TABLE sqlml.projects (
     name          text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$'),
-    task          text NOT NULL CHECK (task IN ('binary', 'multiclass', 'regression')),
+    task          text NOT NULL CHECK (task IN ('binary', 'multiclass', 'regression', 'forecast')),
     target        text NOT NULL,
     owner         name NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -66,6 +66,7 @@ CREATE TABLE sqlml.models (
     diagnostics       jsonb,                       -- holdout ROC / confusion matrix / residual sample for the card
     meta_features     vector(14),                  -- the dataset, described for warm starts (sqlml/automl/meta.py)
     warm_start        jsonb,                       -- its best configurations, tried first by similar trainings
+    forecaster        jsonb,                       -- forecast models: per-series state, tails, intervals (sqlml/forecast/model.py)
     UNIQUE (project, version),
     UNIQUE (id, project, version)                  -- lets a deployment reference all three
 );
@@ -235,6 +236,19 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 COMMENT ON FUNCTION sqlml.train(text, text, text, text, text[], interval, text, float8, text[], jsonb) IS
 'AutoML: train models for project on relation (table, view or one SELECT) to predict target within time_budget; registers the best and deploys it through the champion/challenger gate';
+
+-- functions: forecasting
+--
+-- One row per series and step. VOLATILE: it reads the relation of future regressors as the caller.
+
+CREATE OR REPLACE FUNCTION sqlml.forecast(project text, horizon integer DEFAULT NULL, relation text DEFAULT NULL,
+    level float8 DEFAULT 0.9)
+RETURNS TABLE (series jsonb, ts timestamp, forecast float8, lower float8, upper float8)
+LANGUAGE plpython3u TRANSFORM FOR TYPE jsonb VOLATILE AS $$
+return GD['sqlml'].forecast(project, horizon, relation, level)
+$$;
+COMMENT ON FUNCTION sqlml.forecast(text, integer, text, float8) IS
+'Forecast every series of a forecast project (or project@version) horizon steps ahead (default: the trained horizon), with the interval at level; relation gives the regressors'' future values';
 
 CREATE OR REPLACE FUNCTION sqlml.deploy(project text, strategy text DEFAULT 'best_score', version integer DEFAULT NULL) RETURNS TABLE (project text, version integer, algorithm text, metric text, score float8, strategy text, deployed_at timestamptz)
 LANGUAGE plpython3u VOLATILE AS $$

@@ -11,3 +11,10 @@
 -- it and the view over it are created anew by the replay.
 DROP VIEW sqlml.jobs;
 DROP FUNCTION sqlml._jobs();
+
+-- Forecasting: a project's task may be 'forecast'; a forecast model keeps its per-series state.
+-- (The constraint keeps the name a fresh install gives it.)
+ALTER TABLE sqlml.projects DROP CONSTRAINT projects_task_check;
+ALTER TABLE sqlml.projects ADD CONSTRAINT projects_task_check
+    CHECK (task IN ('binary', 'multiclass', 'regression', 'forecast'));
+ALTER TABLE sqlml.models ADD COLUMN forecaster jsonb;

@@ -39,6 +39,7 @@ class Trained:
     trials: list                  # per candidate and chosen ensemble: {"algorithm", "score", "fit_seconds", ...}
     backtest_x: np.ndarray        # some global-model feature rows, for the ONNX parity check
     backtest_pred: np.ndarray
+    score_of: object = None       # members -> mean MASE of their equal-weight mean on these windows, or None
 
 
 def mase_scale(y: np.ndarray, season: int) -> float:
@@ -160,7 +161,11 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
                   "candidates": {t["algorithm"]: t["score"] for t in trials}})
     if GLOBAL not in best:
         global_model = None
-    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred)
+
+    def score_of(members) -> float | None:
+        return score(tuple(members)) if members and all(c in candidates for c in members) else None
+
+    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred, score_of)
 
 
 def raise_short(horizon: int, windows: int):

@@ -82,7 +82,7 @@ def insert_model(ex, model: dict) -> int:
     cols = list(model)
     casts = {"metrics": "jsonb", "hyperparameters": "jsonb", "feature_schema": "jsonb", "parity": "jsonb",
              "library_versions": "jsonb", "classes": "jsonb", "profile": "jsonb", "baseline": "jsonb",
-             "importance": "jsonb", "diagnostics": "jsonb", "warm_start": "jsonb", "version": "int", "opset": "int", "rows": "int8",
+             "importance": "jsonb", "diagnostics": "jsonb", "warm_start": "jsonb", "forecaster": "jsonb", "version": "int", "opset": "int", "rows": "int8",
              "job_id": "int8"}
     if "meta_features" in cols:
         casts["meta_features"] = f"{vector_schema(ex)}.vector"

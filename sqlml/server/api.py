@@ -61,6 +61,13 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
 
 
 @entry
+def forecast(project, horizon, relation, level):
+    from sqlml.server import forecast as f
+
+    return f.forecast(project, horizon, relation, level)
+
+
+@entry
 def deploy(project, strategy, version):
     from sqlml.server import deploy as d
 

@@ -152,6 +152,12 @@ def _read_for(m, relation: str, extra: dict | None = None):
     return rel, n, raw, extras
 
 
+def _is_forecast(project) -> bool:
+    """Whether ``project`` (as the caller may see it through row-level security) is a forecast project."""
+    rows = spi.execute("SELECT task FROM sqlml.projects WHERE name = $1", [str(project)])
+    return bool(rows) and rows[0]["task"] == "forecast"
+
+
 def _caller() -> str:
     return spi.execute("SELECT current_user AS u")[0]["u"]
 
@@ -159,6 +165,10 @@ def _caller() -> str:
 # --- sqlml.evaluate -------------------------------------------------------------------------------
 
 def evaluate(project, relation, version):
+    if _is_forecast(project):
+        from sqlml.server import forecast
+
+        return forecast.evaluate(project, relation, version)
     m, facts = _model(project, version)
     target = m.schema.target
     rel, n, raw, extras = _read_for(m, relation, {target.name: None})

@@ -27,7 +27,13 @@ import numpy as np
 
 from sqlml.data import convert, values
 from sqlml.data.schema import DATE, REGRESSION, TIMESTAMP, FeatureSchema
-from sqlml.errors import DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, SqlmlError
+from sqlml.errors import (
+    DATATYPE_MISMATCH,
+    FEATURE_NOT_SUPPORTED,
+    INSUFFICIENT_PRIVILEGE,
+    UNDEFINED_OBJECT,
+    SqlmlError,
+)
 from sqlml.registry import store
 from sqlml.server import backend, counters
 from sqlml.server.spi import spi
@@ -189,6 +195,9 @@ def load(ref: store.ModelRef, parallel_spi=None) -> Model:
         blob, _, schema = store.onnx_blob(parallel_spi, ref.id)
     else:
         blob, _, schema = privileged.run(lambda owner: store.onnx_blob(owner, ref.id))
+    if schema.get("task") == "forecast":
+        raise SqlmlError(f'project "{ref.project}" is a forecast project', sqlstate=FEATURE_NOT_SUPPORTED,
+                         hint=f"forecast it: SELECT * FROM sqlml.forecast('{ref.project}')")
     schema = FeatureSchema.from_json(schema)
     return Model(ref, schema, Scorer(blob, schema))
 

@@ -57,20 +57,25 @@ def finish_reserve(budget_seconds: float) -> float:
     return 1.0 + 0.04 * budget_seconds
 
 
-def check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options) -> dict:
-    """Validate everything that needs no data; returns the parsed options."""
+def check_common(project, target, budget_seconds) -> None:
+    """What every training checks, whatever its task: the project name, the target, the budget."""
     if project is None or not PROJECT_NAME.match(str(project)):
         raise SqlmlError(f'invalid project name "{project}"',
                          hint="use 1-63 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'",
                          sqlstate=INVALID_PARAMETER)
     if target is None or not str(target).strip():
         raise SqlmlError("target is empty", hint="name the column to predict", sqlstate=INVALID_PARAMETER)
-    if task is not None and task not in TASKS:
-        raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, or NULL to infer it",
-                         sqlstate=INVALID_PARAMETER)
     if budget_seconds is None or not np.isfinite(budget_seconds) or not MIN_BUDGET <= budget_seconds <= MAX_BUDGET:
         raise SqlmlError(f"time_budget of {budget_seconds} seconds is out of range",
                          hint="pass an interval between 1 second and 24 hours, such as '60 seconds'",
+                         sqlstate=INVALID_PARAMETER)
+
+
+def check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options) -> dict:
+    """Validate everything that needs no data; returns the parsed options."""
+    check_common(project, target, budget_seconds)
+    if task is not None and task not in TASKS:
+        raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, 'forecast', or NULL to infer it",
                          sqlstate=INVALID_PARAMETER)
     for a in algorithms or []:
         if a not in SPECS:
@@ -214,6 +219,11 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
           called: float | None = None):
     """``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting."""
     called = time.monotonic() if called is None else called
+    if task == "forecast":  # many time series, chosen by backtests: its own orchestration
+        from sqlml.server import forecast
+
+        return forecast.train(project, relation, target, algorithms, budget_seconds, metric, exclude, options,
+                              check_common, called)
     opts = check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options)
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data

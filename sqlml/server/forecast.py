@@ -1,0 +1,425 @@
+"""``sqlml.train(..., task => 'forecast')``, ``sqlml.forecast`` and the forecast side of ``sqlml.evaluate``.
+
+Orchestration only: the relation is parsed and read as for every training (the caller's rights,
+read-only), the ML is ``sqlml.forecast``'s pure core, the registry write and the gate are the
+registry's. A forecast model row keeps the global model as ONNX (``onnx``) and everything else
+as data (``forecaster``: per-series statistical state, history tails, interval quantiles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqlml.data.relation import parse_relation
+from sqlml.data.schema import BOOLEAN, CATEGORY, NUMERIC, PG_KINDS, TIMESTAMP, Feature
+from sqlml.errors import (
+    DATATYPE_MISMATCH,
+    FEATURE_NOT_SUPPORTED,
+    INSUFFICIENT_PRIVILEGE,
+    INVALID_PARAMETER,
+    NO_DATA,
+    UNDEFINED_COLUMN,
+    SqlmlError,
+)
+from sqlml.forecast import options as fopts
+from sqlml.forecast.model import GLOBAL, ForecastModel
+from sqlml.registry import access, audit, store
+from sqlml.server import governor, ingest, interrupts, privileged
+from sqlml.server.spi import spi
+
+TIME_TYPES = ("date", "timestamp", "timestamptz")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def _columns(rel, needed: dict) -> tuple[str, dict, list]:
+    """(SQL, {name: Column}, hidden) of ``rel``; ``needed`` maps a role ('time column', ...) to the
+    names it requires, each checked to exist and be readable."""
+    sql, hidden = ingest.source_sql(rel)
+    cols = {c.name: c for c in ingest.describe(sql)}
+    for role, names in needed.items():
+        for name in names:
+            if name in hidden:
+                raise SqlmlError(f'permission denied for column "{name}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE,
+                                 hint="ask the table's owner for SELECT on it")
+            if name not in cols:
+                raise SqlmlError(f'{role} "{name}" not found in {rel.describe()}; columns are: {", ".join(cols)}',
+                                 sqlstate=UNDEFINED_COLUMN, hint="check the name (column names are case-sensitive)")
+    return sql, cols, hidden
+
+
+def _check_time_type(name: str, pg_type: str) -> None:
+    if pg_type not in TIME_TYPES:
+        raise SqlmlError(f'time column "{name}" has type {pg_type}', sqlstate=DATATYPE_MISMATCH,
+                         hint="use a date, timestamp or timestamptz column (or cast it in a view or query)")
+
+
+def _as_datetime(seconds: np.ndarray) -> np.ndarray:
+    out = np.full(len(seconds), np.datetime64("NaT"), dtype="datetime64[s]")
+    ok = np.isfinite(seconds)
+    out[ok] = np.rint(seconds[ok]).astype(np.int64).astype("datetime64[s]")
+    return out
+
+
+def _key_value(text, pg_type: str):
+    """A series key read as text, back to the JSON value its column type means."""
+    if text is None:
+        return None
+    kind = PG_KINDS.get(pg_type)
+    if kind == BOOLEAN:
+        return text in ("true", "t")
+    if kind == NUMERIC:
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    return text
+
+
+def _read(sql: str, time_column: str, series: list, numeric: list, cols: dict, target: str | None):
+    """(n, time as datetime64[s], {series column: key values}, {numeric column: float64}, target or None)."""
+    feats = [Feature(time_column, TIMESTAMP, cols[time_column].pg_type)]
+    feats += [Feature(s, CATEGORY, cols[s].pg_type) for s in series]
+    feats += [Feature(r, NUMERIC if PG_KINDS.get(cols[r].pg_type) == NUMERIC else BOOLEAN, cols[r].pg_type)
+              for r in numeric]
+    n, raw, extras = ingest.read(sql, feats, {target: NUMERIC} if target else None)
+    keys = {s: np.array([_key_value(v, cols[s].pg_type) for v in raw[s]], dtype=object) for s in series}
+    return n, _as_datetime(raw[time_column]), keys, {r: raw[r] for r in numeric}, (extras[target] if target else None)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def train(project, relation, target, algorithms, budget_seconds, metric, exclude, options, common_checks, called):
+    """``common_checks(project, target, budget_seconds)`` validates what every training shares;
+    ``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting."""
+    from sqlml.automl.budget import Budget
+    from sqlml.forecast.panel import build_panel
+    from sqlml.forecast.search import CANDIDATES, fit
+    from sqlml.server.train import _number
+
+    common_checks(project, target, budget_seconds)
+    opts = fopts.check_options({k: _number(v) for k, v in (options or {}).items()} if isinstance(options, dict)
+                               else options, algorithms, metric)
+    time_column, series = opts["time_column"], list(opts.get("series", []))
+    if target in series or target == time_column or time_column in series:
+        raise SqlmlError("the target, the time column and the series columns must be different columns",
+                         sqlstate=INVALID_PARAMETER, hint=f"for example {fopts.EXAMPLE}")
+    caller = spi.execute("SELECT current_user AS u")[0]["u"]
+    privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
+    rel = parse_relation(relation)
+    sql, cols, hidden = _columns(rel, {"target column": [target], "time column": [time_column],
+                                       "series column": series})
+    _check_time_type(time_column, cols[time_column].pg_type)
+    if PG_KINDS.get(cols[target].pg_type) != NUMERIC:
+        raise SqlmlError(f'target column "{target}" has type {cols[target].pg_type}: a forecast needs a numeric target',
+                         sqlstate=DATATYPE_MISMATCH, hint="forecast a number (cast it, or aggregate it with count/sum)")
+    excluded = set(exclude or [])
+    regressors = [c for c in cols if c not in excluded and c not in (target, time_column, *series)]
+    for r in regressors:
+        if PG_KINDS.get(cols[r].pg_type) not in (NUMERIC, BOOLEAN):
+            raise SqlmlError(f'column "{r}" ({cols[r].pg_type}) would be a regressor, but regressors must be numeric '
+                             "or boolean", sqlstate=DATATYPE_MISMATCH,
+                             hint=f"leave it out with exclude => ARRAY['{r}'], or add it to options.series if it "
+                                  "identifies a series")
+    for h in hidden:
+        spi.notice(f'column "{h}" is not used: not readable by the current role')
+    candidates = tuple(algorithms or CANDIDATES)
+    features = [Feature(c, NUMERIC, cols[c].pg_type) for c in [time_column, target, *regressors]]
+    features += [Feature(s, CATEGORY, cols[s].pg_type) for s in series]
+    rows = governor.admit_training(sql, features, float(budget_seconds), ["lightgbm"] if GLOBAL in candidates else
+                                   ["linear"], None)
+    if rows is not None:  # a sample of rows would cut holes in every series
+        raise SqlmlError(f"{rel.describe()} is too large to forecast within the memory each job may use",
+                         sqlstate="53400", hint="forecast fewer series per project (filter the relation by series), "
+                                                "or ask an administrator to raise sqlml.memory_per_job")
+    # time_budget is the wall clock of the whole call, cold imports included, but not the time queued
+    budget = Budget(float(budget_seconds), interrupt=interrupts.check, started=called + governor.queued_seconds())
+    n, ts, keys, regs, y = _read(sql, time_column, series, regressors, cols, target)
+    governor.record_rows(n)
+    if n == 0:
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    from sqlml.forecast.calendar import frequency
+
+    panel = build_panel(ts, y, keys, regs, freq=frequency(opts["frequency"]) if opts.get("frequency") else None,
+                        fill=opts.get("fill", "interpolate"))
+    spi.notice(f"{len(panel.series)} series, frequency {panel.freq.name}, horizon {opts['horizon']}"
+               + (f", regressors: {', '.join(regressors)}" if regressors else ""))
+    trained = fit(panel, int(opts["horizon"]), candidates=candidates, windows=opts.get("backtest_windows"),
+                  budget=budget, seed=int(opts.get("seed", 42)), n_estimators=opts.get("n_estimators"),
+                  threads=governor.threads(), note=spi.notice)
+    return _register(project, rel, target, time_column, series, cols, trained, n, ts, y, caller, budget, opts)
+
+
+def _onnx(trained) -> tuple[bytes, dict]:
+    """The ONNX graph of the global member and its parity with the fitted model on backtest rows.
+    Without a global member the graph is a zero over the same input (never run: its weight is 0),
+    so every registered model still has a verified ONNX body."""
+    from sqlml.onnx import convert
+
+    if trained.global_model is None:
+        return _zero_graph(), {"ok": True, "rows": 0, "max_abs_diff": 0.0, "note": "no global member"}
+    blob = convert.matrix_regressor_to_onnx(trained.global_model, trained.n_features)
+    got = convert.session(blob).run(["variable"], {"features": trained.backtest_x})[0].reshape(-1)
+    diff = float(np.max(np.abs(got - trained.backtest_pred))) if len(got) else 0.0
+    ok = diff <= 1e-3 * max(1.0, float(np.max(np.abs(trained.backtest_pred))) if len(got) else 1.0)
+    if not ok:
+        raise SqlmlError(f"the global model's ONNX export disagrees with the fitted model (max difference {diff:.3g})",
+                         sqlstate="22000", hint="train without it: algorithms => '{ets,theta,seasonal_naive}'")
+    return blob, {"ok": True, "rows": int(len(got)), "max_abs_diff": diff}
+
+
+def _zero_graph() -> bytes:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sqlml.onnx.convert import OPSET
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["features", "zero"], ["zeroed"]),
+         helper.make_node("ReduceSum", ["zeroed", "axes"], ["variable"], keepdims=1)],
+        "sqlml_no_global_member",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sqlml")
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _register(project, rel, target, time_column, series, cols, trained, n, ts, y, caller, budget, opts):
+    from sqlml.onnx import convert
+    from sqlml.server.train import fingerprint, library_versions
+
+    interrupts.check()
+    model = trained.model
+    blob, parity = _onnx(trained)
+    chosen = model.backtest["chosen"]
+    score = float(model.backtest["score"])
+    schema = {"task": fopts.FORECAST, "time_column": time_column, "time_type": cols[time_column].pg_type,
+              "series": [{"name": s, "pg_type": cols[s].pg_type} for s in series],
+              "regressors": [{"name": r, "pg_type": cols[r].pg_type} for r in model.regressors],
+              "target": {"name": target, "pg_type": cols[target].pg_type}, "frequency": model.freq.name,
+              "horizon": model.horizon}
+    data_fingerprint = fingerprint(n, {"ts": ts.astype(np.int64)}, np.nan_to_num(y, nan=-1e300))
+    split = {"data_fingerprint": data_fingerprint, "horizon": model.horizon, "windows": model.backtest["windows"]}
+    trials = [{"n": i + 1, "algorithm": t["algorithm"], "params": {}, "status": t["status"], "score": t["score"],
+               "fit_seconds": t["fit_seconds"], "origin": "backtest"} for i, t in enumerate(trained.trials)]
+
+    def register(ex):
+        access.require_train(ex, caller, project)
+        store.ensure_project(ex, project, fopts.FORECAST, target, caller)
+        access.require(ex, caller, project, "train")
+        champion = store.deployed(ex, project)
+        version = store.next_version(ex, project)
+        model_id = store.insert_model(ex, {
+            "project": project, "version": version, "algorithm": chosen, "task": fopts.FORECAST, "metric": "mase",
+            "score": score, "metrics": {"backtest": model.backtest, "split": split,
+                                        "interval_errors": model.coverage_rows},
+            "hyperparameters": {"members": sorted(model.weights), "weights": model.weights,
+                                "n_estimators": opts.get("n_estimators"), "fill": opts.get("fill", "interpolate")},
+            "feature_schema": schema, "classes": None, "onnx": blob, "sha256": store.sha256(blob),
+            "opset": convert.opset_of(blob), "parity": parity, "relation": rel.text, "rows": int(n),
+            "data_fingerprint": data_fingerprint, "library_versions": library_versions(), "created_by": caller,
+            "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), "forecaster": model.to_json()})
+        store.insert_trials(ex, project, governor.job_id(), version, "mase", trials)
+        audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": chosen, "mase": score,
+                                                              "relation": rel.text, "rows": int(n)})
+        return champion, version, model_id, access.has(ex, caller, project, "deploy")
+
+    champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
+    champion_score = _champion_on_windows(champion_before, trained)
+    champion, version, model_id, may_deploy = privileged.run(register)
+    governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
+    decision = gate(champion, champion_before, champion_score, score, opts.get("deploy", "auto"))
+    if decision["deploy"] and not may_deploy:
+        decision = {"deploy": False, "why": f'role "{caller}" may train but not deploy this project'}
+    if decision["deploy"]:
+        def deploy(ex):
+            store.record_deployment(ex, project, model_id, version, "train", decision, caller)
+            audit.record(ex, caller, "deploy", project, version, {"strategy": "train", "why": decision["why"]})
+        privileged.run(deploy)
+    spi.notice(f"version {version}: {chosen} backtest MASE={score:.4f}; "
+               f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
+    return [(project, version, chosen, "mase", score, bool(decision["deploy"]))]
+
+
+def _champion_on_windows(champion: dict | None, trained) -> float | None:
+    """The deployed forecaster's recipe (its members, equally weighted) scored on this training's
+    backtest windows, or None when it is not a forecaster or one of its members was not backtested."""
+    if champion is None:
+        return None
+    members = privileged.run(lambda ex: ex.execute(
+        "SELECT hyperparameters -> 'members' AS m FROM sqlml.models WHERE id = $1", [champion["id"]]))[0]["m"]
+    import json
+
+    members = json.loads(members) if isinstance(members, str) else members
+    return trained.score_of(tuple(members)) if members else None
+
+
+def gate(champion, champion_before, champion_score, score, mode) -> dict:
+    """Deploy when there is no champion, or the challenger's backtest MASE beats the champion's
+    recipe on the same windows."""
+    if mode == "never":
+        return {"deploy": False, "why": "options.deploy is 'never'"}
+    if champion is None:
+        return {"deploy": True, "why": "first model of the project"}
+    if champion_before is None or champion["id"] != champion_before["id"]:
+        return {"deploy": False, "why": "another model was deployed while this one trained", "champion_version": champion["version"]}
+    if champion_score is None:
+        return {"deploy": False, "champion_version": champion["version"],
+                "why": f"the deployed version {champion['version']} cannot be backtested on these windows (its members "
+                       "were not among this training's candidates); deploy explicitly"}
+    won = score < champion_score
+    return {"deploy": bool(won), "champion_version": champion["version"], "champion_score": champion_score,
+            "challenger_score": score,
+            "why": f"backtest MASE {score:.4f} vs deployed version {champion['version']}'s recipe {champion_score:.4f} "
+                   "on the same windows" + ("" if won else ": not better")}
+
+
+# --- forecasting ---------------------------------------------------------------------------------
+
+class Loaded:
+    """A forecast model ready to forecast: its stored state and its ONNX session."""
+
+    def __init__(self, ref: dict, schema: dict, model: ForecastModel, blob: bytes):
+        from sqlml.onnx import convert
+
+        self.ref, self.schema, self.model = ref, schema, model
+        self.session = convert.session(blob) if model.uses_global else None
+
+    def global_predict(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(["variable"], {"features": x})[0].reshape(-1).astype(np.float64)
+
+
+_cache: dict = {}
+
+
+def load(project) -> Loaded:
+    """The deployed (or ``project@version``) forecaster, after the caller's predict privilege check."""
+    import json
+
+    name, version = store.parse_project_spec(project)
+    if version is not None and version > 2**31 - 1:
+        raise SqlmlError(f'project "{name}" has no version {version}', sqlstate="42704")
+    rows = spi.execute("SELECT id, version, sha256 FROM sqlml._model_ref($1::text, $2::int)", [name, version])  # privileges
+    if not rows:
+        raise SqlmlError(f'project "{name}" has ' + ("no deployed model" if version is None else f"no version {version}"),
+                         sqlstate="42704", hint="train one (sqlml.train) or deploy a version (sqlml.deploy)")
+    ref = rows[0]
+    hit = _cache.get(ref["id"])
+    if hit is not None and hit.ref["sha256"] == ref["sha256"]:
+        return hit
+    blob, _, schema = privileged.run(lambda ex: store.onnx_blob(ex, ref["id"]))
+    if schema.get("task") != fopts.FORECAST:
+        raise SqlmlError(f'project "{name}" is not a forecast project', sqlstate=FEATURE_NOT_SUPPORTED,
+                         hint="score it with sqlml.predict; sqlml.forecast is for projects trained with task => 'forecast'")
+    state = privileged.run(lambda ex: ex.execute("SELECT forecaster FROM sqlml.models WHERE id = $1", [ref["id"]]))[0]
+    state = state["forecaster"]
+    model = ForecastModel.from_json(json.loads(state) if isinstance(state, str) else state)
+    loaded = _cache[ref["id"]] = Loaded({"name": name, **ref}, schema, model, blob)
+    return loaded
+
+
+def _future(loaded: Loaded, relation, horizon: int) -> tuple[dict | None, object]:
+    """Regressors' values at every series' forecast steps (name -> (n_series, horizon)) from ``relation``."""
+    m, schema = loaded.model, loaded.schema
+    if not m.regressors or not m.uses_global:
+        if relation is not None and m.regressors:
+            spi.notice("the deployed forecaster does not use its regressors; relation is not read")
+        return None, None
+    regs = list(m.regressors)
+    if relation is None:
+        raise SqlmlError(f"this forecaster uses regressors ({', '.join(regs)}): pass their future values",
+                         sqlstate=INVALID_PARAMETER,
+                         hint=f"relation => a table or query with {', '.join([schema['time_column'], *m.series_columns, *regs])}"
+                              " for every series and forecast step")
+    rel = parse_relation(relation)
+    sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                                  "regressor": regs})
+    n, ts, keys, values, _ = _read(sql, schema["time_column"], list(m.series_columns), regs, cols, None)
+    index = {}
+    key_cols = [keys[s] for s in m.series_columns]
+    for r in range(n):
+        index[(tuple(str(k[r]) for k in key_cols), ts[r])] = r
+    out = {name: np.full((len(m.keys), horizon), np.nan) for name in regs}
+    missing = []
+    for i, key in enumerate(m.keys):
+        skey = tuple(str(k) for k in key)
+        for j, t in enumerate(m.steps_ts(i, horizon)):
+            r = index.get((skey, t))
+            if r is None:
+                missing.append((key, t))
+                continue
+            for name in regs:
+                out[name][i, j] = values[name][r]
+    if missing:
+        key, t = missing[0]
+        raise SqlmlError(f"{rel.describe()} lacks the regressors of {len(missing)} series-steps, the first: series "
+                         f"{dict(zip(m.series_columns, key))} at {str(t).replace('T', ' ')}", sqlstate=NO_DATA,
+                         hint="give one row per series and forecast step, with every regressor")
+    for name in regs:
+        if np.isnan(out[name]).any():
+            raise SqlmlError(f'regressor "{name}" is NULL at some forecast steps in {rel.describe()}', sqlstate=NO_DATA,
+                             hint="give every regressor a value at every forecast step")
+    return out, rel
+
+
+def paths(loaded: Loaded, horizon, relation, level):
+    """(point (n_series, h), half widths, h) for ``sqlml.forecast`` and ``sqlml.evaluate``."""
+    m = loaded.model
+    h = fopts.check_horizon(m.horizon if horizon is None else horizon, m.horizon)
+    level = fopts.check_level(level)
+    future, _ = _future(loaded, relation, h)
+    point = m.point(h, loaded.global_predict if m.uses_global else None, future)
+    return point, m.half_width(h, level), h
+
+
+def forecast(project, horizon, relation, level):
+    loaded = load(project)
+    m = loaded.model
+    point, half, h = paths(loaded, horizon, relation, level)
+    out = []
+    for i, key in enumerate(m.keys):
+        series = dict(zip(m.series_columns, key))
+        for j, t in enumerate(m.steps_ts(i, h)):
+            out.append((series, str(t).replace("T", " "), float(point[i, j]), float(point[i, j] - half[i, j]),
+                        float(point[i, j] + half[i, j])))
+    return out
+
+
+# --- evaluation against newly arrived actuals -------------------------------------------------------
+
+def evaluate(project, relation, version, level=0.9):
+    """MASE (with each series' training scale), MAE, RMSE, sMAPE and interval coverage of the
+    forecaster's forecasts against the actuals in ``relation`` (rows at its forecast steps; other
+    rows are ignored). Regressors, when the model uses them, are read from the same rows."""
+    from sqlml.monitor import series as stored
+
+    loaded = load(project if version is None else f"{project}@{version}")
+    m, schema = loaded.model, loaded.schema
+    rel = parse_relation(relation)
+    target = schema["target"]["name"]
+    sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                                  "target column": [target]})
+    n, ts, keys, _, y = _read(sql, schema["time_column"], list(m.series_columns), [], cols, target)
+    point, half, h = paths(loaded, None, relation if m.uses_global and m.regressors else None, level)
+    index = {(tuple(str(k) for k in key), t): (i, j) for i, key in enumerate(m.keys)
+             for j, t in enumerate(m.steps_ts(i, h))}
+    hits = [(index.get((tuple(str(keys[s][r]) for s in m.series_columns), ts[r])), y[r]) for r in range(n)]
+    hits = [(ij, v) for ij, v in hits if ij is not None and np.isfinite(v)]
+    if not hits:
+        raise SqlmlError(f"{rel.describe()} has no actuals at the forecast steps of version {loaded.ref['version']}",
+                         sqlstate=NO_DATA, hint="evaluate once the forecast period's values have arrived")
+    i, j = (np.array(v) for v in zip(*[ij for ij, _ in hits]))
+    actual = np.array([v for _, v in hits])
+    pred, err = point[i, j], actual - point[i, j]
+    values = {"mase": float(np.mean(np.abs(err) / m.scale[i])), "mae": float(np.mean(np.abs(err))),
+              "rmse": float(np.sqrt(np.mean(err ** 2))),
+              "smape": float(np.mean(2 * np.abs(err) / np.maximum(np.abs(actual) + np.abs(pred), 1e-12))),
+              f"coverage_{int(round(level * 100))}": float(np.mean(np.abs(err) <= half[i, j]))}
+    caller = spi.execute("SELECT current_user AS u")[0]["u"]
+    facts = privileged.run(lambda ex: stored.model_facts(ex, loaded.ref["id"]))
+    at = privileged.run(lambda ex: stored.insert_evaluation(ex, facts, rel.text, len(hits), {"not_a_forecast_step": n - len(hits)},
+                                                            values, caller))
+    backtest = {"mase": m.backtest.get("score")}
+    return [(facts["project"], facts["version"], k, v, backtest.get(k), len(hits), at) for k, v in values.items()]

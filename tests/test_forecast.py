@@ -1,0 +1,193 @@
+"""Forecasting through SQL against a real PostgreSQL: train with series and regressors, forecast
+with horizon / level / relation, the gate on the same backtest windows, evaluate on new actuals,
+errors with their SQLSTATEs, and project privileges.
+
+Every training passes an explicit candidate list (``algorithms``) and, for the global model, a
+fixed number of boosting rounds: nothing here depends on what a wall-clock budget buys.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg2
+import pytest
+
+from tests.conftest import query, scalar, sql_error
+from tests.roles import create_roles, drop_roles
+
+BUDGET = "600 seconds"  # a ceiling never reached: the work is fixed by the options
+OPTS = {"time_column": "day", "series": ["store", "item"], "horizon": 7, "n_estimators": 30}
+
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    # 2 stores x 3 items, daily for 120 days; item 'C' of store 2 is new (20 days); a promotion
+    # lifts sales by half; days 40..42 of store 1 item A are missing and day 50 has a NULL
+    query(conn, """
+        CREATE TABLE daily_sales AS
+        SELECT s AS store, i AS item, date '2024-01-01' + d AS day,
+               CASE WHEN s = 1 AND i = 'A' AND d = 50 THEN NULL ELSE
+               round(((10 * s + ascii(i) - 60) * (1 + 0.3 * (extract(isodow FROM date '2024-01-01' + d) >= 6)::int)
+                      * (1 + 0.5 * ((d * 7 + s) % 9 = 0)::int) + (d * 13 % 5))::numeric, 2)::float8 END AS units,
+               ((d * 7 + s) % 9 = 0) AS promo
+        FROM generate_series(1, 2) s, unnest(ARRAY['A', 'B', 'C']) i, generate_series(0, 119) d
+        WHERE NOT (s = 1 AND i = 'A' AND d BETWEEN 40 AND 42) AND NOT (s = 2 AND i = 'C' AND d < 100)""")
+    query(conn, """
+        CREATE TABLE future_promos AS
+        SELECT s AS store, i AS item, date '2024-01-01' + d AS day, ((d * 7 + s) % 9 = 0) AS promo
+        FROM generate_series(1, 2) s, unnest(ARRAY['A', 'B', 'C']) i, generate_series(120, 126) d""")
+    query(conn, """
+        CREATE TABLE monthly AS
+        SELECT (date '2015-01-31' + make_interval(months => m))::date AS month_end,
+               100 + m + 20 * sin(m * pi() / 6) AS value
+        FROM generate_series(0, 71) m""")
+    yield conn
+    conn.close()
+
+
+def train(conn, project, relation, target, options, algorithms=None):
+    rows = query(conn, "SELECT * FROM sqlml.train(%s, %s, %s, task => 'forecast', algorithms => %s, "
+                       f"time_budget => '{BUDGET}', options => %s::jsonb)",
+                 [project, relation, target, algorithms, json.dumps(options)])
+    return dict(zip(("project", "version", "algorithm", "metric", "score", "deployed"), rows[0]))
+
+
+def forecast(conn, sql, params=None):
+    return [dict(zip(("series", "ts", "forecast", "lower", "upper"), r)) for r in query(conn, sql, params)]
+
+
+def test_train_with_series_and_regressors_then_forecast(db):
+    r = train(db, "sales", "daily_sales", "units", OPTS, ["ets", "theta", "lightgbm"])
+    assert (r["version"], r["metric"], r["deployed"]) == (1, "mase", True)
+    assert r["score"] > 0
+    model = query(db, "SELECT task, forecaster -> 'regressors', forecaster -> 'frequency', feature_schema ->> 'task', "
+                      "octet_length(onnx) > 0 FROM sqlml.models WHERE project = 'sales'")[0]
+    assert model == ("forecast", ["promo"], "day", "forecast", True)
+    leaderboard = {a for (a,) in query(db, "SELECT algorithm FROM sqlml.leaderboard WHERE project = 'sales'")}
+    assert {"ets", "theta", "lightgbm", "ets+theta+lightgbm"} <= leaderboard
+
+    rows = forecast(db, "SELECT * FROM sqlml.forecast('sales', relation => 'future_promos')")
+    assert len(rows) == 6 * 7
+    keys = {json.dumps(r["series"], sort_keys=True) for r in rows}
+    assert json.dumps({"item": "C", "store": 2}, sort_keys=True) in keys   # numbers stay numbers in the key
+    first = [r for r in rows if r["series"] == {"store": 1, "item": "B"}]
+    assert [str(r["ts"].date()) for r in first] == [f"2024-04-{d:02d}" for d in range(30, 31)] + \
+        [f"2024-05-{d:02d}" for d in range(1, 7)]
+    assert all(r["lower"] <= r["forecast"] <= r["upper"] for r in rows)
+
+
+def test_horizon_and_level(db):
+    rows = forecast(db, "SELECT * FROM sqlml.forecast('sales', horizon => 3, level => 0.8, relation => 'future_promos')")
+    wide = forecast(db, "SELECT * FROM sqlml.forecast('sales', horizon => 3, level => 0.95, relation => 'future_promos')")
+    assert len(rows) == 6 * 3
+    for a, b in zip(rows, wide):
+        assert a["forecast"] == pytest.approx(b["forecast"])
+        assert b["upper"] - b["lower"] > a["upper"] - a["lower"]
+
+
+def test_single_series_monthly_without_regressors(db):
+    r = train(db, "monthly", "monthly", "value", {"time_column": "month_end", "horizon": 12},
+              ["seasonal_naive", "ets", "theta"])
+    assert r["deployed"]
+    rows = forecast(db, "SELECT * FROM sqlml.forecast('monthly')")
+    assert len(rows) == 12 and all(r["series"] == {} for r in rows)
+    assert str(rows[0]["ts"].date()) == "2021-01-31" and str(rows[1]["ts"].date()) == "2021-02-28"  # month ends
+    assert scalar(db, "SELECT forecaster ->> 'frequency' FROM sqlml.models WHERE project = 'monthly'") == "month"
+
+
+def test_gate_compares_on_the_same_windows(db):
+    r = train(db, "sales", "daily_sales", "units", OPTS, ["seasonal_naive"])
+    assert r["version"] == 2 and not r["deployed"]   # seasonal naive alone does not beat the ensemble
+    reason = scalar(db, "SELECT reason FROM sqlml.deployments WHERE project = 'sales' ORDER BY id DESC LIMIT 1")
+    assert reason["why"] == "first model of the project"
+    why = scalar(db, "SELECT detail FROM sqlml.audit_log WHERE project = 'sales' AND action = 'train' ORDER BY id DESC LIMIT 1")
+    assert why["algorithm"] == "seasonal_naive"
+    assert scalar(db, "SELECT version FROM sqlml.deployed WHERE project = 'sales'") == 1
+
+
+def test_evaluate_against_new_actuals(db):
+    query(db, """CREATE TABLE actuals AS
+                 SELECT f.store, f.item, f.day, f.promo, 20.0 + f.store AS units FROM future_promos f""")
+    rows = query(db, "SELECT metric, value, holdout_value, rows FROM sqlml.evaluate('sales', 'actuals')")
+    by = {m: (v, h, n) for m, v, h, n in rows}
+    assert set(by) == {"mase", "mae", "rmse", "smape", "coverage_90"}
+    assert by["mase"][0] > 0 and by["mase"][1] == pytest.approx(
+        scalar(db, "SELECT score FROM sqlml.models WHERE project = 'sales' AND version = 1"))
+    assert by["mae"][2] == 42 and by["mae"][1] is None
+    assert 0 <= by["coverage_90"][0] <= 1
+    assert scalar(db, "SELECT count(*) FROM sqlml.evaluations WHERE project = 'sales'") == 1
+
+
+def test_predict_on_a_forecast_project_says_to_forecast(db):
+    e = sql_error(db, "SELECT sqlml.predict('sales', '{}'::jsonb)")
+    assert e.pgcode == "0A000" and "sqlml.forecast" in e.diag.message_hint
+
+
+BAD_TRAIN = [
+    # options, algorithms, relation, target, SQLSTATE, message fragment
+    ({"series": ["store"], "horizon": 7}, None, "daily_sales", "units", "22023", "needs options.time_column"),
+    ({"time_column": "day"}, None, "daily_sales", "units", "22023", "needs options.horizon"),
+    ({"time_column": "day", "horizon": 0}, None, "daily_sales", "units", "22023", "horizon must be a positive"),
+    ({"time_column": "nope", "horizon": 7}, None, "daily_sales", "units", "42703", 'time column "nope" not found'),
+    ({"time_column": "store", "horizon": 7}, None, "daily_sales", "units", "42804", "time column \"store\" has type int4"),
+    ({"time_column": "day", "series": ["store"], "horizon": 7}, None, "daily_sales", "item", "42804",
+     "needs a numeric target"),
+    ({"time_column": "day", "horizon": 7}, None, "daily_sales", "units", "42804", 'column "item" (text) would be a regressor'),
+    ({"time_column": "day", "horizon": 7, "colour": 1}, None, "daily_sales", "units", "22023", 'unknown option "colour"'),
+    ({"time_column": "day", "series": ["store", "item"], "horizon": 7}, ["arima"], "daily_sales", "units", "22023",
+     'unknown forecasting algorithm "arima"'),
+    ({"time_column": "day", "series": ["store", "item"], "horizon": 500}, ["ets"], "daily_sales", "units", "02000",
+     "no series is long enough"),
+]
+
+
+@pytest.mark.parametrize("options,algorithms,relation,target,sqlstate,fragment", BAD_TRAIN)
+def test_bad_training_input(db, options, algorithms, relation, target, sqlstate, fragment):
+    e = sql_error(db, "SELECT * FROM sqlml.train('bad', %s, %s, task => 'forecast', algorithms => %s, options => %s::jsonb)",
+                  [relation, target, algorithms, json.dumps(options)])
+    assert (e.pgcode, fragment) == (sqlstate, fragment) and fragment in e.diag.message_primary
+    assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'bad'") == 0
+
+
+BAD_FORECAST = [
+    ("SELECT * FROM sqlml.forecast('sales', horizon => 0, relation => 'future_promos')", "22023", "horizon must be a positive"),
+    ("SELECT * FROM sqlml.forecast('sales', horizon => 8, relation => 'future_promos')", "22023", "longer than 7"),
+    ("SELECT * FROM sqlml.forecast('sales', level => 1.5, relation => 'future_promos')", "22023", "level 1.5 is out of range"),
+    ("SELECT * FROM sqlml.forecast('sales')", "22023", "uses regressors (promo): pass their future values"),
+    ("SELECT * FROM sqlml.forecast('sales', relation => 'SELECT store, item, day FROM future_promos')", "42703",
+     'regressor "promo" not found'),
+    ("SELECT * FROM sqlml.forecast('sales', relation => 'SELECT * FROM future_promos WHERE store = 1')", "02000",
+     "lacks the regressors of 21 series-steps"),
+    ("SELECT * FROM sqlml.forecast('nosuch')", "42704", 'project "nosuch" does not exist'),
+    ("SELECT * FROM sqlml.forecast('sales@9', relation => 'future_promos')", "42704", "has no version 9"),
+]
+
+
+@pytest.mark.parametrize("sql,sqlstate,fragment", BAD_FORECAST)
+def test_bad_forecast_input(db, sql, sqlstate, fragment):
+    e = sql_error(db, sql)
+    assert (e.pgcode, fragment) == (sqlstate, fragment) and fragment in e.diag.message_primary
+
+
+def test_privileges(db, dsn):
+    roles = create_roles(db, dsn)
+    try:
+        query(db, f'GRANT SELECT ON daily_sales, future_promos TO "{roles["dev"]}", "{roles["usr"]}"')
+        usr = roles.connect("usr")
+        e = sql_error(usr, "SELECT * FROM sqlml.forecast('sales', relation => 'future_promos')")
+        assert e.pgcode == "42501"
+        query(db, f"""SELECT sqlml.grant('sales', '{roles["usr"]}', 'predict')""")
+        assert len(query(usr, "SELECT * FROM sqlml.forecast('sales', relation => 'future_promos')")) == 42
+        e = sql_error(usr, "SELECT * FROM sqlml.train('sales', 'daily_sales', 'units', task => 'forecast', "
+                           "options => %s::jsonb)", [json.dumps(OPTS)])
+        assert e.pgcode == "42501"
+        dev = roles.connect("dev")
+        r = query(dev, "SELECT project, version, deployed FROM sqlml.train('dev_sales', 'daily_sales', 'units', "
+                       "task => 'forecast', algorithms => '{theta}', options => %s::jsonb)", [json.dumps(OPTS)])
+        assert r == [("dev_sales", 1, True)]
+        assert scalar(dev, "SELECT state FROM sqlml.jobs WHERE project = 'dev_sales' AND kind = 'train'") == "succeeded"
+    finally:
+        drop_roles(db, roles)
