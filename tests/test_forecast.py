@@ -191,3 +191,31 @@ def test_privileges(db, dsn):
         assert scalar(dev, "SELECT state FROM sqlml.jobs WHERE project = 'dev_sales' AND kind = 'train'") == "succeeded"
     finally:
         drop_roles(db, roles)
+
+
+def test_upgrade_from_0_1_0_brings_forecasting(cluster, dsn):
+    """A 0.1.0 database updated to this version accepts forecast projects and has the same
+    forecasting schema as a fresh install."""
+    old = psycopg2.connect(cluster.create_database("fc_upgrade", extension=False))
+    old.autocommit = True
+    fresh = psycopg2.connect(dsn)
+    fresh.autocommit = True
+    try:
+        query(old, "CREATE EXTENSION sqlml VERSION '0.1.0' CASCADE")
+        query(old, "ALTER EXTENSION sqlml UPDATE")
+        for q in ["SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                  "WHERE conrelid = 'sqlml.projects'::regclass ORDER BY 1",
+                  "SELECT attnum, attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                  "WHERE attrelid = 'sqlml.models'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY 1",
+                  "SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid), proacl::text FROM pg_proc p "
+                  "WHERE pronamespace = 'sqlml'::regnamespace AND proname = 'forecast'"]:
+            assert query(old, q) == query(fresh, q)
+        query(old, "CREATE TABLE s AS SELECT date '2024-01-01' + d AS day, (d % 7)::float8 AS y "
+                   "FROM generate_series(0, 59) d")
+        r = query(old, "SELECT version, deployed FROM sqlml.train('up', 's', 'y', task => 'forecast', "
+                       "algorithms => '{seasonal_naive}', options => '{\"time_column\": \"day\", \"horizon\": 7}')")
+        assert r == [(1, True)]
+        assert [round(v) for (v,) in query(old, "SELECT forecast FROM sqlml.forecast('up')")] == [4, 5, 6, 0, 1, 2, 3]
+    finally:
+        old.close()
+        fresh.close()
