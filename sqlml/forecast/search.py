@@ -54,8 +54,9 @@ def mase_scale(y: np.ndarray, season: int) -> float:
 
 
 def default_windows(n_series: int, horizon: int) -> int:
-    """Enough windows for ~1000 backtest errors (intervals), between 2 and 5."""
-    return int(np.clip(np.ceil(1000 / max(n_series * horizon, 1)), 2, 5))
+    """Enough windows for ~1000 backtest errors (intervals, and a selection that is not luck), between
+    2 and 8 (a series takes part in as many as its length allows)."""
+    return int(np.clip(np.ceil(1000 / max(n_series * horizon, 1)), 2, 8))
 
 
 def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None, budget=None, seed: int = 42,
@@ -115,8 +116,13 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
                 preds[GLOBAL][idx, w] = p.reshape(len(idx), horizon)
                 if w == 0:
                     backtest_x, backtest_pred = xw, bt_model.predict(xw)
-            x, target, _ = _global_rows(panel, horizon, lengths - 1, seed)
-            global_model = _fit_global(x, target, n_estimators, threads, seed, budget)
+            fit_seconds = clock() - t0
+            if budget is None or budget.remaining() > 1.5 * fit_seconds:
+                x, target, _ = _global_rows(panel, horizon, lengths - 1, seed)
+                global_model = _fit_global(x, target, n_estimators, threads, seed, budget)
+            else:  # no time to refit on the last windows' rows: the backtested model is a fine final one
+                note(f"{GLOBAL}: kept the backtest fit (no time left in the budget to refit on all rows)")
+                global_model = bt_model
             n_features = x.shape[1]
             backtest_x, backtest_pred = backtest_x[:2000], global_model.predict(backtest_x[:2000])
         else:

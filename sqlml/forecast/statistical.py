@@ -87,9 +87,9 @@ def seasonal_naive(series: list[np.ndarray], season: int) -> LinearSeasonalState
 
 # --- ETS -----------------------------------------------------------------------------------------
 
-ALPHAS = (0.05, 0.1, 0.2, 0.35, 0.6, 0.9)
-TRENDS = ((0.0, 1.0), (0.02, 0.9), (0.05, 0.98), (0.1, 0.95))   # (beta, phi); beta 0 = no trend
-GAMMAS = (0.0, 0.02, 0.08, 0.2)                                  # 0 = no seasonality
+ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.6, 0.85, 0.99)
+TRENDS = ((0.0, 1.0), (0.01, 1.0), (0.05, 1.0), (0.02, 0.9), (0.05, 0.98), (0.1, 0.95))  # (beta, phi); beta 0: no trend
+GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.25)                                                     # 0: no seasonality
 
 
 def _grid(season: int):
@@ -116,8 +116,10 @@ def ets(series: list[np.ndarray], season: int) -> LinearSeasonalState:
     level0 = np.array([np.mean(f) for f in first])
     season0 = np.zeros((n_series, m))
     for i in range(n_series):
-        if seasonal_ok[i]:
-            season0[i] = first[i] - level0[i]
+        if seasonal_ok[i]:  # the mean pattern of up to the first 4 seasons, each centred on its own mean
+            k = int(min(4, length[i] // m))
+            block = y[i, start[i]:start[i] + k * m].reshape(k, m)
+            season0[i] = (block - block.mean(axis=1, keepdims=True)).mean(axis=0)
     level = np.repeat(level0[:, None], len(alpha), axis=1)
     slope = np.zeros_like(level)
     seas = np.repeat(season0[:, None, :], len(alpha), axis=1)  # (S, G, m)
