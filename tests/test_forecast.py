@@ -121,6 +121,24 @@ def test_evaluate_against_new_actuals(db):
     assert scalar(db, "SELECT count(*) FROM sqlml.evaluations WHERE project = 'sales'") == 1
 
 
+def test_model_card_plots_history_forecast_and_interval(db, dsn, tmp_path):
+    import subprocess
+    import sys
+
+    diag = scalar(db, "SELECT diagnostics FROM sqlml.models WHERE project = 'sales' AND version = 1")
+    assert len(diag["series"]) == 3 and diag["level"] == 0.9
+    first = diag["series"][0]
+    assert len(first["ts"]) == len(first["forecast"]) == len(first["lower"]) == len(first["actual"]) == 7
+    assert all(lo <= f <= hi for lo, f, hi in zip(first["lower"], first["forecast"], first["upper"]))
+    out = tmp_path / "sales.html"
+    done = subprocess.run([sys.executable, "-m", "sqlml.cli", "report", "sales", "--out", str(out), "--dsn", dsn],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert 'alt="History, forecast and interval"' in page and "Forecasts on the backtest" in page
+    assert "coverage_90" in page   # the evaluation on new actuals
+
+
 def test_predict_on_a_forecast_project_says_to_forecast(db):
     e = sql_error(db, "SELECT sqlml.predict('sales', '{}'::jsonb)")
     assert e.pgcode == "0A000" and "sqlml.forecast" in e.diag.message_hint

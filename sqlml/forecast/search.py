@@ -40,6 +40,7 @@ class Trained:
     backtest_x: np.ndarray        # some global-model feature rows, for the ONNX parity check
     backtest_pred: np.ndarray
     score_of: object = None       # members -> mean MASE of their equal-weight mean on these windows, or None
+    diagnostics: dict = None      # the last backtest window of a few series, for the model card
 
 
 def mase_scale(y: np.ndarray, season: int) -> float:
@@ -171,7 +172,32 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
     def score_of(members) -> float | None:
         return score(tuple(members)) if members and all(c in candidates for c in members) else None
 
-    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred, score_of)
+    diagnostics = backtest_sample(panel, p, actual, cutoffs, taking, model, horizon)
+    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred, score_of, diagnostics)
+
+
+def backtest_sample(panel: Panel, pred, actual, cutoffs, taking, model: ForecastModel, horizon: int,
+                    n_series: int = 3, level: float = 0.9) -> dict:
+    """For the model card: the last backtest window of the ``n_series`` largest series (by scale)
+    that took part in it: history before the window, the chosen forecaster's forecast and
+    interval at ``level``, and what happened."""
+    ids = [i for i in np.argsort(-model.scale) if taking[i, 0]][:n_series]
+    half = model.half_width(horizon, level)
+    out = []
+    for i in ids:
+        s, c = panel.series[i], int(cutoffs[i, 0])
+        first = max(c + 1 - 3 * horizon, 0)
+        ts = panel.freq.add(np.repeat(s.start, c + 1 + horizon - first), np.arange(first, c + 1 + horizon))
+        out.append({"series": dict(zip(panel.series_columns, _jsonable(s.key))),
+                    "history_ts": [str(t) for t in ts[:c + 1 - first]], "history": s.y[first:c + 1].tolist(),
+                    "ts": [str(t) for t in ts[c + 1 - first:]], "forecast": pred[i, 0].tolist(),
+                    "lower": (pred[i, 0] - half[i]).tolist(), "upper": (pred[i, 0] + half[i]).tolist(),
+                    "actual": [None if np.isnan(v) else float(v) for v in actual[i, 0]]})
+    return {"source": f"the last of {actual.shape[1]} backtest windows", "level": level, "series": out}
+
+
+def _jsonable(key: tuple) -> list:
+    return [v.item() if isinstance(v, np.generic) else v for v in key]
 
 
 def raise_short(horizon: int, windows: int):

@@ -137,6 +137,29 @@ def residual_plots(diag: dict) -> str:
     return _png(fig, "Predicted vs actual and residuals")
 
 
+def forecast_plots(diag: dict) -> str:
+    """Per stored series: history, the backtest forecast with its interval, and the actuals."""
+    import numpy as np
+
+    series = diag["series"]
+    fig = _figure(9.0, 2.6 * max(len(series), 1))
+    for k, s in enumerate(series):
+        ax = fig.add_subplot(len(series), 1, k + 1)
+        hist_ts = np.array(s["history_ts"], dtype="datetime64[s]")
+        ts = np.array(s["ts"], dtype="datetime64[s]")
+        ax.plot(hist_ts, s["history"], color="#444", lw=1, label="history")
+        ax.fill_between(ts, s["lower"], s["upper"], color="#1f6feb", alpha=0.2,
+                        label=f"{round(diag['level'] * 100)}% interval")
+        ax.plot(ts, s["forecast"], color="#1f6feb", lw=1.5, label="forecast")
+        actual = np.array([np.nan if v is None else v for v in s["actual"]], dtype=float)
+        ax.plot(ts, actual, color="#d1242f", lw=1, ls="--", label="actual")
+        ax.set_title(", ".join(f"{k}={v}" for k, v in s["series"].items()) or "the series", fontsize=9)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _png(fig, "History, forecast and interval")
+
+
 def importance_plot(features: list[dict], metric: str) -> str:
     top = features[:IMPORTANCE_BARS][::-1]
     fig = _figure(6.0, max(2.5, 0.3 * len(top) + 1.2))
@@ -278,6 +301,10 @@ def _performance_section(m) -> list[str]:
     if not diag:
         return out + ['<p class="note">This version has no stored holdout diagnostics (trained before sqlml stored '
                       "them).</p>"]
+    if m["task"] == "forecast":
+        return ["<h2>Forecasts on the backtest</h2>", forecast_plots(diag),
+                f'<p class="note">Source: {_e(diag["source"])}, stored at training for the largest series. '
+                "Not recomputed for the card.</p>"]
     pics = []
     if diag.get("roc"):
         pics.append(roc_plot(diag["roc"]))

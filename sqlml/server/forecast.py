@@ -220,7 +220,8 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
             "feature_schema": schema, "classes": None, "onnx": blob, "sha256": store.sha256(blob),
             "opset": convert.opset_of(blob), "parity": parity, "relation": rel.text, "rows": int(n),
             "data_fingerprint": data_fingerprint, "library_versions": library_versions(), "created_by": caller,
-            "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), "forecaster": model.to_json()})
+            "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), "forecaster": model.to_json(),
+            "diagnostics": trained.diagnostics})
         store.insert_trials(ex, project, governor.job_id(), version, "mase", trials)
         audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": chosen, "mase": score,
                                                               "relation": rel.text, "rows": int(n)})
