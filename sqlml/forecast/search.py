@@ -102,12 +102,17 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
         note(f"{name}: backtested {int(taking.sum())} series-windows in {seconds[name]:.1f}s")
 
     global_model, backtest_x, backtest_pred, n_features = None, np.zeros((0, 0), np.float32), np.zeros(0), 0
+    reserve = 1.0 + 0.04 * budget.seconds if budget is not None else 0.0  # conversion, registry, forecasting
+    if GLOBAL in candidates and budget is not None and budget.remaining() < 2 * reserve:
+        note(f"{GLOBAL}: left out: {max(budget.remaining(), 0):.1f}s of the budget left")
+        candidates = tuple(c for c in candidates if c != GLOBAL)
     if GLOBAL in candidates:
         t0 = clock()
         limits = lengths - 1 - windows * horizon  # the backtest model sees targets up to here
         x, target, _ = _global_rows(panel, horizon, limits, seed)
         if len(target) >= 50:
-            bt_model = _fit_global(x, target, n_estimators, threads, seed, budget)
+            bt_model = _fit_global(x, target, n_estimators, threads, seed, budget,
+                                   reserve=budget.remaining() / 2 + reserve if budget is not None else 0.0)
             for w in range(windows):
                 idx = np.flatnonzero(taking[:, w])
                 if len(idx) == 0:
@@ -120,7 +125,7 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
             fit_seconds = clock() - t0
             if budget is None or budget.remaining() > 1.5 * fit_seconds:
                 x, target, _ = _global_rows(panel, horizon, lengths - 1, seed)
-                global_model = _fit_global(x, target, n_estimators, threads, seed, budget)
+                global_model = _fit_global(x, target, n_estimators, threads, seed, budget, reserve)
             else:  # no time to refit on the last windows' rows: the backtested model is a fine final one
                 note(f"{GLOBAL}: kept the backtest fit (no time left in the budget to refit on all rows)")
                 global_model = bt_model
@@ -279,12 +284,21 @@ def _origin_rows(panel: Panel, idx: np.ndarray, origins: np.ndarray, horizon: in
     return np.concatenate(xs), np.concatenate(scs)
 
 
-def _fit_global(x, target, n_estimators, threads, seed, budget):
+def _fit_global(x, target, n_estimators, threads, seed, budget, reserve: float = 0.0):
+    """LightGBM on the rows; boosting stops early (keeping the rounds so far) when only ``reserve``
+    seconds of the budget are left, so that a training ends within its budget."""
     import lightgbm as lgb
 
     model = lgb.LGBMRegressor(n_estimators=int(n_estimators or 200), learning_rate=0.07, num_leaves=31,
                               min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
                               objective="l2", n_jobs=max(int(threads), 1), random_state=seed, verbose=-1)
-    callbacks = [lambda env: budget.checkpoint()] if budget is not None else []
-    model.fit(x, target, callbacks=callbacks)
+
+    def on_round(env):
+        if budget is None:
+            return
+        budget.checkpoint()
+        if budget.remaining() <= reserve and env.iteration >= 10:
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
+
+    model.fit(x, target, callbacks=[on_round])
     return model
