@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SQLML  := $(VENV)/bin/sqlml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench bench-automl bench-governor bench-workload bench-spark lint dev-up dev-down clean
+.PHONY: setup demo test test-fast bench bench-automl bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
 
 setup:                      ## OS packages, the venv, the extension files (idempotent)
 	bash scripts/setup.sh
@@ -26,6 +26,11 @@ bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets, and the w
 	$(PY) -m pip install -q --no-deps ISLP==0.6.0   # its CSVs only: its dependencies pull in PyTorch
 	$(PY) bench/automl_vs_flaml.py
 	$(PY) bench/warm_start.py
+
+bench-forecast: setup       ## sqlml forecasting vs. statsforecast (AutoETS, AutoTheta, SeasonalNaive)
+	$(PY) -m pip install -q --no-deps statsforecast==2.1.1 coreforecast==0.0.20 utilsforecast==0.2.17   # it caps pandas < 3; its models used here never touch pandas
+	$(PY) -m pip install -q statsmodels==0.15.0
+	$(PY) bench/forecast.py
 
 bench-governor: setup       ## cost model error and predict latency under training load
 	$(PY) bench/governor.py
