@@ -159,6 +159,10 @@ BAD_TRAIN = [
      'unknown forecasting algorithm "arima"'),
     ({"time_column": "day", "series": ["store", "item"], "horizon": 500}, ["ets"], "daily_sales", "units", "02000",
      "no series is long enough"),
+    ({"time_column": "day", "horizon": 7}, ["ets"], "SELECT day, CASE WHEN day = date '2024-01-05' THEN 'Infinity' "
+     "ELSE units END AS units FROM daily_sales WHERE store = 1 AND item = 'B'", "units", "22023",
+     'column "units" is Infinity in 1 row'),
+    ({"time_column": "day", "horizon": 7}, None, "daily_sales; DROP TABLE daily_sales", "units", "42601", "statements"),
 ]
 
 

@@ -138,6 +138,11 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     governor.record_rows(n)
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    for name, values in [(target, y), *regs.items()]:
+        bad = int(np.isinf(values).sum())
+        if bad:
+            raise SqlmlError(f'column "{name}" is Infinity in {bad} row{"s" if bad > 1 else ""}', sqlstate=INVALID_PARAMETER,
+                             hint="filter those rows out or replace them with NULL (a missing value is filled)")
     from sqlml.forecast.calendar import frequency
 
     panel = build_panel(ts, y, keys, regs, freq=frequency(opts["frequency"]) if opts.get("frequency") else None,
