@@ -185,6 +185,7 @@ BAD_FORECAST = [
      "lacks the regressors of 21 series-steps"),
     ("SELECT * FROM sqlml.forecast('nosuch')", "42704", 'project "nosuch" does not exist'),
     ("SELECT * FROM sqlml.forecast('sales@9', relation => 'future_promos')", "42704", "has no version 9"),
+    ("SELECT * FROM sqlml.monitor('sales', 'future_promos')", "0A000", "is a forecast project"),
 ]
 
 
