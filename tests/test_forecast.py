@@ -106,6 +106,8 @@ def test_gate_compares_on_the_same_windows(db):
     why = scalar(db, "SELECT detail FROM sqlml.audit_log WHERE project = 'sales' AND action = 'train' ORDER BY id DESC LIMIT 1")
     assert why["algorithm"] == "seasonal_naive"
     assert scalar(db, "SELECT version FROM sqlml.deployed WHERE project = 'sales'") == 1
+    assert query(db, "SELECT version FROM sqlml.deploy('sales', version => 2)") == [(2,)]
+    assert query(db, "SELECT version FROM sqlml.deploy('sales', 'best_score')") == [(1,)]   # the lower MASE
 
 
 def test_evaluate_against_new_actuals(db):

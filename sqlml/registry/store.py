@@ -188,7 +188,9 @@ def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict
         else:
             from sqlml.automl.metrics import HIGHER_IS_BETTER
 
-            order = "DESC" if HIGHER_IS_BETTER.get(metric[0]["metric"], True) else "ASC"
+            # forecasts are scored by MASE (sqlml.forecast), lower is better, like the losses
+            higher = HIGHER_IS_BETTER.get(metric[0]["metric"], metric[0]["metric"] != "mase")
+            order = "DESC" if higher else "ASC"
             rows = ex.execute(f"SELECT id, project, version, algorithm, metric, score, sha256 FROM sqlml.models "
                               f"WHERE project = $1 AND metric = $2 AND score IS NOT NULL "
                               f"ORDER BY score {order}, version DESC LIMIT 1", [name, metric[0]["metric"]])

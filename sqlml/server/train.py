@@ -75,7 +75,7 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     """Validate everything that needs no data; returns the parsed options."""
     check_common(project, target, budget_seconds)
     if task is not None and task not in TASKS:
-        raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, 'forecast', or NULL to infer it",
+        raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, forecast, or NULL to infer it",
                          sqlstate=INVALID_PARAMETER)
     for a in algorithms or []:
         if a not in SPECS:
