@@ -121,6 +121,21 @@ def test_evaluate_against_new_actuals(db):
     assert by["mae"][2] == 42 and by["mae"][1] is None
     assert 0 <= by["coverage_90"][0] <= 1
     assert scalar(db, "SELECT count(*) FROM sqlml.evaluations WHERE project = 'sales'") == 1
+    # the first 3 days have arrived: only their regressors are needed
+    partial = query(db, "SELECT rows FROM sqlml.evaluate('sales', %s)", ["SELECT * FROM actuals WHERE day < '2024-05-03'"])
+    assert {r for (r,) in partial} == {18}
+
+
+def test_drift_of_target_regressors_and_errors(db):
+    same = query(db, "SELECT feature, what, psi, drift, rows FROM sqlml.monitor('sales', 'daily_sales')")
+    assert {(f, w) for f, w, *_ in same} == {("units", "feature"), ("promo", "feature")}  # no forecast step in it
+    assert all(psi < 0.1 and drift == "none" for _, _, psi, drift, _ in same)
+    # actuals that moved: every unit sells 20 + store, far from each series' scale at training
+    moved = {f: (psi, drift, rows) for f, _, psi, drift, rows in
+             query(db, "SELECT feature, what, psi, drift, rows FROM sqlml.monitor('sales', 'actuals')")}
+    assert set(moved) == {"units", "promo", "prediction"} and moved["prediction"][2] == 42
+    assert moved["units"][1] == "major" and moved["prediction"][1] == "major"
+    assert scalar(db, "SELECT count(*) FROM sqlml.drift WHERE project = 'sales'") == 5
 
 
 def test_model_card_plots_history_forecast_and_interval(db, dsn, tmp_path):
@@ -187,7 +202,7 @@ BAD_FORECAST = [
      "lacks the regressors of 21 series-steps"),
     ("SELECT * FROM sqlml.forecast('nosuch')", "42704", 'project "nosuch" does not exist'),
     ("SELECT * FROM sqlml.forecast('sales@9', relation => 'future_promos')", "42704", "has no version 9"),
-    ("SELECT * FROM sqlml.monitor('sales', 'future_promos')", "0A000", "is a forecast project"),
+    ("SELECT * FROM sqlml.monitor('sales', 'future_promos')", "42703", 'target column "units" not found'),
 ]
 
 

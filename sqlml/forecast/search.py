@@ -41,6 +41,7 @@ class Trained:
     backtest_pred: np.ndarray
     score_of: object = None       # members -> mean MASE of their equal-weight mean on these windows, or None
     diagnostics: dict = None      # the last backtest window of a few series, for the model card
+    drift_values: dict = None     # what drift baselines are made of: scaled target, regressors, scaled errors
 
 
 def mase_scale(y: np.ndarray, season: int) -> float:
@@ -178,7 +179,12 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
         return score(tuple(members)) if members and all(c in candidates for c in members) else None
 
     diagnostics = backtest_sample(panel, p, actual, cutoffs, taking, model, horizon)
-    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred, score_of, diagnostics)
+    signed = ((actual - p) / scale[:, None, None])[scored]
+    drift_values = {"target": np.concatenate([s.y[s.observed] / scale[i] for i, s in enumerate(panel.series)]),
+                    "regressors": {r: np.concatenate([s.regressors[r] for s in panel.series]) for r in panel.regressors},
+                    "errors": signed}
+    return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred, score_of, diagnostics,
+                   drift_values)
 
 
 def backtest_sample(panel: Panel, pred, actual, cutoffs, taking, model: ForecastModel, horizon: int,

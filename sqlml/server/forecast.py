@@ -226,7 +226,7 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
             "opset": convert.opset_of(blob), "parity": parity, "relation": rel.text, "rows": int(n),
             "data_fingerprint": data_fingerprint, "library_versions": library_versions(), "created_by": caller,
             "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), "forecaster": model.to_json(),
-            "diagnostics": trained.diagnostics})
+            "diagnostics": trained.diagnostics, "baseline": drift_baseline(trained, target)})
         store.insert_trials(ex, project, governor.job_id(), version, "mase", trials)
         audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": chosen, "mase": score,
                                                               "relation": rel.text, "rows": int(n)})
@@ -280,6 +280,17 @@ def gate(champion, champion_before, champion_score, score, mode) -> dict:
             "challenger_score": score,
             "why": f"backtest MASE {score:.4f} vs deployed version {champion['version']}'s recipe {champion_score:.4f} "
                    "on the same windows" + ("" if won else ": not better")}
+
+
+def drift_baseline(trained, target: str) -> dict:
+    """Drift baselines of a forecaster: the target divided by each series' scale, every regressor,
+    and (as its "prediction") the backtest errors divided by the series' scale."""
+    from sqlml.monitor import diagnostics, drift
+
+    v = trained.drift_values
+    return diagnostics.jsonable({
+        "features": {target: drift.baseline(v["target"]), **{r: drift.baseline(x) for r, x in v["regressors"].items()}},
+        "prediction": drift.baseline(v["errors"])})
 
 
 # --- forecasting ---------------------------------------------------------------------------------
@@ -408,16 +419,10 @@ def evaluate(project, relation, version, level=0.9):
     sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
                                   "target column": [target]})
     n, ts, keys, _, y = _read(sql, schema["time_column"], list(m.series_columns), [], cols, target)
-    point, half, h = paths(loaded, None, relation if m.uses_global and m.regressors else None, level)
-    index = {(tuple(str(k) for k in key), t): (i, j) for i, key in enumerate(m.keys)
-             for j, t in enumerate(m.steps_ts(i, h))}
-    hits = [(index.get((tuple(str(keys[s][r]) for s in m.series_columns), ts[r])), y[r]) for r in range(n)]
-    hits = [(ij, v) for ij, v in hits if ij is not None and np.isfinite(v)]
-    if not hits:
+    i, j, actual, point, half = _at_forecast_steps(loaded, relation, n, ts, keys, y, level)
+    if len(i) == 0:
         raise SqlmlError(f"{rel.describe()} has no actuals at the forecast steps of version {loaded.ref['version']}",
                          sqlstate=NO_DATA, hint="evaluate once the forecast period's values have arrived")
-    i, j = (np.array(v) for v in zip(*[ij for ij, _ in hits]))
-    actual = np.array([v for _, v in hits])
     pred, err = point[i, j], actual - point[i, j]
     values = {"mase": float(np.mean(np.abs(err) / m.scale[i])), "mae": float(np.mean(np.abs(err))),
               "rmse": float(np.sqrt(np.mean(err ** 2))),
@@ -425,7 +430,68 @@ def evaluate(project, relation, version, level=0.9):
               f"coverage_{int(round(level * 100))}": float(np.mean(np.abs(err) <= half[i, j]))}
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     facts = privileged.run(lambda ex: stored.model_facts(ex, loaded.ref["id"]))
-    at = privileged.run(lambda ex: stored.insert_evaluation(ex, facts, rel.text, len(hits), {"not_a_forecast_step": n - len(hits)},
-                                                            values, caller))
+    skipped = {"not_a_forecast_step": n - len(i)}
+    at = privileged.run(lambda ex: stored.insert_evaluation(ex, facts, rel.text, len(i), skipped, values, caller))
     backtest = {"mase": m.backtest.get("score")}
-    return [(facts["project"], facts["version"], k, v, backtest.get(k), len(hits), at) for k, v in values.items()]
+    return [(facts["project"], facts["version"], k, v, backtest.get(k), len(i), at) for k, v in values.items()]
+
+
+def _at_forecast_steps(loaded: Loaded, relation, n, ts, keys, y, level):
+    """The rows of a relation that fall on the forecaster's steps with a known value: their series
+    index i, step index j, actual value, and the point forecasts and half widths (n_series, h) for
+    h = the furthest step present (the regressors are read from ``relation`` up to that step)."""
+    m = loaded.model
+    index = {(tuple(str(k) for k in key), t): (i, j) for i, key in enumerate(m.keys)
+             for j, t in enumerate(m.steps_ts(i, m.horizon))}
+    hits = [(index.get((tuple(str(keys[s][r]) for s in m.series_columns), ts[r])), y[r]) for r in range(n)]
+    hits = [(ij, v) for ij, v in hits if ij is not None and np.isfinite(v)]
+    if not hits:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), None, None
+    i, j = (np.array(v) for v in zip(*[ij for ij, _ in hits]))
+    point, half, _ = paths(loaded, int(j.max()) + 1, relation if m.uses_global and m.regressors else None, level)
+    return i, j, np.array([v for _, v in hits]), point, half
+
+
+# --- drift ------------------------------------------------------------------------------------------
+
+def monitor(project, relation, version, moderate, major):
+    """PSI of the relation's target (scaled by each series' training scale) and regressors against
+    the training baselines, and of the forecast errors at the forecast steps present in it
+    against the backtest errors; stored in sqlml.drift like every project's."""
+    from sqlml.monitor import diagnostics, drift
+    from sqlml.monitor import series as stored
+    from sqlml.server.monitor import check_thresholds, drift_row
+
+    check_thresholds(moderate, major)
+    loaded = load(project if version is None else f"{project}@{version}")
+    m, schema = loaded.model, loaded.schema
+    facts = privileged.run(lambda ex: stored.model_facts(ex, loaded.ref["id"]))
+    base = facts["baseline"]
+    if not base:
+        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=NO_DATA,
+                         hint="train a new version: baselines are stored at training")
+    rel = parse_relation(relation)
+    target = schema["target"]["name"]
+    sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                                  "target column": [target], "regressor": list(m.regressors)})
+    n, ts, keys, regs, y = _read(sql, schema["time_column"], list(m.series_columns), list(m.regressors), cols, target)
+    if n == 0:
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+    which = {tuple(str(k) for k in key): i for i, key in enumerate(m.keys)}
+    row_series = np.array([which.get(tuple(str(keys[s][r]) for s in m.series_columns), -1) for r in range(n)])
+    known = row_series >= 0
+    scaled = np.where(known, y / m.scale[np.maximum(row_series, 0)], np.nan)
+    results = [drift_row(target, "feature", drift.compare(base["features"][target], scaled[known]), int(known.sum()),
+                          moderate, major)]
+    for r in m.regressors:
+        results.append(drift_row(r, "feature", drift.compare(base["features"][r], regs[r]), n, moderate, major))
+    i, j, actual, point, _ = _at_forecast_steps(loaded, relation, n, ts, keys, y, 0.9)
+    errors = (actual - point[i, j]) / m.scale[i] if len(i) else []
+    if len(errors):
+        results.append(drift_row("prediction", "prediction", drift.compare(base["prediction"], errors),
+                                  len(errors), moderate, major))
+    caller = spi.execute("SELECT current_user AS u")[0]["u"]
+    at = privileged.run(lambda ex: stored.insert_drift(ex, facts, rel.text, diagnostics.jsonable(results), caller))
+    return [(facts["project"], facts["version"], r["feature"], r["what"], r["psi"], r["drift"], r["rows"], at)
+            for r in results]
+

@@ -194,9 +194,7 @@ def evaluate(project, relation, version):
 
 def measure(project, relation, version, moderate, major):
     """(model facts, rows as dicts) of one monitor call, stored in sqlml.drift."""
-    if moderate is None or major is None or not 0 < moderate <= major:
-        raise SqlmlError(f"thresholds moderate={moderate}, major={major} are not ordered",
-                         sqlstate=INVALID_PARAMETER, hint="pass 0 < moderate <= major, such as 0.1 and 0.25")
+    check_thresholds(moderate, major)
     m, facts = _model(project, version)
     base = facts["baseline"]
     if not base:
@@ -206,21 +204,31 @@ def measure(project, relation, version, moderate, major):
     results = []
     for f in m.schema.features:
         res = drift.compare(base["features"][f.name], drift.as_values(f.kind, raw[f.name]))
-        results.append(_drift_row(f.name, "feature", res, n, moderate, major))
+        results.append(drift_row(f.name, "feature", res, n, moderate, major))
     out = m.predict_columns(raw)
     pred = drift.prediction_values(m.task, out, m.classes)
-    results.append(_drift_row("prediction", "prediction", drift.compare(base["prediction"], pred), n, moderate, major))
+    results.append(drift_row("prediction", "prediction", drift.compare(base["prediction"], pred), n, moderate, major))
     caller = _caller()
     at = privileged.run(lambda ex: series.insert_drift(ex, facts, rel.text, diagnostics.jsonable(results), caller))
     return facts, [{**r, "measured_at": at} for r in results]
 
 
-def _drift_row(feature, what, res, n, moderate, major) -> dict:
+def check_thresholds(moderate, major) -> None:
+    if moderate is None or major is None or not 0 < moderate <= major:
+        raise SqlmlError(f"thresholds moderate={moderate}, major={major} are not ordered",
+                         sqlstate=INVALID_PARAMETER, hint="pass 0 < moderate <= major, such as 0.1 and 0.25")
+
+
+def drift_row(feature, what, res, n, moderate, major) -> dict:
     return {"feature": feature, "what": what, "psi": res["psi"], "drift": drift.level(res["psi"], moderate, major),
             "rows": int(n), "detail": {**res, "moderate": moderate, "major": major}}
 
 
 def monitor(project, relation, version, moderate, major):
+    if _is_forecast(project):
+        from sqlml.server import forecast
+
+        return forecast.monitor(project, relation, version, moderate, major)
     facts, rows = measure(project, relation, version, moderate, major)
     return [(facts["project"], facts["version"], r["feature"], r["what"], r["psi"], r["drift"], r["rows"],
              r["measured_at"]) for r in rows]
