@@ -182,6 +182,14 @@ class Client:
              exclude, to_json(options or {})], on_notice=on_progress)
         return rows[0]
 
+    def forecast(self, project: str, horizon: int | None = None, relation: str | None = None,
+                 level: float = 0.9) -> list[dict]:
+        """``sqlml.forecast``: one {series, ts, forecast, lower, upper} per series and step, for
+        ``horizon`` steps (None: the trained horizon), the interval at ``level``; ``relation`` gives
+        the regressors' future values."""
+        return self.sql("SELECT * FROM sqlml.forecast($1, $2::int, $3, $4::float8)",
+                        [project, horizon, relation, float(level)])
+
     def deploy(self, project: str, strategy: str = "best_score", version: int | None = None) -> dict:
         """``sqlml.deploy``: strategy best_score, most_recent or rollback, or an explicit version.
         Returns {project, version, algorithm, metric, score, strategy, deployed_at}."""

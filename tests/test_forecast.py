@@ -88,6 +88,15 @@ def test_horizon_and_level(db):
         assert b["upper"] - b["lower"] > a["upper"] - a["lower"]
 
 
+def test_python_client_forecasts(db, dsn):
+    from sqlml.client import Client
+
+    with Client.connect(dsn) as ml:
+        rows = ml.forecast("sales", horizon=2, relation="future_promos", level=0.8)
+    assert len(rows) == 12 and set(rows[0]) == {"series", "ts", "forecast", "lower", "upper"}
+    assert {r["series"]["item"] for r in rows} == {"A", "B", "C"}
+
+
 def test_single_series_monthly_without_regressors(db):
     r = train(db, "monthly", "monthly", "value", {"time_column": "month_end", "horizon": 12},
               ["seasonal_naive", "ets", "theta"])
