@@ -89,7 +89,9 @@ def test_an_ensemble_splits_too():
     assert scorer.split is not None
     inputs = convert.model_inputs(schema, raw)
     want = session(blob).run(["probabilities"], convert.as_feeds(schema, inputs))[0]
-    np.testing.assert_array_equal(scorer.run(inputs, len(raw["a"])), want)
+    got = scorer.run(inputs, len(raw["a"]))  # compiled: the linear member's dot products may round differently
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.array_equal(got.argmax(1), want.argmax(1))
 
 
 def test_a_graph_with_nothing_to_fold_is_scored_whole():

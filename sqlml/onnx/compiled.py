@@ -7,8 +7,8 @@ native function: ~1 us for a 100-tree LightGBM.
 
 ``program`` reads the core graph into per-row operations over float32 vectors; it knows the nodes
 sqlml's converters emit for its estimators (TreeEnsembleClassifier/Regressor, LinearClassifier/
-Regressor, Imputer, Scaler, Concat, Gather, ArrayFeatureExtractor, Identity, Cast, Reshape, and the
-Mul/Add/Sub/Div/Sum of voting ensembles) and returns None for anything else. ``ir`` writes one
+Regressor, Imputer, Scaler, Normalizer, Concat, Gather, ArrayFeatureExtractor, Identity, Cast, Flatten,
+Reshape, and the Mul/Add/Sub/Div/Sum of voting ensembles) and returns None for anything else. ``ir`` writes one
 function ``score(X, n, out)`` over rows of the core inputs concatenated (float32, row-major) that
 reproduces ONNX Runtime's semantics: float32 thresholds and comparisons (``fcmp ole`` for
 BRANCH_LEQ: NaN goes to the false branch unless the node's missing value tracks true), leaf
@@ -245,10 +245,13 @@ def _op(node, width: dict, consts: dict) -> tuple:
         width[node.output[0]] = k
         return ("scale", ins[0], node.output[0], ([float(np.float32(v)) for v in offset],
                                                   [float(np.float32(v)) for v in scale]))
+    if op == "Normalizer" and node.domain == _ML and a.get("norm") in ("L1", "L2", "MAX"):
+        width[node.output[0]] = w(ins[0])
+        return ("normalize", ins[0], node.output[0], a["norm"])
     if op == "Concat" and a.get("axis") in (1, -1):
         width[node.output[0]] = sum(w(x) for x in ins)
         return ("concat", ins, node.output[0], None)
-    if op in ("Identity", "Cast") and (op == "Identity" or a.get("to") == 1):
+    if op in ("Identity", "Cast", "Flatten") and (op != "Cast" or a.get("to") == 1) and a.get("axis", 1) == 1:
         width[node.output[0]] = w(ins[0])
         return ("concat", ins[:1], node.output[0], None)
     if op == "Reshape" and len(ins) == 2:
@@ -367,6 +370,7 @@ define internal float @logistic(float %v) #0 {
   ret float %r
 }
 declare float @llvm.fabs.f32(float)
+declare float @llvm.sqrt.f32(float)
 attributes #0 = { nounwind }
 """
 
@@ -498,6 +502,22 @@ def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
             offs, scales = params
             vals[out] = [wr.op(f"fmul float {wr.op(f'fsub float {v}, {_f(o)}')}, {_f(s)}")
                          for v, o, s in zip(vals[src], offs, scales)]
+        elif kind == "normalize":  # ONNX Runtime's Normalizer: divided by the norm when it is not 0
+            xs = vals[src]
+            if params == "MAX":
+                norm = xs[0]
+                for v in xs[1:]:
+                    norm = wr.op(f"select i1 {wr.op(f'fcmp ogt float {v}, {norm}')}, float {v}, float {norm}")
+            else:
+                norm = "0.0"
+                for v in xs:
+                    term = wr.op(f"call float @llvm.fabs.f32(float {v})") if params == "L1" else \
+                        wr.op(f"fmul float {v}, {v}")
+                    norm = wr.op(f"fadd float {norm}, {term}")
+                if params == "L2":
+                    norm = wr.op(f"call float @llvm.sqrt.f32(float {norm})")
+            zero = wr.op(f"fcmp oeq float {norm}, 0.0")
+            vals[out] = [wr.op(f"select i1 {zero}, float {v}, float {wr.op(f'fdiv float {v}, {norm}')}") for v in xs]
         elif kind == "sum":
             acc = vals[src[0]]
             for s in src[1:]:

@@ -4,6 +4,9 @@
 ``in_parallel_mode()`` is true in parallel workers and in their leader while a parallel plan runs;
 ``iso_dates()`` says whether DateStyle prints dates as ISO 8601.
 
+``compiled_cache_dir()`` is where compiled models are kept: in the data directory, which only the
+server's OS user can write.
+
 ``ParallelSpi`` is an Executor over SPI called directly. plpy's SPI opens a subtransaction for every
 query, which parallel mode refuses ("cannot start subtransactions during a parallel operation"),
 in the workers and in the leader alike; a plain read-only ``SPI_execute_with_args`` is allowed and
@@ -21,6 +24,7 @@ reports it and its session's Python keeps the skipped frames' memory.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from decimal import Decimal
 
@@ -53,6 +57,10 @@ def in_parallel_mode() -> bool:
 
 def iso_dates() -> bool:
     return _date_style.value == USE_ISO_DATES
+
+
+def compiled_cache_dir() -> str:
+    return os.path.join(ctypes.c_char_p.in_dll(_pg, "DataDir").value.decode(), "sqlml_compiled")
 
 
 # --- SPI in parallel mode ------------------------------------------------------------------------

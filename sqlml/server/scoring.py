@@ -15,7 +15,9 @@ does in that statement, right after a deploy or rollback too, and reads the ONNX
 (row-level security shows it the models it may score).
 
 Per process, models are cached by id (a model row never changes; its ONNX is checked against its
-sha256 when loaded) and row plans by model and row type (``sqlml.scoring.rows``).
+sha256 when loaded) and row plans by model and row type (``sqlml.scoring.rows``). Compiled code
+is cached across processes by the model's sha256 in the data directory
+(``backend.compiled_cache_dir``): a new backend loads it instead of compiling again.
 """
 
 from __future__ import annotations
@@ -199,7 +201,14 @@ def load(ref: store.ModelRef, parallel_spi=None) -> Model:
         raise SqlmlError(f'project "{ref.project}" is a forecast project', sqlstate=FEATURE_NOT_SUPPORTED,
                          hint=f"forecast it: SELECT * FROM sqlml.forecast('{ref.project}')")
     schema = FeatureSchema.from_json(schema)
-    return Model(ref, schema, Scorer(blob, schema))
+    scorer = Scorer(blob, schema, sha256=ref.sha256, cache_dir=backend.compiled_cache_dir())
+    if parallel_spi is None:  # what scores it, for DEBUG1 logs (a worker has no client to tell)
+        import plpy
+
+        plpy.debug(f"sqlml: {ref.project} version {ref.version} scores with {scorer.engine}"
+                   + (" (from the cache)" if scorer.cached else "")
+                   + (f" ({scorer.fallback})" if scorer.fallback else ""))
+    return Model(ref, schema, scorer)
 
 
 # --- entry points: a row (its text and type), jsonb, or float8[] -----------------------------------

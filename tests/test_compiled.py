@@ -1,0 +1,234 @@
+"""Compiled scoring (sqlml.onnx.compiled): parity with ONNX Runtime per model kind, the fallback when
+the compiled code disagrees, and the on-disk cache (in a new backend too, against PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import psycopg2
+import pytest
+from sklearn.pipeline import Pipeline
+
+from sqlml.automl import ensemble, preprocess
+from sqlml.automl.estimators import SPECS
+from sqlml.data import convert
+from sqlml.data.schema import FeatureSchema, Target
+from sqlml.onnx import compiled
+from sqlml.onnx.convert import run, session, to_onnx
+from sqlml.onnx.scorer import COMPILED, ONNXRUNTIME, Scorer
+from tests.conftest import query, scalar
+from tests.test_scoring_core import FEATURES, data
+
+
+def fit(algorithm, task, n_estimators=20, seed=0):
+    """(pipeline, schema, raw columns): numbers with NaN, a text category with NULL, a boolean."""
+    raw, y = data(600, seed)
+    if task == "multiclass":
+        y = y + (raw["b"] > 3).astype(int)
+        classes = (0, 1, 2)
+    else:
+        classes = (0, 1) if task == "binary" else ()
+    schema = FeatureSchema(FEATURES, Target("y", "int4", task, classes))
+    X = convert.as_frame(schema, convert.model_inputs(schema, raw))
+    spec = SPECS[algorithm]
+    params = {"n_estimators": n_estimators} if algorithm != "linear" else {}
+    pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.family)),
+                     ("model", spec.build(params, task, 1, seed))])
+    pipe.fit(X, y if task != "regression" else raw["b"] * 10.5 + 3 * y + np.nan_to_num(raw["a"]))
+    return pipe, schema, raw
+
+
+def voting(task):
+    (p1, schema, raw), (p2, _, _), (p3, _, _) = fit("lightgbm", task), fit("random_forest", task), fit("linear", task)
+    return ensemble.voting([(p1, 0.5), (p2, 0.3), (p3, 0.2)], task), schema, raw
+
+
+KINDS = [("lightgbm", "binary"), ("lightgbm", "multiclass"), ("lightgbm", "regression"),
+         ("random_forest", "binary"), ("random_forest", "multiclass"), ("random_forest", "regression"),
+         ("extra_trees", "binary"), ("extra_trees", "regression"), ("linear", "binary"), ("linear", "multiclass"),
+         ("linear", "regression"), ("voting", "binary"), ("voting", "multiclass"), ("voting", "regression")]
+
+
+def reference(blob, schema, raw):
+    """ONNX Runtime on the registered graph as it is."""
+    return run(session(blob), convert.as_feeds(schema, convert.model_inputs(schema, raw)), schema.target.task)
+
+
+def assert_parity(got, want, task):
+    if task == "regression":
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    else:
+        assert np.array_equal(got.argmax(1), want.argmax(1))
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("algorithm, task", KINDS)
+def test_compiled_equals_onnxruntime(algorithm, task):
+    pipe, schema, raw = voting(task) if algorithm == "voting" else fit(algorithm, task)
+    blob = to_onnx(pipe, schema)
+    scorer = Scorer(blob, schema)
+    assert scorer.engine == COMPILED, scorer.fallback
+    want = reference(blob, schema, raw)
+    n = len(raw["a"])
+    assert_parity(scorer.run(convert.model_inputs(schema, raw), n), want, task)
+    # one row at a time, through the native call
+    inputs = convert.model_inputs(schema, raw)
+    feeds = scorer.split.feeds(inputs, n)
+    matrix = np.concatenate([feeds[ci.name].reshape(n, -1) for ci in scorer.split.inputs], axis=1)
+    rows = np.array([scorer.run_row(r.tolist()).copy() for r in matrix], dtype=np.float64)
+    assert_parity(rows.reshape(-1) if task == "regression" else rows, want, task)
+
+
+def test_tree_thresholds_are_exact():
+    """Trees are bit for bit ONNX Runtime's (float32 sums in tree order), on the thresholds themselves."""
+    pipe, schema, _ = fit("lightgbm", "binary", n_estimators=50)
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    inputs = [(ci.name, int(np.prod(ci.dims))) for ci in scorer.split.inputs]
+    ops, _ = compiled.program(scorer.split.core, "probabilities", inputs)
+    probes = compiled.probe_rows(ops, inputs, rows=2000, seed=3)
+    assert np.array_equal(scorer.compiled.run(probes), scorer._reference(probes))
+
+
+def test_a_wrong_compile_falls_back_to_onnxruntime(monkeypatch):
+    pipe, schema, raw = fit("lightgbm", "binary")
+    blob = to_onnx(pipe, schema)
+    # a compiler that sends x == threshold the wrong way: only the probe rows on thresholds see it
+    monkeypatch.setitem(compiled._COMPARE, "BRANCH_LEQ", "olt")
+    scorer = Scorer(blob, schema)
+    assert scorer.engine == ONNXRUNTIME and scorer.compiled is None
+    assert "disagrees" in scorer.fallback
+    np.testing.assert_array_equal(scorer.run(convert.model_inputs(schema, raw), len(raw["a"])),
+                                  reference(blob, schema, raw))
+
+
+def test_a_failing_compiler_falls_back(monkeypatch):
+    pipe, schema, raw = fit("random_forest", "regression")
+
+    def broken(source):
+        raise RuntimeError("LLVM ERROR: out of memory")
+
+    monkeypatch.setattr(compiled, "compile_object", broken)
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    assert scorer.engine == ONNXRUNTIME and "out of memory" in scorer.fallback
+
+
+def test_unsupported_nodes_stay_with_onnxruntime():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    y = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 2])
+    g = helper.make_graph([helper.make_node("Tanh", ["x"], ["variable"])], "g", [x], [y])
+    blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    assert compiled.program(blob, "variable", [("x", 2)]) is None
+
+
+def test_cache_loads_without_compiling_or_onnxruntime(tmp_path, monkeypatch):
+    pipe, schema, raw = fit("lightgbm", "multiclass")
+    blob = to_onnx(pipe, schema)
+    cache = str(tmp_path / "cache")
+    first = Scorer(blob, schema, cache_dir=cache)
+    assert first.engine == COMPILED and not first.cached
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    (entry,) = os.listdir(cache)
+    assert entry.startswith(__import__("hashlib").sha256(blob).hexdigest())
+    assert stat.S_IMODE(os.stat(os.path.join(cache, entry)).st_mode) & 0o077 == 0
+
+    def no_compile(source):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(compiled, "compile_object", no_compile)
+    second = Scorer(blob, schema, cache_dir=cache)
+    assert second.engine == COMPILED and second.cached and second._session is None
+    want = reference(blob, schema, raw)
+    assert_parity(second.run(convert.model_inputs(schema, raw), len(raw["a"])), want, "multiclass")
+
+
+def test_a_cache_entry_that_disagrees_is_compiled_again(tmp_path):
+    pipe, schema, raw = fit("lightgbm", "regression")
+    blob = to_onnx(pipe, schema)
+    cache = str(tmp_path / "cache")
+    Scorer(blob, schema, cache_dir=cache)
+    (entry,) = os.listdir(cache)
+    path = os.path.join(cache, entry)
+    with np.load(path) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    arrays["want"] = arrays["want"] + 1.0  # answers that the stored code does not give
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    again = Scorer(blob, schema, cache_dir=cache)
+    assert again.engine == COMPILED and not again.cached
+    assert_parity(again.run(convert.model_inputs(schema, raw), len(raw["a"])), reference(blob, schema, raw),
+                  "regression")
+
+
+def test_a_cache_directory_others_may_write_is_not_used(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert compiled.private_directory(str(shared)) is None
+    assert compiled.private_directory(str(tmp_path / "mine")) == str(tmp_path / "mine")
+
+
+# --- in PostgreSQL ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    query(conn, """
+        CREATE TABLE shop AS
+        SELECT i AS id, CASE WHEN i % 7 = 0 THEN NULL ELSE (i * 37 % 100)::float8 END AS spend,
+               (i % 5)::int AS visits, CASE WHEN i % 11 = 0 THEN NULL ELSE (ARRAY['web', 'app', 'store'])[i % 3 + 1] END AS channel,
+               ((i * 37 % 100) + (i % 3) * 25 > 70)::int AS bought
+        FROM generate_series(1, 4000) AS i""")
+    opts = json.dumps({"ensemble": False, "n_estimators": 30})
+    query(conn, "SELECT * FROM sqlml.train('shop', 'SELECT spend, visits, channel, bought FROM shop', 'bought', "
+                "algorithms => '{lightgbm}', time_budget => '3 seconds', options => %s)", (opts,))
+    yield conn
+    conn.close()
+
+
+def engine_messages(conn) -> list[str]:
+    return [m for m in conn.notices if "scores with" in m]
+
+
+def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster):
+    onnx, schema = query(db, "SELECT onnx, feature_schema FROM sqlml.models WHERE project = 'shop'")[0]
+    schema = FeatureSchema.from_json(schema)
+    rows = [r[0] for r in query(db, "SELECT to_jsonb(s) FROM shop s ORDER BY id")]
+    from sqlml.data import values
+
+    want = run(session(bytes(onnx)), convert.as_feeds(schema, convert.model_inputs(schema, values.from_rows(schema, rows))),
+               "binary")
+    seen = []
+    for _ in range(2):  # the first backend compiles, the second loads the cache
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        query(conn, "SET client_min_messages = debug1")
+        proba = np.array([r[0] for r in query(conn, "SELECT sqlml.predict_proba('shop', s) FROM shop s ORDER BY id")])
+        seen.append(engine_messages(conn))
+        labels = [r[0] for r in query(conn, "SELECT sqlml.predict('shop', s) FROM shop s ORDER BY id")]
+        by_json = [r[0] for r in query(conn, "SELECT sqlml.predict('shop', to_jsonb(s)) FROM shop s ORDER BY id")]
+        conn.close()
+        np.testing.assert_allclose(proba, want, atol=1e-6)
+        assert labels == by_json == want.argmax(1).astype(float).tolist()
+    assert len(seen[0]) == 1 and "scores with compiled" in seen[0][0] and "from the cache" not in seen[0][0]
+    assert len(seen[1]) == 1 and "scores with compiled (from the cache)" in seen[1][0]
+    cache = cluster.data / "sqlml_compiled"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == [sha]
+
+
+def test_batch_scoring_uses_the_compiled_code(db):
+    query(db, "DROP TABLE IF EXISTS shop_scored")
+    assert scalar(db, "SELECT sqlml.score('shop', 'shop', 'shop_scored', 'id')") == 4000
+    scored = query(db, "SELECT s.prediction, s.probabilities, sqlml.predict_proba('shop', t) FROM shop_scored s "
+                       "JOIN shop t USING (id) ORDER BY id")
+    assert all(p == float(np.argmax(q)) for p, q, _ in scored)
+    np.testing.assert_allclose([q for _, q, _ in scored], [r for _, _, r in scored], atol=1e-7)
+    batch = dict(query(db, "SELECT id::int, prediction FROM sqlml.predict_batch('shop', 'shop', 'id')"))
+    assert [batch[i] for i in range(1, 4001)] == [p for p, _, _ in scored]
