@@ -207,7 +207,8 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
     for _ in range(2):  # the first backend compiles, the second loads the cache
         conn = psycopg2.connect(dsn)
         conn.autocommit = True
-        query(conn, "SET client_min_messages = debug1")
+        conn.notices = []  # unbounded (psycopg2 keeps 50 by default)
+        query(conn, "SET client_min_messages = debug2")  # plpy.debug's level
         proba = np.array([r[0] for r in query(conn, "SELECT sqlml.predict_proba('shop', s) FROM shop s ORDER BY id")])
         seen.append(engine_messages(conn))
         labels = [r[0] for r in query(conn, "SELECT sqlml.predict('shop', s) FROM shop s ORDER BY id")]

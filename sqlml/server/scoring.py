@@ -202,7 +202,7 @@ def load(ref: store.ModelRef, parallel_spi=None) -> Model:
                          hint=f"forecast it: SELECT * FROM sqlml.forecast('{ref.project}')")
     schema = FeatureSchema.from_json(schema)
     scorer = Scorer(blob, schema, sha256=ref.sha256, cache_dir=backend.compiled_cache_dir())
-    if parallel_spi is None:  # what scores it, for DEBUG1 logs (a worker has no client to tell)
+    if parallel_spi is None:  # what scores it, at DEBUG2 (plpy.debug) (a worker has no client to tell)
         import plpy
 
         plpy.debug(f"sqlml: {ref.project} version {ref.version} scores with {scorer.engine}"
