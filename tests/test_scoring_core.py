@@ -173,3 +173,29 @@ def test_row_plan_beyond_float32_goes_the_general_way():
     plan = RowPlan(scorer, ["a", "b", "c", "e"], [701, 23, 25, 16], "p")
     text = "(1e+39,1,x,t)"
     np.testing.assert_array_equal(plan.scores(text), scorer.run(plan.inputs(record.split(text)), 1)[0])
+
+
+def test_json_plan_fast_way_equals_the_general_way():
+    from decimal import Decimal
+
+    from sqlml.data import values
+    from sqlml.scoring.rows import JsonPlan
+
+    pipe, schema, raw = fitted("lightgbm")
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    plan = JsonPlan(scorer, "p")
+    assert plan.fast is not None
+
+    def general(row):
+        return scorer.run(convert.model_inputs(schema, values.from_rows(schema, [row], "p")), 1)[0]
+
+    rows = [{"a": None if math.isnan(raw["a"][i]) else Decimal(repr(float(raw["a"][i]))), "b": int(raw["b"][i]),
+             "c": raw["c"][i], "e": bool(raw["e"][i]), "extra": [1]} for i in range(len(raw["a"]))]
+    rows += [{"a": "2.5", "b": 1, "c": True, "e": "t"}, {"a": 1, "b": 1.5, "c": 7, "e": 1}]  # the general way's cases
+    for row in rows:
+        np.testing.assert_array_equal(plan.scores(row), general(row))
+    for bad, message in [({"a": 1, "b": 1, "c": "x"}, "feature column 'e' missing"),
+                         ({"a": "abc", "b": 1, "c": "x", "e": True}, 'feature "a" must be a number'),
+                         ({"a": "Infinity", "b": 1, "c": "x", "e": True}, "cannot score infinite values")]:
+        with pytest.raises(SqlmlError, match=message):
+            plan.scores(bad)

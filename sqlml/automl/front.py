@@ -144,7 +144,8 @@ def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
 def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
-          n_estimators: int | None = None, similar=None, refit_all: bool = True, run_fit=None) -> Trained:
+          n_estimators: int | None = None, similar=None, refit_all: bool = True, run_fit=None,
+          max_scoring_us: float | None = None) -> Trained:
     """``note(message)`` is called with what the user should know (task inference, the plan);
     ``similar(meta_features, task)`` returns configurations that won on similar past trainings;
     ``run_fit(fit)`` runs each model fit (see ``Search``)."""
@@ -186,7 +187,8 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     if warm:
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
-                    n_estimators=n_estimators, warm_start=warm, final_rows=len(y) if refit_all else None, run_fit=run_fit)
+                    n_estimators=n_estimators, warm_start=warm, final_rows=len(y) if refit_all else None, run_fit=run_fit,
+                    max_scoring_us=max_scoring_us)
     validation = "a validation split" if search.validation == "holdout" else search.validation.replace("cv", "cross-validation")
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
          f"{len(train_idx)} training rows; {len(test_idx)} other rows held out to score the winner; "

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sqlml.automl import ensemble, metrics, preprocess
+from sqlml.automl import ensemble, metrics, preprocess, scoring_cost
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import BOOSTING, FOREST_MAX_LEAVES, TREES, EstimatorSpec, task_params
 from sqlml.data.schema import REGRESSION
-from sqlml.errors import DATA_EXCEPTION, SqlmlError
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 
 TRIALS_WANTED = 30  # trials the validation scheme must leave room for (see n_folds)
 TRIAL_COST_FACTOR = 2.0  # an average trial's fit time over the probe's (forests cost more)
@@ -214,11 +214,15 @@ class Search:
 
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
                  reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None,
-                 warm_start: list | None = None, final_rows: int | None = None, run_fit=None):
+                 warm_start: list | None = None, final_rows: int | None = None, run_fit=None,
+                 max_scoring_us: float | None = None):
         """``final_rows``: the rows the winner is refitted on at the end (the training part and the
         holdout), when the budget allows; the search keeps time for it. ``run_fit(fit)`` runs each
-        model fit, ``fit()`` (the server runs it on a thread that yields the CPU to interactive work)."""
+        model fit, ``fit()`` (the server runs it on a thread that yields the CPU to interactive work).
+        ``max_scoring_us``: the most a row may cost to score (``scoring_cost``): candidates above it
+        are neither kept nor searched around."""
         self.run_fit = run_fit or (lambda fit: fit())
+        self.max_scoring_us = max_scoring_us
         self.final_rows = final_rows or len(problem.y)
         self.use_ensemble = use_ensemble
         self.warm_start = warm_start or []  # [{"algorithm", "params"}] tried before the portfolios
@@ -272,6 +276,24 @@ class Search:
         else:
             nodes = 0
         return nodes * EXPORT_SECONDS_PER_NODE
+
+    def scoring_us(self, trial: Trial) -> float:
+        """Estimated microseconds to score one row with ``trial``'s model (``scoring_cost``)."""
+        spec = next(s for s in self.specs if s.name == trial.algorithm)
+        if spec.family == BOOSTING:
+            rounds = self.n_estimators or trial.n_estimators or trial.params.get("n_estimators", 100)
+            per_round = self.problem.n_classes if self.problem.n_classes > 2 else 1
+            return scoring_cost.tree_us(rounds * per_round, trial.params.get("num_leaves", 31))
+        if spec.family == TREES:
+            trees = self.n_estimators or trial.n_estimators or trial.params.get("n_estimators", 100)
+            purity = 1.0 if self.problem.task == REGRESSION else 0.3
+            rows = len(self.problem.y)
+            return scoring_cost.tree_us(trees, min(rows / (trial.params.get("min_samples_leaf", 1) + 1) * purity,
+                                                   FOREST_MAX_LEAVES))
+        return scoring_cost.CALL_US
+
+    def within_scoring_budget(self, trial: Trial) -> bool:
+        return self.max_scoring_us is None or self.scoring_us(trial) <= self.max_scoring_us
 
     def final_refit_cost(self, trial: Trial) -> float:
         """Seconds to refit ``trial`` on every row (``final_rows``) and export it."""
@@ -330,8 +352,13 @@ class Search:
     # --- trials ----------------------------------------------------------------------------------
 
     def best(self) -> Trial | None:
-        ok = [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)]
+        ok = self._scored()
         return min(ok, key=lambda t: t.loss) if ok else None
+
+    def _scored(self) -> list[Trial]:
+        """Trials that finished with a loss, within the scoring budget."""
+        return [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)
+                and self.within_scoring_budget(t)]
 
     def evaluate(self, spec: EstimatorSpec, params: dict, origin: str = "search") -> Trial:
         p = self.problem
@@ -431,9 +458,8 @@ class Search:
 
     def _ranked_specs(self):
         best = {}
-        for t in self.trials:
-            if t.status == "ok" and t.loss is not None and not math.isnan(t.loss):
-                if t.algorithm not in best or t.loss < best[t.algorithm].loss:
+        for t in self._scored():
+            if t.algorithm not in best or t.loss < best[t.algorithm].loss:
                     best[t.algorithm] = t
         by_name = {s.name: s for s in self.specs}
         return [(by_name[n], t) for n, t in sorted(best.items(), key=lambda kv: kv[1].loss)]
@@ -442,17 +468,27 @@ class Search:
 
     def finish(self) -> Result:
         """Pick the single best or an ensemble, and refit it on the whole training part if time allows."""
-        best = self.best()
+        # of candidates equal within noise, the cheapest to score (scoring_cost)
+        best = scoring_cost.cheapest_within_noise(self._scored(), self.best(), self.scoring_us)
+        finished = [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)]
+        if best is None and finished:
+            cheapest = min(self.scoring_us(t) for t in finished)
+            raise SqlmlError(f"no candidate scores a row within max_scoring_us {self.max_scoring_us:g} "
+                             f"(the cheapest tried: ~{cheapest:.1f} us)", sqlstate=INVALID_PARAMETER,
+                             hint="raise max_scoring_us, or allow algorithms with smaller models (linear)")
         if best is None:
             errors = "; ".join(sorted({t.error for t in self.trials if t.error})) or "no trial finished"
             raise SqlmlError(f"every trial failed: {errors}", sqlstate=DATA_EXCEPTION,
                              hint="try other algorithms, a larger time_budget, or check the features for problems")
         p = self.problem
         yv = p.y[self.valid_rows]
-        pool = [t for t in self.trials if t is best or self.ensemble_candidate(t)]
+        pool = [t for t in self._scored() if t is best or self.ensemble_candidate(t)]
         # members are chosen within the time left: refits on the training part and on every row, export
         chosen = ensemble.select(pool, yv, p.metric, p.task, cost=self.finish_cost,
                                  allowance=self.budget.remaining() - self.reserve_seconds) if self.use_ensemble else None
+        if chosen and self.max_scoring_us is not None \
+                and sum(self.scoring_us(t) for t, _ in chosen) > self.max_scoring_us:
+            chosen = None  # an ensemble scores every member: over the budget, the single best
         if chosen and len(chosen) > 1:
             members = [(t, w) for t, w in chosen]
             fitted = [(t, self._refit(t), w) for t, w in members]

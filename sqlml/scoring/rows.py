@@ -1,4 +1,4 @@
-"""One row's text (``t::text``) -> scores, through a plan made once per model and row type.
+"""One row's text (``t::text``), or a jsonb row, -> scores, through a plan made once per model and row type.
 
 ``RowPlan(scorer, names, types)`` knows where each feature sits in the row type (``names``, and
 ``types`` as type oids, from the catalog). Scoring a row is then:
@@ -113,3 +113,84 @@ class RowPlan:
         source = f"def row(f):\n{unpack}    return ({', '.join(exprs)},)\n"
         exec(compile(source, f"<sqlml row plan for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
         return env["row"]
+
+
+class JsonPlan:
+    """A jsonb row (the dict the jsonb transform gives) -> scores, the fast way where it can.
+
+    The fast way reads each feature from the dict and converts it with one ``float()`` or one
+    lookup (``Scorer.row_columns``), for the values a jsonb row usually holds: numbers (Decimal),
+    booleans, strings, NULL. Anything else (a missing key, a number in a string that is not one,
+    an infinity, a list) goes the general way (``sqlml.data.values``), which gives the value or the
+    error it always gave."""
+
+    def __init__(self, scorer: Scorer, project: str = ""):
+        self.scorer, self.schema, self.project = scorer, scorer.schema, project
+        self.fast = self._compile()
+
+    def scores(self, row) -> np.ndarray:
+        """(k,) probabilities or (1,) value of ``row`` (a dict, or anything the general way reports)."""
+        if self.fast is not None and type(row) is dict:
+            try:
+                values_ = self.fast(row)
+            except (KeyError, ValueError, TypeError):
+                values_ = None
+            if values_ is not None and _INF not in values_ and _NINF not in values_:
+                try:
+                    return self.scorer.run_row(values_)
+                except OverflowError:
+                    pass
+        from sqlml.data import convert
+
+        out = self.scorer.run(convert.model_inputs(self.schema, values.from_rows(self.schema, [row], self.project)), 1)
+        return out[0] if out.ndim == 2 else out
+
+    def _compile(self):
+        columns = self.scorer.row_columns
+        if columns is None:
+            return None
+        kinds = {f.name: f.kind for f in self.schema.features}
+        env = {"nan": math.nan, "NULL": NULL_CATEGORY, "Decimal": Decimal, "number": _json_number,
+               "boolean": _json_boolean}
+        exprs, names = [], {}
+        for j, c in enumerate(columns):
+            kind = kinds.get(c.source)
+            if kind is None:
+                return None
+            v = names.setdefault(c.source, f"v{len(names)}")
+            env[f"K{v}"] = c.source
+            if kind == NUMERIC and c.lut is None:
+                exprs.append(f"number({v})")
+            elif kind == BOOLEAN and c.lut is None:
+                exprs.append(f"boolean({v})")
+            elif kind == CATEGORY and c.lut is not None:
+                env[f"L{j}"], env[f"D{j}"] = c.lut, c.default
+                exprs.append(f"(L{j}.get(NULL, D{j}) if {v} is None else L{j}.get({v}, D{j}) "
+                             f"if type({v}) is str else number(()))")  # other types: the general way
+            else:
+                return None
+        unpack = "".join(f"    {v} = d[K{v}]\n" for v in names.values())
+        source = f"def row(d):\n{unpack}    return ({', '.join(exprs)},)\n"
+        exec(compile(source, f"<sqlml jsonb plan for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
+        return env["row"]
+
+
+def _json_number(v) -> float:
+    """A jsonb number (Decimal), NULL or boolean as ``sqlml.data.values.number`` reads it; TypeError for
+    anything else (strings too: the general way says whether they are numbers)."""
+    t = type(v)
+    if t is Decimal or t is int or t is float or t is bool:
+        return float(v)
+    if v is None:
+        return math.nan
+    raise TypeError
+
+
+def _json_boolean(v) -> float:
+    if v is True:
+        return 1.0
+    if v is False:
+        return 0.0
+    if v is None:
+        return math.nan
+    raise TypeError

@@ -58,6 +58,7 @@ class Model:
     schema: FeatureSchema
     scorer: object  # sqlml.onnx.scorer.Scorer
     plans: dict = field(default_factory=dict)  # (column names, type oids) of a row type -> RowPlan
+    json_plan: object = None  # sqlml.scoring.rows.JsonPlan, made at the first jsonb row
 
     @property
     def task(self) -> str:
@@ -223,12 +224,15 @@ def _row(project, text, row_type):
 def _other(project, features, as_array):
     """(model, scores of one row) for a jsonb object or a float8[]."""
     m = resolve(project)
-    if as_array:
-        cols = values.from_array(m.schema, features, project)
-    else:
-        cols = values.from_rows(m.schema, [json.loads(features) if isinstance(features, str) else (features or {})],
-                                project)
-    out = m.predict_columns(cols)
+    if not as_array:
+        if m.json_plan is None:
+            from sqlml.scoring.rows import JsonPlan
+
+            m.json_plan = JsonPlan(m.scorer, m.ref.project)
+        out = m.json_plan.scores(json.loads(features) if isinstance(features, str) else (features or {}))
+        counters.add(m.ref.project, 1)
+        return m, out
+    out = m.predict_columns(values.from_array(m.schema, features, project))
     return m, out[0] if out.ndim == 2 else out[:1]  # as RowPlan.scores: (k,) or (1,)
 
 

@@ -40,7 +40,7 @@ from sqlml.server.spi import spi
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
-           "force": bool}
+           "force": bool, "max_scoring_us": float}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
@@ -95,11 +95,16 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     for key, value in options.items():
         if key not in OPTIONS:
             raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
+        if OPTIONS[key] is float and isinstance(value, int) and not isinstance(value, bool):
+            value = options[key] = float(value)
         if not isinstance(value, OPTIONS[key]) or (OPTIONS[key] is int and isinstance(value, bool)):
             raise SqlmlError(f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}', sqlstate=INVALID_PARAMETER)
     if not 1 <= options.get("n_estimators", 1) <= 10000:
         raise SqlmlError(f'option "n_estimators" is {options["n_estimators"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass the number of boosting rounds or trees, between 1 and 10000 (omit it to search it)")
+    if options.get("max_scoring_us", 1.0) <= 0:
+        raise SqlmlError(f'option "max_scoring_us" must be positive, got {options["max_scoring_us"]}',
+                         sqlstate=INVALID_PARAMETER, hint="pass the most one row may cost to score, in microseconds")
     if options.get("max_rows", 1) < 1:
         raise SqlmlError(f'option "max_rows" must be positive, got {options["max_rows"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass the number of rows to sample for training, or omit it")
@@ -284,7 +289,8 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                               on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
                               n_estimators=opts.get("n_estimators"), similar=similar_trainings,
-                              refit_all=opts.get("refit_all", True), run_fit=yielding.run)
+                              refit_all=opts.get("refit_all", True), run_fit=yielding.run,
+                              max_scoring_us=opts.get("max_scoring_us"))
     finally:
         yielding.close()
     return finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request)
