@@ -1,21 +1,27 @@
 """Scoring in place against pulling the data out, in batch and in real time, on a throwaway cluster.
 
 One run, one generated table (--rows, default 1,000,000 rows x 20 feature columns: 15 numbers and
-5 text categories, some NULLs), one deployed model: ``sqlml.train(..., algorithms => '{lightgbm}',
-time_budget => '1 second', options => '{"n_estimators": 100, "ensemble": false}')`` on a 20,000-row
-sample, which trains LightGBM's first portfolio configuration (learning rate 0.1, 31 leaves) with
-exactly 100 trees. ONNX Runtime runs with one thread everywhere. Printed, each as a ratio to (c):
+5 text categories, some NULLs), two deployed models trained on a 20,000-row sample: ``p``,
+``sqlml.train(..., algorithms => '{lightgbm}', time_budget => '1 second', options =>
+'{"n_estimators": 100, "ensemble": false}')``, LightGBM's first portfolio configuration (learning
+rate 0.1, 31 leaves) with exactly 100 trees; and ``p_auto``, what ``sqlml.train`` picks by itself
+(every algorithm, ensembles allowed, --auto-budget). sqlml scores with the model compiled to
+native code (sqlml/onnx/compiled.py); ONNX Runtime runs with one thread everywhere. Printed per
+model, each as a ratio to (c) and to the ONNX Runtime floor (d):
 
   (a) CREATE TABLE AS SELECT id, sqlml.predict('p', t) FROM t t: serially, then with the default
-      parallel query settings (2 workers per Gather)
+      parallel query settings (2 workers per Gather); and serially with the row as jsonb
+      (sqlml.predict('p', to_jsonb(t)))
   (b) sqlml.score('p', 't', ...) and CREATE TABLE AS SELECT * FROM sqlml.predict_batch('p', 't', 'id'),
-      whose onnxruntime runs on a background thread of the backend while the backend reads the next
+      whose model runs on a background thread of the backend while the backend reads the next
       chunk and writes the last (sqlml/scoring/overlap.py): two cores, like the client and its backend
   (c) the client baseline: psycopg2 fetch (server-side cursor, 100k rows per fetch) -> numpy ->
       onnxruntime on the registered ONNX -> COPY (id, prediction) into a new table
   (d) the floor: a plain scan of the same columns in the server (count() of each), plus
-      onnxruntime on the same data already in numpy: the model's core graph (what sqlml runs) and,
-      for reference, the registered graph as it is
+      onnxruntime on the same data already in numpy (the model's core graph), and for reference the
+      compiled code on that data
+
+and whether sqlml's predictions equal ONNX Runtime's (the client's): labels, largest probability gap.
 
 Then the peak memory of the backend during sqlml.score (at --rows and at a tenth of it, and at
 --big-rows if given, e.g. 10,000,000); single-row latency p50/p99 over --calls round trips of
@@ -23,8 +29,9 @@ Then the peak memory of the backend during sqlml.score (at --rows and at a tenth
 against a FastAPI/uvicorn service on loopback that fetches the row from PostgreSQL (prepared) and predicts with a scikit-learn pipeline (refit
 client-side with sqlml's own preprocessing, the deployed model's hyperparameters and the same
 training rows; its agreement with the deployed model is printed); pgbench with 8 clients calling
-predict for --pgbench-seconds; and the cold first call (Python, imports and model load) for this
-model and for one of 1,000 trees.
+predict for --pgbench-seconds; and the cold first call (Python, imports and model load from the
+compiled cache) for this model, one of 1,000 trees, and p_auto. --batch-only skips all but the
+batch section and the cold calls.
 
     make bench                                    # the default run, a few minutes
     .sqlml/venv/bin/python bench/scoring.py --rows 200000 --calls 2000     # quicker
@@ -129,7 +136,7 @@ def registered(conn, project="p"):
 
 
 def client_baseline(dsn, blob, schema, keep_inputs):
-    """(seconds, {phase: seconds}, model inputs of every row if keep_inputs)."""
+    """(seconds, {phase: seconds}, model inputs of every row if keep_inputs, probabilities by id)."""
     from sqlml.data import convert
     from sqlml.onnx.convert import run as ort_run
     from sqlml.onnx.convert import session
@@ -137,7 +144,7 @@ def client_baseline(dsn, blob, schema, keep_inputs):
     sess = session(blob)
     conn = psycopg2.connect(dsn)
     phases = dict.fromkeys(["fetch", "numpy", "onnxruntime", "copy"], 0.0)
-    kept, ids, preds = [], [], []
+    kept, ids, preds, probas = [], [], [], []
     classes = np.asarray(schema.target.classes, dtype=np.float64)
     t0 = time.perf_counter()
     cur = conn.cursor(name="fetch")
@@ -157,10 +164,12 @@ def client_baseline(dsn, blob, schema, keep_inputs):
         feeds = convert.as_feeds(schema, inputs)
         phases["numpy"] += time.perf_counter() - t
         t = time.perf_counter()
-        pred = classes[ort_run(sess, feeds, schema.target.task).argmax(axis=1)]
+        proba = ort_run(sess, feeds, schema.target.task)
+        pred = classes[proba.argmax(axis=1)]
         phases["onnxruntime"] += time.perf_counter() - t
         ids.append(np.asarray(cols[0], dtype=np.int64))
         preds.append(pred)
+        probas.append(proba)
         if keep_inputs:
             kept.append(inputs)
     cur.close()
@@ -174,28 +183,31 @@ def client_baseline(dsn, blob, schema, keep_inputs):
     phases["copy"] = time.perf_counter() - t
     total = time.perf_counter() - t0
     conn.close()
-    return total, phases, kept
+    order = np.argsort(np.concatenate(ids))
+    return total, phases, kept, np.concatenate(probas)[order]
 
 
 def floor(conn, blob, schema, kept):
-    """(scan seconds, core-graph seconds, whole-graph seconds) for the rows in ``kept``."""
-    from sqlml.data import convert
-    from sqlml.onnx.convert import session
+    """(scan seconds, onnxruntime core-graph seconds, compiled seconds) for the rows in ``kept``: the
+    model's work alone, on the core matrix already built."""
     from sqlml.onnx.scorer import Scorer
 
     scan, _ = timed(lambda: run(conn, f"SELECT {', '.join(f'count({c})' for c in FEATURES)} FROM t"))
-    scorer = Scorer(blob, schema)
-    whole_sess = session(blob)
-    out = ["variable"] if schema.target.task == "regression" else ["probabilities"]
-    core = whole = 0.0
+    ort = Scorer(blob, schema, compile=False)
+    fast = Scorer(blob, schema)
+    assert fast.engine == "compiled", fast.fallback
+    core = compiled = 0.0
     for inputs in kept:
+        n = len(inputs["x1"])
+        feeds = fast.split.feeds(inputs, n)
+        matrix = np.concatenate([feeds[ci.name].reshape(n, -1) for ci in fast.split.inputs], axis=1)
         t = time.perf_counter()
-        scorer.run(inputs, len(inputs["x1"]))
+        ort.run(inputs, n) if ort.row_columns is None else ort.run_matrix(matrix)
         core += time.perf_counter() - t
         t = time.perf_counter()
-        whole_sess.run(out, convert.as_feeds(schema, inputs))
-        whole += time.perf_counter() - t
-    return scan, core, whole
+        fast.run_matrix(matrix)
+        compiled += time.perf_counter() - t
+    return scan, core, compiled
 
 
 # --- memory -------------------------------------------------------------------------------------------
@@ -361,7 +373,8 @@ def pgbench(cluster, dbname, rows, seconds, clients=8):
 
 
 def cold_call(dsn, project):
-    """(ms to the first sqlml call, ms of the first predict after it, ms of the second predict)."""
+    """(ms to the first sqlml call, ms of the first predict after it, ms of the second predict), in a new
+    backend (the compiled code of ``project`` is in the cache if any backend has loaded it)."""
     conn = connect(dsn)
     boot, _ = timed(lambda: run(conn, "SELECT sqlml.version()"))
     sql = f"SELECT sqlml.predict('{project}', t) FROM t t WHERE id = 1"
@@ -373,12 +386,70 @@ def cold_call(dsn, project):
 
 # --- the run --------------------------------------------------------------------------------------------
 
+def batch(conn, dsn, project, rows, say):
+    """The batch section for ``project``: (a) to (d), and agreement with ONNX Runtime."""
+    blob, schema = registered(conn, project)
+    results = {}
+    # the first predict on this server compiles the model (then it is cached by its sha256)
+    results["compile"], _ = timed(lambda: run(conn, f"SELECT sqlml.predict('{project}', t) FROM t t LIMIT 1"))
+    run(conn, "DROP TABLE IF EXISTS scored_a, scored_a2, scored_j, scored_b, scored_b2")
+    run(conn, "SET max_parallel_workers_per_gather = 0")
+    results["a_serial"], _ = timed(lambda: run(conn, f"CREATE TABLE scored_a AS SELECT id, sqlml.predict('{project}', t) FROM t t"))
+    results["a_jsonb"], _ = timed(lambda: run(conn, f"CREATE TABLE scored_j AS SELECT id, sqlml.predict('{project}', to_jsonb(t)) "
+                                                    "AS predict FROM t t"))
+    run(conn, "RESET max_parallel_workers_per_gather")
+    plan = run(conn, f"EXPLAIN CREATE TABLE scored_a2 AS SELECT id, sqlml.predict('{project}', t) FROM t t")
+    workers = next((int(r[0].split(":")[1]) for r in plan if "Workers Planned" in r[0]), 0)
+    results["a_parallel"], _ = timed(lambda: run(conn, f"CREATE TABLE scored_a2 AS SELECT id, sqlml.predict('{project}', t) FROM t t"))
+    results["b_score"], _ = timed(lambda: run(conn, f"SELECT sqlml.score('{project}', 't', 'scored_b', 'id')"))
+    results["b_batch"], _ = timed(lambda: run(conn, f"CREATE TABLE scored_b2 AS SELECT * FROM sqlml.predict_batch('{project}', 't', 'id')"))
+    results["c"], phases, kept, probas = client_baseline(dsn, blob, schema, keep_inputs=True)
+    scan, core, compiled = floor(conn, blob, schema, kept)
+    results["d"], results["d_compiled"] = scan + core, scan + compiled
+    del kept
+    differ = run(conn, "SELECT count(*) FILTER (WHERE a.predict IS DISTINCT FROM c.prediction), "
+                       "count(*) FILTER (WHERE b.prediction IS DISTINCT FROM c.prediction), "
+                       "count(*) FILTER (WHERE a2.predict IS DISTINCT FROM c.prediction), "
+                       "count(*) FILTER (WHERE j.predict IS DISTINCT FROM c.prediction) "
+                       "FROM scored_c c JOIN scored_a a USING (id) JOIN scored_b b USING (id) JOIN scored_a2 a2 USING (id) "
+                       "JOIN scored_j j USING (id)")[0]
+    with conn.cursor() as cur:
+        cur.execute("SELECT probabilities FROM scored_b ORDER BY id")
+        inside = np.array([r[0] for r in cur.fetchall()], dtype=np.float64)
+    gap = float(np.abs(inside - probas).max())
+    c, d = results["c"], results["d"]
+    say(f"Batch, {rows:,} rows, model {project} (seconds; / client and / floor: time ratios, lower is better)")
+    lines = [("(a) CREATE TABLE AS ... sqlml.predict(p, t), serial", "a_serial"),
+             (f"(a) the same, parallel query ({workers} workers planned)", "a_parallel"),
+             ("(a) the row as jsonb: sqlml.predict(p, to_jsonb(t)), serial", "a_jsonb"),
+             ("(b) sqlml.score", "b_score"),
+             ("(b) CREATE TABLE AS ... sqlml.predict_batch", "b_batch"),
+             ("(c) client: fetch -> numpy -> onnxruntime -> COPY", "c"),
+             ("(d) floor: scan + onnxruntime (core graph) on numpy", "d"),
+             ("(d) for reference: scan + the compiled code on numpy", "d_compiled")]
+    for label, key in lines:
+        say(f"  {label:<60} {results[key]:7.2f}s  {results[key] / c:5.2f}x client  {results[key] / d:5.2f}x floor")
+    say("  client phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+    say(f"  floor phases: scan {scan:.2f}s, onnxruntime {core:.2f}s, compiled {compiled:.2f}s "
+        f"(compiled / onnxruntime: {compiled / core:.2f}x)")
+    say(f"  per-row serial / client: {results['a_serial'] / c:.2f}x; jsonb / row form: "
+        f"{results['a_jsonb'] / results['a_serial']:.2f}x; sqlml.score / onnxruntime floor: {results['b_score'] / d:.2f}x; "
+        f"parallel speedup of (a): {results['a_serial'] / results['a_parallel']:.2f}x")
+    say(f"  labels differing from onnxruntime's (the client's): (a) {differ[0]}, (b) {differ[1]}, "
+        f"(a parallel) {differ[2]}, (a jsonb) {differ[3]}; largest probability gap of (b): {gap:.2g}")
+    say(f"  first predict on this server (compiles the model, then cached): {results['compile'] * 1000:.0f} ms")
+    say()
+    return blob, schema
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--big-rows", type=int, default=0, help="also measure score's memory on a table this big")
     ap.add_argument("--calls", type=int, default=5000, help="single-row calls for p50/p99")
     ap.add_argument("--pgbench-seconds", type=int, default=15)
+    ap.add_argument("--auto-budget", type=int, default=30, help="seconds for sqlml.train to pick p_auto")
+    ap.add_argument("--batch-only", action="store_true", help="only the batch section and the cold calls")
     args = ap.parse_args()
     cluster, dsn = start_cluster()
     dbname = dsn.rsplit("/", 1)[1]
@@ -392,7 +463,8 @@ def main():
         conn = connect(dsn)
         say(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
         say(f"machine: {os.cpu_count()} cores, PostgreSQL {run(conn, 'SHOW server_version')[0][0]}, "
-            f"max_parallel_workers_per_gather {run(conn, 'SHOW max_parallel_workers_per_gather')[0][0]}")
+            f"max_parallel_workers_per_gather {run(conn, 'SHOW max_parallel_workers_per_gather')[0][0]}, "
+            f"load average {os.getloadavg()[0]:.1f}")
         t, _ = timed(lambda: make_table(conn, "t", args.rows))
         size = run(conn, "SELECT pg_size_pretty(pg_table_size('t'))")[0][0]
         say(f"data: t, {args.rows:,} rows x 20 features (15 numbers, 5 text categories, NULLs), {size}; "
@@ -400,99 +472,70 @@ def main():
         step = max(args.rows // TRAIN_ROWS, 1)
         run(conn, f"CREATE VIEW t_train AS SELECT * FROM t WHERE id % {step} = 0 ORDER BY id")  # one order: one split
         secs, (params, onnx_bytes, auc) = train(conn, "p", 100)
-        say(f"model: p, LightGBM {params['n_estimators']} trees, {params['num_leaves']} leaves max, learning rate "
+        say(f"model p: LightGBM {params['n_estimators']} trees, {params['num_leaves']} leaves max, learning rate "
             f"{params['learning_rate']}; ONNX {onnx_bytes / 1024:.0f} kB; holdout ROC AUC {auc:.3f}; trained in {secs:.1f}s")
-        blob, schema = registered(conn)
-        say("threads: onnxruntime 1 (sqlml sessions and the client's); (b) runs it on a background thread, overlapped "
-            "with the backend's reads and writes; parallel query adds processes, not threads")
+        secs, _ = timed(lambda: run(conn, "SELECT * FROM sqlml.train('p_auto', 't_train', 'churned', "
+                                          f"time_budget => '{args.auto_budget} seconds', exclude => '{{id}}')"))
+        algorithm, hp, kb, auc = run(conn, "SELECT m.algorithm, m.hyperparameters, octet_length(m.onnx) / 1024, m.score "
+                                           "FROM sqlml.models m JOIN sqlml.deployed d ON d.model_id = m.id "
+                                           "WHERE m.project = 'p_auto'")[0]
+        say(f"model p_auto: sqlml.train's own pick in {args.auto_budget}s: {algorithm} {json.dumps(hp)[:300]}; "
+            f"ONNX {kb} kB; holdout ROC AUC {auc:.3f}; trained in {secs:.1f}s")
+        say("threads: onnxruntime 1 (the client's and the floor's); sqlml's compiled code runs on the backend's "
+            "thread, (b) on a background thread overlapped with the backend's reads and writes; parallel query "
+            "adds processes, not threads")
         say()
+        blob, schema = batch(conn, dsn, "p", args.rows, say)
+        batch(conn, dsn, "p_auto", args.rows, say)
 
-        results = {}
-        run(conn, "SELECT sqlml.predict('p', t) FROM t t LIMIT 1")  # this backend has loaded the model
-        run(conn, "SET max_parallel_workers_per_gather = 0")
-        results["a_serial"], _ = timed(lambda: run(conn, "CREATE TABLE scored_a AS SELECT id, sqlml.predict('p', t) FROM t t"))
-        run(conn, "RESET max_parallel_workers_per_gather")
-        plan = run(conn, "EXPLAIN CREATE TABLE scored_a2 AS SELECT id, sqlml.predict('p', t) FROM t t")
-        workers = next((int(r[0].split(":")[1]) for r in plan if "Workers Planned" in r[0]), 0)
-        results["a_parallel"], _ = timed(lambda: run(conn, "CREATE TABLE scored_a2 AS SELECT id, sqlml.predict('p', t) FROM t t"))
-        results["b_score"], _ = timed(lambda: run(conn, "SELECT sqlml.score('p', 't', 'scored_b', 'id')"))
-        results["b_batch"], _ = timed(lambda: run(conn, "CREATE TABLE scored_b2 AS SELECT * FROM sqlml.predict_batch('p', 't', 'id')"))
-        keep = args.rows <= 2_000_000
-        results["c"], phases, kept = client_baseline(dsn, blob, schema, keep_inputs=keep)
-        if keep:
-            scan, core, whole = floor(conn, blob, schema, kept)
-            results["d"], results["d_whole"] = scan + core, scan + whole
-        del kept
-        differ = run(conn, "SELECT count(*) FILTER (WHERE a.predict IS DISTINCT FROM c.prediction), "
-                           "count(*) FILTER (WHERE b.prediction IS DISTINCT FROM c.prediction), "
-                           "count(*) FILTER (WHERE a2.predict IS DISTINCT FROM c.prediction) "
-                           "FROM scored_c c JOIN scored_a a USING (id) JOIN scored_b b USING (id) JOIN scored_a2 a2 USING (id)")[0]
-        c = results["c"]
-        say(f"Batch, {args.rows:,} rows (seconds; ratio = time / client's time, lower is better)")
-        rows = [("(a) CREATE TABLE AS ... sqlml.predict, serial", "a_serial"),
-                (f"(a) the same, parallel query ({workers} workers planned)", "a_parallel"),
-                ("(b) sqlml.score", "b_score"),
-                ("(b) CREATE TABLE AS ... sqlml.predict_batch", "b_batch"),
-                ("(c) client: fetch -> numpy -> onnxruntime -> COPY", "c"),
-                ("(d) floor: scan + onnxruntime (core graph) on numpy", "d"),
-                ("(d) floor with the registered graph as it is", "d_whole")]
-        for label, key in rows:
-            if key in results:
-                say(f"  {label:<58} {results[key]:7.2f}s  {results[key] / c:5.2f}x")
-        say("  client phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
-        if "d" in results:
-            say(f"  floor phases: scan {scan:.2f}s, onnxruntime core {core:.2f}s, registered graph {whole:.2f}s")
-            say(f"  (b) sqlml.score / (d) floor: {results['b_score'] / results['d']:.2f}x; "
-                f"(c) client / (b) sqlml.score: {c / results['b_score']:.2f}x")
-        say(f"  parallel speedup of (a): {results['a_serial'] / results['a_parallel']:.2f}x")
-        say(f"  predictions differing from the client's: (a) {differ[0]}, (b) {differ[1]}, (a parallel) {differ[2]}")
-        say()
+        if not args.batch_only:
+            say("Memory of the backend during sqlml.score (RssAnon: idle with the model loaded -> peak)")
+            sizes = [("t_small", max(args.rows // 10, 1000)), ("t", args.rows)]
+            if args.big_rows:
+                sizes.append(("t_big", args.big_rows))
+            for name, n in sizes:
+                if name != "t":
+                    make_table(conn, name, n)
+                secs, idle, peak = peak_memory(dsn, name)
+                say(f"  {n:>12,} rows: {idle:6.0f} MB -> {peak:6.0f} MB (+{peak - idle:.0f} MB), {secs:.1f}s")
+                if name != "t":
+                    run(conn, f"DROP TABLE {name}, {name}_scored")
+            say()
 
-        say("Memory of the backend during sqlml.score (RssAnon: idle with the model loaded -> peak)")
-        sizes = [("t_small", max(args.rows // 10, 1000)), ("t", args.rows)]
-        if args.big_rows:
-            sizes.append(("t_big", args.big_rows))
-        for name, n in sizes:
-            if name != "t":
-                make_table(conn, name, n)
-            secs, idle, peak = peak_memory(dsn, name)
-            say(f"  {n:>12,} rows: {idle:6.0f} MB -> {peak:6.0f} MB (+{peak - idle:.0f} MB), {secs:.1f}s")
-            if name != "t":
-                run(conn, f"DROP TABLE {name}, {name}_scored")
-        say()
+            rng = np.random.default_rng(7)
+            ids = rng.integers(1, args.rows + 1, size=args.calls)
+            pipe = refit_pipeline(conn, schema)
+            p50, p99 = db_latency(dsn, ids, prepared=False)
+            q50, q99 = db_latency(dsn, ids, prepared=True)
+            (s50, s99), answers = service_latency(dsn, schema, pipe, ids[:args.calls])
+            sample = sorted(answers)[:2000]
+            inside = dict(run(conn, "SELECT id, sqlml.predict_proba('p', t) FROM t t WHERE id = ANY(%s)", (sample,)))
+            gap = max(abs(answers[i][1] - inside[i][1]) for i in sample)
+            same = np.mean([np.argmax(answers[i]) == np.argmax(inside[i]) for i in sample])
+            say(f"Single row, {args.calls:,} calls over one connection (ms)")
+            say(f"  SELECT sqlml.predict('p', t) FROM t t WHERE id = $1, simple query     p50 {p50:6.3f}  p99 {p99:6.3f}")
+            say(f"  the same, prepared once (EXECUTE predict_one($1))              p50 {q50:6.3f}  p99 {q99:6.3f}")
+            say(f"  FastAPI/uvicorn service (prepared fetch of the row + sklearn)   p50 {s50:6.3f}  p99 {s99:6.3f}")
+            say(f"  in place is {s50 / p50:.1f}x lower at p50, {s99 / p99:.1f}x at p99 (simple query); "
+                f"{s50 / q50:.1f}x and {s99 / q99:.1f}x (prepared)")
+            say(f"  service's pipeline vs the deployed model on {len(sample)} rows: same label {same:.1%}, "
+                f"max probability gap {gap:.2g}")
+            bench = pgbench(cluster, dbname, args.rows, args.pgbench_seconds)
+            say(f"  pgbench, 8 clients, {args.pgbench_seconds}s: {bench['tps']:.0f} tps ({bench['steady_tps']:.0f} tps in "
+                f"the second half), {bench['transactions']:,} transactions, {bench['failed']} failed")
+            say()
 
-        rng = np.random.default_rng(7)
-        ids = rng.integers(1, args.rows + 1, size=args.calls)
-        pipe = refit_pipeline(conn, schema)
-        p50, p99 = db_latency(dsn, ids, prepared=False)
-        q50, q99 = db_latency(dsn, ids, prepared=True)
-        (s50, s99), answers = service_latency(dsn, schema, pipe, ids[:args.calls])
-        sample = sorted(answers)[:2000]
-        inside = dict(run(conn, "SELECT id, sqlml.predict_proba('p', t) FROM t t WHERE id = ANY(%s)", (sample,)))
-        gap = max(abs(answers[i][1] - inside[i][1]) for i in sample)
-        same = np.mean([np.argmax(answers[i]) == np.argmax(inside[i]) for i in sample])
-        say(f"Single row, {args.calls:,} calls over one connection (ms)")
-        say(f"  SELECT sqlml.predict('p', t) FROM t t WHERE id = $1, simple query     p50 {p50:6.3f}  p99 {p99:6.3f}")
-        say(f"  the same, prepared once (EXECUTE predict_one($1))              p50 {q50:6.3f}  p99 {q99:6.3f}")
-        say(f"  FastAPI/uvicorn service (prepared fetch of the row + sklearn)   p50 {s50:6.3f}  p99 {s99:6.3f}")
-        say(f"  in place is {s50 / p50:.1f}x lower at p50, {s99 / p99:.1f}x at p99 (simple query); "
-            f"{s50 / q50:.1f}x and {s99 / q99:.1f}x (prepared)")
-        say(f"  service's pipeline vs the deployed model on {len(sample)} rows: same label {same:.1%}, "
-            f"max probability gap {gap:.2g}")
-        bench = pgbench(cluster, dbname, args.rows, args.pgbench_seconds)
-        say(f"  pgbench, 8 clients, {args.pgbench_seconds}s: {bench['tps']:.0f} tps ({bench['steady_tps']:.0f} tps in "
-            f"the second half), {bench['transactions']:,} transactions, {bench['failed']} failed")
-        say()
-
-        say("Cold first call in a new session (ms): first sqlml call (Python, sqlml) -> first predict (imports, "
-            "model load) -> second predict")
-        for project, trees in (("p", 100), ("p_large", 1000)):
-            if project != "p":
+        say("Cold first call in a new session, the compiled cache warm (ms): first sqlml call (Python, sqlml) -> "
+            "first predict (imports, model load) -> second predict")
+        for project, trees in (("p", 100), ("p_large", 1000), ("p_auto", None)):
+            if project == "p_large":
                 train(conn, project, trees)
+                run(conn, f"SELECT sqlml.predict('{project}', t) FROM t t LIMIT 1")  # compiles; the cache is warm after
             kb = run(conn, "SELECT octet_length(m.onnx) / 1024 FROM sqlml.models m JOIN sqlml.deployed d "
                            "ON d.model_id = m.id WHERE m.project = %s", (project,))[0][0]
             boot, first, second = cold_call(dsn, project)
-            say(f"  {trees:>5} trees, ONNX {kb:>6} kB: {boot:7.1f} -> {first:7.1f} -> {second:6.2f}")
+            say(f"  {project:<8} ONNX {kb:>6} kB: {boot:7.1f} -> {first:7.1f} -> {second:6.2f}   "
+                f"(first sqlml call + first predict: {boot + first:.0f} ms)")
         conn.close()
     finally:
         cluster.destroy()

@@ -472,124 +472,245 @@ def _finish_trees(wr: _Writer, spec: Trees, sums: list) -> list:
     return [wr.op(f"select i1 {up}, float {x}, float {y}") for x, y in zip(a, b)]
 
 
-def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
-    """LLVM IR of ``score(ptr X, i64 n, ptr out)``: rows of the inputs' columns concatenated."""
-    functions = []
-    wr = _Writer()
-    width_in = sum(k for _, k in inputs)
-    vals, offset = {}, 0
-    for name, k in inputs:
-        cols = []
-        for j in range(k):
-            p = wr.op(f"getelementptr inbounds float, ptr %x, i64 {offset + j}")
-            cols.append(wr.op(f"load float, ptr {p}"))
-        vals[name] = cols
-        offset += k
-    for e, (kind, src, out, params, *rest) in enumerate(ops):
-        if kind == "concat":
-            vals[out] = [v for s in src for v in vals[s]]
-        elif kind == "pick":
-            vals[out] = [vals[src][i] for i in params]
-        elif kind == "impute":
-            values, replaced = params
-            res = []
-            for v, fill in zip(vals[src], values):
-                hit = wr.op(f"fcmp uno float {v}, 0.0") if np.isnan(replaced) else \
-                    wr.op(f"fcmp oeq float {v}, {_f(replaced)}")
-                res.append(wr.op(f"select i1 {hit}, float {_f(fill)}, float {v}"))
-            vals[out] = res
-        elif kind == "scale":
-            offs, scales = params
-            vals[out] = [wr.op(f"fmul float {wr.op(f'fsub float {v}, {_f(o)}')}, {_f(s)}")
-                         for v, o, s in zip(vals[src], offs, scales)]
-        elif kind == "normalize":  # ONNX Runtime's Normalizer: divided by the norm when it is not 0
-            xs = vals[src]
-            if params == "MAX":
-                norm = xs[0]
-                for v in xs[1:]:
-                    norm = wr.op(f"select i1 {wr.op(f'fcmp ogt float {v}, {norm}')}, float {v}, float {norm}")
-            else:
-                norm = "0.0"
-                for v in xs:
-                    term = wr.op(f"call float @llvm.fabs.f32(float {v})") if params == "L1" else \
-                        wr.op(f"fmul float {v}, {v}")
-                    norm = wr.op(f"fadd float {norm}, {term}")
-                if params == "L2":
-                    norm = wr.op(f"call float @llvm.sqrt.f32(float {norm})")
-            zero = wr.op(f"fcmp oeq float {norm}, 0.0")
-            vals[out] = [wr.op(f"select i1 {zero}, float {v}, float {wr.op(f'fdiv float {v}, {norm}')}") for v in xs]
-        elif kind == "sum":
-            acc = vals[src[0]]
-            for s in src[1:]:
-                acc = [wr.op(f"fadd float {x}, {y}") for x, y in zip(acc, vals[s])]
-            vals[out] = acc
-        elif kind == "arith":
-            op, sides = src, params
-            k = max(s[2] for s in sides)
-            cols = []
-            for side in sides:
-                if side[0] == "row":
-                    cols.append(vals[side[1]])
-                else:
-                    c = side[1]
-                    cols.append([_f(c[0] if len(c) == 1 else c[j]) for j in range(k)])
-            instr = {"Mul": "fmul", "Add": "fadd", "Sub": "fsub", "Div": "fdiv"}[op]
-            vals[out] = [wr.op(f"{instr} float {x}, {y}") for x, y in zip(*cols)]
-        elif kind == "linear":
-            coef, intercepts, post = params
-            scores = []
-            for t in range(coef.shape[0]):
-                acc = "0.0"
-                for v, c in zip(vals[src], coef[t]):
-                    acc = wr.op(f"call float @llvm.fma.f32(float {v}, float {_f(c)}, float {acc})")
-                scores.append(wr.op(f"fadd float {acc}, {_f(intercepts[t])}"))
-            vals[out] = _post(wr, scores, post) if len(scores) > 1 else scores
-        elif kind == "trees":
-            spec, k_in = params, rest[0]
-            buf = wr.op(f"alloca [{k_in} x float]")
-            for j, v in enumerate(vals[src]):
-                wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr {buf}, i64 {j}')}")
-            single = spec.targets == 1
-            if single:
-                s = "0.0"
-                for t, tree in enumerate(spec.trees):
-                    functions.append(_tree_function(f"e{e}t{t}", tree, True))
-                    s = wr.op(f"fadd float {s}, {wr.op(f'call float @e{e}t{t}(ptr {buf})')}")
-                sums = [s]
-            else:
-                acc = wr.op(f"alloca [{spec.targets} x float]")
-                ptrs = [wr.op(f"getelementptr inbounds float, ptr {acc}, i64 {j}") for j in range(spec.targets)]
-                for p in ptrs:
-                    wr.emit(f"store float 0.0, ptr {p}")
-                for t, tree in enumerate(spec.trees):
-                    functions.append(_tree_function(f"e{e}t{t}", tree, False))
-                    wr.emit(f"call void @e{e}t{t}(ptr {buf}, ptr {acc})")
-                sums = [wr.op(f"load float, ptr {p}") for p in ptrs]
-            vals[out] = _finish_trees(wr, spec, sums)
+BLOCK_FLOATS = 32768  # scratch per block (128 kB on the stack): rows per block = this / floats per row
+MAX_BLOCK_ROWS = 128
+
+
+def _row_op(wr: _Writer, kind: str, src, out: str, params, vals: dict) -> None:
+    """One per-row operation on SSA values (``vals``: tensor -> its columns' values in this row)."""
+    if kind == "concat":
+        vals[out] = [v for s in src for v in vals[s]]
+    elif kind == "pick":
+        vals[out] = [vals[src][i] for i in params]
+    elif kind == "impute":
+        values, replaced = params
+        res = []
+        for v, fill in zip(vals[src], values):
+            hit = wr.op(f"fcmp uno float {v}, 0.0") if np.isnan(replaced) else \
+                wr.op(f"fcmp oeq float {v}, {_f(replaced)}")
+            res.append(wr.op(f"select i1 {hit}, float {_f(fill)}, float {v}"))
+        vals[out] = res
+    elif kind == "scale":
+        offs, scales = params
+        vals[out] = [wr.op(f"fmul float {wr.op(f'fsub float {v}, {_f(o)}')}, {_f(s)}")
+                     for v, o, s in zip(vals[src], offs, scales)]
+    elif kind == "normalize":  # ONNX Runtime's Normalizer: divided by the norm when it is not 0
+        xs = vals[src]
+        if params == "MAX":
+            norm = xs[0]
+            for v in xs[1:]:
+                norm = wr.op(f"select i1 {wr.op(f'fcmp ogt float {v}, {norm}')}, float {v}, float {norm}")
         else:
-            raise Unsupported(kind)
-    for j, v in enumerate(vals[output]):
-        wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr %o, i64 {j}')}")
-    row = "define internal void @row(ptr noalias %x, ptr noalias %o) #0 {\nentry:\n" + "\n".join(wr.lines) + \
-        "\n  ret void\n}"
+            norm = "0.0"
+            for v in xs:
+                term = wr.op(f"call float @llvm.fabs.f32(float {v})") if params == "L1" else \
+                    wr.op(f"fmul float {v}, {v}")
+                norm = wr.op(f"fadd float {norm}, {term}")
+            if params == "L2":
+                norm = wr.op(f"call float @llvm.sqrt.f32(float {norm})")
+        zero = wr.op(f"fcmp oeq float {norm}, 0.0")
+        vals[out] = [wr.op(f"select i1 {zero}, float {v}, float {wr.op(f'fdiv float {v}, {norm}')}") for v in xs]
+    elif kind == "sum":
+        acc = vals[src[0]]
+        for s in src[1:]:
+            acc = [wr.op(f"fadd float {x}, {y}") for x, y in zip(acc, vals[s])]
+        vals[out] = acc
+    elif kind == "arith":
+        op, sides = src, params
+        k = max(s[2] for s in sides)
+        cols = []
+        for side in sides:
+            if side[0] == "row":
+                cols.append(vals[side[1]])
+            else:
+                c = side[1]
+                cols.append([_f(c[0] if len(c) == 1 else c[j]) for j in range(k)])
+        instr = {"Mul": "fmul", "Add": "fadd", "Sub": "fsub", "Div": "fdiv"}[op]
+        vals[out] = [wr.op(f"{instr} float {x}, {y}") for x, y in zip(*cols)]
+    elif kind == "linear":
+        coef, intercepts, post = params
+        scores = []
+        for t in range(coef.shape[0]):
+            acc = "0.0"
+            for v, c in zip(vals[src], coef[t]):
+                acc = wr.op(f"call float @llvm.fma.f32(float {v}, float {_f(c)}, float {acc})")
+            scores.append(wr.op(f"fadd float {acc}, {_f(intercepts[t])}"))
+        vals[out] = _post(wr, scores, post) if len(scores) > 1 else scores
+    else:
+        raise Unsupported(kind)
+
+
+def _sources(kind: str, src, params) -> list:
+    """The tensors an operation reads."""
+    if kind in ("concat", "sum"):
+        return list(src)
+    if kind == "arith":
+        return [side[1] for side in params if side[0] == "row"]
+    return [src]
+
+
+def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
+    """LLVM IR of ``score(ptr X, i64 n, ptr out)``: rows of the inputs' columns concatenated.
+
+    Rows go in blocks: per block, each run of per-row operations is one loop over the block's
+    rows, and each tree ensemble a loop over its trees around a loop over the rows, so that one
+    tree's code serves the whole block while it is in the instruction cache (ONNX Runtime's and
+    lleaves' order too). Sums stay in tree order per row: the same float32 results."""
+    width_in = sum(k for _, k in inputs)
+    where, offset = {}, 0  # core input -> its first column in a row of X
+    for name, k in inputs:
+        where[name] = offset
+        offset += k
+    # stages: runs of per-row operations, and tree ensembles; then the copy to the output
+    stages, run = [], []
+    for op in ops:
+        if op[0] == "trees":
+            if run:
+                stages.append(("rows", run))
+                run = []
+            stages.append(("trees", op))
+        else:
+            run.append(op)
+    stages.append(("rows", run + [("output", output, None, None)]))
+    # every tensor a later stage reads gets a block buffer
+    produced_in, read_in = {}, {}
+    for i, (kind, body) in enumerate(stages):
+        for op in ([body] if kind == "trees" else body):
+            if op[0] == "output":
+                read_in.setdefault(op[1], set()).add(i)
+                continue
+            for s in (_sources(op[0], op[1], op[3]) if op[0] != "trees" else [op[1]]):
+                read_in.setdefault(s, set()).add(i)
+            produced_in[op[2]] = i
+    stored = {t for t, i in produced_in.items() if any(j > i for j in read_in.get(t, ()))}
+    functions, lines = [], []
+    wr = _Writer()
+    # every tensor's width: the per-row code run once on placeholders
+    probe = _Writer()
+    vals = {name: [f"%in{j}" for j in range(k)] for name, k in inputs}
+    for kind, src, out, params, *_ in ops:
+        if kind == "trees":
+            vals[out] = ["0.0"] * params.targets
+        else:
+            _row_op(probe, kind, src, out, params, vals)
+    widths = {t: len(v) for t, v in vals.items()}
+    per_row = sum(widths[t] for t in stored) + sum(op[3].targets for kind, op in stages if kind == "trees")
+    block = max(1, min(MAX_BLOCK_ROWS, BLOCK_FLOATS // max(per_row, 1)))
+    for t in sorted(stored):
+        lines.append(f"  %buf.{_name(t)} = alloca float, i64 {block * widths[t]}")
+
+    def element(ptr: str, base: str, j: int) -> str:
+        index = wr.op(f"add i64 {base}, {j}")
+        return wr.op(f"getelementptr inbounds float, ptr {ptr}, i64 {index}")
+
+    def load(t: str, r: str) -> list:
+        if t in where:
+            base = wr.op(f"mul i64 {r}, {width_in}")
+            return [wr.op(f"load float, ptr {element('%x', base, where[t] + j)}") for j in range(widths[t])]
+        base = wr.op(f"mul i64 {r}, {widths[t]}")
+        return [wr.op(f"load float, ptr {element(f'%buf.{_name(t)}', base, j)}") for j in range(widths[t])]
+
+    def store(values: list, ptr: str, r: str, k: int) -> None:
+        base = wr.op(f"mul i64 {r}, {k}")
+        for j, v in enumerate(values):
+            wr.emit(f"store float {v}, ptr {element(ptr, base, j)}")
+
+    lines.append("  br label %s0")
+    for i, (kind, body) in enumerate(stages):
+        nxt = f"%s{i + 1}" if i + 1 < len(stages) else "%done"
+        if kind == "rows":
+            wr.lines = []
+            r = f"%s{i}.r"
+            vals = {}
+            for op in body:
+                if op[0] == "output":
+                    values = vals.get(op[1]) or load(op[1], r)
+                    store(values, "%o", r, out_width)
+                    continue
+                opkind, src, out, params = op[:4]
+                for s in _sources(opkind, src, params):
+                    if s not in vals:
+                        vals[s] = load(s, r)
+                _row_op(wr, opkind, src, out, params, vals)
+                if out in stored:
+                    store(vals[out], f"%buf.{_name(out)}", r, widths[out])
+            lines += [f"s{i}:", f"  br label %s{i}.loop", f"s{i}.loop:",
+                      f"  {r} = phi i64 [0, %s{i}], [%s{i}.next, %s{i}.loop]", *wr.lines,
+                      f"  %s{i}.next = add i64 {r}, 1", f"  %s{i}.more = icmp slt i64 %s{i}.next, %m",
+                      f"  br i1 %s{i}.more, label %s{i}.loop, label {nxt}"]
+            continue
+        _, src, out, spec, k_in = body
+        n_trees, targets, single = len(spec.trees), spec.targets, spec.targets == 1
+        names = [f"s{i}t{t}" for t in range(n_trees)]
+        functions += [_tree_function(name, tree, single) for name, tree in zip(names, spec.trees)]
+        functions.append(f"@s{i}.trees = internal constant [{n_trees} x ptr] [{', '.join(f'ptr @{n}' for n in names)}]")
+        base, stride = (("%x", width_in) if src in where else (f"%buf.{_name(src)}", widths[src]))
+        first = where.get(src, 0)
+        lines += [f"s{i}:", f"  %s{i}.acc = alloca float, i64 {block * targets}",
+                  f"  %s{i}.cells = mul i64 %m, {targets}", f"  br label %s{i}.z",
+                  f"s{i}.z:", f"  %s{i}.zi = phi i64 [0, %s{i}], [%s{i}.zn, %s{i}.z]",
+                  f"  %s{i}.zp = getelementptr inbounds float, ptr %s{i}.acc, i64 %s{i}.zi",
+                  f"  store float 0.0, ptr %s{i}.zp", f"  %s{i}.zn = add i64 %s{i}.zi, 1",
+                  f"  %s{i}.zm = icmp slt i64 %s{i}.zn, %s{i}.cells", f"  br i1 %s{i}.zm, label %s{i}.z, label %s{i}.t",
+                  f"s{i}.t:", f"  %s{i}.ti = phi i64 [0, %s{i}.z], [%s{i}.tn, %s{i}.te]",
+                  f"  %s{i}.fpp = getelementptr inbounds [{n_trees} x ptr], ptr @s{i}.trees, i64 0, i64 %s{i}.ti",
+                  f"  %s{i}.fp = load ptr, ptr %s{i}.fpp", f"  br label %s{i}.r",
+                  f"s{i}.r:", f"  %s{i}.ri = phi i64 [0, %s{i}.t], [%s{i}.rn, %s{i}.r]",
+                  f"  %s{i}.xo0 = mul i64 %s{i}.ri, {stride}", f"  %s{i}.xo = add i64 %s{i}.xo0, {first}",
+                  f"  %s{i}.xp = getelementptr inbounds float, ptr {base}, i64 %s{i}.xo"]
+        if single:
+            lines += [f"  %s{i}.v = call float %s{i}.fp(ptr %s{i}.xp)",
+                      f"  %s{i}.ap = getelementptr inbounds float, ptr %s{i}.acc, i64 %s{i}.ri",
+                      f"  %s{i}.a = load float, ptr %s{i}.ap", f"  %s{i}.s = fadd float %s{i}.a, %s{i}.v",
+                      f"  store float %s{i}.s, ptr %s{i}.ap"]
+        else:
+            lines += [f"  %s{i}.ao = mul i64 %s{i}.ri, {targets}",
+                      f"  %s{i}.ap = getelementptr inbounds float, ptr %s{i}.acc, i64 %s{i}.ao",
+                      f"  call void %s{i}.fp(ptr %s{i}.xp, ptr %s{i}.ap)"]
+        lines += [f"  %s{i}.rn = add i64 %s{i}.ri, 1", f"  %s{i}.rm = icmp slt i64 %s{i}.rn, %m",
+                  f"  br i1 %s{i}.rm, label %s{i}.r, label %s{i}.te",
+                  f"s{i}.te:", f"  %s{i}.tn = add i64 %s{i}.ti, 1", f"  %s{i}.tm = icmp slt i64 %s{i}.tn, {n_trees}",
+                  f"  br i1 %s{i}.tm, label %s{i}.t, label %s{i}.f"]
+        # finish each row: base values, average, post transform -> the output tensor's buffer
+        wr.lines = []
+        r = f"%s{i}.fi"
+        base_acc = wr.op(f"mul i64 {r}, {targets}")
+        sums = _finish_trees(wr, spec, [wr.op(f"load float, ptr {element(f'%s{i}.acc', base_acc, j)}")
+                                        for j in range(targets)])
+        if out in stored:
+            store(sums, f"%buf.{_name(out)}", r, widths[out])
+        lines += [f"s{i}.f:", f"  br label %s{i}.fl", f"s{i}.fl:",
+                  f"  {r} = phi i64 [0, %s{i}.f], [%s{i}.fn, %s{i}.fl]", *wr.lines,
+                  f"  %s{i}.fn = add i64 {r}, 1", f"  %s{i}.fm = icmp slt i64 %s{i}.fn, %m",
+                  f"  br i1 %s{i}.fm, label %s{i}.fl, label {nxt}"]
+    body = "define internal void @block(ptr noalias %x, i64 %m, ptr noalias %o) #0 {\nentry:\n" + \
+        "\n".join(lines) + "\ndone:\n  ret void\n}"
     score = f"""define void @score(ptr %X, i64 %n, ptr %out) #0 {{
 entry:
   %empty = icmp sle i64 %n, 0
   br i1 %empty, label %done, label %loop
 loop:
   %i = phi i64 [0, %entry], [%next, %loop]
+  %left = sub i64 %n, %i
+  %few = icmp slt i64 %left, {block}
+  %m = select i1 %few, i64 %left, i64 {block}
   %xo = mul i64 %i, {width_in}
   %oo = mul i64 %i, {out_width}
   %xp = getelementptr inbounds float, ptr %X, i64 %xo
   %op = getelementptr inbounds float, ptr %out, i64 %oo
-  call void @row(ptr %xp, ptr %op)
-  %next = add i64 %i, 1
+  call void @block(ptr %xp, i64 %m, ptr %op)
+  %next = add i64 %i, %m
   %more = icmp slt i64 %next, %n
   br i1 %more, label %loop, label %done
 done:
   ret void
 }}"""
-    return "\n\n".join([_HELPERS, *functions, row, score]) + "\n"
+    return "\n\n".join([_HELPERS, *functions, body, score]) + "\n"
+
+
+def _name(tensor: str) -> str:
+    """An LLVM-safe suffix for a tensor name."""
+    return hashlib.sha256(tensor.encode()).hexdigest()[:12]
 
 
 # --- compile, cache, check -----------------------------------------------------------------------------
