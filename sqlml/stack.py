@@ -22,6 +22,7 @@ SERVER_PACKAGES = {
     "onnxruntime": "onnxruntime",
     "skl2onnx": "skl2onnx",
     "onnxmltools": "onnxmltools",
+    "llvmlite": "llvmlite",
     "protobuf": "google.protobuf",
     "sqlglot": "sqlglot",
     "threadpoolctl": "threadpoolctl",

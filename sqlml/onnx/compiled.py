@@ -19,10 +19,11 @@ graph is not compiled.
 
 ``load`` then checks the code against ONNX Runtime on probe rows (thresholds, their float32
 neighbours, NaN, numbers of several scales): labels identical and scores within 1e-6 (relative
-beyond 1), else it returns None and the caller keeps ONNX Runtime. The object code, the probe rows
-and ONNX Runtime's answers are cached on disk under ``key`` (the model's sha256, the compiler's,
-llvmlite's and onnxruntime's versions and the CPU), so a new backend loads the code and re-checks
-it against the stored answers without compiling and without an ONNX Runtime session.
+beyond 1), else it returns None and the caller keeps ONNX Runtime. The object code, the probe rows,
+ONNX Runtime's answers and the caller's metadata (the split's plumbing) are cached on disk under
+``key`` (the model's sha256, the compiler's, llvmlite's, onnx's and onnxruntime's versions and the
+CPU), so a new backend (``from_cache``) loads the code and re-checks it against the stored answers
+without compiling, without parsing the graph and without ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VERSION = "1"  # of the code this module writes: part of every cache key
+VERSION = "2"  # of the code this module writes: part of every cache key
 TOLERANCE = 1e-6
 _ML = "ai.onnx.ml"
 _COMPARE = {"BRANCH_LEQ": "ole", "BRANCH_LT": "olt", "BRANCH_GTE": "oge", "BRANCH_GT": "ogt",
@@ -562,12 +563,13 @@ def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
         where[name] = offset
         offset += k
     # stages: runs of per-row operations, and tree ensembles; then the copy to the output
-    stages, run = [], []
-    for op in ops:
+    stages, run, tree_stage = [], [], {}
+    for e, op in enumerate(ops):
         if op[0] == "trees":
             if run:
                 stages.append(("rows", run))
                 run = []
+            tree_stage[e] = len(stages)
             stages.append(("trees", op))
         else:
             run.append(op)
@@ -705,7 +707,49 @@ loop:
 done:
   ret void
 }}"""
-    return "\n\n".join([_HELPERS, *functions, body, score]) + "\n"
+    return "\n\n".join([_HELPERS, *functions, body, score, _row_function(ops, inputs, output, tree_stage)]) + "\n"
+
+
+def _row_function(ops: list, inputs: list, output: str, tree_stage: dict) -> str:
+    """``score_row(ptr x, ptr o)``: one row, straight-line, calling each tree function directly
+    (the per-row path: no loops, no indirect calls)."""
+    wr = _Writer()
+    entry, vals, offset = [], {}, 0
+    for name, k in inputs:
+        cols = []
+        for j in range(k):
+            p = wr.op(f"getelementptr inbounds float, ptr %x, i64 {offset + j}")
+            cols.append(wr.op(f"load float, ptr {p}"))
+        vals[name] = cols
+        offset += k
+    for e, (kind, src, out, params, *_) in enumerate(ops):
+        if kind != "trees":
+            _row_op(wr, kind, src, out, params, vals)
+            continue
+        spec, i = params, tree_stage[e]
+        buf = f"%r{e}.in"
+        entry.append(f"  {buf} = alloca float, i64 {len(vals[src])}")
+        for j, v in enumerate(vals[src]):
+            wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr {buf}, i64 {j}')}")
+        if spec.targets == 1:
+            total = "0.0"
+            for t in range(len(spec.trees)):
+                total = wr.op(f"fadd float {total}, {wr.op(f'call float @s{i}t{t}(ptr {buf})')}")
+            sums = [total]
+        else:
+            acc = f"%r{e}.acc"
+            entry.append(f"  {acc} = alloca float, i64 {spec.targets}")
+            ptrs = [wr.op(f"getelementptr inbounds float, ptr {acc}, i64 {j}") for j in range(spec.targets)]
+            for p in ptrs:
+                wr.emit(f"store float 0.0, ptr {p}")
+            for t in range(len(spec.trees)):
+                wr.emit(f"call void @s{i}t{t}(ptr {buf}, ptr {acc})")
+            sums = [wr.op(f"load float, ptr {p}") for p in ptrs]
+        vals[out] = _finish_trees(wr, spec, sums)
+    for j, v in enumerate(vals[output]):
+        wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr %o, i64 {j}')}")
+    return "define void @score_row(ptr noalias %x, ptr noalias %o) #0 {\nentry:\n" + "\n".join(entry + wr.lines) + \
+        "\n  ret void\n}"
 
 
 def _name(tensor: str) -> str:
@@ -716,6 +760,7 @@ def _name(tensor: str) -> str:
 # --- compile, cache, check -----------------------------------------------------------------------------
 
 _SCORE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)  # releases the GIL
+_ROW = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _llvm_ready = False
 
 
@@ -756,14 +801,15 @@ class Compiled:
         self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()
-        address = self._engine.get_function_address("score")
-        if not address:
+        address, row = self._engine.get_function_address("score"), self._engine.get_function_address("score_row")
+        if not address or not row:
             raise RuntimeError("compiled object has no score function")
-        self._score = _SCORE(address)
+        self._score, self._score_row = _SCORE(address), _ROW(row)
         self.width, self.outputs = width, outputs
         self._row_in = np.zeros(width, dtype=np.float32)
         self._row_out = np.zeros(outputs, dtype=np.float32)
-        self._in_addr, self._out_addr = self._row_in.ctypes.data, self._row_out.ctypes.data
+        self._in_addr = ctypes.c_void_p(self._row_in.ctypes.data)
+        self._out_addr = ctypes.c_void_p(self._row_out.ctypes.data)
         self._row_view = memoryview(self._row_in).cast("B")
         self._pack = struct.Struct(f"={width}f").pack_into
 
@@ -779,7 +825,7 @@ class Compiled:
     def run_row(self, values) -> np.ndarray:
         """Scores of one row (a sequence of ``width`` floats): a float32 view, overwritten by the next call."""
         self._pack(self._row_view, 0, *values)
-        self._score(self._in_addr, 1, self._out_addr)
+        self._score_row(self._in_addr, self._out_addr)
         return self._row_out
 
 
@@ -832,11 +878,11 @@ def agrees(got: np.ndarray, want: np.ndarray, classifier: bool) -> bool:
 
 def cache_key(sha256: str) -> str:
     """The cache file name for a model: its sha256 and everything that makes the code or the answers."""
-    import llvmlite
-    import llvmlite.binding as llvm
-    import onnxruntime
+    from importlib.metadata import version  # not the packages themselves: importing onnxruntime costs ~80 ms
 
-    salt = f"{VERSION}|{llvmlite.__version__}|{onnxruntime.__version__}|{llvm.get_process_triple()}|" \
+    import llvmlite.binding as llvm
+
+    salt = f"{VERSION}|{version('llvmlite')}|{version('onnxruntime')}|{version('onnx')}|{llvm.get_process_triple()}|" \
            f"{llvm.get_host_cpu_name()}"
     return f"{sha256}-{hashlib.sha256(salt.encode()).hexdigest()[:16]}"
 
@@ -856,16 +902,29 @@ def private_directory(path: str | None) -> str | None:
     return path
 
 
-@dataclass
-class Loaded:
-    compiled: Compiled
-    cached: bool  # loaded from the cache (no compile, no ONNX Runtime)
+def from_cache(key: str, cache_dir: str | None, classifier: bool) -> tuple | None:
+    """(Compiled, the metadata stored with it) from the cache, if there and if it still gives the
+    answers ONNX Runtime gave on its probe rows; else None. Needs neither onnx nor onnxruntime."""
+    path = os.path.join(cache_dir, key + ".npz") if cache_dir else None
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as saved:
+            obj, probes, want = saved["object"].tobytes(), saved["probes"], saved["want"]
+            meta = str(saved["meta"])
+        compiled = Compiled(obj, probes.shape[1], want.shape[1])
+        if agrees(compiled.run(probes), want, classifier):
+            return compiled, meta
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError):
+        pass  # unreadable or stale: the caller compiles again
+    return None
 
 
 def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, reference, key: str | None = None,
-         cache_dir: str | None = None) -> Loaded | None:
+         cache_dir: str | None = None, meta: str = "") -> Compiled | None:
     """The core graph compiled, checked on probe rows against ``reference(matrix) -> scores``
-    (ONNX Runtime on the core graph), or None when it is not supported or disagrees.
+    (ONNX Runtime on the core graph), or None when it is not supported or disagrees. When it
+    agrees and ``cache_dir`` is given, the code is kept there under ``key`` with ``meta``.
 
     ``inputs``: (name, width) of the core inputs, in the order of the matrix's columns."""
     import llvmlite.binding as llvm  # noqa: F401 - fails here, before any work, when llvmlite is missing
@@ -875,16 +934,6 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
         return None
     ops, out_width = prog
     width = sum(k for _, k in inputs)
-    path = os.path.join(cache_dir, key + ".npz") if cache_dir and key else None
-    if path and os.path.exists(path):
-        try:
-            with np.load(path) as saved:
-                obj, probes, want = saved["object"].tobytes(), saved["probes"], saved["want"]
-            compiled = Compiled(obj, width, out_width)
-            if agrees(compiled.run(probes), want, classifier):
-                return Loaded(compiled, True)
-        except (OSError, ValueError, KeyError, RuntimeError):
-            pass  # unreadable or stale: compile again
     try:
         obj = compile_object(ir(ops, inputs, output, out_width))
     except Unsupported:
@@ -894,9 +943,10 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     want = np.asarray(reference(probes), dtype=np.float32)
     if not agrees(compiled.run(probes), want, classifier):
         return None
-    if path:
-        _write(path, object=np.frombuffer(obj, dtype=np.uint8), probes=probes, want=want)
-    return Loaded(compiled, False)
+    if cache_dir and key:
+        _write(os.path.join(cache_dir, key + ".npz"), object=np.frombuffer(obj, dtype=np.uint8), probes=probes,
+               want=want, meta=np.array(meta))
+    return compiled
 
 
 def _write(path: str, **arrays) -> None:

@@ -92,10 +92,28 @@ def _table(column: Column) -> _Table:
 
 @dataclass
 class Split:
-    core: bytes  # ONNX model whose inputs are ``inputs``, outputs those of the original
+    core: bytes | None  # ONNX model whose inputs are ``inputs``, outputs those of the original
     inputs: tuple  # CoreInput, in the core graph's input order
     folded: int  # nodes evaluated in Python instead of ONNX Runtime
-    prefix: bytes  # ONNX model of the folded nodes: model inputs in, core inputs out (for ``check``)
+    prefix: bytes | None  # ONNX model of the folded nodes: model inputs in, core inputs out (for ``check``)
+
+    def to_json(self) -> str:
+        """The plumbing (inputs, columns, lookups), without the graphs: what the compiled cache keeps."""
+        import json
+
+        return json.dumps({"folded": self.folded, "inputs": [
+            {"name": ci.name, "dims": list(ci.dims), "text": ci.text,
+             "columns": [[c.source, c.lut, c.default] for c in ci.columns]} for ci in self.inputs]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Split:
+        """A split from ``to_json``, checked when it was made: it has no graphs (``core``, ``prefix`` None)."""
+        import json
+
+        d = json.loads(text)
+        inputs = tuple(CoreInput(i["name"], tuple(i["dims"]), tuple(Column(s, lut, default) for s, lut, default
+                                                                     in i["columns"]), i["text"]) for i in d["inputs"])
+        return cls(None, inputs, d["folded"], None)
 
     def feeds(self, inputs: dict, n: int) -> dict:
         """Core feeds for ``n`` rows of model inputs."""

@@ -38,13 +38,26 @@ class Scorer:
         self.regression = schema.target.task == REGRESSION
         self.output = "variable" if self.regression else "probabilities"
         self.threads = threads
-        split = core.split(onnx_bytes, schema)
-        self.split = split if split is not None and split.check(schema) else None
-        self._graph = self.split.core if self.split is not None else onnx_bytes
         self._session = None
         self.compiled, self.cached, self.fallback = None, False, None
-        if compile and self.split is not None and not any(ci.text for ci in self.split.inputs):
-            self._compile(sha256 or hashlib.sha256(onnx_bytes).hexdigest(), cache_dir)
+        key = directory = None
+        if compile:
+            try:
+                key = compiled.cache_key(sha256 or hashlib.sha256(onnx_bytes).hexdigest())
+                directory = compiled.private_directory(cache_dir)
+                hit = compiled.from_cache(key, directory, not self.regression)
+            except Exception as e:  # noqa: BLE001 - no LLVM: ONNX Runtime scores, as before
+                self.fallback, compile, hit = f"{type(e).__name__}: {e}", False, None
+            if hit is not None:  # the split and the code, both checked when they were made
+                self.compiled, meta = hit
+                self.split, self.cached = core.Split.from_json(meta), True
+        if self.compiled is None:
+            split = core.split(onnx_bytes, schema)
+            self.split = split if split is not None and split.check(schema) else None
+        self._graph = self.split.core if self.split is not None and self.split.core else onnx_bytes
+        if compile and self.compiled is None and self.split is not None \
+                and not any(ci.text for ci in self.split.inputs):
+            self._compile(key, directory)
         self.engine = COMPILED if self.compiled is not None else ONNXRUNTIME
         if self.compiled is not None:  # every core input in one row, in the core graph's input order
             self.row_columns = tuple(c for ci in self.split.inputs for c in ci.columns)
@@ -53,18 +66,16 @@ class Scorer:
                 and not self.split.inputs[0].text and len(self.split.inputs[0].dims) == 1 else None
         self._binding = None
 
-    def _compile(self, sha256: str, cache_dir: str | None) -> None:
+    def _compile(self, key: str, directory: str | None) -> None:
         inputs = [(ci.name, math.prod(ci.dims)) for ci in self.split.inputs]
         try:
-            loaded = compiled.load(self.split.core, inputs, self.output, not self.regression, self._reference,
-                                   compiled.cache_key(sha256), compiled.private_directory(cache_dir))
+            self.compiled = compiled.load(self.split.core, inputs, self.output, not self.regression, self._reference,
+                                          key, directory, self.split.to_json())
         except Exception as e:  # noqa: BLE001 - no LLVM, or LLVM failed: ONNX Runtime scores, as before
             self.fallback = f"{type(e).__name__}: {e}"
             return
-        if loaded is None:
+        if self.compiled is None:
             self.fallback = "not supported, or disagrees with ONNX Runtime on probe rows"
-            return
-        self.compiled, self.cached = loaded.compiled, loaded.cached
 
     @property
     def session(self):

@@ -49,7 +49,8 @@ CANCEL_WAIT = 5.0  # seconds sqlml.cancel waits to report the job ended
 _ML = ("pandas", "sklearn.pipeline", "sklearn.linear_model", "sklearn.ensemble", "sklearn.model_selection",
        "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "sqlml.automl.front", "sqlml.onnx.convert",
        "sqlml.onnx.parity")
-WARM_MODULES = {"train": _ML, "predict_batch": ("onnxruntime",), "score": ("onnxruntime",)}
+# batch scoring runs compiled code (ONNX Runtime only for a model the compiler does not take)
+WARM_MODULES = {"train": _ML, "predict_batch": ("llvmlite.binding",), "score": ("llvmlite.binding",)}
 # backends running a statement on the CPU (not waiting for a lock, a sleep, the client), other than
 # this one and the governed jobs' (a queued job's backend sleeps between polls): interactive work
 ACTIVE_BACKENDS = """SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity
