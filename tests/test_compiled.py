@@ -107,7 +107,7 @@ def test_a_wrong_compile_falls_back_to_onnxruntime(monkeypatch):
 def test_a_failing_compiler_falls_back(monkeypatch):
     pipe, schema, raw = fit("random_forest", "regression")
 
-    def broken(source):
+    def broken(source, opt=2):
         raise RuntimeError("LLVM ERROR: out of memory")
 
     monkeypatch.setattr(compiled, "compile_object", broken)
@@ -136,7 +136,7 @@ def test_cache_loads_without_compiling_or_onnxruntime(tmp_path, monkeypatch):
     assert entry.startswith(__import__("hashlib").sha256(blob).hexdigest())
     assert stat.S_IMODE(os.stat(os.path.join(cache, entry)).st_mode) & 0o077 == 0
 
-    def no_compile(source):
+    def no_compile(source, opt=2):
         raise AssertionError("compiled again")
 
     monkeypatch.setattr(compiled, "compile_object", no_compile)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VERSION = "2"  # of the code this module writes: part of every cache key
+VERSION = "4"  # of the code this module writes: part of every cache key
 TOLERANCE = 1e-6
 _ML = "ai.onnx.ml"
 _COMPARE = {"BRANCH_LEQ": "ole", "BRANCH_LT": "olt", "BRANCH_GTE": "oge", "BRANCH_GT": "ogt",
@@ -473,10 +473,6 @@ def _finish_trees(wr: _Writer, spec: Trees, sums: list) -> list:
     return [wr.op(f"select i1 {up}, float {x}, float {y}") for x, y in zip(a, b)]
 
 
-BLOCK_FLOATS = 32768  # scratch per block (128 kB on the stack): rows per block = this / floats per row
-MAX_BLOCK_ROWS = 128
-
-
 def _row_op(wr: _Writer, kind: str, src, out: str, params, vals: dict) -> None:
     """One per-row operation on SSA values (``vals``: tensor -> its columns' values in this row)."""
     if kind == "concat":
@@ -541,178 +537,11 @@ def _row_op(wr: _Writer, kind: str, src, out: str, params, vals: dict) -> None:
         raise Unsupported(kind)
 
 
-def _sources(kind: str, src, params) -> list:
-    """The tensors an operation reads."""
-    if kind in ("concat", "sum"):
-        return list(src)
-    if kind == "arith":
-        return [side[1] for side in params if side[0] == "row"]
-    return [src]
-
-
 def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
-    """LLVM IR of ``score(ptr X, i64 n, ptr out)``: rows of the inputs' columns concatenated.
-
-    Rows go in blocks: per block, each run of per-row operations is one loop over the block's
-    rows, and each tree ensemble a loop over its trees around a loop over the rows, so that one
-    tree's code serves the whole block while it is in the instruction cache (ONNX Runtime's and
-    lleaves' order too). Sums stay in tree order per row: the same float32 results."""
+    """LLVM IR of ``score_row(ptr x, ptr o)``, one row straight-line, and ``score(ptr X, i64 n, ptr out)``,
+    its loop over rows; a row is the inputs' columns concatenated (float32)."""
     width_in = sum(k for _, k in inputs)
-    where, offset = {}, 0  # core input -> its first column in a row of X
-    for name, k in inputs:
-        where[name] = offset
-        offset += k
-    # stages: runs of per-row operations, and tree ensembles; then the copy to the output
-    stages, run, tree_stage = [], [], {}
-    for e, op in enumerate(ops):
-        if op[0] == "trees":
-            if run:
-                stages.append(("rows", run))
-                run = []
-            tree_stage[e] = len(stages)
-            stages.append(("trees", op))
-        else:
-            run.append(op)
-    stages.append(("rows", run + [("output", output, None, None)]))
-    # every tensor a later stage reads gets a block buffer
-    produced_in, read_in = {}, {}
-    for i, (kind, body) in enumerate(stages):
-        for op in ([body] if kind == "trees" else body):
-            if op[0] == "output":
-                read_in.setdefault(op[1], set()).add(i)
-                continue
-            for s in (_sources(op[0], op[1], op[3]) if op[0] != "trees" else [op[1]]):
-                read_in.setdefault(s, set()).add(i)
-            produced_in[op[2]] = i
-    stored = {t for t, i in produced_in.items() if any(j > i for j in read_in.get(t, ()))}
-    functions, lines = [], []
-    wr = _Writer()
-    # every tensor's width: the per-row code run once on placeholders
-    probe = _Writer()
-    vals = {name: [f"%in{j}" for j in range(k)] for name, k in inputs}
-    for kind, src, out, params, *_ in ops:
-        if kind == "trees":
-            vals[out] = ["0.0"] * params.targets
-        else:
-            _row_op(probe, kind, src, out, params, vals)
-    widths = {t: len(v) for t, v in vals.items()}
-    per_row = sum(widths[t] for t in stored) + sum(op[3].targets for kind, op in stages if kind == "trees")
-    block = max(1, min(MAX_BLOCK_ROWS, BLOCK_FLOATS // max(per_row, 1)))
-    for t in sorted(stored):
-        lines.append(f"  %buf.{_name(t)} = alloca float, i64 {block * widths[t]}")
-
-    def element(ptr: str, base: str, j: int) -> str:
-        index = wr.op(f"add i64 {base}, {j}")
-        return wr.op(f"getelementptr inbounds float, ptr {ptr}, i64 {index}")
-
-    def load(t: str, r: str) -> list:
-        if t in where:
-            base = wr.op(f"mul i64 {r}, {width_in}")
-            return [wr.op(f"load float, ptr {element('%x', base, where[t] + j)}") for j in range(widths[t])]
-        base = wr.op(f"mul i64 {r}, {widths[t]}")
-        return [wr.op(f"load float, ptr {element(f'%buf.{_name(t)}', base, j)}") for j in range(widths[t])]
-
-    def store(values: list, ptr: str, r: str, k: int) -> None:
-        base = wr.op(f"mul i64 {r}, {k}")
-        for j, v in enumerate(values):
-            wr.emit(f"store float {v}, ptr {element(ptr, base, j)}")
-
-    lines.append("  br label %s0")
-    for i, (kind, body) in enumerate(stages):
-        nxt = f"%s{i + 1}" if i + 1 < len(stages) else "%done"
-        if kind == "rows":
-            wr.lines = []
-            r = f"%s{i}.r"
-            vals = {}
-            for op in body:
-                if op[0] == "output":
-                    values = vals.get(op[1]) or load(op[1], r)
-                    store(values, "%o", r, out_width)
-                    continue
-                opkind, src, out, params = op[:4]
-                for s in _sources(opkind, src, params):
-                    if s not in vals:
-                        vals[s] = load(s, r)
-                _row_op(wr, opkind, src, out, params, vals)
-                if out in stored:
-                    store(vals[out], f"%buf.{_name(out)}", r, widths[out])
-            lines += [f"s{i}:", f"  br label %s{i}.loop", f"s{i}.loop:",
-                      f"  {r} = phi i64 [0, %s{i}], [%s{i}.next, %s{i}.loop]", *wr.lines,
-                      f"  %s{i}.next = add i64 {r}, 1", f"  %s{i}.more = icmp slt i64 %s{i}.next, %m",
-                      f"  br i1 %s{i}.more, label %s{i}.loop, label {nxt}"]
-            continue
-        _, src, out, spec, k_in = body
-        n_trees, targets, single = len(spec.trees), spec.targets, spec.targets == 1
-        names = [f"s{i}t{t}" for t in range(n_trees)]
-        functions += [_tree_function(name, tree, single) for name, tree in zip(names, spec.trees)]
-        functions.append(f"@s{i}.trees = internal constant [{n_trees} x ptr] [{', '.join(f'ptr @{n}' for n in names)}]")
-        base, stride = (("%x", width_in) if src in where else (f"%buf.{_name(src)}", widths[src]))
-        first = where.get(src, 0)
-        lines += [f"s{i}:", f"  %s{i}.acc = alloca float, i64 {block * targets}",
-                  f"  %s{i}.cells = mul i64 %m, {targets}", f"  br label %s{i}.z",
-                  f"s{i}.z:", f"  %s{i}.zi = phi i64 [0, %s{i}], [%s{i}.zn, %s{i}.z]",
-                  f"  %s{i}.zp = getelementptr inbounds float, ptr %s{i}.acc, i64 %s{i}.zi",
-                  f"  store float 0.0, ptr %s{i}.zp", f"  %s{i}.zn = add i64 %s{i}.zi, 1",
-                  f"  %s{i}.zm = icmp slt i64 %s{i}.zn, %s{i}.cells", f"  br i1 %s{i}.zm, label %s{i}.z, label %s{i}.t",
-                  f"s{i}.t:", f"  %s{i}.ti = phi i64 [0, %s{i}.z], [%s{i}.tn, %s{i}.te]",
-                  f"  %s{i}.fpp = getelementptr inbounds [{n_trees} x ptr], ptr @s{i}.trees, i64 0, i64 %s{i}.ti",
-                  f"  %s{i}.fp = load ptr, ptr %s{i}.fpp", f"  br label %s{i}.r",
-                  f"s{i}.r:", f"  %s{i}.ri = phi i64 [0, %s{i}.t], [%s{i}.rn, %s{i}.r]",
-                  f"  %s{i}.xo0 = mul i64 %s{i}.ri, {stride}", f"  %s{i}.xo = add i64 %s{i}.xo0, {first}",
-                  f"  %s{i}.xp = getelementptr inbounds float, ptr {base}, i64 %s{i}.xo"]
-        if single:
-            lines += [f"  %s{i}.v = call float %s{i}.fp(ptr %s{i}.xp)",
-                      f"  %s{i}.ap = getelementptr inbounds float, ptr %s{i}.acc, i64 %s{i}.ri",
-                      f"  %s{i}.a = load float, ptr %s{i}.ap", f"  %s{i}.s = fadd float %s{i}.a, %s{i}.v",
-                      f"  store float %s{i}.s, ptr %s{i}.ap"]
-        else:
-            lines += [f"  %s{i}.ao = mul i64 %s{i}.ri, {targets}",
-                      f"  %s{i}.ap = getelementptr inbounds float, ptr %s{i}.acc, i64 %s{i}.ao",
-                      f"  call void %s{i}.fp(ptr %s{i}.xp, ptr %s{i}.ap)"]
-        lines += [f"  %s{i}.rn = add i64 %s{i}.ri, 1", f"  %s{i}.rm = icmp slt i64 %s{i}.rn, %m",
-                  f"  br i1 %s{i}.rm, label %s{i}.r, label %s{i}.te",
-                  f"s{i}.te:", f"  %s{i}.tn = add i64 %s{i}.ti, 1", f"  %s{i}.tm = icmp slt i64 %s{i}.tn, {n_trees}",
-                  f"  br i1 %s{i}.tm, label %s{i}.t, label %s{i}.f"]
-        # finish each row: base values, average, post transform -> the output tensor's buffer
-        wr.lines = []
-        r = f"%s{i}.fi"
-        base_acc = wr.op(f"mul i64 {r}, {targets}")
-        sums = _finish_trees(wr, spec, [wr.op(f"load float, ptr {element(f'%s{i}.acc', base_acc, j)}")
-                                        for j in range(targets)])
-        if out in stored:
-            store(sums, f"%buf.{_name(out)}", r, widths[out])
-        lines += [f"s{i}.f:", f"  br label %s{i}.fl", f"s{i}.fl:",
-                  f"  {r} = phi i64 [0, %s{i}.f], [%s{i}.fn, %s{i}.fl]", *wr.lines,
-                  f"  %s{i}.fn = add i64 {r}, 1", f"  %s{i}.fm = icmp slt i64 %s{i}.fn, %m",
-                  f"  br i1 %s{i}.fm, label %s{i}.fl, label {nxt}"]
-    body = "define internal void @block(ptr noalias %x, i64 %m, ptr noalias %o) #0 {\nentry:\n" + \
-        "\n".join(lines) + "\ndone:\n  ret void\n}"
-    score = f"""define void @score(ptr %X, i64 %n, ptr %out) #0 {{
-entry:
-  %empty = icmp sle i64 %n, 0
-  br i1 %empty, label %done, label %loop
-loop:
-  %i = phi i64 [0, %entry], [%next, %loop]
-  %left = sub i64 %n, %i
-  %few = icmp slt i64 %left, {block}
-  %m = select i1 %few, i64 %left, i64 {block}
-  %xo = mul i64 %i, {width_in}
-  %oo = mul i64 %i, {out_width}
-  %xp = getelementptr inbounds float, ptr %X, i64 %xo
-  %op = getelementptr inbounds float, ptr %out, i64 %oo
-  call void @block(ptr %xp, i64 %m, ptr %op)
-  %next = add i64 %i, %m
-  %more = icmp slt i64 %next, %n
-  br i1 %more, label %loop, label %done
-done:
-  ret void
-}}"""
-    return "\n\n".join([_HELPERS, *functions, body, score, _row_function(ops, inputs, output, tree_stage)]) + "\n"
-
-
-def _row_function(ops: list, inputs: list, output: str, tree_stage: dict) -> str:
-    """``score_row(ptr x, ptr o)``: one row, straight-line, calling each tree function directly
-    (the per-row path: no loops, no indirect calls)."""
+    functions = []
     wr = _Writer()
     entry, vals, offset = [], {}, 0
     for name, k in inputs:
@@ -726,35 +555,50 @@ def _row_function(ops: list, inputs: list, output: str, tree_stage: dict) -> str
         if kind != "trees":
             _row_op(wr, kind, src, out, params, vals)
             continue
-        spec, i = params, tree_stage[e]
-        buf = f"%r{e}.in"
+        spec = params
+        single = spec.targets == 1
+        functions += [_tree_function(f"e{e}t{t}", tree, single) for t, tree in enumerate(spec.trees)]
+        buf = f"%e{e}.in"
         entry.append(f"  {buf} = alloca float, i64 {len(vals[src])}")
         for j, v in enumerate(vals[src]):
             wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr {buf}, i64 {j}')}")
-        if spec.targets == 1:
+        if single:  # ONNX Runtime's order: 0 + tree 0 + tree 1 ... in float32
             total = "0.0"
             for t in range(len(spec.trees)):
-                total = wr.op(f"fadd float {total}, {wr.op(f'call float @s{i}t{t}(ptr {buf})')}")
+                total = wr.op(f"fadd float {total}, {wr.op(f'call float @e{e}t{t}(ptr {buf})')}")
             sums = [total]
         else:
-            acc = f"%r{e}.acc"
+            acc = f"%e{e}.acc"
             entry.append(f"  {acc} = alloca float, i64 {spec.targets}")
             ptrs = [wr.op(f"getelementptr inbounds float, ptr {acc}, i64 {j}") for j in range(spec.targets)]
             for p in ptrs:
                 wr.emit(f"store float 0.0, ptr {p}")
             for t in range(len(spec.trees)):
-                wr.emit(f"call void @s{i}t{t}(ptr {buf}, ptr {acc})")
+                wr.emit(f"call void @e{e}t{t}(ptr {buf}, ptr {acc})")
             sums = [wr.op(f"load float, ptr {p}") for p in ptrs]
         vals[out] = _finish_trees(wr, spec, sums)
     for j, v in enumerate(vals[output]):
         wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr %o, i64 {j}')}")
-    return "define void @score_row(ptr noalias %x, ptr noalias %o) #0 {\nentry:\n" + "\n".join(entry + wr.lines) + \
+    row = "define void @score_row(ptr noalias %x, ptr noalias %o) #0 {\nentry:\n" + "\n".join(entry + wr.lines) + \
         "\n  ret void\n}"
-
-
-def _name(tensor: str) -> str:
-    """An LLVM-safe suffix for a tensor name."""
-    return hashlib.sha256(tensor.encode()).hexdigest()[:12]
+    score = f"""define void @score(ptr %X, i64 %n, ptr %out) #0 {{
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %done, label %loop
+loop:
+  %i = phi i64 [0, %entry], [%next, %loop]
+  %xo = mul i64 %i, {width_in}
+  %oo = mul i64 %i, {out_width}
+  %xp = getelementptr inbounds float, ptr %X, i64 %xo
+  %op = getelementptr inbounds float, ptr %out, i64 %oo
+  call void @score_row(ptr %xp, ptr %op)
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}}"""
+    return "\n\n".join([_HELPERS, *functions, row, score]) + "\n"
 
 
 # --- compile, cache, check -----------------------------------------------------------------------------
@@ -764,7 +608,7 @@ _ROW = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 _llvm_ready = False
 
 
-def _target_machine():
+def _target_machine(opt: int = 2):
     global _llvm_ready
     import llvmlite.binding as llvm
 
@@ -778,14 +622,20 @@ def _target_machine():
         features = ""
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=features, reloc="pic",
-                                        codemodel="default", opt=2)
+                                        codemodel="default", opt=opt)
 
 
-def compile_object(source: str) -> bytes:
-    """Native object code of LLVM IR ``source`` for this CPU."""
+OPTIMIZED_TREES = 250  # up to this many trees, LLVM at -O2; beyond, -O0
+
+
+def compile_object(source: str, opt: int = 2) -> bytes:
+    """Native object code of LLVM IR ``source`` for this CPU.
+
+    -O2 makes trees ~2x faster than -O0 but compiles ~10x slower, mostly per function: a 100-tree
+    model takes ~1 s, one of 1,000 trees ~10 s at -O2 against ~1 s at -O0 (measured, 2 busy cores)."""
     import llvmlite.binding as llvm
 
-    tm = _target_machine()
+    tm = _target_machine(opt)
     module = llvm.parse_assembly(source)
     module.verify()
     return tm.emit_object(module)
@@ -934,8 +784,9 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
         return None
     ops, out_width = prog
     width = sum(k for _, k in inputs)
+    trees = sum(len(op[3].trees) for op in ops if op[0] == "trees")
     try:
-        obj = compile_object(ir(ops, inputs, output, out_width))
+        obj = compile_object(ir(ops, inputs, output, out_width), 2 if trees <= OPTIMIZED_TREES else 0)
     except Unsupported:
         return None
     compiled = Compiled(obj, width, out_width)
