@@ -728,13 +728,26 @@ def agrees(got: np.ndarray, want: np.ndarray, classifier: bool) -> bool:
 
 def cache_key(sha256: str) -> str:
     """The cache file name for a model: its sha256 and everything that makes the code or the answers."""
-    from importlib.metadata import version  # not the packages themselves: importing onnxruntime costs ~80 ms
-
+    import llvmlite
     import llvmlite.binding as llvm
 
-    salt = f"{VERSION}|{version('llvmlite')}|{version('onnxruntime')}|{version('onnx')}|{llvm.get_process_triple()}|" \
-           f"{llvm.get_host_cpu_name()}"
+    salt = f"{VERSION}|{llvmlite.__version__}|{_installed('onnxruntime')}|{_installed('onnx')}|" \
+           f"{llvm.get_process_triple()}|{llvm.get_host_cpu_name()}"
     return f"{sha256}-{hashlib.sha256(salt.encode()).hexdigest()[:16]}"
+
+
+def _installed(package: str) -> str:
+    """A package's installed version from its dist-info folder's name, without importing the package
+    (onnxruntime costs ~80 ms) or importlib.metadata (~40 ms: email, zipfile, csv...)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        return "none"
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    prefix = package + "-"
+    return next((e[len(prefix):-len(".dist-info")] for e in sorted(os.listdir(site))
+                 if e.startswith(prefix) and e.endswith(".dist-info")), "unknown")
 
 
 def private_directory(path: str | None) -> str | None:
