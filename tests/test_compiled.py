@@ -125,6 +125,33 @@ def test_unsupported_nodes_stay_with_onnxruntime():
     assert compiled.program(blob, "variable", [("x", 2)]) is None
 
 
+def _regressor(features, trues, falses, modes, width=2):
+    """A one-tree TreeEnsembleRegressor over rows of ``width`` floats."""
+    from onnx import TensorProto, helper
+
+    n = len(modes)
+    node = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["variable"], domain="ai.onnx.ml", n_targets=1,
+        nodes_treeids=[0] * n, nodes_nodeids=list(range(n)), nodes_featureids=features, nodes_modes=modes,
+        nodes_values=[0.5] * n, nodes_truenodeids=trues, nodes_falsenodeids=falses,
+        target_treeids=[0] * n, target_nodeids=list(range(n)), target_ids=[0] * n, target_weights=[1.0] * n)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
+                          [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+
+
+@pytest.mark.parametrize("features, trues, falses, modes, compiles", [
+    ([0, 0, 0], [1, 0, 0], [2, 0, 0], ["BRANCH_LEQ", "LEAF", "LEAF"], True),
+    ([7, 0, 0], [1, 0, 0], [2, 0, 0], ["BRANCH_LEQ", "LEAF", "LEAF"], False),   # a feature beyond the row
+    ([0, 1, 0], [1, 0, 0], [2, 2, 0], ["BRANCH_LEQ", "BRANCH_LT", "LEAF"], False),  # node 0 reached again: a loop
+    ([0, 0, 0], [1, 0, 0], [2, 0, 0], ["BRANCH_LEQ", "LEAF", "BRANCH_XYZ"], False),  # a mode it does not know
+])
+def test_only_well_formed_trees_reach_native_code(features, trues, falses, modes, compiles):
+    """An imported model is not trusted: native code reads only inside the row and always ends."""
+    blob = _regressor(features, trues, falses, modes).SerializeToString()
+    assert (compiled.program(blob, "variable", [("x", 2)]) is not None) == compiles
+
+
 def test_cache_loads_without_compiling_or_onnxruntime(tmp_path, monkeypatch):
     pipe, schema, raw = fit("lightgbm", "multiclass")
     blob = to_onnx(pipe, schema)

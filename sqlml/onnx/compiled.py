@@ -79,7 +79,10 @@ def _attrs(node) -> dict:
     return out
 
 
-def _trees(node, a: dict) -> Trees:
+def _trees(node, a: dict, width: int) -> Trees:
+    """The ensemble of ``node`` over rows of ``width`` floats. Native code trusts what this accepts:
+    every feature inside the row, every weight on a target, every tree a tree (no node reached
+    twice, so no loop)."""
     classifier = node.op_type == "TreeEnsembleClassifier"
     if any(k.endswith("_as_tensor") for k in a):
         raise Unsupported("double-precision tree attributes")
@@ -130,8 +133,18 @@ def _trees(node, a: dict) -> Trees:
                 raise Unsupported("a leaf without weight")
             if v[0] == "leaf" and any(not 0 <= c < targets for c, _ in v[1]):
                 raise Unsupported("a weight for no target")
+            if v[0] != "leaf" and not 0 <= v[1] < width:
+                raise Unsupported("a feature outside the row")
         if next(iter(tree)) != 0:  # ONNX Runtime starts a tree at its first node; sqlml's converters number it 0
             raise Unsupported("a tree whose first node is not node 0")
+        seen, stack = set(), [0]
+        while stack:
+            nid = stack.pop()
+            if nid in seen:
+                raise Unsupported("a node reached twice")
+            seen.add(nid)
+            if tree[nid][0] != "leaf":
+                stack += [tree[nid][3], tree[nid][4]]
     spec = Trees(ordered, targets, aggregate, post, [float(np.float32(b)) for b in a.get("base_values", [])],
                  classifier)
     if classifier:
@@ -200,7 +213,7 @@ def _op(node, width: dict, consts: dict) -> tuple:
         return width[name]
 
     if op in ("TreeEnsembleClassifier", "TreeEnsembleRegressor") and node.domain == _ML:
-        spec = _trees(node, a)
+        spec = _trees(node, a, w(ins[0]))
         out = node.output[1] if spec.classifier else node.output[0]
         if spec.classifier and len(node.output) < 2:
             raise Unsupported("no scores output")
