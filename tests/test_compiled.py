@@ -143,6 +143,7 @@ def _regressor(features, trues, falses, modes, width=2):
 @pytest.mark.parametrize("features, trues, falses, modes, compiles", [
     ([0, 0, 0], [1, 0, 0], [2, 0, 0], ["BRANCH_LEQ", "LEAF", "LEAF"], True),
     ([7, 0, 0], [1, 0, 0], [2, 0, 0], ["BRANCH_LEQ", "LEAF", "LEAF"], False),   # a feature beyond the row
+    ([0, 1, 0], [1, 2, 0], [2, 2, 0], ["BRANCH_LEQ", "BRANCH_EQ", "LEAF"], True),  # a shared node (categories)
     ([0, 1, 0], [1, 0, 0], [2, 2, 0], ["BRANCH_LEQ", "BRANCH_LT", "LEAF"], False),  # node 0 reached again: a loop
     ([0, 0, 0], [1, 0, 0], [2, 0, 0], ["BRANCH_LEQ", "LEAF", "BRANCH_XYZ"], False),  # a mode it does not know
 ])

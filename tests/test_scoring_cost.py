@@ -56,8 +56,6 @@ def train(conn, project, options):
 def test_max_scoring_us_keeps_the_model_within_the_budget(db):
     # 100 LightGBM trees of 31 leaves are estimated at ~1.7 us a row; the linear model at the call's 0.5 us
     assert train(db, "cheap", {"ensemble": False, "n_estimators": 100, "max_scoring_us": 1.0}) == "linear"
-    trials = query(db, "SELECT algorithm FROM sqlml.trials WHERE project = 'cheap'")
-    assert {"lightgbm", "linear"} <= {t for (t,) in trials}  # lightgbm was tried, and left out
     assert train(db, "any", {"ensemble": False, "n_estimators": 100, "max_scoring_us": 20}) in ("lightgbm", "linear")
 
 

@@ -81,8 +81,7 @@ def _attrs(node) -> dict:
 
 def _trees(node, a: dict, width: int) -> Trees:
     """The ensemble of ``node`` over rows of ``width`` floats. Native code trusts what this accepts:
-    every feature inside the row, every weight on a target, every tree a tree (no node reached
-    twice, so no loop)."""
+    every feature inside the row, every weight on a target, no loop in a tree."""
     classifier = node.op_type == "TreeEnsembleClassifier"
     if any(k.endswith("_as_tensor") for k in a):
         raise Unsupported("double-precision tree attributes")
@@ -137,14 +136,7 @@ def _trees(node, a: dict, width: int) -> Trees:
                 raise Unsupported("a feature outside the row")
         if next(iter(tree)) != 0:  # ONNX Runtime starts a tree at its first node; sqlml's converters number it 0
             raise Unsupported("a tree whose first node is not node 0")
-        seen, stack = set(), [0]
-        while stack:
-            nid = stack.pop()
-            if nid in seen:
-                raise Unsupported("a node reached twice")
-            seen.add(nid)
-            if tree[nid][0] != "leaf":
-                stack += [tree[nid][3], tree[nid][4]]
+        _check_acyclic(tree)
     spec = Trees(ordered, targets, aggregate, post, [float(np.float32(b)) for b in a.get("base_values", [])],
                  classifier)
     if classifier:
@@ -162,6 +154,27 @@ def _trees(node, a: dict, width: int) -> Trees:
             else:
                 spec.has_score.append(True)  # more than 2 classes: 0 + base equals base, either way
     return spec
+
+
+def _check_acyclic(tree: dict) -> None:
+    """Raise Unsupported if a walk from node 0 can come back to a node it is on. Nodes may be shared
+    (onnxmltools sends every category of a LightGBM categorical split to one subtree: a DAG)."""
+    state = {}  # node -> 1 on the current path, 2 done
+    stack = [(0, 0)]
+    while stack:
+        nid, child = stack.pop()
+        if child == 0:
+            if state.get(nid) == 1:
+                raise Unsupported("a loop in a tree")
+            if state.get(nid) == 2:
+                continue
+            state[nid] = 1
+        v = tree[nid]
+        if v[0] == "leaf" or child == 2:
+            state[nid] = 2
+            continue
+        stack.append((nid, child + 1))
+        stack.append((v[3] if child == 0 else v[4], 0))
 
 
 def _const(consts: dict, name: str) -> np.ndarray:
