@@ -28,7 +28,8 @@ bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets, and the w
 	$(PY) bench/warm_start.py
 
 bench-forecast: setup       ## sqlml forecasting vs. statsforecast (AutoETS, AutoTheta, SeasonalNaive)
-	$(PY) -m pip install -q --no-deps statsforecast==2.1.1 coreforecast==0.0.20 utilsforecast==0.2.17   # it caps pandas < 3; its models used here never touch pandas
+	$(PY) -m pip install -q --no-deps statsforecast==2.1.1 coreforecast==0.0.20 utilsforecast==0.2.17 \
+	    fugue==0.9.7 triad==1.0.4 adagio==0.2.6 tqdm==4.70.1 six==1.17.0 pyarrow==26.0.1 fsspec==2026.9.0   # it caps pandas < 3; its models used here never touch pandas
 	$(PY) -m pip install -q statsmodels==0.15.0
 	$(PY) bench/forecast.py
 
