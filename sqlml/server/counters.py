@@ -12,12 +12,11 @@ File layout (little-endian): ``MAGIC`` (8 bytes), used slots (int64), then ``SLO
 ``SLOT`` bytes: the count (int64) and the project name (UTF-8, NUL-padded). A slot's name is
 written before the used-slot count that makes it visible; only its own process writes a file.
 
-No plpy: the data directory and the database come from the server binary's globals.
+No plpy: the data directory and the database come from the server's globals (``pg_internals``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import mmap
@@ -31,16 +30,16 @@ NAME_BYTES = SLOT - 8
 ARCHIVE = "archive.json"
 I64 = struct.Struct("<q")
 
-_pg = ctypes.CDLL(None)
 _counts: dict[str, int] = {}
 _slots: dict[str, tuple] = {}  # project -> (mmap, offset of its count)
 _file: dict = {"map": None, "used": SLOTS, "broken": False}
 
 
 def database_dir(database_oid: int | None = None) -> str:
-    data = ctypes.c_char_p.in_dll(_pg, "DataDir").value.decode()
-    oid = ctypes.c_uint32.in_dll(_pg, "MyDatabaseId").value if database_oid is None else database_oid
-    return os.path.join(data, "sqlml_counters", str(oid))
+    from sqlml.server import pg_internals  # here: the module's pure parts are tested outside a backend
+
+    oid = pg_internals.database_oid() if database_oid is None else database_oid
+    return os.path.join(pg_internals.data_directory(), "sqlml_counters", str(oid))
 
 
 def add(project: str, rows: int) -> None:

@@ -100,7 +100,7 @@ def without_traceback(context: bytes) -> bytes:
 
 def hide_tracebacks() -> None:
     """Install the emit_log_hook described above, once per backend, chained to any hook before it."""
-    server = ctypes.PyDLL(None)  # keeps the GIL while it reads a setting (as sqlml.server.backend does)
+    server = ctypes.PyDLL(None)  # keeps the GIL while it reads a setting (as sqlml.server.pg_internals does)
     get_option = server.GetConfigOption
     get_option.restype, get_option.argtypes = ctypes.c_char_p, [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
     strncmp = server.strncmp

@@ -14,7 +14,6 @@ rolled back. Decisions live in ``sqlml.governor``; this module only adapts them 
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import sys
@@ -35,7 +34,7 @@ from sqlml.governor.store import (
     UNCOMMITTED,
     JobStore,
 )
-from sqlml.server import privileged
+from sqlml.server import pg_internals, privileged
 from sqlml.server.spi import spi
 
 INSUFFICIENT_RESOURCES = "53000"
@@ -67,11 +66,7 @@ def store() -> JobStore:
     """The cluster's job store, under the data directory (``$PGDATA/sqlml``)."""
     global _store
     if _store is None:
-        try:
-            data_dir = ctypes.c_char_p.in_dll(ctypes.CDLL(None), "DataDir").value.decode()
-        except (ValueError, AttributeError):
-            data_dir = os.getcwd()  # backends run in the data directory
-        _store = JobStore(os.path.join(data_dir, "sqlml"))
+        _store = JobStore(os.path.join(pg_internals.data_directory(), "sqlml"))
     return _store
 
 

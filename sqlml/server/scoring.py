@@ -7,7 +7,7 @@ commits, the next statement in any session scores with the new model; one statem
 two models.
 
 In parallel mode (parallel workers, and their leader while the plan runs) plpy's SPI is refused.
-There the same answer comes from ``backend.ParallelSpi``, in the snapshot the leader shares with
+There the same answer comes from ``pg_internals.ParallelSpi``, in the snapshot the leader shares with
 its workers: first whether the caller may use the registry and score the project (functions that
 answer true/false, so that nothing raises inside PostgreSQL), then ``sqlml._model_ref``, which can
 no longer raise. Every process of a parallel plan thus resolves a project exactly as a serial plan
@@ -17,7 +17,7 @@ does in that statement, right after a deploy or rollback too, and reads the ONNX
 Per process, models are cached by id (a model row never changes; its ONNX is checked against its
 sha256 when loaded) and row plans by model and row type (``sqlml.scoring.rows``). Compiled code
 is cached across processes by the model's sha256 in the data directory
-(``backend.compiled_cache_dir``): a new backend loads it instead of compiling again.
+(``pg_internals.compiled_cache_dir``): a new backend loads it instead of compiling again.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sqlml.errors import (
     SqlmlError,
 )
 from sqlml.registry import store
-from sqlml.server import backend, counters
+from sqlml.server import counters, pg_internals
 from sqlml.server.spi import spi
 
 # the model, and the row type's columns (json arrays) when $3 names one
@@ -125,7 +125,7 @@ MAY_SCORE = "SELECT sqlml.has_privilege(current_user, $1, 'predict') AS ok"
 
 def resolve(spec: str, row_type: int | None = None):
     """The model ``spec`` means in this statement; with ``row_type``, (model, row plan) for that type."""
-    key = backend.statement_key()
+    key = pg_internals.statement_key()
     hit = _statement.get((spec, row_type))
     if hit is None or hit[0] != key:
         hit = _statement[(spec, row_type)] = (key, *_lookup(spec, row_type))
@@ -136,8 +136,8 @@ def _lookup(spec: str, row_type: int | None):
     name, version = store.parse_project_spec(spec)
     if version is not None and version > 2**31 - 1:  # would fail the ::int cast inside PostgreSQL
         raise SqlmlError(f'project "{name}" has no version {version}', sqlstate=UNDEFINED_OBJECT)
-    parallel = backend.in_parallel_mode()
-    ex = backend.ParallelSpi() if parallel else spi
+    parallel = pg_internals.in_parallel_mode()
+    ex = pg_internals.ParallelSpi() if parallel else spi
     if parallel:
         _check_parallel(ex, name)
     rows = ex.execute(RESOLVE, [name, version, row_type])
@@ -164,7 +164,7 @@ def _lookup(spec: str, row_type: int | None):
         from sqlml.scoring.rows import RowPlan
 
         plan = m.plans[(names, types)] = RowPlan(m.scorer, list(names), list(types), name)
-    if m.has_dates and not backend.iso_dates():
+    if m.has_dates and not pg_internals.iso_dates():
         raise SqlmlError(f'project "{name}" has date features, which a row carries in the session\'s DateStyle; '
                          "sqlml reads ISO dates only", sqlstate=DATATYPE_MISMATCH,
                          hint="SET DateStyle = 'ISO', or pass to_jsonb(row)")
@@ -202,7 +202,7 @@ def load(ref: store.ModelRef, parallel_spi=None) -> Model:
         raise SqlmlError(f'project "{ref.project}" is a forecast project', sqlstate=FEATURE_NOT_SUPPORTED,
                          hint=f"forecast it: SELECT * FROM sqlml.forecast('{ref.project}')")
     schema = FeatureSchema.from_json(schema)
-    scorer = Scorer(blob, schema, sha256=ref.sha256, cache_dir=backend.compiled_cache_dir())
+    scorer = Scorer(blob, schema, sha256=ref.sha256, cache_dir=pg_internals.compiled_cache_dir())
     if parallel_spi is None:  # what scores it, at DEBUG2 (plpy.debug) (a worker has no client to tell)
         import plpy
 

@@ -1,11 +1,17 @@
-"""The few facts of the running backend that scoring reads through ctypes, and SPI for parallel query.
+"""Every PostgreSQL internal sqlml reads through ctypes, in one place, checked against the server's version.
+
+Each fact below names the PostgreSQL major versions it was checked against (the server headers of
+that version: ``/usr/include/postgresql/<major>/server``). Importing this module first reads the
+running server's version (the ``server_version_num`` setting, through ``GetConfigOption``: no SPI,
+so it works in parallel workers too) and refuses any major version not in
+``sqlml.postgres_versions.SUPPORTED_MAJORS``, before anything reads a struct or a global.
+Import it only inside a backend (lazily, in functions, from modules that also run elsewhere).
 
 ``statement_key()`` changes with every SQL statement (and every command of a function that writes);
 ``in_parallel_mode()`` is true in parallel workers and in their leader while a parallel plan runs;
-``iso_dates()`` says whether DateStyle prints dates as ISO 8601.
-
-``compiled_cache_dir()`` is where compiled models are kept: in the data directory, which only the
-server's OS user can write.
+``iso_dates()`` says whether DateStyle prints dates as ISO 8601; ``data_directory()`` and
+``database_oid()`` locate the files sqlml keeps beside the cluster's (``compiled_cache_dir()``:
+compiled models).
 
 ``ParallelSpi`` is an Executor over SPI called directly. plpy's SPI opens a subtransaction for every
 query, which parallel mode refuses ("cannot start subtransactions during a parallel operation"),
@@ -28,16 +34,38 @@ import os
 import sys
 from decimal import Decimal
 
-_pg = ctypes.PyDLL(None)  # calls keep the GIL (see above)
+from sqlml.postgres_versions import check_major
+
+_pg = ctypes.PyDLL(None)  # the backend's own symbols; calls keep the GIL (see above)
+
+# --- the server's version, read before any other fact --------------------------------------------
+# const char *GetConfigOption(const char *name, bool missing_ok, bool restrict_privileged): 15
+# (utils/guc.h). missing_ok = true: it returns NULL instead of raising.
+try:
+    _get_config_option = _pg.GetConfigOption
+except AttributeError:
+    raise ImportError("sqlml.server.pg_internals runs inside a PostgreSQL backend only") from None
+_get_config_option.restype = ctypes.c_char_p
+_get_config_option.argtypes = [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
+SERVER_VERSION_NUM = int(_get_config_option(b"server_version_num", True, False))
+check_major(SERVER_VERSION_NUM)
+
+# --- functions and globals (checked against 15) --------------------------------------------------
+# TimestampTz GetCurrentStatementStartTimestamp(void), CommandId GetCurrentCommandId(bool),
+# bool IsInParallelMode(void): 15 (access/xact.h). Oid GetUserId(void): 15 (miscadmin.h).
 _pg.GetCurrentStatementStartTimestamp.restype = ctypes.c_int64
 _pg.GetCurrentCommandId.restype = ctypes.c_uint32
 _pg.GetCurrentCommandId.argtypes = [ctypes.c_bool]
 _pg.IsInParallelMode.restype = ctypes.c_bool
 _pg.GetUserId.restype = ctypes.c_uint32
-_worker_number = ctypes.c_int.in_dll(_pg, "ParallelWorkerNumber")
+# volatile uint32 InterruptHoldoffCount, HOLD_INTERRUPTS() is its increment: 15 (miscadmin.h)
 _holdoff = ctypes.c_uint32.in_dll(_pg, "InterruptHoldoffCount")
+# int DateStyle, USE_ISO_DATES = 1: 15 (miscadmin.h)
 _date_style = ctypes.c_int.in_dll(_pg, "DateStyle")
-USE_ISO_DATES = 1  # miscadmin.h
+USE_ISO_DATES = 1
+# char *DataDir, Oid MyDatabaseId: 15 (miscadmin.h)
+_data_dir = ctypes.c_char_p.in_dll(_pg, "DataDir")
+_database_id = ctypes.c_uint32.in_dll(_pg, "MyDatabaseId")
 
 
 def statement_key() -> tuple:
@@ -45,10 +73,6 @@ def statement_key() -> tuple:
     current role: a SECURITY DEFINER function's call must not reuse what its caller resolved in the
     same statement, nor the caller what the function resolved (privileges differ)."""
     return _pg.GetCurrentStatementStartTimestamp(), _pg.GetCurrentCommandId(False), _pg.GetUserId()
-
-
-def in_parallel_worker() -> bool:
-    return _worker_number.value >= 0
 
 
 def in_parallel_mode() -> bool:
@@ -59,12 +83,24 @@ def iso_dates() -> bool:
     return _date_style.value == USE_ISO_DATES
 
 
+def data_directory() -> str:
+    """The cluster's data directory (``$PGDATA``)."""
+    return _data_dir.value.decode()
+
+
+def database_oid() -> int:
+    """The OID of the database this backend is connected to."""
+    return _database_id.value
+
+
 def compiled_cache_dir() -> str:
-    return os.path.join(ctypes.c_char_p.in_dll(_pg, "DataDir").value.decode(), "sqlml_compiled")
+    """Where compiled models are kept: in the data directory, which only the server's OS user can write."""
+    return os.path.join(data_directory(), "sqlml_compiled")
 
 
 # --- SPI in parallel mode ------------------------------------------------------------------------
 
+# type OIDs: 15 (catalog/pg_type_d.h; fixed since the types were created). SPI_OK_SELECT = 5: 15 (executor/spi.h)
 BOOLOID, BYTEAOID, INT8OID, INT2OID, INT4OID, TEXTOID, OIDOID = 16, 17, 20, 21, 23, 25, 26
 FLOAT4OID, FLOAT8OID, NUMERICOID = 700, 701, 1700
 SPI_OK_SELECT = 5
@@ -76,6 +112,8 @@ def _bind(name, restype, *argtypes):
     return f
 
 
+# Signatures: 15 (executor/spi.h: SPI_*, and uint64 SPI_processed, SPITupleTable *SPI_tuptable;
+# fmgr.h: pg_detoast_datum; utils/builtins.h: cstring_to_text; utils/palloc.h: pfree).
 _execute = _bind("SPI_execute_with_args", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
                  ctypes.c_void_p, ctypes.c_char_p, ctypes.c_bool, ctypes.c_long)
 _getvalue = _bind("SPI_getvalue", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
@@ -128,6 +166,8 @@ class ParallelSpi:
 
 
 def _rows(table: int, count: int) -> list[dict]:
+    # SPITupleTable starts with TupleDesc tupdesc, then HeapTuple *vals; TupleDescData starts with
+    # int natts: 15 (executor/spi.h, access/tupdesc.h)
     desc = ctypes.c_void_p.from_address(table).value  # SPITupleTable.tupdesc
     tuples = ctypes.c_void_p.from_address(table + ctypes.sizeof(ctypes.c_void_p)).value  # .vals
     width = ctypes.c_int.from_address(desc).value  # TupleDesc.natts
@@ -149,7 +189,9 @@ def _value(tup, desc, j, typ):
         datum = _getbinval(tup, desc, j, ctypes.byref(null))
         if null.value:
             return None
-        assert sys.byteorder == "little"  # the 4-byte varlena header layout below
+        # a detoasted varlena has a 4-byte header, the total size in its upper 30 bits on a
+        # little-endian machine (VARSIZE_4B): 15 (postgres.h)
+        assert sys.byteorder == "little"
         p = _detoast(datum)
         size = (ctypes.c_uint32.from_address(p).value >> 2) & 0x3FFFFFFF
         return ctypes.string_at(p + 4, size - 4)
