@@ -144,11 +144,13 @@ def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
 def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
-          n_estimators: int | None = None, similar=None, refit_all: bool = True, run_fit=None,
+          n_estimators: int | None = None, similar=None, refit_all: bool | None = None, run_fit=None,
           max_scoring_us: float | None = None) -> Trained:
     """``note(message)`` is called with what the user should know (task inference, the plan);
     ``similar(meta_features, task)`` returns configurations that won on similar past trainings;
-    ``run_fit(fit)`` runs each model fit (see ``Search``)."""
+    ``run_fit(fit)`` runs each model fit (see ``Search``). ``refit_all``: refit the winner on every
+    row when the budget allows (None), always (True: the caller asked for it, even past the
+    budget), or never (False)."""
     note = note or (lambda message: None)
     target = schema.target
     if task is None:
@@ -187,7 +189,8 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     if warm:
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
-                    n_estimators=n_estimators, warm_start=warm, final_rows=len(y) if refit_all else None, run_fit=run_fit,
+                    n_estimators=n_estimators, warm_start=warm, final_rows=None if refit_all is False else len(y),
+                    run_fit=run_fit,
                     max_scoring_us=max_scoring_us)
     validation = "a validation split" if search.validation == "holdout" else search.validation.replace("cv", "cross-validation")
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
@@ -197,10 +200,10 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     result = search.finish()
     # The holdout has measured the configuration; the registered model learns from every row.
     final = None
-    if refit_all and search.affords_final_refit(result):
+    if refit_all or (refit_all is None and search.affords_final_refit(result)):
         final = search.refit_on(result, pd.concat([X_train, X_test], ignore_index=True),
                                 np.concatenate([y[train_idx], y[test_idx]]))
-    elif refit_all:
+    elif refit_all is None:
         note("no time left to refit on every row: the model registered is the one trained without the holdout")
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],

@@ -289,7 +289,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                               on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
                               n_estimators=opts.get("n_estimators"), similar=similar_trainings,
-                              refit_all=opts.get("refit_all", True), run_fit=yielding.run,
+                              refit_all=opts.get("refit_all"), run_fit=yielding.run,
                               max_scoring_us=opts.get("max_scoring_us"))
     finally:
         yielding.close()
