@@ -141,9 +141,10 @@ def test_cancel_during_the_search(own):
     _, dsn = own
     conn = connect(dsn)
     before = snapshot(conn)
-    t = Training(dsn, "crash", budget="30 seconds")
+    t = Training(dsn, "crash", budget="1 hour")  # only the cancel can end it
     t.start()
-    time.sleep(2.0)
+    wait_for(conn, "SELECT count(*) FROM sqlml.jobs WHERE project = 'crash' AND state = 'running' "
+                   "AND (progress ->> 'trials')::int > 0", timeout=120)  # in the search
     assert scalar(conn, "SELECT pg_cancel_backend(%s)", (t.pid,))
     finish(t)
     assert t.error is not None and t.error.pgcode == "57014", t.error

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import query, scalar
 
 BUDGET = "3 seconds"
-WAIT_SECONDS = 100  # next minute boundary (<= 60 s) + the retraining itself
+WAIT_SECONDS = 240  # next minute boundary (<= 60 s) + the retraining itself (longer on a busy machine)
 
 
 @pytest.fixture(scope="module")
