@@ -26,8 +26,6 @@ from sqlml import __version__
 CHECKOUT = Path(__file__).resolve().parent.parent
 # The extension's files ship in the checkout's sql/ or, installed from a wheel, in <prefix>/share/sqlml.
 SQL_DIRS = (CHECKOUT / "sql", Path(sys.prefix) / "share" / "sqlml")
-# Environment variable a cluster's postmaster may set to use another venv than sqlml.python names.
-SITE_ENV = "SQLML_SITE_PACKAGES"
 
 
 class InstallError(RuntimeError):

@@ -11,7 +11,7 @@ Every estimator here converts to ONNX under the pinned versions (tested in tests
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from sqlml.data.schema import REGRESSION
@@ -65,7 +65,6 @@ class EstimatorSpec:
     cost: float = 1.0  # fit time relative to LightGBM's first portfolio entry
     tasks: frozenset = frozenset({"binary", "multiclass", "regression"})
     early_stopping: bool = False  # fit() accepts a validation set and picks n_estimators itself
-    fixed: dict = field(default_factory=dict)
 
 
 # --- builders -------------------------------------------------------------------------------------

@@ -22,10 +22,6 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def column_aggregate(kind: str, expr: str, dim: int = 0) -> str:
     """The aggregate that reads column ``expr`` (already quoted) of ``kind`` in row order."""
     if kind == NUMERIC:

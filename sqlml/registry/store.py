@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from sqlml.errors import INVALID_PARAMETER, NO_DATA, UNDEFINED_OBJECT, SqlmlError
 from sqlml.executor import to_json
 
-STRATEGIES = ("best_score", "most_recent", "rollback", "version", "train")
-
 
 @dataclass(frozen=True)
 class ModelRef:

@@ -11,9 +11,10 @@ columns arrive as the aggregates of ``sqlml.data.ingest`` (numbers as one float8
 decoded by ``np.frombuffer``), so memory holds one chunk whatever the table's size. The last range
 is open-ended: pages added after the table's size was read are scanned too.
 
-Anything else (a view, a query, a partitioned or foreign table) is read through a cursor over its
-rows, each row packed: its numbers as one bytea of float8s, each vector as float4s, its text
-values as one text[].
+Anything else (a view, a query, a partitioned or foreign table) is read whole, columnar, like
+training data (``sqlml.server.batch``), and only scored in chunks of CHUNK_ROWS.
+
+``pack_float32`` / ``unpack_sql`` carry the scores back to PostgreSQL as exact int8s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
-from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NULL_CATEGORY, NUMERIC, TIMESTAMP, VECTOR, Feature
+from sqlml.data.schema import BOOLEAN, CATEGORY, NULL_CATEGORY, NUMERIC, Feature
 
 CHUNK_ROWS = 32768
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
@@ -110,49 +111,6 @@ def decode_chunk(row: dict, features: list[Feature], id_type: str) -> tuple[int,
     else:
         ids = np.array(row["id"] or [], dtype=object)
     return n, raw, ids
-
-
-def _number(f: Feature) -> str | None:
-    x = "src." + quote_ident(f.name)
-    if f.kind == NUMERIC:
-        return f"coalesce(float8send({x}::float8), {NAN8})"
-    if f.kind == BOOLEAN:
-        return f"coalesce(float8send({x}::int::float8), {NAN8})"
-    if f.kind in (DATE, TIMESTAMP):
-        return f"coalesce(float8send(extract(epoch FROM {x})::float8), {NAN8})"
-    return None
-
-
-def row_query(source_sql: str, features: list[Feature], id_column: str) -> str:
-    """One packed row per source row: ``n`` (float8s), ``v<i>`` (vector i), ``t`` (texts), ``id``."""
-    numbers = [e for e in map(_number, features) if e]
-    cols = [f"({' || '.join(numbers)}) AS n" if numbers else "NULL::bytea AS n"]
-    for i, f in enumerate(features):
-        if f.kind == VECTOR:
-            nan_row = f"decode(repeat('7fc00000', {int(f.dim)}), 'hex')"
-            cols.append(f"coalesce(substring(vector_send(src.{quote_ident(f.name)}) FROM 5), {nan_row}) AS v{i}")
-    texts = [f"src.{quote_ident(f.name)}::text" for f in features if f.kind == CATEGORY]
-    cols.append(f"ARRAY[{', '.join(texts)}]::text[] AS t" if texts else "NULL::text[] AS t")
-    cols.append(f"src.{quote_ident(id_column)}::text AS id")
-    return f"SELECT {', '.join(cols)} FROM ({source_sql}) AS src"
-
-
-def decode_rows(rows: list[dict], features: list[Feature]) -> tuple[int, dict, list]:
-    """(n, {feature: raw array}, ids) from packed rows (``row_query``)."""
-    n = len(rows)
-    raw = {}
-    numeric = [f for f in features if _number(f)]
-    if numeric:
-        block = np.frombuffer(b"".join(r["n"] for r in rows), dtype=">f8").astype(np.float64).reshape(n, len(numeric))
-        raw.update({f.name: np.ascontiguousarray(block[:, j]) for j, f in enumerate(numeric)})
-    texts = [f for f in features if f.kind == CATEGORY]
-    columns = list(zip(*(r["t"] for r in rows))) if texts and n else [()] * len(texts)
-    raw.update({f.name: np.array(col, dtype=object) for f, col in zip(texts, columns)})
-    for i, f in enumerate(features):
-        if f.kind == VECTOR:
-            raw[f.name] = np.frombuffer(b"".join(r[f"v{i}"] for r in rows), dtype=">f4").astype(np.float64) \
-                .reshape(n, f.dim)
-    return n, raw, [r["id"] for r in rows]
 
 
 def pack_float32(values: np.ndarray) -> list[int] | None:

@@ -239,10 +239,6 @@ def estimated_wait(snap: dict, slots: int) -> float:
     return min(free_at) if free_at else 0.0
 
 
-def current() -> Job | None:
-    return _current
-
-
 def check_cancel() -> None:
     """Part of every interrupt check: raises if someone called sqlml.cancel on this backend's job."""
     if _current is not None:
@@ -417,12 +413,6 @@ def queued_seconds() -> float:
 
 
 # --- the SQL surface ------------------------------------------------------------------------------
-
-JOB_COLUMNS = ("job_id", "kind", "state", "queue_position", "role", "database", "project", "pid", "submitted_at",
-               "started_at", "finished_at", "predicted_seconds", "actual_seconds", "predicted_peak_bytes",
-               "actual_peak_bytes", "cost_model", "rows", "threads", "error", "sqlstate", "progress", "lane",
-               "wait_reason")
-
 
 # The caller administers sqlml: a superuser, or a member of sqlml_admin (see the security section).
 IS_ADMIN = ("(coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) "
