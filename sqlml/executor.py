@@ -1,7 +1,8 @@
-"""The small SQL interface that registry/, governor/ and monitor/ speak.
+"""The small SQL interface that registry/ and monitor/ speak.
 
-They never import plpy or psycopg2: the server hands them a :class:`sqlml.server.spi.SpiExecutor`,
-the client a :class:`PsycopgExecutor`. Parameters are ``$1, $2 ...`` placeholders whose types
+They never import plpy or psycopg2: the server hands them a :class:`sqlml.server.spi.SpiExecutor`
+(or, in parallel mode, :class:`sqlml.server.pg_internals.ParallelSpi`), the client (``sqlml.connect``,
+``sqlml report``) a :class:`PsycopgExecutor`. Parameters are ``$1, $2 ...`` placeholders whose types
 follow the Python values (str/None -> text, int -> int8, float -> float8, bool -> bool,
 bytes -> bytea, dict -> text holding JSON, list -> an array of its elements' type); the SQL
 casts where it needs another type (``$3::jsonb``).
@@ -65,7 +66,7 @@ def _json_default(o):
 
 
 class PsycopgExecutor:
-    """An Executor over a psycopg2 connection (client side: CLI, export, tests)."""
+    """An Executor over a psycopg2 connection (client side: ``sqlml.connect``, ``sqlml report``)."""
 
     def __init__(self, conn, notice=None):
         self.conn = conn

@@ -1,10 +1,12 @@
 """Set-at-a-time scoring: ``sqlml.predict_batch`` (rows out) and ``sqlml.score`` (into a table).
 
 A table (or materialized view) is read as the caller in chunks of ~32k rows by ranges of pages, all
-in one statement and so one snapshot (``sqlml.scoring.chunks``): each chunk is scored and written
-before the next is read, so memory stays flat whatever the table's size. A view or a query is read
-like training data, columnar in one read-only statement (a view may hide a function with side
-effects, and only a single statement can be made read-only from PL/Python), then scored in chunks.
+in one statement and so one snapshot (``sqlml.scoring.chunks``). The chunks overlap: the model
+scores chunk k on a background thread while the backend writes chunk k-1 and reads chunk k+1
+(``sqlml.scoring.overlap``), so at most three chunks are held at once and memory stays flat
+whatever the table's size. A view or a query is read like training data, whole and columnar in
+one read-only statement (a view may hide a function with side effects, and only a single
+statement can be made read-only from PL/Python), then scored in chunks: its memory grows with it.
 
 Chunks go through the model's core graph (``sqlml.onnx.core``) as one float32 matrix: for tables,
 the chunk query itself looks categories up (a jsonb per column) and sends every column as float8
