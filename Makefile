@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SQLML  := $(VENV)/bin/sqlml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench bench-automl bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
+.PHONY: setup demo test test-loaded test-fast bench bench-automl bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
 
 setup:                      ## OS packages, the venv, the extension files (idempotent)
 	bash scripts/setup.sh
@@ -15,6 +15,9 @@ demo: setup                 ## start the embedded cluster, load sample data, run
 
 test: setup                 ## the whole suite against throwaway clusters
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-loaded: setup          ## the suite with every core kept busy by another process (it must hold under load)
+	bash scripts/test-loaded.sh
 
 test-fast: setup            ## the suite without the slow AutoML runs
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

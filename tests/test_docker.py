@@ -21,7 +21,6 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from sqlml import __version__
 from sqlml.devcluster import Cluster, free_port, service_user
 from sqlml.install import CHECKOUT, server_python
 
