@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import select
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -80,6 +82,31 @@ class _LiveNotices(list):
         self.callback(text)
 
 
+class _CtrlC:
+    """While a statement runs with live notices, Ctrl-C (SIGINT) is counted in ``pending`` for the
+    wait loop instead of raising KeyboardInterrupt: a signal that arrives while psycopg2 reads
+    from the server raises at the next Python code, often ``_LiveNotices.append``, which psycopg2
+    calls from C and whose exception it discards, so the cancel was lost and the training ran on.
+    Signals reach the main thread only; elsewhere nothing changes."""
+
+    pending = 0
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            _CtrlC.pending = 0
+            self.previous = signal.signal(signal.SIGINT, self._count)
+        return self
+
+    @staticmethod
+    def _count(signum, frame):
+        _CtrlC.pending += 1
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def _wait_interruptibly(conn):
     """psycopg2 wait callback: poll the socket so that NOTICEs arrive live and Ctrl-C cancels
     the statement on the server (the backend stops at its next interrupt check) instead of
@@ -90,6 +117,9 @@ def _wait_interruptibly(conn):
     while True:
         try:
             state = conn.poll()
+            if _CtrlC.pending:  # counted by _CtrlC while the statement runs
+                _CtrlC.pending = 0
+                raise KeyboardInterrupt
             if state == ext.POLL_OK:
                 return
             if state == ext.POLL_READ:
@@ -157,7 +187,10 @@ class Client:
             self.conn.notices = _LiveNotices(on_notice)
             ext.set_wait_callback(_wait_interruptibly)
         try:
-            return self.ex.execute(query, list(params))
+            if on_notice is None:
+                return self.ex.execute(query, list(params))
+            with _CtrlC():
+                return self.ex.execute(query, list(params))
         finally:
             if on_notice is not None:
                 ext.set_wait_callback(saved_wait)

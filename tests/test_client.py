@@ -4,6 +4,7 @@ from another session, and server errors as exceptions with SQLSTATE and hint."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -183,3 +184,44 @@ def test_jobs_shows_a_training_running_in_another_session_and_cancel_stops_it(ml
     with pytest.raises(ServerError) as info:
         ml.cancel(10 ** 9)
     assert info.value.sqlstate == "42704"
+
+
+def test_a_ctrl_c_while_psycopg2_reads_notices_still_cancels_the_statement():
+    """A SIGINT that arrives while psycopg2 reads from the server used to raise KeyboardInterrupt
+    in the notice callback, which psycopg2 calls from C and whose exception it discards: the
+    training ran on. While a statement runs with live notices, Ctrl-C is counted and the wait loop
+    cancels the statement on the server."""
+    import os
+    import signal
+
+    import psycopg2.extensions as ext
+
+    from sqlml.client import _CtrlC, _LiveNotices, _wait_interruptibly
+
+    class Connection:  # the part of a psycopg2 connection the wait loop uses, as psycopg2 drives it
+        def __init__(self):
+            self.notices, self.cancelled, self.polls = _LiveNotices(lambda line: None), 0, 0
+
+        def poll(self):
+            self.polls += 1
+            if self.polls == 1:
+                try:  # psycopg2 hands a NOTICE to notices.append from C, and clears what it raises
+                    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while the notice is handled
+                    self.notices.append("NOTICE:  trial 3: lightgbm 0.9871")
+                except BaseException:  # noqa: BLE001 - what psycopg2's C code does: PyErr_Clear()
+                    pass
+                return ext.POLL_READ
+            assert self.polls < 5, "the Ctrl-C was lost: the statement was never cancelled"
+            return ext.POLL_OK if self.cancelled else ext.POLL_READ
+
+        def fileno(self):
+            return sys.stdin.fileno()
+
+        def cancel(self):
+            self.cancelled += 1
+
+    before = signal.getsignal(signal.SIGINT)
+    conn = Connection()
+    with _CtrlC():
+        _wait_interruptibly(conn)
+    assert conn.cancelled == 1 and signal.getsignal(signal.SIGINT) is before
