@@ -90,7 +90,8 @@ def run_flaml(train, test, target, task, budget, seed, cores):
     automl = AutoML()
     metric = METRIC[task]
     start = time.monotonic()
-    automl.fit(X, y if task == "regression" else y.astype(str), task="regression" if task == "regression" else "classification",
+    automl.fit(X, y if task == "regression" else y.astype(str),
+               task="regression" if task == "regression" else "classification",
                time_budget=budget, metric={"rmse": "rmse", "roc_auc": "roc_auc", "log_loss": "log_loss"}[metric],
                n_jobs=cores, seed=seed, verbose=0)
     seconds = time.monotonic() - start
@@ -149,7 +150,8 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(datasets.DATASETS))
     ap.add_argument("--dsn", help="use this database instead of a throwaway cluster")
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
-    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="for both: FLAML's n_jobs, sqlml's threads_per_job")
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                    help="for both: FLAML's n_jobs, sqlml's threads_per_job")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -172,7 +174,8 @@ def main(argv=None):
                 load_table(conn, table, train)
                 load_table(conn, test_table, test)
                 for budget in budgets:
-                    f_score, f_sec, f_best = run_flaml(train.copy(), test.copy(), target, task, budget, seed, args.cores)
+                    f_score, f_sec, f_best = run_flaml(train.copy(), test.copy(), target, task, budget, seed,
+                                                       args.cores)
                     s_score, s_sec, s_best = run_sqlml(conn, f"{name}_{seed}_{budget}", table, test_table, test,
                                                        target, task, budget, seed)
                     row = {"dataset": name, "task": task, "rows": len(df), "metric": metric, "budget": budget,
@@ -201,7 +204,8 @@ def summarize(results):
     per = df.groupby(["dataset", "task", "rows", "metric", "budget"], sort=False).agg(
         flaml=("flaml", "mean"), sqlml=("sqlml", "mean"), ratio=("ratio", "mean")).reset_index()
     for r in per.itertuples():
-        print(f"| {r.dataset} | {r.task} | {r.rows} | {r.metric} | {r.budget}s | {r.flaml:.4f} | {r.sqlml:.4f} | {r.ratio:.4f} |")
+        print(f"| {r.dataset} | {r.task} | {r.rows} | {r.metric} | {r.budget}s | "
+              f"{r.flaml:.4f} | {r.sqlml:.4f} | {r.ratio:.4f} |")
     for budget, g in per.groupby("budget"):
         print(f"budget {budget}s: mean ratio {g.ratio.mean():.4f}, worst dataset {g.loc[g.ratio.idxmin(), 'dataset']} "
               f"{g.ratio.min():.4f}")

@@ -61,7 +61,8 @@ def prepare(dsn: str, rows: int) -> None:
         cols = ", ".join(f"(random() * {k + 1})::float8 AS f{k}" for k in range(10))
         cur.execute(f"CREATE TABLE bench_rows AS SELECT i AS id, {cols} FROM generate_series(1, %s) AS i", (rows,))
         cur.execute("ALTER TABLE bench_rows ADD COLUMN label text")
-        cur.execute("UPDATE bench_rows SET label = CASE WHEN f0 + f1 - f2 + 0.3 * f3 * random() > 0.9 THEN 'yes' ELSE 'no' END")
+        cur.execute("UPDATE bench_rows SET label = "
+                    "CASE WHEN f0 + f1 - f2 + 0.3 * f3 * random() > 0.9 THEN 'yes' ELSE 'no' END")
         cur.execute("ALTER TABLE bench_rows ADD PRIMARY KEY (id)")
         cur.execute("VACUUM ANALYZE bench_rows")
         cur.execute("CREATE TABLE bench_train AS SELECT * FROM bench_rows WHERE id <= 20000")

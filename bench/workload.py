@@ -73,7 +73,8 @@ def setup(conn):
     run(conn, "ANALYZE batch150")
     run(conn, "SELECT * FROM sqlml.train('wl', 'train_data', 'label', time_budget => '5 seconds', "
               "algorithms => '{lightgbm}', exclude => '{id}')")
-    return [float(v) for v in run(conn, f"SELECT {', '.join(f'x{k}' for k in range(FEATURES))} FROM batch150 LIMIT 1")[0]]
+    return [float(v) for v in run(conn,
+                                  f"SELECT {', '.join(f'x{k}' for k in range(FEATURES))} FROM batch150 LIMIT 1")[0]]
 
 
 class Client(threading.Thread):
@@ -157,7 +158,8 @@ def measure(dsn, args, row, label):
     trainer_conns = [connect(dsn) for _ in range(2)]
     for k, c in enumerate(trainer_conns):  # warm backends, as a pool's connections are
         run(c, "SELECT * FROM sqlml.train(%s, 'batch150', 'label', time_budget => '1 second', "
-               """algorithms => '{linear}', exclude => '{id}', options => '{"deploy": "never"}')""", (f"warm{label}{k}",))
+               """algorithms => '{linear}', exclude => '{id}', options => '{"deploy": "never"}')""",
+            (f"warm{label}{k}",))
     clients, stop = scoring(dsn, args, row)
     for c in clients:
         c.start()

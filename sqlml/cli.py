@@ -82,7 +82,8 @@ def cmd_dev(args) -> int:
     elif args.action == "status":
         running = cluster.running()
         emit(args, {"running": running, "data": str(cluster.data), "dsn": cluster.dsn(), "log": str(cluster.log)},
-             f"{'running' if running else 'stopped'}: {cluster.data}" + (f"\n  dsn: {cluster.dsn()}" if running else ""))
+             f"{'running' if running else 'stopped'}: {cluster.data}"
+             + (f"\n  dsn: {cluster.dsn()}" if running else ""))
         return EXIT_OK if running else EXIT_FAILED
     elif args.action == "dsn":
         if not cluster.running():
@@ -230,7 +231,8 @@ def cmd_demo(args) -> int:
     for name in samples.load_all(conn):
         print(f"loaded sample table {name}")
     script = CHECKOUT / "examples" / "demo.sql"
-    return subprocess.call([os.path.join(pg_bindir(), "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-e", dsn, "-f", str(script)])
+    return subprocess.call([os.path.join(pg_bindir(), "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-e", dsn, "-f",
+                            str(script)])
 
 
 # --- parser -------------------------------------------------------------------------------------

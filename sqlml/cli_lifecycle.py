@@ -193,11 +193,13 @@ def add_commands(command, dsn_arg) -> None:
     c.add_argument("target", help="the column to predict")
     c.add_argument("--task", choices=["binary", "multiclass", "regression"], help="default: inferred from the target")
     c.add_argument("--algorithms", metavar="A,B", help="comma-separated (default: the AutoML portfolio)")
-    c.add_argument("--budget", default="60 seconds", help="wall-clock budget, an interval or seconds (default: 60 seconds)")
+    c.add_argument("--budget", default="60 seconds",
+                   help="wall-clock budget, an interval or seconds (default: 60 seconds)")
     c.add_argument("--metric", help="metric to optimise (default: by task)")
     c.add_argument("--test-size", type=float, default=0.2, help="holdout share (default 0.2)")
     c.add_argument("--exclude", metavar="COL,COL", help="columns not to use as features")
-    c.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE", help="training option (repeatable), e.g. seed=7")
+    c.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE",
+                   help="training option (repeatable), e.g. seed=7")
     c.add_argument("--no-deploy", action="store_true", help="register only; never deploy (options.deploy = never)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     dsn_arg(c)

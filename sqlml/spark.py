@@ -184,7 +184,8 @@ def governed_rows(dsn: str, df_schema, target: str, total_rows: int, budget_seco
         memory_cap = parse_bytes("memory_per_job", setting[0]["setting"])
     fields = [f for f in df_schema.fields if f.name != target]
     text = sum(1 for f in fields if isinstance(f.dataType, StringType))
-    base = costmodel.Features(rows=total_rows, numeric=sum(1 for f in fields if not isinstance(f.dataType, (StringType, ArrayType))),
+    base = costmodel.Features(rows=total_rows,
+                              numeric=sum(1 for f in fields if not isinstance(f.dataType, (StringType, ArrayType))),
                               category=text, text_bytes=16.0 * text, algorithms=len(algorithms or DEFAULT_ALGORITHMS),
                               budget=float(budget_seconds))
     return admission.plan_rows(total_rows, lambda n: costmodel.analytic("train", base.with_rows(n))[1], memory_cap,
@@ -235,7 +236,8 @@ def train_on_sample(spark, dsn: str, project: str, relation: str, target: str, *
         sample = sample.limit(rows)
     why = plan.sampled_because or (f"max_rows = {max_rows}" if rows < total else None)
     if rows < total:
-        log.warning("sqlml.spark: training %s on a sample of %d of %d rows of %s (%s)", project, rows, total, relation, why)
+        log.warning("sqlml.spark: training %s on a sample of %d of %d rows of %s (%s)", project, rows, total, relation,
+                    why)
     else:
         log.info("sqlml.spark: training %s on all %d rows of %s", project, total, relation)
     sample.write.jdbc(jdbc_options(dsn)["url"], table, mode="overwrite",

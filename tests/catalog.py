@@ -51,7 +51,8 @@ QUERIES = {
                    'type', s.seqtypid::regtype::text, 'start', s.seqstart, 'increment', s.seqincrement,
                    'max', s.seqmax, 'min', s.seqmin, 'cache', s.seqcache, 'cycle', s.seqcycle,
                    'owned_by', (SELECT d.refobjid::regclass::text || '.' || a.attname
-                                FROM pg_depend d JOIN pg_attribute a ON (a.attrelid, a.attnum) = (d.refobjid, d.refobjsubid)
+                                FROM pg_depend d JOIN pg_attribute a
+                                  ON (a.attrelid, a.attnum) = (d.refobjid, d.refobjsubid)
                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
                                   AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
         FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = %(nsp)s""",

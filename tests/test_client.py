@@ -82,7 +82,8 @@ def test_predict_a_dict_a_list_and_a_relation_agree_with_sql(ml, iris, conn):
 
 def test_regression_predictions_have_no_probabilities(ml, conn):
     ml.train("diab", "diabetes", "progression", exclude=["id"], algorithms=["linear"], time_budget=3)
-    row = query(conn, "SELECT to_jsonb(d) - 'id' - 'progression', sqlml.predict('diab', d) FROM diabetes d WHERE id = 7")[0]
+    row = query(conn,
+                "SELECT to_jsonb(d) - 'id' - 'progression', sqlml.predict('diab', d) FROM diabetes d WHERE id = 7")[0]
     got = ml.predict("diab", row[0])
     assert got["probabilities"] is None and got["prediction"] == pytest.approx(row[1], rel=1e-6)
     assert float(got["label"]) == pytest.approx(row[1], rel=1e-6)

@@ -60,9 +60,11 @@ def test_dbt_run_trains_and_scores(built):
     conn = psycopg2.connect(dsn)
     try:
         model = query(conn, "SELECT version, relation, rows, algorithm FROM sqlml.models WHERE project = 'dbt_cancer'")
-        assert [m[:3] for m in model] == [(1, '"analytics"."cancer_training"', 456)]  # the post-hook trained on the view
+        # the post-hook trained on the view
+        assert [m[:3] for m in model] == [(1, '"analytics"."cancer_training"', 456)]
         assert f"sqlml: dbt_cancer version 1: {model[0][3]} roc_auc=" in log and ", deployed" in log, log[-3000:]
-        scored = query(conn, """SELECT count(*), count(*) FILTER (WHERE s.predicted = sqlml.predict_label('dbt_cancer', b)),
+        scored = query(conn, """SELECT count(*),
+                                       count(*) FILTER (WHERE s.predicted = sqlml.predict_label('dbt_cancer', b)),
                                        array_agg(DISTINCT s.model_version)
                                 FROM analytics.cancer_scored s JOIN public.breast_cancer b USING (id)""")
         assert scored == [(113, 113, [1])]  # every row says which version scored it
@@ -126,7 +128,8 @@ def test_dbt_test_checks_the_predictions(built):
 @pytest.mark.slow
 def test_run_operations_train_and_deploy(built):
     r = dbt(built, "run-operation", "sqlml_train_model", "--args",
-            "{project: dbt_iris, relation: iris, target: species, exclude: [id], algorithms: [linear], time_budget: 2 seconds}")
+            "{project: dbt_iris, relation: iris, target: species, exclude: [id], algorithms: [linear], "
+            "time_budget: 2 seconds}")
     assert r.returncode == 0 and "sqlml: dbt_iris version 1: linear" in r.stdout, r.stdout[-3000:]
     r = dbt(built, "run-operation", "sqlml_deploy_model", "--args", "{project: dbt_iris, strategy: most_recent}")
     assert r.returncode == 0 and "dbt_iris version 1 (linear) deployed by most_recent" in r.stdout

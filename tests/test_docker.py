@@ -29,7 +29,8 @@ DOCKER = CHECKOUT / "docker"
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
+    text = re.sub(r"\\\n", " ",
+                  "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
     return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*(\w+)\s+(.*)$", text, re.M)]
 
 
@@ -47,14 +48,16 @@ def test_dockerfile_copies_what_exists_and_runs_the_tested_steps():
     assert "SQLML_SERVER_ONLY=1" in runs and "scripts/system-deps.sh" in runs
     assert "sqlml install --files-only --venv /opt/sqlml/venv" in runs
     init = (DOCKER / "initdb-sqlml.sh").read_text()
-    assert "sqlml install --no-files" in init and "sqlml doctor" in init and os.access(DOCKER / "initdb-sqlml.sh", os.X_OK)
+    assert "sqlml install --no-files" in init and "sqlml doctor" in init
+    assert os.access(DOCKER / "initdb-sqlml.sh", os.X_OK)
     compose = (DOCKER / "compose.yaml").read_text()
     assert "dockerfile: docker/Dockerfile" in compose and "context: .." in compose
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="system-deps.sh installs packages: root (CI runs as root)")
 def test_system_deps_server_only_stops_after_the_server_packages():
-    r = subprocess.run(["bash", str(CHECKOUT / "scripts" / "system-deps.sh")], env={**os.environ, "SQLML_SERVER_ONLY": "1"},
+    r = subprocess.run(["bash", str(CHECKOUT / "scripts" / "system-deps.sh")],
+                       env={**os.environ, "SQLML_SERVER_ONLY": "1"},
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "SQLML_SERVER_ONLY" in r.stdout and "JDBC" not in r.stdout

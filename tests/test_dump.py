@@ -64,9 +64,11 @@ def predictions(conn):
 
 def registry(conn):
     return {
-        "models": query(conn, "SELECT id, project, version, sha256, md5(onnx), created_by FROM sqlml.models ORDER BY id"),
+        "models": query(conn,
+                        "SELECT id, project, version, sha256, md5(onnx), created_by FROM sqlml.models ORDER BY id"),
         "deployed": query(conn, "SELECT project, version, strategy FROM sqlml.deployed ORDER BY project"),
-        "deployments": query(conn, "SELECT id, project, model_id, version, strategy FROM sqlml.deployments ORDER BY id"),
+        "deployments": query(conn,
+                             "SELECT id, project, model_id, version, strategy FROM sqlml.deployments ORDER BY id"),
         "counts": [scalar(conn, f"SELECT count(*) FROM sqlml.{t}") for t in REGISTRY],
         "grants": query(conn, "SELECT project, grantee, privilege FROM sqlml.grants ORDER BY 1, 2, 3"),
         "last_version": query(conn, "SELECT name, last_version FROM sqlml.projects ORDER BY name"),
@@ -95,10 +97,12 @@ def test_dump_and_restore_into_a_new_cluster_predicts_the_same(source, dsn, targ
     try:
         assert registry(restored) == before
         assert predictions(restored) == expected
-        assert {r for (r,) in query(restored, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlml\\_%'")} == set(ROLES)
+        assert {r for (r,) in query(restored,
+                                    "SELECT rolname FROM pg_roles WHERE rolname LIKE 'sqlml\\_%'")} == set(ROLES)
         # the identity sequences came along: new rows do not collide with restored ones
         version, deployed = query(restored, f"SELECT version, deployed FROM sqlml.train('price', "
-                                            f"""'SELECT rooms, area, price FROM houses', 'price', {T}, options => '{{"force": true}}')""")[0]
+                                            f"'SELECT rooms, area, price FROM houses', 'price', {T}, "
+                                            """options => '{"force": true}')""")[0]
         assert version == 3
         assert scalar(restored, "SELECT max(id) FROM sqlml.models") > max(m[0] for m in before["models"])
         query(restored, "SELECT * FROM sqlml.deploy('size', 'most_recent')")

@@ -62,8 +62,10 @@ def feeds(meta: dict, rows: list[dict]) -> dict:
         elif f["kind"] == "category":
             out[f["name"]] = np.array(["__null__" if v is None else str(v) for v in raw], dtype=object)
         elif f["kind"] == "date":
-            seconds = np.array([math.nan if v is None else np.datetime64(v, "s").astype("int64") for v in raw], dtype=np.float64)
-            for part, values in zip(["year", "month", "day", "weekday", "yearday", "epoch_days"], date_parts(seconds, False)):
+            seconds = np.array([math.nan if v is None else np.datetime64(v, "s").astype("int64") for v in raw],
+                               dtype=np.float64)
+            for part, values in zip(["year", "month", "day", "weekday", "yearday", "epoch_days"],
+                                    date_parts(seconds, False)):
                 out[f"{f['name']}__{part}"] = values.astype(np.float32)
         else:
             raise AssertionError(f"test table has no {f['kind']} column")

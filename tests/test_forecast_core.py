@@ -91,7 +91,8 @@ def test_panel_grid(name, offsets, y, fill, expected):
 
 
 def test_panel_series_of_different_lengths_and_an_empty_one():
-    ts = np.concatenate([stamps("2024-01-01", 1, 10, "D"), stamps("2024-01-05", 1, 3, "D"), stamps("2024-01-01", 1, 2, "D")])
+    ts = np.concatenate([stamps("2024-01-01", 1, 10, "D"), stamps("2024-01-05", 1, 3, "D"),
+                         stamps("2024-01-01", 1, 2, "D")])
     y = np.concatenate([np.arange(10.0), [5.0, 6.0, 7.0], [np.nan, np.nan]])
     key = np.array(["a"] * 10 + ["b"] * 3 + ["c"] * 2, dtype=object)
     p = build_panel(ts, y, {"item": key}, {"promo": np.ones(15)})

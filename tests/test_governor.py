@@ -348,7 +348,8 @@ def test_statement_timeout_and_cancel_while_queued(gov, db):
 
 
 def test_cancel_is_for_the_job_s_own_role(gov, db):
-    query(db, "DO $$ BEGIN CREATE ROLE gov_other LOGIN IN ROLE sqlml_user; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    query(db, "DO $$ BEGIN CREATE ROLE gov_other LOGIN IN ROLE sqlml_user; "
+              "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     query(db, "SELECT * FROM sqlml.train('mine', 'small', 'label', time_budget => '1 second', "
               "algorithms => '{linear}', exclude => '{id}')")
     job = job_of(db, "mine")

@@ -39,7 +39,8 @@ def db(dsn):
                date '1950-01-01' + (i * 53 % 25000) AS built,
                timestamptz '2024-01-01 00:00+00' + (i * 3607) * interval '1 second' AS listed_at,
                CASE WHEN i % 17 = 0 THEN NULL ELSE ARRAY[(i % 7)::real, (i % 3)::real, 0.5::real]::vector(3) END AS emb,
-               (1000 * (i % 5 + 1) + 30 * (20 + (i * 37 % 100)) + CASE (i % 4) WHEN 0 THEN 5000 WHEN 1 THEN 2000 ELSE 0 END
+               (1000 * (i % 5 + 1) + 30 * (20 + (i * 37 % 100))
+                + CASE (i % 4) WHEN 0 THEN 5000 WHEN 1 THEN 2000 ELSE 0 END
                 + 0.01 * (i * 53 % 25000) + (i * 7919 % 97))::float8 AS price,
                CASE WHEN (i % 5 + 1) * 10 + (i % 4) * 7 + (i * 7919 % 23) > 40 THEN 'sold' ELSE 'open' END AS status
         FROM generate_series(1, 1500) AS i""")
@@ -93,7 +94,8 @@ def test_train_register_deploy_predict(db, project, relation, target, task, excl
                 (project,))[0]
     assert row[0] == task
     assert row[3]["holdout"][row[1]] == pytest.approx(row[2])
-    assert row[3]["refit"] == "all rows" and row[3]["split"] == {"data_fingerprint": row[8], "seed": 42, "test_size": 0.2}
+    assert row[3]["refit"] == "all rows"
+    assert row[3]["split"] == {"data_fingerprint": row[8], "seed": 42, "test_size": 0.2}
     assert row[4]["ok"] is True and row[4]["rows"] > 0
     assert len(row[5]) == 64 and 9 <= row[6] <= 17 and row[7] > 100 and len(row[8]) == 64
     assert {"scikit-learn", "onnxruntime", "sqlml"} <= set(row[9]) and row[10] == "postgres" and row[11] == relation
@@ -104,7 +106,8 @@ def test_train_register_deploy_predict(db, project, relation, target, task, excl
     value = expected if task == "regression" else (
         np.asarray(schema.target.classes, dtype=float)[expected.argmax(1)] if schema.target.numeric_labels
         else expected.argmax(1).astype(float))
-    by_row = np.array([r[0] for r in query(db, f"SELECT sqlml.predict(%s, t) FROM {relation} t ORDER BY id", (project,))])
+    by_row = np.array([r[0] for r in query(db, f"SELECT sqlml.predict(%s, t) FROM {relation} t ORDER BY id",
+                                           (project,))])
     by_json = np.array([r[0] for r in query(db, f"SELECT sqlml.predict(%s, to_jsonb(t)) FROM {relation} t ORDER BY id",
                                             (project,))])
     np.testing.assert_allclose(by_row, value, rtol=1e-5, atol=1e-5)
@@ -119,11 +122,13 @@ def test_train_register_deploy_predict(db, project, relation, target, task, excl
                                               (project,))])
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(proba, expected, atol=1e-5)
-        labels = [r[0] for r in query(db, f"SELECT sqlml.predict_label(%s, t) FROM {relation} t ORDER BY id", (project,))]
+        labels = [r[0] for r in query(db, f"SELECT sqlml.predict_label(%s, t) FROM {relation} t ORDER BY id",
+                                      (project,))]
         assert labels == [str(schema.target.classes[i]) for i in expected.argmax(1)]
         assert scalar(db, "SELECT sqlml.classes(%s)", (project,)) == [str(c) for c in schema.target.classes]
 
-    batch = query(db, "SELECT id, prediction FROM sqlml.predict_batch(%s, %s, 'id') ORDER BY id::int", (project, relation))
+    batch = query(db, "SELECT id, prediction FROM sqlml.predict_batch(%s, %s, 'id') ORDER BY id::int",
+                  (project, relation))
     np.testing.assert_allclose([p for _, p in batch], by_row, rtol=1e-5, atol=1e-5)
     query(db, f"DROP TABLE IF EXISTS scored_{project}")
     n = scalar(db, "SELECT sqlml.score(%s, %s, %s, 'id')", (project, relation, f"scored_{project}"))
@@ -185,7 +190,8 @@ def test_a_refitted_champion_is_judged_by_its_score_from_before_the_refit(db):
     """The champion was refitted on every row, this holdout included: scoring it there would flatter
     it, so on the same data and split the gate compares with the score it was registered with."""
     first = train(db, "refit", "listings", "status", exclude=["price"], options=REFIT_ALL)
-    assert scalar(db, "SELECT metrics ->> 'refit' FROM sqlml.models WHERE project = 'refit' AND version = 1") == "all rows"
+    assert scalar(db, "SELECT metrics ->> 'refit' FROM sqlml.models WHERE project = 'refit' AND version = 1") \
+        == "all rows"
     del db.notices[:]
     # the default refit (when time allows); force: the same data may train again
     second = train(db, "refit", "listings", "status", exclude=["price"], options=json.dumps({"force": True}))

@@ -33,7 +33,8 @@ def venv():
     try:
         subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=120)
         pip = [str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run(pip + ["pandas>=2,<3"], check=True, capture_output=True, timeout=600)  # the application's pandas first
+        # the application's pandas first
+        subprocess.run(pip + ["pandas>=2,<3"], check=True, capture_output=True, timeout=600)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
                         "-w", str(root / "dist"), str(CHECKOUT)], check=True, capture_output=True, timeout=300)
         wheel = next((root / "dist").glob("sqlml-*.whl"))
@@ -67,13 +68,15 @@ def test_the_light_client_trains_and_scores_against_a_real_database(venv, dsn):
     query(conn, "CREATE TABLE light_data AS SELECT (i % 50)::float8 AS x, (2 * (i % 50) + i % 7)::float8 AS y "
                 "FROM generate_series(1, 300) i")
     conn.close()
-    trained = subprocess.run([str(venv / "bin" / "sqlml"), "train", "light", "light_data", "y", "--algorithms", "linear",
-                              "--budget", "2 seconds", "--dsn", dsn], capture_output=True, text=True, timeout=300)
+    trained = subprocess.run([str(venv / "bin" / "sqlml"), "train", "light", "light_data", "y",
+                              "--algorithms", "linear", "--budget", "2 seconds", "--dsn", dsn],
+                             capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-2000:]
     used = subprocess.run([str(venv / "bin" / "python"), "-c", CLIENT_SCRIPT, dsn], capture_output=True, text=True,
                           timeout=120)
     assert used.returncode == 0, used.stderr[-2000:]
-    assert "pandas 2." in used.stdout and "rows 3 increasing True" in used.stdout and "models [1]" in used.stdout, used.stdout
+    assert "pandas 2." in used.stdout and "rows 3 increasing True" in used.stdout, used.stdout
+    assert "models [1]" in used.stdout, used.stdout
     report = subprocess.run([str(venv / "bin" / "sqlml"), "report", "light", "--dsn", dsn], capture_output=True,
                             text=True, timeout=60)
     assert report.returncode == 1 and "pip install 'sqlml[report]'" in report.stderr  # an extra, said so

@@ -101,7 +101,8 @@ def test_exporter_serves_sqlml_metrics(db, dsn):
     psi = {dict(k)["feature"]: v for (name, k), v in got.items() if name == "sqlml_drift_psi"}
     assert set(psi) == {"sepal_length", "sepal_width", "petal_length", "petal_width", "prediction"}
     assert psi["petal_length"] > 0.25  # the first 100 rows lack one species: major drift
-    accuracy = got[("sqlml_evaluation_value", frozenset({("project", "iris"), ("version", "1"), ("metric", "accuracy")}))]
+    accuracy = got[("sqlml_evaluation_value",
+                    frozenset({("project", "iris"), ("version", "1"), ("metric", "accuracy")}))]
     assert 0.9 <= accuracy <= 1
 
 

@@ -37,7 +37,8 @@ def db(dsn):
 
 
 def report(dsn, project, out: Path, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sqlml.cli", "report", project, "--out", str(out), "--dsn", dsn, *extra],
+    return subprocess.run([sys.executable, "-m", "sqlml.cli", "report", project, "--out", str(out), "--dsn", dsn,
+                           *extra],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -46,7 +47,8 @@ def chromium(*args, user_dir: Path) -> subprocess.CompletedProcess:
     assert exe, "chromium is not installed (scripts/system-deps.sh installs it)"
     return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                           f"--user-data-dir={user_dir}", *args], capture_output=True, text=True, timeout=BROWSER_SECONDS)
+                           f"--user-data-dir={user_dir}", *args], capture_output=True, text=True,
+                          timeout=BROWSER_SECONDS)
 
 
 # Appended to a copy of the card: after load, write what the browser made of each picture into the page.
@@ -114,8 +116,8 @@ def test_card_reads_as_text_not_python(db, dsn, tmp_path):
         assert "ONNX parity" in page and "passed on " in page
         board = page.split("<h2>Leaderboard</h2>")[1].split("<h2>")[0]
         tried = int(re.search(r"(\d+) candidates tried", board).group(1))
-        [(algorithms, trials)] = query(db, "SELECT count(DISTINCT algorithm), count(*) FROM sqlml.trials WHERE project = %s",
-                                       (project,))  # one training per project here
+        [(algorithms, trials)] = query(db, "SELECT count(DISTINCT algorithm), count(*) FROM sqlml.trials "
+                                           "WHERE project = %s", (project,))  # one training per project here
         assert tried == trials and board.count("<tr>") - 1 == algorithms  # one row per algorithm (minus the header)
         assert '{"' not in board  # parameters as "name value", not truncated JSON
     quantiles = re.search(r"residual quantile.*?</table>", pages["diab"], re.S).group(0)

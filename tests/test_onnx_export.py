@@ -40,7 +40,8 @@ def mixed_data(task, seed=0):
         y = np.digitize(signal + rng.normal(scale=0.5, size=N), [1.5, 2.5, 3.5]).astype(np.int64)
         classes = (0, 1, 2, 3)
     features = (Feature("x1", "numeric", "float8"), Feature("x2", "numeric", "float8"),
-                Feature("flag", "boolean", "bool"), Feature("city", "category", "text"), Feature("built", "date", "date"))
+                Feature("flag", "boolean", "bool"), Feature("city", "category", "text"),
+                Feature("built", "date", "date"))
     schema = FeatureSchema(features, Target("y", "float8" if task == REGRESSION else "int4", task, classes))
     columns = {"x1": x1, "x2": x2, "flag": flag, "city": city, "built": built}
     return schema, convert.model_inputs(schema, columns), y
@@ -67,7 +68,8 @@ def test_every_algorithm_exports_with_parity(algorithm, task):
     problem = Problem(X, y, task, "rmse" if task == REGRESSION else "log_loss", plan, n_classes)
     for params in spec.portfolio:  # forests kept small: tree count does not change how they convert
         params = {**params, "n_estimators": 40} if "n_estimators" in params else params
-        model, _ = fit_pipeline(spec, params, problem, X, y, Budget(60), n_estimators=150 if spec.early_stopping else None)
+        model, _ = fit_pipeline(spec, params, problem, X, y, Budget(60),
+                                n_estimators=150 if spec.early_stopping else None)
         check(model, schema, inputs, X, task, n_classes)
 
 

@@ -89,7 +89,8 @@ def test_training_notices_and_stores_what_operations_need(db):
     assert 'data quality: column "region": a single value' in text
     assert 'data quality: column "phone": likely personal data' in text
     profile, baseline, importance, diag = query(
-        db, "SELECT profile, baseline, importance, diagnostics FROM sqlml.models WHERE project = 'churn' AND version = %s",
+        db, "SELECT profile, baseline, importance, diagnostics FROM sqlml.models "
+            "WHERE project = 'churn' AND version = %s",
         (out["version"],))[0]
     assert profile["rows"] == 600 and profile["target"] == "churned" and profile["task"] == "binary"
     assert {c["name"] for c in profile["columns"]} >= {"age", "income", "churned"}
@@ -137,13 +138,15 @@ def test_monitor_flags_drift_per_feature_and_in_predictions(db):
     assert all(r[2] < 1e-9 for r in same if r[1] == "feature")  # the training data itself: nothing moved
     query(db, "CREATE VIEW diabetes_later AS SELECT id, age, sex, bmi * 1.3 AS bmi, bp, s1, s2, s3, s4, s5, "
               "CASE WHEN id % 2 = 0 THEN NULL ELSE s6 END AS s6, progression FROM diabetes")
-    shifted = {r[0]: r for r in query(db, "SELECT feature, what, psi, drift FROM sqlml.monitor('diab', 'diabetes_later')")}
+    shifted = {r[0]: r for r in query(db,
+                                      "SELECT feature, what, psi, drift FROM sqlml.monitor('diab', 'diabetes_later')")}
     assert shifted["bmi"][3] == "major" and shifted["s6"][3] == "major" and shifted["age"][3] == "none"
     assert shifted["prediction"][1] == "prediction" and shifted["prediction"][2] > 0.1
     stored = query(db, "SELECT count(DISTINCT measured_at), count(*), max(psi) FILTER (WHERE feature = 'bmi') "
                        "FROM sqlml.drift WHERE project = 'diab'")[0]
     assert stored[0] == 2 and stored[1] == 22 and stored[2] == pytest.approx(shifted["bmi"][2])
-    detail = scalar(db, "SELECT detail FROM sqlml.drift WHERE project = 'diab' AND feature = 'bmi' ORDER BY id DESC LIMIT 1")
+    detail = scalar(db, "SELECT detail FROM sqlml.drift WHERE project = 'diab' AND feature = 'bmi' "
+                        "ORDER BY id DESC LIMIT 1")
     assert abs(sum(detail["actual"]) - 1) < 1e-9 and detail["major"] == 0.25
     err = sql_error(db, "SELECT * FROM sqlml.monitor('diab', 'diabetes', moderate => 0.5, major => 0.1)")
     assert err.pgcode == "22023"

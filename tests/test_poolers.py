@@ -85,7 +85,8 @@ def test_train_and_score_through_transaction_pooling(dsn, pooled):
         a.rollback()
         a.autocommit = True
         for client in clients:
-            assert "Traceback" not in (sql_error(client, "SELECT sqlml.predict('nope', '{}'::jsonb)").diag.context or "")
+            error = sql_error(client, "SELECT sqlml.predict('nope', '{}'::jsonb)")
+            assert "Traceback" not in (error.diag.context or "")
     finally:
         for client in clients:
             client.close()

@@ -44,7 +44,8 @@ def cron(cluster):
     conn = psycopg2.connect(cluster.create_database("sqlml", extension=False))
     conn.autocommit = True
     if scalar(conn, "SHOW shared_preload_libraries") != "pg_cron":
-        pytest.fail("the test cluster does not preload pg_cron (postgresql-15-cron missing? run scripts/system-deps.sh)")
+        pytest.fail("the test cluster does not preload pg_cron "
+                    "(postgresql-15-cron missing? run scripts/system-deps.sh)")
     query(conn, "CREATE EXTENSION IF NOT EXISTS pg_cron")
     yield conn
     conn.close()
@@ -80,11 +81,13 @@ def test_pg_cron_retrains_on_drift_through_the_gate(db, cron):
     # the drift was measured and stored, a new version was trained on the new data ...
     assert scalar(db, "SELECT max(psi) FROM sqlml.drift WHERE project = 'sales' AND relation = 'sales_new' "
                       "AND feature = 'price'") >= 0.25
-    v2 = query(db, "SELECT relation, feature_schema->'features' FROM sqlml.models WHERE project = 'sales' AND version = 2")
+    v2 = query(db,
+               "SELECT relation, feature_schema->'features' FROM sqlml.models WHERE project = 'sales' AND version = 2")
     assert v2 and v2[0][0] == "sales_new"
     assert [f["name"] for f in v2[0][1]] == ["price", "promo"]  # the deployed version's features (id: a row key)
     # ... and deployed only if it beat version 1 on the same holdout (the gate's decision is recorded)
-    live = query(db, "SELECT version, strategy, reason FROM sqlml.deployments WHERE project = 'sales' ORDER BY id DESC LIMIT 1")[0]
+    live = query(db, "SELECT version, strategy, reason FROM sqlml.deployments WHERE project = 'sales' "
+                     "ORDER BY id DESC LIMIT 1")[0]
     if live[0] == 2:
         assert live[1] == "train" and live[2]["challenger_score"] < live[2]["champion_score"]  # rmse: lower wins
     else:

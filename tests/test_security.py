@@ -85,7 +85,8 @@ def test_who_may_create_projects(world):
     _, roles = world
     denied(roles.connect("usr"), "SELECT * FROM sqlml.train('usr_p', 'pts', 'y')", "may not create projects")
     denied(roles.connect("nobody"), "SELECT * FROM sqlml.train('nb_p', 'pts', 'y')", "permission denied for function")
-    denied(roles.connect("dev2"), "SELECT * FROM sqlml.train('sec', 'pts', 'y')", 'permission denied to train project "sec"')
+    denied(roles.connect("dev2"), "SELECT * FROM sqlml.train('sec', 'pts', 'y')",
+           'permission denied to train project "sec"')
 
 
 def test_scoring_needs_predict_and_registry_rows_are_hidden(world):
@@ -93,7 +94,8 @@ def test_scoring_needs_predict_and_registry_rows_are_hidden(world):
     usr = roles.connect("usr")
     e = denied(usr, "SELECT sqlml.predict('sec', t) FROM pts t LIMIT 1", 'permission denied to score project "sec"')
     assert "sqlml.grant('sec'" in e.diag.message_hint
-    denied(usr, "SELECT sqlml.predict('sec@1', '{\"a\": 1, \"b\": 2, \"c\": \"x\"}'::jsonb)", "permission denied to score")
+    denied(usr, "SELECT sqlml.predict('sec@1', '{\"a\": 1, \"b\": 2, \"c\": \"x\"}'::jsonb)",
+           "permission denied to score")
     denied(usr, "SELECT sqlml.classes('sec')", "permission denied to score")
     denied(usr, "SELECT * FROM sqlml.predict_batch('sec', 'pts', 'id')", "permission denied to score")
     for table in REGISTRY[:4] + ("deployed", "leaderboard"):
@@ -117,7 +119,8 @@ def test_grant_predict_then_revoke(world):
     # predict is not train, deploy or own
     denied(usr, "SELECT * FROM sqlml.train('sec', 'pts', 'y')", 'permission denied to train project "sec"')
     denied(usr, "SELECT * FROM sqlml.deploy('sec', 'most_recent')", 'permission denied to deploy project "sec"')
-    denied(usr, "SELECT sqlml.grant('sec', %s, 'predict')", 'permission denied to manage project "sec"', (roles["usr2"],))
+    denied(usr, "SELECT sqlml.grant('sec', %s, 'predict')", 'permission denied to manage project "sec"',
+           (roles["usr2"],))
     query(dev, "SELECT sqlml.revoke('sec', %s, 'predict')", (roles["usr"],))
     denied(usr, "SELECT sqlml.predict('sec', t) FROM pts t LIMIT 1", "permission denied to score")
     assert scalar(usr, "SELECT count(*) FROM sqlml.models") == 0
@@ -129,7 +132,8 @@ def test_grant_to_public_reaches_every_sqlml_user_but_not_others(world):
     query(dev, "SELECT sqlml.grant('sec', 'PUBLIC', 'predict')")
     try:
         assert scalar(roles.connect("usr2"), "SELECT sqlml.predict('sec', t) IS NOT NULL FROM pts t LIMIT 1") is True
-        denied(roles.connect("nobody"), "SELECT sqlml.predict('sec', t) FROM pts t LIMIT 1", "permission denied for function")
+        denied(roles.connect("nobody"), "SELECT sqlml.predict('sec', t) FROM pts t LIMIT 1",
+               "permission denied for function")
     finally:
         query(dev, "SELECT sqlml.revoke('sec', 'public', 'predict')")
 
@@ -195,7 +199,8 @@ def test_tampered_onnx_is_refused_at_load(world):
     query(su, "UPDATE sqlml.models SET onnx = onnx || '\\x00'::bytea WHERE project = 'sec' AND version = 1")
     try:
         dev = roles.connect("dev")
-        e = denied(dev, "SELECT sqlml.predict('sec@1', t) FROM pts t LIMIT 1", "fails its integrity check", code="XX001")
+        e = denied(dev, "SELECT sqlml.predict('sec@1', t) FROM pts t LIMIT 1", "fails its integrity check",
+                   code="XX001")
         assert e.diag.message_primary.startswith("sqlml: ") and "Traceback" not in e.diag.message_primary
         assert "deploy another version" in e.diag.message_hint
     finally:
@@ -211,7 +216,8 @@ def test_no_select_on_table_or_in_query_means_no_training(world):
     _, roles = world
     dev = roles.connect("dev")
     denied(dev, "SELECT * FROM sqlml.train('leak', 'secret', 'y')", 'permission denied for relation "secret"')
-    denied(dev, "SELECT * FROM sqlml.train('leak', 'SELECT a, b, y FROM secret', 'y')", "permission denied for table secret")
+    denied(dev, "SELECT * FROM sqlml.train('leak', 'SELECT a, b, y FROM secret', 'y')",
+           "permission denied for table secret")
     denied(dev, "SELECT * FROM sqlml.train('leak', 'SELECT p.a, p.b, p.y FROM pts p WHERE EXISTS "
                 "(SELECT 1 FROM secret s WHERE s.code = ''x'')', 'y')", "permission denied for table secret")
     denied(dev, "SELECT * FROM sqlml.train('leak', 'hidden_view', 'y')", 'permission denied for relation "hidden_view"')
@@ -236,7 +242,8 @@ def test_column_grants_limit_features_and_the_target(world):
     assert features == ["a", "b"]  # id identifies rows: never a feature
     assert any('"c" is not used: not readable' in n for n in dev.notices)
     denied(dev2, "SELECT * FROM sqlml.train('cols2', 'partial', 'y')", 'permission denied for column "y" of partial')
-    denied(dev, "SELECT * FROM sqlml.train('cols3', 'SELECT a, c, y FROM partial', 'y')", "permission denied for table partial")
+    denied(dev, "SELECT * FROM sqlml.train('cols3', 'SELECT a, c, y FROM partial', 'y')",
+           "permission denied for table partial")
 
 
 def test_row_level_security_of_the_source_applies(world):

@@ -20,7 +20,8 @@ def db(dsn):
         SELECT i AS id, (i::bigint * 10000000000) AS big_id, md5(i::text)::uuid AS uid, 'c-' || i AS code,
                (i % 17)::float8 AS x, ((i % 17) * 1.5 + i % 4)::float8 AS y
         FROM generate_series(1, 400) i;
-        SELECT * FROM sqlml.train('typed', 'SELECT x, y FROM cust', 'y', algorithms => '{linear}', time_budget => '2 seconds');
+        SELECT * FROM sqlml.train('typed', 'SELECT x, y FROM cust', 'y', algorithms => '{linear}',
+                                  time_budget => '2 seconds');
     """)
     yield conn
     conn.close()
@@ -29,15 +30,16 @@ def db(dsn):
 @pytest.mark.parametrize("column,id_type,pg_type", [("id", "NULL::int", "integer"), ("big_id", "NULL::int8", "bigint"),
                                                     ("uid", "NULL::uuid", "uuid"), ("code", "NULL::text", "text")])
 def test_ids_come_back_in_their_type_and_join_without_a_cast(db, column, id_type, pg_type):
-    rows = query(db, f"""SELECT pg_typeof(b.id)::text, count(*), count(*) FILTER (WHERE b.prediction = sqlml.predict('typed', c))
+    rows = query(db, f"""SELECT pg_typeof(b.id)::text, count(*),
+                                count(*) FILTER (WHERE b.prediction = sqlml.predict('typed', c))
                          FROM sqlml.predict_batch('typed', 'cust', %s, {id_type}) b JOIN cust c ON b.id = c.{column}
                          GROUP BY 1""", (column,))
     assert rows == [(pg_type, 400, 400)]
 
 
 def test_the_text_form_still_answers(db):
-    assert query(db, "SELECT pg_typeof(id)::text, count(*) FROM sqlml.predict_batch('typed', 'cust', 'id') GROUP BY 1") \
-        == [("text", 400)]
+    assert query(db, "SELECT pg_typeof(id)::text, count(*) FROM sqlml.predict_batch('typed', 'cust', 'id') "
+                     "GROUP BY 1") == [("text", 400)]
 
 
 def test_pandas_reads_integer_ids(dsn, db):

@@ -43,7 +43,8 @@ class Hyper:
         """Position of ``value`` in [0, 1] (for local moves)."""
         if self.choices:
             return self.choices.index(value) / max(len(self.choices) - 1, 1) if value in self.choices else 0.0
-        lo, hi, v = (math.log(self.low), math.log(self.high), math.log(value)) if self.log else (self.low, self.high, value)
+        lo, hi, v = (math.log(self.low), math.log(self.high), math.log(value)) if self.log \
+            else (self.low, self.high, value)
         return (v - lo) / (hi - lo) if hi > lo else 0.0
 
     def from_unit(self, u: float):
@@ -84,7 +85,8 @@ def _forest(extra: bool):
         from sklearn import ensemble
 
         cls = {(False, False): ensemble.RandomForestClassifier, (False, True): ensemble.RandomForestRegressor,
-               (True, False): ensemble.ExtraTreesClassifier, (True, True): ensemble.ExtraTreesRegressor}[(extra, task == REGRESSION)]
+               (True, False): ensemble.ExtraTreesClassifier,
+               (True, True): ensemble.ExtraTreesRegressor}[(extra, task == REGRESSION)]
         return cls(n_estimators=int(params.get("n_estimators", 100)),
                    max_features=params.get("max_features", "sqrt" if task != REGRESSION else 1.0),
                    min_samples_leaf=int(params.get("min_samples_leaf", 1)),
@@ -136,22 +138,28 @@ SPECS: dict[str, EstimatorSpec] = {
             Hyper("reg_lambda", 1e-3, 10.0, log=True),
         ),
         portfolio=(
-            {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0, "reg_lambda": 0.001},
-            {"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8, "colsample_bytree": 0.5, "reg_lambda": 1.0},
-            {"learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 30, "subsample": 0.8, "colsample_bytree": 0.7, "reg_lambda": 0.1},
-            {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50, "subsample": 0.7, "colsample_bytree": 0.5, "reg_lambda": 5.0},
+            {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0,
+             "reg_lambda": 0.001},
+            {"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
+             "colsample_bytree": 0.5, "reg_lambda": 1.0},
+            {"learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 30, "subsample": 0.8,
+             "colsample_bytree": 0.7, "reg_lambda": 0.1},
+            {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50, "subsample": 0.7, "colsample_bytree": 0.5,
+             "reg_lambda": 5.0},
         ),
     ),
     "random_forest": EstimatorSpec(
         name="random_forest", family=TREES, build=_forest(extra=False), cost=1.5,
-        space=(Hyper("n_estimators", 50, 500, log=True, integer=True), Hyper("min_samples_leaf", 1, 20, log=True, integer=True),
+        space=(Hyper("n_estimators", 50, 500, log=True, integer=True),
+               Hyper("min_samples_leaf", 1, 20, log=True, integer=True),
                Hyper("max_features", choices=("sqrt", 0.5, 1.0))),
         portfolio=({"n_estimators": 200, "min_samples_leaf": 1, "max_features": "sqrt"},
                    {"n_estimators": 200, "min_samples_leaf": 5, "max_features": 0.5}),
     ),
     "extra_trees": EstimatorSpec(
         name="extra_trees", family=TREES, build=_forest(extra=True), cost=1.0,
-        space=(Hyper("n_estimators", 50, 500, log=True, integer=True), Hyper("min_samples_leaf", 1, 20, log=True, integer=True),
+        space=(Hyper("n_estimators", 50, 500, log=True, integer=True),
+               Hyper("min_samples_leaf", 1, 20, log=True, integer=True),
                Hyper("max_features", choices=("sqrt", 0.5, 1.0))),
         portfolio=({"n_estimators": 200, "min_samples_leaf": 1, "max_features": 0.5},
                    {"n_estimators": 200, "min_samples_leaf": 8, "max_features": "sqrt"},  # noisy targets

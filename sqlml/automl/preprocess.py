@@ -39,7 +39,8 @@ class Plan:
         categories = {}
         for name in schema.text_inputs:
             counts = Counter(frame[name].tolist())
-            kept = [c for c, k in counts.most_common(MAX_CATEGORIES) if k >= MIN_CATEGORY_COUNT] or [c for c, _ in counts.most_common(1)]
+            kept = [c for c, k in counts.most_common(MAX_CATEGORIES) if k >= MIN_CATEGORY_COUNT] \
+                or [c for c, _ in counts.most_common(1)]
             categories[name] = sorted(kept)
         return cls(tuple(schema.numeric_inputs), tuple(schema.text_inputs), categories)
 

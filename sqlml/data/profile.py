@@ -100,7 +100,8 @@ def describe(n: int, c: Column) -> dict:
             entry["top"] = {"value": value, "share": count / len(present)}
             entry["min"], entry["max"] = min(counts), max(counts)
         if c.kind is None:
-            warns.append(warning("unsupported", f'type {c.pg_type} is not used by training (cast it in a view to use it)'))
+            warns.append(warning("unsupported",
+                                 f'type {c.pg_type} is not used by training (cast it in a view to use it)'))
         else:
             warns += _text_warnings(c, present, len(counts))
     else:

@@ -103,8 +103,10 @@ def from_rows(schema: FeatureSchema, rows: list[dict], project: str = "") -> dic
     """Raw columns from feature dicts (``to_jsonb(row)``); keys that are not features are ignored."""
     for r in rows:
         if not isinstance(r, dict):
-            raise SqlmlError(f"features must be a JSON object (feature name -> value), got {json.dumps(r, default=str)[:60]}",
-                             hint=f"pass the row itself, or jsonb such as {json.dumps({f.name: None for f in schema.features[:3]})}",
+            example = json.dumps({f.name: None for f in schema.features[:3]})
+            raise SqlmlError("features must be a JSON object (feature name -> value), "
+                             f"got {json.dumps(r, default=str)[:60]}",
+                             hint=f"pass the row itself, or jsonb such as {example}",
                              sqlstate=DATATYPE_MISMATCH)
     columns = {}
     for f in schema.features:
@@ -112,7 +114,8 @@ def from_rows(schema: FeatureSchema, rows: list[dict], project: str = "") -> dic
             missing = [g.name for g in schema.features if g.name not in rows[0]]
             raise SqlmlError(f'feature column{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))} '
                              f'missing{" for project " + repr(project) if project else ""}',
-                             hint=f"the model needs: {', '.join(g.name for g in schema.features)}", sqlstate=UNDEFINED_COLUMN)
+                             hint=f"the model needs: {', '.join(g.name for g in schema.features)}",
+                             sqlstate=UNDEFINED_COLUMN)
         vals = [r.get(f.name) for r in rows]
         if f.kind == NUMERIC:
             columns[f.name] = np.array([number(f, v) for v in vals], dtype=np.float64)
@@ -132,11 +135,14 @@ def from_array(schema: FeatureSchema, values: list, project: str = "") -> dict:
     width = sum(f.dim if f.kind == VECTOR else 1 for f in schema.features)
     unusable = [f.name for f in schema.features if f.kind not in (NUMERIC, BOOLEAN, VECTOR)]
     if unusable:
-        raise SqlmlError(f"project {project!r} has non-numeric features ({', '.join(unusable)}); a float8[] cannot hold them",
+        raise SqlmlError(f"project {project!r} has non-numeric features ({', '.join(unusable)}); "
+                         "a float8[] cannot hold them",
                          hint="pass the row itself or a jsonb object instead", sqlstate=DATATYPE_MISMATCH)
     if values is None or len(values) != width:
-        raise SqlmlError(f"project {project!r} needs {width} values in the array, got {0 if values is None else len(values)}",
-                         hint="features in training order: " + ", ".join(schema_order(schema)), sqlstate=INVALID_PARAMETER)
+        raise SqlmlError(f"project {project!r} needs {width} values in the array, "
+                         f"got {0 if values is None else len(values)}",
+                         hint="features in training order: " + ", ".join(schema_order(schema)),
+                         sqlstate=INVALID_PARAMETER)
     columns, i = {}, 0
     for f in schema.features:
         if f.kind == VECTOR:

@@ -134,7 +134,8 @@ def holidays(first_year: int, last_year: int) -> np.ndarray:
         days += [np.datetime64(f"{y:04d}-{m:02d}-{d:02d}") for m, d in FIXED_HOLIDAYS]
         easter = _easter(y)
         days += [easter - np.timedelta64(2, "D"), easter, easter + np.timedelta64(1, "D")]
-        days += [_nth_weekday(y, 5, 0, -1), _nth_weekday(y, 9, 0, 1), _nth_weekday(y, 11, 3, 4)]  # US: Memorial, Labor, Thanksgiving
+        days += [_nth_weekday(y, 5, 0, -1), _nth_weekday(y, 9, 0, 1),
+                 _nth_weekday(y, 11, 3, 4)]  # US: Memorial, Labor, Thanksgiving
         days.append(_nth_weekday(y, 11, 3, 4) + np.timedelta64(1, "D"))  # the Friday after Thanksgiving
     return np.unique(np.array(days, dtype="datetime64[D]"))
 

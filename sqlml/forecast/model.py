@@ -104,7 +104,8 @@ class ForecastModel:
             freq=Frequency(d["frequency"]), horizon=int(d["horizon"]), series_columns=tuple(d["series_columns"]),
             regressors=tuple(d["regressors"]), keys=[tuple(s["key"]) for s in series],
             last_ts=np.array([s["last"] for s in series], dtype="datetime64[s]"),
-            scale=np.array([s["scale"] for s in series]), tails=[np.asarray(s["tail"], dtype=np.float64) for s in series],
+            scale=np.array([s["scale"] for s in series]),
+                             tails=[np.asarray(s["tail"], dtype=np.float64) for s in series],
             ages=np.array([s["age"] for s in series], dtype=np.int64), weights=d["weights"], states=states,
             quantiles=np.asarray(d["quantiles"], dtype=np.float64), coverage_rows=int(d["coverage_rows"]),
             backtest=d.get("backtest", {}))

@@ -25,7 +25,8 @@ def check_options(options: dict, algorithms, metric) -> dict:
             raise SqlmlError(f'unknown option "{key}" for a forecast', hint=f"options are: {', '.join(OPTIONS)}",
                              sqlstate=INVALID_PARAMETER)
         if not isinstance(value, OPTIONS[key]) or (OPTIONS[key] is int and isinstance(value, bool)):
-            raise SqlmlError(f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}', sqlstate=INVALID_PARAMETER,
+            raise SqlmlError(f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}',
+                             sqlstate=INVALID_PARAMETER,
                              hint=f"for example {EXAMPLE}")
     if not options.get("time_column"):
         raise SqlmlError("a forecast needs options.time_column", sqlstate=INVALID_PARAMETER,

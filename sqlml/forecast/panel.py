@@ -70,7 +70,8 @@ def build_panel(ts: np.ndarray, y: np.ndarray, series_values: dict, regressors: 
     series_values : column name -> object array of shape (n,) (the series key columns);
     regressors : column name -> float64 array of shape (n,)."""
     if fill not in FILLS:
-        raise SqlmlError(f'option "fill" is {fill!r}', hint=f"use one of: {', '.join(FILLS)}", sqlstate=INVALID_PARAMETER)
+        raise SqlmlError(f'option "fill" is {fill!r}', hint=f"use one of: {', '.join(FILLS)}",
+                         sqlstate=INVALID_PARAMETER)
     ts = np.asarray(ts, dtype="datetime64[s]")
     keep = ~np.isnat(ts)
     if not keep.all():
@@ -87,7 +88,8 @@ def build_panel(ts: np.ndarray, y: np.ndarray, series_values: dict, regressors: 
     out = []
     for i, key in enumerate(keys):
         rows = order[bounds[i]:bounds[i + 1]]
-        s = _one_series(key, ts[rows], y[rows], {k: np.asarray(v, dtype=np.float64)[rows] for k, v in regressors.items()},
+        s = _one_series(key, ts[rows], y[rows],
+                        {k: np.asarray(v, dtype=np.float64)[rows] for k, v in regressors.items()},
                         freq, fill, aggregate)
         if s is not None:
             out.append(s)

@@ -139,7 +139,8 @@ _PARSERS = {"slots": parse_count, "role_slots": parse_count, "queue_timeout": pa
 
 def _bad(name: str, text: str, expected: str) -> SqlmlError:
     return SqlmlError(f"setting {PREFIX}{name} = '{text}' is invalid: expected {expected}",
-                      hint=f"an administrator can fix it: ALTER SYSTEM SET {PREFIX}{name} = ... (or edit postgresql.conf)",
+                      hint=f"an administrator can fix it: ALTER SYSTEM SET {PREFIX}{name} = ... "
+                           "(or edit postgresql.conf)",
                       sqlstate=INVALID_PARAMETER)
 
 

@@ -228,7 +228,8 @@ class JobStore:
                 db.execute("UPDATE jobs SET state = ?, started = ?, lane = ?, wait_reason = NULL WHERE id = ?",
                            (RUNNING, time.time(), workload.GOVERNED, job_id))
             elif reason != mine["wait_reason"]:
-                db.execute("UPDATE jobs SET wait_reason = ?, lane = ? WHERE id = ?", (reason, workload.GOVERNED, job_id))
+                db.execute("UPDATE jobs SET wait_reason = ?, lane = ? WHERE id = ?",
+                           (reason, workload.GOVERNED, job_id))
             return {"started": started, "position": 0 if started else a.positions[job_id], "queued": len(queued),
                     "running": [dict(r) for r in running], "ahead": [dict(r) for r in ahead], "reason": reason}
 

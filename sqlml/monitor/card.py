@@ -40,9 +40,9 @@ def collect(ex, project: str, version: int | None = None) -> dict:
     where = "project = $1 AND version = $2" if version is not None else "project = $1 ORDER BY version DESC LIMIT 1"
     params = [project, version] if version is not None else [project]
     models = ex.execute(
-        "SELECT id, version, algorithm, task, metric, score, metrics, hyperparameters, feature_schema, classes, sha256, "
-        "opset, parity, relation, rows, data_fingerprint, library_versions, created_by, created_at, train_seconds, "
-        f"profile, importance, diagnostics FROM sqlml.models WHERE {where}", params)
+        "SELECT id, version, algorithm, task, metric, score, metrics, hyperparameters, feature_schema, classes, "
+        "sha256, opset, parity, relation, rows, data_fingerprint, library_versions, created_by, created_at, "
+        f"train_seconds, profile, importance, diagnostics FROM sqlml.models WHERE {where}", params)
     if not models:
         raise SqlmlError(f'project "{project}" has no model' + (f" version {version}" if version else "s"),
                          sqlstate=NO_DATA, hint="train one: SELECT * FROM sqlml.train(...)")
@@ -226,9 +226,11 @@ def _table(headers: list[str] | None, rows: list[list[str]], cls: str = "") -> s
 
 
 CSS = """
-body { font: 14px/1.45 -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1f2328; margin: 0; background: #f6f8fa; }
+body { font: 14px/1.45 -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1f2328; margin: 0;
+       background: #f6f8fa; }
 main { max-width: 1040px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
-h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
 .sub { color: #57606a; margin-bottom: 16px; }
 .facts { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; margin: 12px 0; }
 .fact { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; }
@@ -355,11 +357,13 @@ def leaderboard(trials: list[dict], higher: bool) -> list[dict]:
     (project names never hold a quote, so the SQL in the note needs no escaping beyond HTML)."""
     by_algorithm: dict[str, dict] = {}
     for t in trials:
-        row = by_algorithm.setdefault(t["algorithm"], {"algorithm": t["algorithm"], "best": None, "tried": 0, "failed": 0})
+        row = by_algorithm.setdefault(t["algorithm"],
+                                      {"algorithm": t["algorithm"], "best": None, "tried": 0, "failed": 0})
         row["tried"] += 1
         if t["score"] is None:
             row["failed"] += 1
-        elif row["best"] is None or (t["score"] > row["best"]["score"] if higher else t["score"] < row["best"]["score"]):
+        elif row["best"] is None or (t["score"] > row["best"]["score"] if higher
+                                     else t["score"] < row["best"]["score"]):
             row["best"] = t
     scored = sorted((r for r in by_algorithm.values() if r["best"]),
                     key=lambda r: -r["best"]["score"] if higher else r["best"]["score"])
@@ -388,7 +392,8 @@ def _drift_section(drift) -> list[str]:
         return out + ['<p class="note">Not monitored yet: <code>SELECT * FROM sqlml.monitor(project, relation)</code>.'
                       "</p>"]
     first = drift[0]
-    out.append(f'<p class="note">Latest <code>sqlml.monitor</code>: {_e(first["relation"])}, {_num(first["rows"])} rows, '
+    out.append(f'<p class="note">Latest <code>sqlml.monitor</code>: {_e(first["relation"])}, '
+               f'{_num(first["rows"])} rows, '
                f'{_when(first["measured_at"])}, version {_e(first["version"])}.</p>')
     return out + [drift_plot(drift)]
 

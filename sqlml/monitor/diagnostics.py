@@ -29,7 +29,8 @@ def summarise(task: str, y: np.ndarray, out: np.ndarray, classes: tuple, seed: i
         pick = np.sort(rng.choice(len(y), size=SAMPLE, replace=False)) if len(y) > SAMPLE else np.arange(len(y))
         residual = y - pred
         result.update(actual=y[pick].tolist(), predicted=pred[pick].tolist(),
-                      residual_quantiles={str(q): float(np.quantile(residual, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)})
+                      residual_quantiles={str(q): float(np.quantile(residual, q))
+                                          for q in (0.05, 0.25, 0.5, 0.75, 0.95)})
         return jsonable(result)
     proba = np.asarray(out, dtype=np.float64)
     k = proba.shape[1]

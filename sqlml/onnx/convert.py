@@ -71,7 +71,8 @@ def to_onnx(model, schema: FeatureSchema) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     _register_lightgbm()
-    inputs = [(name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1])) for name, text in schema.inputs]
+    inputs = [(name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
+              for name, text in schema.inputs]
     options = {} if schema.target.task == REGRESSION else {id(model): {"zipmap": False}}
     onx = convert_sklearn(model, initial_types=inputs, options=options,
                           target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})

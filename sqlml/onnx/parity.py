@@ -34,7 +34,8 @@ def compare(task: str, expected: np.ndarray, actual: np.ndarray) -> Parity:
     expected, actual = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     rows = len(expected)
     if expected.shape != actual.shape:
-        return Parity(False, rows, 1.0, float("inf"), f"ONNX output shape {actual.shape} != pipeline's {expected.shape}")
+        return Parity(False, rows, 1.0, float("inf"),
+                      f"ONNX output shape {actual.shape} != pipeline's {expected.shape}")
     if rows == 0:
         return Parity(True, 0, 0.0, 0.0)
     rel = np.abs(actual - expected) / np.maximum(np.abs(expected), 1.0)

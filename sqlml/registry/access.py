@@ -86,15 +86,17 @@ def role_exists(ex, role: str) -> bool:
 def grant(ex, who: str, project: str, grantee: str, privilege: str) -> bool:
     """Record ``grantee``'s ``privilege`` on ``project`` (``who`` must own it); False if it already had it."""
     _check_grant(ex, who, project, grantee, privilege)
-    rows = ex.execute("INSERT INTO sqlml.grants (project, grantee, privilege, granted_by) VALUES ($1, $2::name, $3, $4::name) "
-                      "ON CONFLICT DO NOTHING RETURNING 1", [project, grantee, privilege, who])
+    rows = ex.execute("INSERT INTO sqlml.grants (project, grantee, privilege, granted_by) "
+                      "VALUES ($1, $2::name, $3, $4::name) ON CONFLICT DO NOTHING RETURNING 1",
+                      [project, grantee, privilege, who])
     return bool(rows)
 
 
 def revoke(ex, who: str, project: str, grantee: str, privilege: str) -> bool:
     """Delete the grant; False if there was none."""
     _check_grant(ex, who, project, grantee, privilege)
-    rows = ex.execute("DELETE FROM sqlml.grants WHERE project = $1 AND grantee = $2::name AND privilege = $3 RETURNING 1",
+    rows = ex.execute("DELETE FROM sqlml.grants WHERE project = $1 AND grantee = $2::name AND privilege = $3 "
+                      "RETURNING 1",
                       [project, grantee, privilege])
     return bool(rows)
 
@@ -102,7 +104,8 @@ def revoke(ex, who: str, project: str, grantee: str, privilege: str) -> bool:
 def _check_grant(ex, who, project, grantee, privilege) -> None:
     check_privilege(privilege)
     if grantee is None or not str(grantee).strip():
-        raise SqlmlError("role is empty", hint="name a role, or 'public' for every sqlml_user", sqlstate=INVALID_PARAMETER)
+        raise SqlmlError("role is empty", hint="name a role, or 'public' for every sqlml_user",
+                         sqlstate=INVALID_PARAMETER)
     require(ex, who, project, "own", lock=True)
     if not role_exists(ex, grantee):
         raise SqlmlError(f'role "{grantee}" does not exist', hint="create it first (CREATE ROLE), or use 'public'",

@@ -1,4 +1,5 @@
-"""The entry points the extension's SQL functions call (GD["sqlml"] is this module). Kept thin: SPI in, SPI out, no ML logic.
+"""The entry points the extension's SQL functions call (GD["sqlml"] is this module). Kept thin: SPI in, SPI
+out, no ML logic.
 
 Importing this module must stay cheap and must not import the ML stack: `doctor` has to work
 when a package is missing, and a backend that only scores should not load scikit-learn.

@@ -121,7 +121,8 @@ def score(project, relation, into_table, id_column) -> int:
         if m.task == REGRESSION:
             spi.execute(insert, [ids.tolist(), m.labels(out), *columns])
         else:  # the class as a 1-based index into the classes' values and labels
-            spi.execute(insert, [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), m.value(np.eye(len(m.classes))).tolist(),
+            spi.execute(insert,
+                        [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), m.value(np.eye(len(m.classes))).tolist(),
                                  m.labels(np.eye(len(m.classes))), *columns])
         total += n
     spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")

@@ -24,4 +24,5 @@ def deploy(project, strategy, version):
     chosen, previous, row = privileged.run(run)
     was = f" (was version {previous['version']})" if previous else ""
     spi.notice(f"project {project}: version {chosen['version']} ({chosen['algorithm']}) deployed by {strategy}{was}")
-    return [(project, chosen["version"], chosen["algorithm"], chosen["metric"], chosen["score"], strategy, row["deployed_at"])]
+    return [(project, chosen["version"], chosen["algorithm"], chosen["metric"], chosen["score"], strategy,
+             row["deployed_at"])]

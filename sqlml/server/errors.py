@@ -60,7 +60,8 @@ def translate(exc: BaseException) -> SqlError:
         return sql_error("out of memory: the job needed more memory than its cap allows", sqlstate=OUT_OF_MEMORY,
                          hint="train on fewer rows (options => '{\"max_rows\": N}') or raise sqlml.memory_per_job")
     plpy.log("sqlml internal error:\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    return sql_error(f"internal error ({type(exc).__name__}: {exc})", sqlstate="XX000" if not isinstance(exc, ValueError) else DATA_EXCEPTION,
+    return sql_error(f"internal error ({type(exc).__name__}: {exc})",
+                     sqlstate="XX000" if not isinstance(exc, ValueError) else DATA_EXCEPTION,
                      hint="the server log has the traceback; please report it with `sqlml doctor` output")
 
 

@@ -322,9 +322,11 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     n_cat = sum(1 for f in features if f.kind == CATEGORY)
     base = costmodel.Features(
         rows=est_rows, numeric=sum(1 for f in features if f.kind not in (CATEGORY, VECTOR)), category=n_cat,
-        vector=sum(f.dim for f in features if f.kind == VECTOR), text_bytes=float(max(width - fixed, 0)) if n_cat else 0.0,
+        vector=sum(f.dim for f in features if f.kind == VECTOR),
+        text_bytes=float(max(width - fixed, 0)) if n_cat else 0.0,
         algorithms=len(candidates), forests=sum(SPECS[a].family == TREES for a in candidates),
-        boosting=sum(SPECS[a].family == BOOSTING for a in candidates), budget=float(budget_seconds), threads=job.threads,
+        boosting=sum(SPECS[a].family == BOOSTING for a in candidates), budget=float(budget_seconds),
+        threads=job.threads,
         cold=job.cold())
     model = job.model()
     plan = admission.plan_rows(est_rows, lambda n: model.predict(base.with_rows(n)).peak_upper,
@@ -489,7 +491,8 @@ def cancel(job_id: int) -> bool:
                          hint="SELECT job_id, state FROM sqlml.jobs shows the jobs")
     who = spi.execute(
         f"SELECT current_user::text AS me, {IS_ADMIN} "
-        "OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'MEMBER')) AS ok",
+        "OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = $1 AND pg_has_role(current_user, r.oid, 'MEMBER')) "
+        "AS ok",
         [j["role"]])[0]
     if not who["ok"]:
         raise SqlmlError(f"permission denied to cancel job {job_id} of role {j['role']}",

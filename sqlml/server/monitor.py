@@ -49,7 +49,8 @@ def check_training_data(features: list[Feature], raw: dict, n: int, target: str,
                                                                               or col["name"] in dropped_ids)):
                 continue
             subject = f'column "{col["name"]}"'
-            spi.notice(f'data quality: {w["message"] if w["message"].startswith(subject) else subject + ": " + w["message"]}')
+            message = w["message"] if w["message"].startswith(subject) else subject + ": " + w["message"]
+            spi.notice(f"data quality: {message}")
     if report["blocking"]:
         raise SqlmlError("the training data has a blocking problem: " + "; ".join(report["blocking"]),
                          sqlstate=DATA_EXCEPTION, hint="see SELECT * FROM sqlml.profile(relation, target)")
@@ -248,13 +249,15 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
                  f'no retraining: the largest PSI, {worst["psi"]:.3f} ({label}), is below {threshold}')]
     source = training_relation or relation
     exclude = _same_features(facts, source)
-    spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; training "{facts["project"]}" on {source}')
+    spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; '
+               f'training "{facts["project"]}" on {source}')
     trained = spi.execute(
         "SELECT * FROM sqlml.train($1, $2, $3, task => $4, time_budget => make_interval(secs => $5), metric => $6, "
         "exclude => $7::text[])",
         [facts["project"], source, facts["target"], facts["task"], float(budget_seconds), facts["metric"], exclude])[0]
     decision = (f'version {trained["version"]} deployed through the gate' if trained["deployed"] else
-                f'version {trained["version"]} registered; version {facts["version"]} stays deployed (the gate kept it)')
+                f'version {trained["version"]} registered; '
+                f'version {facts["version"]} stays deployed (the gate kept it)')
     return [(facts["project"], True, worst["psi"], label, trained["version"], bool(trained["deployed"]), decision)]
 
 

@@ -45,7 +45,8 @@ RESOLVE = """
 SELECT r.id, r.version, r.sha256, format_type($3::oid, NULL) AS row_type, cols.names, cols.types
 FROM sqlml._model_ref($1, $2::int) AS r
 LEFT JOIN LATERAL (
-    SELECT json_agg(a.attname ORDER BY a.attnum)::text AS names, json_agg(a.atttypid::int8 ORDER BY a.attnum)::text AS types
+    SELECT json_agg(a.attname ORDER BY a.attnum)::text AS names,
+           json_agg(a.atttypid::int8 ORDER BY a.attnum)::text AS types
     FROM pg_catalog.pg_type t
     JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
     JOIN pg_catalog.pg_attribute a ON a.attrelid = b.typrelid AND a.attnum > 0 AND NOT a.attisdropped
@@ -155,7 +156,8 @@ def _lookup(spec: str, row_type: int | None):
     if row_type is None:
         return m, None
     if r["names"] is None:
-        raise SqlmlError(f"sqlml.predict needs a row, a jsonb object or a float8[], got a value of type {r['row_type']}",
+        raise SqlmlError("sqlml.predict needs a row, a jsonb object or a float8[], "
+                         f"got a value of type {r['row_type']}",
                          hint="pass the row of a table or view: sqlml.predict('project', c) FROM customers c",
                          sqlstate=DATATYPE_MISMATCH)
     names, types = tuple(json.loads(r["names"])), tuple(json.loads(r["types"]))
