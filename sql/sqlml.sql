@@ -260,7 +260,7 @@ COMMENT ON FUNCTION sqlml.deploy(text, text, integer) IS 'Deploy a model of proj
 -- functions: scoring
 --
 -- STABLE, not IMMUTABLE: a deploy changes the answer. PARALLEL SAFE: parallel workers resolve and
--- load the model without plpy's SPI (sqlml/server/backend.py), in the leader's snapshot.
+-- load the model without plpy's SPI (sqlml/server/pg_internals.py), in the leader's snapshot.
 -- A row argument goes through an inlined SQL wrapper (PL/Python cannot take record or anyelement)
 -- that hands over the row's text (t::text, ~3 us) and its type, whose columns Python reads from the
 -- catalog once per statement; to_jsonb(row) costs ~18 us for 20 columns and is left for anonymous

@@ -9,10 +9,10 @@ exception that leaves the function has a traceback, and one that propagates alwa
 ``plpy.Error`` or calling ``plpy.error`` makes no difference). JDBC and BI tools show CONTEXT inside
 the message, so a SQL user would read Python frames. No Python-level way removes it; PostgreSQL's
 ``emit_log_hook``, called with the finished error just before it is logged and sent, can:
-``hide_tracebacks`` installs a hook (through ctypes, as ``sqlml_boot.py`` already reaches the
-server's symbols) that drops the "Traceback ..." lines from the CONTEXT of sqlml's own errors
-(message "sqlml: ..."), unless the setting ``sqlml.traceback`` is on. SQLSTATE, message, DETAIL,
-HINT and the rest of CONTEXT are untouched; internal errors still log their full traceback.
+``hide_tracebacks`` installs a hook (through ``sqlml.server.pg_internals``) that drops the
+"Traceback ..." lines from the CONTEXT of sqlml's own errors (message "sqlml: ..."), unless the
+setting ``sqlml.traceback`` is on. SQLSTATE, message, DETAIL, HINT and the rest of CONTEXT are
+untouched; internal errors still log their full traceback.
 """
 
 import ctypes
@@ -70,21 +70,8 @@ def _unpack_sqlstate(code: int) -> str:
     return "".join(chr(((code >> (6 * i)) & 0x3F) + ord("0")) for i in range(5))
 
 
-class _ErrorData(ctypes.Structure):
-    """The head of PostgreSQL's ErrorData (utils/elog.h of PostgreSQL 15) up to ``context``."""
-
-    _fields_ = [("elevel", ctypes.c_int), ("output_to_server", ctypes.c_bool), ("output_to_client", ctypes.c_bool),
-                ("hide_stmt", ctypes.c_bool), ("hide_ctx", ctypes.c_bool), ("filename", ctypes.c_void_p),
-                ("lineno", ctypes.c_int), ("funcname", ctypes.c_void_p), ("domain", ctypes.c_void_p),
-                ("context_domain", ctypes.c_void_p), ("sqlerrcode", ctypes.c_int), ("message", ctypes.c_void_p),
-                ("detail", ctypes.c_void_p), ("detail_log", ctypes.c_void_p), ("hint", ctypes.c_void_p),
-                ("context", ctypes.c_void_p)]
-
-
 TRACEBACK_HEAD = b"Traceback (most recent call last):"
-TRACEBACK_SETTING = b"sqlml.traceback"
-KNOWN_LAYOUT = range(150000, 160000)  # server_version_num of the major whose ErrorData _ErrorData copies
-_HOOK = ctypes.CFUNCTYPE(None, ctypes.POINTER(_ErrorData))
+SQLML_MESSAGE = b"sqlml: "
 
 
 def without_traceback(context: bytes) -> bytes:
@@ -99,38 +86,34 @@ def without_traceback(context: bytes) -> bytes:
     return b"\n".join(lines[rest:])
 
 
-def hide_tracebacks() -> None:
-    """Install the emit_log_hook described above, once per backend, chained to any hook before it."""
-    server = ctypes.PyDLL(None)  # keeps the GIL while it reads a setting (as sqlml.server.pg_internals does)
-    get_option = server.GetConfigOption
-    get_option.restype, get_option.argtypes = ctypes.c_char_p, [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
-    strncmp = server.strncmp
-    strncmp.restype, strncmp.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-    if int(get_option(b"server_version_num", False, False)) not in KNOWN_LAYOUT:
-        return  # another ErrorData layout: keep PL/Python's CONTEXT rather than guess
-    slot = ctypes.c_void_p.in_dll(server, "emit_log_hook")
-    if getattr(hide_tracebacks, "hook", None) is not None:
+def _drop_traceback(error) -> None:
+    """The emit_log_hook: sqlml's own errors lose the traceback from their CONTEXT, unless
+    ``sqlml.traceback`` is on. The shorter text is written over the old in place."""
+    if not (error.context and error.message and ctypes.string_at(error.message).startswith(SQLML_MESSAGE)):
         return
-    previous = _HOOK(slot.value) if slot.value else None
+    from sqlml.server import pg_internals
 
-    def hook(edata):
-        try:
-            e = edata.contents
-            if e.context and e.message and strncmp(e.message, b"sqlml: ", 7) == 0:
-                setting = get_option(TRACEBACK_SETTING, True, False)
-                if (setting or b"off").lower() not in (b"on", b"true", b"yes", b"1"):
-                    context = ctypes.string_at(e.context)
-                    kept = without_traceback(context)
-                    if kept != context:  # shorter: rewrite in place (the buffer belongs to the error)
-                        ctypes.memmove(e.context, kept + b"\0", len(kept) + 1)
-                        if not kept:
-                            e.context = None
-        finally:
-            if previous is not None:
-                previous(edata)
+    if (pg_internals.setting("sqlml.traceback") or "off").lower() in ("on", "true", "yes", "1"):
+        return
+    context = ctypes.string_at(error.context)
+    kept = without_traceback(context)
+    if kept != context:
+        ctypes.memmove(error.context, kept + b"\0", len(kept) + 1)
+        if not kept:
+            error.context = None
 
-    hide_tracebacks.hook = _HOOK(hook)  # referenced for the backend's life: PostgreSQL keeps calling it
-    slot.value = ctypes.cast(hide_tracebacks.hook, ctypes.c_void_p).value
+
+_hidden = False
+
+
+def hide_tracebacks() -> None:
+    """Install ``_drop_traceback`` as an emit_log_hook, once per backend."""
+    global _hidden
+    if not _hidden:
+        from sqlml.server import pg_internals
+
+        pg_internals.add_emit_log_hook(_drop_traceback)
+        _hidden = True
 
 
 def entry(fn):

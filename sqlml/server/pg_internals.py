@@ -98,6 +98,45 @@ def compiled_cache_dir() -> str:
     return os.path.join(data_directory(), "sqlml_compiled")
 
 
+# --- error reports (checked against 15) ---------------------------------------------------------
+# The head of struct ErrorData up to ``context``, and emit_log_hook_type emit_log_hook, called with
+# the finished error just before it is logged and sent: 15 (utils/elog.h).
+class ErrorData(ctypes.Structure):
+    _fields_ = [("elevel", ctypes.c_int), ("output_to_server", ctypes.c_bool), ("output_to_client", ctypes.c_bool),
+                ("hide_stmt", ctypes.c_bool), ("hide_ctx", ctypes.c_bool), ("filename", ctypes.c_void_p),
+                ("lineno", ctypes.c_int), ("funcname", ctypes.c_void_p), ("domain", ctypes.c_void_p),
+                ("context_domain", ctypes.c_void_p), ("sqlerrcode", ctypes.c_int), ("message", ctypes.c_void_p),
+                ("detail", ctypes.c_void_p), ("detail_log", ctypes.c_void_p), ("hint", ctypes.c_void_p),
+                ("context", ctypes.c_void_p)]
+
+
+EmitLogHook = ctypes.CFUNCTYPE(None, ctypes.POINTER(ErrorData))
+_emit_log_hook = ctypes.c_void_p.in_dll(_pg, "emit_log_hook")
+_installed_hooks: list = []  # referenced for the backend's life: PostgreSQL keeps calling them
+
+
+def setting(name: str) -> str | None:
+    """A configuration setting's current value (a custom ``sqlml.*`` one included), None if unset."""
+    value = _get_config_option(name.encode(), True, False)
+    return None if value is None else value.decode()
+
+
+def add_emit_log_hook(hook) -> None:
+    """Call ``hook(error: ErrorData)`` for every error report of this backend, then the hook that was
+    installed before it. ``hook`` may rewrite the report's strings in place (they are the error's)."""
+    previous = EmitLogHook(_emit_log_hook.value) if _emit_log_hook.value else None
+
+    def chained(edata):
+        try:
+            hook(edata.contents)
+        finally:
+            if previous is not None:
+                previous(edata)
+
+    _installed_hooks.append(EmitLogHook(chained))
+    _emit_log_hook.value = ctypes.cast(_installed_hooks[-1], ctypes.c_void_p).value
+
+
 # --- SPI in parallel mode ------------------------------------------------------------------------
 
 # type OIDs: 15 (catalog/pg_type_d.h; fixed since the types were created). SPI_OK_SELECT = 5: 15 (executor/spi.h)
