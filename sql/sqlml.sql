@@ -62,11 +62,13 @@ CREATE TABLE sqlml.models (
     job_id            bigint,
     profile           jsonb,                       -- data-quality report of the training data (sqlml.profile)
     baseline          jsonb,                       -- drift baselines: per-feature and prediction distributions
-    importance        jsonb,                       -- permutation feature importance on the holdout
+    importance        jsonb,                       -- mean |contribution| per feature on the holdout (sqlml.importance)
     diagnostics       jsonb,                       -- holdout ROC / confusion matrix / residual sample for the card
     meta_features     vector(14),                  -- the dataset, described for warm starts (sqlml/automl/meta.py)
     warm_start        jsonb,                       -- its best configurations, tried first by similar trainings
     forecaster        jsonb,                       -- forecast models: per-series state, tails, intervals (sqlml/forecast/model.py)
+    explainer         bytea,                       -- what sqlml.explain needs (sqlml/explain/model.py); NULL: imported
+    origin            text NOT NULL DEFAULT 'trained' CHECK (origin IN ('trained', 'imported')),  -- lineage
     UNIQUE (project, version),
     UNIQUE (id, project, version)                  -- lets a deployment reference all three
 );
@@ -373,6 +375,59 @@ END
 $$;
 
 COMMENT ON FUNCTION sqlml.predict_batch(text, text, text, anyelement) IS 'Score every row of relation, columnar; id is id_column in the type of id_type (pass NULL::int, NULL::uuid...)';
+
+-- functions: explanations (sqlml/explain/model.py says what the contributions add up to)
+--
+-- Not PARALLEL SAFE: an explanation reads the model's explainer through SPI.
+
+CREATE OR REPLACE FUNCTION sqlml._explain_jsonb(project text, features jsonb)
+RETURNS TABLE (feature text, value text, contribution float8, class text)
+LANGUAGE plpython3u TRANSFORM FOR TYPE jsonb STABLE AS $$
+return GD['sqlml'].explain(project, features)
+$$;
+
+CREATE OR REPLACE FUNCTION sqlml.explain(project text, features float8[])
+RETURNS TABLE (feature text, value text, contribution float8, class text)
+LANGUAGE plpython3u STABLE AS $$
+return GD['sqlml'].explain(project, features, as_array=True)
+$$;
+
+CREATE OR REPLACE FUNCTION sqlml.explain(project text, features jsonb)
+RETURNS TABLE (feature text, value text, contribution float8, class text)
+LANGUAGE sql STABLE AS $$ SELECT * FROM sqlml._explain_jsonb($1, $2) $$;
+
+CREATE OR REPLACE FUNCTION sqlml.explain(project text, features anyelement)
+RETURNS TABLE (feature text, value text, contribution float8, class text)
+LANGUAGE sql STABLE AS $$ SELECT * FROM sqlml._explain_jsonb($1, to_jsonb($2)) $$;
+
+COMMENT ON FUNCTION sqlml.explain(text, anyelement) IS 'Why the model of project (or project@version) predicts what it does for a row: one contribution per feature to the raw output (log-odds for binary, the value for regression, per class for multiclass), plus a (base) row; they add up to the raw output';
+
+CREATE OR REPLACE FUNCTION sqlml.explain_batch(project text, relation text, id_column text)
+RETURNS TABLE (id text, feature text, value text, contribution float8, class text)
+LANGUAGE plpython3u VOLATILE AS $$
+return GD['sqlml'].explain_batch(project, relation, id_column)
+$$;
+
+COMMENT ON FUNCTION sqlml.explain_batch(text, text, text) IS 'sqlml.explain for every row of relation, set-based; id is id_column as text';
+
+CREATE OR REPLACE FUNCTION sqlml.importance(project text)
+RETURNS TABLE (feature text, importance float8)
+LANGUAGE plpython3u STABLE AS $$
+return GD['sqlml'].importance(project)
+$$;
+
+COMMENT ON FUNCTION sqlml.importance(text) IS 'Global feature importance of the model of project (or project@version): mean |contribution| on the holdout, measured at training';
+
+-- functions: bring your own model
+
+CREATE OR REPLACE FUNCTION sqlml.import_model(project text, onnx bytea, task text, relation text,
+    target text DEFAULT NULL, columns text[] DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS TABLE (project text, version integer, algorithm text, metric text, score float8, deployed boolean)
+LANGUAGE plpython3u TRANSFORM FOR TYPE jsonb VOLATILE AS $$
+return GD['sqlml'].import_model(project, onnx, task, relation, target, columns, options)
+$$;
+
+COMMENT ON FUNCTION sqlml.import_model(text, bytea, text, text, text, text[], jsonb) IS 'Register an ONNX model trained elsewhere as a version of project: inputs matched to the columns of relation by name (columns => their order for one matrix input), validated on a sample of relation (metrics when it holds target), deployed through the gate';
 
 CREATE OR REPLACE FUNCTION sqlml.score(project text, relation text, into_table text, id_column text) RETURNS bigint
 LANGUAGE plpython3u VOLATILE AS $$

@@ -24,7 +24,7 @@ from tests.test_onnx_export import mixed_data
 shap = pytest.importorskip("shap")
 
 TOLERANCE = 1e-4
-ROWS = 120  # forests of deep trees cost O(leaves x depth^2) per row
+ROWS = 60  # forests of deep trees cost O(leaves x depth^2) per row
 
 
 def raw_output(pipeline, X, task):
@@ -48,7 +48,8 @@ def shap_reference(pipeline, X, background, task) -> np.ndarray:
     pre, est = pipeline.named_steps["pre"], pipeline.named_steps["model"]
     T = pre.transform(X).astype(np.float64)
     if hasattr(est, "coef_"):
-        values = shap.LinearExplainer(est, pre.transform(background).astype(np.float64)).shap_values(T)
+        data = pre.transform(background).astype(np.float64)  # every row: shap's default masker samples 100
+        values = shap.LinearExplainer(est, shap.maskers.Independent(data, max_samples=len(data))).shap_values(T)
     else:
         values = shap.TreeExplainer(est).shap_values(T.astype(np.float32) if not type(est).__name__.startswith("LGBM") else T)
     values = np.asarray(values)
@@ -73,7 +74,7 @@ def fitted(algorithm, task, seed=0):
     plan = preprocess.Plan.from_data(schema, X)
     problem = Problem(X, y, task, "rmse" if task == REGRESSION else "log_loss", plan, len(schema.target.classes))
     spec = SPECS[algorithm]
-    params = {**spec.portfolio[0], **({"n_estimators": 30} if algorithm in ("random_forest", "extra_trees") else {})}
+    params = {**spec.portfolio[0], **({"n_estimators": 12} if algorithm in ("random_forest", "extra_trees") else {})}
     model, _ = fit_pipeline(spec, params, problem, X, y, Budget(60), n_estimators=60 if spec.early_stopping else None)
     return schema, inputs, X, model
 

@@ -18,3 +18,7 @@ ALTER TABLE sqlml.projects DROP CONSTRAINT projects_task_check;
 ALTER TABLE sqlml.projects ADD CONSTRAINT projects_task_check
     CHECK (task IN ('binary', 'multiclass', 'regression', 'forecast'));
 ALTER TABLE sqlml.models ADD COLUMN forecaster jsonb;
+
+-- sqlml.explain and sqlml.import_model (issue 19): a model's explainer and where it came from.
+ALTER TABLE sqlml.models ADD COLUMN explainer bytea;
+ALTER TABLE sqlml.models ADD COLUMN origin text NOT NULL DEFAULT 'trained' CHECK (origin IN ('trained', 'imported'));

@@ -55,10 +55,17 @@ class Trained:
     holdout_y: np.ndarray  # encoded
     train_rows: int
     X_holdout: object = field(repr=False, default=None)
+    X_train: object = field(repr=False, default=None)  # the training part's model inputs (DataFrame)
     meta_features: list = field(default_factory=list)  # sqlml.automl.meta.meta_features of the training part
     warm_started: int = 0  # configurations borrowed from similar past trainings
     final_model: object = None  # the winner refitted on every row, or None (no time left, or not asked)
     test_size: float = 0.2
+
+    def fitted_on(self, candidate: Candidate):
+        """The model-input DataFrame ``candidate.model`` was fitted on (linear explanations' E[x])."""
+        if candidate.refit == "all rows":
+            return pd.concat([self.X_train, self.X_holdout], ignore_index=True)
+        return self.X_train
 
     def best_configurations(self) -> list[dict]:
         """What a similar future training should try first."""
@@ -207,5 +214,5 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
         note("no time left to refit on every row: the model registered is the one trained without the holdout")
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],
-                   train_rows=len(train_idx), X_holdout=X_test, meta_features=described, warm_started=len(warm),
+                   train_rows=len(train_idx), X_holdout=X_test, X_train=X_train, meta_features=described, warm_started=len(warm),
                    final_model=final, test_size=test_size)

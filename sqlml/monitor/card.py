@@ -160,15 +160,17 @@ def forecast_plots(diag: dict) -> str:
     return _png(fig, "History, forecast and interval")
 
 
-def importance_plot(features: list[dict], metric: str) -> str:
+def importance_plot(features: list[dict], unit: str) -> str:
     top = features[:IMPORTANCE_BARS][::-1]
     fig = _figure(6.0, max(2.5, 0.3 * len(top) + 1.2))
     ax = fig.add_subplot()
-    ax.barh([f["feature"] for f in top], [f["importance"] for f in top], xerr=[f["std"] for f in top],
-            color="#2da44e", ecolor="#555")
-    ax.axvline(0, color="#999", lw=1)
-    ax.set(xlabel=f"{metric} loss increase when shuffled", title="Permutation feature importance (holdout)")
-    return _png(fig, "Permutation feature importance")
+    ax.barh([f["feature"] for f in top], [f["importance"] for f in top], color="#2da44e")
+    ax.set(xlabel=f"mean |contribution| to the {unit}", title="Feature importance (holdout)")
+    return _png(fig, "Feature importance")
+
+
+RAW_OUTPUT = {"binary": "log-odds (probability for forests)", "multiclass": "class scores, summed over classes",
+              "regression": "predicted value"}
 
 
 def drift_plot(drift: list[dict]) -> str:
@@ -330,12 +332,12 @@ def _importance_section(m) -> list[str]:
     if not imp or not imp.get("features"):
         return out + [f'<p class="note">Not available: {_e((imp or {}).get("note", "not computed for this version"))}.'
                       "</p>"]
-    out.append(importance_plot(imp["features"], imp["metric"]))
+    out.append(importance_plot(imp["features"], RAW_OUTPUT.get(m["task"], "raw output")))
     shown = len(imp["features"][:IMPORTANCE_BARS])
     top = f"the {shown} most important of {len(imp['features'])} shown" if shown < len(imp["features"]) else "all shown"
-    out.append(f'<p class="note">Permutation importance of the registered ONNX model at training ({top}): '
-               f'{_e(imp["note"])}; '
-               f'baseline {_e(imp["metric"])} {_num(imp.get("score"))}.</p>')
+    out.append(f'<p class="note">Mean absolute contribution of each feature to the registered model\'s raw output '
+               f'(exact TreeSHAP or linear contributions, as <code>sqlml.explain</code> gives them), at training '
+               f'({top}): {_e(imp["note"])}.</p>')
     return out
 
 

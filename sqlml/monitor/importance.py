@@ -1,10 +1,9 @@
-"""Permutation feature importance on the holdout, bounded in rows and in time.
+"""Global feature importance: mean |contribution| on the holdout, bounded in rows and in time.
 
-For each feature (all of its model inputs together: a date's calendar parts, a vector's
-dimensions), shuffle its rows, score again, and record how much the metric got worse. The model
-is called through ``predict(inputs) -> output``, so the number describes the registered ONNX
-pipeline exactly. Features are visited in schema order until the deadline passes; the result
-says whether it is complete.
+The contributions are the model's own explanation (``sqlml.explain.model``): exact, on the raw
+output, one per feature. Unlike permutation importance they cannot come out negative, and on
+strong ensembles they still rank what the model uses. Holdout rows are explained in chunks, in a
+seeded random order, until ``MAX_ROWS`` or the deadline; the result says how many rows it used.
 """
 
 from __future__ import annotations
@@ -13,59 +12,36 @@ import time
 
 import numpy as np
 
-from sqlml.automl import metrics
-
 MAX_ROWS = 2000
-REPEATS = 3
+CHUNK = 200
+METHOD = "mean |contribution| on the holdout"
 
 
-def permutation(predict, inputs: dict, groups: dict, y: np.ndarray, metric: str, deadline: float,
-                max_rows: int = MAX_ROWS, repeats: int = REPEATS, seed: int = 0, checkpoint=None) -> dict:
-    """``inputs``: model input name -> array of shape (n,); ``groups``: feature -> its input names;
-    ``y``: encoded holdout labels or targets; ``deadline``: ``time.monotonic()`` value to stop at;
-    ``checkpoint()``: called before every shuffle (the server's interrupt check).
+def mean_abs_contribution(explainer, inputs: dict, deadline: float, max_rows: int = MAX_ROWS, seed: int = 0,
+                          checkpoint=None, clock=time.monotonic) -> dict:
+    """``explainer``: a ``sqlml.explain.model.Explainer``; ``inputs``: holdout model inputs (name ->
+    array (n,)); ``deadline``: a ``clock()`` value to stop at (one chunk is always explained);
+    ``checkpoint()``: called between chunks (the server's interrupt check).
 
-    Returns ``{"metric", "score", "rows", "repeats", "complete", "note", "features": [{"feature",
-    "importance", "std", "repeats"}]}`` with features sorted by importance (loss increase when
-    shuffled, in the metric's units; higher means the model relies on it more). ``complete``:
-    every feature was shuffled at least once.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    rows = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
-    sample = {k: v[rows] for k, v in inputs.items()}
-    ys = y[rows]
-    out = {"metric": metric, "rows": int(len(rows)), "repeats": repeats, "features": [], "complete": False}
-    if time.monotonic() >= deadline:
-        out["note"] = "skipped: no time left in the training budget"
-        return out
-    base = metrics.score(metric, ys, predict(sample))
-    if not np.isfinite(base):
-        out["note"] = f"skipped: {metric} is undefined on the holdout sample"
-        return out
-    out["score"] = base
-    losses: dict[str, list[float]] = {feature: [] for feature in groups}
-    # breadth first: every feature once before any twice, so a short budget still covers them all
-    for _ in range(repeats):
-        for feature, names in groups.items():
-            if time.monotonic() >= deadline:
-                break
-            if checkpoint is not None:
-                checkpoint()
-            order = rng.permutation(len(rows))
-            shuffled = {k: (v[order] if k in names else v) for k, v in sample.items()}
-            score = metrics.score(metric, ys, predict(shuffled))
-            losses[feature].append(metrics.loss(metric, score) - metrics.loss(metric, base))
-    measured = {f: v for f, v in losses.items() if v}
-    out["features"] = sorted(({"feature": f, "importance": float(np.mean(v)), "std": float(np.std(v)),
-                               "repeats": len(v)} for f, v in measured.items()), key=lambda f: -f["importance"])
-    fewest = min((len(v) for v in losses.values()), default=0)
-    out["complete"] = fewest >= 1
-    if fewest == repeats:
-        out["note"] = f"{len(groups)} features, {repeats} shuffles each, on {len(rows)} holdout rows"
-    elif fewest >= 1:
-        out["note"] = (f"{len(groups)} features, {fewest} to {max(len(v) for v in losses.values())} shuffles each "
-                       f"(the training budget ran out), on {len(rows)} holdout rows")
-    else:
-        out["note"] = f"partial: the training budget ran out after {len(measured)} of {len(groups)} features"
-    return out
+    Returns ``{"method", "rows", "complete", "note", "features": [{"feature",
+    "importance"}]}``, features sorted by importance (in units of the raw output, summed over
+    the classes of a multiclass model)."""
+    n = len(next(iter(inputs.values()))) if inputs else 0
+    order = np.random.default_rng(seed).permutation(n)[:max_rows]
+    total = np.zeros(len(explainer.features))
+    done = 0
+    for start in range(0, len(order), CHUNK):
+        if start and clock() >= deadline:
+            break
+        if checkpoint is not None:
+            checkpoint()
+        rows = np.sort(order[start:start + CHUNK])
+        e = explainer.explain({k: v[rows] for k, v in inputs.items()}, len(rows))
+        total += np.abs(e.contributions).sum(axis=(0, 2))
+        done += len(rows)
+    features = sorted(({"feature": f, "importance": float(v / max(done, 1))} for f, v in zip(explainer.features, total)),
+                      key=lambda d: -d["importance"])
+    complete = done == len(order)
+    return {"method": METHOD, "rows": done, "complete": complete, "features": features if done else [],
+            "note": f"{len(features)} features on {done} holdout rows" + ("" if complete else
+                                                                          f" of {len(order)} (the training budget ran out)")}

@@ -1,4 +1,5 @@
-"""``sqlml.audit_log``: one row per train, deploy, rollback, grant, revoke and batch scoring.
+"""``sqlml.audit_log``: one row per train, import, deploy, rollback, grant, revoke, batch scoring and
+batch explanation.
 
 Written with the extension owner's rights (inside ``sqlml.server.privileged``) in the same
 transaction as the change it records: a training that is cancelled or crashes leaves neither a
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from sqlml.executor import to_json
 
-ACTIONS = ("train", "deploy", "rollback", "grant", "revoke", "predict_batch", "score")
+ACTIONS = ("train", "deploy", "rollback", "grant", "revoke", "predict_batch", "score", "explain_batch", "import")
 
 
 def record(ex, actor: str, action: str, project: str, version: int | None = None, detail: dict | None = None) -> None:

@@ -230,3 +230,18 @@ def onnx_blob(ex, model_id: int) -> tuple[bytes, str, dict]:
                          hint="the models table was modified outside sqlml; deploy another version or retrain")
     schema = row["feature_schema"]
     return blob, row["sha256"], json.loads(schema) if isinstance(schema, str) else schema
+
+
+def explainer_blob(ex, model_id: int) -> tuple[bytes | None, str]:
+    """(explainer bytes or None, origin) of a model."""
+    rows = ex.execute("SELECT explainer, origin FROM sqlml.models WHERE id = $1", [model_id])
+    if not rows:
+        raise SqlmlError(f"model {model_id} does not exist", sqlstate=UNDEFINED_OBJECT)
+    blob = rows[0]["explainer"]
+    return (bytes(blob) if blob is not None else None), rows[0]["origin"]
+
+
+def importance(ex, model_id: int):
+    """The stored importance of a model (jsonb as a dict), or None."""
+    value = ex.execute("SELECT importance FROM sqlml.models WHERE id = $1", [model_id])[0]["importance"]
+    return json.loads(value) if isinstance(value, str) else value

@@ -176,6 +176,34 @@ def predict_batch(project, relation, id_column):
 
 
 @entry
+def explain(project, features, as_array=False):
+    from sqlml.server import explain as e
+
+    return e.explain(project, features, as_array)
+
+
+@entry
+def explain_batch(project, relation, id_column):
+    from sqlml.server import explain as e
+
+    return e.explain_batch(project, relation, id_column)
+
+
+@entry
+def importance(project):
+    from sqlml.server import explain as e
+
+    return e.importance(project)
+
+
+@entry
+def import_model(project, onnx, task, relation, target, columns, options):
+    from sqlml.server import imported
+
+    return imported.import_model(project, onnx, task, relation, target, columns, options)
+
+
+@entry
 def score(project, relation, into_table, id_column):
     from sqlml.server import batch, governor
 

@@ -35,7 +35,7 @@ SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 AS blocks,
 FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'm')"""
 
 
-def _source(project, relation, id_column):
+def source(project, relation, id_column):
     """(model, relation, its SQL, its columns) after checking the relation has what the model needs."""
     if id_column is None:
         raise SqlmlError("id_column is NULL", hint="name the column that identifies rows (for joining back)")
@@ -90,7 +90,7 @@ def _chunks(m, rel, sql, id_column, id_type):
 
 
 def predict_batch(project, relation, id_column):
-    m, rel, sql, cols = _source(project, relation, id_column)
+    m, rel, sql, cols = source(project, relation, id_column)
     total = 0
     for n, out, ids in _scored(m, rel, sql, id_column, cols[id_column].pg_type):
         probas = [None] * n if m.task == REGRESSION else out.tolist()
@@ -101,7 +101,7 @@ def predict_batch(project, relation, id_column):
 
 def score(project, relation, into_table, id_column) -> int:
     """Create ``into_table`` (id, prediction, label, probabilities) and fill it; returns the row count."""
-    m, rel, sql, cols = _source(project, relation, id_column)
+    m, rel, sql, cols = source(project, relation, id_column)
     target = parse_relation(into_table)
     if not target.name:
         raise SqlmlError(f"into_table {into_table!r} is not a table name", hint="pass a (schema-qualified) table name")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-from sqlml.data import convert
 from sqlml.data import profile as profiling
 from sqlml.data.columns import identifier
 from sqlml.data.relation import parse_relation
@@ -57,25 +56,21 @@ def check_training_data(features: list[Feature], raw: dict, n: int, target: str,
     return report
 
 
-def training_artifacts(trained, candidate, raw: dict, budget, data_profile) -> dict:
+def training_artifacts(trained, candidate, raw: dict, budget, data_profile, explainer) -> dict:
     """Model columns for operations: the data profile, drift baselines (features on the training
-    rows, at most a 50k sample; predictions on the holdout), holdout diagnostics, and permutation
-    importance within what is left of the budget (checking for a cancel between shuffles).
+    rows, at most a 50k sample; predictions on the holdout), holdout diagnostics, and importance
+    (mean |contribution| of the registered model's ``explainer`` on the holdout) within what is
+    left of the budget (checking for a cancel between chunks).
 
     Holdout figures come from the candidate's honest model, the one that never saw the holdout
     (the registered model may have been refitted on it)."""
-    from sqlml.automl.search import predict
-
     schema = trained.schema
     task, classes = schema.target.task, schema.target.classes
     holdout_out = candidate.honest_pred
     baseline = {"features": drift.feature_baselines(schema.features, raw),
                 "prediction": drift.prediction_baseline(task, holdout_out, classes)}
     deadline = time.monotonic() + budget.remaining() - REGISTER_RESERVE
-    imp = importance.permutation(lambda inputs: predict(candidate.honest_model, convert.as_frame(schema, inputs), task,
-                                                        len(classes)),
-                                 trained.holdout_inputs, {f.name: f.inputs for f in schema.features},
-                                 trained.holdout_y, trained.metric, deadline, checkpoint=budget.checkpoint)
+    imp = importance.mean_abs_contribution(explainer, trained.holdout_inputs, deadline, checkpoint=budget.checkpoint)
     return {"profile": diagnostics.jsonable(data_profile) if data_profile else None,
             "baseline": diagnostics.jsonable(baseline), "importance": diagnostics.jsonable(imp),
             "diagnostics": diagnostics.summarise(task, trained.holdout_y, holdout_out, classes)}

@@ -354,7 +354,11 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric, split) if champion_before else None
     from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
 
-    operations = monitor.training_artifacts(trained, candidate, raw, budget, data_profile)
+    from sqlml.explain import model as explain
+
+    explainer = explain.build(candidate.model, trained.schema, trained.fitted_on(candidate))
+    operations = {**monitor.training_artifacts(trained, candidate, raw, budget, data_profile, explainer),
+                  "explainer": explainer.to_bytes()}
     champion, version, model_id, may_deploy = privileged.run(register)
     governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
 

@@ -1,0 +1,81 @@
+"""``sqlml.explain``, ``sqlml.explain_batch``, ``sqlml.importance``: SPI in, rows out.
+
+The model is resolved as scoring resolves it (``sqlml.server.scoring.resolve``: deployed or
+``project@version``, the caller's right to score it checked); its explainer, stored at training,
+is loaded once per process and model. The contributions come from ``sqlml.explain``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlml.data import values
+from sqlml.data.schema import CATEGORY
+from sqlml.errors import FEATURE_NOT_SUPPORTED, NO_DATA, SqlmlError
+from sqlml.explain.rows import explanation_rows
+from sqlml.registry import store
+from sqlml.scoring import chunks
+from sqlml.server import audit, ingest, privileged, scoring
+
+_explainers: dict = {}  # model id -> Explainer
+
+
+def explainer(m):
+    """The explainer of a resolved model (``scoring.Model``), or a clear error for one without."""
+    e = _explainers.get(m.ref.id)
+    if e is None:
+        from sqlml.explain.model import Explainer
+
+        blob, origin = privileged.run(lambda ex: store.explainer_blob(ex, m.ref.id))
+        if blob is None:
+            why = ("was imported: sqlml explains the models it trains (LightGBM, random forests, extra trees, "
+                   "linear models and their ensembles), whose node covers and training means it keeps; an "
+                   "imported ONNX graph carries neither" if origin == "imported" else
+                   "was registered before sqlml kept explainers (0.1.0)")
+            raise SqlmlError(f'version {m.ref.version} of project "{m.ref.project}" {why}', sqlstate=FEATURE_NOT_SUPPORTED,
+                             hint="explain a version sqlml trained (project@version), or retrain: sqlml.train(...)")
+        e = _explainers[m.ref.id] = Explainer.from_bytes(blob, m.schema)
+    return e
+
+
+def explain(project, features, as_array=False):
+    from sqlml.data import convert
+
+    m = scoring.resolve(project)
+    if as_array:
+        cols = values.from_array(m.schema, features, project)
+    else:
+        cols = values.from_rows(m.schema, [json.loads(features) if isinstance(features, str) else (features or {})],
+                                project)
+    e = explainer(m)
+    result = e.explain(convert.model_inputs(m.schema, cols), 1)
+    return list(explanation_rows(m.schema, e.outputs, result, cols))
+
+
+def explain_batch(project, relation, id_column):
+    """Every row of ``relation`` (read as the caller, columnar), explained in chunks."""
+    from sqlml.data import convert
+    from sqlml.server.batch import source
+
+    m, rel, sql, cols = source(project, relation, id_column)
+    e = explainer(m)
+    n, raw, extras = ingest.read(sql, list(m.schema.features), {id_column: CATEGORY})
+    ids = extras[id_column]
+    out = []
+    for start in range(0, n, chunks.CHUNK_ROWS):
+        part = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
+        rows = len(ids[start:start + chunks.CHUNK_ROWS])
+        result = e.explain(convert.model_inputs(m.schema, part), rows)
+        out.extend(explanation_rows(m.schema, e.outputs, result, part, ids[start:start + chunks.CHUNK_ROWS]))
+    audit.record("explain_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
+    return out
+
+
+def importance(project):
+    m = scoring.resolve(project)
+    imp = privileged.run(lambda ex: store.importance(ex, m.ref.id))
+    if not imp or imp.get("method") is None or not imp.get("features"):
+        raise SqlmlError(f'version {m.ref.version} of project "{m.ref.project}" has no contribution importance',
+                         sqlstate=NO_DATA, hint="models imported or registered before sqlml 0.2.0 have none; retrain "
+                                                "to get it: sqlml.train(...)")
+    return [(f["feature"], f["importance"]) for f in imp["features"]]

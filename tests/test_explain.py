@@ -1,0 +1,118 @@
+"""sqlml.explain (row, jsonb, float8[]), sqlml.explain_batch and sqlml.importance on a real server.
+
+Per row, the contributions plus (base) must equal the raw output of what sqlml.predict serves:
+the log-odds of predict_proba's second class (binary LightGBM), the class scores whose softmax
+is predict_proba (multiclass linear), the value (regression forest, and a mixed-type table).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import query, scalar, sql_error
+from tests.test_lifecycle import db, train  # noqa: F401 (db is a fixture)
+
+TOLERANCE = 1e-4
+
+
+def explained(conn, sql, params=None) -> dict:
+    """{(class, feature): contribution} plus the values of one explanation's rows."""
+    rows = query(conn, sql, params)
+    return {(r[3], r[0]): (r[1], r[2]) for r in rows}
+
+
+def total(rows: dict, label=None) -> float:
+    return sum(c for (k, _), (_, c) in rows.items() if k == label)
+
+
+@pytest.fixture(scope="module")
+def projects(db):  # noqa: F811
+    out = {
+        "bc": train(db, "x_bc", "breast_cancer", "diagnosis", algorithms=["lightgbm"]),
+        "iris": train(db, "x_iris", "iris", "species", algorithms=["linear"]),
+        "diab": train(db, "x_diab", "diabetes", "progression", algorithms=["random_forest"],
+                      options=json.dumps({"n_estimators": 20})),
+        "mixed": train(db, "x_mixed", "(SELECT * FROM listings)", "price", exclude=["id", "status"],
+                       algorithms=["lightgbm"]),
+    }
+    return out
+
+
+def test_binary_contributions_sum_to_the_log_odds_in_all_three_forms(db, projects):
+    row = explained(db, "SELECT x.* FROM breast_cancer c, sqlml.explain('x_bc', c) x WHERE c.id = 7")
+    features = [f for (_, f) in row if f != "(base)"]
+    assert len(features) == 30 and all(k is None for (k, _) in row)
+    assert row[(None, "(base)")][0] is None
+    assert row[(None, "mean_radius")][0] == repr(scalar(db, "SELECT mean_radius FROM breast_cancer WHERE id = 7"))
+    p = scalar(db, "SELECT (sqlml.predict_proba('x_bc', c))[2] FROM breast_cancer c WHERE id = 7")
+    assert total(row) == pytest.approx(math.log(p / (1 - p)), abs=TOLERANCE)
+    as_json = explained(db, "SELECT x.* FROM breast_cancer c, sqlml.explain('x_bc', to_jsonb(c)) x WHERE c.id = 7")
+    assert as_json == row
+    names = [c["name"] for c in scalar(db, "SELECT feature_schema->'features' FROM sqlml.models WHERE project = 'x_bc'")]
+    arr = query(db, f"SELECT ARRAY[{', '.join(names)}]::float8[] FROM breast_cancer WHERE id = 7")[0][0]
+    as_array = explained(db, "SELECT * FROM sqlml.explain('x_bc', %s::float8[])", (arr,))
+    assert {k: v[1] for k, v in as_array.items()} == pytest.approx({k: v[1] for k, v in row.items()}, abs=1e-9)
+
+
+def test_multiclass_contributions_per_class_are_the_softmax_scores(db, projects):
+    row = explained(db, "SELECT x.* FROM iris c, sqlml.explain('x_iris', c) x WHERE c.id = 120")
+    classes = scalar(db, "SELECT sqlml.classes('x_iris')")
+    assert {k for (k, _) in row} == set(classes)
+    scores = np.array([total(row, k) for k in classes])
+    soft = np.exp(scores - scores.max())
+    proba = scalar(db, "SELECT sqlml.predict_proba('x_iris', c) FROM iris c WHERE id = 120")
+    np.testing.assert_allclose(soft / soft.sum(), proba, atol=TOLERANCE)
+
+
+def test_forest_and_mixed_types_sum_to_the_predicted_value(db, projects):
+    row = explained(db, "SELECT x.* FROM diabetes c, sqlml.explain('x_diab', c) x WHERE c.id = 3")
+    assert total(row) == pytest.approx(scalar(db, "SELECT sqlml.predict('x_diab', c) FROM diabetes c WHERE id = 3"),
+                                       rel=1e-5)
+    for i in (13, 17, 26):  # NULL city (13), NULL vector (17), both set (26)
+        row = explained(db, "SELECT x.* FROM listings c, sqlml.explain('x_mixed', c) x WHERE c.id = %s", (i,))
+        assert {f for (_, f) in row} == {"(base)", "rooms", "area", "noise", "balcony", "city", "built", "listed_at", "emb"}
+        want = scalar(db, "SELECT sqlml.predict('x_mixed', c) FROM listings c WHERE id = %s", (i,))
+        assert total(row) == pytest.approx(want, rel=1e-5)
+    assert row[(None, "built")][0] == str(scalar(db, "SELECT built FROM listings WHERE id = 26"))
+    assert row[(None, "city")][0] == scalar(db, "SELECT city FROM listings WHERE id = 26")
+    assert explained(db, "SELECT x.* FROM listings c, sqlml.explain('x_mixed', c) x WHERE c.id = 13")[(None, "city")][0] is None
+
+
+def test_explain_batch_is_explain_for_every_row(db, projects):
+    rows = query(db, "SELECT id, feature, value, contribution, class FROM sqlml.explain_batch('x_bc', 'breast_cancer', 'id')")
+    by_id: dict = {}
+    for i, feature, _, c, k in rows:
+        by_id.setdefault(i, {})[(k, feature)] = c
+    assert len(by_id) == scalar(db, "SELECT count(*) FROM breast_cancer")
+    proba = dict(query(db, "SELECT id::text, (sqlml.predict_proba('x_bc', c))[2] FROM breast_cancer c"))
+    for i, contributions in by_id.items():
+        p = min(max(proba[i], 1e-15), 1 - 1e-15)
+        assert sum(contributions.values()) == pytest.approx(math.log(p / (1 - p)), abs=1e-3 if p in (1e-15, 1 - 1e-15)
+                                                            else TOLERANCE)
+    one = explained(db, "SELECT x.* FROM breast_cancer c, sqlml.explain('x_bc', c) x WHERE c.id = 7")
+    assert by_id["7"] == pytest.approx({k: v[1] for k, v in one.items()}, abs=1e-9)
+    assert scalar(db, "SELECT count(*) FROM sqlml.audit_log WHERE action = 'explain_batch' AND project = 'x_bc'") == 1
+
+
+def test_importance_is_stored_at_training_and_served(db, projects):
+    for project, n in (("x_bc", 30), ("x_iris", 4), ("x_diab", 10)):
+        rows = query(db, "SELECT feature, importance FROM sqlml.importance(%s)", (project,))
+        assert len(rows) == n
+        values = [v for _, v in rows]
+        assert all(v >= 0 for v in values) and values == sorted(values, reverse=True) and values[0] > 0
+        stored = scalar(db, "SELECT importance FROM sqlml.models WHERE project = %s", (project,))
+        assert stored["method"] == "mean |contribution| on the holdout" and stored["rows"] > 0
+    assert query(db, "SELECT feature FROM sqlml.importance('x_diab') LIMIT 2")[0][0] in ("bmi", "s5")
+
+
+def test_explain_refuses_what_it_cannot_explain(db, projects):
+    e = sql_error(db, "SELECT * FROM sqlml.explain('nope', '{}'::jsonb)")
+    assert e.pgcode == "42704"
+    e = sql_error(db, """SELECT * FROM sqlml.explain('x_bc', '{"mean_radius": 1}'::jsonb)""")
+    assert e.pgcode == "42703" and "missing" in e.diag.message_primary
+    e = sql_error(db, "SELECT * FROM sqlml.explain_batch('x_bc', 'iris', 'id')")
+    assert e.pgcode == "42703"
