@@ -72,7 +72,8 @@ def check_runtime(blob: bytes) -> None:
         session(blob)
     except Exception as e:
         message = str(e).splitlines()[0][:300]
-        if "NOT_IMPLEMENTED" in message or "Could not find an implementation" in message or "No Op registered" in message:
+        if any(s in message for s in ("NOT_IMPLEMENTED", "Could not find an implementation", "No Op registered",
+                                      "is not a registered function/op")):
             raise SqlmlError(f"ONNX Runtime cannot run this model: {message}", sqlstate=FEATURE_NOT_SUPPORTED,
                              hint="export it with operators and an opset ONNX Runtime supports (sqlml.version(), "
                                   "onnxruntime's operator list)") from None
