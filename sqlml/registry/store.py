@@ -81,7 +81,7 @@ def insert_model(ex, model: dict) -> int:
     casts = {"metrics": "jsonb", "hyperparameters": "jsonb", "feature_schema": "jsonb", "parity": "jsonb",
              "library_versions": "jsonb", "classes": "jsonb", "profile": "jsonb", "baseline": "jsonb",
              "importance": "jsonb", "diagnostics": "jsonb", "warm_start": "jsonb", "forecaster": "jsonb", "version": "int", "opset": "int", "rows": "int8",
-             "job_id": "int8"}
+             "job_id": "int8", "score": "float8", "explainer": "bytea"}
     if "meta_features" in cols:
         casts["meta_features"] = f"{vector_schema(ex)}.vector"
     values = ", ".join(f"${i + 1}" + (f"::{casts[c]}" if c in casts else "") for i, c in enumerate(cols))

@@ -1,0 +1,67 @@
+"""Explaining against scoring: 10,000 rows in one query each, on a throwaway cluster.
+
+The table of bench/scoring.py (15 numbers with NULLs, 5 text categories). For each algorithm, a
+model trained by sqlml on 20,000 rows; then, on 10,000 other rows, side by side in the same run:
+
+    scoring     SELECT count(*) FROM sqlml.predict_batch(project, table, 'id')
+    explaining  SELECT count(*) FROM sqlml.explain_batch(project, table, 'id')   (21 rows out per row in)
+
+Printed: each one's median seconds over --repeats runs (after one warm-up each) and the ratio.
+
+    .sqlml/venv/bin/python bench/explain.py
+    .sqlml/venv/bin/python bench/explain.py --algorithms lightgbm --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scoring import TRAIN_ROWS, connect, make_table, run, start_cluster, timed  # noqa: E402
+
+ROWS = 10000
+SETTINGS = {"lightgbm": {"n_estimators": 100}, "linear": {}, "random_forest": {"n_estimators": 50},
+            "extra_trees": {"n_estimators": 50}}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--algorithms", default="lightgbm,linear,random_forest")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    cluster, dsn = start_cluster()
+    print(f"command: {' '.join(sys.argv)}", flush=True)
+    try:
+        conn = connect(dsn)
+        make_table(conn, "train_rows", TRAIN_ROWS)
+        make_table(conn, "new_rows", ROWS)
+        run(conn, "ALTER TABLE new_rows DROP COLUMN churned")
+        print(f"{'algorithm':<14} {'scoring s':>10} {'explaining s':>13} {'ratio':>7} {'rows out':>9}")
+        for algorithm in args.algorithms.split(","):
+            project = f"b_{algorithm}"
+            options = {"ensemble": False, "refit_all": False, **SETTINGS[algorithm]}
+            run(conn, "SELECT * FROM sqlml.train(%s, 'train_rows', 'churned', algorithms => %s, "
+                      "time_budget => '60 seconds', exclude => '{id}', options => %s)",
+                (project, [algorithm], json.dumps(options)))
+            score_sql = f"SELECT count(*) FROM sqlml.predict_batch('{project}', 'new_rows', 'id')"
+            explain_sql = f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'new_rows', 'id')"
+            run(conn, score_sql), run(conn, explain_sql)  # warm: the model, the explainer, the libraries
+            scoring = statistics.median(timed(lambda: run(conn, score_sql))[0] for _ in range(args.repeats))
+            out = []
+            explaining = statistics.median(timed(lambda: out.append(run(conn, explain_sql)[0][0]))[0]
+                                           for _ in range(args.repeats))
+            print(f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {out[-1]:>9}",
+                  flush=True)
+        conn.close()
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
