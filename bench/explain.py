@@ -52,11 +52,10 @@ def main(argv=None):
             score_sql = f"SELECT count(*) FROM sqlml.predict_batch('{project}', 'new_rows', 'id')"
             explain_sql = f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'new_rows', 'id')"
             run(conn, score_sql), run(conn, explain_sql)  # warm: the model, the explainer, the libraries
-            scoring = statistics.median(timed(lambda: run(conn, score_sql))[0] for _ in range(args.repeats))
-            out = []
-            explaining = statistics.median(timed(lambda: out.append(run(conn, explain_sql)[0][0]))[0]
-                                           for _ in range(args.repeats))
-            print(f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {out[-1]:>9}",
+            scoring = statistics.median(timed(lambda sql=score_sql: run(conn, sql))[0] for _ in range(args.repeats))
+            runs = [timed(lambda sql=explain_sql: run(conn, sql)[0][0]) for _ in range(args.repeats)]
+            explaining = statistics.median(t for t, _ in runs)
+            print(f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {runs[-1][1]:>9}",
                   flush=True)
         conn.close()
     finally:

@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import query, scalar, sql_error
-from tests.test_lifecycle import db, train  # noqa: F401 (db is a fixture)
+from tests.test_lifecycle import sample_database, train
+
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    yield from sample_database(dsn)
 
 TOLERANCE = 1e-4
 
@@ -35,7 +40,7 @@ def total(rows: dict, label=None) -> float:
 
 
 @pytest.fixture(scope="module")
-def projects(db):  # noqa: F811
+def projects(db):
     out = {
         "bc": train(db, "x_bc", "breast_cancer", "diagnosis", algorithms=["lightgbm"]),
         "iris": train(db, "x_iris", "iris", "species", algorithms=["linear"]),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -24,7 +23,12 @@ from sqlml.data.schema import NULL_CATEGORY
 from sqlml.onnx.convert import session
 from tests.conftest import query, scalar, sql_error
 from tests.roles import create_roles, drop_roles
-from tests.test_lifecycle import db  # noqa: F401 (a fixture)
+from tests.test_lifecycle import sample_database
+
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    yield from sample_database(dsn)
 
 BC = ["mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean_smoothness"]
 
@@ -52,6 +56,7 @@ def import_model(conn, project, blob, task, relation, target=None, columns=None,
 # --- the four sources ------------------------------------------------------------------------------
 
 def sklearn_model(conn):
+    import pandas as pd
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.compose import ColumnTransformer
@@ -59,8 +64,6 @@ def sklearn_model(conn):
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
-
-    import pandas as pd
 
     d = fetch(conn, "SELECT rooms, area::float8 AS area, noise, city, price FROM listings")
     X = pd.DataFrame({"rooms": floats(d["rooms"]), "area": floats(d["area"]), "noise": floats(d["noise"]),
@@ -153,7 +156,7 @@ QUERIES = {"imp_sklearn": "SELECT rooms, area::float8 AS area, noise, city FROM 
 
 
 @pytest.fixture(scope="module")
-def imported(db):  # noqa: F811
+def imported(db):
     query(db, "CREATE VIEW bc_labelled AS SELECT *, (diagnosis = 'malignant')::int AS malignant FROM breast_cancer")
     out = {}
     for project, (build, task, relation, target, columns, *_) in SOURCES.items():
@@ -173,7 +176,7 @@ def test_imported_model_scores_in_place_as_onnx_runtime_does_outside(db, importe
     if task == "binary":
         want = want[:, 1]
     np.testing.assert_allclose(got, want.reshape(got.shape), rtol=1e-6, atol=1e-6)
-    batch = dict(query(db, f"SELECT id, prediction FROM sqlml.predict_batch(%s, %s, 'id')", (project, relation)))
+    batch = dict(query(db, "SELECT id, prediction FROM sqlml.predict_batch(%s, %s, 'id')", (project, relation)))
     single = dict(query(db, f"SELECT id::text, sqlml.predict(%s, c) FROM {relation} c", (project,)))
     assert batch == pytest.approx(single, rel=1e-6)
     assert scalar(db, "SELECT sqlml.score(%s, %s, %s, 'id')", (project, relation, f"{project}_scored")) == len(single)

@@ -24,6 +24,11 @@ BUDGET = "4 seconds"
 
 @pytest.fixture(scope="module")
 def db(dsn):
+    yield from sample_database(dsn)
+
+
+def sample_database(dsn):
+    """A connection to a database holding the scikit-learn samples and ``listings`` (every column kind)."""
     conn = psycopg2.connect(dsn)
     samples.load_all(conn)
     conn.autocommit = True

@@ -69,7 +69,7 @@ def test_report_renders_in_chromium_with_its_pictures(db, dsn, project, tmp_path
     page = card.read_text()
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
     assert PROJECTS[project][2] in page and "Leaderboard" in page and "Training data profile" in page
-    assert "Permutation feature importance" in page or "Not available" in page
+    assert "Mean absolute contribution of each feature" in page  # sqlml.importance's figures, not permutation
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
     with tempfile.TemporaryDirectory() as user_dir:

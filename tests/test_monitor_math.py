@@ -1,10 +1,9 @@
 """The pure parts of operations, without a database: profile warnings, PSI, baselines,
-permutation importance, holdout diagnostics, label encoding for evaluation."""
+contribution importance, holdout diagnostics, label encoding for evaluation."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -148,20 +147,43 @@ def test_prediction_values_per_task():
     assert drift.prediction_values("regression", numbers([1, 2]), ()).tolist() == [1.0, 2.0]
 
 
-def test_permutation_importance_ranks_the_used_feature_and_respects_the_deadline():
-    x = rng.normal(size=(1000, 3))
-    y = (x[:, 0] > 0).astype(np.int64)
-    inputs = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]}
+class LinearExplainer:
+    """contribution of each input = its weight * x (a stand-in for sqlml.explain.model.Explainer)."""
 
-    def predict(cols):
-        p = 1 / (1 + np.exp(-5 * cols["a"]))
-        return np.column_stack([1 - p, p])
+    def __init__(self, weights: dict):
+        self.features, self.weights, self.calls = list(weights), weights, 0
 
-    out = importance.permutation(predict, inputs, {"a": ["a"], "bc": ["b", "c"]}, y, "roc_auc", time.monotonic() + 10)
-    assert out["complete"] and [f["feature"] for f in out["features"]] == ["a", "bc"]
-    assert out["features"][0]["importance"] > 0.3 and out["features"][1]["importance"] == pytest.approx(0.0)
-    late = importance.permutation(predict, inputs, {"a": ["a"]}, y, "roc_auc", time.monotonic() - 1)
-    assert not late["complete"] and late["features"] == [] and late["note"].startswith("skipped")
+    def explain(self, inputs, n):
+        from sqlml.explain.model import Explanation
+
+        self.calls += 1
+        c = np.stack([self.weights[f] * inputs[f] for f in self.features], axis=1)[:, :, None]
+        return Explanation(c, np.zeros(1))
+
+
+def test_importance_is_mean_absolute_contribution_ranked():
+    x = rng.normal(size=(500, 2))
+    explainer = LinearExplainer({"a": 0.1, "b": -3.0})
+    out = importance.mean_abs_contribution(explainer, {"a": x[:, 0], "b": x[:, 1]}, deadline=float("inf"))
+    assert out["complete"] and out["rows"] == 500 and [f["feature"] for f in out["features"]] == ["b", "a"]
+    assert out["features"][0]["importance"] == pytest.approx(3.0 * np.abs(x[:, 1]).mean())
+    assert out["method"] == importance.METHOD
+
+
+def test_importance_stops_at_the_deadline_after_one_chunk_at_least():
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 1
+        return clock[0]
+
+    x = rng.normal(size=(1000, 1))
+    explainer = LinearExplainer({"a": 1.0})
+    out = importance.mean_abs_contribution(explainer, {"a": x[:, 0]}, deadline=2.5, clock=tick)
+    assert explainer.calls == 3 and out["rows"] == 3 * importance.CHUNK and not out["complete"]  # clock 1, 2: go on
+    assert "the training budget ran out" in out["note"]
+    late = importance.mean_abs_contribution(LinearExplainer({"a": 1.0}), {"a": x[:, 0]}, deadline=-1, clock=tick)
+    assert late["rows"] == importance.CHUNK and late["features"]  # one chunk always: never an empty importance
 
 
 def test_diagnostics_roc_confusion_and_residuals():
@@ -207,19 +229,3 @@ def test_counters_files_are_summed_and_dead_processes_folded(tmp_path, monkeypat
     counters.add("churn", 10)  # the live file keeps counting in place
     assert counters.read() == {"churn": 22, "price": 4}
     assert counters.parse(b"not a counters file") == {}
-
-
-def test_permutation_importance_covers_every_feature_before_repeating(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(importance.time, "monotonic", lambda: clock[0])
-    x = rng.normal(size=(200, 2))
-    y = (x[:, 0] > 0).astype(np.int64)
-
-    def predict(cols):  # each call takes one "second"
-        clock[0] += 1
-        p = 1 / (1 + np.exp(-5 * cols["a"]))
-        return np.column_stack([1 - p, p])
-
-    out = importance.permutation(predict, {"a": x[:, 0], "b": x[:, 1]}, {"a": ["a"], "b": ["b"]}, y, "roc_auc", 3.5)
-    assert out["complete"] and {f["feature"]: f["repeats"] for f in out["features"]} == {"a": 2, "b": 1}
-    assert "1 to 2 shuffles" in out["note"]

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from sqlml.data.schema import BINARY, CATEGORY, MULTICLASS, REGRESSION
-from sqlml.errors import DATATYPE_MISMATCH, FEATURE_NOT_SUPPORTED, INVALID_PARAMETER, UNDEFINED_COLUMN, SqlmlError
+from sqlml.errors import (
+    DATATYPE_MISMATCH,
+    FEATURE_NOT_SUPPORTED,
+    INVALID_PARAMETER,
+    UNDEFINED_COLUMN,
+    SqlmlError,
+)
 
 NOT_ONNX = "22P03"  # invalid_binary_representation
 PREFIX = "src_"

@@ -352,9 +352,8 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
 
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
     champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric, split) if champion_before else None
-    from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
-
     from sqlml.explain import model as explain
+    from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
 
     explainer = explain.build(candidate.model, trained.schema, trained.fitted_on(candidate))
     operations = {**monitor.training_artifacts(trained, candidate, raw, budget, data_profile, explainer),
