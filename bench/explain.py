@@ -47,7 +47,7 @@ def main(argv=None):
             project = f"b_{algorithm}"
             options = {"ensemble": False, "refit_all": False, **SETTINGS[algorithm]}
             run(conn, "SELECT * FROM sqlml.train(%s, 'train_rows', 'churned', algorithms => %s, "
-                      "time_budget => '60 seconds', exclude => '{id}', options => %s)",
+                      "time_budget => '20 seconds', exclude => '{id}', options => %s)",
                 (project, [algorithm], json.dumps(options)))
             score_sql = f"SELECT count(*) FROM sqlml.predict_batch('{project}', 'new_rows', 'id')"
             explain_sql = f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'new_rows', 'id')"

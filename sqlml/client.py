@@ -313,7 +313,7 @@ class Client:
                              hint="pass a version, or deploy one: sqlml deploy PROJECT")
         rows = self.sql("SELECT id, project, version, algorithm, task, metric, score, metrics, hyperparameters, "
                         "feature_schema, classes, sha256, opset, parity, relation, rows, data_fingerprint, "
-                        "library_versions, created_by, created_at, train_seconds, job_id "
+                        "library_versions, created_by, created_at, train_seconds, job_id, origin "
                         "FROM sqlml.models WHERE id = $1", [ref["id"]])
         return rows[0]
 

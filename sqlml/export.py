@@ -79,7 +79,7 @@ def metadata(blob: bytes, row: dict) -> dict:
         "metric": row["metric"], "score": row["score"], "metrics": row["metrics"],
         "hyperparameters": row["hyperparameters"], "parity": row["parity"],
         "lineage": {k: row.get(k) for k in ("relation", "rows", "data_fingerprint", "library_versions", "created_by",
-                                            "created_at", "train_seconds", "job_id")},
+                                            "created_at", "train_seconds", "job_id", "origin")},
         "dropped_columns": schema.get("dropped", {}),
     }
 

@@ -196,6 +196,20 @@ def test_lineage_says_imported_with_sha256_and_caller(db, imported):
     assert scalar(db, "SELECT count(*) FROM sqlml.audit_log WHERE action = 'import' AND project = 'imp_xgboost'") == 1
 
 
+def test_export_writes_the_imported_model_with_its_lineage(dsn, imported, tmp_path):
+    import json
+
+    from sqlml.client import Client
+
+    with Client.connect(dsn) as ml:
+        result = ml.export("imp_onnx", tmp_path)
+    meta = json.loads((tmp_path / "sqlml.json").read_text())
+    assert meta["lineage"]["origin"] == "imported" and meta["classes"] == ["setosa", "versicolor", "virginica"]
+    assert hashlib.sha256((tmp_path / "model.onnx").read_bytes()).hexdigest() == result["sha256"]
+    x = {c: np.array([[5.1]], dtype=np.float32) for c in IRIS}
+    assert outside((tmp_path / "model.onnx").read_bytes(), x, "probabilities").shape == (1, 3)
+
+
 def test_gate_monitor_evaluate_and_classes_work_as_for_native_models(db, imported):
     blob, _ = imported["imp_xgboost"]
     again = import_model(db, "imp_xgboost", blob, "regression", "diabetes", "progression", DIAB)

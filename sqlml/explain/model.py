@@ -6,7 +6,8 @@ What the contributions explain (per row and output, ``contributions.sum() + base
                 (multiclass), the value (regression). Contribution of an encoded column
                 ``coef * (x - E[x])``, E over the rows the model was fitted on.
   lightgbm      the raw score: log-odds (binary), one raw score per class (multiclass), the value.
-                TreeSHAP, path-dependent, by LightGBM itself (``pred_contrib``) on the stored booster.
+                TreeSHAP (``sqlml.explain.treeshap``) on the trees of LightGBM's model dump, with its
+                data counts as covers (what LightGBM's own ``pred_contrib`` uses).
   random forest, extra trees
                 the average of the trees: probability of the second class (binary), of each class
                 (multiclass), the value. A forest averages probabilities: it has no log-odds, its
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sqlml.data.schema import MULTICLASS, FeatureSchema
-from sqlml.explain.treeshap import Forest, Tree
+from sqlml.explain.treeshap import NAN, NONE, ZERO, Forest, Tree
 
 FORMAT = 1
 
@@ -115,16 +116,24 @@ class Linear(Member):
 
 
 class Trees(Member):
-    kind = "trees"
+    """A sum of trees times ``scale`` (1 / trees for a forest's average, 1 for boosting), as node
+    arrays stacked tree after tree (``counts`` nodes each). Categorical splits: ``cat_start`` and
+    ``cat_count`` per node into ``cat_values`` (count 0 for numerical splits)."""
 
-    def __init__(self, counts, left, right, feature, threshold, value, cover, n_columns: int):
-        self._arrays = {"counts": counts, "left": left, "right": right, "feature": feature, "threshold": threshold,
-                        "value": value, "cover": cover}
-        self.n_columns = n_columns
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        trees = [Tree(*(a[s:e] for a in (left, right, feature, threshold, value, cover)))
-                 for s, e in zip(bounds[:-1], bounds[1:])]
-        self.forest = Forest(trees, 1.0 / len(trees), n_columns)
+    kind = "trees"
+    FIELDS = ("counts", "left", "right", "feature", "threshold", "value", "cover", "default_left", "missing",
+              "cat_start", "cat_count", "cat_values")
+
+    def __init__(self, arrays: dict, scale: float, n_columns: int):
+        self._arrays, self.scale, self.n_columns = arrays, scale, n_columns
+        bounds = np.concatenate([[0], np.cumsum(arrays["counts"])])
+        trees = []
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            a = {k: arrays[k][s:e] for k in self.FIELDS[1:10]}
+            cats = [None if c == 0 else arrays["cat_values"][st:st + c].tolist()
+                    for st, c in zip(a.pop("cat_start"), arrays["cat_count"][s:e])]
+            trees.append(Tree(**a, categories=cats))
+        self.forest = Forest(trees, scale, n_columns)
         self.base = self.forest.base
 
     def contributions(self, T: np.ndarray) -> np.ndarray:
@@ -132,29 +141,6 @@ class Trees(Member):
 
     def arrays(self) -> dict:
         return dict(self._arrays)
-
-
-class LightGBM(Member):
-    kind = "lightgbm"
-
-    def __init__(self, model: str, n_outputs: int, n_columns: int):
-        import lightgbm as lgb
-
-        self.model, self.n_outputs, self.n_columns = model, n_outputs, n_columns
-        self.booster = lgb.Booster(model_str=model)
-        probe = self._contrib(np.zeros((1, n_columns)))
-        self.base = probe[0, -1, :]  # the bias column is the same for every row
-
-    def _contrib(self, T):
-        out = self.booster.predict(np.asarray(T, dtype=np.float32).astype(np.float64), pred_contrib=True,
-                                   num_threads=1)
-        return np.asarray(out).reshape(len(T), self.n_outputs, self.n_columns + 1).transpose(0, 2, 1)
-
-    def contributions(self, T: np.ndarray) -> np.ndarray:
-        return self._contrib(T)[:, :-1, :]
-
-    def arrays(self) -> dict:
-        return {"model": np.frombuffer(self.model.encode(), dtype=np.uint8)}
 
 
 @dataclass
@@ -206,8 +192,8 @@ class Explainer:
         arrays = {}
         for i, (w, enc, member) in enumerate(self.members):
             entry = {"weight": w, "kind": member.kind, "columns": enc.columns}
-            if isinstance(member, LightGBM):
-                entry["outputs"] = member.n_outputs
+            if isinstance(member, Trees):
+                entry["scale"] = member.scale
             header["members"].append(entry)
             arrays.update({f"m{i}_{k}": v for k, v in member.arrays().items()})
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -228,11 +214,8 @@ class Explainer:
             width = len(enc.columns)
             if entry["kind"] == "linear":
                 member = Linear(a["coef"], a["intercept"], a["center"])
-            elif entry["kind"] == "trees":
-                member = Trees(**{k: a[k] for k in ("counts", "left", "right", "feature", "threshold", "value",
-                                                     "cover")}, n_columns=width)
             else:
-                member = LightGBM(bytes(a["model"]).decode(), entry["outputs"], width)
+                member = Trees({k: a[k] for k in Trees.FIELDS}, entry["scale"], width)
             members.append((entry["weight"], enc, member))
         return cls(schema, members)
 
@@ -261,10 +244,9 @@ def _member(pipeline, schema: FeatureSchema, background):
     pre, est = pipeline.named_steps["pre"], pipeline.named_steps["model"]
     enc = Encoding.from_transformer(pre)
     width = len(enc.columns)
-    k = _outputs(schema)
     name = type(est).__name__
     if name.startswith("LGBM"):
-        return enc, LightGBM(est.booster_.model_to_string(), k, width)
+        return enc, _lightgbm(est, schema, width)
     if hasattr(est, "estimators_") and hasattr(est.estimators_[0], "tree_"):
         return enc, _forest(est, schema, width)
     if hasattr(est, "coef_"):
@@ -274,11 +256,28 @@ def _member(pipeline, schema: FeatureSchema, background):
     raise ValueError(f"no explanation for {name}")
 
 
+def _stack(trees: list[dict], scale: float, width: int) -> Trees:
+    """A Trees member from per-tree node arrays (dicts of ``Trees.FIELDS[1:]`` but the categories,
+    given as ``categories``: a list per node of codes or None)."""
+    arrays = {"counts": np.array([len(t["left"]) for t in trees], dtype=np.int64)}
+    for k in ("left", "right", "feature", "threshold", "value", "cover", "default_left", "missing"):
+        arrays[k] = np.concatenate([np.asarray(t[k]) for t in trees])
+    cats = [c for t in trees for c in t["categories"]]
+    counts = np.array([0 if c is None else len(c) for c in cats], dtype=np.int64)
+    arrays["cat_start"] = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    arrays["cat_count"] = counts
+    arrays["cat_values"] = np.array([v for c in cats if c is not None for v in c], dtype=np.float64)
+    for k, dtype in (("left", np.int32), ("right", np.int32), ("feature", np.int32), ("default_left", bool),
+                     ("missing", np.int8)):
+        arrays[k] = arrays[k].astype(dtype)
+    return Trees(arrays, scale, width)
+
+
 def _forest(est, schema: FeatureSchema, width: int) -> Trees:
+    """scikit-learn's forests: the average of the trees (probabilities of classifiers)."""
     classify = hasattr(est, "classes_")
     n_classes = len(schema.target.classes)
-    parts = {k: [] for k in ("left", "right", "feature", "threshold", "value", "cover")}
-    counts = []
+    trees = []
     for tree in est.estimators_:
         t = tree.tree_
         if classify:
@@ -288,10 +287,57 @@ def _forest(est, schema: FeatureSchema, width: int) -> Trees:
             v = full[:, 1:2] if schema.target.task != MULTICLASS else full
         else:
             v = t.value[:, 0, :1]
-        counts.append(t.node_count)
-        for k, a in (("left", t.children_left), ("right", t.children_right), ("feature", t.feature),
-                     ("threshold", t.threshold), ("value", v), ("cover", t.weighted_n_node_samples)):
-            parts[k].append(a)
-    arrays = {k: np.concatenate(v) for k, v in parts.items()}
-    arrays["left"], arrays["right"], arrays["feature"] = (arrays[k].astype(np.int32) for k in ("left", "right", "feature"))
-    return Trees(np.asarray(counts, dtype=np.int64), n_columns=width, **arrays)
+        # x <= t goes left, NaN goes right (the forests' inputs are imputed: no NaN reaches them)
+        trees.append({"left": t.children_left, "right": t.children_right, "feature": t.feature,
+                      "threshold": t.threshold, "value": v, "cover": t.weighted_n_node_samples,
+                      "default_left": np.zeros(t.node_count, bool), "missing": np.full(t.node_count, NAN, np.int8),
+                      "categories": [None] * t.node_count})
+    return _stack(trees, 1.0 / len(trees), width)
+
+
+MISSING = {"None": NONE, "Zero": ZERO, "NaN": NAN}
+
+
+def _numbered(root: dict) -> list[dict]:
+    """The nodes of a LightGBM dump tree in preorder, each split given ``_left`` / ``_right``: its
+    children's positions."""
+    nodes, stack = [], [(root, None, None)]
+    while stack:
+        node, parent, side = stack.pop()
+        if parent is not None:
+            parent[side] = len(nodes)
+        nodes.append(node)
+        if "leaf_value" not in node:
+            stack.append((node["right_child"], node, "_right"))
+            stack.append((node["left_child"], node, "_left"))
+    return nodes
+
+
+def _lightgbm(est, schema: FeatureSchema, width: int) -> Trees:
+    """LightGBM's trees from its model dump: raw scores (the first tree holds the initial score);
+    covers are LightGBM's data counts, as its own TreeSHAP uses them."""
+    dump = est.booster_.dump_model()
+    per_iteration = int(dump["num_tree_per_iteration"])
+    k = _outputs(schema)
+    trees = []
+    for i, info in enumerate(dump["tree_info"]):
+        nodes = _numbered(info["tree_structure"])
+        value = np.zeros((len(nodes), k))
+        out = i % per_iteration if k > 1 else 0
+        t = {"left": [], "right": [], "feature": [], "threshold": [], "cover": [], "default_left": [], "missing": [],
+             "categories": []}
+        for j, node in enumerate(nodes):
+            leaf = "leaf_value" in node
+            value[j, out] = node.get("leaf_value", node.get("internal_value", 0.0))
+            t["left"].append(-1 if leaf else node["_left"])
+            t["right"].append(-1 if leaf else node["_right"])
+            t["feature"].append(-2 if leaf else node["split_feature"])
+            categorical = not leaf and node["decision_type"] == "=="
+            t["threshold"].append(0.0 if leaf or categorical else float(node["threshold"]))
+            t["cover"].append(float(node.get("leaf_count", node.get("internal_count", 0))))
+            t["default_left"].append(bool(node.get("default_left", False)))
+            t["missing"].append(MISSING[node.get("missing_type", "None")])
+            t["categories"].append([float(c) for c in str(node["threshold"]).split("||")] if categorical else None)
+        t["value"] = value
+        trees.append(t)
+    return _stack(trees, 1.0, width)

@@ -37,13 +37,14 @@ def value_text(kind: str, value) -> str | None:
 def explanation_rows(schema: FeatureSchema, classes: list | None, explanation, columns: dict, ids=None):
     """Yield the output rows of ``explanation`` for the raw ``columns`` it explains; with ``ids``
     (one per row), each tuple starts with the row's id."""
-    c, base = explanation.contributions, explanation.base
-    outputs = classes if classes is not None else [None]
-    kinds = [f.kind for f in schema.features]
-    for i in range(c.shape[0]):
-        values = [value_text(k, columns[f.name][i]) for k, f in zip(kinds, schema.features)]
+    contributions, base = explanation.contributions.tolist(), explanation.base.tolist()
+    outputs = list(enumerate(classes if classes is not None else [None]))
+    names = [f.name for f in schema.features]
+    texts = [[value_text(f.kind, v) for v in columns[f.name]] for f in schema.features]
+    for i, row in enumerate(contributions):
+        values = [t[i] for t in texts]
         head = () if ids is None else (ids[i],)
-        for k, label in enumerate(outputs):
-            yield (*head, BASE, None, float(base[k]), label)
-            for j, f in enumerate(schema.features):
-                yield (*head, f.name, values[j], float(c[i, j, k]), label)
+        for k, label in outputs:
+            yield (*head, BASE, None, base[k], label)
+            for name, value, c in zip(names, values, row):
+                yield (*head, name, value, c[k], label)

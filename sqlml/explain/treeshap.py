@@ -1,21 +1,24 @@
-"""Exact path-dependent TreeSHAP (Lundberg et al., 2020) for axis-aligned trees, vectorised.
+"""Exact path-dependent TreeSHAP (Lundberg et al., 2020) for tree ensembles, vectorised.
 
 For one leaf with value ``v`` whose root path tests the distinct features ``f_1 .. f_k``, let
 ``z_i`` be the product of the cover ratios (child / parent) of the path's edges on ``f_i`` and
-``o_i(x)`` 1 if row ``x`` satisfies every test of the path on ``f_i`` (it lies in the leaf's
-interval ``lo_i < x <= hi_i``), else 0. Path-dependent TreeSHAP is the Shapley value of the game
-``val(S) = v * prod_{i in S} o_i * prod_{i not in S} z_i``:
+``o_i(x)`` 1 if row ``x`` goes the path's way at every one of those edges, else 0. Path-dependent
+TreeSHAP is the Shapley value of the game ``val(S) = v * prod_{i in S} o_i * prod_{i not in S} z_i``:
 
     phi_j = v * (o_j - z_j) * sum_s w(s, k) * [t^s] prod_{i != j} (z_i + o_i t),
     w(s, k) = s! (k - 1 - s)! / k!,            base = sum over leaves of v * prod_i z_i.
 
 ``prod_i (z_i + o_i t)`` is built once per (row, leaf) and the factor of ``j`` divided out (exact
 synthetic division when ``o_j = 1``, a scalar when ``o_j = 0``): O(k^2) per row and leaf, as the
-original algorithm. Leaves with the same ``k`` across every tree are stacked, so the numpy calls
-are O(k^2) per block of leaves and rows, not per leaf.
+original algorithm. Since ``o`` is a pattern of k bits, a leaf's weights for all 2^k patterns can
+be tabulated once (Fast TreeSHAP v2, Yang 2021): a row then costs a k-bit lookup per leaf. Leaves
+with small k are tabulated (within ``TABLE_CELLS``), the others computed per row. Leaves with the
+same k across every tree are stacked, so numpy calls are per block of leaves and rows, not per leaf.
 
-Trees arrive as scikit-learn's arrays (left, right, feature, threshold, value, cover); a row goes
-left when ``x <= threshold``. Inputs are the float32 matrix the trees were fitted on.
+A split sends a row left as LightGBM does (scikit-learn's ``x <= t`` is the case ``missing = NAN``
+with ``default_left = False``): numerical ``x <= t``, where ``missing`` decides NaN (NONE: NaN is
+0; ZERO: NaN and 0 take the default side; NAN: NaN takes it); categorical: ``x`` in the node's
+category set (NaN and negative codes go right).
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from math import factorial
 import numpy as np
 
 BLOCK_CELLS = 1 << 21  # float64 cells per (rows x leaves x degree) block: 16 MB
+TABLE_CELLS = 1 << 22  # float64 cells of tabulated leaf weights per forest: 32 MB
+NONE, ZERO, NAN = 0, 1, 2  # what a numerical split does with a missing value
+ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 
 
 @dataclass
 class Tree:
-    """One tree: node arrays of scikit-learn's ``tree_`` layout; ``value`` of shape (nodes, outputs)."""
+    """One tree as node arrays: children (-1 at leaves), the feature and threshold tested, the value
+    (nodes, outputs) and cover of each node; per split, ``default_left`` and ``missing``; for
+    categorical splits, ``categories[node]`` the codes that go left (None for numerical splits)."""
 
     left: np.ndarray
     right: np.ndarray
@@ -38,63 +46,156 @@ class Tree:
     threshold: np.ndarray
     value: np.ndarray
     cover: np.ndarray
+    default_left: np.ndarray | None = None
+    missing: np.ndarray | None = None
+    categories: list | None = None
 
 
 @dataclass
 class LeafGroup:
-    """Every leaf whose path tests ``k`` distinct features: shapes (L, k) and (L, outputs)."""
+    """Every leaf whose path tests ``k`` distinct features. ``feature`` (L, k); ``edges`` (L, k, E)
+    node indices (into the forest's stacked nodes; ``-1`` pads, always satisfied) with ``left``
+    (L, k, E) the side the path takes; ``z`` (L, k); ``value`` (L, outputs); ``table`` (L * 2^k, k)
+    the weights for every pattern of o, leaf after leaf (None: computed per row)."""
 
     feature: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
+    edges: np.ndarray
+    left: np.ndarray
     z: np.ndarray
     value: np.ndarray
+    table: np.ndarray | None = None
+    columns: np.ndarray | None = None  # edges as columns of ``Forest.decisions``' output (see ``_group``)
+    _scatter: object = None
+
+    def scatter(self, n_columns: int, outputs: int):
+        """Sparse (L * k, n_columns * outputs): slot (leaf, j) -> its feature's column, times the
+        leaf's value per output; a block's weights (n, L * k) times it are its contributions."""
+        if self._scatter is None:
+            from scipy import sparse
+
+            count, k = self.feature.shape
+            rows = np.repeat(np.arange(count * k), outputs)
+            cols = (self.feature.reshape(-1, 1) * outputs + np.arange(outputs)).reshape(-1)
+            vals = np.repeat(self.value, k, axis=0).reshape(-1)
+            self._scatter = sparse.csr_matrix((vals, (rows, cols)), shape=(count * k, n_columns * outputs))
+        return self._scatter
 
 
 class Forest:
-    """An average (or sum) of trees, ready to explain: leaves grouped by path length."""
+    """A scaled sum of trees, ready to explain."""
 
-    def __init__(self, trees: list[Tree], scale: float, n_columns: int):
+    def __init__(self, trees: list[Tree], scale: float, n_columns: int, table_cells: int = TABLE_CELLS):
         self.n_columns = n_columns
         self.n_outputs = trees[0].value.shape[1]
+        offsets = np.concatenate([[0], np.cumsum([len(t.left) for t in trees])])
+        self.node_feature = np.concatenate([np.maximum(t.feature, 0) for t in trees]).astype(np.int64)
+        self.node_threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
+        self.node_default_left = np.concatenate([t.default_left if t.default_left is not None
+                                                 else np.zeros(len(t.left), bool) for t in trees])
+        self.node_missing = np.concatenate([t.missing if t.missing is not None
+                                            else np.full(len(t.left), NAN, np.int8) for t in trees])
+        self.zero_nodes = np.flatnonzero(self.node_missing == ZERO)
+        self.categorical = {int(off + i): np.asarray(sorted(c), dtype=np.float64) for t, off in zip(trees, offsets)
+                            for i, c in enumerate(t.categories or []) if c is not None}
         by_k: dict[int, list] = {}
         base = np.zeros(self.n_outputs)
-        for tree in trees:
-            for feats, lo, hi, z, v in _leaves(tree):
-                v = v * scale
+        for tree, off in zip(trees, offsets):
+            for feats, edges, z, v in _leaves(tree):
+                v = np.asarray(v, dtype=np.float64) * scale
                 base += v * np.prod(z)
-                by_k.setdefault(len(feats), []).append((feats, lo, hi, z, v))
+                by_k.setdefault(len(feats), []).append((feats, [[(off + n, d) for n, d in e] for e in edges], z, v))
         self.base = base
-        self.groups = {k: LeafGroup(*(np.array([leaf[i] for leaf in leaves], dtype=np.int64 if i == 0 else np.float64)
-                                      .reshape(len(leaves), -1 if i < 4 else self.n_outputs) for i in range(5)))
-                       for k, leaves in sorted(by_k.items())}
+        self.groups = {}
+        budget = table_cells
+        for k, leaves in sorted(by_k.items()):
+            width = max((len(e) for leaf in leaves for e in leaf[1]), default=1)
+            edges = np.full((len(leaves), k, width), -1, dtype=np.int64)
+            left = np.ones((len(leaves), k, width), dtype=bool)
+            for li, (_, es, _, _) in enumerate(leaves):
+                for j, e in enumerate(es):
+                    for m, (node, went_left) in enumerate(e):
+                        edges[li, j, m], left[li, j, m] = node, went_left
+            g = LeafGroup(np.array([leaf[0] for leaf in leaves], dtype=np.int64).reshape(len(leaves), k), edges, left,
+                          np.array([leaf[2] for leaf in leaves], dtype=np.float64).reshape(len(leaves), k),
+                          np.array([leaf[3] for leaf in leaves], dtype=np.float64).reshape(len(leaves), -1))
+            cells = len(leaves) * (2 ** k) * k
+            if 0 < k and cells <= budget:
+                patterns = ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1).astype(np.float64)  # (2^k, k)
+                o = np.broadcast_to(patterns[None, :, :], (len(leaves), 2 ** k, k)).transpose(2, 1, 0)  # (k, 2^k, L)
+                g.table = _weights(np.ascontiguousarray(o), g.z).transpose(2, 1, 0).reshape(-1, k).copy()
+                budget -= cells
+            nodes = len(self.node_feature) + 1
+            g.columns = np.where(edges < 0, nodes - 1, np.where(left, edges, edges + nodes))
+            self.groups[k] = g
+
+    def decisions(self, X: np.ndarray) -> np.ndarray:
+        """Whether each row goes left at each node, a True column (padding), whether it goes right at
+        each node, and a True column: (n, 2 * (nodes + 1))."""
+        n, nodes = len(X), len(self.node_feature)
+        go = np.empty((n, 2 * (nodes + 1)), dtype=bool)
+        xf = X[:, self.node_feature]
+        np.less_equal(xf, self.node_threshold, out=go[:, :nodes])  # NaN: False, fixed below where it matters
+        if np.isnan(X).any():
+            isnan = np.isnan(xf)
+            zero_fill = isnan & (self.node_missing == NONE)
+            go[:, :nodes] = np.where(zero_fill, 0.0 <= self.node_threshold, go[:, :nodes])
+            go[:, :nodes] = np.where(isnan & (self.node_missing != NONE), self.node_default_left, go[:, :nodes])
+        for node in self.zero_nodes:  # ZERO: 0 (and NaN) take the default side
+            x = xf[:, node]
+            go[:, node] = np.where(np.isnan(x) | (np.abs(x) < ZERO_THRESHOLD), self.node_default_left[node], go[:, node])
+        for node, cats in self.categorical.items():
+            x = X[:, self.node_feature[node]]
+            go[:, node] = ~np.isnan(x) & (x >= 0) & np.isin(np.floor(np.where(np.isnan(x), -1, x)), cats)
+        go[:, nodes] = True
+        np.logical_not(go[:, :nodes], out=go[:, nodes + 1:-1])
+        go[:, -1] = True
+        return go
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
-        """Contributions of shape (n, n_columns, outputs) for the rows ``X`` (n, n_columns)."""
+        """Contributions of shape (n, n_columns, outputs) for the rows ``X`` (n, n_columns); the rows
+        are taken as float32, as the trees compare them in ONNX Runtime."""
         X = np.asarray(X, dtype=np.float32).astype(np.float64)
         n = len(X)
         out = np.zeros((n, self.n_columns, self.n_outputs))
-        for k, g in self.groups.items():
-            if k == 0:
-                continue  # a tree that is one leaf moves only the base
-            weights = np.array([factorial(s) * factorial(k - 1 - s) / factorial(k) for s in range(k)])
-            rows = max(1, min(n, BLOCK_CELLS // ((k + 1) * 64)))
-            leaves = max(1, BLOCK_CELLS // (rows * (k + 1)))
-            for r0 in range(0, n, rows):
-                for l0 in range(0, len(g.feature), leaves):
-                    sl = slice(l0, l0 + leaves)
-                    _block(X[r0:r0 + rows], g.feature[sl], g.lo[sl], g.hi[sl], g.z[sl], g.value[sl], weights,
-                           out[r0:r0 + rows])
+        rows = max(1, min(n, BLOCK_CELLS // max(len(self.node_feature), 1)))
+        for r0 in range(0, n, rows):
+            go = self.decisions(X[r0:r0 + rows])
+            for k, g in self.groups.items():
+                if k:  # a tree that is one leaf moves only the base
+                    _group(go, g, out[r0:r0 + rows])
         return out
 
 
-def _block(X, feature, lo, hi, z, value, weights, out):
-    """Add the contributions of a block of leaves (same k) for a block of rows into ``out``.
+def _group(go, g: LeafGroup, out) -> None:
+    """Add the contributions of one leaf group for the rows whose decisions are ``go`` (``decisions``,
+    then its negation: a path edge's column is its node, or its node + nodes + 1 for a right turn)
+    into ``out`` (n, columns, outputs)."""
+    n, (count, k, width) = len(go), g.edges.shape
+    leaves = max(1, BLOCK_CELLS // (n * (k + 1) * width))
+    scatter = g.scatter(out.shape[1], out.shape[2])
+    flat = out.reshape(n, -1)
+    for l0 in range(0, count, leaves):
+        sl = slice(l0, l0 + leaves)
+        columns = g.columns[sl]
+        if g.table is not None:  # the pattern's index, bit by bit, then its row of the table
+            mask = np.zeros((n, columns.shape[0]), dtype=np.int64)
+            for j in range(k):
+                oj = go[:, columns[:, j, 0]] if width == 1 else np.all(go[:, columns[:, j]], axis=2)
+                mask |= oj.astype(np.uint16) << np.uint16(j)
+            mask += np.arange(l0, l0 + columns.shape[0]) << k
+            w = np.take(g.table, mask, axis=0)  # (n, L, k)
+        else:
+            o = np.all(go[:, columns], axis=3)
+            w = _weights(np.ascontiguousarray(o.transpose(2, 0, 1), dtype=np.float64), g.z[sl]).transpose(1, 2, 0)
+        flat += w.reshape(n, -1) @ scatter[l0 * k:(l0 + columns.shape[0]) * k]
 
-    Arrays are laid out (k or degree, rows, leaves): each step reads contiguous planes."""
-    k = feature.shape[1]
-    xv = X[:, feature.T].transpose(1, 0, 2)  # (k, n, L)
-    o = ((xv > lo.T[:, None, :]) & (xv <= hi.T[:, None, :])).astype(np.float64)
+
+def _weights(o: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``(o_j - z_j) * sum_s w(s, k) [t^s] prod_{i != j} (z_i + o_i t)`` of shape (k, n, L), for
+    ``o`` (k, n, L) in {0, 1} and ``z`` (L, k). Arrays are (k or degree, rows, leaves): each step
+    reads contiguous planes."""
+    k = o.shape[0]
+    weights = np.array([factorial(s) * factorial(k - 1 - s) / factorial(k) for s in range(k)])
     zt = z.T[:, None, :]  # (k, 1, L)
     q = np.zeros((k + 1,) + o.shape[1:])
     q[0] = 1.0
@@ -103,6 +204,7 @@ def _block(X, feature, lo, hi, z, value, weights, out):
         q[:i + 1] *= zt[i]
         q[1:i + 2] += shifted
     zero_sum = np.tensordot(weights, q[:k], axes=1)  # o_j = 0: q / z_j
+    out = np.empty(o.shape)
     for j in range(k):
         zj = zt[j]
         r = q[k].copy()  # o_j = 1: q = (z_j + t) r, r read from the top degree down
@@ -111,25 +213,22 @@ def _block(X, feature, lo, hi, z, value, weights, out):
             r = q[s] - zj * r
             one_sum += r * weights[s - 1]
         oj = o[j]
-        m = (oj - zj) * np.where(oj > 0, one_sum, zero_sum / zj)  # (n, L)
-        for c in np.unique(feature[:, j]):
-            sel = feature[:, j] == c
-            out[:, c, :] += m[:, sel] @ value[sel]
+        out[j] = (oj - zj) * np.where(oj > 0, one_sum, zero_sum / zj)
+    return out
 
 
 def _leaves(tree: Tree):
-    """(features, lo, hi, z, value) of every leaf: the distinct features its path tests, the interval
-    the path allows for each, and the product of cover ratios of the path's edges on each."""
+    """(features, edges, z, value) of every leaf: the distinct features its path tests, for each the
+    path's edges on it as (node, goes left), and the product of their cover ratios."""
     stack = [(0, {})]
     while stack:
         node, path = stack.pop()
         left, right = int(tree.left[node]), int(tree.right[node])
         if left < 0:
             feats = sorted(path)
-            yield (feats, [path[f][0] for f in feats], [path[f][1] for f in feats], [path[f][2] for f in feats],
-                   tree.value[node])
+            yield feats, [path[f][0] for f in feats], [path[f][1] for f in feats], tree.value[node]
             continue
-        f, t, cover = int(tree.feature[node]), float(tree.threshold[node]), float(tree.cover[node])
-        lo, hi, z = path.get(f, (-np.inf, np.inf, 1.0))
-        stack.append((left, {**path, f: (lo, min(hi, t), z * float(tree.cover[left]) / cover)}))
-        stack.append((right, {**path, f: (max(lo, t), hi, z * float(tree.cover[right]) / cover)}))
+        f, cover = int(tree.feature[node]), float(tree.cover[node])
+        edges, z = path.get(f, ((), 1.0))
+        stack.append((left, {**path, f: ((*edges, (node, True)), z * float(tree.cover[left]) / cover)}))
+        stack.append((right, {**path, f: ((*edges, (node, False)), z * float(tree.cover[right]) / cover)}))
