@@ -6,7 +6,8 @@ model trained by sqlml on 20,000 rows; then, on 10,000 other rows, side by side 
     scoring     SELECT count(*) FROM sqlml.predict_batch(project, table, 'id')
     explaining  SELECT count(*) FROM sqlml.explain_batch(project, table, 'id')   (21 rows out per row in)
 
-Printed: each one's median seconds over --repeats runs (after one warm-up each) and the ratio.
+Printed: each one's median seconds over --repeats runs (after one warm-up each), the ratio, and
+the model's size (the search chooses it; TreeSHAP's cost grows with leaves x depth^2).
 
     .sqlml/venv/bin/python bench/explain.py
     .sqlml/venv/bin/python bench/explain.py --algorithms lightgbm --repeats 3
@@ -55,8 +56,10 @@ def main(argv=None):
             scoring = statistics.median(timed(lambda sql=score_sql: run(conn, sql))[0] for _ in range(args.repeats))
             runs = [timed(lambda sql=explain_sql: run(conn, sql)[0][0]) for _ in range(args.repeats)]
             explaining = statistics.median(t for t, _ in runs)
-            print(f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {runs[-1][1]:>9}",
-                  flush=True)
+            params = run(conn, "SELECT hyperparameters FROM sqlml.models WHERE project = %s", (project,))[0][0]
+            shown = {k: params[k] for k in ("num_leaves", "n_estimators", "min_samples_leaf", "max_features") if k in params}
+            print(f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {runs[-1][1]:>9}  "
+                  f"{json.dumps(shown)}", flush=True)
         conn.close()
     finally:
         cluster.destroy()
