@@ -76,7 +76,6 @@ def importance(project):
     imp = privileged.run(lambda ex: store.importance(ex, m.ref.id))
     if not imp or imp.get("method") is None or not imp.get("features"):
         raise SqlmlError(f'version {m.ref.version} of project "{m.ref.project}" has no contribution importance',
-                         sqlstate=NO_DATA, hint="imported models, models registered before sqlml 0.2.0 and trainings "
-                                                "that ran out of time have none; sqlml.explain_batch on the holdout "
-                                                "gives the same figures, or retrain with a larger time_budget")
+                         sqlstate=NO_DATA, hint="imported models and models registered before sqlml 0.2.0 have none; "
+                                                "sqlml.explain_batch gives the contributions it averages")
     return [(f["feature"], f["importance"]) for f in imp["features"]]
