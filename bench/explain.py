@@ -27,8 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scoring import TRAIN_ROWS, connect, make_table, run, start_cluster, timed  # noqa: E402
 
 ROWS = 10000
-SETTINGS = {"lightgbm": {"n_estimators": 100}, "linear": {}, "random_forest": {"n_estimators": 50},
-            "extra_trees": {"n_estimators": 50}}
+SETTINGS = {
+    "lightgbm": {"n_estimators": 100},
+    "linear": {},
+    "random_forest": {"n_estimators": 50},
+    "extra_trees": {"n_estimators": 50},
+}
 
 
 def main(argv=None):
@@ -47,9 +51,12 @@ def main(argv=None):
         for algorithm in args.algorithms.split(","):
             project = f"b_{algorithm}"
             options = {"ensemble": False, "refit_all": False, **SETTINGS[algorithm]}
-            run(conn, "SELECT * FROM sqlml.train(%s, 'train_rows', 'churned', algorithms => %s, "
-                      "time_budget => '20 seconds', exclude => '{id}', options => %s)",
-                (project, [algorithm], json.dumps(options)))
+            run(
+                conn,
+                "SELECT * FROM sqlml.train(%s, 'train_rows', 'churned', algorithms => %s, "
+                "time_budget => '20 seconds', exclude => '{id}', options => %s)",
+                (project, [algorithm], json.dumps(options)),
+            )
             score_sql = f"SELECT count(*) FROM sqlml.predict_batch('{project}', 'new_rows', 'id')"
             explain_sql = f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'new_rows', 'id')"
             run(conn, score_sql), run(conn, explain_sql)  # warm: the model, the explainer, the libraries
@@ -57,9 +64,14 @@ def main(argv=None):
             runs = [timed(lambda sql=explain_sql: run(conn, sql)[0][0]) for _ in range(args.repeats)]
             explaining = statistics.median(t for t, _ in runs)
             params = run(conn, "SELECT hyperparameters FROM sqlml.models WHERE project = %s", (project,))[0][0]
-            shown = {k: params[k] for k in ("num_leaves", "n_estimators", "min_samples_leaf", "max_features") if k in params}
-            print(f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {runs[-1][1]:>9}  "
-                  f"{json.dumps(shown)}", flush=True)
+            shown = {
+                k: params[k] for k in ("num_leaves", "n_estimators", "min_samples_leaf", "max_features") if k in params
+            }
+            print(
+                f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {runs[-1][1]:>9}  "
+                f"{json.dumps(shown)}",
+                flush=True,
+            )
         conn.close()
     finally:
         cluster.destroy()

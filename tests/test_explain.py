@@ -22,6 +22,7 @@ from tests.test_lifecycle import sample_database, train
 def db(dsn):
     yield from sample_database(dsn)
 
+
 TOLERANCE = 1e-4
 
 
@@ -44,10 +45,17 @@ def projects(db):
     out = {
         "bc": train(db, "x_bc", "breast_cancer", "diagnosis", algorithms=["lightgbm"]),
         "iris": train(db, "x_iris", "iris", "species", algorithms=["linear"]),
-        "diab": train(db, "x_diab", "diabetes", "progression", algorithms=["random_forest"],
-                      options=json.dumps({"n_estimators": 20})),
-        "mixed": train(db, "x_mixed", "(SELECT * FROM listings)", "price", exclude=["id", "status"],
-                       algorithms=["lightgbm"]),
+        "diab": train(
+            db,
+            "x_diab",
+            "diabetes",
+            "progression",
+            algorithms=["random_forest"],
+            options=json.dumps({"n_estimators": 20}),
+        ),
+        "mixed": train(
+            db, "x_mixed", "(SELECT * FROM listings)", "price", exclude=["id", "status"], algorithms=["lightgbm"]
+        ),
     }
     return out
 
@@ -59,10 +67,14 @@ def test_binary_contributions_sum_to_the_log_odds_in_all_three_forms(db, project
     assert row[(None, "(base)")][0] is None
     assert row[(None, "mean_radius")][0] == repr(scalar(db, "SELECT mean_radius FROM breast_cancer WHERE id = 7"))
     p = scalar(db, "SELECT (sqlml.predict_proba('x_bc', c))[2] FROM breast_cancer c WHERE id = 7")
-    assert sigmoid(total(row)) == pytest.approx(p, abs=1e-6)  # (ONNX's probability is float32: its log-odds are not exact)
+    assert sigmoid(total(row)) == pytest.approx(
+        p, abs=1e-6
+    )  # (ONNX's probability is float32: its log-odds are not exact)
     as_json = explained(db, "SELECT x.* FROM breast_cancer c, sqlml.explain('x_bc', to_jsonb(c)) x WHERE c.id = 7")
     assert as_json == row
-    names = [c["name"] for c in scalar(db, "SELECT feature_schema->'features' FROM sqlml.models WHERE project = 'x_bc'")]
+    names = [
+        c["name"] for c in scalar(db, "SELECT feature_schema->'features' FROM sqlml.models WHERE project = 'x_bc'")
+    ]
     arr = query(db, f"SELECT ARRAY[{', '.join(names)}]::float8[] FROM breast_cancer WHERE id = 7")[0][0]
     as_array = explained(db, "SELECT * FROM sqlml.explain('x_bc', %s::float8[])", (arr,))
     assert {k: v[1] for k, v in as_array.items()} == pytest.approx({k: v[1] for k, v in row.items()}, abs=1e-9)
@@ -80,20 +92,36 @@ def test_multiclass_contributions_per_class_are_the_softmax_scores(db, projects)
 
 def test_forest_and_mixed_types_sum_to_the_predicted_value(db, projects):
     row = explained(db, "SELECT x.* FROM diabetes c, sqlml.explain('x_diab', c) x WHERE c.id = 3")
-    assert total(row) == pytest.approx(scalar(db, "SELECT sqlml.predict('x_diab', c) FROM diabetes c WHERE id = 3"),
-                                       rel=1e-5)
+    assert total(row) == pytest.approx(
+        scalar(db, "SELECT sqlml.predict('x_diab', c) FROM diabetes c WHERE id = 3"), rel=1e-5
+    )
     for i in (13, 17, 26):  # NULL city (13), NULL vector (17), both set (26)
         row = explained(db, "SELECT x.* FROM listings c, sqlml.explain('x_mixed', c) x WHERE c.id = %s", (i,))
-        assert {f for (_, f) in row} == {"(base)", "rooms", "area", "noise", "balcony", "city", "built", "listed_at", "emb"}
+        assert {f for (_, f) in row} == {
+            "(base)",
+            "rooms",
+            "area",
+            "noise",
+            "balcony",
+            "city",
+            "built",
+            "listed_at",
+            "emb",
+        }
         want = scalar(db, "SELECT sqlml.predict('x_mixed', c) FROM listings c WHERE id = %s", (i,))
         assert total(row) == pytest.approx(want, rel=1e-5)
     assert row[(None, "built")][0] == str(scalar(db, "SELECT built FROM listings WHERE id = 26"))
     assert row[(None, "city")][0] == scalar(db, "SELECT city FROM listings WHERE id = 26")
-    assert explained(db, "SELECT x.* FROM listings c, sqlml.explain('x_mixed', c) x WHERE c.id = 13")[(None, "city")][0] is None
+    assert (
+        explained(db, "SELECT x.* FROM listings c, sqlml.explain('x_mixed', c) x WHERE c.id = 13")[(None, "city")][0]
+        is None
+    )
 
 
 def test_explain_batch_is_explain_for_every_row(db, projects):
-    rows = query(db, "SELECT id, feature, value, contribution, class FROM sqlml.explain_batch('x_bc', 'breast_cancer', 'id')")
+    rows = query(
+        db, "SELECT id, feature, value, contribution, class FROM sqlml.explain_batch('x_bc', 'breast_cancer', 'id')"
+    )
     by_id: dict = {}
     for i, feature, _, c, k in rows:
         by_id.setdefault(i, {})[(k, feature)] = c

@@ -51,7 +51,9 @@ def shap_reference(pipeline, X, background, task) -> np.ndarray:
         data = pre.transform(background).astype(np.float64)  # every row: shap's default masker samples 100
         values = shap.LinearExplainer(est, shap.maskers.Independent(data, max_samples=len(data))).shap_values(T)
     else:
-        values = shap.TreeExplainer(est).shap_values(T.astype(np.float32) if not type(est).__name__.startswith("LGBM") else T)
+        values = shap.TreeExplainer(est).shap_values(
+            T.astype(np.float32) if not type(est).__name__.startswith("LGBM") else T
+        )
     values = np.asarray(values)
     if values.ndim == 2:
         values = values[:, :, None]
@@ -93,7 +95,11 @@ def test_contributions_match_shap_and_sum_to_the_raw_output(algorithm, task):
     test = unseen(inputs)
     Xt = convert.as_frame(schema, test)
     e = explainer.explain(test, ROWS)
-    assert e.contributions.shape == (ROWS, len(schema.features), len(schema.target.classes) if task == MULTICLASS else 1)
+    assert e.contributions.shape == (
+        ROWS,
+        len(schema.features),
+        len(schema.target.classes) if task == MULTICLASS else 1,
+    )
     np.testing.assert_allclose(e.output(), raw_output(model, Xt, task), atol=TOLERANCE, rtol=0)
     _, enc, _ = explainer.members[0]
     want = per_feature(shap_reference(model, Xt, X, task), enc, schema)
@@ -109,7 +115,9 @@ def test_contributions_explain_what_the_onnx_model_predicts(task):
     schema, inputs, X, model = fitted("lightgbm", task)
     test = unseen(inputs)
     raw = explain.build(model, schema, X).explain(test, ROWS).output()
-    got = onnx_convert.run(onnx_convert.session(onnx_convert.to_onnx(model, schema)), convert.as_feeds(schema, test), task)
+    got = onnx_convert.run(
+        onnx_convert.session(onnx_convert.to_onnx(model, schema)), convert.as_feeds(schema, test), task
+    )
     if task == BINARY:
         np.testing.assert_allclose(1 / (1 + np.exp(-raw[:, 0])), got[:, 1], atol=1e-5)
     elif task == MULTICLASS:
@@ -151,15 +159,25 @@ def test_importance_is_mean_absolute_contribution():
 
 # --- TreeSHAP on hand-made trees: a table of cases with known Shapley values ---------------------------
 
+
 def stump(feature, threshold, left, right, cover=(4.0, 1.0, 3.0)):
-    return Tree(np.array([1, -1, -1]), np.array([2, -1, -1]), np.array([feature, -2, -2]),
-                np.array([threshold, -2.0, -2.0]), np.array([[0.0], [left], [right]]), np.array(cover))
+    return Tree(
+        np.array([1, -1, -1]),
+        np.array([2, -1, -1]),
+        np.array([feature, -2, -2]),
+        np.array([threshold, -2.0, -2.0]),
+        np.array([[0.0], [left], [right]]),
+        np.array(cover),
+    )
 
 
-@pytest.mark.parametrize("x, want", [
-    ([0.0, 0.0], [(10 - 7.75), 0.0]),   # goes left: 10 - E = 10 - (10*1 + 7*3)/4
-    ([1.0, 5.0], [(7 - 7.75), 0.0]),    # goes right
-])
+@pytest.mark.parametrize(
+    "x, want",
+    [
+        ([0.0, 0.0], [(10 - 7.75), 0.0]),  # goes left: 10 - E = 10 - (10*1 + 7*3)/4
+        ([1.0, 5.0], [(7 - 7.75), 0.0]),  # goes right
+    ],
+)
 def test_stump_contribution_is_leaf_minus_expectation(x, want):
     f = Forest([stump(0, 0.5, 10.0, 7.0)], 1.0, 2)
     assert f.base[0] == pytest.approx(7.75)
@@ -169,9 +187,14 @@ def test_stump_contribution_is_leaf_minus_expectation(x, want):
 def test_two_features_share_an_interaction_equally():
     """f = 1 iff x0 > 0 and x1 > 0, uniform covers (E f = 1/4): at (1, 1) each feature gets 3/8; at
     (-1, 1) x0 takes -3/8 and x1 still adds 1/8 (knowing x1 > 0 alone raises E f to 1/2)."""
-    t = Tree(left=np.array([1, -1, 3, -1, -1]), right=np.array([2, -1, 4, -1, -1]), feature=np.array([0, -2, 1, -2, -2]),
-             threshold=np.array([0.0, -2, 0.0, -2, -2]), value=np.array([[0.0], [0.0], [0.0], [0.0], [1.0]]),
-             cover=np.array([4.0, 2.0, 2.0, 1.0, 1.0]))
+    t = Tree(
+        left=np.array([1, -1, 3, -1, -1]),
+        right=np.array([2, -1, 4, -1, -1]),
+        feature=np.array([0, -2, 1, -2, -2]),
+        threshold=np.array([0.0, -2, 0.0, -2, -2]),
+        value=np.array([[0.0], [0.0], [0.0], [0.0], [1.0]]),
+        cover=np.array([4.0, 2.0, 2.0, 1.0, 1.0]),
+    )
     f = Forest([t], 1.0, 2)
     np.testing.assert_allclose(f.shap_values(np.array([[1.0, 1.0]]))[0, :, 0], [0.375, 0.375])
     np.testing.assert_allclose(f.shap_values(np.array([[-1.0, 1.0]]))[0, :, 0], [-0.375, 0.125])

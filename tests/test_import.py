@@ -30,6 +30,7 @@ from tests.test_lifecycle import sample_database
 def db(dsn):
     yield from sample_database(dsn)
 
+
 BC = ["mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean_smoothness"]
 
 
@@ -47,13 +48,17 @@ def floats(values) -> np.ndarray:
 
 
 def import_model(conn, project, blob, task, relation, target=None, columns=None, options=None):
-    rows = query(conn, "SELECT * FROM sqlml.import_model(%s, %s, %s, %s, target => %s, columns => %s, "
-                       "options => coalesce(%s::jsonb, '{}'))",
-                 (project, blob, task, relation, target, columns, options))
+    rows = query(
+        conn,
+        "SELECT * FROM sqlml.import_model(%s, %s, %s, %s, target => %s, columns => %s, "
+        "options => coalesce(%s::jsonb, '{}'))",
+        (project, blob, task, relation, target, columns, options),
+    )
     return dict(zip(("project", "version", "algorithm", "metric", "score", "deployed"), rows[0]))
 
 
 # --- the four sources ------------------------------------------------------------------------------
+
 
 def sklearn_model(conn):
     import pandas as pd
@@ -66,12 +71,31 @@ def sklearn_model(conn):
     from sklearn.preprocessing import OneHotEncoder
 
     d = fetch(conn, "SELECT rooms, area::float8 AS area, noise, city, price FROM listings")
-    X = pd.DataFrame({"rooms": floats(d["rooms"]), "area": floats(d["area"]), "noise": floats(d["noise"]),
-                      "city": [NULL_CATEGORY if c is None else c for c in d["city"]]})
-    pipe = Pipeline([("pre", ColumnTransformer([("num", SimpleImputer(), ["rooms", "area", "noise"]),
-                                                ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])])),
-                     ("model", Ridge())]).fit(X, np.array(d["price"]))
-    types = [(c, FloatTensorType([None, 1])) for c in ("rooms", "area", "noise")] + [("city", StringTensorType([None, 1]))]
+    X = pd.DataFrame(
+        {
+            "rooms": floats(d["rooms"]),
+            "area": floats(d["area"]),
+            "noise": floats(d["noise"]),
+            "city": [NULL_CATEGORY if c is None else c for c in d["city"]],
+        }
+    )
+    pipe = Pipeline(
+        [
+            (
+                "pre",
+                ColumnTransformer(
+                    [
+                        ("num", SimpleImputer(), ["rooms", "area", "noise"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                    ]
+                ),
+            ),
+            ("model", Ridge()),
+        ]
+    ).fit(X, np.array(d["price"]))
+    types = [(c, FloatTensorType([None, 1])) for c in ("rooms", "area", "noise")] + [
+        ("city", StringTensorType([None, 1]))
+    ]
     return convert_sklearn(pipe, initial_types=types, target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
 
 
@@ -83,8 +107,9 @@ def lightgbm_model(conn):
     d = fetch(conn, f"SELECT {', '.join(BC)}, (diagnosis = 'malignant')::int AS malignant FROM breast_cancer")
     X = np.stack([floats(d[c]) for c in BC], axis=1)
     model = lgb.LGBMClassifier(n_estimators=30, num_leaves=8, verbose=-1).fit(X, np.array(d["malignant"]))
-    return convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, len(BC)]))],
-                            target_opset=15).SerializeToString()
+    return convert_lightgbm(
+        model, initial_types=[("input", FloatTensorType([None, len(BC)]))], target_opset=15
+    ).SerializeToString()
 
 
 DIAB = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -98,8 +123,9 @@ def xgboost_model(conn):
     d = fetch(conn, f"SELECT {', '.join(DIAB)}, progression FROM diabetes")
     X = np.stack([floats(d[c]) for c in DIAB], axis=1)
     model = xgb.XGBRegressor(n_estimators=30, max_depth=3).fit(X, np.array(d["progression"]))
-    return convert_xgboost(model, initial_types=[("input", FloatTensorType([None, len(DIAB)]))],
-                           target_opset=15).SerializeToString()
+    return convert_xgboost(
+        model, initial_types=[("input", FloatTensorType([None, len(DIAB)]))], target_opset=15
+    ).SerializeToString()
 
 
 IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -113,14 +139,25 @@ def onnx_api_model(conn):
     Y = np.array([[float(s == c) for c in classes] for s in d["species"]]) * 6 - 3
     A = np.hstack([X, np.ones((len(X), 1))])
     W = np.linalg.lstsq(A, Y, rcond=None)[0]
-    nodes = [helper.make_node("Concat", IRIS, ["x"], axis=1),
-             helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["z"]),
-             helper.make_node("Softmax", ["z"], ["probs"], axis=1)]
-    graph = helper.make_graph(nodes, "softmax", [helper.make_tensor_value_info(c, TensorProto.FLOAT, [None, 1]) for c in IRIS],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 3])],
-                              [helper.make_tensor("W", TensorProto.FLOAT, [4, 3], W[:4].astype(np.float32).ravel()),
-                               helper.make_tensor("b", TensorProto.FLOAT, [3], W[4].astype(np.float32))])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnx.helper").SerializeToString()
+    nodes = [
+        helper.make_node("Concat", IRIS, ["x"], axis=1),
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "softmax",
+        [helper.make_tensor_value_info(c, TensorProto.FLOAT, [None, 1]) for c in IRIS],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 3])],
+        [
+            helper.make_tensor("W", TensorProto.FLOAT, [4, 3], W[:4].astype(np.float32).ravel()),
+            helper.make_tensor("b", TensorProto.FLOAT, [3], W[4].astype(np.float32)),
+        ],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnx.helper"
+    ).SerializeToString()
 
 
 def outside(blob: bytes, feeds: dict, output: str | None = None) -> np.ndarray:
@@ -134,25 +171,56 @@ def outside(blob: bytes, feeds: dict, output: str | None = None) -> np.ndarray:
 
 
 SOURCES = {  # project -> (build, task, relation, target, columns, in-place query, outside feeds, output)
-    "imp_sklearn": (sklearn_model, "regression", "listings", "price", None,
-                    "SELECT sqlml.predict('imp_sklearn', c) FROM listings c ORDER BY id",
-                    lambda d: {c: floats(d[c]).reshape(-1, 1) for c in ("rooms", "area", "noise")}
-                    | {"city": np.array([[NULL_CATEGORY if v is None else v] for v in d["city"]], dtype=object)},
-                    "variable"),
-    "imp_lightgbm": (lightgbm_model, "binary", "bc_labelled", "malignant", BC,
-                     "SELECT (sqlml.predict_proba('imp_lightgbm', c))[2] FROM bc_labelled c ORDER BY id",
-                     lambda d: {"input": np.stack([floats(d[c]) for c in BC], axis=1)}, "probabilities"),
-    "imp_xgboost": (xgboost_model, "regression", "diabetes", "progression", DIAB,
-                    "SELECT sqlml.predict('imp_xgboost', c) FROM diabetes c ORDER BY id",
-                    lambda d: {"input": np.stack([floats(d[c]) for c in DIAB], axis=1)}, "variable"),
-    "imp_onnx": (onnx_api_model, "multiclass", "iris", "species", None,
-                 "SELECT sqlml.predict_proba('imp_onnx', c) FROM iris c ORDER BY id",
-                 lambda d: {c: floats(d[c]).reshape(-1, 1) for c in IRIS}, "probs"),
+    "imp_sklearn": (
+        sklearn_model,
+        "regression",
+        "listings",
+        "price",
+        None,
+        "SELECT sqlml.predict('imp_sklearn', c) FROM listings c ORDER BY id",
+        lambda d: (
+            {c: floats(d[c]).reshape(-1, 1) for c in ("rooms", "area", "noise")}
+            | {"city": np.array([[NULL_CATEGORY if v is None else v] for v in d["city"]], dtype=object)}
+        ),
+        "variable",
+    ),
+    "imp_lightgbm": (
+        lightgbm_model,
+        "binary",
+        "bc_labelled",
+        "malignant",
+        BC,
+        "SELECT (sqlml.predict_proba('imp_lightgbm', c))[2] FROM bc_labelled c ORDER BY id",
+        lambda d: {"input": np.stack([floats(d[c]) for c in BC], axis=1)},
+        "probabilities",
+    ),
+    "imp_xgboost": (
+        xgboost_model,
+        "regression",
+        "diabetes",
+        "progression",
+        DIAB,
+        "SELECT sqlml.predict('imp_xgboost', c) FROM diabetes c ORDER BY id",
+        lambda d: {"input": np.stack([floats(d[c]) for c in DIAB], axis=1)},
+        "variable",
+    ),
+    "imp_onnx": (
+        onnx_api_model,
+        "multiclass",
+        "iris",
+        "species",
+        None,
+        "SELECT sqlml.predict_proba('imp_onnx', c) FROM iris c ORDER BY id",
+        lambda d: {c: floats(d[c]).reshape(-1, 1) for c in IRIS},
+        "probs",
+    ),
 }
-QUERIES = {"imp_sklearn": "SELECT rooms, area::float8 AS area, noise, city FROM listings ORDER BY id",
-           "imp_lightgbm": f"SELECT {', '.join(BC)} FROM bc_labelled ORDER BY id",
-           "imp_xgboost": f"SELECT {', '.join(DIAB)} FROM diabetes ORDER BY id",
-           "imp_onnx": f"SELECT {', '.join(IRIS)} FROM iris ORDER BY id"}
+QUERIES = {
+    "imp_sklearn": "SELECT rooms, area::float8 AS area, noise, city FROM listings ORDER BY id",
+    "imp_lightgbm": f"SELECT {', '.join(BC)} FROM bc_labelled ORDER BY id",
+    "imp_xgboost": f"SELECT {', '.join(DIAB)} FROM diabetes ORDER BY id",
+    "imp_onnx": f"SELECT {', '.join(IRIS)} FROM iris ORDER BY id",
+}
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +253,10 @@ def test_imported_model_scores_in_place_as_onnx_runtime_does_outside(db, importe
 def test_lineage_says_imported_with_sha256_and_caller(db, imported):
     blob, _ = imported["imp_xgboost"]
     origin, algorithm, hyper, created_by, relation, sha = query(
-        db, "SELECT origin, algorithm, hyperparameters, created_by, relation, sha256 FROM sqlml.models "
-            "WHERE project = 'imp_xgboost'")[0]
+        db,
+        "SELECT origin, algorithm, hyperparameters, created_by, relation, sha256 FROM sqlml.models "
+        "WHERE project = 'imp_xgboost'",
+    )[0]
     assert origin == "imported" and algorithm == "imported" and relation == "diabetes"
     assert hyper["imported"]["sha256"] == hashlib.sha256(blob).hexdigest()
     assert hyper["imported"]["producer_name"] == "OnnxMLTools"
@@ -220,11 +290,13 @@ def test_gate_monitor_evaluate_and_classes_work_as_for_native_models(db, importe
     assert {f for f, _ in drift} >= set(DIAB) and all(p < 0.1 for _, p in drift)
     assert query(db, "SELECT * FROM sqlml.evaluate('imp_xgboost', 'diabetes')")
     assert scalar(db, "SELECT sqlml.classes('imp_onnx')") == ["setosa", "versicolor", "virginica"]
-    unlabelled = import_model(db, "imp_xgboost", blob, "regression", f"(SELECT {', '.join(DIAB)} FROM diabetes)",
-                              "progression", DIAB)
+    unlabelled = import_model(
+        db, "imp_xgboost", blob, "regression", f"(SELECT {', '.join(DIAB)} FROM diabetes)", "progression", DIAB
+    )
     assert unlabelled["score"] is None and not unlabelled["deployed"]  # nothing to compare the champion with
-    first = import_model(db, "imp_unlabelled", imported["imp_onnx"][0], "multiclass",
-                         f"(SELECT {', '.join(IRIS)} FROM iris)", "species")
+    first = import_model(
+        db, "imp_unlabelled", imported["imp_onnx"][0], "multiclass", f"(SELECT {', '.join(IRIS)} FROM iris)", "species"
+    )
     assert first["score"] is None and first["deployed"]  # the first version of a project needs no comparison
     assert scalar(db, "SELECT sqlml.classes('imp_unlabelled')") == ["0", "1", "2"]  # no labels in graph or data
 
@@ -245,31 +317,89 @@ def bad_models():
     return [  # (what, blob, task, columns, SQLSTATE, message fragment)
         ("not onnx", b"this is not a model", "regression", None, "22P03", "not a valid ONNX model"),
         ("empty", b"", "regression", None, "22P03", "empty"),
-        ("unknown input", graph([f("nope")], [f("y")], [helper.make_node("Identity", ["nope"], ["y"])]),
-         "regression", None, "42703", 'input "nope" matches no column'),
-        ("string input for a number", graph([s("age")], [s("y")], [helper.make_node("Identity", ["age"], ["y"])]),
-         "regression", None, "42804", "string tensor"),
-        ("matrix without columns", graph([f("x", (None, 3))], [f("y")], [helper.make_node(
-            "ReduceSum", ["x"], ["y"], keepdims=1)]), "regression", None, "42703", "cannot match it to columns by name"),
-        ("matrix with too few columns", graph([f("x", (None, 3))], [f("y")], [helper.make_node(
-            "ReduceSum", ["x"], ["y"], keepdims=1)]), "regression", ["age", "bmi"], "42703", "3 columns"),
-        ("regressor imported as multiclass", graph([f("age")], [f("y")], [helper.make_node("Identity", ["age"], ["y"])]),
-         "multiclass", None, "22023", "(3 or more)"),
-        ("no float output", graph([f("age")], [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 1])],
-                                  [helper.make_node("Cast", ["age"], ["y"], to=TensorProto.INT64)]),
-         "regression", None, "22023", "no float output"),
-        ("operator ONNX Runtime lacks", graph([f("age")], [f("y")], [helper.make_node("Frobnicate", ["age"], ["y"],
-                                                                                      domain="com.example")],
-                                              (("", 17), ("com.example", 1))),
-         "regression", None, "0A000", "ONNX Runtime cannot run this model"),
-        ("unknown task", graph([f("age")], [f("y")], [helper.make_node("Identity", ["age"], ["y"])]),
-         "ranking", None, "22023", 'unknown task "ranking"'),
+        (
+            "unknown input",
+            graph([f("nope")], [f("y")], [helper.make_node("Identity", ["nope"], ["y"])]),
+            "regression",
+            None,
+            "42703",
+            'input "nope" matches no column',
+        ),
+        (
+            "string input for a number",
+            graph([s("age")], [s("y")], [helper.make_node("Identity", ["age"], ["y"])]),
+            "regression",
+            None,
+            "42804",
+            "string tensor",
+        ),
+        (
+            "matrix without columns",
+            graph([f("x", (None, 3))], [f("y")], [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)]),
+            "regression",
+            None,
+            "42703",
+            "cannot match it to columns by name",
+        ),
+        (
+            "matrix with too few columns",
+            graph([f("x", (None, 3))], [f("y")], [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)]),
+            "regression",
+            ["age", "bmi"],
+            "42703",
+            "3 columns",
+        ),
+        (
+            "regressor imported as multiclass",
+            graph([f("age")], [f("y")], [helper.make_node("Identity", ["age"], ["y"])]),
+            "multiclass",
+            None,
+            "22023",
+            "(3 or more)",
+        ),
+        (
+            "no float output",
+            graph(
+                [f("age")],
+                [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 1])],
+                [helper.make_node("Cast", ["age"], ["y"], to=TensorProto.INT64)],
+            ),
+            "regression",
+            None,
+            "22023",
+            "no float output",
+        ),
+        (
+            "operator ONNX Runtime lacks",
+            graph(
+                [f("age")],
+                [f("y")],
+                [helper.make_node("Frobnicate", ["age"], ["y"], domain="com.example")],
+                (("", 17), ("com.example", 1)),
+            ),
+            "regression",
+            None,
+            "0A000",
+            "ONNX Runtime cannot run this model",
+        ),
+        (
+            "unknown task",
+            graph([f("age")], [f("y")], [helper.make_node("Identity", ["age"], ["y"])]),
+            "ranking",
+            None,
+            "22023",
+            'unknown task "ranking"',
+        ),
     ]
 
 
-@pytest.mark.parametrize("what, blob, task, columns, sqlstate, fragment", bad_models(), ids=[b[0] for b in bad_models()])
+@pytest.mark.parametrize(
+    "what, blob, task, columns, sqlstate, fragment", bad_models(), ids=[b[0] for b in bad_models()]
+)
 def test_bad_imports_are_refused_cleanly(db, what, blob, task, columns, sqlstate, fragment):
-    e = sql_error(db, "SELECT * FROM sqlml.import_model('imp_bad', %s, %s, 'diabetes', columns => %s)", (blob, task, columns))
+    e = sql_error(
+        db, "SELECT * FROM sqlml.import_model('imp_bad', %s, %s, 'diabetes', columns => %s)", (blob, task, columns)
+    )
     assert e.pgcode == sqlstate and fragment in e.diag.message_primary, (e.pgcode, e.diag.message_primary)
     assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'imp_bad'") == 0
 
@@ -283,8 +413,11 @@ def test_a_caller_without_train_cannot_import(db, imported, dsn):
         for who in ("usr", "dev"):  # may not create projects; may only predict this one
             conn = roles.connect(who)
             project = "imp_xgboost" if who == "dev" else "imp_new"
-            e = sql_error(conn, "SELECT * FROM sqlml.import_model(%s, %s, 'regression', 'diabetes', columns => %s)",
-                          (project, blob, DIAB))
+            e = sql_error(
+                conn,
+                "SELECT * FROM sqlml.import_model(%s, %s, 'regression', 'diabetes', columns => %s)",
+                (project, blob, DIAB),
+            )
             assert e.pgcode == "42501", (who, e.diag.message_primary)
     finally:
         drop_roles(db, roles)

@@ -15,14 +15,18 @@ from sqlml.onnx.convert import run, session
 KINDS = {"a": "numeric", "b": "numeric", "city": "category"}
 N = 50
 rng = np.random.default_rng(0)
-INPUTS = {"a": rng.normal(size=N).astype(np.float32), "b": rng.normal(size=N).astype(np.float32),
-          "city": np.array(rng.choice(["oslo", "bergen"], N), dtype=object)}
+INPUTS = {
+    "a": rng.normal(size=N).astype(np.float32),
+    "b": rng.normal(size=N).astype(np.float32),
+    "city": np.array(rng.choice(["oslo", "bergen"], N), dtype=object),
+}
 
 
 def model(inputs, nodes, outputs, initializers=(), ml=False):
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("ai.onnx.ml", 3)] if ml else [])
-    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(initializers)),
-                             opset_imports=opsets).SerializeToString()
+    return helper.make_model(
+        helper.make_graph(nodes, "g", inputs, outputs, list(initializers)), opset_imports=opsets
+    ).SerializeToString()
 
 
 def vi(name, elem, shape):
@@ -40,30 +44,69 @@ def const(name, values, elem=TensorProto.FLOAT):
 
 CASES = {
     # double and [n] inputs, cast and reshaped; a regression of shape [n]
-    "double and 1-d inputs": (model(
-        [vi("a", TensorProto.DOUBLE, [None]), vi("b", TensorProto.DOUBLE, [None])],
-        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT)],
-        [vi("y", TensorProto.FLOAT, [None])]), "regression", None, None),
+    "double and 1-d inputs": (
+        model(
+            [vi("a", TensorProto.DOUBLE, [None]), vi("b", TensorProto.DOUBLE, [None])],
+            [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT)],
+            [vi("y", TensorProto.FLOAT, [None])],
+        ),
+        "regression",
+        None,
+        None,
+    ),
     # one matrix input matched with columns, int64 cast
-    "matrix with columns": (model(
-        [vi("x", TensorProto.FLOAT, [None, 2])],
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("y", TensorProto.FLOAT, [None, 1])],
-        [const("w", [[2.0], [-1.0]])]), "regression", ["b", "a"], None),
+    "matrix with columns": (
+        model(
+            [vi("x", TensorProto.FLOAT, [None, 2])],
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            [vi("y", TensorProto.FLOAT, [None, 1])],
+            [const("w", [[2.0], [-1.0]])],
+        ),
+        "regression",
+        ["b", "a"],
+        None,
+    ),
     # binary with one probability column: becomes [1 - p, p]
-    "binary one column": (model(
-        [vi("a", TensorProto.FLOAT, [None, 1])], [helper.make_node("Sigmoid", ["a"], ["p"])],
-        [vi("p", TensorProto.FLOAT, [None, 1])]), "binary", None, None),
+    "binary one column": (
+        model(
+            [vi("a", TensorProto.FLOAT, [None, 1])],
+            [helper.make_node("Sigmoid", ["a"], ["p"])],
+            [vi("p", TensorProto.FLOAT, [None, 1])],
+        ),
+        "binary",
+        None,
+        None,
+    ),
     # a classifier node with unsorted string labels, behind ZipMap: reordered to sorted labels
-    "unsorted labels and zipmap": (model(
-        [vi("a", TensorProto.FLOAT, [None, 1]), vi("b", TensorProto.FLOAT, [None, 1])],
-        [helper.make_node("Concat", ["a", "b"], ["x"], axis=1),
-         helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
-                          coefficients=[1.0, 0.0, 0.0, 1.0, -1.0, -1.0], intercepts=[0.0, 0.0, 0.0], classlabels_strings=["zebra", "ant", "moth"],
-                          post_transform="SOFTMAX"),
-         helper.make_node("ZipMap", ["scores"], ["probs"], domain="ai.onnx.ml", classlabels_strings=["zebra", "ant", "moth"])],
-        [vi("label", TensorProto.STRING, [None]),
-         helper.make_tensor_value_info("probs", TensorProto.UNDEFINED, None)], ml=True), "multiclass", None,
-        ["ant", "moth", "zebra"]),
+    "unsorted labels and zipmap": (
+        model(
+            [vi("a", TensorProto.FLOAT, [None, 1]), vi("b", TensorProto.FLOAT, [None, 1])],
+            [
+                helper.make_node("Concat", ["a", "b"], ["x"], axis=1),
+                helper.make_node(
+                    "LinearClassifier",
+                    ["x"],
+                    ["label", "scores"],
+                    domain="ai.onnx.ml",
+                    coefficients=[1.0, 0.0, 0.0, 1.0, -1.0, -1.0],
+                    intercepts=[0.0, 0.0, 0.0],
+                    classlabels_strings=["zebra", "ant", "moth"],
+                    post_transform="SOFTMAX",
+                ),
+                helper.make_node(
+                    "ZipMap", ["scores"], ["probs"], domain="ai.onnx.ml", classlabels_strings=["zebra", "ant", "moth"]
+                ),
+            ],
+            [
+                vi("label", TensorProto.STRING, [None]),
+                helper.make_tensor_value_info("probs", TensorProto.UNDEFINED, None),
+            ],
+            ml=True,
+        ),
+        "multiclass",
+        None,
+        ["ant", "moth", "zebra"],
+    ),
 }
 
 
@@ -74,8 +117,14 @@ def test_wrapped_graph_predicts_what_the_original_does(name):
         import onnx
 
         m = onnx.load_from_string(blob)
-        m.graph.output[1].CopyFrom(helper.make_value_info("probs", helper.make_sequence_type_proto(
-            helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))))
+        m.graph.output[1].CopyFrom(
+            helper.make_value_info(
+                "probs",
+                helper.make_sequence_type_proto(
+                    helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+                ),
+            )
+        )
         blob = m.SerializeToString()
     w = imported.wrap(blob, task, KINDS, columns)
     assert w.classes == classes
@@ -91,10 +140,22 @@ def test_wrapped_graph_predicts_what_the_original_does(name):
 
 
 def test_string_input_matches_a_text_column_only():
-    blob = model([vi("city", TensorProto.STRING, [None, 1])],
-                 [helper.make_node("LabelEncoder", ["city"], ["y"], domain="ai.onnx.ml", keys_strings=["oslo"],
-                                   values_floats=[1.0], default_float=0.0)],
-                 [vi("y", TensorProto.FLOAT, [None, 1])], ml=True)
+    blob = model(
+        [vi("city", TensorProto.STRING, [None, 1])],
+        [
+            helper.make_node(
+                "LabelEncoder",
+                ["city"],
+                ["y"],
+                domain="ai.onnx.ml",
+                keys_strings=["oslo"],
+                values_floats=[1.0],
+                default_float=0.0,
+            )
+        ],
+        [vi("y", TensorProto.FLOAT, [None, 1])],
+        ml=True,
+    )
     w = imported.wrap(blob, "regression", KINDS)
     assert w.columns == ["city"] and w.text == [True]
     np.testing.assert_allclose(inside(w, "regression"), (INPUTS["city"] == "oslo").astype(float))

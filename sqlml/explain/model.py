@@ -121,8 +121,20 @@ class Trees(Member):
     ``cat_count`` per node into ``cat_values`` (count 0 for numerical splits)."""
 
     kind = "trees"
-    FIELDS = ("counts", "left", "right", "feature", "threshold", "value", "cover", "default_left", "missing",
-              "cat_start", "cat_count", "cat_values")
+    FIELDS = (
+        "counts",
+        "left",
+        "right",
+        "feature",
+        "threshold",
+        "value",
+        "cover",
+        "default_left",
+        "missing",
+        "cat_start",
+        "cat_count",
+        "cat_values",
+    )
 
     def __init__(self, arrays: dict, scale: float, n_columns: int):
         self._arrays, self.scale, self.n_columns = arrays, scale, n_columns
@@ -130,8 +142,10 @@ class Trees(Member):
         trees = []
         for s, e in zip(bounds[:-1], bounds[1:]):
             a = {k: arrays[k][s:e] for k in self.FIELDS[1:10]}
-            cats = [None if c == 0 else arrays["cat_values"][st:st + c].tolist()
-                    for st, c in zip(a.pop("cat_start"), arrays["cat_count"][s:e])]
+            cats = [
+                None if c == 0 else arrays["cat_values"][st : st + c].tolist()
+                for st, c in zip(a.pop("cat_start"), arrays["cat_count"][s:e])
+            ]
             trees.append(Tree(**a, categories=cats))
         self.forest = Forest(trees, scale, n_columns)
         self.base = self.forest.base
@@ -184,8 +198,9 @@ class Explainer:
         """Mean |contribution| per feature over the rows (summed over the outputs), largest first."""
         e = self.explain(inputs, n)
         imp = np.abs(e.contributions).mean(axis=0).sum(axis=1)
-        return sorted(({"feature": f, "importance": float(v)} for f, v in zip(self.features, imp)),
-                      key=lambda d: -d["importance"])
+        return sorted(
+            ({"feature": f, "importance": float(v)} for f, v in zip(self.features, imp)), key=lambda d: -d["importance"]
+        )
 
     def to_bytes(self) -> bytes:
         header = {"format": FORMAT, "members": []}
@@ -209,7 +224,7 @@ class Explainer:
             raise ValueError(f"explainer format {header.get('format')} is not {FORMAT}")
         members = []
         for i, entry in enumerate(header["members"]):
-            a = {k[len(f"m{i}_"):]: data[k] for k in data.files if k.startswith(f"m{i}_")}
+            a = {k[len(f"m{i}_") :]: data[k] for k in data.files if k.startswith(f"m{i}_")}
             enc = Encoding(entry["columns"])
             width = len(enc.columns)
             if entry["kind"] == "linear":
@@ -221,6 +236,7 @@ class Explainer:
 
 
 # --- building from a fitted model -------------------------------------------------------------------
+
 
 def build(model, schema: FeatureSchema, background) -> Explainer:
     """The explainer of a fitted pipeline or voting ensemble of pipelines (``sqlml.automl``).
@@ -267,8 +283,13 @@ def _stack(trees: list[dict], scale: float, width: int) -> Trees:
     arrays["cat_start"] = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     arrays["cat_count"] = counts
     arrays["cat_values"] = np.array([v for c in cats if c is not None for v in c], dtype=np.float64)
-    for k, dtype in (("left", np.int32), ("right", np.int32), ("feature", np.int32), ("default_left", bool),
-                     ("missing", np.int8)):
+    for k, dtype in (
+        ("left", np.int32),
+        ("right", np.int32),
+        ("feature", np.int32),
+        ("default_left", bool),
+        ("missing", np.int8),
+    ):
         arrays[k] = arrays[k].astype(dtype)
     return Trees(arrays, scale, width)
 
@@ -288,10 +309,19 @@ def _forest(est, schema: FeatureSchema, width: int) -> Trees:
         else:
             v = t.value[:, 0, :1]
         # x <= t goes left, NaN goes right (the forests' inputs are imputed: no NaN reaches them)
-        trees.append({"left": t.children_left, "right": t.children_right, "feature": t.feature,
-                      "threshold": t.threshold, "value": v, "cover": t.weighted_n_node_samples,
-                      "default_left": np.zeros(t.node_count, bool), "missing": np.full(t.node_count, NAN, np.int8),
-                      "categories": [None] * t.node_count})
+        trees.append(
+            {
+                "left": t.children_left,
+                "right": t.children_right,
+                "feature": t.feature,
+                "threshold": t.threshold,
+                "value": v,
+                "cover": t.weighted_n_node_samples,
+                "default_left": np.zeros(t.node_count, bool),
+                "missing": np.full(t.node_count, NAN, np.int8),
+                "categories": [None] * t.node_count,
+            }
+        )
     return _stack(trees, 1.0 / len(trees), width)
 
 
@@ -324,8 +354,16 @@ def _lightgbm(est, schema: FeatureSchema, width: int) -> Trees:
         nodes = _numbered(info["tree_structure"])
         value = np.zeros((len(nodes), k))
         out = i % per_iteration if k > 1 else 0
-        t = {"left": [], "right": [], "feature": [], "threshold": [], "cover": [], "default_left": [], "missing": [],
-             "categories": []}
+        t = {
+            "left": [],
+            "right": [],
+            "feature": [],
+            "threshold": [],
+            "cover": [],
+            "default_left": [],
+            "missing": [],
+            "categories": [],
+        }
         for j, node in enumerate(nodes):
             leaf = "leaf_value" in node
             value[j, out] = node.get("leaf_value", node.get("internal_value", 0.0))

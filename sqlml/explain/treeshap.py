@@ -8,11 +8,12 @@ TreeSHAP is the Shapley value of the game ``val(S) = v * prod_{i in S} o_i * pro
     phi_j = v * (o_j - z_j) * sum_s w(s, k) * [t^s] prod_{i != j} (z_i + o_i t),
     w(s, k) = s! (k - 1 - s)! / k!,            base = sum over leaves of v * prod_i z_i.
 
-The sum over s is an integral that Gauss-Legendre quadrature computes exactly (``_weights``): O(k^2)
-per row and leaf, as the original algorithm, in a few array operations. Since ``o`` is a pattern of k bits, a leaf's weights for all 2^k patterns can
-be tabulated once (Fast TreeSHAP v2, Yang 2021): a row then costs a k-bit lookup per leaf. Leaves
-with small k are tabulated (within ``TABLE_CELLS``), the others computed per row. Leaves with the
-same k across every tree are stacked, so numpy calls are per block of leaves and rows, not per leaf.
+The sum over s is an integral that Gauss-Legendre quadrature computes exactly (``_weights``):
+O(k^2) per row and leaf, as the original algorithm, in a few array operations. Since ``o`` is a
+pattern of k bits, a leaf's weights for all 2^k patterns can be tabulated once (Fast TreeSHAP v2,
+Yang 2021): a row then costs a k-bit lookup per leaf. Leaves with small k are tabulated (within
+``TABLE_CELLS``), the others computed per row. Leaves with the same k across every tree are
+stacked, so numpy calls are per block of leaves and rows, not per leaf.
 
 A split sends a row left as LightGBM does (scikit-learn's ``x <= t`` is the case ``missing = NAN``
 with ``default_left = False``): numerical ``x <= t``, where ``missing`` decides NaN (NONE: NaN is
@@ -88,13 +89,19 @@ class Forest:
         offsets = np.concatenate([[0], np.cumsum([len(t.left) for t in trees])])
         self.node_feature = np.concatenate([np.maximum(t.feature, 0) for t in trees]).astype(np.int64)
         self.node_threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
-        self.node_default_left = np.concatenate([t.default_left if t.default_left is not None
-                                                 else np.zeros(len(t.left), bool) for t in trees])
-        self.node_missing = np.concatenate([t.missing if t.missing is not None
-                                            else np.full(len(t.left), NAN, np.int8) for t in trees])
+        self.node_default_left = np.concatenate(
+            [t.default_left if t.default_left is not None else np.zeros(len(t.left), bool) for t in trees]
+        )
+        self.node_missing = np.concatenate(
+            [t.missing if t.missing is not None else np.full(len(t.left), NAN, np.int8) for t in trees]
+        )
         self.zero_nodes = np.flatnonzero(self.node_missing == ZERO)
-        self.categorical = {int(off + i): np.asarray(sorted(c), dtype=np.float64) for t, off in zip(trees, offsets)
-                            for i, c in enumerate(t.categories or []) if c is not None}
+        self.categorical = {
+            int(off + i): np.asarray(sorted(c), dtype=np.float64)
+            for t, off in zip(trees, offsets)
+            for i, c in enumerate(t.categories or [])
+            if c is not None
+        }
         by_k: dict[int, list] = {}
         base = np.zeros(self.n_outputs)
         for tree, off in zip(trees, offsets):
@@ -113,10 +120,14 @@ class Forest:
                 for j, e in enumerate(es):
                     for m, (node, went_left) in enumerate(e):
                         edges[li, j, m], left[li, j, m] = node, went_left
-            g = LeafGroup(np.array([leaf[0] for leaf in leaves], dtype=np.int64).reshape(len(leaves), k), edges, left,
-                          np.array([leaf[2] for leaf in leaves], dtype=np.float64).reshape(len(leaves), k),
-                          np.array([leaf[3] for leaf in leaves], dtype=np.float64).reshape(len(leaves), -1))
-            cells = len(leaves) * (2 ** k) * k
+            g = LeafGroup(
+                np.array([leaf[0] for leaf in leaves], dtype=np.int64).reshape(len(leaves), k),
+                edges,
+                left,
+                np.array([leaf[2] for leaf in leaves], dtype=np.float64).reshape(len(leaves), k),
+                np.array([leaf[3] for leaf in leaves], dtype=np.float64).reshape(len(leaves), -1),
+            )
+            cells = len(leaves) * (2**k) * k
             if 0 < k and cells <= budget:
                 g.table = _table(g.z)
                 budget -= cells
@@ -138,12 +149,14 @@ class Forest:
             go[:, :nodes] = np.where(isnan & (self.node_missing != NONE), self.node_default_left, go[:, :nodes])
         for node in self.zero_nodes:  # ZERO: 0 (and NaN) take the default side
             x = xf[:, node]
-            go[:, node] = np.where(np.isnan(x) | (np.abs(x) < ZERO_THRESHOLD), self.node_default_left[node], go[:, node])
+            go[:, node] = np.where(
+                np.isnan(x) | (np.abs(x) < ZERO_THRESHOLD), self.node_default_left[node], go[:, node]
+            )
         for node, cats in self.categorical.items():
             x = X[:, self.node_feature[node]]
             go[:, node] = ~np.isnan(x) & (x >= 0) & np.isin(np.floor(np.where(np.isnan(x), -1, x)), cats)
         go[:, nodes] = True
-        np.logical_not(go[:, :nodes], out=go[:, nodes + 1:-1])
+        np.logical_not(go[:, :nodes], out=go[:, nodes + 1 : -1])
         go[:, -1] = True
         return go
 
@@ -155,10 +168,10 @@ class Forest:
         out = np.zeros((n, self.n_columns, self.n_outputs))
         rows = max(1, min(n, BLOCK_CELLS // max(len(self.node_feature), 1)))
         for r0 in range(0, n, rows):
-            go = self.decisions(X[r0:r0 + rows])
+            go = self.decisions(X[r0 : r0 + rows])
             for k, g in self.groups.items():
                 if k:  # a tree that is one leaf moves only the base
-                    _group(go, g, out[r0:r0 + rows])
+                    _group(go, g, out[r0 : r0 + rows])
         return out
 
 
@@ -183,7 +196,7 @@ def _group(go, g: LeafGroup, out) -> None:
         else:
             o = np.all(go[:, columns], axis=3)
             w = _weights(np.ascontiguousarray(o.transpose(2, 0, 1), dtype=np.float64), g.z[sl]).transpose(1, 2, 0)
-        flat += w.reshape(n, -1) @ scatter[l0 * k:(l0 + columns.shape[0]) * k]
+        flat += w.reshape(n, -1) @ scatter[l0 * k : (l0 + columns.shape[0]) * k]
 
 
 def _weights(o: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -208,9 +221,9 @@ def _table(z: np.ndarray) -> np.ndarray:
     """The weights of every pattern of o for leaves with path covers ``z`` (L, k): (L * 2^k, k), the
     row ``leaf * 2^k + pattern`` holding the weights when bit j of ``pattern`` is o_j."""
     count, k = z.shape
-    patterns = ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1).astype(np.float64).T  # (k, 2^k)
-    table = np.empty((count, 2 ** k, k))
-    step = max(1, BLOCK_CELLS // (2 ** k * k * ((k + 1) // 2)))
+    patterns = ((np.arange(2**k)[:, None] >> np.arange(k)) & 1).astype(np.float64).T  # (k, 2^k)
+    table = np.empty((count, 2**k, k))
+    step = max(1, BLOCK_CELLS // (2**k * k * ((k + 1) // 2)))
     for l0 in range(0, count, step):
         sl = slice(l0, l0 + step)
         o = np.repeat(patterns[:, :, None], z[sl].shape[0], axis=2)  # (k, 2^k, L)

@@ -18,8 +18,15 @@ FIRST = 16  # rows explained even when the budget is spent: a short training sti
 METHOD = "mean |contribution| on the holdout"
 
 
-def mean_abs_contribution(explainer, inputs: dict, deadline: float, max_rows: int = MAX_ROWS, seed: int = 0,
-                          checkpoint=None, clock=time.monotonic) -> dict:
+def mean_abs_contribution(
+    explainer,
+    inputs: dict,
+    deadline: float,
+    max_rows: int = MAX_ROWS,
+    seed: int = 0,
+    checkpoint=None,
+    clock=time.monotonic,
+) -> dict:
     """``explainer``: a ``sqlml.explain.model.Explainer``; ``inputs``: holdout model inputs (name ->
     array (n,)); ``deadline``: a ``clock()`` value to stop at (checked before each chunk after
     the first ``FIRST`` rows, which are always explained);
@@ -37,13 +44,20 @@ def mean_abs_contribution(explainer, inputs: dict, deadline: float, max_rows: in
             break
         if checkpoint is not None:
             checkpoint()
-        rows = np.sort(order[start:start + (FIRST if start == 0 else CHUNK)])
+        rows = np.sort(order[start : start + (FIRST if start == 0 else CHUNK)])
         e = explainer.explain({k: v[rows] for k, v in inputs.items()}, len(rows))
         total += np.abs(e.contributions).sum(axis=(0, 2))
         done += len(rows)
-    features = sorted(({"feature": f, "importance": float(v / max(done, 1))} for f, v in zip(explainer.features, total)),
-                      key=lambda d: -d["importance"])
+    features = sorted(
+        ({"feature": f, "importance": float(v / max(done, 1))} for f, v in zip(explainer.features, total)),
+        key=lambda d: -d["importance"],
+    )
     complete = done == len(order)
-    return {"method": METHOD, "rows": done, "complete": complete, "features": features,
-            "note": f"{len(features)} features on {done} holdout rows" + ("" if complete else
-                                                                          f" of {len(order)} (the training budget ran out)")}
+    return {
+        "method": METHOD,
+        "rows": done,
+        "complete": complete,
+        "features": features,
+        "note": f"{len(features)} features on {done} holdout rows"
+        + ("" if complete else f" of {len(order)} (the training budget ran out)"),
+    }

@@ -62,9 +62,12 @@ def load(blob: bytes):
         model = onnx.load_from_string(bytes(blob))
         onnx.checker.check_model(model)
     except Exception as e:  # protobuf's DecodeError, onnx's ValidationError
-        raise SqlmlError(f"onnx is not a valid ONNX model: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
-                         hint="pass the bytes of a model saved with onnx.save / skl2onnx / onnxmltools "
-                              "(psql: pg_read_binary_file, or a bytea parameter)", sqlstate=NOT_ONNX) from None
+        raise SqlmlError(
+            f"onnx is not a valid ONNX model: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+            hint="pass the bytes of a model saved with onnx.save / skl2onnx / onnxmltools "
+            "(psql: pg_read_binary_file, or a bytea parameter)",
+            sqlstate=NOT_ONNX,
+        ) from None
     if not model.graph.output:
         raise SqlmlError("the ONNX model has no outputs", sqlstate=NOT_ONNX)
     return model
@@ -78,13 +81,26 @@ def check_runtime(blob: bytes) -> None:
         session(blob)
     except Exception as e:
         message = str(e).splitlines()[0][:300]
-        if any(s in message for s in ("NOT_IMPLEMENTED", "Could not find an implementation", "No Op registered",
-                                      "is not a registered function/op")):
-            raise SqlmlError(f"ONNX Runtime cannot run this model: {message}", sqlstate=FEATURE_NOT_SUPPORTED,
-                             hint="export it with operators and an opset ONNX Runtime supports (sqlml.version(), "
-                                  "onnxruntime's operator list)") from None
-        raise SqlmlError(f"ONNX Runtime refuses this model: {message}", sqlstate=NOT_ONNX,
-                         hint="check the model with onnx.checker and onnxruntime before importing it") from None
+        if any(
+            s in message
+            for s in (
+                "NOT_IMPLEMENTED",
+                "Could not find an implementation",
+                "No Op registered",
+                "is not a registered function/op",
+            )
+        ):
+            raise SqlmlError(
+                f"ONNX Runtime cannot run this model: {message}",
+                sqlstate=FEATURE_NOT_SUPPORTED,
+                hint="export it with operators and an opset ONNX Runtime supports (sqlml.version(), "
+                "onnxruntime's operator list)",
+            ) from None
+        raise SqlmlError(
+            f"ONNX Runtime refuses this model: {message}",
+            sqlstate=NOT_ONNX,
+            hint="check the model with onnx.checker and onnxruntime before importing it",
+        ) from None
 
 
 def _dims(value_info) -> list:
@@ -107,52 +123,77 @@ def match_inputs(model, kinds: dict, columns: list | None) -> tuple[list, list]:
     feeds, names = [], []
     for i in inputs:
         if not i.type.HasField("tensor_type"):
-            raise SqlmlError(f'input "{i.name}" is not a tensor', sqlstate=DATATYPE_MISMATCH,
-                             hint="sqlml feeds tensors: one per column, or one numeric matrix")
+            raise SqlmlError(
+                f'input "{i.name}" is not a tensor',
+                sqlstate=DATATYPE_MISMATCH,
+                hint="sqlml feeds tensors: one per column, or one numeric matrix",
+            )
         elem, dims = i.type.tensor_type.elem_type, _dims(i)
         width = dims[1] if len(dims) == 2 else (1 if len(dims) == 1 else -1)
         if width != 1 and len(inputs) == 1 and len(dims) == 2 and elem in NUMERIC_TYPES:
             cols = list(columns or [])
             if not cols:
-                raise SqlmlError(f'input "{i.name}" is one matrix of {width or "any number of"} columns: sqlml cannot '
-                                 "match it to columns by name", sqlstate=UNDEFINED_COLUMN,
-                                 hint="pass columns => ARRAY['col1', 'col2', ...], the relation's columns in the "
-                                      "matrix's order")
+                raise SqlmlError(
+                    f'input "{i.name}" is one matrix of {width or "any number of"} columns: sqlml cannot '
+                    "match it to columns by name",
+                    sqlstate=UNDEFINED_COLUMN,
+                    hint="pass columns => ARRAY['col1', 'col2', ...], the relation's columns in the matrix's order",
+                )
             if width and len(cols) != width:
-                raise SqlmlError(f'input "{i.name}" has {width} columns; columns names {len(cols)}',
-                                 sqlstate=UNDEFINED_COLUMN, hint="name every column of the matrix, in order")
+                raise SqlmlError(
+                    f'input "{i.name}" has {width} columns; columns names {len(cols)}',
+                    sqlstate=UNDEFINED_COLUMN,
+                    hint="name every column of the matrix, in order",
+                )
             for c in cols:
                 _require(c, kinds, numeric=True, what=f'column "{c}" of input "{i.name}"', described=described)
             feeds.append((i.name, elem, dims, cols))
             names += cols
             continue
         if width != 1 or len(dims) not in (1, 2):
-            raise SqlmlError(f'input "{i.name}" has shape {dims}: sqlml feeds one column per input (shape [n, 1] or '
-                             "[n]) or one matrix", sqlstate=DATATYPE_MISMATCH,
-                             hint="export one input per column, named after it")
+            raise SqlmlError(
+                f'input "{i.name}" has shape {dims}: sqlml feeds one column per input (shape [n, 1] or '
+                "[n]) or one matrix",
+                sqlstate=DATATYPE_MISMATCH,
+                hint="export one input per column, named after it",
+            )
         if elem != STRING and elem not in NUMERIC_TYPES:
-            raise SqlmlError(f'input "{i.name}" has element type {elem}; sqlml feeds float, double, int32, int64 '
-                             "or string", sqlstate=DATATYPE_MISMATCH)
+            raise SqlmlError(
+                f'input "{i.name}" has element type {elem}; sqlml feeds float, double, int32, int64 or string',
+                sqlstate=DATATYPE_MISMATCH,
+            )
         _require(i.name, kinds, numeric=elem != STRING, what=f'input "{i.name}"', described=described)
         feeds.append((i.name, elem, dims, [i.name]))
         names.append(i.name)
     if columns is not None and not any(len(f[3]) > 1 or f[3] != [f[0]] for f in feeds):
-        raise SqlmlError("columns is for a model with one matrix input; this model takes one input per column",
-                         sqlstate=INVALID_PARAMETER, hint="omit columns")
+        raise SqlmlError(
+            "columns is for a model with one matrix input; this model takes one input per column",
+            sqlstate=INVALID_PARAMETER,
+            hint="omit columns",
+        )
     return names, feeds
 
 
 def _require(column: str, kinds: dict, numeric: bool, what: str, described: str) -> None:
     if column not in kinds:
-        raise SqlmlError(f"{what} matches no column of the relation; columns are: {described}",
-                         sqlstate=UNDEFINED_COLUMN, hint="rename the model's input or the column (a view can rename)")
+        raise SqlmlError(
+            f"{what} matches no column of the relation; columns are: {described}",
+            sqlstate=UNDEFINED_COLUMN,
+            hint="rename the model's input or the column (a view can rename)",
+        )
     kind = kinds[column]
     if numeric and kind not in ("numeric", "boolean"):
-        raise SqlmlError(f'{what} is numeric but column "{column}" is {kind}', sqlstate=DATATYPE_MISMATCH,
-                         hint="feed a numeric column, or cast it in a view")
+        raise SqlmlError(
+            f'{what} is numeric but column "{column}" is {kind}',
+            sqlstate=DATATYPE_MISMATCH,
+            hint="feed a numeric column, or cast it in a view",
+        )
     if not numeric and kind != CATEGORY:
-        raise SqlmlError(f'{what} is a string tensor but column "{column}" is {kind}', sqlstate=DATATYPE_MISMATCH,
-                         hint="feed a text column, or cast it in a view")
+        raise SqlmlError(
+            f'{what} is a string tensor but column "{column}" is {kind}',
+            sqlstate=DATATYPE_MISMATCH,
+            hint="feed a text column, or cast it in a view",
+        )
 
 
 def class_labels(model) -> list | None:
@@ -185,8 +226,11 @@ def _strip_zipmap(model) -> None:
 
 def pick_output(model, task: str):
     """(output name, element type, dims) of the prediction: 22023 if none fits ``task``."""
-    outs = [(o.name, o.type.tensor_type.elem_type, _dims(o)) for o in model.graph.output
-            if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type in (FLOAT, DOUBLE)]
+    outs = [
+        (o.name, o.type.tensor_type.elem_type, _dims(o))
+        for o in model.graph.output
+        if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type in (FLOAT, DOUBLE)
+    ]
     if task != REGRESSION:
         outs = [o for o in outs if len(o[2]) == 2] or outs
         named = [o for o in outs if "prob" in o[0].lower()]
@@ -194,12 +238,18 @@ def pick_output(model, task: str):
         named = [o for o in outs if o[0].lower() in ("variable", "predictions", "output", "value")]
     listed = ", ".join(f"{o.name}" for o in model.graph.output)
     if not outs:
-        raise SqlmlError(f"the model has no float output that could hold a {task} prediction (outputs: {listed})",
-                         sqlstate=INVALID_PARAMETER,
-                         hint="a regressor needs a numeric output; a classifier a probability tensor (n, classes)")
+        raise SqlmlError(
+            f"the model has no float output that could hold a {task} prediction (outputs: {listed})",
+            sqlstate=INVALID_PARAMETER,
+            hint="a regressor needs a numeric output; a classifier a probability tensor (n, classes)",
+        )
     if len(outs) > 1 and len(named) != 1:
-        raise SqlmlError(f"the model has {len(outs)} float outputs ({', '.join(o[0] for o in outs)}); sqlml cannot tell "
-                         "which is the prediction", sqlstate=INVALID_PARAMETER, hint="export only the prediction")
+        raise SqlmlError(
+            f"the model has {len(outs)} float outputs ({', '.join(o[0] for o in outs)}); sqlml cannot tell "
+            "which is the prediction",
+            sqlstate=INVALID_PARAMETER,
+            hint="export only the prediction",
+        )
     return named[0] if len(outs) > 1 else outs[0]
 
 
@@ -210,8 +260,11 @@ def wrap(blob: bytes, task: str, kinds: dict, columns: list | None = None) -> Wr
     from onnx import compose, helper
 
     if task not in (BINARY, MULTICLASS, REGRESSION):
-        raise SqlmlError(f'unknown task "{task}"', hint="pass task => 'binary', 'multiclass' or 'regression'",
-                         sqlstate=INVALID_PARAMETER)
+        raise SqlmlError(
+            f'unknown task "{task}"',
+            hint="pass task => 'binary', 'multiclass' or 'regression'",
+            sqlstate=INVALID_PARAMETER,
+        )
     model = load(blob)
     check_runtime(bytes(blob))
     names, feeds = match_inputs(model, kinds, columns)
@@ -220,20 +273,37 @@ def wrap(blob: bytes, task: str, kinds: dict, columns: list | None = None) -> Wr
     out_name, _, out_dims = pick_output(model, task)
     width = out_dims[1] if len(out_dims) == 2 else None
     if task == REGRESSION and width not in (None, 1):
-        raise SqlmlError(f'output "{out_name}" has shape {out_dims}; a regression predicts one value per row',
-                         sqlstate=INVALID_PARAMETER, hint="pass task => 'multiclass' for class scores")
+        raise SqlmlError(
+            f'output "{out_name}" has shape {out_dims}; a regression predicts one value per row',
+            sqlstate=INVALID_PARAMETER,
+            hint="pass task => 'multiclass' for class scores",
+        )
     if task != REGRESSION:
         if len(out_dims) != 2:
-            raise SqlmlError(f'output "{out_name}" has shape {out_dims}; a classifier gives probabilities (n, classes)',
-                             sqlstate=INVALID_PARAMETER, hint="pass task => 'regression' for a value")
+            raise SqlmlError(
+                f'output "{out_name}" has shape {out_dims}; a classifier gives probabilities (n, classes)',
+                sqlstate=INVALID_PARAMETER,
+                hint="pass task => 'regression' for a value",
+            )
         if task == BINARY and width not in (None, 1, 2):
-            raise SqlmlError(f'output "{out_name}" has {width} columns; a binary classifier gives 2 (or 1: the second '
-                             "class's probability)", sqlstate=INVALID_PARAMETER, hint="pass task => 'multiclass'")
+            raise SqlmlError(
+                f'output "{out_name}" has {width} columns; a binary classifier gives 2 (or 1: the second '
+                "class's probability)",
+                sqlstate=INVALID_PARAMETER,
+                hint="pass task => 'multiclass'",
+            )
         if task == MULTICLASS and width is not None and width < 3:
-            raise SqlmlError(f'output "{out_name}" has {width} columns; a multiclass classifier gives one per class '
-                             "(3 or more)", sqlstate=INVALID_PARAMETER, hint="pass task => 'binary'")
-    producer = {"producer_name": model.producer_name, "producer_version": model.producer_version,
-                "domain": model.domain, "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import}}
+            raise SqlmlError(
+                f'output "{out_name}" has {width} columns; a multiclass classifier gives one per class (3 or more)',
+                sqlstate=INVALID_PARAMETER,
+                hint="pass task => 'binary'",
+            )
+    producer = {
+        "producer_name": model.producer_name,
+        "producer_version": model.producer_version,
+        "domain": model.domain,
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+    }
 
     src = compose.add_prefix(model, PREFIX)
     g = src.graph
@@ -263,44 +333,65 @@ def wrap(blob: bytes, task: str, kinds: dict, columns: list | None = None) -> Wr
     as_float = "sqlml_out_float"
     nodes.append(helper.make_node("Cast", [out], [as_float], to=FLOAT))
     if task == REGRESSION:
-        nodes.append(helper.make_node("Constant", [], ["sqlml_out_shape"],
-                                      value=helper.make_tensor("sqlml_out_shape", INT64, [2], [-1, 1])))
+        nodes.append(
+            helper.make_node(
+                "Constant", [], ["sqlml_out_shape"], value=helper.make_tensor("sqlml_out_shape", INT64, [2], [-1, 1])
+            )
+        )
         nodes.append(helper.make_node("Reshape", [as_float, "sqlml_out_shape"], ["variable"]))
         outputs.append(helper.make_tensor_value_info("variable", FLOAT, [None, 1]))
         k = 1
     else:
         proba = as_float
         if width == 1 or (width is None and task == BINARY and labels is not None and len(labels) == 1):
-            nodes.append(helper.make_node("Constant", [], ["sqlml_one"], value=helper.make_tensor("sqlml_one", FLOAT, [], [1.0])))
+            nodes.append(
+                helper.make_node("Constant", [], ["sqlml_one"], value=helper.make_tensor("sqlml_one", FLOAT, [], [1.0]))
+            )
             nodes.append(helper.make_node("Sub", ["sqlml_one", proba], ["sqlml_first"]))
             nodes.append(helper.make_node("Concat", ["sqlml_first", proba], ["sqlml_two"], axis=1))
             proba = "sqlml_two"
             width = 2
         if labels is not None and width is not None and len(labels) != width:
-            raise SqlmlError(f"the classifier names {len(labels)} classes but its output has {width} columns",
-                             sqlstate=INVALID_PARAMETER)
+            raise SqlmlError(
+                f"the classifier names {len(labels)} classes but its output has {width} columns",
+                sqlstate=INVALID_PARAMETER,
+            )
         k = width or (len(labels) if labels else None)
         if k is None:
-            raise SqlmlError(f'output "{out_name}" does not say how many classes it has', sqlstate=INVALID_PARAMETER,
-                             hint="export the probability output with a fixed number of columns")
+            raise SqlmlError(
+                f'output "{out_name}" does not say how many classes it has',
+                sqlstate=INVALID_PARAMETER,
+                hint="export the probability output with a fixed number of columns",
+            )
         if labels is not None and len(labels) == k and labels != sorted(labels):
             order = sorted(range(k), key=lambda j: labels[j])
-            nodes.append(helper.make_node("Constant", [], ["sqlml_order"], value=helper.make_tensor("sqlml_order", INT64, [k], order)))
+            nodes.append(
+                helper.make_node(
+                    "Constant", [], ["sqlml_order"], value=helper.make_tensor("sqlml_order", INT64, [k], order)
+                )
+            )
             nodes.append(helper.make_node("Gather", [proba, "sqlml_order"], ["sqlml_sorted"], axis=1))
             proba = "sqlml_sorted"
             labels = sorted(labels)
         nodes.append(helper.make_node("Identity", [proba], ["probabilities"]))
         nodes.append(helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0))
-        outputs += [helper.make_tensor_value_info("label", INT64, [None]),
-                    helper.make_tensor_value_info("probabilities", FLOAT, [None, k])]
-    graph = helper.make_graph(nodes, "sqlml_imported", inputs, outputs, list(g.initializer),
-                              value_info=list(g.value_info))
+        outputs += [
+            helper.make_tensor_value_info("label", INT64, [None]),
+            helper.make_tensor_value_info("probabilities", FLOAT, [None, k]),
+        ]
+    graph = helper.make_graph(
+        nodes, "sqlml_imported", inputs, outputs, list(g.initializer), value_info=list(g.value_info)
+    )
     opsets = {o.domain: o.version for o in src.opset_import}
     opsets[""] = max(opsets.get("", 0), opsets.get("ai.onnx", 0), 13)
     opsets.pop("ai.onnx", None)
-    wrapped = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-                                ir_version=max(src.ir_version, 7), producer_name="sqlml-import",
-                                functions=list(src.functions))
+    wrapped = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+        ir_version=max(src.ir_version, 7),
+        producer_name="sqlml-import",
+        functions=list(src.functions),
+    )
     onnx.checker.check_model(wrapped)
     blob_out = wrapped.SerializeToString()
     check_runtime(blob_out)

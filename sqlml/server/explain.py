@@ -28,12 +28,18 @@ def explainer(m):
 
         blob, origin = privileged.run(lambda ex: store.explainer_blob(ex, m.ref.id))
         if blob is None:
-            why = ("was imported: sqlml explains the models it trains (LightGBM, random forests, extra trees, "
-                   "linear models and their ensembles), whose node covers and training means it keeps; an "
-                   "imported ONNX graph carries neither" if origin == "imported" else
-                   "was registered before sqlml kept explainers (0.1.0)")
-            raise SqlmlError(f'version {m.ref.version} of project "{m.ref.project}" {why}', sqlstate=FEATURE_NOT_SUPPORTED,
-                             hint="explain a version sqlml trained (project@version), or retrain: sqlml.train(...)")
+            why = (
+                "was imported: sqlml explains the models it trains (LightGBM, random forests, extra trees, "
+                "linear models and their ensembles), whose node covers and training means it keeps; an "
+                "imported ONNX graph carries neither"
+                if origin == "imported"
+                else "was registered before sqlml kept explainers (0.1.0)"
+            )
+            raise SqlmlError(
+                f'version {m.ref.version} of project "{m.ref.project}" {why}',
+                sqlstate=FEATURE_NOT_SUPPORTED,
+                hint="explain a version sqlml trained (project@version), or retrain: sqlml.train(...)",
+            )
         e = _explainers[m.ref.id] = Explainer.from_bytes(blob, m.schema)
     return e
 
@@ -45,8 +51,9 @@ def explain(project, features, as_array=False):
     if as_array:
         cols = values.from_array(m.schema, features, project)
     else:
-        cols = values.from_rows(m.schema, [json.loads(features) if isinstance(features, str) else (features or {})],
-                                project)
+        cols = values.from_rows(
+            m.schema, [json.loads(features) if isinstance(features, str) else (features or {})], project
+        )
     e = explainer(m)
     result = e.explain(convert.model_inputs(m.schema, cols), 1)
     return list(explanation_rows(m.schema, e.outputs, result, cols))
@@ -63,10 +70,10 @@ def explain_batch(project, relation, id_column):
     ids = extras[id_column]
     out = []
     for start in range(0, n, chunks.CHUNK_ROWS):
-        part = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
-        rows = len(ids[start:start + chunks.CHUNK_ROWS])
+        part = {k: v[start : start + chunks.CHUNK_ROWS] for k, v in raw.items()}
+        rows = len(ids[start : start + chunks.CHUNK_ROWS])
         result = e.explain(convert.model_inputs(m.schema, part), rows)
-        out.extend(explanation_rows(m.schema, e.outputs, result, part, ids[start:start + chunks.CHUNK_ROWS]))
+        out.extend(explanation_rows(m.schema, e.outputs, result, part, ids[start : start + chunks.CHUNK_ROWS]))
     audit.record("explain_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
     return out
 
@@ -75,7 +82,10 @@ def importance(project):
     m = scoring.resolve(project)
     imp = privileged.run(lambda ex: store.importance(ex, m.ref.id))
     if not imp or imp.get("method") is None or not imp.get("features"):
-        raise SqlmlError(f'version {m.ref.version} of project "{m.ref.project}" has no contribution importance',
-                         sqlstate=NO_DATA, hint="imported models and models registered before sqlml 0.2.0 have none; "
-                                                "sqlml.explain_batch gives the contributions it averages")
+        raise SqlmlError(
+            f'version {m.ref.version} of project "{m.ref.project}" has no contribution importance',
+            sqlstate=NO_DATA,
+            hint="imported models and models registered before sqlml 0.2.0 have none; "
+            "sqlml.explain_batch gives the contributions it averages",
+        )
     return [(f["feature"], f["importance"]) for f in imp["features"]]

@@ -30,32 +30,46 @@ OPTIONS = {"deploy": str, "max_rows": int, "seed": int}
 
 def check_arguments(project, onnx, task, relation, options) -> dict:
     if project is None or not PROJECT_NAME.match(str(project)):
-        raise SqlmlError(f'invalid project name "{project}"', sqlstate=INVALID_PARAMETER,
-                         hint="use 1-63 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'")
+        raise SqlmlError(
+            f'invalid project name "{project}"',
+            sqlstate=INVALID_PARAMETER,
+            hint="use 1-63 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'",
+        )
     if onnx is None:
         raise SqlmlError("onnx is NULL", hint="pass the model's bytes (bytea)", sqlstate=INVALID_PARAMETER)
     if task is None:
-        raise SqlmlError("task is NULL", hint="pass task => 'binary', 'multiclass' or 'regression'",
-                         sqlstate=INVALID_PARAMETER)
+        raise SqlmlError(
+            "task is NULL", hint="pass task => 'binary', 'multiclass' or 'regression'", sqlstate=INVALID_PARAMETER
+        )
     if relation is None:
-        raise SqlmlError("relation is NULL", sqlstate=INVALID_PARAMETER,
-                         hint="name a table, view or SELECT with the model's input columns (and the target, for metrics)")
+        raise SqlmlError(
+            "relation is NULL",
+            sqlstate=INVALID_PARAMETER,
+            hint="name a table, view or SELECT with the model's input columns (and the target, for metrics)",
+        )
     options = options or {}
     if not isinstance(options, dict):
         raise SqlmlError("options must be a JSON object", sqlstate=INVALID_PARAMETER)
     out = {}
     for key, value in options.items():
         if key not in OPTIONS:
-            raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
+            raise SqlmlError(
+                f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER
+            )
         value = int(value) if OPTIONS[key] is int and not isinstance(value, (bool, str)) else value
         if not isinstance(value, OPTIONS[key]):
-            raise SqlmlError(f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}', sqlstate=INVALID_PARAMETER)
+            raise SqlmlError(
+                f'option "{key}" must be {OPTIONS[key].__name__}, got {value!r}', sqlstate=INVALID_PARAMETER
+            )
         out[key] = value
     if out.get("deploy", "auto") not in ("auto", "never"):
-        raise SqlmlError(f'option "deploy" is {out["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
-                         sqlstate=INVALID_PARAMETER)
+        raise SqlmlError(
+            f'option "deploy" is {out["deploy"]!r}',
+            hint="use 'auto' (through the gate) or 'never'",
+            sqlstate=INVALID_PARAMETER,
+        )
     if out.get("max_rows", 1) < 1:
-        raise SqlmlError("option \"max_rows\" must be positive", sqlstate=INVALID_PARAMETER)
+        raise SqlmlError('option "max_rows" must be positive', sqlstate=INVALID_PARAMETER)
     return out
 
 
@@ -68,9 +82,12 @@ def encode_labels(target: str, y_raw, classes: list, numeric: bool):
     for i in np.flatnonzero(keep):
         key = float(y_raw[i]) if numeric else str(y_raw[i])
         if key not in index:
-            raise SqlmlError(f'target "{target}" holds {y_raw[i]!r}, which is none of the model\'s classes '
-                             f"({', '.join(map(str, classes))})", sqlstate=DATA_EXCEPTION,
-                             hint="import with a relation whose target uses the model's labels, or map them in a view")
+            raise SqlmlError(
+                f'target "{target}" holds {y_raw[i]!r}, which is none of the model\'s classes '
+                f"({', '.join(map(str, classes))})",
+                sqlstate=DATA_EXCEPTION,
+                hint="import with a relation whose target uses the model's labels, or map them in a view",
+            )
         y[i] = index[key]
     return y, keep
 
@@ -98,8 +115,11 @@ def import_model(project, onnx, task, relation, target, columns, options):
     source = sample_query(sql, int(opts.get("max_rows", SAMPLE_ROWS)), int(opts.get("seed", 42)))
     n, raw, extras = ingest.read(source, features, extra)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows to validate the model on", sqlstate=NO_DATA,
-                         hint="pass a relation with rows like those the model will score")
+        raise SqlmlError(
+            f"{rel.describe()} has no rows to validate the model on",
+            sqlstate=NO_DATA,
+            hint="pass a relation with rows like those the model will score",
+        )
     y_raw = extras[target] if has_target else None
 
     classes = ()
@@ -111,18 +131,24 @@ def import_model(project, onnx, task, relation, target, columns, options):
         if classes is None:
             classes = list(range(wrapped.outputs))
         if len(classes) != wrapped.outputs:
-            raise SqlmlError(f"the model gives {wrapped.outputs} class probabilities; the target \"{target}\" has "
-                             f"{len(classes)} classes", sqlstate=DATA_EXCEPTION, hint="check task and target")
+            raise SqlmlError(
+                f'the model gives {wrapped.outputs} class probabilities; the target "{target}" has '
+                f"{len(classes)} classes",
+                sqlstate=DATA_EXCEPTION,
+                hint="check task and target",
+            )
         if target_pg is None:
             target_pg = "text" if any(isinstance(c, str) for c in classes) else "int8"
-    schema = FeatureSchema(tuple(features), Target(target or "prediction", target_pg or "float8", task,
-                                                   tuple(classes)))
+    schema = FeatureSchema(tuple(features), Target(target or "prediction", target_pg or "float8", task, tuple(classes)))
     inputs = convert.model_inputs(schema, raw)
     pred = Scorer(wrapped.onnx, schema).run(inputs, n)
     check = parity.compare(task, imported.original_output(blob, wrapped, inputs, task), pred)
     if not check.ok:
-        raise SqlmlError(f"the imported model scores differently inside sqlml than as given: {check.reason}",
-                         sqlstate=DATA_EXCEPTION, hint="report this with the model: the wrapper should not change it")
+        raise SqlmlError(
+            f"the imported model scores differently inside sqlml than as given: {check.reason}",
+            sqlstate=DATA_EXCEPTION,
+            hint="report this with the model: the wrapper should not change it",
+        )
 
     metric = metrics.check_metric(None, task)
     score, holdout, rows = None, {}, 0
@@ -136,8 +162,10 @@ def import_model(project, onnx, task, relation, target, columns, options):
         if rows:
             holdout = metrics.all_metrics(task, y[keep], pred[keep])
             score = holdout.get(metric)
-    baseline = {"features": drift.feature_baselines(features, raw),
-                "prediction": drift.prediction_baseline(task, pred, tuple(classes))}
+    baseline = {
+        "features": drift.feature_baselines(features, raw),
+        "prediction": drift.prediction_baseline(task, pred, tuple(classes)),
+    }
     source_sha = store.sha256(blob)
     split = {"data_fingerprint": fingerprint(n, raw, y_raw if y_raw is not None else []), "imported": True}
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
@@ -151,39 +179,79 @@ def import_model(project, onnx, task, relation, target, columns, options):
         access.require(ex, caller, project, "train")
         champion = store.deployed(ex, project)
         version = store.next_version(ex, project)
-        model_id = store.insert_model(ex, {
-            "project": project, "version": version, "algorithm": "imported", "task": task, "metric": metric,
-            "score": score, "metrics": {"holdout": holdout, "holdout_rows": rows, "train_rows": 0,
-                                        "validation": {"method": f"sample of {rel.text}"}, "split": split},
-            "hyperparameters": {"imported": {**wrapped.producer, "sha256": source_sha, "bytes": len(blob),
-                                             "columns": list(wrapped.columns)}},
-            "feature_schema": schema.to_json(), "classes": list(classes), "onnx": wrapped.onnx,
-            "sha256": store.sha256(wrapped.onnx), "opset": opset_of(wrapped.onnx), "parity": check.to_json(),
-            "relation": rel.text, "rows": int(n), "data_fingerprint": split["data_fingerprint"],
-            "library_versions": library_versions(), "created_by": caller, "origin": "imported",
-            "baseline": diagnostics.jsonable(baseline),
-            "diagnostics": diagnostics.summarise(task, y[keep], pred[keep], tuple(classes)) if rows else None,
-        })
-        audit.record(ex, caller, "import", project, version, {"model_id": model_id, "sha256": source_sha,
-                                                               "relation": rel.text, "rows": int(n), metric: score})
+        model_id = store.insert_model(
+            ex,
+            {
+                "project": project,
+                "version": version,
+                "algorithm": "imported",
+                "task": task,
+                "metric": metric,
+                "score": score,
+                "metrics": {
+                    "holdout": holdout,
+                    "holdout_rows": rows,
+                    "train_rows": 0,
+                    "validation": {"method": f"sample of {rel.text}"},
+                    "split": split,
+                },
+                "hyperparameters": {
+                    "imported": {
+                        **wrapped.producer,
+                        "sha256": source_sha,
+                        "bytes": len(blob),
+                        "columns": list(wrapped.columns),
+                    }
+                },
+                "feature_schema": schema.to_json(),
+                "classes": list(classes),
+                "onnx": wrapped.onnx,
+                "sha256": store.sha256(wrapped.onnx),
+                "opset": opset_of(wrapped.onnx),
+                "parity": check.to_json(),
+                "relation": rel.text,
+                "rows": int(n),
+                "data_fingerprint": split["data_fingerprint"],
+                "library_versions": library_versions(),
+                "created_by": caller,
+                "origin": "imported",
+                "baseline": diagnostics.jsonable(baseline),
+                "diagnostics": diagnostics.summarise(task, y[keep], pred[keep], tuple(classes)) if rows else None,
+            },
+        )
+        audit.record(
+            ex,
+            caller,
+            "import",
+            project,
+            version,
+            {"model_id": model_id, "sha256": source_sha, "relation": rel.text, "rows": int(n), metric: score},
+        )
         return champion, version, model_id, access.has(ex, caller, project, "deploy")
 
     champion, version, model_id, may_deploy = privileged.run(register)
     if score is None and champion is not None:
-        decision = {"deploy": False, "why": f"{rel.text} holds no labels to compare with the deployed version "
-                                            f"{champion['version']}; deploy explicitly"}
+        decision = {
+            "deploy": False,
+            "why": f"{rel.text} holds no labels to compare with the deployed version "
+            f"{champion['version']}; deploy explicitly",
+        }
     else:
         decision = gate(champion, champion_before, champion_on_sample, metric, score, opts.get("deploy", "auto"))
     if decision["deploy"] and not may_deploy:
         decision = {"deploy": False, "why": f'role "{caller}" may import but not deploy this project'}
     if decision["deploy"]:
+
         def deploy(ex):
             store.record_deployment(ex, project, model_id, version, "import", decision, caller)
             audit.record(ex, caller, "deploy", project, version, {"strategy": "import", "why": decision["why"]})
+
         privileged.run(deploy)
     measured = f"{metric}={score:.4f} on {rows} rows of {rel.text}" if score is not None else f"no labels in {rel.text}"
-    spi.notice(f"version {version}: imported model ({wrapped.producer['producer_name'] or 'unknown producer'}), "
-               f"{measured}; {'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
+    spi.notice(
+        f"version {version}: imported model ({wrapped.producer['producer_name'] or 'unknown producer'}), "
+        f"{measured}; {'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})"
+    )
     return [(project, version, "imported", metric, score, bool(decision["deploy"]))]
 
 
