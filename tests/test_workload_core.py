@@ -291,7 +291,7 @@ class Ticking:
         return self.now
 
 
-def _train(budget):
+def _train(budget, algorithms=("linear",)):
     rng = np.random.default_rng(0)
     n = 600
     a, b = rng.normal(size=n), rng.normal(size=n)
@@ -299,15 +299,22 @@ def _train(budget):
     schema = FeatureSchema((Feature("a", "numeric", "float8"), Feature("b", "numeric", "float8")),
                            Target("y", "int4", "binary"))
     notes = []
-    trained = front.train(schema, {"a": a, "b": b}, y, task="binary", metric=None, algorithms=["linear"],
+    trained = front.train(schema, {"a": a, "b": b}, y, task="binary", metric=None, algorithms=list(algorithms),
                           test_size=0.2, seed=1, budget=budget, reserve_seconds=1.2, note=notes.append, ensemble=False)
     return trained, notes
 
 
 def test_the_search_plans_with_the_time_left_after_a_cold_start():
-    # a 5 s budget of which the backend's imports took 4.6 s (started at 0, the clock now at 4.6)
-    late, notes = _train(Budget(5.0, started=0.0, clock=Ticking(4.6)))
-    assert len(late.result.trials) == 1  # the one trial a training always runs
-    assert late.final_model is None and any("no time left to refit" in n for n in notes)
+    # a 5 s budget of which the backend's imports took 4.6 s (started at 0, the clock now at 4.6):
+    # a sprint, whatever the algorithms asked for: one holdout, one trial of the cheapest, no refit
+    late, notes = _train(Budget(5.0, started=0.0, clock=Ticking(4.6)), algorithms=("lightgbm", "random_forest", "linear"))
+    assert [t.algorithm for t in late.result.trials] == ["linear"]
+    assert late.result.validation == "holdout" and late.final_model is None
+    assert any("one trial of linear" in n for n in notes) and not any("no time left to refit" in n for n in notes)
+    candidate = next(late.candidates())
+    assert candidate.model is late.result.trials[0].model and candidate.refit == "fit part of the validation split"
+    assert candidate.holdout_metrics["roc_auc"] > 0.8  # scored on the holdout the search never saw
+    # 3.7 s in, 1.3 s left: 0.1 s of search beyond the reserve is still a sprint; 0 s in is a search
+    assert _train(Budget(5.0, started=0.0, clock=Ticking(3.7)))[0].result.trials[0].model is not None
     fresh, _ = _train(Budget(5.0, started=0.0, clock=Ticking(0.0)))
     assert len(fresh.result.trials) > 1

@@ -77,8 +77,11 @@ class Trained:
         honest = predict(model, self.X_holdout, task, k)
         exported = model if final is None else final
         pred = honest if final is None else predict(final, self.X_holdout, task, k)
+        fitted_on = "all rows" if final is not None else "training part"
+        if self.result.trial is not None and self.result.trial.model is model:
+            fitted_on = "fit part of the validation split"  # a sprint's model (see search.Search)
         return Candidate(exported, algorithm, params, pred, metrics.all_metrics(task, self.holdout_y, honest),
-                         honest_model=model, honest_pred=honest, refit="training part" if final is None else "all rows")
+                         honest_model=model, honest_pred=honest, refit=fitted_on)
 
     def candidates(self):
         """The winner first; if it is an ensemble, then its members, best first (parity fallbacks)."""
@@ -203,6 +206,9 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
          f"{len(train_idx)} training rows; {len(test_idx)} other rows held out to score the winner; "
          f"budget {budget.seconds:.0f}s")
+    if search.sprint:  # refit_all=True still refits it on every row: asked for, whatever the clock
+        note(f"{max(budget.remaining(), 0.0):.1f}s of the budget left after startup: one trial of {search.specs[0].name}"
+             + ("" if refit_all else ", registered as fitted on the validation split's fit part (no refit)"))
     search.run()
     result = search.finish()
     # The holdout has measured the configuration; the registered model learns from every row.
@@ -210,7 +216,7 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     if refit_all or (refit_all is None and search.affords_final_refit(result)):
         final = search.refit_on(result, pd.concat([X_train, X_test], ignore_index=True),
                                 np.concatenate([y[train_idx], y[test_idx]]))
-    elif refit_all is None:
+    elif refit_all is None and not search.sprint:
         note("no time left to refit on every row: the model registered is the one trained without the holdout")
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],

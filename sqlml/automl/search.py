@@ -10,6 +10,10 @@
 4. Greedy ensemble selection over the validation predictions (``sqlml.automl.ensemble``).
 5. The winner is refitted on the whole training part if the budget allows.
 
+A budget nearly spent before the search starts (a cold backend's imports, a large read) gets a
+sprint instead: one holdout, one trial of the cheapest estimator's first configuration, its model
+kept as the result (no refit, no ensemble), so that the call still ends near its budget.
+
 The search knows estimators only through their descriptions in ``sqlml.automl.estimators``.
 """
 
@@ -36,6 +40,7 @@ ENSEMBLE_REFITS = 3  # refits the search leaves time for
 BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which LightGBM gets more than one thread
 EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per tree node
 ENSEMBLE_MEMBER_SHARE = 0.15  # of the budget, at most, to refit and export one ensemble member
+SPRINT_SECONDS = 1.0  # search time below which the probe and a portfolio round cannot both run
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Trial:
     origin: str = "search"  # warm_start | portfolio | search
     elapsed: float = 0.0  # seconds since the search started, when the trial ended
     predictions: np.ndarray | None = field(default=None, repr=False)  # on the validation rows
+    model: object = field(default=None, repr=False)  # the fitted model, kept only by a sprint (one fold)
 
     def to_json(self) -> dict:
         return {"n": self.n, "algorithm": self.algorithm, "params": self.params, "status": self.status,
@@ -233,7 +239,10 @@ class Search:
         self.on_trial = on_trial or (lambda trial, best: None)
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
         self.trials: list[Trial] = []
-        self.folds, self.validation = folds_for(problem, n_folds(len(problem.y), self.probe(), budget.remaining()))
+        # decided before the probe: the probe itself is a LightGBM fit a sprint cannot afford
+        self.sprint = budget.remaining() - reserve_seconds < SPRINT_SECONDS
+        folds = 1 if self.sprint else n_folds(len(problem.y), self.probe(), budget.remaining())
+        self.folds, self.validation = folds_for(problem, folds)
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)
         self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
@@ -310,6 +319,8 @@ class Search:
 
         The search kept time for this refit, but its last trial may have run a few moments past the
         line; half the reserve may absorb that (what follows, importance, is bounded by a deadline)."""
+        if self.sprint:
+            return False
         trials = [t for t, _, _ in result.members] or [result.trial]
         cost = sum(self.final_refit_cost(t) for t in trials)
         return cost <= self.budget.remaining() - self.reserve_seconds / 2
@@ -381,6 +392,8 @@ class Search:
                 self.fit_time[spec.name] = time.monotonic() - t0
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
+                if self.sprint:
+                    trial.model = model  # one fold: the sprint registers this model rather than refit it
                 if fold_budget.expired() and not first:
                     trial.status = "timeout"
                     break
@@ -417,6 +430,10 @@ class Search:
         return out
 
     def run(self) -> list[Trial]:
+        if self.sprint:  # the cheapest estimator's first configuration, and nothing more
+            spec = self.specs[0]
+            self.evaluate(spec, spec.portfolio[0], "portfolio")
+            return self.trials
         by_name = {s.name: s for s in self.specs}
         tried = set()
 
@@ -481,6 +498,10 @@ class Search:
             raise SqlmlError(f"every trial failed: {errors}", sqlstate=DATA_EXCEPTION,
                              hint="try other algorithms, a larger time_budget, or check the features for problems")
         p = self.problem
+        if self.sprint:
+            return Result(best.model, best.algorithm,
+                          {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
+                          self.trials, best.score, self.validation, trial=best)
         yv = p.y[self.valid_rows]
         pool = [t for t in self._scored() if t is best or self.ensemble_candidate(t)]
         # members are chosen within the time left: refits on the training part and on every row, export

@@ -7,6 +7,8 @@ give ``variable`` (float32, shape (n, 1)).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from sqlml.data.schema import REGRESSION, FeatureSchema
@@ -70,7 +72,8 @@ def to_onnx(model, schema: FeatureSchema) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-    _register_lightgbm()
+    if "lightgbm" in sys.modules:  # a LightGBM model was built with it; a linear export skips its converters
+        _register_lightgbm()
     inputs = [(name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
               for name, text in schema.inputs]
     options = {} if schema.target.task == REGRESSION else {id(model): {"zipmap": False}}
