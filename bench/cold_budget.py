@@ -5,7 +5,8 @@ connections make them), so every call pays for importing the ML stack in a fresh
 with what is left. Printed per call: the wall clock of the call as the client sees it (execute to
 result; the connection's own setup apart), the seconds of the budget spent before the search
 (imports, reading the data: ``progress->>'startup_seconds'`` in ``sqlml.jobs``), and the trials.
-The first call of the run meets cold OS caches as well; the tenth shows the steady state.
+The first call of the run meets cold OS caches as well; the tenth shows the steady state. A fresh
+Python's import of the stacks, timed at the start and the end, shows the machine's load.
 
     .sqlml/venv/bin/python bench/cold_budget.py
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,22 @@ def run(conn, sql, params=None):
         return cur.fetchall() if cur.description else []
 
 
+# what a sprint imports (see sqlml.automl.search), then what a full search adds
+SPRINT_STACK = ("pandas", "sqlglot", "sklearn.linear_model", "sklearn.pipeline", "sklearn.compose", "sklearn.impute",
+                "sklearn.preprocessing", "sklearn.metrics", "sklearn.model_selection", "skl2onnx", "onnxruntime")
+SEARCH_STACK = ("lightgbm", "onnxmltools.convert.lightgbm.operator_converters.LightGbm", "sklearn.ensemble")
+
+
+def import_seconds() -> dict:
+    """Seconds a fresh Python takes to import the stacks, measured now: the machine's load, seen
+    through the cost a cold backend pays before its first trial."""
+    code = ("import time; t = time.monotonic(); import {}; s = time.monotonic() - t; import {}; "
+            "print(s, time.monotonic() - t)").format(", ".join(SPRINT_STACK), ", ".join(SEARCH_STACK))
+    sprint, full = map(float, subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                             text=True).stdout.split())
+    return {"sprint_stack": sprint, "full_stack": full}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=10)
@@ -43,6 +61,9 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"command: {' '.join(sys.argv)}; {os.cpu_count()} cores; load average at start "
           f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
+    imports = import_seconds()
+    print(f"a fresh Python imports the sprint's stack in {imports['sprint_stack']:.2f}s, "
+          f"the full search's in {imports['full_stack']:.2f}s", flush=True)
     calls = []
     try:
         conn = psycopg2.connect(dsn)
@@ -72,10 +93,12 @@ def main(argv=None):
           f"(budget {args.budget:g}s)")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    after = import_seconds()
+    print(f"at the end: the sprint's stack in {after['sprint_stack']:.2f}s, the full search's in {after['full_stack']:.2f}s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(sys.argv), "cores": os.cpu_count(), "budget": args.budget,
-                               "calls": calls}, indent=2))
+                               "imports": {"start": imports, "end": after}, "calls": calls}, indent=2))
     print(f"written to {out}")
 
 
