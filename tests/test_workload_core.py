@@ -314,7 +314,8 @@ def test_the_search_plans_with_the_time_left_after_a_cold_start():
     candidate = next(late.candidates())
     assert candidate.model is late.result.trials[0].model and candidate.refit == "fit part of the validation split"
     assert candidate.holdout_metrics["roc_auc"] > 0.8  # scored on the holdout the search never saw
-    # 3.7 s in, 1.3 s left: 0.1 s of search beyond the reserve is still a sprint; 0 s in is a search
-    assert _train(Budget(5.0, started=0.0, clock=Ticking(3.7)))[0].result.trials[0].model is not None
+    # 3.6 s in: 0.2 s left beyond the reserve is a search (no model kept on its trials); 3.9 s in, a sprint
+    assert _train(Budget(5.0, started=0.0, clock=Ticking(3.6)))[0].result.trials[0].model is None
+    assert _train(Budget(5.0, started=0.0, clock=Ticking(3.9)))[0].result.trials[0].model is not None
     fresh, _ = _train(Budget(5.0, started=0.0, clock=Ticking(0.0)))
     assert len(fresh.result.trials) > 1

@@ -40,7 +40,6 @@ ENSEMBLE_REFITS = 3  # refits the search leaves time for
 BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which LightGBM gets more than one thread
 EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per tree node
 ENSEMBLE_MEMBER_SHARE = 0.15  # of the budget, at most, to refit and export one ensemble member
-SPRINT_SECONDS = 1.0  # search time below which the probe and a portfolio round cannot both run
 
 
 @dataclass
@@ -239,8 +238,9 @@ class Search:
         self.on_trial = on_trial or (lambda trial, best: None)
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
         self.trials: list[Trial] = []
-        # decided before the probe: the probe itself is a LightGBM fit a sprint cannot afford
-        self.sprint = budget.remaining() - reserve_seconds < SPRINT_SECONDS
+        # nothing left for the search once the finish is reserved; decided before the probe, a
+        # LightGBM fit a sprint cannot afford
+        self.sprint = budget.remaining() - reserve_seconds <= 0
         folds = 1 if self.sprint else n_folds(len(problem.y), self.probe(), budget.remaining())
         self.folds, self.validation = folds_for(problem, folds)
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
@@ -499,9 +499,7 @@ class Search:
                              hint="try other algorithms, a larger time_budget, or check the features for problems")
         p = self.problem
         if self.sprint:
-            return Result(best.model, best.algorithm,
-                          {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
-                          self.trials, best.score, self.validation, trial=best)
+            return self._single(best, best.model)
         yv = p.y[self.valid_rows]
         pool = [t for t in self._scored() if t is best or self.ensemble_candidate(t)]
         # members are chosen within the time left: refits on the training part and on every row, export
@@ -519,9 +517,12 @@ class Search:
             params = {"members": [{"trial": t.n, "algorithm": t.algorithm, "weight": w, "params": t.params}
                                   for t, w in members]}
             return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
-        return Result(self._refit(best), best.algorithm,
-                      {**best.params, **({"n_estimators": best.n_estimators} if best.n_estimators else {})},
-                      self.trials, best.score, self.validation, trial=best)
+        return self._single(best, self._refit(best))
+
+    def _single(self, trial: Trial, model) -> Result:
+        """``trial`` as the result, with ``model`` its fitted pipeline."""
+        params = {**trial.params, **({"n_estimators": trial.n_estimators} if trial.n_estimators else {})}
+        return Result(model, trial.algorithm, params, self.trials, trial.score, self.validation, trial=trial)
 
     def _refit(self, trial: Trial, X=None, y=None):
         """``trial``'s configuration fitted on ``X``, ``y`` (default: the whole training part)."""
