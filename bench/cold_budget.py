@@ -94,7 +94,8 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     after = import_seconds()
-    print(f"at the end: the sprint's stack in {after['sprint_stack']:.2f}s, the full search's in {after['full_stack']:.2f}s")
+    print(f"at the end: the sprint's stack in {after['sprint_stack']:.2f}s, "
+          f"the full search's in {after['full_stack']:.2f}s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(sys.argv), "cores": os.cpu_count(), "budget": args.budget,

@@ -307,7 +307,8 @@ def _train(budget, algorithms=("linear",)):
 def test_the_search_plans_with_the_time_left_after_a_cold_start():
     # a 5 s budget of which the backend's imports took 4.6 s (started at 0, the clock now at 4.6):
     # a sprint, whatever the algorithms asked for: one holdout, one trial of the cheapest, no refit
-    late, notes = _train(Budget(5.0, started=0.0, clock=Ticking(4.6)), algorithms=("lightgbm", "random_forest", "linear"))
+    late, notes = _train(Budget(5.0, started=0.0, clock=Ticking(4.6)),
+                         algorithms=("lightgbm", "random_forest", "linear"))
     assert [t.algorithm for t in late.result.trials] == ["linear"]
     assert late.result.validation == "holdout" and late.final_model is None
     assert any("one trial of linear" in n for n in notes) and not any("no time left to refit" in n for n in notes)

@@ -78,7 +78,7 @@ class Trained:
         exported = model if final is None else final
         pred = honest if final is None else predict(final, self.X_holdout, task, k)
         fitted_on = "all rows" if final is not None else "training part"
-        if self.result.trial is not None and self.result.trial.model is model:
+        if final is None and self.result.trial is not None and self.result.trial.model is model:
             fitted_on = "fit part of the validation split"  # a sprint's model (see search.Search)
         return Candidate(exported, algorithm, params, pred, metrics.all_metrics(task, self.holdout_y, honest),
                          honest_model=model, honest_pred=honest, refit=fitted_on)
