@@ -24,7 +24,7 @@ from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 from sqlml.scoring import chunks, overlap
-from sqlml.server import audit, counters, governor, ingest, scoring
+from sqlml.server import audit, counters, governor, ingest, reach, scoring
 from sqlml.server.spi import spi
 
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
@@ -74,14 +74,16 @@ def _chunks(m, rel, sql, id_column, id_type):
         return
     blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
     columns = m.scorer.row_columns
-    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
-        if columns is not None else None
-    cursor = plpy.cursor(query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step))
+    matrix = columns is not None
+    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) if matrix \
+        else chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
+    reach.check(query)  # what the chunk query runs (casts of the table's column types included)
+    cursor = plpy.cursor(query)
     while True:
         rows = cursor.fetch(1)
         if not rows:
             return
-        if query:  # the core matrix itself: numbers and looked-up categories
+        if matrix:  # the core matrix itself: numbers and looked-up categories
             n, payload, ids = chunks.decode_matrix(rows[0], len(columns), id_type)
         else:
             n, payload, ids = chunks.decode_chunk(rows[0], features, id_type)

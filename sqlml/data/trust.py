@@ -1,0 +1,120 @@
+"""Which code a relation may make the caller run: the judgement, from catalog rows (pure).
+
+Reading a relation runs more than the functions its text names: operators run their functions,
+aggregates their support functions, a cast its function, a domain its CHECK constraints, a view
+everything its query does, a table with row-level security its policies. All of it runs as the
+caller, with the caller's rights: a role that can create functions, operators, types and views can
+plant a function that a more privileged role (an admin, a scheduled retraining) then runs by
+training or scoring on a relation the planter suggested. PostgreSQL's advice for this
+(CVE-2018-1058, "Usage Patterns" in the schemas chapter) is to run only code owned by roles one
+trusts. The server (``sqlml.server.reach``) finds every function a query can reach from
+PostgreSQL's own analysis of it (the dependencies of a temporary view over it, followed through
+operators, aggregates, domains, views and policies); this module decides from those rows.
+
+The rule, for every function reached:
+- its owner is the caller, or a superuser (built-ins, extensions), or it lives in a schema the
+  caller's ``sqlml.trusted_schemas`` setting names; else it is refused with SQLSTATE 42501;
+- it is not VOLATILE (a volatile function may change data, take session locks or reach outside
+  the database), except the few in ``ALLOWED_VOLATILE`` that only draw random numbers or read the
+  clock; else it is refused with SQLSTATE 2F002 (modifying SQL data not permitted), whoever owns it.
+A function the caller trusts may still call others: that is its owner's responsibility, as it is
+in PostgreSQL. The message names the path by which the function was reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, MODIFYING_SQL_DATA_NOT_PERMITTED, SqlmlError
+
+# VOLATILE built-ins that change nothing outside the statement: random numbers, the clock.
+ALLOWED_VOLATILE = frozenset({
+    ("pg_catalog", "random"), ("pg_catalog", "clock_timestamp"), ("pg_catalog", "timeofday"),
+    ("pg_catalog", "gen_random_uuid"), ("pg_catalog", "setseed"),
+})
+# allowed in any schema (where an extension puts it), if a superuser owns it
+ALLOWED_VOLATILE_EXTENSION = frozenset({"uuid_generate_v4"})
+
+SETTING = "sqlml.trusted_schemas"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function a query can run, and how it was reached.
+
+    ``path``: labels of what led to it, outermost first (``view public.v``,
+    ``operator x.===(integer,integer)``...); empty when the query calls it itself."""
+
+    schema: str
+    name: str  # with its argument types: "evil(integer)"
+    owner: str
+    owner_is_superuser: bool
+    volatile: bool
+    path: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def route(self) -> str:
+        steps = (*self.path, self.qualified)
+        return " calls ".join(steps) if self.path else f"the relation calls {self.qualified}"
+
+
+def parse_trusted_schemas(setting: str | None) -> frozenset[str]:
+    """The schema names of a ``sqlml.trusted_schemas`` value: comma-separated, unquoted names are
+    folded to lower case and double-quoted ones kept as written (like search_path)."""
+    names = set()
+    for part in _split(setting or ""):
+        part = part.strip()
+        if part.startswith('"') and part.endswith('"') and len(part) >= 2:
+            names.add(part[1:-1].replace('""', '"'))
+        elif part:
+            names.add(part.lower())
+    return frozenset(names)
+
+
+def _split(text: str) -> list[str]:
+    parts, current, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def trusted(fn: Function, caller: str, trusted_schemas: frozenset[str]) -> bool:
+    return fn.owner == caller or fn.owner_is_superuser or fn.schema in trusted_schemas
+
+
+def volatile_allowed(fn: Function) -> bool:
+    if (fn.schema, fn.name.split("(", 1)[0]) in ALLOWED_VOLATILE:
+        return True
+    return fn.owner_is_superuser and fn.name.split("(", 1)[0] in ALLOWED_VOLATILE_EXTENSION
+
+
+def judge(functions: list[Function], caller: str, trusted_schemas: frozenset[str]) -> SqlmlError | None:
+    """The error for the first function (in the order given: nearest first) that may not run, or None."""
+    for fn in functions:
+        if not trusted(fn, caller, trusted_schemas):
+            return SqlmlError(
+                f'{fn.route()}, owned by role "{fn.owner}", which you do not trust: refused before reading any row',
+                sqlstate=INSUFFICIENT_PRIVILEGE,
+                detail=f'sqlml runs only functions owned by you ("{caller}") or by a superuser, or in a schema '
+                       f"listed in {SETTING}",
+                hint=f'if the schema "{fn.schema}" is safe, a DBA can trust it: ALTER ROLE "{caller}" SET '
+                     f"{SETTING} = '{fn.schema}'; else leave the function out of the relation")
+        if fn.volatile and not volatile_allowed(fn):
+            return SqlmlError(
+                f"{fn.route()}, which is VOLATILE: refused before reading any row",
+                sqlstate=MODIFYING_SQL_DATA_NOT_PERMITTED,
+                detail="a volatile function may change data, take session locks or act outside the database; "
+                       "a relation may only read (random(), clock_timestamp(), timeofday(), gen_random_uuid(), "
+                       "setseed() and uuid_generate_v4() are allowed)",
+                hint="mark the function STABLE if it only reads, or leave it out of the relation")
+    return None
