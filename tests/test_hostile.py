@@ -2,10 +2,16 @@
 nothing and leak nothing.
 
 Every case runs through one helper, as "mallory" (a sqlml_developer who may read table ``pub``
-only) and, unless marked otherwise, as the superuser: the victim who runs a string an attacker
-supplied. Each must fail with the expected SQLSTATE, leave the canary table, the registry and the
-catalog (classes, functions, roles, schemas, policies, triggers) exactly as they were, and never
-show a value of table ``secret`` in its message, notices or results.
+only, and owns schema ``mal``) and, unless marked otherwise, as the superuser: the victim who runs
+a string an attacker supplied (and "victim", a sqlml_admin who is no superuser). Each must fail
+with the expected SQLSTATE and message, leave the canary table, the registry, the catalog
+(classes, functions, roles, schemas, policies, triggers) and the server's advisory locks exactly as
+they were, and never show a value of table ``secret`` in its message, notices or results.
+
+Mallory's schema holds code reached indirectly: ``mal.lock(...)`` functions that take a session
+advisory lock (an effect the read-only subtransaction cannot undo) while claiming to be IMMUTABLE,
+behind an operator, a domain's CHECK, an aggregate, a cast from her enum, a view and a
+row-level-security policy. Whoever runs them runs mallory's code with their own rights.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
     UNION ALL SELECT 'trigger:' || tgname FROM pg_trigger
     UNION ALL SELECT 'canary:' || status FROM canary
     UNION ALL SELECT 'seq:' || last_value FROM canary_seq
+    UNION ALL SELECT 'advisory:' || count(*) FROM pg_locks WHERE locktype = 'advisory'
     UNION ALL SELECT 'projects:' || (SELECT count(*) FROM sqlml.projects) || ',models:' || (SELECT count(*) FROM sqlml.models)
         || ',deployments:' || (SELECT count(*) FROM sqlml.deployments) || ',trials:' || (SELECT count(*) FROM sqlml.trials)
         || ',grants:' || (SELECT md5(string_agg(g::text, ',' ORDER BY g::text)) FROM sqlml.grants g)
@@ -61,13 +68,44 @@ def world(dsn):
     """)
     query(su, f"SELECT * FROM sqlml.train('mal', 'pub', 'y', {T})")
     query(su, "SELECT sqlml.grant('mal', %s, 'own')", (mallory,))
-    conns = {"mallory": roles.connect("dev"), "superuser": su}
+    query(su, f'CREATE SCHEMA mal AUTHORIZATION "{mallory}"')
+    conns = {"mallory": roles.connect("dev"), "superuser": su, "victim": roles.connect("admin")}
+    query(conns["mallory"], MALLORYS_SCHEMA)
+    query(su, f'GRANT SELECT ON pub TO "{roles["admin"]}"')
+    query(conns["mallory"], f'GRANT USAGE ON SCHEMA mal TO "{roles["admin"]}"; '
+                            f'GRANT SELECT ON mal.guarded, mal.v, mal.nested TO "{roles["admin"]}"')
     yield conns
     drop_roles(su, roles)
     su.close()
 
 
-def hostile(conns, who: str, sql: str, params, sqlstate: str):
+# Created by mallory: each lock function claims IMMUTABLE, takes a session advisory lock and returns true.
+MALLORYS_SCHEMA = """
+CREATE FUNCTION mal.lock(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN true; END $$;
+CREATE FUNCTION mal.lock(int, int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN $1 = $2; END $$;
+CREATE FUNCTION mal.lock(float8, float8) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN coalesce($1, 0) + $2; END $$;
+CREATE FUNCTION mal.volatile_lock() RETURNS boolean LANGUAGE plpgsql VOLATILE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN true; END $$;
+CREATE OPERATOR mal.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = mal.lock);
+CREATE DOMAIN mal.checked AS int CHECK (mal.lock(VALUE));
+CREATE AGGREGATE mal.total(float8) (SFUNC = mal.lock, STYPE = float8);
+CREATE TYPE mal.mood AS ENUM ('calm', 'angry');
+CREATE FUNCTION mal.mood_text(mal.mood) RETURNS text LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN 'calm'; END $$;
+CREATE CAST (mal.mood AS text) WITH FUNCTION mal.mood_text(mal.mood);
+CREATE VIEW mal.v AS SELECT * FROM public.pub WHERE mal.lock(id);
+CREATE VIEW mal.nested AS SELECT * FROM mal.v;
+CREATE TABLE mal.guarded AS SELECT * FROM public.pub;
+ALTER TABLE mal.guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY everyone ON mal.guarded USING (mal.lock(id));
+CREATE TABLE mal.moody AS SELECT id, a, b, y, 'calm'::mal.mood AS mood FROM public.pub;
+"""
+
+
+def hostile(conns, who: str, sql: str, params, sqlstate: str, fragment: str = ""):
     conn, su = conns[who], conns["superuser"]
     before = scalar(su, STATE)
     conn.notices.clear()
@@ -81,16 +119,17 @@ def hostile(conns, who: str, sql: str, params, sqlstate: str):
                                      *conn.notices, rows))
     assert SECRET not in said, said
     assert error.pgcode == sqlstate, (who, error.pgcode, error.pgerror)
+    assert fragment in error.diag.message_primary, (who, error.pgerror)
     assert "internal error" not in error.pgerror and "Traceback" not in (error.diag.message_primary or "")
     assert scalar(su, STATE) == before, f"{sql} changed something as {who}"
     assert scalar(su, "SELECT status FROM canary") == "alive"
 
 
-BOTH, MALLORY = ("mallory", "superuser"), ("mallory",)
+BOTH, MALLORY, VICTIMS = ("mallory", "superuser"), ("mallory",), ("superuser", "victim")
 TRAIN = f"SELECT * FROM sqlml.train(%s, %s, %s, {T})"
 TRAIN_OPTS = f"SELECT * FROM sqlml.train('h', 'pub', 'y', {T}, options => %s::jsonb)"
 
-# (case, SQL, parameters, SQLSTATE, roles)
+# (case, SQL, parameters, SQLSTATE, roles[, fragment of the message])
 CASES = [
     # relation: statements stacked, data-modifying, locking, side effects, hidden writes
     ("stacked DROP after a name", TRAIN, ("h", "pub; DROP TABLE canary", "y"), "42601", BOTH),
@@ -102,14 +141,14 @@ CASES = [
     ("SELECT INTO", TRAIN, ("h", "SELECT * INTO stolen FROM pub", "y"), "42601", BOTH),
     ("row locks", TRAIN, ("h", "SELECT * FROM pub FOR UPDATE", "y"), "42601", BOTH),
     ("COPY to a file", TRAIN, ("h", "COPY canary TO '/tmp/sqlml-hostile'", "y"), "42601", BOTH),
-    ("volatile writer in WHERE", TRAIN, ("h", "SELECT * FROM pub WHERE writer()", "y"), "42601", BOTH),
-    ("nextval", TRAIN, ("h", "SELECT *, nextval('canary_seq') AS n FROM pub", "y"), "42601", BOTH),
-    ("set_config", TRAIN, ("h", "SELECT *, set_config('search_path', 'evil', false) AS s FROM pub", "y"), "42601", BOTH),
-    ("terminate a backend", TRAIN, ("h", "SELECT *, pg_terminate_backend(pg_backend_pid()) AS t FROM pub", "y"), "42601", BOTH),
-    ("read a server file", TRAIN, ("h", "SELECT *, pg_read_file('/etc/passwd') AS f FROM pub", "y"), "42601", BOTH),
-    ("large object import", TRAIN, ("h", "SELECT *, lo_import('/etc/passwd') AS o FROM pub", "y"), "42601", BOTH),
+    ("volatile writer in WHERE", TRAIN, ("h", "SELECT * FROM pub WHERE writer()", "y"), "2F002", BOTH, "which is VOLATILE"),
+    ("nextval", TRAIN, ("h", "SELECT *, nextval('canary_seq') AS n FROM pub", "y"), "2F002", BOTH, "which is VOLATILE"),
+    ("set_config", TRAIN, ("h", "SELECT *, set_config('search_path', 'evil', false) AS s FROM pub", "y"), "2F002", BOTH, "which is VOLATILE"),
+    ("terminate a backend", TRAIN, ("h", "SELECT *, pg_terminate_backend(pg_backend_pid()) AS t FROM pub", "y"), "2F002", BOTH, "which is VOLATILE"),
+    ("read a server file", TRAIN, ("h", "SELECT *, pg_read_file('/etc/passwd') AS f FROM pub", "y"), "2F002", BOTH, "which is VOLATILE"),
+    ("large object import", TRAIN, ("h", "SELECT *, lo_import('/etc/passwd') AS o FROM pub", "y"), "2F002", BOTH, "which is VOLATILE"),
     ("STABLE function that writes", TRAIN, ("h", "SELECT * FROM pub WHERE liar()", "y"), "0A000", ("superuser",)),
-    ("view hiding a volatile writer", TRAIN, ("h", "sneaky", "y"), "25006", BOTH),
+    ("view hiding a volatile writer", TRAIN, ("h", "sneaky", "y"), "2F002", BOTH, "view public.sneaky calls public.writer(), which is VOLATILE"),
     ("a relation of 200k characters", TRAIN, ("h", "SELECT * FROM pub WHERE " + " OR ".join(["a = 1"] * 25000), "y"), "42601", BOTH),
     # relation: reading what the role may not
     ("secret table", TRAIN, ("h", "secret", "y"), "42501", MALLORY),
@@ -144,14 +183,54 @@ CASES = [
     ("into_table where one may not create", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("canary",), "42501", MALLORY),
     ("into_table in pg_catalog", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("pg_catalog.scored",), "42501", BOTH),
     ("batch scoring a secret table", "SELECT * FROM sqlml.predict_batch('mal', 'secret', 'id')", (), "42501", MALLORY),
+    # code reached indirectly: an untrusted owner's function runs for nobody but its owner
+    ("untrusted function by name", TRAIN, ("h", "SELECT * FROM pub WHERE mal.lock(id)", "y"), "42501", VICTIMS,
+     'the relation calls mal.lock(integer), owned by role "dev_'),
+    ("untrusted operator", TRAIN, ("h", "SELECT * FROM pub WHERE id OPERATOR(mal.===) id", "y"), "42501", VICTIMS,
+     "operator mal.===(integer, integer) calls mal.lock(integer, integer)"),
+    ("untrusted domain CHECK", TRAIN, ("h", "SELECT *, id::mal.checked AS c FROM pub", "y"), "42501", VICTIMS,
+     'domain mal.checked (its check "checked_check") calls mal.lock(integer)'),
+    ("untrusted domain CHECK on a literal", TRAIN, ("h", "SELECT *, '1'::mal.checked AS c FROM pub", "y"), "42501", VICTIMS,
+     "domain mal.checked"),
+    ("domain inside an array", TRAIN, ("h", "SELECT *, ARRAY[id]::mal.checked[] AS c FROM pub", "y"), "42501", VICTIMS,
+     "domain mal.checked"),
+    ("untrusted aggregate", TRAIN, ("h", "SELECT *, (SELECT mal.total(a) FROM pub) AS t FROM pub", "y"), "42501", VICTIMS,
+     "aggregate mal.total(double precision) calls mal.lock(double precision, double precision)"),
+    ("untrusted cast", TRAIN, ("h", "SELECT *, 'calm'::mal.mood::text AS m FROM pub", "y"), "42501", VICTIMS,
+     "the relation calls mal.mood_text(mal.mood)"),
+    ("untrusted view by name", TRAIN, ("h", "mal.v", "y"), "42501", VICTIMS, "view mal.v calls mal.lock(integer)"),
+    ("untrusted view inside a view", TRAIN, ("h", "mal.nested", "y"), "42501", VICTIMS,
+     "view mal.nested calls view mal.v calls mal.lock(integer)"),
+    ("untrusted view in a subquery", TRAIN, ("h", "SELECT * FROM pub WHERE id IN (SELECT id FROM mal.v)", "y"), "42501",
+     VICTIMS, "view mal.v calls"),
+    ("untrusted row-level-security policy", TRAIN, ("h", "mal.guarded", "y"), "42501", VICTIMS,
+     'policy "everyone" of table mal.guarded calls mal.lock(integer)'),
+    ("a cast sqlml itself would make", TRAIN, ("h", "mal.moody", "mood"), "42501", ("superuser",),
+     "mal.mood_text(mal.mood)"),
+    ("untrusted view scored in batch", "SELECT * FROM sqlml.predict_batch('mal', 'mal.v', 'id')", (), "42501", VICTIMS,
+     "view mal.v calls"),
+    ("untrusted operator scored into a table", "SELECT sqlml.score('mal', %s, 'stolen', 'id')",
+     ("SELECT * FROM pub WHERE id OPERATOR(mal.===) 1",), "42501", VICTIMS, "operator mal.==="),
+    ("untrusted view profiled", "SELECT * FROM sqlml.profile('mal.v')", (), "42501", VICTIMS, "view mal.v calls"),
+    ("untrusted view evaluated", "SELECT * FROM sqlml.evaluate('mal', 'mal.v')", (), "42501", VICTIMS, "view mal.v calls"),
+    ("retraining on an untrusted view", "SELECT * FROM sqlml.retrain_if_drifted('mal', 'pub', 'mal.v', threshold => 0.0001)",
+     (), "42501", ("superuser",), "view mal.v calls"),
+    # volatile: refused whoever owns it, its owner included
+    ("own volatile function", TRAIN, ("h", "SELECT * FROM pub WHERE mal.volatile_lock()", "y"), "2F002", MALLORY,
+     "the relation calls mal.volatile_lock(), which is VOLATILE"),
+    ("advisory lock by name", TRAIN, ("h", "SELECT *, pg_advisory_lock(1) AS l FROM pub", "y"), "2F002", BOTH,
+     "pg_catalog.pg_advisory_lock(bigint), which is VOLATILE"),
+    ("volatile in a lateral subquery", TRAIN, ("h", "SELECT p.* FROM pub p, LATERAL (SELECT pg_notify('c', 'x')) n", "y"),
+     "2F002", BOTH, "pg_notify"),
 ]
 
-RUNS = [(case, sql, params, state, who) for case, sql, params, state, roles_ in CASES for who in roles_]
+RUNS = [(case, sql, params, state, who, *rest) for case, sql, params, state, roles_, *rest in CASES for who in roles_]
 
 
-@pytest.mark.parametrize("case, sql, params, sqlstate, who", RUNS, ids=[f"{r[0]} as {r[4]}" for r in RUNS])
-def test_hostile_input_changes_nothing_and_leaks_nothing(world, case, sql, params, sqlstate, who):
-    hostile(world, who, sql, params, sqlstate)
+@pytest.mark.parametrize("case, sql, params, sqlstate, who, fragment", [(*r, "")[:6] for r in RUNS],
+                         ids=[f"{r[0]} as {r[4]}" for r in RUNS])
+def test_hostile_input_changes_nothing_and_leaks_nothing(world, case, sql, params, sqlstate, who, fragment):
+    hostile(world, who, sql, params, sqlstate, fragment)
 
 
 def test_trojan_catalog_functions_in_public_are_not_called(world):

@@ -8,8 +8,8 @@ plant a function that a more privileged role (an admin, a scheduled retraining) 
 training or scoring on a relation the planter suggested. PostgreSQL's advice for this
 (CVE-2018-1058, "Usage Patterns" in the schemas chapter) is to run only code owned by roles one
 trusts. The server (``sqlml.server.reach``) finds every function a query can reach from
-PostgreSQL's own analysis of it (the dependencies of a temporary view over it, followed through
-operators, aggregates, domains, views and policies); this module decides from those rows.
+PostgreSQL's own analysis of it (the expression tree of a temporary view over it, followed through
+operators, aggregates, domains, views and policies); this module reads those trees and decides.
 
 The rule, for every function reached:
 - its owner is the caller, or a superuser (built-ins, extensions), or it lives in a schema the
@@ -23,6 +23,7 @@ in PostgreSQL. The message names the path by which the function was reached.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlml.errors import INSUFFICIENT_PRIVILEGE, MODIFYING_SQL_DATA_NOT_PERMITTED, SqlmlError
@@ -36,6 +37,35 @@ ALLOWED_VOLATILE = frozenset({
 ALLOWED_VOLATILE_EXTENSION = frozenset({"uuid_generate_v4"})
 
 SETTING = "sqlml.trusted_schemas"
+
+# What a stored expression (pg_node_tree: a view's rule, a policy, a domain's CHECK) refers to, by
+# node field. pg_depend is not enough: it never records built-in (pinned) objects, so a view
+# calling pg_advisory_lock() or nextval() would show nothing there.
+PROC, OPERATOR, TYPE, RELATION = "function", "operator", "type", "relation"
+_FIELDS = {
+    "funcid": PROC, "hashfuncid": PROC, "negfuncid": PROC, "aggfnoid": PROC, "winfnoid": PROC,
+    "opno": OPERATOR, "eqop": OPERATOR, "sortop": OPERATOR,
+    "resulttype": TYPE, "consttype": TYPE, "funcresulttype": TYPE, "typeId": TYPE,
+    "relid": RELATION,
+}
+# (an operator's ':opfuncid' is left to its ':opno', so that a path names the operator)
+# ' :field 123'; ':opnos (o 1 2)' lists the operators of a row comparison. A name or alias that
+# spells a field (its spaces are escaped, but a match costs only a needless check) adds, never hides.
+_SCALAR = re.compile(r" :(" + "|".join(_FIELDS) + r") (\d+)")
+_OPNOS = re.compile(r" :opnos \(o ([\d ]*)\)")
+
+
+def references(node_tree: str | None) -> dict[str, set[int]]:
+    """{kind: oids} of the functions, operators, types and relations an expression refers to."""
+    out = {PROC: set(), OPERATOR: set(), TYPE: set(), RELATION: set()}
+    if not node_tree:
+        return out
+    for field, oid in _SCALAR.findall(node_tree):
+        if int(oid):
+            out[_FIELDS[field]].add(int(oid))
+    for oids in _OPNOS.findall(node_tree):
+        out[OPERATOR].update(int(o) for o in oids.split())
+    return out
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,12 @@ def _split(text: str) -> list[str]:
     return parts
 
 
+def _setting_item(schema: str) -> str:
+    """``schema`` as written in the setting, inside a SQL string literal."""
+    item = schema if schema.isidentifier() and schema == schema.lower() else '"' + schema.replace('"', '""') + '"'
+    return item.replace("'", "''")
+
+
 def trusted(fn: Function, caller: str, trusted_schemas: frozenset[str]) -> bool:
     return fn.owner == caller or fn.owner_is_superuser or fn.schema in trusted_schemas
 
@@ -108,7 +144,7 @@ def judge(functions: list[Function], caller: str, trusted_schemas: frozenset[str
                 detail=f'sqlml runs only functions owned by you ("{caller}") or by a superuser, or in a schema '
                        f"listed in {SETTING}",
                 hint=f'if the schema "{fn.schema}" is safe, a DBA can trust it: ALTER ROLE "{caller}" SET '
-                     f"{SETTING} = '{fn.schema}'; else leave the function out of the relation")
+                     f"{SETTING} = '{_setting_item(fn.schema)}'; else leave the function out of the relation")
         if fn.volatile and not volatile_allowed(fn):
             return SqlmlError(
                 f"{fn.route()}, which is VOLATILE: refused before reading any row",

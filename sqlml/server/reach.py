@@ -2,15 +2,16 @@
 untrusted and the volatile (``sqlml.data.trust``) before the query is planned or read.
 
 The query becomes ``CREATE TEMP VIEW <random> AS SELECT 1 FROM (<query>) AS src`` inside a
-subtransaction that is rolled back: parse analysis and the view's definition record in
-``pg_depend`` every function, operator, type and relation the query uses, without planning or
-running anything (a domain's CHECK becomes a node evaluated at run time, not at analysis). From
+subtransaction that is rolled back: its stored definition is PostgreSQL's parse analysis of the
+query, taken without planning or running anything (a domain's CHECK is a node evaluated at run
+time, not at analysis; checked). Its expression tree names every function, operator, type and
+relation the query uses (``trust.references``; pg_depend would miss the built-in ones). From
 there the walk follows operators to their functions (and planner estimators), aggregates to their
 support functions, types to domains' CHECK constraints (and base, element and field types), views
-to their own query, and tables with row-level security to every policy's expression (whichever
+to their own query, and tables with row-level security to every policy's expressions (whichever
 role it names: a view reads as its owner, whose policies are not the caller's). Every catalog
-name is schema-qualified and every parameter cast, so a function planted on the search_path
-cannot answer in pg_catalog's place.
+name is schema-qualified and every comparison an explicit pg_catalog operator, so nothing planted
+on the search_path answers in pg_catalog's place.
 """
 
 from __future__ import annotations
@@ -23,98 +24,71 @@ from sqlml.data import trust
 from sqlml.errors import INSUFFICIENT_PRIVILEGE, SqlmlError
 from sqlml.server.spi import spi
 
-# the objects that (directly or through others) hold code; what each leads to is in _EDGES
-_PROC, _OPERATOR, _TYPE, _CLASS, _REWRITE, _POLICY, _CONSTRAINT = (
-    "pg_proc", "pg_operator", "pg_type", "pg_class", "pg_rewrite", "pg_policy", "pg_constraint")
+Q = "OPERATOR(pg_catalog.=)"  # every comparison: no operator on the caller's search_path answers for it
 
-_CATALOGS = """SELECT c.relname, c.oid::int8 AS oid FROM pg_catalog.pg_class c
-               WHERE c.relnamespace = 'pg_catalog'::pg_catalog.regnamespace
-                 AND c.relname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.name[])"""
-
-# (parent catalog, parent oid, child catalog, child oid) for the parents in $1..$7
-_EDGES = """
-SELECT d.classid::int8 AS pcls, d.objid::int8 AS poid, d.refclassid::int8 AS ccls, d.refobjid::int8 AS coid
-FROM pg_catalog.pg_depend d
-WHERE d.deptype OPERATOR(pg_catalog.=) 'n'
-  AND (d.classid OPERATOR(pg_catalog.=) $8::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])
-       OR d.classid OPERATOR(pg_catalog.=) $9::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.oid[])
-       OR d.classid OPERATOR(pg_catalog.=) $10::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.oid[]))
-  AND d.refclassid OPERATOR(pg_catalog.=) ANY ($11::pg_catalog.oid[])
-UNION ALL  -- a view: its query (the rewrite rule)
-SELECT $12::pg_catalog.oid::int8, r.ev_class::int8, $8::pg_catalog.oid::int8, r.oid::int8
-FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.ev_class
-WHERE r.ev_class OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.oid[]) AND c.relkind OPERATOR(pg_catalog.=) 'v'
-UNION ALL  -- a table under row-level security: its policies
-SELECT $12::pg_catalog.oid::int8, p.polrelid::int8, $9::pg_catalog.oid::int8, p.oid::int8
-FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.polrelid
-WHERE p.polrelid OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.oid[]) AND c.relrowsecurity
-UNION ALL  -- an operator: its function and the planner's estimators
-SELECT $13::pg_catalog.oid::int8, o.oid::int8, $14::pg_catalog.oid::int8, f::int8
-FROM pg_catalog.pg_operator o, LATERAL pg_catalog.unnest(ARRAY[o.oprcode::pg_catalog.oid, o.oprrest::pg_catalog.oid,
-                                                                 o.oprjoin::pg_catalog.oid]) AS f
-WHERE o.oid OPERATOR(pg_catalog.=) ANY ($5::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
-UNION ALL  -- an aggregate: its support functions
-SELECT $14::pg_catalog.oid::int8, a.aggfnoid::pg_catalog.oid::int8, $14::pg_catalog.oid::int8, f::int8
-FROM pg_catalog.pg_aggregate a, LATERAL pg_catalog.unnest(ARRAY[
-        a.aggtransfn::pg_catalog.oid, a.aggfinalfn::pg_catalog.oid, a.aggcombinefn::pg_catalog.oid,
-        a.aggserialfn::pg_catalog.oid, a.aggdeserialfn::pg_catalog.oid, a.aggmtransfn::pg_catalog.oid,
-        a.aggminvtransfn::pg_catalog.oid, a.aggmfinalfn::pg_catalog.oid]) AS f
-WHERE a.aggfnoid::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($6::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
-UNION ALL  -- a domain: its CHECK constraints
-SELECT $15::pg_catalog.oid::int8, c.contypid::int8, $10::pg_catalog.oid::int8, c.oid::int8
-FROM pg_catalog.pg_constraint c WHERE c.contypid OPERATOR(pg_catalog.=) ANY ($7::pg_catalog.oid[])
-UNION ALL  -- a domain's base type, an array's element type
-SELECT $15::pg_catalog.oid::int8, t.oid::int8, $15::pg_catalog.oid::int8, u::int8
-FROM pg_catalog.pg_type t, LATERAL pg_catalog.unnest(ARRAY[t.typbasetype, t.typelem]) AS u
-WHERE t.oid OPERATOR(pg_catalog.=) ANY ($7::pg_catalog.oid[]) AND u OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
-UNION ALL  -- a composite type's field types
-SELECT $15::pg_catalog.oid::int8, t.oid::int8, $15::pg_catalog.oid::int8, a.atttypid::int8
-FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) t.typrelid
-WHERE t.oid OPERATOR(pg_catalog.=) ANY ($7::pg_catalog.oid[]) AND t.typtype OPERATOR(pg_catalog.=) 'c'
-  AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2 AND NOT a.attisdropped"""
-
-_FUNCTIONS = """
-SELECT p.oid::int8 AS oid, p.prokind::text AS kind, n.nspname::text AS schema,
-       p.proname::text OPERATOR(pg_catalog.||) '(' OPERATOR(pg_catalog.||)
-           pg_catalog.pg_get_function_identity_arguments(p.oid) OPERATOR(pg_catalog.||) ')' AS name,
-       r.rolname::text AS owner, r.rolsuper AS superuser, p.provolatile OPERATOR(pg_catalog.=) 'v' AS volatile
-FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
-JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner
-WHERE p.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])"""
-
-_LABELS = {  # catalog -> SELECT oid, label for the oids in $1 (None: nothing to show on a path)
-    _OPERATOR: """SELECT o.oid::int8 AS oid, 'operator ' OPERATOR(pg_catalog.||) n.nspname::text OPERATOR(pg_catalog.||) '.'
-                         OPERATOR(pg_catalog.||) o.oprname::text OPERATOR(pg_catalog.||) '('
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(o.oprleft, NULL) OPERATOR(pg_catalog.||) ', '
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(o.oprright, NULL) OPERATOR(pg_catalog.||) ')' AS label
-                  FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace
-                  WHERE o.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])""",
-    _CLASS: """SELECT c.oid::int8 AS oid, 'view ' OPERATOR(pg_catalog.||) n.nspname::text OPERATOR(pg_catalog.||) '.'
-                      OPERATOR(pg_catalog.||) c.relname::text AS label
-               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-               WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) AND c.relkind OPERATOR(pg_catalog.=) 'v'""",
-    _POLICY: """SELECT p.oid::int8 AS oid, 'policy "' OPERATOR(pg_catalog.||) p.polname::text OPERATOR(pg_catalog.||)
-                       '" of table ' OPERATOR(pg_catalog.||) n.nspname::text OPERATOR(pg_catalog.||) '.'
-                       OPERATOR(pg_catalog.||) c.relname::text AS label
-                FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.polrelid
-                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                WHERE p.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])""",
-    _CONSTRAINT: """SELECT c.oid::int8 AS oid, 'domain ' OPERATOR(pg_catalog.||) n.nspname::text OPERATOR(pg_catalog.||) '.'
-                           OPERATOR(pg_catalog.||) t.typname::text OPERATOR(pg_catalog.||) ' (its check "'
-                           OPERATOR(pg_catalog.||) c.conname::text OPERATOR(pg_catalog.||) '")' AS label
-                    FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) c.contypid
-                    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace
-                    WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])""",
+# per kind, what the objects whose oids are in $1 lead to: (oid, kind of the next, its oid, and for
+# a rule, policy or domain constraint its expression, whose references come next)
+_NEXT = {
+    trust.PROC: f"""  -- an aggregate: its support functions
+        SELECT a.aggfnoid::pg_catalog.oid::int8 AS oid, 'function' AS kind, f::int8 AS next, NULL::text AS expr
+        FROM pg_catalog.pg_aggregate a, LATERAL pg_catalog.unnest(ARRAY[
+            a.aggtransfn::pg_catalog.oid, a.aggfinalfn::pg_catalog.oid, a.aggcombinefn::pg_catalog.oid,
+            a.aggserialfn::pg_catalog.oid, a.aggdeserialfn::pg_catalog.oid, a.aggmtransfn::pg_catalog.oid,
+            a.aggminvtransfn::pg_catalog.oid, a.aggmfinalfn::pg_catalog.oid]) AS f
+        WHERE a.aggfnoid::pg_catalog.oid {Q} ANY ($1::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid""",
+    trust.OPERATOR: f"""  -- an operator: its function and the planner's estimators
+        SELECT o.oid::int8 AS oid, 'function' AS kind, f::int8 AS next, NULL::text AS expr
+        FROM pg_catalog.pg_operator o, LATERAL pg_catalog.unnest(ARRAY[
+            o.oprcode::pg_catalog.oid, o.oprrest::pg_catalog.oid, o.oprjoin::pg_catalog.oid]) AS f
+        WHERE o.oid {Q} ANY ($1::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid""",
+    trust.TYPE: f"""  -- a domain: its CHECK constraints and base type; an array: its element; a row: its fields
+        SELECT c.contypid::int8 AS oid, 'constraint' AS kind, c.oid::int8 AS next, c.conbin::text AS expr
+        FROM pg_catalog.pg_constraint c WHERE c.contypid {Q} ANY ($1::pg_catalog.oid[]) AND c.conbin IS NOT NULL
+        UNION ALL
+        SELECT t.oid::int8, 'type', u::int8, NULL FROM pg_catalog.pg_type t,
+               LATERAL pg_catalog.unnest(ARRAY[t.typbasetype, t.typelem]) AS u
+        WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND u OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
+        UNION ALL
+        SELECT t.oid::int8, 'type', a.atttypid::int8, NULL
+        FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid {Q} t.typrelid
+        WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'c' AND a.attnum OPERATOR(pg_catalog.>) 0::int2
+          AND NOT a.attisdropped""",
+    trust.RELATION: f"""  -- a view: its query; a table under row-level security: every policy's expressions
+        SELECT r.ev_class::int8 AS oid, 'rule' AS kind, r.oid::int8 AS next, r.ev_action::text AS expr
+        FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid {Q} r.ev_class
+        WHERE r.ev_class {Q} ANY ($1::pg_catalog.oid[]) AND c.relkind {Q} 'v' AND r.ev_type {Q} '1'
+        UNION ALL
+        SELECT p.polrelid::int8, 'policy', p.oid::int8,
+               pg_catalog.concat(p.polqual::text, ' ', p.polwithcheck::text)
+        FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid {Q} p.polrelid
+        WHERE p.polrelid {Q} ANY ($1::pg_catalog.oid[]) AND c.relrowsecurity""",
 }
 
-_catalog_oids: dict[str, int] = {}
+_FUNCTIONS = f"""
+SELECT p.oid::int8 AS oid, p.prokind::text AS kind, n.nspname::text AS schema,
+       pg_catalog.concat(p.proname, '(', pg_catalog.pg_get_function_identity_arguments(p.oid), ')') AS name,
+       r.rolname::text AS owner, r.rolsuper AS superuser, p.provolatile {Q} 'v' AS volatile
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid {Q} p.pronamespace
+JOIN pg_catalog.pg_roles r ON r.oid {Q} p.proowner
+WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])"""
 
-
-def _oids() -> dict[str, int]:
-    if not _catalog_oids:
-        names = [_PROC, _OPERATOR, _TYPE, _CLASS, _REWRITE, _POLICY, _CONSTRAINT]
-        _catalog_oids.update({r["relname"]: int(r["oid"]) for r in spi.execute(_CATALOGS, [names])})
-    return _catalog_oids
+_LABELS = {  # kind -> (oid, label) of the objects in $1 that a path names
+    trust.OPERATOR: f"""SELECT o.oid::int8 AS oid, pg_catalog.concat('operator ', n.nspname, '.', o.oprname, '(',
+                               pg_catalog.format_type(o.oprleft, NULL), ', ', pg_catalog.format_type(o.oprright, NULL), ')') AS label
+                        FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid {Q} o.oprnamespace
+                        WHERE o.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "rule": f"""SELECT r.oid::int8 AS oid, pg_catalog.concat('view ', n.nspname, '.', c.relname) AS label
+                FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid {Q} r.ev_class
+                JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace WHERE r.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '" of table ', n.nspname, '.', c.relname) AS label
+                  FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid {Q} p.polrelid
+                  JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('domain ', n.nspname, '.', t.typname, ' (its check "', c.conname, '")') AS label
+                      FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid {Q} c.contypid
+                      JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
+}
+_ROOT = f"""SELECT r.ev_action::text AS expr FROM pg_catalog.pg_rewrite r
+            WHERE r.ev_class {Q} pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid"""
 
 
 class _Rollback(Exception):
@@ -134,7 +108,7 @@ def check(sql: str) -> None:
 def functions(sql: str) -> list[trust.Function]:
     """The functions ``sql`` can run, nearest first, each with the path that reaches it."""
     view = f"sqlml_reach_{secrets.token_hex(8)}"
-    found = None
+    tree = None
     try:
         with plpy.subtransaction():
             try:
@@ -145,51 +119,42 @@ def functions(sql: str) -> list[trust.Function]:
                                      "not create temporary objects", sqlstate=INSUFFICIENT_PRIVILEGE,
                                      hint="GRANT TEMPORARY ON DATABASE to the role") from None
                 raise
-            found = _walk(view)
+            tree = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]["expr"]
             raise _Rollback
     except _Rollback:
         pass
-    return found
+    return _walk(tree)
 
 
-def _walk(view: str) -> list[trust.Function]:
-    cat = _oids()
-    by_oid = {v: k for k, v in cat.items()}
-    rule = spi.execute("SELECT r.oid::int8 AS oid FROM pg_catalog.pg_rewrite r WHERE r.ev_class OPERATOR(pg_catalog.=) "
-                       "pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid", [f"pg_temp.{view}"])[0]["oid"]
-    root = (_REWRITE, int(rule))
+def _walk(tree: str) -> list[trust.Function]:
+    """Breadth first from the references of ``tree``: each object once, reached by its shortest path."""
+    root = ("root", 0)
     parent = {root: None}
-    level = [root]
+    level = []
+    _add_references(tree, root, parent, level)
     while level:
-        batch = {name: [o for c, o in level if c == name] for name in (_REWRITE, _POLICY, _CONSTRAINT, _CLASS, _OPERATOR, _PROC, _TYPE)}
-        rows = spi.execute(_EDGES, [
-            batch[_REWRITE], batch[_POLICY], batch[_CONSTRAINT], batch[_CLASS], batch[_OPERATOR], batch[_PROC], batch[_TYPE],
-            cat[_REWRITE], cat[_POLICY], cat[_CONSTRAINT], [cat[_PROC], cat[_OPERATOR], cat[_TYPE], cat[_CLASS]],
-            cat[_CLASS], cat[_OPERATOR], cat[_PROC], cat[_TYPE]])
         nxt = []
-        for r in rows:
-            child = (by_oid.get(int(r["ccls"])), int(r["coid"]))
-            if child[0] is None or child in parent:
-                continue
-            parent[child] = (by_oid[int(r["pcls"])], int(r["poid"]))
-            nxt.append(child)
+        for kind, sql in _NEXT.items():
+            oids = [o for k, o in level if k == kind]
+            for r in _rows(sql, oids):
+                child, here = (r["kind"], int(r["next"])), (kind, int(r["oid"]))
+                if child not in parent:
+                    parent[child] = here
+                    nxt.append(child)
+                if r["expr"] is not None:
+                    _add_references(r["expr"], child, parent, nxt)
         level = nxt
-    procs = {int(r["oid"]): r for r in spi.execute(_FUNCTIONS, [[o for c, o in parent if c == _PROC]])}
-    labels = {}
-    for catalog, sql in _LABELS.items():
-        oids = [o for c, o in parent if c == catalog]
-        if oids:
-            labels.update({(catalog, int(r["oid"])): r["label"] for r in spi.execute(sql, [oids])})
-    for oid, p in procs.items():
-        if p["kind"] == "a":
-            labels[(_PROC, oid)] = f"aggregate {p['schema']}.{p['name']}"
+    procs = {int(r["oid"]): r for r in _rows(_FUNCTIONS, [o for k, o in parent if k == trust.PROC])}
+    labels = {(trust.PROC, oid): f"aggregate {p['schema']}.{p['name']}" for oid, p in procs.items() if p["kind"] == "a"}
+    for kind, sql in _LABELS.items():
+        labels.update({(kind, int(r["oid"])): r["label"] for r in _rows(sql, [o for k, o in parent if k == kind])})
     out = []
     for node in parent:  # insertion order: breadth first, so nearest first
-        p = procs.get(node[1]) if node[0] == _PROC else None
+        p = procs.get(node[1]) if node[0] == trust.PROC else None
         if p is None or p["kind"] == "a":
             continue
         path, step = [], parent[node]
-        while step is not None and step != root:
+        while step is not None:
             if step in labels:
                 path.append(labels[step])
             step = parent[step]
@@ -197,3 +162,15 @@ def _walk(view: str) -> list[trust.Function]:
                                   tuple(reversed(path))))
     return out
 
+
+def _add_references(expr: str, holder: tuple, parent: dict, level: list) -> None:
+    for kind, oids in trust.references(expr).items():
+        for oid in sorted(oids):
+            node = (kind, oid)
+            if node not in parent:
+                parent[node] = holder
+                level.append(node)
+
+
+def _rows(sql: str, oids: list[int]) -> list[dict]:
+    return spi.execute(sql, [oids]) if oids else []

@@ -1,0 +1,63 @@
+"""Which reached functions a relation may run (``sqlml.data.trust``): pure, a table of cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlml.data.trust import Function, judge, parse_trusted_schemas
+
+CALLER = "alice"
+
+
+def fn(schema="x", name="f(integer)", owner="mallory", superuser=False, volatile=False, path=()):
+    return Function(schema, name, owner, superuser, volatile, tuple(path))
+
+
+# (case, functions reached (nearest first), trusted schemas, expected SQLSTATE or None, message fragment)
+CASES = [
+    ("built-in, immutable", [fn("pg_catalog", "abs(integer)", "postgres", True)], "", None, ""),
+    ("the caller's own function", [fn(owner=CALLER)], "", None, ""),
+    ("a superuser's function in any schema", [fn(owner="dba", superuser=True)], "", None, ""),
+    ("an untrusted owner", [fn()], "", "42501", 'the relation calls x.f(integer), owned by role "mallory"'),
+    ("an untrusted owner in a trusted schema", [fn()], "x", None, ""),
+    ("trusted schemas are a list", [fn()], "a, x ,b", None, ""),
+    ("unquoted names fold to lower case", [fn(schema="x")], "X", None, ""),
+    ("a quoted name keeps its case", [fn(schema="X")], '"X"', None, ""),
+    ("a quoted name with a comma", [fn(schema="a,b")], '"a,b"', None, ""),
+    ("a different quoted case is another schema", [fn(schema="x")], '"X"', "42501", "which you do not trust"),
+    ("a role named like the caller's prefix", [fn(owner=CALLER + "x")], "", "42501", f'role "{CALLER}x"'),
+    ("through an operator", [fn(path=["operator x.===(integer, integer)"])], "", "42501",
+     "operator x.===(integer, integer) calls x.f(integer)"),
+    ("through a view and a domain", [fn(path=["view public.v", 'domain x.d (its check "c")'])], "", "42501",
+     'view public.v calls domain x.d (its check "c") calls x.f(integer)'),
+    ("volatile, the caller's own", [fn(owner=CALLER, volatile=True)], "", "2F002", "which is VOLATILE"),
+    ("volatile built-in", [fn("pg_catalog", "pg_advisory_lock(bigint)", "postgres", True, True)], "", "2F002",
+     "the relation calls pg_catalog.pg_advisory_lock(bigint), which is VOLATILE"),
+    ("volatile in a trusted schema", [fn(volatile=True)], "x", "2F002", "VOLATILE"),
+    ("random() is allowed", [fn("pg_catalog", "random()", "postgres", True, True)], "", None, ""),
+    ("random() elsewhere is not", [fn("x", "random()", CALLER, False, True)], "", "2F002", "x.random()"),
+    ("uuid_generate_v4 of an extension", [fn("public", "uuid_generate_v4()", "postgres", True, True)], "", None, ""),
+    ("uuid_generate_v4 of a user", [fn("public", "uuid_generate_v4()", CALLER, False, True)], "", "2F002", "VOLATILE"),
+    ("the nearest refusal is reported", [fn(owner=CALLER), fn(name="g()", volatile=True, owner=CALLER), fn(name="h()")],
+     "", "2F002", "x.g()"),
+]
+
+
+@pytest.mark.parametrize("case, functions, schemas, sqlstate, fragment", CASES, ids=[c[0] for c in CASES])
+def test_judge(case, functions, schemas, sqlstate, fragment):
+    error = judge(functions, CALLER, parse_trusted_schemas(schemas))
+    if sqlstate is None:
+        assert error is None, error and error.message
+    else:
+        assert error is not None and error.sqlstate == sqlstate, error and error.message
+        assert fragment in error.message, error.message
+        assert "refused before reading any row" in error.message and error.hint
+
+
+def test_an_untrusted_refusal_says_how_to_trust_the_schema():
+    error = judge([fn(schema="lab")], CALLER, frozenset())
+    assert "sqlml.trusted_schemas = 'lab'" in error.hint and f'"{CALLER}"' in error.detail
+
+
+def test_empty_or_missing_setting_trusts_no_schema():
+    assert parse_trusted_schemas(None) == frozenset() == parse_trusted_schemas("") == parse_trusted_schemas(" , ")
