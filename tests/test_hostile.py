@@ -21,7 +21,7 @@ import json
 import psycopg2
 import pytest
 
-from tests.conftest import query, scalar
+from tests.conftest import query, scalar, sql_error
 from tests.roles import create_roles, drop_roles
 
 SECRET = "TOPSECRET"
@@ -102,6 +102,14 @@ CREATE TABLE mal.guarded AS SELECT * FROM public.pub;
 ALTER TABLE mal.guarded ENABLE ROW LEVEL SECURITY;
 CREATE POLICY everyone ON mal.guarded USING (mal.lock(id));
 CREATE TABLE mal.moody AS SELECT id, a, b, y, 'calm'::mal.mood AS mood FROM public.pub;
+CREATE FUNCTION mal.same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
+CREATE OPERATOR mal.== (LEFTARG = int, RIGHTARG = int, FUNCTION = mal.same);
+-- planted for a victim whose search_path lists mal: exact matches for what sqlml's own SQL calls
+CREATE FUNCTION mal.hashtextextended(text, int) RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN 0; END $$;
+CREATE FUNCTION mal.append(text[], text) RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN $1 || $2; END $$;
+CREATE AGGREGATE mal.array_agg(text) (SFUNC = mal.append, STYPE = text[]);
 """
 
 
@@ -248,3 +256,28 @@ def test_trojan_catalog_functions_in_public_are_not_called(world):
     finally:
         query(su, "DROP FUNCTION public.to_regclass(text); DROP FUNCTION public.has_column_privilege(oid, int2, text); "
                   "DROP TABLE trojan_calls")
+
+
+def test_a_dba_can_trust_a_schema_and_a_planted_search_path_changes_nothing(world):
+    """sqlml.trusted_schemas lets a role run code of an owner it does not otherwise trust; sqlml's
+    own SQL calls pg_catalog's functions whatever the search_path, and refuses a planted aggregate."""
+    victim, mallory = world["victim"], world["mallory"]
+    relation = "SELECT * FROM pub WHERE id OPERATOR(mal.==) id"
+    e = sql_error(victim, TRAIN, ("trusting", relation, "y"))
+    assert e.pgcode == "42501" and "operator mal.==(integer, integer) calls mal.same(integer, integer)" in e.pgerror
+    assert query(mallory, TRAIN, ("trusting_own", relation, "y"))[0][0] == "trusting_own"  # her own code
+    query(victim, "SET sqlml.trusted_schemas = 'mal'")
+    try:
+        assert query(victim, TRAIN, ("trusting", relation, "y"))[0][0] == "trusting"
+    finally:
+        query(victim, "RESET sqlml.trusted_schemas")
+    query(victim, "SET search_path = mal, public")
+    try:
+        sampled = query(victim, f"SELECT * FROM sqlml.train('planted', 'pub', 'y', {T}, options => %s)",
+                        ('{"max_rows": 50}',))
+        assert sampled[0][0] == "planted"
+        e = sql_error(victim, TRAIN, ("planted", "SELECT a, b, y, (id % 3)::text AS c FROM pub", "y"))
+        assert e.pgcode == "42501" and "aggregate mal.array_agg(text) calls mal.append(text[], text)" in e.pgerror
+    finally:
+        query(victim, "RESET search_path")
+    assert scalar(world["superuser"], "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sqlml.data.trust import Function, judge, parse_trusted_schemas
+from sqlml.data.trust import Function, judge, parse_trusted_schemas, references
 
 CALLER = "alice"
 
@@ -61,3 +61,21 @@ def test_an_untrusted_refusal_says_how_to_trust_the_schema():
 
 def test_empty_or_missing_setting_trusts_no_schema():
     assert parse_trusted_schemas(None) == frozenset() == parse_trusted_schemas("") == parse_trusted_schemas(" , ")
+
+
+def test_references_read_every_kind_from_a_stored_expression():
+    tree = (r"({QUERY :rtable ({RANGETBLENTRY :rtekind 0 :relid 16942 :relkind r}) :targetList ({TARGETENTRY :expr "
+            r"{FUNCEXPR :funcid 1574 :funcresulttype 20 :args ({CONST :consttype 2205})} :resname n} {TARGETENTRY :expr "
+            r"{OPEXPR :opno 16929 :opfuncid 16927 :opresulttype 16} :resname o} {TARGETENTRY :expr {COERCETODOMAIN "
+            r":resulttype 16931} :resname dd} {AGGREF :aggfnoid 2111} {ROWCOMPAREEXPR :rctype 1 :opnos (o 97 521)} "
+            r"{SORTGROUPCLAUSE :tleSortGroupRef 1 :eqop 670 :sortop 672} {WINDOWFUNC :winfnoid 3100}))")
+    refs = references(tree)
+    assert refs == {"function": {1574, 2111, 3100}, "operator": {16929, 97, 521, 670, 672},
+                    "type": {20, 2205, 16931}, "relation": {16942}}
+
+
+def test_a_name_that_spells_a_field_adds_a_check_and_hides_nothing():
+    # a column alias "x :funcid 99" is written with escaped spaces; a match would only add a check
+    refs = references(r"{TARGETENTRY :expr {FUNCEXPR :funcid 1574} :resname x\ :funcid\ 99}")
+    assert 1574 in refs["function"]
+    assert references(None) == references("") == {"function": set(), "operator": set(), "type": set(), "relation": set()}
