@@ -112,15 +112,17 @@ def vector_schema(ex) -> str:
                                   "WHERE e.extname = 'vector'")[0]["nspname"])
 
 
-def nearest_configurations(ex, task: str, meta_vector: str, k: int, max_distance: float) -> list[dict]:
+def nearest_configurations(ex, who: str, task: str, meta_vector: str, k: int, max_distance: float) -> list[dict]:
     """Best configurations of the ``k`` past trainings of ``task`` whose meta-features are nearest
-    to ``meta_vector`` (pgvector text form) within ``max_distance``, nearest first."""
+    to ``meta_vector`` (pgvector text form) within ``max_distance``, nearest first, among the
+    projects role ``who`` may score (the others' configurations are facts about data it may not read)."""
     v = vector_schema(ex)
     distance = f"meta_features OPERATOR({v}.<->) $2::{v}.vector"
     rows = ex.execute(
         f"""SELECT warm_start FROM sqlml.models
             WHERE task = $1 AND meta_features IS NOT NULL AND warm_start IS NOT NULL AND {distance} <= $4
-            ORDER BY {distance}, id DESC LIMIT $3""", [task, meta_vector, k, max_distance])
+              AND sqlml.has_privilege($5::name, project, 'predict')
+            ORDER BY {distance}, id DESC LIMIT $3""", [task, meta_vector, k, max_distance, who])
     out = []
     for r in rows:
         configs = r["warm_start"]

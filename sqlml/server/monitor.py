@@ -267,9 +267,15 @@ def _same_features(facts: dict, source: str) -> list[str]:
 # --- metrics ----------------------------------------------------------------------------------------
 
 def prediction_counts():
+    """Rows scored per project, for the projects the caller may score (a name and a count are
+    facts about a project too): a monitoring role sees what it was granted, an admin everything."""
     from sqlml.server import counters
 
-    return sorted(counters.read().items())
+    counts = counters.read()
+    visible = {r["p"] for r in spi.execute(
+        "SELECT p FROM pg_catalog.unnest($1::text[]) AS p WHERE sqlml.has_privilege(current_user, p, 'predict')",
+        [sorted(counts)])} if counts else set()
+    return sorted((p, n) for p, n in counts.items() if p in visible)
 
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "uncommitted", "rolled_back")

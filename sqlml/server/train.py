@@ -44,11 +44,15 @@ OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_est
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
-def similar_trainings(meta_features: list, task: str) -> list[dict]:
-    """Configurations that won on the past trainings nearest to this one (pgvector search over
-    sqlml.models.meta_features, across projects: configurations reveal nothing about data)."""
-    vector = meta.to_vector_literal(meta_features)
-    return privileged.run(lambda ex: store.nearest_configurations(ex, task, vector, meta.NEIGHBOURS, meta.MAX_DISTANCE))
+def similar_trainings(caller: str):
+    """``similar(meta_features, task)`` for the search: configurations that won on the past trainings
+    nearest to this one (pgvector search over sqlml.models.meta_features), among the projects
+    ``caller`` may score only: a configuration tuned on data is a fact about that data."""
+    def similar(meta_features: list, task: str) -> list[dict]:
+        vector = meta.to_vector_literal(meta_features)
+        return privileged.run(lambda ex: store.nearest_configurations(ex, caller, task, vector, meta.NEIGHBOURS,
+                                                                      meta.MAX_DISTANCE))
+    return similar
 
 
 def finish_reserve(budget_seconds: float) -> float:
@@ -288,7 +292,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                               test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
                               on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
-                              n_estimators=opts.get("n_estimators"), similar=similar_trainings,
+                              n_estimators=opts.get("n_estimators"), similar=similar_trainings(caller),
                               refit_all=opts.get("refit_all"), run_fit=yielding.run,
                               max_scoring_us=opts.get("max_scoring_us"))
     finally:
