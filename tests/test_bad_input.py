@@ -144,3 +144,45 @@ def test_unseen_category_and_missing_values_are_predicted_not_refused(db):
     nan_array = scalar(db, "SELECT sqlml.predict('bin', ARRAY['NaN', NULL]::float8[])")
     assert all(v == v for v in (seen, unseen, missing, nan_row, nan_array))  # numbers, not NaN
     assert nan_row == missing
+
+
+# Column names PostgreSQL allows that are not plain identifiers: spaces, quotes, a semicolon and
+# SQL, non-ASCII letters, a newline, a name skl2onnx would rename to an existing one ("my_col").
+NAMES = {"num": "my col", "twin": "my_col", "quote": 'x"q;y', "sql": "it's; DROP TABLE bi; --", "cat": "naïve\nnom",
+         "day": "le jour", "target": "the target", "label": 'clé "étiquette"'}
+
+
+def test_column_names_that_are_not_identifiers_work_end_to_end(db, dsn, tmp_path):
+    import html
+    import json
+    import subprocess
+    import sys
+
+    from sqlml.data.ingest import quote_ident as q
+
+    n = NAMES
+    query(db, f"""CREATE TABLE odd_names AS
+        SELECT i AS id, (i % 11)::float8 AS {q(n['num'])}, (i % 3)::float8 AS {q(n['twin'])}, (i % 7)::float8 AS {q(n['quote'])},
+               (i % 5)::float8 AS {q(n['sql'])}, (ARRAY['a', 'b', 'c'])[i % 3 + 1] AS {q(n['cat'])},
+               date '2024-01-01' + i AS {q(n['day'])},
+               ((i % 11) * 3.0 + (i % 7) + (i % 3))::float8 AS {q(n['target'])},
+               CASE WHEN (i % 11) > 5 THEN 'big' ELSE 'small' END AS {q(n['label'])}
+        FROM generate_series(1, 200) AS i""")
+    query(db, f"SELECT * FROM sqlml.train('odd', 'odd_names', %s, exclude => %s, {T})", (n["target"], [n["label"]]))
+    query(db, f"SELECT * FROM sqlml.train('odd_cls', 'odd_names', %s, exclude => %s, {T})", (n["label"], [n["target"]]))
+    row = {n["num"]: 4, n["twin"]: 1, n["quote"]: 2, n["sql"]: 3, n["cat"]: "b", n["day"]: "2024-02-01"}
+    by_row = query(db, "SELECT sqlml.predict('odd', o) FROM odd_names o WHERE id = 1")[0][0]
+    by_json = scalar(db, "SELECT sqlml.predict('odd', %s::jsonb)", (json.dumps({**row, n["num"]: 1, n["twin"]: 1,
+                                                                                  n["quote"]: 1, n["sql"]: 1,
+                                                                                  n["cat"]: "b", n["day"]: "2024-01-02"}),))
+    assert abs(by_row - by_json) < 1e-6 and abs(by_row - 5.0) < 0.5  # 1 * 3 + 1 + 1
+    assert scalar(db, "SELECT sqlml.predict_label('odd_cls', %s::jsonb)", (json.dumps(row),)) in ("big", "small")
+    batch = dict(query(db, "SELECT id, prediction FROM sqlml.predict_batch('odd', 'odd_names', 'id')"))
+    assert len(batch) == 200 and abs(batch["1"] - by_row) < 1e-6
+    assert scalar(db, "SELECT sqlml.score('odd_cls', 'odd_names', 'odd_scores', 'id')") == 200
+    card = tmp_path / "odd.html"
+    done = subprocess.run([sys.executable, "-m", "sqlml.cli", "report", "odd", "--out", str(card), "--dsn", dsn],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = card.read_text()
+    assert html.escape(n["quote"]) in page and html.escape(n["sql"]) in page
