@@ -55,15 +55,16 @@ CASES = [
     ("label NULL in every row", f"SELECT * FROM sqlml.train('p', 'bi_null_target', 'label', exclude => '{{y}}', {T})", "22000", 'target "label" is NULL in every row'),
     ("target NaN in every row", f"SELECT * FROM sqlml.train('p', 'bi_nan_target', 'y', {T})", "22000", 'target "y" is NULL in every row'),
     ("single class", f"SELECT * FROM sqlml.train('p', 'bi', 'const', exclude => '{{y,label,empty_col}}', {T})", "22000", "single class"),
-    ("empty relation", f"SELECT * FROM sqlml.train('p', 'bi_empty', 'y', {T})", "02000", "bi_empty has no rows"),
+    ("empty relation", f"SELECT * FROM sqlml.train('p', 'bi_empty', 'y', {T})", "22000", "bi_empty has no rows"),
     ("one row", f"SELECT * FROM sqlml.train('p', 'bi_one', 'y', exclude => '{{empty_col}}', {T})", "22000", "training needs at least 10"),
     ("text target for regression", f"SELECT * FROM sqlml.train('p', 'bi', 'label', task => 'regression', {T})", "42804", "regression needs a numeric target"),
     ("date target", f"SELECT * FROM sqlml.train('p', 'bi', 'day', {T})", "42804", "sqlml cannot predict"),
+    ("money target", f"SELECT * FROM sqlml.train('p', 'SELECT x1, x2, y::numeric::money AS m FROM bi', 'm', {T})", "42804", "has type money, which sqlml cannot predict"),
     ("all-NULL feature", f"SELECT * FROM sqlml.train('p', 'bi', 'y', {T})", "22000", 'column "empty_col" is NULL in every row'),
     ("Infinity in a feature", f"SELECT * FROM sqlml.train('p', 'bi_inf', 'y', {T})", "22000", 'column "x1" contains Infinity in 1 row'),
     ("Infinity in the target", f"SELECT * FROM sqlml.train('p', 'bi_inf_target', 'y', {T})", "22000", 'target "y" contains Infinity'),
     ("unknown excluded column", f"SELECT * FROM sqlml.train('p', 'bi', 'y', exclude => '{{nope}}', {T})", "42703", 'excluded column "nope" not found'),
-    ("everything excluded", f"SELECT * FROM sqlml.train('p', 'SELECT x1, y FROM bi', 'y', exclude => '{{x1}}', {T})", "02000", "no feature columns besides the target"),
+    ("everything excluded", f"SELECT * FROM sqlml.train('p', 'SELECT x1, y FROM bi', 'y', exclude => '{{x1}}', {T})", "22000", "no feature columns besides the target"),
     # training: the arguments
     ("invalid project name", f"SELECT * FROM sqlml.train('no spaces!', 'bi', 'y', {T})", "22023", 'invalid project name "no spaces!"'),
     ("NULL project", f"SELECT * FROM sqlml.train(NULL, 'bi', 'y', {T})", "22023", "invalid project name"),
@@ -82,7 +83,7 @@ CASES = [
     ("unknown option", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"sed": 1}')""", "22023", 'unknown option "sed"'),
     ("option of the wrong type", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"seed": "seven"}')""", "22023", 'option "seed" must be int'),
     ("option with a bad value", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"deploy": "always"}')""", "22023", 'option "deploy" is'),
-    ("negative max_rows", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"max_rows": -1}')""", "22023", 'option "max_rows" must be positive'),
+    ("negative max_rows", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"max_rows": -1}')""", "22023", 'option "max_rows" must be between 1 and'),
     # scoring
     ("predict unknown project", f"SELECT sqlml.predict('nope', {ROW})", "42704", 'project "nope" does not exist'),
     ("predict NULL project", f"SELECT sqlml.predict(NULL::text, {ROW})", "22023", "project is NULL"),
@@ -106,7 +107,7 @@ CASES = [
     ("deploy unknown project", "SELECT * FROM sqlml.deploy('nope')", "42704", 'project "nope" does not exist'),
     ("deploy unknown strategy", "SELECT * FROM sqlml.deploy('bi', 'newest')", "22023", 'unknown deployment strategy "newest"'),
     ("deploy a version that does not exist", "SELECT * FROM sqlml.deploy('bi', version => 42)", "42704", 'project "bi" has no version 42'),
-    ("rollback with no previous version", "SELECT * FROM sqlml.deploy('bi', 'rollback')", "02000", "no previous deployment to roll back to"),
+    ("rollback with no previous version", "SELECT * FROM sqlml.deploy('bi', 'rollback')", "55000", "no previous deployment to roll back to"),
     ("grant unknown privilege", "SELECT sqlml.grant('bi', 'postgres', 'superuser')", "22023", 'unknown privilege "superuser"'),
     ("grant to a role that does not exist", "SELECT sqlml.grant('bi', 'no_such_role', 'predict')", "42704", 'role "no_such_role" does not exist'),
     ("grant on unknown project", "SELECT sqlml.grant('nope', 'postgres', 'predict')", "42704", 'project "nope" does not exist'),
@@ -131,6 +132,15 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(db, case, sql, sqlstate
     if not case.startswith("pg:"):
         assert primary.startswith("sqlml: ") and not primary.startswith("sqlml: sqlml:"), primary
     assert counts(db) == before
+
+
+def test_a_money_column_is_left_out_with_a_notice_like_other_unsupported_types(db):
+    db.notices.clear()
+    query(db, f"SELECT * FROM sqlml.train('with_money', 'SELECT x1, x2, y, (x1 * 100)::numeric::money AS price FROM bi', "
+              f"'y', {T})")
+    assert any('column "price" is not used: type money is not supported' in n for n in db.notices), db.notices
+    features = scalar(db, "SELECT feature_schema->'features' FROM sqlml.models WHERE project = 'with_money'")
+    assert [f["name"] for f in features] == ["x1", "x2"]
 
 
 def test_unseen_category_and_missing_values_are_predicted_not_refused(db):

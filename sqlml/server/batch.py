@@ -70,7 +70,9 @@ def _chunks(m, rel, sql, id_column, id_type):
         n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
-            yield (len(ids), ids), {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
+            payload = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
+            chunks.check_float32(payload, [])
+            yield (len(ids), ids), payload
         return
     blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
     columns = m.scorer.row_columns
@@ -88,6 +90,7 @@ def _chunks(m, rel, sql, id_column, id_type):
         else:
             n, payload, ids = chunks.decode_chunk(rows[0], features, id_type)
         if n:
+            chunks.check_float32(payload, [c.source for c in columns] if matrix else [])
             yield (n, ids), payload
 
 

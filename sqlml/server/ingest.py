@@ -81,13 +81,19 @@ def describe(sql: str) -> list[Column]:
     res = read_only(f"SELECT * FROM ({sql}) AS src LIMIT 0")
     names, oids, typmods = res.colnames(), res.coltypes(), res.coltypmods()
     types = {r["oid"]: r for r in spi.execute(
-        """SELECT t.oid::int8 AS oid, t.typname, t.typtype, b.typname AS base
-           FROM pg_type t LEFT JOIN pg_type b ON b.oid = t.typbasetype
-           WHERE t.oid = ANY($1::oid[])""", [list(oids)])}
+        """SELECT t.oid::int8 AS oid, t.typname::text AS typname, t.typtype::text AS typtype, b.typname::text AS base,
+                  n.nspname::text AS schema, r.rolsuper AS builtin
+           FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=) t.typbasetype
+           JOIN pg_catalog.pg_type k ON k.oid OPERATOR(pg_catalog.=) coalesce(b.oid, t.oid)
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.typnamespace
+           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) k.typowner
+           WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])""", [list(oids)])}
     cols = []
     for name, oid, typmod in zip(names, oids, typmods):
         t = types[int(oid)]
         typname = t["base"] if t["typtype"] == "d" else ("text" if t["typtype"] == "e" else t["typname"])
+        if not t["builtin"] and t["typtype"] != "e":  # a user's type named like a built-in one is not that one
+            typname = f"{t['schema']}.{typname}"
         cols.append(Column(name, typname, int(typmod)))
     return cols
 

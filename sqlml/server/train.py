@@ -29,7 +29,6 @@ from sqlml.errors import (
     DATA_EXCEPTION,
     INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
-    NO_DATA,
     SqlmlError,
 )
 from sqlml.governor import limits, priority
@@ -37,8 +36,10 @@ from sqlml.registry import access, audit, store
 from sqlml.server import governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
-PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
+PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
+MAX_ROWS = 2**63 - 1  # a bigint LIMIT
+MAX_SEED = 2**32 - 1  # what numpy and scikit-learn take as a random_state
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
            "force": bool, "max_scoring_us": float}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
@@ -63,7 +64,7 @@ def finish_reserve(budget_seconds: float) -> float:
 
 def check_common(project, target, budget_seconds) -> None:
     """What every training checks, whatever its task: the project name, the target, the budget."""
-    if project is None or not PROJECT_NAME.match(str(project)):
+    if project is None or not PROJECT_NAME.fullmatch(str(project)):  # fullmatch: "$" would let a final newline by
         raise SqlmlError(f'invalid project name "{project}"',
                          hint="use 1-63 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'",
                          sqlstate=INVALID_PARAMETER)
@@ -109,9 +110,12 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     if options.get("max_scoring_us", 1.0) <= 0:
         raise SqlmlError(f'option "max_scoring_us" must be positive, got {options["max_scoring_us"]}',
                          sqlstate=INVALID_PARAMETER, hint="pass the most one row may cost to score, in microseconds")
-    if options.get("max_rows", 1) < 1:
-        raise SqlmlError(f'option "max_rows" must be positive, got {options["max_rows"]}', sqlstate=INVALID_PARAMETER,
-                         hint="pass the number of rows to sample for training, or omit it")
+    if not 1 <= options.get("max_rows", 1) <= MAX_ROWS:
+        raise SqlmlError(f'option "max_rows" must be between 1 and {MAX_ROWS}, got {options["max_rows"]}',
+                         sqlstate=INVALID_PARAMETER, hint="pass the number of rows to sample for training, or omit it")
+    if not 0 <= options.get("seed", 0) <= MAX_SEED:
+        raise SqlmlError(f'option "seed" must be between 0 and {MAX_SEED}, got {options["seed"]}',
+                         sqlstate=INVALID_PARAMETER, hint="pass a small integer such as 7, or omit it (42)")
     if options.get("deploy", "auto") not in ("auto", "never"):
         raise SqlmlError(f'option "deploy" is {options["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
                          sqlstate=INVALID_PARAMETER)
@@ -269,7 +273,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     governor.record_rows(n)
     y_raw = extras[target]
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
     check_target(target, y_raw)
     from sqlml.server import monitor  # data quality: a NOTICE per warning, refuses on a blocking problem
 
