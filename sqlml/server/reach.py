@@ -21,7 +21,7 @@ import secrets
 import plpy
 
 from sqlml.data import trust
-from sqlml.errors import INSUFFICIENT_PRIVILEGE, SqlmlError
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, READ_ONLY_SQL_TRANSACTION, SqlmlError
 from sqlml.server.spi import spi
 
 Q = "OPERATOR(pg_catalog.=)"  # every comparison: no operator on the caller's search_path answers for it
@@ -114,10 +114,15 @@ def functions(sql: str) -> list[trust.Function]:
             try:
                 plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT 1 AS one FROM ({sql}) AS src")
             except plpy.SPIError as e:
-                if getattr(e, "sqlstate", None) == INSUFFICIENT_PRIVILEGE and "temporary" in str(e):
+                state = getattr(e, "sqlstate", None)
+                if state == INSUFFICIENT_PRIVILEGE and "temporary" in str(e):
                     raise SqlmlError("sqlml checks what a relation runs through a temporary view, and this role may "
                                      "not create temporary objects", sqlstate=INSUFFICIENT_PRIVILEGE,
                                      hint="GRANT TEMPORARY ON DATABASE to the role") from None
+                if state == READ_ONLY_SQL_TRANSACTION:
+                    raise SqlmlError("sqlml checks what a relation runs through a temporary view, which a read-only "
+                                     "transaction cannot create", sqlstate=READ_ONLY_SQL_TRANSACTION,
+                                     hint="run it in a read-write transaction, on the primary") from None
                 raise
             tree = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]["expr"]
             raise _Rollback
