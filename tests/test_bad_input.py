@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from tests.conftest import query, scalar
+from tests.conftest import query, scalar, sql_error
 
 REGISTRY = ("projects", "models", "deployments", "trials", "grants", "audit_log")
 T = "algorithms => '{linear}', time_budget => '2 seconds'"  # for the cases that get as far as training
@@ -196,3 +196,16 @@ def test_column_names_that_are_not_identifiers_work_end_to_end(db, dsn, tmp_path
     assert done.returncode == 0, done.stderr
     page = card.read_text()
     assert html.escape(n["quote"]) in page and html.escape(n["sql"]) in page
+
+
+def test_a_read_only_transaction_is_told_why_a_relation_cannot_be_read(db, dsn):
+    """Checking what a relation runs takes a temporary view, which a read-only transaction (a
+    session with default_transaction_read_only, a standby) cannot create: a clear 25006."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        query(conn, "SET default_transaction_read_only = on")
+        e = sql_error(conn, "SELECT * FROM sqlml.profile('bi')")
+        assert e.pgcode == "25006" and "a read-only transaction cannot create" in e.diag.message_primary
+    finally:
+        conn.close()

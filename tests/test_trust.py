@@ -79,3 +79,20 @@ def test_a_name_that_spells_a_field_adds_a_check_and_hides_nothing():
     refs = references(r"{TARGETENTRY :expr {FUNCEXPR :funcid 1574} :resname x\ :funcid\ 99}")
     assert 1574 in refs["function"]
     assert references(None) == references("") == {"function": set(), "operator": set(), "type": set(), "relation": set()}
+
+
+def test_reached_names_each_function_by_its_path_nearest_first():
+    from sqlml.data.trust import reached
+
+    root = ("root", 0)
+    parent = {root: None, ("relation", 10): root, ("function", 1): root, ("rule", 11): ("relation", 10),
+              ("operator", 20): ("rule", 11), ("function", 2): ("operator", 20), ("function", 3): ("rule", 11),
+              ("function", 4): ("function", 3)}
+    labels = {("rule", 11): "view x.v", ("operator", 20): "operator x.===(integer, integer)"}
+    row = {"kind": "f", "schema": "x", "owner": "mallory", "superuser": False, "volatile": False}
+    procs = {1: {**row, "name": "direct()"}, 2: {**row, "name": "evil(integer, integer)"},
+             3: {**row, "kind": "a", "name": "total(double precision)"}, 4: {**row, "name": "step(double precision)"}}
+    routes = [f.route() for f in reached(parent, labels, procs)]
+    assert routes == ["the relation calls x.direct()",
+                      "view x.v calls operator x.===(integer, integer) calls x.evil(integer, integer)",
+                      "view x.v calls aggregate x.total(double precision) calls x.step(double precision)"]

@@ -91,6 +91,30 @@ class Function:
         return " calls ".join(steps) if self.path else f"the relation calls {self.qualified}"
 
 
+def reached(parent: dict, labels: dict, procs: dict) -> list[Function]:
+    """The functions of a walk, nearest first, each with its path.
+
+    ``parent``: node -> the node it was reached from (None for the root), in breadth-first order;
+    a node is (kind, oid). ``labels``: node -> how a path names it (views, operators, policies,
+    domain constraints); aggregates are named from ``procs``. ``procs``: function oid -> its catalog
+    row (kind, schema, name, owner, superuser, volatile)."""
+    labels = {**labels, **{(PROC, oid): f"aggregate {p['schema']}.{p['name']}"
+                           for oid, p in procs.items() if p["kind"] == "a"}}
+    out = []
+    for node in parent:
+        p = procs.get(node[1]) if node[0] == PROC else None
+        if p is None or p["kind"] == "a":  # an aggregate runs its support functions, which follow
+            continue
+        path, step = [], parent[node]
+        while step is not None:
+            if step in labels:
+                path.append(labels[step])
+            step = parent[step]
+        out.append(Function(p["schema"], p["name"], p["owner"], bool(p["superuser"]), bool(p["volatile"]),
+                            tuple(reversed(path))))
+    return out
+
+
 def parse_trusted_schemas(setting: str | None) -> frozenset[str]:
     """The schema names of a ``sqlml.trusted_schemas`` value: comma-separated, unquoted names are
     folded to lower case and double-quoted ones kept as written (like search_path)."""

@@ -150,22 +150,10 @@ def _walk(tree: str) -> list[trust.Function]:
                     _add_references(r["expr"], child, parent, nxt)
         level = nxt
     procs = {int(r["oid"]): r for r in _rows(_FUNCTIONS, [o for k, o in parent if k == trust.PROC])}
-    labels = {(trust.PROC, oid): f"aggregate {p['schema']}.{p['name']}" for oid, p in procs.items() if p["kind"] == "a"}
+    labels = {}
     for kind, sql in _LABELS.items():
         labels.update({(kind, int(r["oid"])): r["label"] for r in _rows(sql, [o for k, o in parent if k == kind])})
-    out = []
-    for node in parent:  # insertion order: breadth first, so nearest first
-        p = procs.get(node[1]) if node[0] == trust.PROC else None
-        if p is None or p["kind"] == "a":
-            continue
-        path, step = [], parent[node]
-        while step is not None:
-            if step in labels:
-                path.append(labels[step])
-            step = parent[step]
-        out.append(trust.Function(p["schema"], p["name"], p["owner"], bool(p["superuser"]), bool(p["volatile"]),
-                                  tuple(reversed(path))))
-    return out
+    return trust.reached(parent, labels, procs)
 
 
 def _add_references(expr: str, holder: tuple, parent: dict, level: list) -> None:
