@@ -73,7 +73,7 @@ def world(dsn):
     query(conns["mallory"], MALLORYS_SCHEMA)
     query(su, f'GRANT SELECT ON pub TO "{roles["admin"]}"')
     query(conns["mallory"], f'GRANT USAGE ON SCHEMA mal TO "{roles["admin"]}"; '
-                            f'GRANT SELECT ON mal.guarded, mal.v, mal.nested TO "{roles["admin"]}"')
+                            f'GRANT SELECT ON mal.guarded, mal.v, mal.nested, mal.guarded_view TO "{roles["admin"]}"')
     yield conns
     drop_roles(su, roles)
     su.close()
@@ -101,6 +101,10 @@ CREATE VIEW mal.nested AS SELECT * FROM mal.v;
 CREATE TABLE mal.guarded AS SELECT * FROM public.pub;
 ALTER TABLE mal.guarded ENABLE ROW LEVEL SECURITY;
 CREATE POLICY everyone ON mal.guarded USING (mal.lock(id));
+CREATE DOMAIN mal.checked_twice AS mal.checked;
+CREATE VIEW mal.guarded_view AS SELECT * FROM mal.guarded;
+CREATE FUNCTION mal.definer() RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER AS
+    $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN true; END $$;
 CREATE TABLE mal.moody AS SELECT id, a, b, y, 'calm'::mal.mood AS mood FROM public.pub;
 CREATE FUNCTION mal.same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
 CREATE OPERATOR mal.== (LEFTARG = int, RIGHTARG = int, FUNCTION = mal.same);
@@ -202,6 +206,16 @@ CASES = [
      "domain mal.checked"),
     ("domain inside an array", TRAIN, ("h", "SELECT *, ARRAY[id]::mal.checked[] AS c FROM pub", "y"), "42501", VICTIMS,
      "domain mal.checked"),
+    ("untrusted operator in ANY", TRAIN, ("h", "SELECT * FROM pub WHERE id OPERATOR(mal.===) ANY (ARRAY[1, 2])", "y"),
+     "42501", VICTIMS, "operator mal.===(integer, integer) calls"),
+    ("domain over a domain", TRAIN, ("h", "SELECT *, id::mal.checked_twice AS c FROM pub", "y"), "42501", VICTIMS,
+     'domain mal.checked (its check "checked_check") calls mal.lock(integer)'),
+    ("untrusted function in a CTE", TRAIN, ("h", "WITH t AS (SELECT id FROM pub WHERE mal.lock(id)) SELECT * FROM pub", "y"),
+     "42501", VICTIMS, "the relation calls mal.lock(integer)"),
+    ("untrusted SECURITY DEFINER function", TRAIN, ("h", "SELECT * FROM pub WHERE mal.definer()", "y"), "42501",
+     VICTIMS, "mal.definer()"),
+    ("untrusted aggregate as a window", TRAIN, ("h", "SELECT *, mal.total(a) OVER () AS t FROM pub", "y"), "42501",
+     VICTIMS, "aggregate mal.total(double precision) calls"),
     ("untrusted aggregate", TRAIN, ("h", "SELECT *, (SELECT mal.total(a) FROM pub) AS t FROM pub", "y"), "42501", VICTIMS,
      "aggregate mal.total(double precision) calls mal.lock(double precision, double precision)"),
     ("untrusted cast", TRAIN, ("h", "SELECT *, 'calm'::mal.mood::text AS m FROM pub", "y"), "42501", VICTIMS,
@@ -213,6 +227,8 @@ CASES = [
      VICTIMS, "view mal.v calls"),
     ("untrusted row-level-security policy", TRAIN, ("h", "mal.guarded", "y"), "42501", VICTIMS,
      'policy "everyone" of table mal.guarded calls mal.lock(integer)'),
+    ("untrusted policy behind a view", TRAIN, ("h", "mal.guarded_view", "y"), "42501", VICTIMS,
+     'view mal.guarded_view calls policy "everyone" of table mal.guarded calls mal.lock(integer)'),
     ("a cast sqlml itself would make", TRAIN, ("h", "mal.moody", "mood"), "42501", ("superuser",),
      "mal.mood_text(mal.mood)"),
     ("untrusted view scored in batch", "SELECT * FROM sqlml.predict_batch('mal', 'mal.v', 'id')", (), "42501", VICTIMS,
