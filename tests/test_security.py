@@ -382,3 +382,16 @@ def test_prediction_counts_show_only_projects_the_caller_may_score(world):
         assert "sec" in dict(query(usr, "SELECT * FROM sqlml.prediction_counts()"))
     finally:
         query(dev, "SELECT sqlml.revoke('sec', %s, 'predict')", (roles["usr"],))
+
+
+def test_a_denied_scoring_job_does_not_reveal_the_size_of_the_model(world):
+    """A scoring job's predicted memory counts its model: for a project the role may not score it
+    counts nothing, as for one that does not exist (each call from a fresh, equally cold backend)."""
+    _, roles = world
+    peaks = []
+    for project in ("sec", "no_such_project"):
+        usr = roles.connect("usr")
+        error(usr, "SELECT * FROM sqlml.predict_batch(%s, 'pts', 'id')", (project,))
+        peaks.append(scalar(usr, "SELECT predicted_peak_bytes FROM sqlml.jobs WHERE role = current_user "
+                                 "ORDER BY job_id DESC LIMIT 1"))
+    assert peaks[0] is not None and peaks[0] == peaks[1]
