@@ -201,7 +201,7 @@ CASES = [
     ("untrusted operator", TRAIN, ("h", "SELECT * FROM pub WHERE id OPERATOR(mal.===) id", "y"), "42501", VICTIMS,
      "operator mal.===(integer, integer) calls mal.lock(integer, integer)"),
     ("untrusted domain CHECK", TRAIN, ("h", "SELECT *, id::mal.checked AS c FROM pub", "y"), "42501", VICTIMS,
-     'domain mal.checked (its check "checked_check") calls mal.lock(integer)'),
+     'the relation uses domain mal.checked, owned by role "dev_'),
     ("untrusted domain CHECK on a literal", TRAIN, ("h", "SELECT *, '1'::mal.checked AS c FROM pub", "y"), "42501", VICTIMS,
      "domain mal.checked"),
     ("domain inside an array", TRAIN, ("h", "SELECT *, ARRAY[id]::mal.checked[] AS c FROM pub", "y"), "42501", VICTIMS,
@@ -209,15 +209,15 @@ CASES = [
     ("untrusted operator in ANY", TRAIN, ("h", "SELECT * FROM pub WHERE id OPERATOR(mal.===) ANY (ARRAY[1, 2])", "y"),
      "42501", VICTIMS, "operator mal.===(integer, integer) calls"),
     ("domain over a domain", TRAIN, ("h", "SELECT *, id::mal.checked_twice AS c FROM pub", "y"), "42501", VICTIMS,
-     'domain mal.checked (its check "checked_check") calls mal.lock(integer)'),
+     "the relation uses domain mal.checked_twice, owned by"),
     ("untrusted function in a CTE", TRAIN, ("h", "WITH t AS (SELECT id FROM pub WHERE mal.lock(id)) SELECT * FROM pub", "y"),
      "42501", VICTIMS, "the relation calls mal.lock(integer)"),
     ("untrusted SECURITY DEFINER function", TRAIN, ("h", "SELECT * FROM pub WHERE mal.definer()", "y"), "42501",
      VICTIMS, "mal.definer()"),
     ("untrusted aggregate as a window", TRAIN, ("h", "SELECT *, mal.total(a) OVER () AS t FROM pub", "y"), "42501",
-     VICTIMS, "aggregate mal.total(double precision) calls"),
+     VICTIMS, "the relation calls aggregate mal.total(double precision), owned by"),
     ("untrusted aggregate", TRAIN, ("h", "SELECT *, (SELECT mal.total(a) FROM pub) AS t FROM pub", "y"), "42501", VICTIMS,
-     "aggregate mal.total(double precision) calls mal.lock(double precision, double precision)"),
+     "the relation calls aggregate mal.total(double precision), owned by"),
     ("untrusted cast", TRAIN, ("h", "SELECT *, 'calm'::mal.mood::text AS m FROM pub", "y"), "42501", VICTIMS,
      "the relation calls mal.mood_text(mal.mood)"),
     ("untrusted view by name", TRAIN, ("h", "mal.v", "y"), "42501", VICTIMS, "view mal.v calls mal.lock(integer)"),
@@ -320,7 +320,7 @@ def test_a_dba_can_trust_a_schema_and_a_planted_search_path_changes_nothing(worl
                         ('{"max_rows": 50}',))
         assert sampled[0][0] == "planted"
         e = sql_error(victim, TRAIN, ("planted", "SELECT a, b, y, (id % 3)::text AS c FROM pub", "y"))
-        assert e.pgcode == "42501" and "aggregate mal.array_agg(text) calls mal.append(text[], text)" in e.pgerror
+        assert e.pgcode == "42501" and "the relation calls aggregate mal.array_agg(text), owned by" in e.pgerror
     finally:
         query(victim, "RESET search_path")
     assert scalar(world["superuser"], "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0

@@ -11,7 +11,8 @@ trusts. The server (``sqlml.server.reach``) finds every function a query can rea
 PostgreSQL's own analysis of it (the expression tree of a temporary view over it, followed through
 operators, aggregates, domains, views and policies); this module reads those trees and decides.
 
-The rule, for every function reached:
+The rule, for every function reached (and every aggregate and domain: their owners can change
+what they run, a new support function or CHECK, without any lock a reader would wait for):
 - its owner is the caller, or a superuser (built-ins, extensions), or it lives in a schema the
   caller's ``sqlml.trusted_schemas`` setting names; else it is refused with SQLSTATE 42501;
 - it is not VOLATILE (a volatile function may change data, take session locks or reach outside
@@ -68,50 +69,58 @@ def references(node_tree: str | None) -> dict[str, set[int]]:
     return out
 
 
+FUNCTION, AGGREGATE, DOMAIN = "function", "aggregate", "domain"
+
+
 @dataclass(frozen=True)
 class Function:
-    """A function a query can run, and how it was reached.
+    """A function (or an aggregate, or a domain) a query can run, and how it was reached.
 
     ``path``: labels of what led to it, outermost first (``view public.v``,
     ``operator x.===(integer,integer)``...); empty when the query calls it itself."""
 
     schema: str
-    name: str  # with its argument types: "evil(integer)"
+    name: str  # a function's with its argument types: "evil(integer)"
     owner: str
     owner_is_superuser: bool
     volatile: bool
     path: tuple[str, ...] = ()
+    kind: str = FUNCTION
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return f"{self.schema}.{self.name}" if self.kind == FUNCTION else f"{self.kind} {self.schema}.{self.name}"
 
     def route(self) -> str:
         steps = (*self.path, self.qualified)
-        return " calls ".join(steps) if self.path else f"the relation calls {self.qualified}"
+        verb = "uses" if self.kind == DOMAIN else "calls"
+        return " calls ".join(steps) if self.path else f"the relation {verb} {self.qualified}"
 
 
-def reached(parent: dict, labels: dict, procs: dict) -> list[Function]:
-    """The functions of a walk, nearest first, each with its path.
+def reached(parent: dict, labels: dict, procs: dict, domains: dict) -> list[Function]:
+    """The functions, aggregates and domains of a walk, nearest first, each with its path.
 
     ``parent``: node -> the node it was reached from (None for the root), in breadth-first order;
     a node is (kind, oid). ``labels``: node -> how a path names it (views, operators, policies,
-    domain constraints); aggregates are named from ``procs``. ``procs``: function oid -> its catalog
-    row (kind, schema, name, owner, superuser, volatile)."""
-    labels = {**labels, **{(PROC, oid): f"aggregate {p['schema']}.{p['name']}"
-                           for oid, p in procs.items() if p["kind"] == "a"}}
+    domain constraints); aggregates and domains are named from their rows. ``procs``: function oid
+    -> its catalog row (kind, schema, name, owner, superuser, volatile); ``domains``: type oid ->
+    (schema, name, owner, superuser) of the domains among the types."""
+    labels = {**labels,
+              **{(PROC, oid): f"aggregate {p['schema']}.{p['name']}" for oid, p in procs.items() if p["kind"] == "a"},
+              **{(TYPE, oid): f"domain {d['schema']}.{d['name']}" for oid, d in domains.items()}}
     out = []
     for node in parent:
-        p = procs.get(node[1]) if node[0] == PROC else None
-        if p is None or p["kind"] == "a":  # an aggregate runs its support functions, which follow
+        row = procs.get(node[1]) if node[0] == PROC else domains.get(node[1]) if node[0] == TYPE else None
+        if row is None:
             continue
+        kind = DOMAIN if node[0] == TYPE else AGGREGATE if row["kind"] == "a" else FUNCTION
         path, step = [], parent[node]
         while step is not None:
             if step in labels:
                 path.append(labels[step])
             step = parent[step]
-        out.append(Function(p["schema"], p["name"], p["owner"], bool(p["superuser"]), bool(p["volatile"]),
-                            tuple(reversed(path))))
+        out.append(Function(row["schema"], row["name"], row["owner"], bool(row["superuser"]),
+                            kind == FUNCTION and bool(row["volatile"]), tuple(reversed(path)), kind))
     return out
 
 

@@ -43,10 +43,10 @@ def read_only(sql: str, prefix: str = ""):
     (measured: a separate ``SET LOCAL transaction_read_only`` left the next query read-write, and
     a volatile function hidden in a view could write).
     """
-    reach.check(sql)
     result = None
     try:
         with plpy.subtransaction():
+            reach.check(sql)  # in the same subtransaction: what it checked stays locked through the read
             result = plpy.execute("SET LOCAL transaction_read_only = on; " + prefix + sql)
             raise _Rollback
     except _Rollback:

@@ -83,10 +83,22 @@ _LABELS = {  # kind -> (oid, label) of the objects in $1 that a path names
     "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '" of table ', n.nspname, '.', c.relname) AS label
                   FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid {Q} p.polrelid
                   JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
-    "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('domain ', n.nspname, '.', t.typname, ' (its check "', c.conname, '")') AS label
+    "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('its check "', c.conname, '"') AS label
                       FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid {Q} c.contypid
                       JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
 }
+_DOMAINS = f"""
+SELECT t.oid::int8 AS oid, n.nspname::text AS schema, t.typname::text AS name, r.rolname::text AS owner,
+       r.rolsuper AS superuser
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace
+JOIN pg_catalog.pg_roles r ON r.oid {Q} t.typowner
+WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'd'"""
+# An ACCESS SHARE lock on each view and table the walk reads the definition of, taken before it
+# reads it and held by the caller's (sub)transaction through the read: their owners cannot replace a
+# view or change a policy in between (both need ACCESS EXCLUSIVE). pg_relation_size takes it
+# without asking for a privilege, which a LOCK TABLE would.
+_LOCK = """SELECT pg_catalog.count(pg_catalog.pg_relation_size(r::pg_catalog.regclass)) AS n
+           FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS r"""
 _ROOT = f"""SELECT r.ev_action::text AS expr FROM pg_catalog.pg_rewrite r
             WHERE r.ev_class {Q} pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid"""
 
@@ -97,7 +109,8 @@ class _Rollback(Exception):
 
 def check(sql: str) -> None:
     """Raise (``sqlml.data.trust.judge``) if ``sql`` can run a function the caller may not run
-    from a relation; plans and reads nothing."""
+    from a relation; plans and reads nothing. The views and tables whose definitions it read stay
+    locked until the caller's (sub)transaction ends: run ``sql`` within it."""
     caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
     setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
     error = trust.judge(functions(sql), caller, trust.parse_trusted_schemas(setting))
@@ -139,6 +152,7 @@ def _walk(tree: str) -> list[trust.Function]:
     _add_references(tree, root, parent, level)
     while level:
         nxt = []
+        _rows(_LOCK, [o for k, o in level if k == trust.RELATION])
         for kind, sql in _NEXT.items():
             oids = [o for k, o in level if k == kind]
             for r in _rows(sql, oids):
@@ -153,7 +167,8 @@ def _walk(tree: str) -> list[trust.Function]:
     labels = {}
     for kind, sql in _LABELS.items():
         labels.update({(kind, int(r["oid"])): r["label"] for r in _rows(sql, [o for k, o in parent if k == kind])})
-    return trust.reached(parent, labels, procs)
+    domains = {int(r["oid"]): r for r in _rows(_DOMAINS, [o for k, o in parent if k == trust.TYPE])}
+    return trust.reached(parent, labels, procs, domains)
 
 
 def _add_references(expr: str, holder: tuple, parent: dict, level: list) -> None:
