@@ -74,6 +74,12 @@ def world(dsn):
     query(su, f'GRANT SELECT ON pub TO "{roles["admin"]}"')
     query(conns["mallory"], f'GRANT USAGE ON SCHEMA mal TO "{roles["admin"]}"; '
                             f'GRANT SELECT ON mal.guarded, mal.v, mal.nested, mal.guarded_view TO "{roles["admin"]}"')
+    query(su, f"""CREATE VIEW wrapper AS SELECT * FROM mal.v;
+                  CREATE DOMAIN sdom AS int CHECK (mal.lock(VALUE));
+                  CREATE TABLE policed AS SELECT * FROM pub;
+                  ALTER TABLE policed ENABLE ROW LEVEL SECURITY;
+                  CREATE POLICY lock ON policed USING (mal.lock(id));
+                  GRANT SELECT ON wrapper, policed TO "{roles['admin']}" """)
     yield conns
     drop_roles(su, roles)
     su.close()
@@ -220,25 +226,31 @@ CASES = [
      "the relation calls aggregate mal.total(double precision), owned by"),
     ("untrusted cast", TRAIN, ("h", "SELECT *, 'calm'::mal.mood::text AS m FROM pub", "y"), "42501", VICTIMS,
      "the relation calls mal.mood_text(mal.mood)"),
-    ("untrusted view by name", TRAIN, ("h", "mal.v", "y"), "42501", VICTIMS, "view mal.v calls mal.lock(integer)"),
+    ("untrusted view by name", TRAIN, ("h", "mal.v", "y"), "42501", VICTIMS, "the relation reads view mal.v, owned by"),
     ("untrusted view inside a view", TRAIN, ("h", "mal.nested", "y"), "42501", VICTIMS,
-     "view mal.nested calls view mal.v calls mal.lock(integer)"),
+     "the relation reads view mal.nested, owned by"),
     ("untrusted view in a subquery", TRAIN, ("h", "SELECT * FROM pub WHERE id IN (SELECT id FROM mal.v)", "y"), "42501",
-     VICTIMS, "view mal.v calls"),
+     VICTIMS, "the relation reads view mal.v, owned by"),
     ("untrusted row-level-security policy", TRAIN, ("h", "mal.guarded", "y"), "42501", VICTIMS,
-     'policy "everyone" of table mal.guarded calls mal.lock(integer)'),
+     "the relation reads table mal.guarded, owned by"),
     ("untrusted policy behind a view", TRAIN, ("h", "mal.guarded_view", "y"), "42501", VICTIMS,
-     'view mal.guarded_view calls policy "everyone" of table mal.guarded calls mal.lock(integer)'),
+     "the relation reads view mal.guarded_view, owned by"),
+    ("a trusted view over an untrusted one", TRAIN, ("h", "wrapper", "y"), "42501", VICTIMS,
+     'view public.wrapper calls view mal.v, owned by role "dev_'),
+    ("a trusted domain checking with an untrusted function", TRAIN, ("h", "SELECT *, id::sdom AS d FROM pub", "y"),
+     "42501", VICTIMS, 'domain public.sdom calls its check "sdom_check" calls mal.lock(integer), owned by'),
+    ("a trusted table whose policy calls an untrusted function", TRAIN, ("h", "policed", "y"), "42501", ("victim",),
+     'table public.policed calls policy "lock" calls mal.lock(integer)'),
     ("a cast sqlml itself would make", TRAIN, ("h", "mal.moody", "mood"), "42501", ("superuser",),
      "mal.mood_text(mal.mood)"),
     ("untrusted view scored in batch", "SELECT * FROM sqlml.predict_batch('mal', 'mal.v', 'id')", (), "42501", VICTIMS,
-     "view mal.v calls"),
+     "view mal.v, owned by"),
     ("untrusted operator scored into a table", "SELECT sqlml.score('mal', %s, 'stolen', 'id')",
      ("SELECT * FROM pub WHERE id OPERATOR(mal.===) 1",), "42501", VICTIMS, "operator mal.==="),
-    ("untrusted view profiled", "SELECT * FROM sqlml.profile('mal.v')", (), "42501", VICTIMS, "view mal.v calls"),
-    ("untrusted view evaluated", "SELECT * FROM sqlml.evaluate('mal', 'mal.v')", (), "42501", VICTIMS, "view mal.v calls"),
+    ("untrusted view profiled", "SELECT * FROM sqlml.profile('mal.v')", (), "42501", VICTIMS, "view mal.v, owned by"),
+    ("untrusted view evaluated", "SELECT * FROM sqlml.evaluate('mal', 'mal.v')", (), "42501", VICTIMS, "view mal.v, owned by"),
     ("retraining on an untrusted view", "SELECT * FROM sqlml.retrain_if_drifted('mal', 'pub', 'mal.v', threshold => 0.0001)",
-     (), "42501", ("superuser",), "view mal.v calls"),
+     (), "42501", ("superuser",), "view mal.v, owned by"),
     # volatile: refused whoever owns it, its owner included
     ("own volatile function", TRAIN, ("h", "SELECT * FROM pub WHERE mal.volatile_lock()", "y"), "2F002", MALLORY,
      "the relation calls mal.volatile_lock(), which is VOLATILE"),

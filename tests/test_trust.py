@@ -88,7 +88,7 @@ def test_reached_names_each_function_by_its_path_nearest_first():
     parent = {root: None, ("relation", 10): root, ("function", 1): root, ("rule", 11): ("relation", 10),
               ("operator", 20): ("rule", 11), ("function", 2): ("operator", 20), ("function", 3): ("rule", 11),
               ("function", 4): ("function", 3)}
-    labels = {("rule", 11): "view x.v", ("operator", 20): "operator x.===(integer, integer)"}
+    labels = {("operator", 20): "operator x.===(integer, integer)"}
     row = {"kind": "f", "schema": "x", "owner": "mallory", "superuser": False, "volatile": False}
     procs = {1: {**row, "name": "direct()"}, 2: {**row, "name": "evil(integer, integer)"},
              3: {**row, "kind": "a", "name": "total(double precision)"}, 4: {**row, "name": "step(double precision)"}}
@@ -97,15 +97,16 @@ def test_reached_names_each_function_by_its_path_nearest_first():
     parent[("function", 5)] = ("constraint", 31)
     labels[("constraint", 31)] = 'its check "positive"'
     procs[5] = {**row, "name": "positive(integer)", "owner": "postgres", "superuser": True}
-    domains = {30: {"schema": "x", "name": "d", "owner": "postgres", "superuser": True}}
-    found = reached(parent, labels, procs, domains)
+    owned = {("type", 30): {"kind": "domain", "schema": "x", "name": "d", "owner": "postgres", "superuser": True},
+             ("relation", 10): {"kind": "view", "schema": "x", "name": "v", "owner": CALLER, "superuser": False}}
+    found = reached(parent, labels, procs, owned)
     assert [f.route() for f in found] == [
-        "the relation calls x.direct()",
+        "the relation reads view x.v", "the relation calls x.direct()",
         "view x.v calls operator x.===(integer, integer) calls x.evil(integer, integer)",
         "view x.v calls aggregate x.total(double precision)",
         "view x.v calls aggregate x.total(double precision) calls x.step(double precision)",
         "view x.v calls domain x.d",
         'view x.v calls domain x.d calls its check "positive" calls x.positive(integer)']
-    assert [f.kind for f in found] == ["function", "function", "aggregate", "function", "domain", "function"]
-    error = judge(found[2:3], CALLER, frozenset())  # an untrusted aggregate is refused itself: it can change
+    assert [f.kind for f in found] == ["view", "function", "function", "aggregate", "function", "domain", "function"]
+    error = judge(found[3:4], CALLER, frozenset())  # an untrusted aggregate is refused itself: it can change
     assert error.sqlstate == "42501" and "aggregate x.total(double precision), owned by" in error.message

@@ -11,8 +11,9 @@ trusts. The server (``sqlml.server.reach``) finds every function a query can rea
 PostgreSQL's own analysis of it (the expression tree of a temporary view over it, followed through
 operators, aggregates, domains, views and policies); this module reads those trees and decides.
 
-The rule, for every function reached (and every aggregate and domain: their owners can change
-what they run, a new support function or CHECK, without any lock a reader would wait for):
+The rule, for every function reached, and every aggregate, domain, view and table under
+row-level security (their owners decide what they run, and could change it between the check and
+the read):
 - its owner is the caller, or a superuser (built-ins, extensions), or it lives in a schema the
   caller's ``sqlml.trusted_schemas`` setting names; else it is refused with SQLSTATE 42501;
 - it is not VOLATILE (a volatile function may change data, take session locks or reach outside
@@ -69,12 +70,14 @@ def references(node_tree: str | None) -> dict[str, set[int]]:
     return out
 
 
-FUNCTION, AGGREGATE, DOMAIN = "function", "aggregate", "domain"
+FUNCTION, AGGREGATE, DOMAIN, VIEW, TABLE = "function", "aggregate", "domain", "view", "table"
+_VERBS = {DOMAIN: "uses", VIEW: "reads", TABLE: "reads"}  # else "calls"
 
 
 @dataclass(frozen=True)
 class Function:
-    """A function (or an aggregate, or a domain) a query can run, and how it was reached.
+    """A function (or an aggregate, domain, view, table with policies) a query can run, and how it
+    was reached.
 
     ``path``: labels of what led to it, outermost first (``view public.v``,
     ``operator x.===(integer,integer)``...); empty when the query calls it itself."""
@@ -93,27 +96,27 @@ class Function:
 
     def route(self) -> str:
         steps = (*self.path, self.qualified)
-        verb = "uses" if self.kind == DOMAIN else "calls"
+        verb = _VERBS.get(self.kind, "calls")
         return " calls ".join(steps) if self.path else f"the relation {verb} {self.qualified}"
 
 
-def reached(parent: dict, labels: dict, procs: dict, domains: dict) -> list[Function]:
-    """The functions, aggregates and domains of a walk, nearest first, each with its path.
+def reached(parent: dict, labels: dict, procs: dict, owned: dict) -> list[Function]:
+    """What a walk reached that runs code, nearest first, each with its path.
 
     ``parent``: node -> the node it was reached from (None for the root), in breadth-first order;
-    a node is (kind, oid). ``labels``: node -> how a path names it (views, operators, policies,
-    domain constraints); aggregates and domains are named from their rows. ``procs``: function oid
-    -> its catalog row (kind, schema, name, owner, superuser, volatile); ``domains``: type oid ->
-    (schema, name, owner, superuser) of the domains among the types."""
+    a node is (kind, oid). ``labels``: node -> how a path names it (operators, policies, domain
+    constraints); the others are named from their rows. ``procs``: function oid -> its catalog row
+    (kind, schema, name, owner, superuser, volatile); ``owned``: node -> (kind: domain, view or
+    table; schema, name, owner, superuser) of the domains, views and tables under row-level security."""
     labels = {**labels,
               **{(PROC, oid): f"aggregate {p['schema']}.{p['name']}" for oid, p in procs.items() if p["kind"] == "a"},
-              **{(TYPE, oid): f"domain {d['schema']}.{d['name']}" for oid, d in domains.items()}}
+              **{node: f"{o['kind']} {o['schema']}.{o['name']}" for node, o in owned.items()}}
     out = []
     for node in parent:
-        row = procs.get(node[1]) if node[0] == PROC else domains.get(node[1]) if node[0] == TYPE else None
+        row = procs.get(node[1]) if node[0] == PROC else owned.get(node)
         if row is None:
             continue
-        kind = DOMAIN if node[0] == TYPE else AGGREGATE if row["kind"] == "a" else FUNCTION
+        kind = row["kind"] if node[0] != PROC else AGGREGATE if row["kind"] == "a" else FUNCTION
         path, step = [], parent[node]
         while step is not None:
             if step in labels:

@@ -77,12 +77,8 @@ _LABELS = {  # kind -> (oid, label) of the objects in $1 that a path names
                                pg_catalog.format_type(o.oprleft, NULL), ', ', pg_catalog.format_type(o.oprright, NULL), ')') AS label
                         FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid {Q} o.oprnamespace
                         WHERE o.oid {Q} ANY ($1::pg_catalog.oid[])""",
-    "rule": f"""SELECT r.oid::int8 AS oid, pg_catalog.concat('view ', n.nspname, '.', c.relname) AS label
-                FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid {Q} r.ev_class
-                JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace WHERE r.oid {Q} ANY ($1::pg_catalog.oid[])""",
-    "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '" of table ', n.nspname, '.', c.relname) AS label
-                  FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid {Q} p.polrelid
-                  JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '"') AS label
+                  FROM pg_catalog.pg_policy p WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
     "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('its check "', c.conname, '"') AS label
                       FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid {Q} c.contypid
                       JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
@@ -93,24 +89,22 @@ SELECT t.oid::int8 AS oid, n.nspname::text AS schema, t.typname::text AS name, r
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace
 JOIN pg_catalog.pg_roles r ON r.oid {Q} t.typowner
 WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'd'"""
-# An ACCESS SHARE lock on each view and table the walk reads the definition of, taken before it
-# reads it and held by the caller's (sub)transaction through the read: their owners cannot replace a
-# view or change a policy in between (both need ACCESS EXCLUSIVE). pg_relation_size takes it
-# without asking for a privilege, which a LOCK TABLE would.
-_LOCK = """SELECT pg_catalog.count(pg_catalog.pg_relation_size(r::pg_catalog.regclass)) AS n
-           FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS r"""
-_ROOT = f"""SELECT r.ev_action::text AS expr FROM pg_catalog.pg_rewrite r
+_RELATIONS = f"""
+SELECT c.oid::int8 AS oid, CASE c.relkind WHEN 'v' THEN 'view' ELSE 'table' END AS kind, n.nspname::text AS schema,
+       c.relname::text AS name, r.rolname::text AS owner, r.rolsuper AS superuser
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace
+JOIN pg_catalog.pg_roles r ON r.oid {Q} c.relowner
+WHERE c.oid {Q} ANY ($1::pg_catalog.oid[]) AND (c.relkind {Q} 'v' OR c.relrowsecurity)
+  AND c.oid OPERATOR(pg_catalog.<>) $2::pg_catalog.oid"""
+_ROOT = f"""SELECT r.ev_class::int8 AS view, r.ev_action::text AS expr FROM pg_catalog.pg_rewrite r
             WHERE r.ev_class {Q} pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid"""
-
-
-class _Rollback(Exception):
-    pass
 
 
 def check(sql: str) -> None:
     """Raise (``sqlml.data.trust.judge``) if ``sql`` can run a function the caller may not run
-    from a relation; plans and reads nothing. The views and tables whose definitions it read stay
-    locked until the caller's (sub)transaction ends: run ``sql`` within it."""
+    from a relation; plans and reads nothing. The relations ``sql`` names stay locked (ACCESS
+    SHARE, as by the analysis of a query) until the caller's (sub)transaction ends: read ``sql``
+    within it, and nobody can replace a view or change a table's policies in between."""
     caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
     setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
     error = trust.judge(functions(sql), caller, trust.parse_trusted_schemas(setting))
@@ -121,30 +115,27 @@ def check(sql: str) -> None:
 def functions(sql: str) -> list[trust.Function]:
     """The functions ``sql`` can run, nearest first, each with the path that reaches it."""
     view = f"sqlml_reach_{secrets.token_hex(8)}"
-    tree = None
-    try:
-        with plpy.subtransaction():
-            try:
-                plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT 1 AS one FROM ({sql}) AS src")
-            except plpy.SPIError as e:
-                state = getattr(e, "sqlstate", None)
-                if state == INSUFFICIENT_PRIVILEGE and "temporary" in str(e):
-                    raise SqlmlError("sqlml checks what a relation runs through a temporary view, and this role may "
-                                     "not create temporary objects", sqlstate=INSUFFICIENT_PRIVILEGE,
-                                     hint="GRANT TEMPORARY ON DATABASE to the role") from None
-                if state == READ_ONLY_SQL_TRANSACTION:
-                    raise SqlmlError("sqlml checks what a relation runs through a temporary view, which a read-only "
-                                     "transaction cannot create", sqlstate=READ_ONLY_SQL_TRANSACTION,
-                                     hint="run it in a read-write transaction, on the primary") from None
-                raise
-            tree = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]["expr"]
-            raise _Rollback
-    except _Rollback:
-        pass
-    return _walk(tree)
+    with plpy.subtransaction():  # on an error, no view is left behind; else the analysis' locks stay
+        try:
+            plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT 1 AS one FROM ({sql}) AS src")
+        except plpy.SPIError as e:
+            state = getattr(e, "sqlstate", None)
+            if state == INSUFFICIENT_PRIVILEGE and "temporary" in str(e):
+                raise SqlmlError("sqlml checks what a relation runs through a temporary view, and this role may "
+                                 "not create temporary objects", sqlstate=INSUFFICIENT_PRIVILEGE,
+                                 hint="GRANT TEMPORARY ON DATABASE to the role") from None
+            if state == READ_ONLY_SQL_TRANSACTION:
+                raise SqlmlError("sqlml checks what a relation runs through a temporary view, which a read-only "
+                                 "transaction cannot create", sqlstate=READ_ONLY_SQL_TRANSACTION,
+                                 hint="run it in a read-write transaction, on the primary") from None
+            raise
+        root = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]
+        found = _walk(root["expr"], int(root["view"]))
+        plpy.execute(f"DROP VIEW pg_temp.{view}")
+    return found
 
 
-def _walk(tree: str) -> list[trust.Function]:
+def _walk(tree: str, view: int) -> list[trust.Function]:
     """Breadth first from the references of ``tree``: each object once, reached by its shortest path."""
     root = ("root", 0)
     parent = {root: None}
@@ -152,7 +143,6 @@ def _walk(tree: str) -> list[trust.Function]:
     _add_references(tree, root, parent, level)
     while level:
         nxt = []
-        _rows(_LOCK, [o for k, o in level if k == trust.RELATION])
         for kind, sql in _NEXT.items():
             oids = [o for k, o in level if k == kind]
             for r in _rows(sql, oids):
@@ -167,8 +157,12 @@ def _walk(tree: str) -> list[trust.Function]:
     labels = {}
     for kind, sql in _LABELS.items():
         labels.update({(kind, int(r["oid"])): r["label"] for r in _rows(sql, [o for k, o in parent if k == kind])})
-    domains = {int(r["oid"]): r for r in _rows(_DOMAINS, [o for k, o in parent if k == trust.TYPE])}
-    return trust.reached(parent, labels, procs, domains)
+    owned = {(trust.TYPE, int(r["oid"])): {**r, "kind": trust.DOMAIN}
+             for r in _rows(_DOMAINS, [o for k, o in parent if k == trust.TYPE])}
+    relations = [o for k, o in parent if k == trust.RELATION]
+    owned.update({(trust.RELATION, int(r["oid"])): r for r in spi.execute(_RELATIONS, [relations, view])}
+                 if relations else {})
+    return trust.reached(parent, labels, procs, owned)
 
 
 def _add_references(expr: str, holder: tuple, parent: dict, level: list) -> None:
