@@ -336,3 +336,20 @@ def test_a_dba_can_trust_a_schema_and_a_planted_search_path_changes_nothing(worl
     finally:
         query(victim, "RESET search_path")
     assert scalar(world["superuser"], "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+def test_the_check_leaves_no_view_behind_and_keeps_what_it_read_locked(dsn, world):
+    """The relations a checked query names stay locked (ACCESS SHARE) until the transaction (or the
+    read's subtransaction) ends, so no policy can be added to a table between the check and the read."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, "SELECT sqlml.version()")  # loads sqlml into this backend's PL/Python
+        query(conn, """DO $$ from sqlml.server import reach; reach.check("SELECT * FROM pub WHERE a > 1") $$
+                       LANGUAGE plpython3u""")
+        locked = query(conn, "SELECT relation::regclass::text, mode FROM pg_locks WHERE pid = pg_backend_pid() "
+                             "AND locktype = 'relation' AND relation = 'pub'::regclass")
+        assert locked == [("pub", "AccessShareLock")]
+        assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname LIKE 'sqlml\\_reach\\_%'") == 0
+    finally:
+        conn.rollback()
+        conn.close()
