@@ -1,17 +1,18 @@
 """Every function a query can make the caller run, from PostgreSQL's analysis of it; refuse the
 untrusted and the volatile (``sqlml.data.trust``) before the query is planned or read.
 
-The query becomes ``CREATE TEMP VIEW <random> AS SELECT 1 FROM (<query>) AS src`` inside a
-subtransaction that is rolled back: its stored definition is PostgreSQL's parse analysis of the
-query, taken without planning or running anything (a domain's CHECK is a node evaluated at run
-time, not at analysis; checked). Its expression tree names every function, operator, type and
-relation the query uses (``trust.references``; pg_depend would miss the built-in ones). From
-there the walk follows operators to their functions (and planner estimators), aggregates to their
-support functions, types to domains' CHECK constraints (and base, element and field types), views
-to their own query, and tables with row-level security to every policy's expressions (whichever
-role it names: a view reads as its owner, whose policies are not the caller's). Every catalog
-name is schema-qualified and every comparison an explicit pg_catalog operator, so nothing planted
-on the search_path answers in pg_catalog's place.
+The query becomes ``CREATE TEMP VIEW <random> AS SELECT 1 FROM (<query>) AS src``, dropped once
+walked: its stored definition is PostgreSQL's parse analysis of the query, taken without planning
+or running anything (a domain's CHECK is a node evaluated at run time, not at analysis; checked),
+and the analysis' ACCESS SHARE locks on the relations the query names stay until the caller's
+(sub)transaction ends. Its expression tree names every function, operator, type and relation the
+query uses (``trust.references``; pg_depend would miss the built-in ones). From there the walk
+follows operators to their functions (and planner estimators), aggregates to their support
+functions, types to domains' CHECK constraints (and base, element and field types), views to their
+own query, and tables with row-level security to every policy's expressions (whichever role it
+names: a view reads as its owner, whose policies are not the caller's). Every catalog name is
+schema-qualified and every comparison an explicit pg_catalog operator, so nothing planted on the
+search_path answers in pg_catalog's place.
 """
 
 from __future__ import annotations
