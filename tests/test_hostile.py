@@ -264,6 +264,9 @@ CASES = [
     ("max_rows as 1e30", TRAIN_OPTS, ('{"max_rows": 1e30}',), "22023", BOTH, 'option "max_rows"'),
     ("seed 1e400", TRAIN_OPTS, ('{"seed": 1e400}',), "22023", BOTH, 'option "seed" must be between 0 and 4294967295'),
     ("negative seed", TRAIN_OPTS, ('{"seed": -1}',), "22023", BOTH, 'option "seed"'),
+    ("forecast seed 1e400", "SELECT * FROM sqlml.train('h', 'pub', 'y', task => 'forecast', time_budget => '2 seconds', "
+     "options => %s::jsonb)", ('{"time_column": "id", "horizon": 3, "seed": 1e400}',), "22023", BOTH,
+     'option "seed" must be between 0 and 4294967295'),
     ("n_estimators 1e400", TRAIN_OPTS, ('{"n_estimators": 1e400}',), "22023", BOTH, 'option "n_estimators"'),
     ("test_size NaN", f"SELECT * FROM sqlml.train('h', 'pub', 'y', {T}, test_size => 'NaN')", (), "22023", BOTH,
      "test_size is nan"),

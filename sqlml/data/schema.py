@@ -19,6 +19,7 @@ NUMERIC, BOOLEAN, CATEGORY, DATE, TIMESTAMP, VECTOR = "numeric", "boolean", "cat
 # Models compute in float32 (ONNX); a finite number beyond this would become Infinity there, and
 # the model's answer NaN. Such values are refused (22003), at training and at scoring.
 FLOAT32_MAX = 3.4028234663852886e38
+MAX_SEED = 2**32 - 1  # the largest random_state numpy and scikit-learn take
 
 PG_KINDS = {
     **dict.fromkeys(["int2", "int4", "int8", "float4", "float8", "numeric", "oid"], NUMERIC),  # not money: no cast to float8

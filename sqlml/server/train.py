@@ -19,6 +19,7 @@ from sqlml.data.columns import check_columns, check_target, choose_features
 from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import (
+    MAX_SEED,
     TASKS,
     FeatureSchema,
     Target,
@@ -39,7 +40,6 @@ from sqlml.server.spi import spi
 PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 MAX_ROWS = 2**63 - 1  # a bigint LIMIT
-MAX_SEED = 2**32 - 1  # what numpy and scikit-learn take as a random_state
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
            "force": bool, "max_scoring_us": float}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
