@@ -188,7 +188,7 @@ def test_column_names_that_are_not_identifiers_work_end_to_end(db, dsn, tmp_path
     assert abs(by_row - by_json) < 1e-6 and abs(by_row - 5.0) < 0.5  # 1 * 3 + 1 + 1
     assert scalar(db, "SELECT sqlml.predict_label('odd_cls', %s::jsonb)", (json.dumps(row),)) in ("big", "small")
     batch = dict(query(db, "SELECT id, prediction FROM sqlml.predict_batch('odd', 'odd_names', 'id')"))
-    assert len(batch) == 200 and abs(batch["1"] - by_row) < 1e-6
+    assert len(batch) == 200 and abs(batch["1"] - by_row) < 1e-5  # float32 sums in another order
     assert scalar(db, "SELECT sqlml.score('odd_cls', 'odd_names', 'odd_scores', 'id')") == 200
     card = tmp_path / "odd.html"
     done = subprocess.run([sys.executable, "-m", "sqlml.cli", "report", "odd", "--out", str(card), "--dsn", dsn],
