@@ -99,7 +99,7 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     from sqlml.server.train import _number
 
     common_checks(project, target, budget_seconds)
-    opts = fopts.check_options({k: _number(v) for k, v in (options or {}).items()} if isinstance(options, dict)
+    opts = fopts.check_options({k: _number(k, v) for k, v in (options or {}).items()} if isinstance(options, dict)
                                else options, algorithms, metric)
     time_column, series = opts["time_column"], list(opts.get("series", []))
     if target in series or target == time_column or time_column in series:

@@ -96,7 +96,7 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     options = options or {}
     if not isinstance(options, dict):
         raise SqlmlError("options must be a JSON object", hint="""for example '{"seed": 7}'""", sqlstate=INVALID_PARAMETER)
-    options = {k: _number(v) for k, v in options.items()}
+    options = {k: _number(k, v) for k, v in options.items()}
     for key, value in options.items():
         if key not in OPTIONS:
             raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
@@ -122,12 +122,18 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     return options
 
 
-def _number(value):
-    """jsonb numbers arrive as Decimal: integers become int, others float."""
+def _number(key: str, value):
+    """jsonb numbers arrive as Decimal: integers become int, others float. An integer beyond 64 bits
+    (1e400 is one) is no option's value, and would overflow float() or str() further on."""
     from decimal import Decimal
 
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value != value.to_integral_value():
+            return float(value)
+        if abs(value) > MAX_ROWS:
+            raise SqlmlError(f'option "{key}" is {value:.3E}, beyond 64 bits', sqlstate=INVALID_PARAMETER,
+                             hint="pass a number in the option's range, or omit it")
+        return int(value)
     return value
 
 
