@@ -76,9 +76,10 @@ def _chunks(m, rel, sql, id_column, id_type):
         return
     blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
     columns = m.scorer.row_columns
-    matrix = columns is not None
-    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) if matrix \
-        else chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
+    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
+        if columns is not None else None  # None too when the core matrix cannot be read in SQL
+    matrix = query is not None
+    query = query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
     reach.check(query)  # what the chunk query runs (casts of the table's column types included)
     cursor = plpy.cursor(query)
     while True:
