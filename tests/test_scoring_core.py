@@ -180,7 +180,8 @@ def test_row_plan_beyond_float32_goes_the_general_way_which_refuses_it():
 
 @pytest.mark.parametrize("payload, names, message", [
     (np.array([[1, np.inf], [2, 3]], dtype=np.float32), ["a", "b"], 'feature "b" holds Infinity or a number in 1 row,'),
-    (np.array([[1e39, 1], [-1e39, 3]]).astype(np.float32), ["a", "b"], 'feature "a" holds Infinity or a number in 2 rows'),
+    (np.array([[1e39, 1], [-1e39, 3]]).astype(np.float32), ["a", "b"],
+     'feature "a" holds Infinity or a number in 2 rows'),
     ({"a": np.array([1.0, 3.5e38]), "t": np.array(["x", None], dtype=object)}, [], 'feature "a" holds'),
     ({"v": np.array([[1.0, -np.inf], [0.0, 1.0]])}, [], 'feature "v" holds Infinity or a number in 1 row'),
 ])

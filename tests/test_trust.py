@@ -65,7 +65,8 @@ def test_empty_or_missing_setting_trusts_no_schema():
 
 def test_references_read_every_kind_from_a_stored_expression():
     tree = (r"({QUERY :rtable ({RANGETBLENTRY :rtekind 0 :relid 16942 :relkind r}) :targetList ({TARGETENTRY :expr "
-            r"{FUNCEXPR :funcid 1574 :funcresulttype 20 :args ({CONST :consttype 2205})} :resname n} {TARGETENTRY :expr "
+            r"{FUNCEXPR :funcid 1574 :funcresulttype 20 :args ({CONST :consttype 2205})} :resname n} "
+            r"{TARGETENTRY :expr "
             r"{OPEXPR :opno 16929 :opfuncid 16927 :opresulttype 16} :resname o} {TARGETENTRY :expr {COERCETODOMAIN "
             r":resulttype 16931} :resname dd} {AGGREF :aggfnoid 2111} {ROWCOMPAREEXPR :rctype 1 :opnos (o 97 521)} "
             r"{SORTGROUPCLAUSE :tleSortGroupRef 1 :eqop 670 :sortop 672} {WINDOWFUNC :winfnoid 3100}))")
@@ -78,7 +79,8 @@ def test_a_name_that_spells_a_field_adds_a_check_and_hides_nothing():
     # a column alias "x :funcid 99" is written with escaped spaces; a match would only add a check
     refs = references(r"{TARGETENTRY :expr {FUNCEXPR :funcid 1574} :resname x\ :funcid\ 99}")
     assert 1574 in refs["function"]
-    assert references(None) == references("") == {"function": set(), "operator": set(), "type": set(), "relation": set()}
+    empty = {"function": set(), "operator": set(), "type": set(), "relation": set()}
+    assert references(None) == references("") == empty
 
 
 def test_reached_names_each_function_by_its_path_nearest_first():

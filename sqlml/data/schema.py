@@ -22,7 +22,8 @@ FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = 2**32 - 1  # the largest random_state numpy and scikit-learn take
 
 PG_KINDS = {
-    **dict.fromkeys(["int2", "int4", "int8", "float4", "float8", "numeric", "oid"], NUMERIC),  # not money: no cast to float8
+    # not money: it has no cast to float8
+    **dict.fromkeys(["int2", "int4", "int8", "float4", "float8", "numeric", "oid"], NUMERIC),
     "bool": BOOLEAN,
     **dict.fromkeys(["text", "varchar", "bpchar", "name", "char", "citext", "uuid", "inet", "cidr"], CATEGORY),
     "date": DATE,

@@ -30,7 +30,8 @@ from sqlml.server.spi import spi
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
 # plain table or a materialized view (whose pages ctid ranges can split)
 TABLE_INFO = """
-SELECT pg_catalog.pg_relation_size(c.oid::pg_catalog.regclass) / pg_catalog.current_setting('block_size')::int8 AS blocks,
+SELECT pg_catalog.pg_relation_size(c.oid::pg_catalog.regclass)
+           / pg_catalog.current_setting('block_size')::int8 AS blocks,
        CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages END AS rows_per_page
 FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind IN ('r', 'm')"""
 

@@ -150,7 +150,8 @@ def _read_for(m, relation: str, extra: dict | None = None):
     extra_kinds = {name: target_kind(cols[name].pg_type) for name in (extra or {})}
     n, raw, extras = ingest.read(sql, list(m.schema.features), extra_kinds)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
+                         hint="check the relation and its filter")
     return rel, n, raw, extras
 
 
@@ -178,7 +179,8 @@ def evaluate(project, relation, version):
     skipped = {"null_label": int(n - keep.sum() - unseen), "unseen_label": unseen}
     if not keep.any():
         raise SqlmlError(f'{rel.describe()} has no rows with a usable label in "{target.name}" ({n} rows: '
-                         f'{skipped["null_label"]} NULL, {unseen} with labels the model never saw)', sqlstate=DATA_EXCEPTION,
+                         f'{skipped["null_label"]} NULL, {unseen} with labels the model never saw)',
+                         sqlstate=DATA_EXCEPTION,
                          hint="evaluate on rows whose outcome is known")
     if unseen:
         spi.notice(f'{unseen} rows have labels version {facts["version"]} never saw; they are not scored')
@@ -200,7 +202,8 @@ def measure(project, relation, version, moderate, major):
     m, facts = _model(project, version)
     base = facts["baseline"]
     if not base:
-        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
+        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline',
+                         sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train a new version: baselines are stored at training")
     rel, n, raw, _ = _read_for(m, relation)
     results = []

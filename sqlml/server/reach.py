@@ -36,7 +36,8 @@ _NEXT = {
             a.aggtransfn::pg_catalog.oid, a.aggfinalfn::pg_catalog.oid, a.aggcombinefn::pg_catalog.oid,
             a.aggserialfn::pg_catalog.oid, a.aggdeserialfn::pg_catalog.oid, a.aggmtransfn::pg_catalog.oid,
             a.aggminvtransfn::pg_catalog.oid, a.aggmfinalfn::pg_catalog.oid]) AS f
-        WHERE a.aggfnoid::pg_catalog.oid {Q} ANY ($1::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid""",
+        WHERE a.aggfnoid::pg_catalog.oid {Q} ANY ($1::pg_catalog.oid[])
+          AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid""",
     trust.OPERATOR: f"""  -- an operator: its function and the planner's estimators
         SELECT o.oid::int8 AS oid, 'function' AS kind, f::int8 AS next, NULL::text AS expr
         FROM pg_catalog.pg_operator o, LATERAL pg_catalog.unnest(ARRAY[
@@ -75,14 +76,16 @@ WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])"""
 
 _LABELS = {  # kind -> (oid, label) of the objects in $1 that a path names
     trust.OPERATOR: f"""SELECT o.oid::int8 AS oid, pg_catalog.concat('operator ', n.nspname, '.', o.oprname, '(',
-                               pg_catalog.format_type(o.oprleft, NULL), ', ', pg_catalog.format_type(o.oprright, NULL), ')') AS label
+                               pg_catalog.format_type(o.oprleft, NULL), ', ',
+                               pg_catalog.format_type(o.oprright, NULL), ')') AS label
                         FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid {Q} o.oprnamespace
                         WHERE o.oid {Q} ANY ($1::pg_catalog.oid[])""",
     "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '"') AS label
                   FROM pg_catalog.pg_policy p WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
     "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('its check "', c.conname, '"') AS label
                       FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid {Q} c.contypid
-                      JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
+                      JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace
+                      WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
 }
 _DOMAINS = f"""
 SELECT t.oid::int8 AS oid, n.nspname::text AS schema, t.typname::text AS name, r.rolname::text AS owner,
