@@ -483,7 +483,7 @@ RETURNS TABLE (project text, predictions bigint)
 LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].prediction_counts()
 $$;
-COMMENT ON FUNCTION sqlml.prediction_counts() IS 'Rows scored per project in this database, by every server process (counted in memory-mapped files, not rolled back)';
+COMMENT ON FUNCTION sqlml.prediction_counts() IS 'Rows scored per project in this database, by every server process (counted in memory-mapped files, not rolled back), for the projects the caller may score';
 
 CREATE OR REPLACE FUNCTION sqlml.job_counts()
 RETURNS TABLE (state text, jobs bigint)

@@ -28,7 +28,7 @@ from sqlml.errors import INVALID_PARAMETER, SqlmlError
 log = logging.getLogger("sqlml.spark")
 
 JDBC_JAR = "/usr/share/java/postgresql.jar"
-_TABLE_NAME = re.compile(r"^(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$")
+_TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")  # fullmatch: no final newline
 OUTPUTS = ("prediction", "label", "probabilities")
 
 
@@ -211,7 +211,7 @@ def train_on_sample(spark, dsn: str, project: str, relation: str, target: str, *
     import sqlml
 
     table = sample_table or ("sqlml_sample_" + re.sub(r"[^a-z0-9_]", "_", project.lower()))[:63]
-    if not _TABLE_NAME.match(table):  # Spark's JDBC writer pastes the name into its SQL
+    if not _TABLE_NAME.fullmatch(table):  # Spark's JDBC writer pastes the name into its SQL
         raise SqlmlError(f"sample_table {table!r} is not a plain table name", sqlstate=INVALID_PARAMETER,
                          hint="use letters, digits and '_', optionally schema-qualified: analytics.churn_sample")
     df = read_table(spark, dsn, relation, partition_column, num_partitions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from tests.conftest import query, scalar
+from tests.conftest import query, scalar, sql_error
 
 REGISTRY = ("projects", "models", "deployments", "trials", "grants", "audit_log")
 T = "algorithms => '{linear}', time_budget => '2 seconds'"  # for the cases that get as far as training
@@ -55,15 +55,16 @@ CASES = [
     ("label NULL in every row", f"SELECT * FROM sqlml.train('p', 'bi_null_target', 'label', exclude => '{{y}}', {T})", "22000", 'target "label" is NULL in every row'),
     ("target NaN in every row", f"SELECT * FROM sqlml.train('p', 'bi_nan_target', 'y', {T})", "22000", 'target "y" is NULL in every row'),
     ("single class", f"SELECT * FROM sqlml.train('p', 'bi', 'const', exclude => '{{y,label,empty_col}}', {T})", "22000", "single class"),
-    ("empty relation", f"SELECT * FROM sqlml.train('p', 'bi_empty', 'y', {T})", "02000", "bi_empty has no rows"),
+    ("empty relation", f"SELECT * FROM sqlml.train('p', 'bi_empty', 'y', {T})", "22000", "bi_empty has no rows"),
     ("one row", f"SELECT * FROM sqlml.train('p', 'bi_one', 'y', exclude => '{{empty_col}}', {T})", "22000", "training needs at least 10"),
     ("text target for regression", f"SELECT * FROM sqlml.train('p', 'bi', 'label', task => 'regression', {T})", "42804", "regression needs a numeric target"),
     ("date target", f"SELECT * FROM sqlml.train('p', 'bi', 'day', {T})", "42804", "sqlml cannot predict"),
+    ("money target", f"SELECT * FROM sqlml.train('p', 'SELECT x1, x2, y::numeric::money AS m FROM bi', 'm', {T})", "42804", "has type money, which sqlml cannot predict"),
     ("all-NULL feature", f"SELECT * FROM sqlml.train('p', 'bi', 'y', {T})", "22000", 'column "empty_col" is NULL in every row'),
     ("Infinity in a feature", f"SELECT * FROM sqlml.train('p', 'bi_inf', 'y', {T})", "22000", 'column "x1" contains Infinity in 1 row'),
     ("Infinity in the target", f"SELECT * FROM sqlml.train('p', 'bi_inf_target', 'y', {T})", "22000", 'target "y" contains Infinity'),
     ("unknown excluded column", f"SELECT * FROM sqlml.train('p', 'bi', 'y', exclude => '{{nope}}', {T})", "42703", 'excluded column "nope" not found'),
-    ("everything excluded", f"SELECT * FROM sqlml.train('p', 'SELECT x1, y FROM bi', 'y', exclude => '{{x1}}', {T})", "02000", "no feature columns besides the target"),
+    ("everything excluded", f"SELECT * FROM sqlml.train('p', 'SELECT x1, y FROM bi', 'y', exclude => '{{x1}}', {T})", "22000", "no feature columns besides the target"),
     # training: the arguments
     ("invalid project name", f"SELECT * FROM sqlml.train('no spaces!', 'bi', 'y', {T})", "22023", 'invalid project name "no spaces!"'),
     ("NULL project", f"SELECT * FROM sqlml.train(NULL, 'bi', 'y', {T})", "22023", "invalid project name"),
@@ -82,7 +83,7 @@ CASES = [
     ("unknown option", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"sed": 1}')""", "22023", 'unknown option "sed"'),
     ("option of the wrong type", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"seed": "seven"}')""", "22023", 'option "seed" must be int'),
     ("option with a bad value", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"deploy": "always"}')""", "22023", 'option "deploy" is'),
-    ("negative max_rows", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"max_rows": -1}')""", "22023", 'option "max_rows" must be positive'),
+    ("negative max_rows", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"max_rows": -1}')""", "22023", 'option "max_rows" must be between 1 and'),
     # scoring
     ("predict unknown project", f"SELECT sqlml.predict('nope', {ROW})", "42704", 'project "nope" does not exist'),
     ("predict NULL project", f"SELECT sqlml.predict(NULL::text, {ROW})", "22023", "project is NULL"),
@@ -106,7 +107,7 @@ CASES = [
     ("deploy unknown project", "SELECT * FROM sqlml.deploy('nope')", "42704", 'project "nope" does not exist'),
     ("deploy unknown strategy", "SELECT * FROM sqlml.deploy('bi', 'newest')", "22023", 'unknown deployment strategy "newest"'),
     ("deploy a version that does not exist", "SELECT * FROM sqlml.deploy('bi', version => 42)", "42704", 'project "bi" has no version 42'),
-    ("rollback with no previous version", "SELECT * FROM sqlml.deploy('bi', 'rollback')", "02000", "no previous deployment to roll back to"),
+    ("rollback with no previous version", "SELECT * FROM sqlml.deploy('bi', 'rollback')", "55000", "no previous deployment to roll back to"),
     ("grant unknown privilege", "SELECT sqlml.grant('bi', 'postgres', 'superuser')", "22023", 'unknown privilege "superuser"'),
     ("grant to a role that does not exist", "SELECT sqlml.grant('bi', 'no_such_role', 'predict')", "42704", 'role "no_such_role" does not exist'),
     ("grant on unknown project", "SELECT sqlml.grant('nope', 'postgres', 'predict')", "42704", 'project "nope" does not exist'),
@@ -133,6 +134,15 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(db, case, sql, sqlstate
     assert counts(db) == before
 
 
+def test_a_money_column_is_left_out_with_a_notice_like_other_unsupported_types(db):
+    db.notices.clear()
+    query(db, f"SELECT * FROM sqlml.train('with_money', 'SELECT x1, x2, y, (x1 * 100)::numeric::money AS price FROM bi', "
+              f"'y', {T})")
+    assert any('column "price" is not used: type money is not supported' in n for n in db.notices), db.notices
+    features = scalar(db, "SELECT feature_schema->'features' FROM sqlml.models WHERE project = 'with_money'")
+    assert [f["name"] for f in features] == ["x1", "x2"]
+
+
 def test_unseen_category_and_missing_values_are_predicted_not_refused(db):
     """Not errors, by design: an unseen category scores like a missing one, and NULL and NaN are
     missing values, at scoring as in training (a float8 NaN in a table is trained on as missing, so
@@ -144,3 +154,58 @@ def test_unseen_category_and_missing_values_are_predicted_not_refused(db):
     nan_array = scalar(db, "SELECT sqlml.predict('bin', ARRAY['NaN', NULL]::float8[])")
     assert all(v == v for v in (seen, unseen, missing, nan_row, nan_array))  # numbers, not NaN
     assert nan_row == missing
+
+
+# Column names PostgreSQL allows that are not plain identifiers: spaces, quotes, a semicolon and
+# SQL, non-ASCII letters, a newline, a name skl2onnx would rename to an existing one ("my_col").
+NAMES = {"num": "my col", "twin": "my_col", "quote": 'x"q;y', "sql": "it's; DROP TABLE bi; --", "cat": "naïve\nnom",
+         "day": "le jour", "target": "the target", "label": 'clé "étiquette"'}
+
+
+def test_column_names_that_are_not_identifiers_work_end_to_end(db, dsn, tmp_path):
+    import html
+    import json
+    import subprocess
+    import sys
+
+    from sqlml.data.ingest import quote_ident as q
+
+    n = NAMES
+    query(db, f"""CREATE TABLE odd_names AS
+        SELECT i AS id, (i % 11)::float8 AS {q(n['num'])}, (i % 3)::float8 AS {q(n['twin'])}, (i % 7)::float8 AS {q(n['quote'])},
+               (i % 5)::float8 AS {q(n['sql'])}, (ARRAY['a', 'b', 'c'])[i % 3 + 1] AS {q(n['cat'])},
+               date '2024-01-01' + i AS {q(n['day'])},
+               ((i % 11) * 3.0 + (i % 7) + (i % 3))::float8 AS {q(n['target'])},
+               CASE WHEN (i % 11) > 5 THEN 'big' ELSE 'small' END AS {q(n['label'])}
+        FROM generate_series(1, 200) AS i""")
+    query(db, f"SELECT * FROM sqlml.train('odd', 'odd_names', %s, exclude => %s, {T})", (n["target"], [n["label"]]))
+    query(db, f"SELECT * FROM sqlml.train('odd_cls', 'odd_names', %s, exclude => %s, {T})", (n["label"], [n["target"]]))
+    row = {n["num"]: 4, n["twin"]: 1, n["quote"]: 2, n["sql"]: 3, n["cat"]: "b", n["day"]: "2024-02-01"}
+    by_row = query(db, "SELECT sqlml.predict('odd', o) FROM odd_names o WHERE id = 1")[0][0]
+    by_json = scalar(db, "SELECT sqlml.predict('odd', %s::jsonb)", (json.dumps({**row, n["num"]: 1, n["twin"]: 1,
+                                                                                  n["quote"]: 1, n["sql"]: 1,
+                                                                                  n["cat"]: "b", n["day"]: "2024-01-02"}),))
+    assert abs(by_row - by_json) < 1e-6 and abs(by_row - 5.0) < 0.5  # 1 * 3 + 1 + 1
+    assert scalar(db, "SELECT sqlml.predict_label('odd_cls', %s::jsonb)", (json.dumps(row),)) in ("big", "small")
+    batch = dict(query(db, "SELECT id, prediction FROM sqlml.predict_batch('odd', 'odd_names', 'id')"))
+    assert len(batch) == 200 and abs(batch["1"] - by_row) < 1e-5  # float32 sums in another order
+    assert scalar(db, "SELECT sqlml.score('odd_cls', 'odd_names', 'odd_scores', 'id')") == 200
+    card = tmp_path / "odd.html"
+    done = subprocess.run([sys.executable, "-m", "sqlml.cli", "report", "odd", "--out", str(card), "--dsn", dsn],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = card.read_text()
+    assert html.escape(n["quote"]) in page and html.escape(n["sql"]) in page
+
+
+def test_a_read_only_transaction_is_told_why_a_relation_cannot_be_read(db, dsn):
+    """Checking what a relation runs takes a temporary view, which a read-only transaction (a
+    session with default_transaction_read_only, a standby) cannot create: a clear 25006."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        query(conn, "SET default_transaction_read_only = on")
+        e = sql_error(conn, "SELECT * FROM sqlml.profile('bi')")
+        assert e.pgcode == "25006" and "a read-only transaction cannot create" in e.diag.message_primary
+    finally:
+        conn.close()

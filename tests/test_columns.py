@@ -53,6 +53,8 @@ def test_check_columns_keeps_features_and_drops_identifiers():
     ({"x": np.full(N, np.nan)}, 'column "x" is NULL in every row', "exclude => '{x}'"),
     ({"t": np.array([None] * N, dtype=object)}, 'column "t" is NULL in every row', "exclude => '{t}'"),
     ({"x": np.r_[np.inf, -np.inf, np.ones(N - 2)]}, 'column "x" contains Infinity in 2 rows', "filter those rows"),
+    ({"x": np.r_[1e300, -3.5e38, 3.4e38, np.ones(N - 3)]}, 'column "x" holds values beyond ±3.4e38, the float32 range '
+     "sqlml's models compute in, in 2 rows", "scale it in a view"),
     ({"email": np.array([f"u{i}" for i in range(N)], dtype=object)}, "no usable feature columns remain",
      "email: identifier-like text"),
 ])

@@ -183,7 +183,7 @@ BAD_TRAIN = [
     ({"time_column": "day", "horizon": 7, "colour": 1}, None, "daily_sales", "units", "22023", 'unknown option "colour"'),
     ({"time_column": "day", "series": ["store", "item"], "horizon": 7}, ["arima"], "daily_sales", "units", "22023",
      'unknown forecasting algorithm "arima"'),
-    ({"time_column": "day", "series": ["store", "item"], "horizon": 500}, ["ets"], "daily_sales", "units", "02000",
+    ({"time_column": "day", "series": ["store", "item"], "horizon": 500}, ["ets"], "daily_sales", "units", "22000",
      "no series is long enough"),
     ({"time_column": "day", "horizon": 7}, ["ets"], "SELECT day, CASE WHEN day = date '2024-01-05' THEN 'Infinity' "
      "ELSE units END AS units FROM daily_sales WHERE store = 1 AND item = 'B'", "units", "22023",
@@ -207,7 +207,7 @@ BAD_FORECAST = [
     ("SELECT * FROM sqlml.forecast('sales')", "22023", "uses regressors (promo): pass their future values"),
     ("SELECT * FROM sqlml.forecast('sales', relation => 'SELECT store, item, day FROM future_promos')", "42703",
      'regressor "promo" not found'),
-    ("SELECT * FROM sqlml.forecast('sales', relation => 'SELECT * FROM future_promos WHERE store = 1')", "02000",
+    ("SELECT * FROM sqlml.forecast('sales', relation => 'SELECT * FROM future_promos WHERE store = 1')", "22000",
      "lacks the regressors of 21 series-steps"),
     ("SELECT * FROM sqlml.forecast('nosuch')", "42704", 'project "nosuch" does not exist'),
     ("SELECT * FROM sqlml.forecast('sales@9', relation => 'future_promos')", "42704", "has no version 9"),

@@ -123,7 +123,7 @@ def test_evaluate_on_new_labels_is_a_time_series(db):
                        "WHERE project = 'bc' ORDER BY id")
     assert [(v, n) for v, n, *_ in series] == [(1, 284), (1, 85)]
     assert series[1][2] == {"null_label": 10, "unseen_label": 5} and series[1][3] is True and series[1][4] == "bc_late"
-    assert sql_error(db, "SELECT * FROM sqlml.evaluate('bc', 'SELECT * FROM bc_late WHERE id <= 10')").pgcode == "02000"
+    assert sql_error(db, "SELECT * FROM sqlml.evaluate('bc', 'SELECT * FROM bc_late WHERE id <= 10')").pgcode == "22000"
     assert sql_error(db, "SELECT * FROM sqlml.evaluate('bc', 'iris')").pgcode == "42703"
 
 

@@ -167,12 +167,37 @@ def test_the_check_catches_a_wrong_fold():
     assert not split.check(schema)
 
 
-def test_row_plan_beyond_float32_goes_the_general_way():
+def test_row_plan_beyond_float32_goes_the_general_way_which_refuses_it():
     pipe, schema, _ = fitted("lightgbm")
     scorer = Scorer(to_onnx(pipe, schema), schema)
     plan = RowPlan(scorer, ["a", "b", "c", "e"], [701, 23, 25, 16], "p")
-    text = "(1e+39,1,x,t)"
-    np.testing.assert_array_equal(plan.scores(text), scorer.run(plan.inputs(record.split(text)), 1)[0])
+    for text in ("(1e+39,1,x,t)", "(-3.5e+38,1,x,t)"):
+        with pytest.raises(SqlmlError) as e:
+            plan.scores(text)
+        assert e.value.sqlstate == "22003" and 'feature "a" is' in e.value.message
+    assert plan.scores("(3.4e+38,1,x,t)").shape  # the largest float32 is scored
+
+
+@pytest.mark.parametrize("payload, names, message", [
+    (np.array([[1, np.inf], [2, 3]], dtype=np.float32), ["a", "b"], 'feature "b" holds Infinity or a number in 1 row,'),
+    (np.array([[1e39, 1], [-1e39, 3]]).astype(np.float32), ["a", "b"],
+     'feature "a" holds Infinity or a number in 2 rows'),
+    ({"a": np.array([1.0, 3.5e38]), "t": np.array(["x", None], dtype=object)}, [], 'feature "a" holds'),
+    ({"v": np.array([[1.0, -np.inf], [0.0, 1.0]])}, [], 'feature "v" holds Infinity or a number in 1 row'),
+])
+def test_a_chunk_beyond_float32_is_refused(payload, names, message):
+    from sqlml.scoring.chunks import check_float32
+
+    with pytest.raises(SqlmlError) as e:
+        check_float32(payload, names)
+    assert e.value.sqlstate == "22003" and message in e.value.message
+
+
+def test_a_chunk_within_float32_passes():
+    from sqlml.scoring.chunks import check_float32
+
+    check_float32(np.array([[3.4e38, np.nan]], dtype=np.float32), ["a", "b"])
+    check_float32({"a": np.array([-3.4e38, np.nan]), "t": np.array(["x"], dtype=object)}, [])
 
 
 def test_json_plan_fast_way_equals_the_general_way():

@@ -342,3 +342,56 @@ def test_a_definer_function_does_not_lend_its_privilege_to_the_statement(world):
            'permission denied to score project "sec"')
     denied(usr, """SELECT sqlml.predict('sec', '{"id": 2, "a": 5, "b": 3, "c": "z"}'::jsonb), dev_scores_one()""",
            'permission denied to score project "sec"')
+
+
+# -- tenant isolation: nothing of a project reaches a role that may not score it -----------------
+
+
+def test_warm_start_borrows_only_from_projects_the_caller_may_score(world):
+    """Configurations tuned on dev's data ("sec", trained on pts) are facts about that data: dev2
+    may not score "sec", so its training on the same data starts cold, until dev grants predict."""
+    su, roles = world
+    dev, dev2 = roles.connect("dev"), roles.connect("dev2")
+
+    def warm_trials(project):
+        return scalar(su, "SELECT count(*) FROM sqlml.trials WHERE project = %s AND origin = 'warm_start'", (project,))
+
+    dev2.notices.clear()
+    train(dev2, "cold", "pts")
+    assert not any("warm start" in n for n in dev2.notices), dev2.notices
+    assert warm_trials("cold") == 0
+    query(dev, "SELECT sqlml.grant('sec', %s, 'predict')", (roles["dev2"],))
+    try:
+        dev2.notices.clear()
+        train(dev2, "warm", "pts")
+        assert any("warm start" in n for n in dev2.notices), dev2.notices
+        assert warm_trials("warm") > 0
+    finally:
+        query(dev, "SELECT sqlml.revoke('sec', %s, 'predict')", (roles["dev2"],))
+
+
+def test_prediction_counts_show_only_projects_the_caller_may_score(world):
+    su, roles = world
+    dev, usr, admin = roles.connect("dev"), roles.connect("usr"), roles.connect("admin")
+    assert scalar(dev, "SELECT count(*) FROM sqlml.predict_batch('sec', 'pts', 'id')") == 300
+    assert dict(query(dev, "SELECT * FROM sqlml.prediction_counts()")).get("sec", 0) >= 300
+    assert dict(query(admin, "SELECT * FROM sqlml.prediction_counts()")).get("sec", 0) >= 300
+    assert "sec" not in dict(query(usr, "SELECT * FROM sqlml.prediction_counts()"))
+    query(dev, "SELECT sqlml.grant('sec', %s, 'predict')", (roles["usr"],))
+    try:
+        assert "sec" in dict(query(usr, "SELECT * FROM sqlml.prediction_counts()"))
+    finally:
+        query(dev, "SELECT sqlml.revoke('sec', %s, 'predict')", (roles["usr"],))
+
+
+def test_a_denied_scoring_job_does_not_reveal_the_size_of_the_model(world):
+    """A scoring job's predicted memory counts its model: for a project the role may not score it
+    counts nothing, as for one that does not exist (each call from a fresh, equally cold backend)."""
+    _, roles = world
+    peaks = []
+    for project in ("sec", "no_such_project"):
+        usr = roles.connect("usr")
+        error(usr, "SELECT * FROM sqlml.predict_batch(%s, 'pts', 'id')", (project,))
+        peaks.append(scalar(usr, "SELECT predicted_peak_bytes FROM sqlml.jobs WHERE role = current_user "
+                                 "ORDER BY job_id DESC LIMIT 1"))
+    assert peaks[0] is not None and peaks[0] == peaks[1]

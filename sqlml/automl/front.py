@@ -18,8 +18,17 @@ from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
 from sqlml.automl.search import Problem, Result, Search, predict
 from sqlml.data import convert
-from sqlml.data.schema import BINARY, INTEGER_TYPES, MULTICLASS, PG_KINDS, REGRESSION, TASKS, FeatureSchema
-from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
+from sqlml.data.schema import (
+    BINARY,
+    FLOAT32_MAX,
+    INTEGER_TYPES,
+    MULTICLASS,
+    PG_KINDS,
+    REGRESSION,
+    TASKS,
+    FeatureSchema,
+)
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NUMERIC_VALUE_OUT_OF_RANGE, SqlmlError
 
 MAX_CLASSES = 200
 INTEGER_CLASS_LIMIT = 20  # an integer target with at most this many values is a label
@@ -112,6 +121,10 @@ def encode_target(task: str, target_name: str, y_raw: np.ndarray, numeric: bool)
         if np.isinf(y[keep]).any():
             raise SqlmlError(f'target "{target_name}" contains Infinity', hint="filter those rows out of the relation",
                              sqlstate=DATA_EXCEPTION)
+        if (np.abs(y[keep]) > FLOAT32_MAX).any():  # the model's float32 output could not hold such values
+            raise SqlmlError(f'target "{target_name}" holds values beyond ±3.4e38, the float32 range sqlml\'s models '
+                             "compute in", hint="scale the target in a view (divide it, or take its logarithm)",
+                             sqlstate=NUMERIC_VALUE_OUT_OF_RANGE)
         return y, (), keep
     if numeric:
         y = np.asarray(y_raw, dtype=np.float64)

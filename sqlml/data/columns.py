@@ -1,7 +1,8 @@
 """Which columns of a relation a training learns from (pure: arrays in, features out).
 
 ``choose_features`` picks the columns whose types sqlml can learn from; once their values are
-read, ``check_columns`` refuses columns that cannot be learned from (every value NULL, Infinity)
+read, ``check_columns`` refuses columns that cannot be learned from (every value NULL, Infinity,
+numbers beyond float32)
 and drops those that identify rows instead of describing them: text with a distinct value in
 (almost) every row, and ``identifier`` integers. ``check_target`` refuses a target with no value.
 Errors name the column and the fix.
@@ -12,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.data.profile import ID_LIKE_MIN_ROWS, ID_LIKE_SHARE
-from sqlml.data.schema import CATEGORY, Feature, kind_of
-from sqlml.errors import DATA_EXCEPTION, NO_DATA, UNDEFINED_COLUMN, SqlmlError
+from sqlml.data.schema import CATEGORY, FLOAT32_MAX, Feature, kind_of
+from sqlml.errors import DATA_EXCEPTION, NUMERIC_VALUE_OUT_OF_RANGE, UNDEFINED_COLUMN, SqlmlError
 
 
 def choose_features(columns, target: str, exclude: list[str], relation_text: str):
@@ -38,7 +39,7 @@ def choose_features(columns, target: str, exclude: list[str], relation_text: str
             continue
         features.append(Feature(c.name, kind, c.pg_type))
     if not features:
-        raise SqlmlError(f"{relation_text} has no feature columns besides the target", sqlstate=NO_DATA,
+        raise SqlmlError(f"{relation_text} has no feature columns besides the target", sqlstate=DATA_EXCEPTION,
                          hint="train on a relation with at least one numeric, boolean, text, date or vector column")
     return features, by_name[target], dropped
 
@@ -77,13 +78,19 @@ def check_columns(features: list[Feature], columns: dict, n: int, dropped: dict)
                 raise SqlmlError(f'column "{f.name}" contains Infinity in {k} row{"s" if k > 1 else ""}',
                                  hint=f'filter those rows or exclude the column (exclude => \'{{{f.name}}}\')',
                                  sqlstate=DATA_EXCEPTION)
+            huge = (np.abs(values) > FLOAT32_MAX).reshape(n, -1).any(axis=1)
+            if huge.any():
+                k = int(huge.sum())
+                raise SqlmlError(f'column "{f.name}" holds values beyond ±3.4e38, the float32 range sqlml\'s models '
+                                 f'compute in, in {k} row{"s" if k > 1 else ""}', sqlstate=NUMERIC_VALUE_OUT_OF_RANGE,
+                                 hint="scale it in a view (divide it, or take its logarithm), or exclude it")
             if identifier(f, values, n):
                 dropped[f.name] = (f"it identifies rows ({n} unique integers), so sqlml left it out; "
                                    "to use it as a feature, cast it to float8 in a view")
                 continue
         kept.append(f)
     if not kept:
-        raise SqlmlError("no usable feature columns remain", sqlstate=NO_DATA,
+        raise SqlmlError("no usable feature columns remain", sqlstate=DATA_EXCEPTION,
                          hint="; ".join(f"{k}: {v}" for k, v in dropped.items()))
     return kept
 

@@ -57,10 +57,11 @@ def sample_query(source_sql: str, rows: int, seed: int) -> str:
 
     Deterministic: the same data and seed give the same sample whatever order the rows are
     stored or returned in (unlike TABLESAMPLE, which also works only on tables). Costs one pass
-    over the relation and a top-N sort that keeps ``rows`` rows.
+    over the relation and a top-N sort that keeps ``rows`` rows. The hash is schema-qualified and
+    its arguments of its exact types, so no same-named function on the search_path is chosen.
     """
     return (f"SELECT * FROM ({source_sql}) AS sample_src "
-            f"ORDER BY hashtextextended(sample_src::text, {int(seed)}) LIMIT {int(rows)}")
+            f"ORDER BY pg_catalog.hashtextextended(sample_src::text, {int(seed)}::int8) LIMIT {int(rows)}")
 
 
 def decode(kind: str, value, n: int, dim: int = 0) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 Parsed here, never pasted: a name becomes a quoted identifier, a query is parsed with sqlglot
 and refused if it is anything but one plain query (no DML or DDL, no SELECT INTO, no row locks,
-no data-modifying CTE, no second statement). The functions it calls are returned so that the
-server can refuse volatile ones (those that can change something); the server then also reads
-the data in a read-only subtransaction, so a query that slipped through still cannot write.
+no data-modifying CTE, no second statement). What it may run (functions, however reached) is
+judged by the server from PostgreSQL's own analysis of it (``sqlml.server.reach``), and the data
+is read in a read-only subtransaction.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ class Relation:
     text: str
     name: tuple | None = None
     query: str | None = None
-    functions: tuple = ()
 
     @property
     def sql(self) -> str:
@@ -102,16 +101,5 @@ def _parse_query(text: str) -> Relation:
         if isinstance(node, exp.Select) and node.args.get("locks"):
             raise SqlmlError("relation may only read data, but it locks rows (FOR UPDATE/SHARE)",
                              hint="remove the locking clause", sqlstate=SYNTAX_ERROR)
-    functions = sorted({_function_name(f) for f in tree.find_all(exp.Func)} - {None})
-    return Relation(text=text, query=tree.sql(dialect="postgres"), functions=tuple(functions))
+    return Relation(text=text, query=tree.sql(dialect="postgres"))
 
-
-def _function_name(node: exp.Func) -> str | None:
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    if isinstance(node, (exp.AggFunc, exp.Cast, exp.TryCast)):
-        return None
-    try:
-        return node.sql_name().lower()
-    except (NotImplementedError, AttributeError):
-        return None

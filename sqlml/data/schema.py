@@ -16,8 +16,14 @@ from sqlml.errors import DATATYPE_MISMATCH, SqlmlError
 NUMERIC, BOOLEAN, CATEGORY, DATE, TIMESTAMP, VECTOR = "numeric", "boolean", "category", "date", "timestamp", "vector"
 
 # PostgreSQL type name (pg_type.typname) -> feature kind
+# Models compute in float32 (ONNX); a finite number beyond this would become Infinity there, and
+# the model's answer NaN. Such values are refused (22003), at training and at scoring.
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_SEED = 2**32 - 1  # the largest random_state numpy and scikit-learn take
+
 PG_KINDS = {
-    **dict.fromkeys(["int2", "int4", "int8", "float4", "float8", "numeric", "money", "oid"], NUMERIC),
+    # not money: it has no cast to float8
+    **dict.fromkeys(["int2", "int4", "int8", "float4", "float8", "numeric", "oid"], NUMERIC),
     "bool": BOOLEAN,
     **dict.fromkeys(["text", "varchar", "bpchar", "name", "char", "citext", "uuid", "inet", "cidr"], CATEGORY),
     "date": DATE,

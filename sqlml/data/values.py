@@ -13,8 +13,14 @@ from decimal import Decimal
 
 import numpy as np
 
-from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR, FeatureSchema
-from sqlml.errors import DATATYPE_MISMATCH, INVALID_PARAMETER, UNDEFINED_COLUMN, SqlmlError
+from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, FLOAT32_MAX, NUMERIC, TIMESTAMP, VECTOR, FeatureSchema
+from sqlml.errors import (
+    DATATYPE_MISMATCH,
+    INVALID_PARAMETER,
+    NUMERIC_VALUE_OUT_OF_RANGE,
+    UNDEFINED_COLUMN,
+    SqlmlError,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -42,7 +48,16 @@ def number(feature, value) -> float:
     if math.isinf(v):
         raise SqlmlError(f'feature "{feature.name}" is {value}; sqlml cannot score infinite values',
                          hint="pass a finite number, or NULL for missing", sqlstate=INVALID_PARAMETER)
+    if abs(v) > FLOAT32_MAX:
+        raise out_of_range(feature.name, f"is {v:.6g}")
     return v
+
+
+def out_of_range(name: str, what: str) -> SqlmlError:
+    """The error for a number beyond float32, the precision models compute in."""
+    return SqlmlError(f'feature "{name}" {what}, beyond ±3.4e38, the float32 range sqlml\'s models compute in',
+                      hint="scale the feature (divide it, or take its logarithm) the same way for training and "
+                           "scoring", sqlstate=NUMERIC_VALUE_OUT_OF_RANGE)
 
 
 def boolean(feature, value) -> float:

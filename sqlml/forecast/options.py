@@ -3,6 +3,7 @@ checked before any data is read."""
 
 from __future__ import annotations
 
+from sqlml.data.schema import MAX_SEED
 from sqlml.errors import INVALID_PARAMETER, SqlmlError
 from sqlml.forecast.calendar import FREQUENCIES
 from sqlml.forecast.model import QUANTILE_GRID
@@ -51,6 +52,9 @@ def check_options(options: dict, algorithms, metric) -> dict:
     if not 1 <= options.get("n_estimators", 1) <= 10000:
         raise SqlmlError(f'option "n_estimators" is {options["n_estimators"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass the global model's boosting rounds, between 1 and 10000")
+    if not 0 <= options.get("seed", 0) <= MAX_SEED:
+        raise SqlmlError(f'option "seed" must be between 0 and {MAX_SEED}, got {options["seed"]}',
+                         sqlstate=INVALID_PARAMETER, hint="pass a small integer such as 7, or omit it")
     if not 1 <= options.get("backtest_windows", 2) <= 20:
         raise SqlmlError(f'option "backtest_windows" is {options["backtest_windows"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass between 1 and 20 windows, or leave it out")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sqlml.errors import INVALID_PARAMETER, NO_DATA, SqlmlError
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 from sqlml.forecast.calendar import Frequency, infer_frequency
 
 FILLS = ("interpolate", "zero")
@@ -79,7 +79,7 @@ def build_panel(ts: np.ndarray, y: np.ndarray, series_values: dict, regressors: 
         series_values = {k: np.asarray(v, dtype=object)[keep] for k, v in series_values.items()}
         regressors = {k: np.asarray(v)[keep] for k, v in regressors.items()}
     if len(ts) == 0:
-        raise SqlmlError("no row has a time", sqlstate=NO_DATA, hint="the time column is NULL on every row")
+        raise SqlmlError("no row has a time", sqlstate=DATA_EXCEPTION, hint="the time column is NULL on every row")
     keys, row_key = _keys(series_values, len(ts))
     order = np.lexsort((ts, row_key))
     bounds = np.searchsorted(row_key[order], np.arange(len(keys) + 1))
@@ -94,7 +94,7 @@ def build_panel(ts: np.ndarray, y: np.ndarray, series_values: dict, regressors: 
         if s is not None:
             out.append(s)
     if not out:
-        raise SqlmlError("every target value is NULL", sqlstate=NO_DATA, hint="check the target column")
+        raise SqlmlError("every target value is NULL", sqlstate=DATA_EXCEPTION, hint="check the target column")
     return Panel(freq, tuple(series_values), tuple(regressors), out)
 
 

@@ -212,10 +212,10 @@ def _jsonable(key: tuple) -> list:
 
 
 def raise_short(horizon: int, windows: int):
-    from sqlml.errors import NO_DATA, SqlmlError
+    from sqlml.errors import DATA_EXCEPTION, SqlmlError
 
     raise SqlmlError(f"no series is long enough to backtest a horizon of {horizon} ({windows} windows of {horizon} "
-                     f"steps after at least {MIN_TRAIN} points)", sqlstate=NO_DATA,
+                     f"steps after at least {MIN_TRAIN} points)", sqlstate=DATA_EXCEPTION,
                      hint="forecast a shorter horizon, or pass fewer backtest windows (options.backtest_windows)")
 
 

@@ -16,7 +16,7 @@ import io
 import json
 from datetime import datetime
 
-from sqlml.errors import NO_DATA, UNDEFINED_OBJECT, SqlmlError
+from sqlml.errors import OBJECT_NOT_IN_PREREQUISITE_STATE, UNDEFINED_OBJECT, SqlmlError
 
 IMPORTANCE_BARS = 20
 HISTORY_ROWS = 20
@@ -45,7 +45,7 @@ def collect(ex, project: str, version: int | None = None) -> dict:
         f"train_seconds, profile, importance, diagnostics FROM sqlml.models WHERE {where}", params)
     if not models:
         raise SqlmlError(f'project "{project}" has no model' + (f" version {version}" if version else "s"),
-                         sqlstate=NO_DATA, hint="train one: SELECT * FROM sqlml.train(...)")
+                         sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE, hint="train one: SELECT * FROM sqlml.train(...)")
     model = models[0]
     for key in ("metrics", "hyperparameters", "feature_schema", "parity", "library_versions", "profile",
                 "importance", "diagnostics", "classes"):

@@ -81,12 +81,31 @@ def to_onnx(model, schema: FeatureSchema) -> bytes:
                           target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
     outputs = [o.name for o in onx.graph.output]
     rename = dict(zip(outputs, ["variable"] if schema.target.task == REGRESSION else ["label", "probabilities"]))
+    # skl2onnx rewrites input names that are not identifiers ("my col" -> "my_col", in order); the
+    # model keeps the column names, which PostgreSQL allows to be anything
+    restored = {i.name: name for i, (name, _) in zip(onx.graph.input, inputs) if i.name != name}
+    internal = {o for node in onx.graph.node for o in node.output} | {t.name for t in onx.graph.initializer}
+    taken = internal | set(rename.values()) | set(restored.values())
+    for clash in internal & set(restored.values()):  # an intermediate already named like such a column
+        rename[clash] = _unique(f"sqlml_{clash}", taken)
+    rename.update(restored)
     for node in onx.graph.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
         node.output[:] = [rename.get(o, o) for o in node.output]
-    for o in onx.graph.output:
-        o.name = rename.get(o.name, o.name)
+    for value in (*onx.graph.input, *onx.graph.output):
+        value.name = rename.get(value.name, value.name)
+    for t in onx.graph.initializer:
+        t.name = rename.get(t.name, t.name)
     onx.producer_name = "sqlml"
     return onx.SerializeToString()
+
+
+def _unique(name: str, taken: set) -> str:
+    candidate, i = name, 1
+    while candidate in taken:
+        candidate, i = f"{name}_{i}", i + 1
+    taken.add(candidate)
+    return candidate
 
 
 def session(onnx_bytes: bytes, threads: int = 1):

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from sqlml.errors import INVALID_PARAMETER, NO_DATA, UNDEFINED_OBJECT, SqlmlError
+from sqlml.errors import INVALID_PARAMETER, OBJECT_NOT_IN_PREREQUISITE_STATE, UNDEFINED_OBJECT, SqlmlError
 from sqlml.executor import to_json
 
 
@@ -112,15 +112,17 @@ def vector_schema(ex) -> str:
                                   "WHERE e.extname = 'vector'")[0]["nspname"])
 
 
-def nearest_configurations(ex, task: str, meta_vector: str, k: int, max_distance: float) -> list[dict]:
+def nearest_configurations(ex, who: str, task: str, meta_vector: str, k: int, max_distance: float) -> list[dict]:
     """Best configurations of the ``k`` past trainings of ``task`` whose meta-features are nearest
-    to ``meta_vector`` (pgvector text form) within ``max_distance``, nearest first."""
+    to ``meta_vector`` (pgvector text form) within ``max_distance``, nearest first, among the
+    projects role ``who`` may score (the others' configurations are facts about data it may not read)."""
     v = vector_schema(ex)
     distance = f"meta_features OPERATOR({v}.<->) $2::{v}.vector"
     rows = ex.execute(
         f"""SELECT warm_start FROM sqlml.models
             WHERE task = $1 AND meta_features IS NOT NULL AND warm_start IS NOT NULL AND {distance} <= $4
-            ORDER BY {distance}, id DESC LIMIT $3""", [task, meta_vector, k, max_distance])
+              AND sqlml.has_privilege($5::name, project, 'predict')
+            ORDER BY {distance}, id DESC LIMIT $3""", [task, meta_vector, k, max_distance, who])
     out = []
     for r in rows:
         configs = r["warm_start"]
@@ -194,7 +196,7 @@ def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict
                               f"ORDER BY score {order}, version DESC LIMIT 1", [name, metric[0]["metric"]])
     elif strategy == "rollback":
         if current is None:
-            raise SqlmlError(f'project "{name}" has no deployed model to roll back', sqlstate=NO_DATA,
+            raise SqlmlError(f'project "{name}" has no deployed model to roll back', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                              hint="deploy one first: SELECT * FROM sqlml.deploy('name', 'most_recent')")
         rows = ex.execute(
             """SELECT m.id, m.project, m.version, m.algorithm, m.metric, m.score, m.sha256
@@ -204,13 +206,13 @@ def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict
                ORDER BY d.id DESC LIMIT 1""", [name, current["id"]])
         if not rows:
             raise SqlmlError(f'project "{name}" has no previous deployment to roll back to (version '
-                             f'{current["version"]} is the only one deployed so far)', sqlstate=NO_DATA,
+                             f'{current["version"]} is the only one deployed so far)', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                              hint="deploy a chosen version instead: SELECT * FROM sqlml.deploy('name', version => N)")
     else:
         raise SqlmlError(f'unknown deployment strategy "{strategy}"',
                          hint="use best_score, most_recent or rollback, or pass version => N", sqlstate=INVALID_PARAMETER)
     if not rows:
-        raise SqlmlError(f'project "{name}" has no models to deploy', sqlstate=NO_DATA,
+        raise SqlmlError(f'project "{name}" has no models to deploy', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train one first: SELECT * FROM sqlml.train(...)")
     return rows[0]
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
-from sqlml.data.schema import BOOLEAN, CATEGORY, NULL_CATEGORY, NUMERIC, Feature
+from sqlml.data.schema import BOOLEAN, CATEGORY, FLOAT32_MAX, NULL_CATEGORY, NUMERIC, Feature
+from sqlml.data.values import out_of_range
 
 CHUNK_ROWS = 32768
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
@@ -100,6 +101,19 @@ def decode_matrix(row: dict, width: int, id_type: str) -> tuple[int, np.ndarray,
     else:
         ids = np.array(row["id"] or [], dtype=object)
     return n, matrix, ids
+
+
+def check_float32(payload, names: list[str]) -> None:
+    """Refuse a chunk with a number float32 cannot hold (Infinity, or beyond ±3.4e38): the model
+    computes in float32 and would answer NaN. ``payload``: the core matrix (float32, a column per
+    name in ``names``), or raw columns {feature: array} (``names`` unused)."""
+    if isinstance(payload, np.ndarray):
+        bad = {name: int(k) for name, k in zip(names, np.isinf(payload).sum(axis=0)) if k}
+    else:
+        bad = {name: int(np.count_nonzero(np.abs(v) > FLOAT32_MAX)) for name, v in payload.items() if v.dtype != object}
+    for name, k in bad.items():
+        if k:
+            raise out_of_range(name, f"holds Infinity or a number in {k} row{'s' if k > 1 else ''}")
 
 
 def decode_chunk(row: dict, features: list[Feature], id_type: str) -> tuple[int, dict, np.ndarray]:

@@ -24,15 +24,16 @@ from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 from sqlml.scoring import chunks, overlap
-from sqlml.server import audit, counters, governor, ingest, scoring
+from sqlml.server import audit, counters, governor, ingest, reach, scoring
 from sqlml.server.spi import spi
 
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
 # plain table or a materialized view (whose pages ctid ranges can split)
 TABLE_INFO = """
-SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 AS blocks,
+SELECT pg_catalog.pg_relation_size(c.oid::pg_catalog.regclass)
+           / pg_catalog.current_setting('block_size')::int8 AS blocks,
        CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages END AS rows_per_page
-FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'm')"""
+FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind IN ('r', 'm')"""
 
 
 def source(project, relation, id_column):
@@ -70,22 +71,28 @@ def _chunks(m, rel, sql, id_column, id_type):
         n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
-            yield (len(ids), ids), {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
+            payload = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
+            chunks.check_float32(payload, [])
+            yield (len(ids), ids), payload
         return
     blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
     columns = m.scorer.row_columns
     query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
-        if columns is not None else None
-    cursor = plpy.cursor(query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step))
+        if columns is not None else None  # None too when the core matrix cannot be read in SQL
+    matrix = query is not None
+    query = query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
+    reach.check(query)  # what the chunk query runs (casts of the table's column types included)
+    cursor = plpy.cursor(query)
     while True:
         rows = cursor.fetch(1)
         if not rows:
             return
-        if query:  # the core matrix itself: numbers and looked-up categories
+        if matrix:  # the core matrix itself: numbers and looked-up categories
             n, payload, ids = chunks.decode_matrix(rows[0], len(columns), id_type)
         else:
             n, payload, ids = chunks.decode_chunk(rows[0], features, id_type)
         if n:
+            chunks.check_float32(payload, [c.source for c in columns] if matrix else [])
             yield (n, ids), payload
 
 

@@ -13,11 +13,12 @@ import numpy as np
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import BOOLEAN, CATEGORY, NUMERIC, PG_KINDS, TIMESTAMP, Feature
 from sqlml.errors import (
+    DATA_EXCEPTION,
     DATATYPE_MISMATCH,
     FEATURE_NOT_SUPPORTED,
     INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
-    NO_DATA,
+    OBJECT_NOT_IN_PREREQUISITE_STATE,
     UNDEFINED_COLUMN,
     SqlmlError,
 )
@@ -98,7 +99,7 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     from sqlml.server.train import _number
 
     common_checks(project, target, budget_seconds)
-    opts = fopts.check_options({k: _number(v) for k, v in (options or {}).items()} if isinstance(options, dict)
+    opts = fopts.check_options({k: _number(k, v) for k, v in (options or {}).items()} if isinstance(options, dict)
                                else options, algorithms, metric)
     time_column, series = opts["time_column"], list(opts.get("series", []))
     if target in series or target == time_column or time_column in series:
@@ -137,7 +138,7 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     n, ts, keys, regs, y = _read(sql, time_column, series, regressors, cols, target)
     governor.record_rows(n)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
     for name, values in [(target, y), *regs.items()]:
         bad = int(np.isinf(values).sum())
         if bad:
@@ -372,11 +373,11 @@ def _future(loaded: Loaded, relation, horizon: int) -> tuple[dict | None, object
     if missing:
         key, t = missing[0]
         raise SqlmlError(f"{rel.describe()} lacks the regressors of {len(missing)} series-steps, the first: series "
-                         f"{dict(zip(m.series_columns, key))} at {str(t).replace('T', ' ')}", sqlstate=NO_DATA,
+                         f"{dict(zip(m.series_columns, key))} at {str(t).replace('T', ' ')}", sqlstate=DATA_EXCEPTION,
                          hint="give one row per series and forecast step, with every regressor")
     for name in regs:
         if np.isnan(out[name]).any():
-            raise SqlmlError(f'regressor "{name}" is NULL at some forecast steps in {rel.describe()}', sqlstate=NO_DATA,
+            raise SqlmlError(f'regressor "{name}" is NULL at some forecast steps in {rel.describe()}', sqlstate=DATA_EXCEPTION,
                              hint="give every regressor a value at every forecast step")
     return out, rel
 
@@ -422,7 +423,7 @@ def evaluate(project, relation, version, level=0.9):
     i, j, actual, point, half = _at_forecast_steps(loaded, relation, n, ts, keys, y, level)
     if len(i) == 0:
         raise SqlmlError(f"{rel.describe()} has no actuals at the forecast steps of version {loaded.ref['version']}",
-                         sqlstate=NO_DATA, hint="evaluate once the forecast period's values have arrived")
+                         sqlstate=DATA_EXCEPTION, hint="evaluate once the forecast period's values have arrived")
     pred, err = point[i, j], actual - point[i, j]
     values = {"mase": float(np.mean(np.abs(err) / m.scale[i])), "mae": float(np.mean(np.abs(err))),
               "rmse": float(np.sqrt(np.mean(err ** 2))),
@@ -468,7 +469,7 @@ def monitor(project, relation, version, moderate, major):
     facts = privileged.run(lambda ex: stored.model_facts(ex, loaded.ref["id"]))
     base = facts["baseline"]
     if not base:
-        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=NO_DATA,
+        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train a new version: baselines are stored at training")
     rel = parse_relation(relation)
     target = schema["target"]["name"]
@@ -476,7 +477,7 @@ def monitor(project, relation, version, moderate, major):
                                   "target column": [target], "regressor": list(m.regressors)})
     n, ts, keys, regs, y = _read(sql, schema["time_column"], list(m.series_columns), list(m.regressors), cols, target)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
     which = {tuple(str(k) for k in key): i for i, key in enumerate(m.keys)}
     row_series = np.array([which.get(tuple(str(keys[s][r]) for s in m.series_columns), -1) for r in range(n)])
     known = row_series >= 0

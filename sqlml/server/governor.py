@@ -341,15 +341,16 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     return plan.rows
 
 
-def model_bytes(project: str) -> int:
+def model_bytes(project: str, who: str) -> int:
     """Size of the ONNX model ``project`` (``name`` or ``name@version``) scores with; 0 if there is none
-    (scoring then reports the missing project or version itself)."""
+    or role ``who`` may not score it (scoring then reports the missing project or the denial itself;
+    the job's predicted memory must not tell the size of a model its role may not see)."""
     name, _, version = str(project).partition("@")
     rows = privileged.run(lambda ex: ex.execute(
         "SELECT octet_length(m.onnx) AS n FROM sqlml.models m WHERE m.project = $1 AND "
         "m.id = CASE WHEN $2 = '' THEN (SELECT d.model_id FROM sqlml.deployments d WHERE d.project = $1 "
         "ORDER BY d.id DESC LIMIT 1) ELSE (SELECT m2.id FROM sqlml.models m2 WHERE m2.project = $1 "
-        "AND m2.version::text = $2) END", [name, version]))
+        "AND m2.version::text = $2) END AND sqlml.has_privilege($3::name, m.project, 'predict')", [name, version, who]))
     return int(rows[0]["n"]) if rows else 0
 
 
@@ -366,7 +367,7 @@ def admit_relation(job: Job, project: str, relation: str) -> None:
 
     sql, _ = ingest.source_sql(parse_relation(relation))
     rows, width = ingest.estimate(sql)
-    features = costmodel.Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes(project),
+    features = costmodel.Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes(project, job.role),
                                   threads=job.threads, cold=job.cold())
     model = job.model()
     p = job.predict(features, model)

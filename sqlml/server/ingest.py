@@ -1,9 +1,12 @@
 """Read a relation into columns, as the calling role, in a read-only subtransaction.
 
 Everything runs with the caller's privileges (the public functions are SECURITY INVOKER), so
-grants, column grants and row-level security apply. The data is read inside a subtransaction
-that is set read-only and then rolled back: even a query that calls a function with side
-effects cannot change anything.
+grants, column grants and row-level security apply. Before a query over the relation is planned,
+``sqlml.server.reach`` refuses it if it can run a function the caller does not trust or a
+volatile one, however it is reached (operator, cast, domain, aggregate, view, policy). The data
+is then read inside a subtransaction that is set read-only and rolled back: a trusted function
+that writes still cannot change anything (effects outside the database are what the first check
+is for).
 """
 
 from __future__ import annotations
@@ -15,11 +18,9 @@ import plpy
 from sqlml.data import ingest
 from sqlml.data.relation import Relation
 from sqlml.data.schema import VECTOR, Feature
-from sqlml.errors import INSUFFICIENT_PRIVILEGE, SYNTAX_ERROR, UNDEFINED_TABLE, SqlmlError
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_TABLE, SqlmlError
+from sqlml.server import reach
 from sqlml.server.spi import spi
-
-# Volatile functions that cannot change anything, allowed in a relation query.
-ALLOWED_VOLATILE = {"random", "clock_timestamp", "timeofday", "gen_random_uuid", "uuid_generate_v4", "setseed"}
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class _Rollback(Exception):
     pass
 
 
-def read_only(sql: str):
-    """The result of ``sql``, run read-only inside a subtransaction that is rolled back afterwards.
+def read_only(sql: str, prefix: str = ""):
+    """The result of ``prefix + sql`` (``prefix``: SET LOCAL statements, or EXPLAIN), ``sql``
+    checked by ``reach.check`` and then run read-only inside a subtransaction that is rolled back.
 
     The SET and the query go to the server in one call: PL/Python runs every ``plpy.execute`` in a
     subtransaction of its own, and a read-only setting made in a subtransaction ends with it
@@ -44,7 +46,8 @@ def read_only(sql: str):
     result = None
     try:
         with plpy.subtransaction():
-            result = plpy.execute("SET LOCAL transaction_read_only = on; " + sql)
+            reach.check(sql)  # in the same subtransaction: what it checked stays locked through the read
+            result = plpy.execute("SET LOCAL transaction_read_only = on; " + prefix + sql)
             raise _Rollback
     except _Rollback:
         pass
@@ -53,7 +56,7 @@ def read_only(sql: str):
 
 def source_sql(relation: Relation) -> tuple[str, list[str]]:
     """(SQL to read, column names not readable by the caller) after checking the relation exists,
-    the caller may read it, and a query calls no function with side effects."""
+    the caller may read it (what it runs is checked when it is read: ``read_only``)."""
     if relation.name:
         oid = spi.execute("SELECT to_regclass($1)::oid AS oid", [relation.qualified])[0]["oid"]
         if oid is None:
@@ -70,15 +73,6 @@ def source_sql(relation: Relation) -> tuple[str, list[str]]:
                              hint="ask its owner for SELECT on the table or on the columns to train on")
         select = ", ".join(ingest.quote_ident(c) for c in readable)
         return f"SELECT {select} FROM {relation.qualified}", hidden
-    if relation.functions:
-        bad = spi.execute(
-            """SELECT DISTINCT p.proname FROM pg_proc p
-               WHERE p.proname = ANY($1::text[]) AND p.provolatile = 'v' AND NOT (p.proname = ANY($2::text[]))
-               ORDER BY 1""", [list(relation.functions), sorted(ALLOWED_VOLATILE)])
-        if bad:
-            names = ", ".join(r["proname"] for r in bad)
-            raise SqlmlError(f"relation query calls functions that may change data: {names}", sqlstate=SYNTAX_ERROR,
-                             hint="a training relation may only read: use STABLE or IMMUTABLE functions, or a view")
     return relation.query, []
 
 
@@ -87,13 +81,19 @@ def describe(sql: str) -> list[Column]:
     res = read_only(f"SELECT * FROM ({sql}) AS src LIMIT 0")
     names, oids, typmods = res.colnames(), res.coltypes(), res.coltypmods()
     types = {r["oid"]: r for r in spi.execute(
-        """SELECT t.oid::int8 AS oid, t.typname, t.typtype, b.typname AS base
-           FROM pg_type t LEFT JOIN pg_type b ON b.oid = t.typbasetype
-           WHERE t.oid = ANY($1::oid[])""", [list(oids)])}
+        """SELECT t.oid::int8 AS oid, t.typname::text AS typname, t.typtype::text AS typtype, b.typname::text AS base,
+                  n.nspname::text AS schema, r.rolsuper AS builtin
+           FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=) t.typbasetype
+           JOIN pg_catalog.pg_type k ON k.oid OPERATOR(pg_catalog.=) coalesce(b.oid, t.oid)
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) k.typnamespace
+           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) k.typowner
+           WHERE t.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])""", [list(oids)])}
     cols = []
     for name, oid, typmod in zip(names, oids, typmods):
         t = types[int(oid)]
         typname = t["base"] if t["typtype"] == "d" else ("text" if t["typtype"] == "e" else t["typname"])
+        if not t["builtin"] and t["typtype"] != "e":  # a user's type named like a built-in one is not that one
+            typname = f"{t['schema']}.{typname}"
         cols.append(Column(name, typname, int(typmod)))
     return cols
 
@@ -106,7 +106,7 @@ def estimate(sql: str) -> tuple[int, int]:
     """
     import json
 
-    plan = read_only(f"EXPLAIN (FORMAT JSON) SELECT * FROM ({sql}) AS src")
+    plan = read_only(f"SELECT * FROM ({sql}) AS src", "EXPLAIN (FORMAT JSON) ")
     top = json.loads(plan[0]["QUERY PLAN"])[0]["Plan"]
     return max(int(top["Plan Rows"]), 1), int(top["Plan Width"])
 
@@ -125,9 +125,8 @@ def read(sql: str, features: list[Feature], extra: dict[str, str] | None = None)
 
     Rows come in a repeatable order (no parallel workers, no synchronised scans that start
     mid-table), so that the same data gives the same holdout split and data fingerprint."""
-    query = ("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL synchronize_seqscans = off; "
-             + ingest.ingest_query(sql, features, extra))
-    rows = read_only(query)
+    rows = read_only(ingest.ingest_query(sql, features, extra),
+                     "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL synchronize_seqscans = off; ")
     return ingest.decode_row(rows[0], features, extra)
 
 

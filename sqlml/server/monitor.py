@@ -15,7 +15,13 @@ from sqlml.data import profile as profiling
 from sqlml.data.columns import identifier
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, NUMERIC, Feature, kind_of
-from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NO_DATA, UNDEFINED_COLUMN, SqlmlError
+from sqlml.errors import (
+    DATA_EXCEPTION,
+    INVALID_PARAMETER,
+    OBJECT_NOT_IN_PREREQUISITE_STATE,
+    UNDEFINED_COLUMN,
+    SqlmlError,
+)
 from sqlml.monitor import diagnostics, drift, evaluation, importance, series
 from sqlml.server import ingest, privileged
 from sqlml.server.spi import spi
@@ -144,7 +150,8 @@ def _read_for(m, relation: str, extra: dict | None = None):
     extra_kinds = {name: target_kind(cols[name].pg_type) for name in (extra or {})}
     n, raw, extras = ingest.read(sql, list(m.schema.features), extra_kinds)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
+                         hint="check the relation and its filter")
     return rel, n, raw, extras
 
 
@@ -172,7 +179,8 @@ def evaluate(project, relation, version):
     skipped = {"null_label": int(n - keep.sum() - unseen), "unseen_label": unseen}
     if not keep.any():
         raise SqlmlError(f'{rel.describe()} has no rows with a usable label in "{target.name}" ({n} rows: '
-                         f'{skipped["null_label"]} NULL, {unseen} with labels the model never saw)', sqlstate=NO_DATA,
+                         f'{skipped["null_label"]} NULL, {unseen} with labels the model never saw)',
+                         sqlstate=DATA_EXCEPTION,
                          hint="evaluate on rows whose outcome is known")
     if unseen:
         spi.notice(f'{unseen} rows have labels version {facts["version"]} never saw; they are not scored')
@@ -194,7 +202,8 @@ def measure(project, relation, version, moderate, major):
     m, facts = _model(project, version)
     base = facts["baseline"]
     if not base:
-        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=NO_DATA,
+        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline',
+                         sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train a new version: baselines are stored at training")
     rel, n, raw, _ = _read_for(m, relation)
     results = []
@@ -267,9 +276,15 @@ def _same_features(facts: dict, source: str) -> list[str]:
 # --- metrics ----------------------------------------------------------------------------------------
 
 def prediction_counts():
+    """Rows scored per project, for the projects the caller may score (a name and a count are
+    facts about a project too): a monitoring role sees what it was granted, an admin everything."""
     from sqlml.server import counters
 
-    return sorted(counters.read().items())
+    counts = counters.read()
+    visible = {r["p"] for r in spi.execute(
+        "SELECT p FROM pg_catalog.unnest($1::text[]) AS p WHERE sqlml.has_privilege(current_user, p, 'predict')",
+        [sorted(counts)])} if counts else set()
+    return sorted((p, n) for p, n in counts.items() if p in visible)
 
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "uncommitted", "rolled_back")

@@ -19,6 +19,7 @@ from sqlml.data.columns import check_columns, check_target, choose_features
 from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import (
+    MAX_SEED,
     TASKS,
     FeatureSchema,
     Target,
@@ -29,7 +30,6 @@ from sqlml.errors import (
     DATA_EXCEPTION,
     INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
-    NO_DATA,
     SqlmlError,
 )
 from sqlml.governor import limits, priority
@@ -37,18 +37,23 @@ from sqlml.registry import access, audit, store
 from sqlml.server import governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
-PROJECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$")
+PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
+MAX_ROWS = 2**63 - 1  # a bigint LIMIT
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
            "force": bool, "max_scoring_us": float}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
-def similar_trainings(meta_features: list, task: str) -> list[dict]:
-    """Configurations that won on the past trainings nearest to this one (pgvector search over
-    sqlml.models.meta_features, across projects: configurations reveal nothing about data)."""
-    vector = meta.to_vector_literal(meta_features)
-    return privileged.run(lambda ex: store.nearest_configurations(ex, task, vector, meta.NEIGHBOURS, meta.MAX_DISTANCE))
+def similar_trainings(caller: str):
+    """``similar(meta_features, task)`` for the search: configurations that won on the past trainings
+    nearest to this one (pgvector search over sqlml.models.meta_features), among the projects
+    ``caller`` may score only: a configuration tuned on data is a fact about that data."""
+    def similar(meta_features: list, task: str) -> list[dict]:
+        vector = meta.to_vector_literal(meta_features)
+        return privileged.run(lambda ex: store.nearest_configurations(ex, caller, task, vector, meta.NEIGHBOURS,
+                                                                      meta.MAX_DISTANCE))
+    return similar
 
 
 def finish_reserve(budget_seconds: float) -> float:
@@ -59,7 +64,7 @@ def finish_reserve(budget_seconds: float) -> float:
 
 def check_common(project, target, budget_seconds) -> None:
     """What every training checks, whatever its task: the project name, the target, the budget."""
-    if project is None or not PROJECT_NAME.match(str(project)):
+    if project is None or not PROJECT_NAME.fullmatch(str(project)):  # fullmatch: "$" would let a final newline by
         raise SqlmlError(f'invalid project name "{project}"',
                          hint="use 1-63 letters, digits, '_', '.' or '-', starting with a letter, digit or '_'",
                          sqlstate=INVALID_PARAMETER)
@@ -91,7 +96,7 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     options = options or {}
     if not isinstance(options, dict):
         raise SqlmlError("options must be a JSON object", hint="""for example '{"seed": 7}'""", sqlstate=INVALID_PARAMETER)
-    options = {k: _number(v) for k, v in options.items()}
+    options = {k: _number(k, v) for k, v in options.items()}
     for key, value in options.items():
         if key not in OPTIONS:
             raise SqlmlError(f'unknown option "{key}"', hint=f"options are: {', '.join(OPTIONS)}", sqlstate=INVALID_PARAMETER)
@@ -105,21 +110,30 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     if options.get("max_scoring_us", 1.0) <= 0:
         raise SqlmlError(f'option "max_scoring_us" must be positive, got {options["max_scoring_us"]}',
                          sqlstate=INVALID_PARAMETER, hint="pass the most one row may cost to score, in microseconds")
-    if options.get("max_rows", 1) < 1:
-        raise SqlmlError(f'option "max_rows" must be positive, got {options["max_rows"]}', sqlstate=INVALID_PARAMETER,
-                         hint="pass the number of rows to sample for training, or omit it")
+    if not 1 <= options.get("max_rows", 1) <= MAX_ROWS:
+        raise SqlmlError(f'option "max_rows" must be between 1 and {MAX_ROWS}, got {options["max_rows"]}',
+                         sqlstate=INVALID_PARAMETER, hint="pass the number of rows to sample for training, or omit it")
+    if not 0 <= options.get("seed", 0) <= MAX_SEED:
+        raise SqlmlError(f'option "seed" must be between 0 and {MAX_SEED}, got {options["seed"]}',
+                         sqlstate=INVALID_PARAMETER, hint="pass a small integer such as 7, or omit it (42)")
     if options.get("deploy", "auto") not in ("auto", "never"):
         raise SqlmlError(f'option "deploy" is {options["deploy"]!r}', hint="use 'auto' (through the gate) or 'never'",
                          sqlstate=INVALID_PARAMETER)
     return options
 
 
-def _number(value):
-    """jsonb numbers arrive as Decimal: integers become int, others float."""
+def _number(key: str, value):
+    """jsonb numbers arrive as Decimal: integers become int, others float. An integer beyond 64 bits
+    (1e400 is one) is no option's value, and would overflow float() or str() further on."""
     from decimal import Decimal
 
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value != value.to_integral_value():
+            return float(value)
+        if abs(value) > MAX_ROWS:
+            raise SqlmlError(f'option "{key}" is {value:.3E}, beyond 64 bits', sqlstate=INVALID_PARAMETER,
+                             hint="pass a number in the option's range, or omit it")
+        return int(value)
     return value
 
 
@@ -265,7 +279,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
     governor.record_rows(n)
     y_raw = extras[target]
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=NO_DATA, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
     check_target(target, y_raw)
     from sqlml.server import monitor  # data quality: a NOTICE per warning, refuses on a blocking problem
 
@@ -288,7 +302,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                               test_size=float(test_size), seed=int(opts.get("seed", 42)), budget=budget,
                               on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
-                              n_estimators=opts.get("n_estimators"), similar=similar_trainings,
+                              n_estimators=opts.get("n_estimators"), similar=similar_trainings(caller),
                               refit_all=opts.get("refit_all"), run_fit=yielding.run,
                               max_scoring_us=opts.get("max_scoring_us"))
     finally:

@@ -1,0 +1,182 @@
+"""Every function a query can make the caller run, from PostgreSQL's analysis of it; refuse the
+untrusted and the volatile (``sqlml.data.trust``) before the query is planned or read.
+
+The query becomes ``CREATE TEMP VIEW <random> AS SELECT 1 FROM (<query>) AS src``, dropped once
+walked: its stored definition is PostgreSQL's parse analysis of the query, taken without planning
+or running anything (a domain's CHECK is a node evaluated at run time, not at analysis; checked),
+and the analysis' ACCESS SHARE locks on the relations the query names stay until the caller's
+(sub)transaction ends. Its expression tree names every function, operator, type and relation the
+query uses (``trust.references``; pg_depend would miss the built-in ones). From there the walk
+follows operators to their functions (and planner estimators), aggregates to their support
+functions, types to domains' CHECK constraints (and base, element and field types), views to their
+own query, and tables with row-level security to every policy's expressions (whichever role it
+names: a view reads as its owner, whose policies are not the caller's). Every catalog name is
+schema-qualified and every comparison an explicit pg_catalog operator, so nothing planted on the
+search_path answers in pg_catalog's place.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import plpy
+
+from sqlml.data import trust
+from sqlml.errors import INSUFFICIENT_PRIVILEGE, READ_ONLY_SQL_TRANSACTION, SqlmlError
+from sqlml.server.spi import spi
+
+Q = "OPERATOR(pg_catalog.=)"  # every comparison: no operator on the caller's search_path answers for it
+
+# per kind, what the objects whose oids are in $1 lead to: (oid, kind of the next, its oid, and for
+# a rule, policy or domain constraint its expression, whose references come next)
+_NEXT = {
+    trust.PROC: f"""  -- an aggregate: its support functions
+        SELECT a.aggfnoid::pg_catalog.oid::int8 AS oid, 'function' AS kind, f::int8 AS next, NULL::text AS expr
+        FROM pg_catalog.pg_aggregate a, LATERAL pg_catalog.unnest(ARRAY[
+            a.aggtransfn::pg_catalog.oid, a.aggfinalfn::pg_catalog.oid, a.aggcombinefn::pg_catalog.oid,
+            a.aggserialfn::pg_catalog.oid, a.aggdeserialfn::pg_catalog.oid, a.aggmtransfn::pg_catalog.oid,
+            a.aggminvtransfn::pg_catalog.oid, a.aggmfinalfn::pg_catalog.oid]) AS f
+        WHERE a.aggfnoid::pg_catalog.oid {Q} ANY ($1::pg_catalog.oid[])
+          AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid""",
+    trust.OPERATOR: f"""  -- an operator: its function and the planner's estimators
+        SELECT o.oid::int8 AS oid, 'function' AS kind, f::int8 AS next, NULL::text AS expr
+        FROM pg_catalog.pg_operator o, LATERAL pg_catalog.unnest(ARRAY[
+            o.oprcode::pg_catalog.oid, o.oprrest::pg_catalog.oid, o.oprjoin::pg_catalog.oid]) AS f
+        WHERE o.oid {Q} ANY ($1::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid""",
+    trust.TYPE: f"""  -- a domain: its CHECK constraints and base type; an array: its element; a row: its fields
+        SELECT c.contypid::int8 AS oid, 'constraint' AS kind, c.oid::int8 AS next, c.conbin::text AS expr
+        FROM pg_catalog.pg_constraint c WHERE c.contypid {Q} ANY ($1::pg_catalog.oid[]) AND c.conbin IS NOT NULL
+        UNION ALL
+        SELECT t.oid::int8, 'type', u::int8, NULL FROM pg_catalog.pg_type t,
+               LATERAL pg_catalog.unnest(ARRAY[t.typbasetype, t.typelem]) AS u
+        WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND u OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
+        UNION ALL
+        SELECT t.oid::int8, 'type', a.atttypid::int8, NULL
+        FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid {Q} t.typrelid
+        WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'c' AND a.attnum OPERATOR(pg_catalog.>) 0::int2
+          AND NOT a.attisdropped""",
+    trust.RELATION: f"""  -- a view: its query; a table under row-level security: every policy's expressions
+        SELECT r.ev_class::int8 AS oid, 'rule' AS kind, r.oid::int8 AS next, r.ev_action::text AS expr
+        FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid {Q} r.ev_class
+        WHERE r.ev_class {Q} ANY ($1::pg_catalog.oid[]) AND c.relkind {Q} 'v' AND r.ev_type {Q} '1'
+        UNION ALL
+        SELECT p.polrelid::int8, 'policy', p.oid::int8,
+               pg_catalog.concat(p.polqual::text, ' ', p.polwithcheck::text)
+        FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid {Q} p.polrelid
+        WHERE p.polrelid {Q} ANY ($1::pg_catalog.oid[]) AND c.relrowsecurity""",
+}
+
+_FUNCTIONS = f"""
+SELECT p.oid::int8 AS oid, p.prokind::text AS kind, n.nspname::text AS schema,
+       pg_catalog.concat(p.proname, '(', pg_catalog.pg_get_function_identity_arguments(p.oid), ')') AS name,
+       r.rolname::text AS owner, r.rolsuper AS superuser, p.provolatile {Q} 'v' AS volatile
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid {Q} p.pronamespace
+JOIN pg_catalog.pg_roles r ON r.oid {Q} p.proowner
+WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])"""
+
+_LABELS = {  # kind -> (oid, label) of the objects in $1 that a path names
+    trust.OPERATOR: f"""SELECT o.oid::int8 AS oid, pg_catalog.concat('operator ', n.nspname, '.', o.oprname, '(',
+                               pg_catalog.format_type(o.oprleft, NULL), ', ',
+                               pg_catalog.format_type(o.oprright, NULL), ')') AS label
+                        FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid {Q} o.oprnamespace
+                        WHERE o.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '"') AS label
+                  FROM pg_catalog.pg_policy p WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('its check "', c.conname, '"') AS label
+                      FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid {Q} c.contypid
+                      JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace
+                      WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
+}
+_DOMAINS = f"""
+SELECT t.oid::int8 AS oid, n.nspname::text AS schema, t.typname::text AS name, r.rolname::text AS owner,
+       r.rolsuper AS superuser
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace
+JOIN pg_catalog.pg_roles r ON r.oid {Q} t.typowner
+WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'd'"""
+_RELATIONS = f"""
+SELECT c.oid::int8 AS oid, CASE c.relkind WHEN 'v' THEN 'view' ELSE 'table' END AS kind, n.nspname::text AS schema,
+       c.relname::text AS name, r.rolname::text AS owner, r.rolsuper AS superuser
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace
+JOIN pg_catalog.pg_roles r ON r.oid {Q} c.relowner
+WHERE c.oid {Q} ANY ($1::pg_catalog.oid[]) AND (c.relkind {Q} 'v' OR c.relrowsecurity)
+  AND c.oid OPERATOR(pg_catalog.<>) $2::pg_catalog.oid"""
+_ROOT = f"""SELECT r.ev_class::int8 AS view, r.ev_action::text AS expr FROM pg_catalog.pg_rewrite r
+            WHERE r.ev_class {Q} pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid"""
+
+
+def check(sql: str) -> None:
+    """Raise (``sqlml.data.trust.judge``) if ``sql`` can run a function the caller may not run
+    from a relation; plans and reads nothing. The relations ``sql`` names stay locked (ACCESS
+    SHARE, as by the analysis of a query) until the caller's (sub)transaction ends: read ``sql``
+    within it, and nobody can replace a view or change a table's policies in between."""
+    caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
+    setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
+    error = trust.judge(functions(sql), caller, trust.parse_trusted_schemas(setting))
+    if error is not None:
+        raise error
+
+
+def functions(sql: str) -> list[trust.Function]:
+    """The functions ``sql`` can run, nearest first, each with the path that reaches it."""
+    view = f"sqlml_reach_{secrets.token_hex(8)}"
+    with plpy.subtransaction():  # on an error, no view is left behind; else the analysis' locks stay
+        try:
+            plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT 1 AS one FROM ({sql}) AS src")
+        except plpy.SPIError as e:
+            state = getattr(e, "sqlstate", None)
+            if state == INSUFFICIENT_PRIVILEGE and "temporary" in str(e):
+                raise SqlmlError("sqlml checks what a relation runs through a temporary view, and this role may "
+                                 "not create temporary objects", sqlstate=INSUFFICIENT_PRIVILEGE,
+                                 hint="GRANT TEMPORARY ON DATABASE to the role") from None
+            if state == READ_ONLY_SQL_TRANSACTION:
+                raise SqlmlError("sqlml checks what a relation runs through a temporary view, which a read-only "
+                                 "transaction cannot create", sqlstate=READ_ONLY_SQL_TRANSACTION,
+                                 hint="run it in a read-write transaction, on the primary") from None
+            raise
+        root = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]
+        found = _walk(root["expr"], int(root["view"]))
+        plpy.execute(f"DROP VIEW pg_temp.{view}")
+    return found
+
+
+def _walk(tree: str, view: int) -> list[trust.Function]:
+    """Breadth first from the references of ``tree``: each object once, reached by its shortest path."""
+    root = ("root", 0)
+    parent = {root: None}
+    level = []
+    _add_references(tree, root, parent, level)
+    while level:
+        nxt = []
+        for kind, sql in _NEXT.items():
+            oids = [o for k, o in level if k == kind]
+            for r in _rows(sql, oids):
+                child, here = (r["kind"], int(r["next"])), (kind, int(r["oid"]))
+                if child not in parent:
+                    parent[child] = here
+                    nxt.append(child)
+                if r["expr"] is not None:
+                    _add_references(r["expr"], child, parent, nxt)
+        level = nxt
+    procs = {int(r["oid"]): r for r in _rows(_FUNCTIONS, [o for k, o in parent if k == trust.PROC])}
+    labels = {}
+    for kind, sql in _LABELS.items():
+        labels.update({(kind, int(r["oid"])): r["label"] for r in _rows(sql, [o for k, o in parent if k == kind])})
+    owned = {(trust.TYPE, int(r["oid"])): {**r, "kind": trust.DOMAIN}
+             for r in _rows(_DOMAINS, [o for k, o in parent if k == trust.TYPE])}
+    relations = [o for k, o in parent if k == trust.RELATION]
+    owned.update({(trust.RELATION, int(r["oid"])): r for r in spi.execute(_RELATIONS, [relations, view])}
+                 if relations else {})
+    return trust.reached(parent, labels, procs, owned)
+
+
+def _add_references(expr: str, holder: tuple, parent: dict, level: list) -> None:
+    for kind, oids in trust.references(expr).items():
+        for oid in sorted(oids):
+            node = (kind, oid)
+            if node not in parent:
+                parent[node] = holder
+                level.append(node)
+
+
+def _rows(sql: str, oids: list[int]) -> list[dict]:
+    return spi.execute(sql, [oids]) if oids else []
