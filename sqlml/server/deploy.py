@@ -1,4 +1,5 @@
-"""``sqlml.deploy``: choose a model by strategy or version and make it the project's deployed one."""
+"""``sqlml.deploy``: choose a model by strategy or version and make it the project's deployed one; and
+the deployment a training makes when its gate says so (``after_training``)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ def deploy(project, strategy, version):
     spi.notice(f"project {project}: version {chosen['version']} ({chosen['algorithm']}) deployed by {strategy}{was}")
     return [(project, chosen["version"], chosen["algorithm"], chosen["metric"], chosen["score"], strategy,
              row["deployed_at"])]
+
+
+def after_training(project, version, model_id, decision, may_deploy, caller) -> dict:
+    """Deploy the version a training just registered when its gate decided so and ``caller`` may deploy
+    the project; returns the decision as it finally stands (with the reason when it was not deployed)."""
+    if decision["deploy"] and not may_deploy:
+        decision = {"deploy": False, "why": f'role "{caller}" may train but not deploy this project'}
+    if decision["deploy"]:
+        def run(ex):
+            store.record_deployment(ex, project, model_id, version, "train", decision, caller)
+            audit.record(ex, caller, "deploy", project, version, {"strategy": "train", "why": decision["why"]})
+        privileged.run(run)
+    return decision

@@ -25,7 +25,7 @@ from sqlml.errors import (
 from sqlml.forecast import options as fopts
 from sqlml.forecast.model import GLOBAL, ForecastModel
 from sqlml.registry import access, audit, store
-from sqlml.server import governor, ingest, interrupts, privileged
+from sqlml.server import deploy, governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
 TIME_TYPES = ("date", "timestamp", "timestamptz")
@@ -238,13 +238,7 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
     champion, version, model_id, may_deploy = privileged.run(register)
     governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     decision = gate(champion, champion_before, champion_score, score, opts.get("deploy", "auto"))
-    if decision["deploy"] and not may_deploy:
-        decision = {"deploy": False, "why": f'role "{caller}" may train but not deploy this project'}
-    if decision["deploy"]:
-        def deploy(ex):
-            store.record_deployment(ex, project, model_id, version, "train", decision, caller)
-            audit.record(ex, caller, "deploy", project, version, {"strategy": "train", "why": decision["why"]})
-        privileged.run(deploy)
+    decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
     spi.notice(f"version {version}: {chosen} backtest MASE={score:.4f}; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
     return [(project, version, chosen, "mase", score, bool(decision["deploy"]))]

@@ -34,7 +34,7 @@ from sqlml.errors import (
 )
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, store
-from sqlml.server import governor, ingest, interrupts, privileged
+from sqlml.server import deploy, governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
 PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
@@ -376,13 +376,7 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
 
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
-    if decision["deploy"] and not may_deploy:
-        decision = {"deploy": False, "why": f'role "{caller}" may train but not deploy this project'}
-    if decision["deploy"]:
-        def deploy(ex):
-            store.record_deployment(ex, project, model_id, version, "train", decision, caller)
-            audit.record(ex, caller, "deploy", project, version, {"strategy": "train", "why": decision["why"]})
-        privileged.run(deploy)
+    decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
     spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} holdout rows; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
     return [(project, version, candidate.algorithm, metric, float(score), bool(decision["deploy"]))]
