@@ -25,12 +25,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def run(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
-
+from pgsession import run  # noqa: E402
 
 # what a sprint imports (see sqlml.automl.search), then what a full search adds
 SPRINT_STACK = ("pandas", "sqlglot", "sklearn.linear_model", "sklearn.pipeline", "sklearn.compose", "sklearn.impute",

@@ -33,6 +33,8 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pgsession import configure, connect, run  # noqa: E402
+
 SHAPES = [  # rows, numeric columns, text columns
     (1000, 3, 0), (1000, 10, 2), (5000, 5, 0), (5000, 25, 1), (20000, 10, 0), (20000, 3, 2), (60000, 8, 1),
     (60000, 25, 0),
@@ -46,26 +48,6 @@ def start_cluster():
 
     c = throwaway("sqlml-bench-governor-")
     return c, c.create_database("bench")
-
-
-def connect(dsn):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    return conn
-
-
-def run(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
-
-
-def configure(dsn, **values):
-    conn = connect(dsn)
-    for name, value in values.items():
-        run(conn, f"SET sqlml.{name} = '{value}'")
-        run(conn, f"ALTER SYSTEM SET sqlml.{name} = '{value}'")
-    conn.close()
 
 
 def make_table(conn, rows, numeric, text):

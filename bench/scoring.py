@@ -61,6 +61,8 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pgsession import connect, run  # noqa: E402
+
 FEATURES = [f"x{i}" for i in range(1, 16)] + [f"c{i}" for i in range(1, 6)]
 TRAIN_ROWS = 20000
 
@@ -70,18 +72,6 @@ def start_cluster():
 
     c = throwaway("sqlml-bench-scoring-")
     return c, c.create_database("bench")
-
-
-def connect(dsn):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    return conn
-
-
-def run(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
 
 
 def timed(fn):

@@ -36,27 +36,9 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pgsession import configure, connect, run  # noqa: E402
+
 FEATURES = 10
-
-
-def connect(dsn):
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    return conn
-
-
-def run(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
-
-
-def configure(dsn, **values):
-    conn = connect(dsn)
-    for name, value in values.items():
-        run(conn, f"SET sqlml.{name} = '{value}'")
-        run(conn, f"ALTER SYSTEM SET sqlml.{name} = '{value}'")
-    conn.close()
 
 
 def setup(conn):
