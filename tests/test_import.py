@@ -304,7 +304,7 @@ def test_gate_monitor_evaluate_and_classes_work_as_for_native_models(db, importe
 def test_explain_refuses_an_imported_model(db, imported):
     e = sql_error(db, "SELECT x.* FROM iris c, sqlml.explain('imp_onnx', c) x WHERE c.id = 1")
     assert e.pgcode == "0A000" and "imported" in e.diag.message_primary
-    assert sql_error(db, "SELECT * FROM sqlml.importance('imp_onnx')").pgcode == "02000"
+    assert sql_error(db, "SELECT * FROM sqlml.importance('imp_onnx')").pgcode == "55000"
 
 
 def bad_models():

@@ -11,7 +11,7 @@ import json
 
 from sqlml.data import values
 from sqlml.data.schema import CATEGORY
-from sqlml.errors import FEATURE_NOT_SUPPORTED, NO_DATA, SqlmlError
+from sqlml.errors import FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE, SqlmlError
 from sqlml.explain.rows import explanation_rows
 from sqlml.registry import store
 from sqlml.scoring import chunks
@@ -84,7 +84,7 @@ def importance(project):
     if not imp or imp.get("method") is None or not imp.get("features"):
         raise SqlmlError(
             f'version {m.ref.version} of project "{m.ref.project}" has no contribution importance',
-            sqlstate=NO_DATA,
+            sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
             hint="imported models and models registered before sqlml 0.2.0 have none; "
             "sqlml.explain_batch gives the contributions it averages",
         )

@@ -17,7 +17,7 @@ from sqlml.data import convert
 from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION, Feature, FeatureSchema, Target, kind_of
-from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, NO_DATA, SqlmlError
+from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, SqlmlError
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, store
 from sqlml.server import ingest, privileged
@@ -117,7 +117,7 @@ def import_model(project, onnx, task, relation, target, columns, options):
     if n == 0:
         raise SqlmlError(
             f"{rel.describe()} has no rows to validate the model on",
-            sqlstate=NO_DATA,
+            sqlstate=DATA_EXCEPTION,
             hint="pass a relation with rows like those the model will score",
         )
     y_raw = extras[target] if has_target else None
