@@ -249,7 +249,8 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
     cache = cluster.data / "sqlml_compiled"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
-    assert [p.name.split("-")[0] for p in cache.iterdir()] == [sha]
+    # one entry for this model (the cluster's other test modules cache theirs beside it)
+    assert [p.name.split("-")[0] for p in cache.iterdir()].count(sha) == 1
 
 
 def test_batch_scoring_uses_the_compiled_code(db):
