@@ -29,14 +29,15 @@ def deploy(project, strategy, version):
              row["deployed_at"])]
 
 
-def after_training(project, version, model_id, decision, may_deploy, caller) -> dict:
-    """Deploy the version a training just registered when its gate decided so and ``caller`` may deploy
-    the project; returns the decision as it finally stands (with the reason when it was not deployed)."""
+def after_training(project, version, model_id, decision, may_deploy, caller, strategy="train") -> dict:
+    """Deploy the version a training (or an import: ``strategy``) just registered when its gate decided
+    so and ``caller`` may deploy the project; returns the decision as it finally stands (with the reason
+    when it was not deployed)."""
     if decision["deploy"] and not may_deploy:
-        decision = {"deploy": False, "why": f'role "{caller}" may train but not deploy this project'}
+        decision = {"deploy": False, "why": f'role "{caller}" may {strategy} but not deploy this project'}
     if decision["deploy"]:
         def run(ex):
-            store.record_deployment(ex, project, model_id, version, "train", decision, caller)
-            audit.record(ex, caller, "deploy", project, version, {"strategy": "train", "why": decision["why"]})
+            store.record_deployment(ex, project, model_id, version, strategy, decision, caller)
+            audit.record(ex, caller, "deploy", project, version, {"strategy": strategy, "why": decision["why"]})
         privileged.run(run)
     return decision

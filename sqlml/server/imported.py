@@ -20,7 +20,7 @@ from sqlml.data.schema import CATEGORY, REGRESSION, Feature, FeatureSchema, Targ
 from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, SqlmlError
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, store
-from sqlml.server import ingest, privileged
+from sqlml.server import deploy, ingest, privileged
 from sqlml.server.spi import spi
 from sqlml.server.train import PROJECT_NAME, fingerprint, gate, library_versions
 
@@ -238,15 +238,7 @@ def import_model(project, onnx, task, relation, target, columns, options):
         }
     else:
         decision = gate(champion, champion_before, champion_on_sample, metric, score, opts.get("deploy", "auto"))
-    if decision["deploy"] and not may_deploy:
-        decision = {"deploy": False, "why": f'role "{caller}" may import but not deploy this project'}
-    if decision["deploy"]:
-
-        def deploy(ex):
-            store.record_deployment(ex, project, model_id, version, "import", decision, caller)
-            audit.record(ex, caller, "deploy", project, version, {"strategy": "import", "why": decision["why"]})
-
-        privileged.run(deploy)
+    decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller, strategy="import")
     measured = f"{metric}={score:.4f} on {rows} rows of {rel.text}" if score is not None else f"no labels in {rel.text}"
     spi.notice(
         f"version {version}: imported model ({wrapped.producer['producer_name'] or 'unknown producer'}), "
