@@ -275,9 +275,9 @@ def refit_pipeline(conn, schema):
     from sklearn.pipeline import Pipeline
 
     from sqlml.automl import preprocess
-    from sqlml.automl.estimators import BOOSTING, SPECS
-    from sqlml.automl.front import holdout_split
+    from sqlml.automl.estimators import SPECS
     from sqlml.data import convert
+    from sqlml.data.task import task_of
 
     params = run(conn, "SELECT m.hyperparameters FROM sqlml.models m JOIN sqlml.deployed d ON d.model_id = m.id "
                        "WHERE m.project = 'p'")[0][0]
@@ -287,11 +287,12 @@ def refit_pipeline(conn, schema):
            for f, col in zip(schema.features, cols)}
     y = np.array(cols[-1], dtype=int)
     X = convert.as_frame(schema, convert.model_inputs(schema, raw))
-    train_idx, _ = holdout_split(y, schema.target.task, 0.2, 42)
+    task, spec = task_of(schema.target.task), SPECS["lightgbm"]
+    train_idx, _ = task.holdout(y, 0.2, 42)
     X_train = X.iloc[train_idx].reset_index(drop=True)
     plan = preprocess.Plan.from_data(schema, X_train)
-    est = SPECS["lightgbm"].build(params, schema.target.task, 1, 42)  # one thread, like everything here
-    pipe = Pipeline([("pre", preprocess.build(plan, BOOSTING)), ("model", est)])
+    est = spec.build(params, task, 1, 42)  # one thread, like everything here
+    pipe = Pipeline([("pre", preprocess.build(plan, spec.encoding)), ("model", est)])
     pipe.fit(X_train, y[train_idx], model__categorical_feature=plan.categorical_indices() or "auto")
     return pipe
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.data import convert
-from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, REGRESSION, TIMESTAMP, VECTOR, FeatureSchema
+from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR, FeatureSchema
+from sqlml.data.task import task_of
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 
 
@@ -76,7 +77,7 @@ class OfflineModel:
                              hint=f"the model needs: {', '.join(self.feature_names)}")
         columns = {f.name: raw_column(f.kind, frame[f.name], f.dim) for f in self.schema.features}
         out = run(self.session, convert.as_feeds(self.schema, convert.model_inputs(self.schema, columns)), self.task)
-        if self.task == REGRESSION:
+        if not task_of(self.task).classification:
             return {"prediction": out, "label": [repr(float(v)) for v in out], "probabilities": None}
         idx = out.argmax(axis=1)
         if self.schema.target.numeric_labels:

@@ -10,8 +10,9 @@ import pytest
 from sqlml import samples
 from sqlml.automl import ensemble, meta
 from sqlml.automl.budget import Budget
-from sqlml.automl.estimators import SPECS, Hyper
+from sqlml.automl.estimators import SPECS
 from sqlml.automl.search import Trial, n_folds, time_shares
+from sqlml.automl.spec import Hyper
 from tests.conftest import query, scalar
 
 

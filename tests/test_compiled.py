@@ -16,6 +16,7 @@ from sqlml.automl import ensemble, preprocess
 from sqlml.automl.estimators import SPECS
 from sqlml.data import convert
 from sqlml.data.schema import FeatureSchema, Target
+from sqlml.data.task import task_of
 from sqlml.onnx import compiled
 from sqlml.onnx.convert import run, session, to_onnx
 from sqlml.onnx.scorer import COMPILED, ONNXRUNTIME, Scorer
@@ -35,8 +36,8 @@ def fit(algorithm, task, n_estimators=20, seed=0):
     X = convert.as_frame(schema, convert.model_inputs(schema, raw))
     spec = SPECS[algorithm]
     params = {"n_estimators": n_estimators} if algorithm != "linear" else {}
-    pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.family)),
-                     ("model", spec.build(params, task, 1, seed))])
+    pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.encoding)),
+                     ("model", spec.build(params, task_of(task), 1, seed))])
     pipe.fit(X, y if task != "regression" else raw["b"] * 10.5 + 3 * y + np.nan_to_num(raw["a"]))
     return pipe, schema, raw
 

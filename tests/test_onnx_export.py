@@ -91,7 +91,7 @@ def test_voting_ensemble_of_all_families_exports_with_parity(task):
 
 
 def test_lightgbm_thresholds_are_rounded_down_to_float32():
-    from sqlml.onnx.convert import _round_thresholds_down
+    from sqlml.automl.learners.lightgbm import _round_thresholds_down
 
     cases = [  # (float64 threshold, the float32 threshold that splits float32 inputs the same way)
         (0.8499999940395356, np.float32(0.84999996)),  # float32(t) rounds up onto 0.85f > t: step down

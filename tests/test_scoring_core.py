@@ -13,6 +13,7 @@ from sqlml.automl import ensemble, preprocess
 from sqlml.automl.estimators import SPECS
 from sqlml.data import convert, record
 from sqlml.data.schema import Feature, FeatureSchema, Target
+from sqlml.data.task import task_of
 from sqlml.errors import SqlmlError
 from sqlml.onnx import core
 from sqlml.onnx.convert import session, to_onnx
@@ -58,8 +59,8 @@ def fitted(algorithm, task="binary", features=FEATURES):
     schema = FeatureSchema(features, Target("y", "int4", task, (0, 1) if task != "regression" else ()))
     X = convert.as_frame(schema, convert.model_inputs(schema, raw))
     spec = SPECS[algorithm]
-    pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.family)),
-                     ("model", spec.build({"n_estimators": 20}, task, 1, 0))])
+    pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.encoding)),
+                     ("model", spec.build({"n_estimators": 20}, task_of(task), 1, 0))])
     pipe.fit(X, y if task != "regression" else raw["b"] + 3 * y)
     return pipe, schema, raw
 

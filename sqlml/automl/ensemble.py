@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.automl import metrics
-from sqlml.data.schema import REGRESSION
+from sqlml.data.task import Task, task_of
 
 ROUNDS = 20
 CANDIDATES = 12  # best trials considered
@@ -25,7 +25,7 @@ def blend(predictions: list, weights: list) -> np.ndarray:
     return sum(wi * p for wi, p in zip(w / w.sum(), predictions))
 
 
-def select(trials: list, y: np.ndarray, metric: str, task: str, cost=None, allowance: float = np.inf):
+def select(trials: list, y: np.ndarray, metric: str, task: Task, cost=None, allowance: float = np.inf):
     """[(trial, weight)] of a winning ensemble, or None when no blend beats the best single trial.
 
     ``cost(trial)``: seconds to make the trial a member (refit, export); the members' costs add up
@@ -82,7 +82,7 @@ def _library(ok: list) -> list:
     return sorted(pool, key=lambda t: t.loss)
 
 
-def voting(fitted: list, task: str):
+def voting(fitted: list, task: Task | str):
     """A fitted soft-voting ensemble of fitted pipelines [(model, weight)] (converts to one ONNX graph)."""
     from sklearn.ensemble import VotingClassifier, VotingRegressor
     from sklearn.preprocessing import LabelEncoder
@@ -91,7 +91,7 @@ def voting(fitted: list, task: str):
     names = [f"m{i}" for i in range(len(fitted))]
     models = [m for m, _ in fitted]
     weights = np.asarray([w for _, w in fitted], dtype=np.float64)
-    if task == REGRESSION:
+    if not task_of(task).classification:
         v = VotingRegressor(list(zip(names, models)), weights=weights)
     else:
         v = VotingClassifier(list(zip(names, models)), voting="soft", weights=weights, flatten_transform=False)

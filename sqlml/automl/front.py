@@ -18,19 +18,10 @@ from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
 from sqlml.automl.search import Problem, Result, Search, predict
 from sqlml.data import convert
-from sqlml.data.schema import (
-    BINARY,
-    FLOAT32_MAX,
-    INTEGER_TYPES,
-    MULTICLASS,
-    PG_KINDS,
-    REGRESSION,
-    TASKS,
-    FeatureSchema,
-)
-from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, NUMERIC_VALUE_OUT_OF_RANGE, SqlmlError
+from sqlml.data.schema import BINARY, INTEGER_TYPES, MULTICLASS, PG_KINDS, REGRESSION, TASKS, FeatureSchema
+from sqlml.data.task import task_of
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 
-MAX_CLASSES = 200
 INTEGER_CLASS_LIMIT = 20  # an integer target with at most this many values is a label
 
 
@@ -82,7 +73,7 @@ class Trained:
 
     def candidate(self, model, algorithm, params, final=None) -> Candidate:
         """``model`` trained on the training part; ``final`` the same refitted on every row."""
-        task, k = self.schema.target.task, len(self.schema.target.classes)
+        task, k = task_of(self.schema.target.task), len(self.schema.target.classes)
         honest = predict(model, self.X_holdout, task, k)
         exported = model if final is None else final
         pred = honest if final is None else predict(final, self.X_holdout, task, k)
@@ -113,57 +104,6 @@ def infer_task(target_name: str, pg_type: str, y_raw: np.ndarray) -> tuple[str, 
     return REGRESSION, f'target "{target_name}" is {pg_type} with {distinct} distinct values'
 
 
-def encode_target(task: str, target_name: str, y_raw: np.ndarray, numeric: bool):
-    """(y, classes, keep mask): labels as 0..k-1 with their sorted classes, or float targets."""
-    if task == REGRESSION:
-        y = np.asarray(y_raw, dtype=np.float64)
-        keep = ~np.isnan(y)
-        if np.isinf(y[keep]).any():
-            raise SqlmlError(f'target "{target_name}" contains Infinity', hint="filter those rows out of the relation",
-                             sqlstate=DATA_EXCEPTION)
-        if (np.abs(y[keep]) > FLOAT32_MAX).any():  # the model's float32 output could not hold such values
-            raise SqlmlError(f'target "{target_name}" holds values beyond ±3.4e38, the float32 range sqlml\'s models '
-                             "compute in", hint="scale the target in a view (divide it, or take its logarithm)",
-                             sqlstate=NUMERIC_VALUE_OUT_OF_RANGE)
-        return y, (), keep
-    if numeric:
-        y = np.asarray(y_raw, dtype=np.float64)
-        keep = ~np.isnan(y)
-        classes = np.unique(y[keep])
-        labels = tuple(int(c) if float(c).is_integer() else float(c) for c in classes)
-    else:
-        keep = np.array([v is not None for v in y_raw], dtype=bool)
-        classes = np.unique(np.asarray([v for v in y_raw if v is not None], dtype=object).astype(str))
-        labels = tuple(str(c) for c in classes)
-    if len(classes) < 2:
-        raise SqlmlError(f'target "{target_name}" has a single class ({labels[0] if labels else "none"}): '
-                         "there is nothing to classify", hint="check the relation's filter, or train a different target",
-                         sqlstate=DATA_EXCEPTION)
-    if len(classes) > MAX_CLASSES:
-        raise SqlmlError(f'target "{target_name}" has {len(classes)} classes; the limit is {MAX_CLASSES}',
-                         hint="use task => 'regression' for a numeric target, or group rare classes", sqlstate=DATA_EXCEPTION)
-    y = np.full(len(y_raw), -1, dtype=np.int64)
-    if numeric:
-        y[keep] = np.searchsorted(classes, np.asarray(y_raw, dtype=np.float64)[keep])
-    else:
-        y[keep] = np.searchsorted(classes, np.asarray([v for v in y_raw if v is not None], dtype=object).astype(str))
-    return y, labels, keep
-
-
-def holdout_split(y: np.ndarray, task: str, test_size: float, seed: int):
-    """(train_idx, test_idx): seeded, stratified by class; classes with one row stay in training."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    if task == REGRESSION:
-        return tuple(np.sort(a) for a in train_test_split(idx, test_size=test_size, random_state=seed))
-    counts = np.bincount(y)
-    single = np.isin(y, np.flatnonzero(counts == 1))
-    rest = idx[~single]
-    tr, te = train_test_split(rest, test_size=test_size, random_state=seed, stratify=y[rest])
-    return np.sort(np.concatenate([tr, idx[single]])), np.sort(te)
-
-
 def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metric: str | None,
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
@@ -183,14 +123,15 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
         raise SqlmlError(f'unknown task "{task}"', hint=f"use one of: {', '.join(TASKS)}, or NULL to infer it")
     if task == MULTICLASS and len({v for v in y_raw if v is not None}) == 2:
         task = BINARY
-    y, classes, keep = encode_target(task, target.name, y_raw, target.numeric_labels)
+    y, classes, keep = task_of(task).encode_target(target.name, y_raw, target.numeric_labels)
     if task == BINARY and len(classes) > 2:
         task = MULTICLASS
         note(f"task is multiclass: the target has {len(classes)} classes")
-    metric = metrics.check_metric(metric, task)
+    task = task_of(task)
+    metric = task.check_metric(metric)
     if not keep.all():
         note(f"{int((~keep).sum())} rows with a NULL target are not used")
-    schema = replace(schema, target=replace(target, task=task, classes=classes))
+    schema = replace(schema, target=replace(target, task=task.name, classes=classes))
     inputs = convert.model_inputs(schema, columns)
     inputs = {k: v[keep] for k, v in inputs.items()}
     y = y[keep]
@@ -200,15 +141,15 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
                          sqlstate=DATA_EXCEPTION)
     if not 0.05 <= test_size <= 0.5:
         raise SqlmlError(f"test_size is {test_size}; it must be between 0.05 and 0.5", sqlstate=INVALID_PARAMETER)
-    train_idx, test_idx = holdout_split(y, task, test_size, seed)
+    train_idx, test_idx = task.holdout(y, test_size, seed)
     frame = convert.as_frame(schema, inputs)
     X_train, X_test = frame.iloc[train_idx].reset_index(drop=True), frame.iloc[test_idx].reset_index(drop=True)
     plan = preprocess.Plan.from_data(schema, X_train)
     problem = Problem(X=X_train, y=y[train_idx], task=task, metric=metric, plan=plan,
                       n_classes=len(classes), threads=threads, seed=seed)
-    specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task in SPECS[a].tasks]
+    specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task.name in SPECS[a].tasks]
     described = meta.meta_features(X_train, y[train_idx], task, list(plan.text))
-    warm = similar(described, task) if similar else []
+    warm = similar(described, task.name) if similar else []
     if warm:
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from sqlml.data.schema import BINARY, MULTICLASS, REGRESSION
+from sqlml.data.task import Task, task_of
 
 DIM = 14
 NEIGHBOURS = 5
@@ -31,7 +32,7 @@ def _log_ratio(x: float, lo: float, hi: float) -> float:
     return float(min(max((math.log10(max(x, 1.0)) - lo) / (hi - lo), 0.0), 1.0))
 
 
-def meta_features(X, y: np.ndarray, task: str, text: list[str]) -> list[float]:
+def meta_features(X, y: np.ndarray, task: Task | str, text: list[str]) -> list[float]:
     """DIM numbers describing a training problem.
 
     ``X``: DataFrame of model inputs (numbers as float32 with NaN, and text); ``y``: encoded
@@ -48,7 +49,8 @@ def meta_features(X, y: np.ndarray, task: str, text: list[str]) -> list[float]:
         if len(col) > 2 and col.std() > 0:
             skews.append(abs(float(np.mean(((col - col.mean()) / col.std()) ** 3))))
     cardinality = np.mean([X[c].nunique() for c in text]) if text else 0.0
-    if task == REGRESSION:
+    task = task_of(task)
+    if not task.classification:
         yy = np.asarray(y, dtype=np.float64)
         target_skew = abs(float(np.mean(((yy - yy.mean()) / yy.std()) ** 3))) if yy.std() > 0 else 0.0
         classes, entropy, minority = 0, 0.0, 0.0
@@ -71,9 +73,7 @@ def meta_features(X, y: np.ndarray, task: str, text: list[str]) -> list[float]:
         entropy,
         minority * 2.0,  # 0.5 (balanced binary) -> 1
         _squash(target_skew, 2.0),
-        1.0 if task == BINARY else 0.0,
-        1.0 if task == MULTICLASS else 0.0,
-        1.0 if task == REGRESSION else 0.0,
+        *(1.0 if task.name == name else 0.0 for name in (BINARY, MULTICLASS, REGRESSION)),  # one-hot of the task
     ]
 
 

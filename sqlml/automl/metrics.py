@@ -1,4 +1,4 @@
-"""Metrics per task, and which way is better.
+"""Metrics, and which way is better (which metrics judge a task: ``sqlml.data.task``).
 
 Predictions come as ``proba`` of shape (n, n_classes) for classification (columns in class
 order, labels encoded 0..k-1) and ``values`` of shape (n,) for regression.
@@ -8,27 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sqlml.data.schema import BINARY, MULTICLASS, REGRESSION
-from sqlml.errors import SqlmlError
+from sqlml.data.task import Task, task_of
 
 HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False,
                     "rmse": False, "mae": False, "r2": True}
-TASK_METRICS = {
-    BINARY: ("roc_auc", "log_loss", "accuracy", "f1"),
-    MULTICLASS: ("log_loss", "accuracy", "f1", "roc_auc"),
-    REGRESSION: ("rmse", "mae", "r2"),
-}
-DEFAULT_METRIC = {BINARY: "roc_auc", MULTICLASS: "log_loss", REGRESSION: "rmse"}
-
-
-def check_metric(metric: str | None, task: str) -> str:
-    if metric is None:
-        return DEFAULT_METRIC[task]
-    metric = metric.strip().lower()
-    if metric not in TASK_METRICS[task]:
-        kind = "regression" if task == REGRESSION else f"{task} classification"
-        raise SqlmlError(f'unknown metric "{metric}" for {kind}', hint=f"use one of: {', '.join(TASK_METRICS[task])}")
-    return metric
 
 
 def score(metric: str, y: np.ndarray, pred: np.ndarray, n_classes: int = 0) -> float:
@@ -65,8 +48,9 @@ def score(metric: str, y: np.ndarray, pred: np.ndarray, n_classes: int = 0) -> f
     raise ValueError(metric)
 
 
-def all_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict:
-    return {name: score(name, y, pred) for name in TASK_METRICS[task]}
+def all_metrics(task: Task | str, y: np.ndarray, pred: np.ndarray) -> dict:
+    """Every metric of ``task`` (``Task.metrics``)."""
+    return {name: score(name, y, pred) for name in task_of(task).metrics}
 
 
 def better(metric: str, a: float, b: float) -> bool:

@@ -1,9 +1,10 @@
-"""Preprocessing chosen from the data and the estimator family, always inside the ONNX graph.
+"""Preprocessing chosen from the data and the estimator's encoding, always inside the ONNX graph.
 
-  family     numbers                          text categories
-  linear     median imputation + scaling      one-hot of the frequent categories
-  trees      median imputation                one-hot of the frequent categories
-  boosting   as they are (NaN is native)      ordinal codes -> LightGBM native categoricals
+  encoding            numbers                          text categories
+  scaled              median imputation + scaling      one-hot of the frequent categories
+  one_hot             median imputation                one-hot of the frequent categories
+  native_categories   as they are (NaN is native)      ordinal codes (the estimator's own categoricals)
+  native_missing      as they are (NaN is native)      one-hot of the frequent categories
 
 No scaling ahead of trees: sklearn scales in float64 and ONNX in float32, and the rounding moves
 rows across split thresholds (measured: probability gaps up to 0.08). Categories outside the
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sqlml.automl.estimators import BOOSTING, LINEAR
+from sqlml.automl.spec import NATIVE_CATEGORIES, NATIVE_MISSING, SCALED
 from sqlml.data.schema import FeatureSchema
 
 MAX_CATEGORIES = 64  # per text column
@@ -45,12 +46,12 @@ class Plan:
         return cls(tuple(schema.numeric_inputs), tuple(schema.text_inputs), categories)
 
     def categorical_indices(self) -> list[int]:
-        """Columns of the transformed matrix that hold ordinal codes (boosting family)."""
+        """Columns of the transformed matrix that hold ordinal codes (NATIVE_CATEGORIES encoding)."""
         return list(range(len(self.numeric), len(self.numeric) + len(self.text)))
 
 
-def build(plan: Plan, family: str):
-    """An unfitted ColumnTransformer over the model-input DataFrame for ``family``."""
+def build(plan: Plan, encoding: str):
+    """An unfitted ColumnTransformer over the model-input DataFrame, for an estimator's ``encoding``."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -58,17 +59,17 @@ def build(plan: Plan, family: str):
 
     parts = []
     if plan.numeric:
-        if family == BOOSTING:
+        if encoding in (NATIVE_CATEGORIES, NATIVE_MISSING):
             parts.append(("num", "passthrough", list(plan.numeric)))
         else:
             # keep_empty_features: a column missing in every training row still has a slot in the graph
             steps = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]
-            if family == LINEAR:
+            if encoding == SCALED:
                 steps.append(("scale", StandardScaler()))
             parts.append(("num", Pipeline(steps), list(plan.numeric)))
     if plan.text:
         cats = [plan.categories[n] for n in plan.text]
-        if family == BOOSTING:
+        if encoding == NATIVE_CATEGORIES:
             enc = OrdinalEncoder(categories=cats, handle_unknown="use_encoded_value", unknown_value=np.nan,
                                  dtype=np.float32)
         else:

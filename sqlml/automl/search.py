@@ -5,7 +5,7 @@
 2. Every estimator's portfolio (known-good configurations) is tried first, cheapest estimators
    first, interleaved, so that a short budget still sees each family at its best defaults.
 3. Then random local moves in each promising estimator's space (in unit coordinates, shrinking).
-   LightGBM picks its number of rounds by early stopping on the validation fold; forests grow in
+   Boosting picks its number of rounds by early stopping on the validation fold; forests grow in
    chunks of trees. Both stop at the deadline, and both reach ``budget.checkpoint()`` often.
 4. Greedy ensemble selection over the validation predictions (``sqlml.automl.ensemble``).
 5. The winner is refitted on the whole training part if the budget allows.
@@ -14,7 +14,8 @@ A budget nearly spent before the search starts (a cold backend's imports, a larg
 sprint instead: one holdout, one trial of the cheapest estimator's first configuration, its model
 kept as the result (no refit, no ensemble), so that the call still ends near its budget.
 
-The search knows estimators only through their descriptions in ``sqlml.automl.estimators``.
+The search knows estimators only through their specs (``sqlml.automl.spec``), and the task only
+through its :class:`~sqlml.data.task.Task`.
 """
 
 from __future__ import annotations
@@ -27,17 +28,14 @@ import numpy as np
 
 from sqlml.automl import ensemble, metrics, preprocess, scoring_cost
 from sqlml.automl.budget import Budget
-from sqlml.automl.estimators import BOOSTING, FOREST_MAX_LEAVES, TREES, EstimatorSpec, task_params
-from sqlml.data.schema import REGRESSION
+from sqlml.automl.spec import BOOSTING, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
+from sqlml.data.task import Task, task_of
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 
 TRIALS_WANTED = 30  # trials the validation scheme must leave room for (see n_folds)
 TRIAL_COST_FACTOR = 2.0  # an average trial's fit time over the probe's (forests cost more)
-HOLDOUT_SHARE = 0.2
-EARLY_STOPPING_ROUNDS = 50
-FOREST_CHUNK = 25  # trees added between checkpoints
 ENSEMBLE_REFITS = 3  # refits the search leaves time for
-BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which LightGBM gets more than one thread
+BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which boosting gets more than one thread
 EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per tree node
 ENSEMBLE_MEMBER_SHARE = 0.15  # of the budget, at most, to refit and export one ensemble member
 
@@ -70,12 +68,15 @@ class Problem:
 
     X: object  # pandas DataFrame of model inputs
     y: np.ndarray  # encoded labels 0..k-1 (classification) or float targets
-    task: str
+    task: Task
     metric: str
     plan: preprocess.Plan
     n_classes: int = 0
     threads: int = 1
     seed: int = 42
+
+    def __post_init__(self):
+        self.task = task_of(self.task)
 
 
 @dataclass
@@ -111,31 +112,14 @@ def time_shares(trial_seconds: list[float]) -> np.ndarray:
     The ranks share the search's *time*, 0.6 ** rank each, not its trials: an estimator whose trials
     cost ten times more is tried ten times less often (FLAML's cost-frugality, simply). Sharing
     trials instead let five-fold forests at 1.1 s a trial take 80% of OJ's search from 50 ms linear
-    models and LightGBM, which were both ahead of them."""
+    models and boosting, which were both ahead of them."""
     weights = np.array([0.6 ** i / max(s, 1e-3) for i, s in enumerate(trial_seconds)])
     return weights / weights.sum()
 
 
-def folds_for(problem: Problem, k: int) -> tuple[list, str]:
-    """[(fit rows, validation rows)] and a description ("5-fold cv", "holdout")."""
-    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-
-    n = len(problem.y)
-    idx = np.arange(n)
-    classification = problem.task != REGRESSION
-    counts = np.bincount(problem.y.astype(int)) if classification else None
-    if k > 1:
-        stratify = classification and counts[counts > 0].min() >= k
-        splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=True, random_state=problem.seed)
-        return list(splitter.split(idx, problem.y if stratify else None)), f"{k}-fold cv"
-    stratify = problem.y if classification and counts[counts > 0].min() >= 2 else None
-    fit, valid = train_test_split(idx, test_size=HOLDOUT_SHARE, random_state=problem.seed, stratify=stratify)
-    return [(np.sort(fit), np.sort(valid))], "holdout"
-
-
-def predict(model, X, task: str, n_classes: int) -> np.ndarray:
+def predict(model, X, task: Task | str, n_classes: int) -> np.ndarray:
     """Probabilities (n, n_classes) in class-index order, or values (n,)."""
-    if task == REGRESSION:
+    if not task_of(task).classification:
         return np.asarray(model.predict(X), dtype=np.float64).ravel()
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
     classes = np.asarray(model.classes_).astype(int)
@@ -148,20 +132,20 @@ def predict(model, X, task: str, n_classes: int) -> np.ndarray:
 
 def fit_pipeline(spec: EstimatorSpec, params: dict, problem: Problem, X, y, budget: Budget,
                  valid=None, n_estimators: int | None = None):
-    """Fit preprocessing + estimator; return (Pipeline, number of boosting rounds or trees)."""
+    """Fit preprocessing + estimator; return (Pipeline, number of boosting rounds or trees, or None).
+
+    ``valid``: validation rows (X, y) for a spec that stops early; ``n_estimators``: fixed rounds instead."""
     from sklearn.pipeline import Pipeline
 
-    pre = preprocess.build(problem.plan, spec.family)
-    est = spec.build(task_params(spec, params, problem.task), problem.task, threads_for(spec, X, problem.threads),
+    pre = preprocess.build(problem.plan, spec.encoding)
+    est = spec.build(spec.params_for(params, problem.task), problem.task, threads_for(spec, X, problem.threads),
                      problem.seed)
     Xt = pre.fit_transform(X, y)
-    used = None
-    if spec.family == BOOSTING:
-        used = _fit_lightgbm(est, problem, Xt, y, budget, pre, valid, n_estimators)
-    elif spec.family == TREES:
-        used = _fit_forest(est, Xt, y, budget)
-    else:
-        est.fit(Xt, y)
+    context = FitContext(budget, problem.plan.categorical_indices() if spec.encoding == NATIVE_CATEGORIES else [],
+                         n_estimators=n_estimators)
+    if spec.early_stopping and valid is not None and not n_estimators:
+        context.valid = (pre.transform(valid[0]), valid[1])
+    used = spec.fit(est, Xt, y, context)
     return Pipeline([("pre", pre), ("model", est)]), used
 
 
@@ -171,43 +155,6 @@ def threads_for(spec: EstimatorSpec, X, granted: int) -> int:
     if spec.family == BOOSTING and X.shape[0] * max(X.shape[1], 1) < BOOSTING_PARALLEL_CELLS:
         return 1
     return granted
-
-
-def _fit_lightgbm(est, problem, Xt, y, budget, pre, valid, n_estimators):
-    import lightgbm as lgb
-
-    def guard(env):
-        if env.iteration % 10 == 0:
-            budget.checkpoint()
-            if budget.expired() and env.iteration > 0:
-                raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
-
-    guard.order = 5
-    kwargs = {"categorical_feature": problem.plan.categorical_indices() or "auto", "callbacks": [guard]}
-    if n_estimators:
-        est.set_params(n_estimators=int(n_estimators))
-    elif valid is not None:
-        Xv, yv = valid
-        kwargs["eval_X"], kwargs["eval_y"] = pre.transform(Xv), yv
-        kwargs["callbacks"].append(lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
-    est.fit(Xt, y, **kwargs)
-    best = getattr(est, "best_iteration_", None)
-    return int(best) if best else int(est.n_estimators)
-
-
-def _fit_forest(est, Xt, y, budget):
-    total = int(est.n_estimators)
-    est.set_params(warm_start=True, n_estimators=0)
-    grown = 0
-    while grown < total:
-        grown = min(grown + FOREST_CHUNK, total)
-        est.set_params(n_estimators=grown)
-        est.fit(Xt, y)
-        budget.checkpoint()
-        if budget.expired():
-            break
-    est.set_params(warm_start=False)
-    return grown
 
 
 class Search:
@@ -239,10 +186,10 @@ class Search:
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
         self.trials: list[Trial] = []
         # nothing left for the search once the finish is reserved; decided before the probe, a
-        # LightGBM fit a sprint cannot afford
+        # boosting fit a sprint cannot afford
         self.sprint = budget.remaining() - reserve_seconds <= 0
         folds = 1 if self.sprint else n_folds(len(problem.y), self.probe(), budget.remaining())
-        self.folds, self.validation = folds_for(problem, folds)
+        self.folds, self.validation = problem.task.folds(problem.y, folds, problem.seed)
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)
         self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
@@ -250,11 +197,11 @@ class Search:
     # --- time ------------------------------------------------------------------------------------
 
     def probe(self) -> float:
-        """Seconds one fit of the first portfolio entry (LightGBM's, if it is in the search) takes
-        on 80% of the rows: the yardstick for choosing the validation scheme."""
+        """Seconds one fit of the first portfolio entry (the cheapest boosting estimator's, if one is in
+        the search) takes on 80% of the rows: the yardstick for choosing the validation scheme."""
         spec = next((s for s in self.specs if s.family == BOOSTING), self.specs[0])
         p = self.problem
-        (fit, valid), = folds_for(p, 1)[0]
+        (fit, valid), = p.task.folds(p.y, 1, p.seed)[0]
         start = time.monotonic()
         child = self.budget.child(self.budget.remaining() / 4)
         self.run_fit(lambda: fit_pipeline(spec, spec.portfolio[0], p, p.X.iloc[fit], p.y[fit], child,
@@ -269,18 +216,16 @@ class Search:
 
     def export_estimate(self, trial: Trial) -> float:
         """Seconds to convert the refitted model of ``trial`` to ONNX and check its parity, from
-        its expected number of tree nodes (measured: 10-25 us per node; a 10-class LightGBM of
+        its expected number of tree nodes (measured: 10-25 us per node; a 10-class boosted model of
         600 rounds has 170,000 nodes)."""
-        spec = next(s for s in self.specs if s.name == trial.algorithm)
+        spec = self._spec(trial)
         rows = len(self.problem.y)
+        leaves = spec.leaves(trial.params, rows, self.problem.task)
         if spec.family == BOOSTING:
             rounds = (trial.n_estimators or 100) * rows / len(self.folds[0][0])
-            per_round = self.problem.n_classes if self.problem.n_classes > 2 else 1
-            nodes = rounds * per_round * (2 * trial.params.get("num_leaves", 31) - 1)
-        elif spec.family == TREES:  # regression trees grow to purity; classification trees stop at pure nodes
+            nodes = rounds * self._trees_per_round() * (2 * leaves - 1)
+        elif spec.family == TREES:
             trees = trial.n_estimators or trial.params.get("n_estimators", 100)
-            purity = 1.0 if self.problem.task == REGRESSION else 0.3
-            leaves = min(rows / (trial.params.get("min_samples_leaf", 1) + 1) * purity, FOREST_MAX_LEAVES)
             nodes = trees * (2 * leaves - 1)
         else:
             nodes = 0
@@ -288,18 +233,20 @@ class Search:
 
     def scoring_us(self, trial: Trial) -> float:
         """Estimated microseconds to score one row with ``trial``'s model (``scoring_cost``)."""
-        spec = next(s for s in self.specs if s.name == trial.algorithm)
+        spec = self._spec(trial)
+        if spec.family not in (BOOSTING, TREES):
+            return scoring_cost.CALL_US
+        trees = self.n_estimators or trial.n_estimators or trial.params.get("n_estimators", 100)
         if spec.family == BOOSTING:
-            rounds = self.n_estimators or trial.n_estimators or trial.params.get("n_estimators", 100)
-            per_round = self.problem.n_classes if self.problem.n_classes > 2 else 1
-            return scoring_cost.tree_us(rounds * per_round, trial.params.get("num_leaves", 31))
-        if spec.family == TREES:
-            trees = self.n_estimators or trial.n_estimators or trial.params.get("n_estimators", 100)
-            purity = 1.0 if self.problem.task == REGRESSION else 0.3
-            rows = len(self.problem.y)
-            return scoring_cost.tree_us(trees, min(rows / (trial.params.get("min_samples_leaf", 1) + 1) * purity,
-                                                   FOREST_MAX_LEAVES))
-        return scoring_cost.CALL_US
+            trees *= self._trees_per_round()
+        return scoring_cost.tree_us(trees, spec.leaves(trial.params, len(self.problem.y), self.problem.task))
+
+    def _trees_per_round(self) -> int:
+        """Boosting grows one tree per class and round for more than two classes."""
+        return self.problem.n_classes if self.problem.n_classes > 2 else 1
+
+    def _spec(self, trial: Trial) -> EstimatorSpec:
+        return next(s for s in self.specs if s.name == trial.algorithm)
 
     def within_scoring_budget(self, trial: Trial) -> bool:
         return self.max_scoring_us is None or self.scoring_us(trial) <= self.max_scoring_us
@@ -375,7 +322,7 @@ class Search:
         p = self.problem
         trial = Trial(n=len(self.trials) + 1, algorithm=spec.name, params=dict(params), origin=origin)
         first = not any(t.status == "ok" for t in self.trials)
-        shape = (len(p.y), p.n_classes) if p.task != REGRESSION else (len(p.y),)
+        shape = (len(p.y), p.n_classes) if p.task.classification else (len(p.y),)
         oof = np.full(shape, np.nan)
         rounds = []
         start = time.monotonic()
@@ -423,7 +370,7 @@ class Search:
     def neighbour(self, spec: EstimatorSpec, params: dict, step: float) -> dict:
         out = dict(params)
         for h in spec.space:
-            if h.name not in params and h.name not in ("C", "alpha"):
+            if h.name not in params and not h.always:
                 continue
             current = params.get(h.name, h.from_unit(0.5))
             out[h.name] = h.from_unit(h.to_unit(current) + self.rng.normal(0, step))
@@ -527,7 +474,7 @@ class Search:
     def _refit(self, trial: Trial, X=None, y=None):
         """``trial``'s configuration fitted on ``X``, ``y`` (default: the whole training part)."""
         p = self.problem
-        spec = next(s for s in self.specs if s.name == trial.algorithm)
+        spec = self._spec(trial)
         X, y = (p.X, p.y) if X is None else (X, y)
         rounds = None
         if spec.family == BOOSTING and self.n_estimators:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, REGRESSION, TIMESTAMP, VECTOR
+from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR
+from sqlml.data.task import task_of
 
 ID_LIKE_MIN_ROWS = 50
 ID_LIKE_SHARE = 0.9  # distinct / non-NULL rows above which a column identifies rows
@@ -74,7 +75,7 @@ def profile(n: int, columns: list[Column], target: str | None = None, task: str 
         entry = describe(n, c)
         if c is tgt:
             entry["target"] = True
-            if task and task != REGRESSION:
+            if task and task_of(task).classification:
                 entry["warnings"] += imbalance(c, labels)
         elif sample is not None:
             entry["warnings"] += leakage(c, tgt, sample, task, entry)
@@ -205,7 +206,7 @@ def _shown(kind: str, value: float):
 
 def _labels(tgt: Column, task: str) -> np.ndarray:
     """Target as float64 (regression) or as text labels with None for NULL (classification)."""
-    if task == REGRESSION:
+    if not task_of(task).classification:
         return np.asarray(tgt.raw, dtype=np.float64)
     if tgt.kind == CATEGORY:
         return np.asarray(tgt.raw, dtype=object)
@@ -236,13 +237,13 @@ def _label_text(tgt: Column, label) -> str:
 def _target_sample(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(row positions, target there) for the leakage checks: labelled rows, at most ``LEAKAGE_SAMPLE``
     of them (seeded), with class labels as codes 0..k-1; None with fewer than 10 labelled rows."""
-    keep = np.isfinite(labels) if task == REGRESSION else np.not_equal(labels, None)
+    keep = np.isfinite(labels) if not task_of(task).classification else np.not_equal(labels, None)
     rows = np.flatnonzero(keep)
     if len(rows) < 10:
         return None
     if len(rows) > LEAKAGE_SAMPLE:
         rows = np.sort(np.random.default_rng(0).choice(rows, size=LEAKAGE_SAMPLE, replace=False))
-    return rows, (labels[rows] if task == REGRESSION else _codes(labels[rows]))
+    return rows, (labels[rows] if not task_of(task).classification else _codes(labels[rows]))
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -257,7 +258,7 @@ def leakage(c: Column, tgt: Column, sample: tuple, task: str, entry: dict) -> li
     if c.kind is None or c.kind == VECTOR or entry["distinct"] < 2:
         return []
     rows, y = sample
-    if task == REGRESSION:
+    if not task_of(task).classification:
         return _leakage_regression(c, tgt, rows, y)
     if entry["distinct"] <= EXACT_GROUPS:
         exact = _groups(c, rows, bins=False)

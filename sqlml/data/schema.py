@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from sqlml.errors import DATATYPE_MISMATCH, SqlmlError
-
 NUMERIC, BOOLEAN, CATEGORY, DATE, TIMESTAMP, VECTOR = "numeric", "boolean", "category", "date", "timestamp", "vector"
 
 # PostgreSQL type name (pg_type.typname) -> feature kind
@@ -127,15 +125,3 @@ class FeatureSchema:
 def kind_of(pg_type: str) -> str | None:
     """The feature kind of a PostgreSQL type (typname), or None if sqlml cannot use it."""
     return PG_KINDS.get(pg_type)
-
-
-def check_target_type(name: str, pg_type: str, task: str | None) -> None:
-    kind = PG_KINDS.get(pg_type)
-    if kind is None or kind in (DATE, TIMESTAMP, VECTOR):
-        raise SqlmlError(f'target column "{name}" has type {pg_type}, which sqlml cannot predict',
-                         hint="use a numeric column (regression) or a text, boolean or integer column (classification)",
-                         sqlstate=DATATYPE_MISMATCH)
-    if task == REGRESSION and kind not in (NUMERIC,):
-        raise SqlmlError(f'target column "{name}" has type {pg_type}: regression needs a numeric target',
-                         hint="use task => 'binary' or 'multiclass' for labels, or cast the target to a number",
-                         sqlstate=DATATYPE_MISMATCH)

@@ -4,13 +4,13 @@ checked before any data is read."""
 from __future__ import annotations
 
 from sqlml.data.schema import MAX_SEED
+from sqlml.data.task import FORECAST, TASKS
 from sqlml.errors import INVALID_PARAMETER, SqlmlError
 from sqlml.forecast.calendar import FREQUENCIES
 from sqlml.forecast.model import QUANTILE_GRID
 from sqlml.forecast.panel import FILLS
 from sqlml.forecast.search import CANDIDATES
 
-FORECAST = "forecast"
 MAX_HORIZON = 10_000
 OPTIONS = {"time_column": str, "series": list, "horizon": int, "frequency": str, "fill": str, "seed": int,
            "deploy": str, "n_estimators": int, "backtest_windows": int}
@@ -65,7 +65,7 @@ def check_options(options: dict, algorithms, metric) -> dict:
     if algorithms is not None and not algorithms:
         raise SqlmlError("algorithms is empty", hint="pass NULL for every forecaster, or name some",
                          sqlstate=INVALID_PARAMETER)
-    if metric not in (None, "mase"):
+    if metric is not None and metric not in TASKS[FORECAST].metrics:
         raise SqlmlError(f'metric "{metric}" is not a forecasting metric', sqlstate=INVALID_PARAMETER,
                          hint="forecasts are chosen by MASE on rolling-origin backtests: pass NULL or 'mase'")
     return options

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# the estimators' registry registers their ONNX converters: the global model's export needs LightGBM's
+from sqlml.automl import estimators  # noqa: F401
+from sqlml.data.task import FORECAST, TASKS
 from sqlml.forecast import features, statistical
 from sqlml.forecast.model import GLOBAL, QUANTILE_GRID, ForecastModel
 from sqlml.forecast.panel import Panel
@@ -42,6 +45,9 @@ class Trained:
     score_of: object = None       # members -> mean MASE of their equal-weight mean on these windows, or None
     diagnostics: dict = None      # the last backtest window of a few series, for the model card
     drift_values: dict = None     # what drift baselines are made of: scaled target, regressors, scaled errors
+
+
+FORECASTING = TASKS[FORECAST]
 
 
 def mase_scale(y: np.ndarray, season: int) -> float:
@@ -78,7 +84,7 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
     # errors[c] : (n_series, windows, horizon) forecast - actual, NaN where not evaluated
     preds = {c: np.full((n_series, windows, horizon), np.nan) for c in candidates}
     actual = np.full((n_series, windows, horizon), np.nan)
-    cutoffs = lengths[:, None] - 1 - horizon * np.arange(1, windows + 1)[None, :]  # (series, window)
+    cutoffs = FORECASTING.backtest_origins(lengths, horizon, windows)  # (series, window)
     taking = cutoffs + 1 >= MIN_TRAIN
     for w in range(windows):
         for i in np.flatnonzero(taking[:, w]):
@@ -170,7 +176,7 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
         scale=scale, tails=[y[-tl:] for y in ys], ages=np.maximum(lengths - tl, 0),
         weights={c: 1.0 / len(best) for c in best}, states=states, quantiles=quantiles,
         coverage_rows=int(np.isfinite(errors).sum()),
-        backtest={"windows": windows, "metric": "mase", "chosen": "+".join(best), "score": best_score,
+        backtest={"windows": windows, "metric": FORECASTING.default_metric, "chosen": "+".join(best), "score": best_score,
                   "candidates": {t["algorithm"]: t["score"] for t in trials}})
     if GLOBAL not in best:
         global_model = None

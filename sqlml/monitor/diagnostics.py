@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from sqlml.data.schema import BINARY, REGRESSION
+from sqlml.data.schema import BINARY
+from sqlml.data.task import task_of
 
 CURVE_POINTS = 200
 SAMPLE = 500
@@ -23,7 +24,7 @@ SOURCE = "holdout predictions of the registered ONNX model, computed at training
 def summarise(task: str, y: np.ndarray, out: np.ndarray, classes: tuple, seed: int = 0) -> dict:
     """``y``: encoded labels (0..k-1) or targets, shape (n,); ``out``: probabilities (n, k) or values (n,)."""
     result = {"source": SOURCE, "rows": int(len(y)), "task": task}
-    if task == REGRESSION:
+    if not task_of(task).classification:
         pred = np.asarray(out, dtype=np.float64).ravel()
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(y), size=SAMPLE, replace=False)) if len(y) > SAMPLE else np.arange(len(y))

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sqlml.data.schema import BINARY, CATEGORY, REGRESSION, VECTOR
+from sqlml.data.schema import BINARY, CATEGORY, VECTOR
+from sqlml.data.task import task_of
 
 BINS = 10
 TOP_VALUES = 20
@@ -114,7 +115,7 @@ def level(value: float, moderate: float = MODERATE, major: float = MAJOR) -> str
 def prediction_values(task: str, out: np.ndarray, classes: tuple) -> np.ndarray:
     """What the prediction distribution is measured on: values (regression), P(second class)
     (binary), the predicted label (multiclass)."""
-    if task == REGRESSION:
+    if not task_of(task).classification:
         return np.asarray(out, dtype=np.float64).ravel()
     if task == BINARY:
         return np.asarray(out, dtype=np.float64)[:, 1]

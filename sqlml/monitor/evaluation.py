@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.automl import metrics
-from sqlml.data.schema import REGRESSION, Target
+from sqlml.data.schema import Target
+from sqlml.data.task import task_of
 from sqlml.monitor.diagnostics import jsonable
 
 
@@ -15,7 +16,7 @@ def encode(target: Target, y_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, i
     Regression: floats, NULL dropped. Classification: indices into ``target.classes``; NULL and
     unseen labels dropped (the model cannot be right or wrong about a class it does not know).
     """
-    if target.task == REGRESSION:
+    if not task_of(target.task).classification:
         y = np.asarray(y_raw, dtype=np.float64)
         keep = np.isfinite(y)
         return y[keep], keep, 0

@@ -11,60 +11,29 @@ import sys
 
 import numpy as np
 
-from sqlml.data.schema import REGRESSION, FeatureSchema
+from sqlml.data.schema import FeatureSchema
+from sqlml.data.task import Task, task_of
 
 OPSET = 17
 ML_OPSET = 3
-_registered = False
+_converters: dict = {}  # library module name -> register(): teaches skl2onnx that library's estimators
+_registered: set = set()
 
 
-def _round_thresholds_down(node: dict) -> None:
-    """LightGBM splits ``x <= t`` with a float64 ``t``; ONNX stores ``t`` as float32, rounded to
-    nearest. When that rounds up onto an input value ``x > t``, ONNX sends the row left and
-    LightGBM right (seen: 2 rows in 1729 off by 1%). The largest float32 <= t splits every
-    float32 input exactly as ``t`` does, so thresholds are rounded down before conversion."""
-    if "split_index" not in node:
-        return
-    t = node.get("threshold")
-    if node.get("decision_type") == "<=" and isinstance(t, float):
-        with np.errstate(over="ignore"):  # a threshold beyond float32's range becomes its largest value
-            f = np.float32(t)
-        # compare as float64: NumPy 2 would turn t into float32 and always keep f
-        node["threshold"] = float(f) if float(f) <= t else float(np.nextafter(f, np.float32(-np.inf)))
-    _round_thresholds_down(node["left_child"])
-    _round_thresholds_down(node["right_child"])
+def add_converter(library: str, register) -> None:
+    """``register()`` teaches skl2onnx to convert the estimators of ``library`` (an estimator spec's
+    ``register_onnx``, added with it to ``sqlml.automl.estimators``). It runs once, before a conversion
+    that happens while ``library`` is loaded."""
+    _converters[library] = register
 
 
-def _register_lightgbm() -> None:
-    """Teach skl2onnx the LightGBM estimators (converters live in onnxmltools), with float32-exact
-    thresholds (see ``_round_thresholds_down``)."""
-    global _registered
-    if _registered:
-        return
-    import lightgbm as lgb
-    from onnxmltools.convert.lightgbm.operator_converters import LightGbm
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-
-    dump = LightGbm.dump_booster_model
-
-    def dump_float32_exact(*args, **kwargs):
-        model, info = dump(*args, **kwargs)
-        for tree in model.get("tree_info", []):
-            _round_thresholds_down(tree["tree_structure"])
-        return model, info
-
-    LightGbm.dump_booster_model = dump_float32_exact  # the converter looks it up in its module
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (
-        calculate_linear_classifier_output_shapes,
-        calculate_linear_regressor_output_shapes,
-    )
-
-    update_registered_converter(lgb.LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
-                                convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
-    update_registered_converter(lgb.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
-                                convert_lightgbm, options={"split": None})
-    _registered = True
+def _register_converters() -> None:
+    """Register the converters of the libraries loaded: a model can hold estimators of those only
+    (a linear model's export does not import LightGBM)."""
+    for library, register in _converters.items():
+        if library not in _registered and library in sys.modules:
+            register()
+            _registered.add(library)
 
 
 def to_onnx(model, schema: FeatureSchema) -> bytes:
@@ -72,15 +41,15 @@ def to_onnx(model, schema: FeatureSchema) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-    if "lightgbm" in sys.modules:  # a LightGBM model was built with it; a linear export skips its converters
-        _register_lightgbm()
+    _register_converters()
     inputs = [(name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
               for name, text in schema.inputs]
-    options = {} if schema.target.task == REGRESSION else {id(model): {"zipmap": False}}
+    task = task_of(schema.target.task)
+    options = {id(model): {"zipmap": False}} if task.classification else {}
     onx = convert_sklearn(model, initial_types=inputs, options=options,
                           target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
     outputs = [o.name for o in onx.graph.output]
-    rename = dict(zip(outputs, ["variable"] if schema.target.task == REGRESSION else ["label", "probabilities"]))
+    rename = dict(zip(outputs, task.outputs))
     # skl2onnx rewrites input names that are not identifiers ("my col" -> "my_col", in order); the
     # model keeps the column names, which PostgreSQL allows to be anything
     restored = {i.name: name for i, (name, _) in zip(onx.graph.input, inputs) if i.name != name}
@@ -121,9 +90,9 @@ def session(onnx_bytes: bytes, threads: int = 1):
     return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def run(sess, feeds: dict, task: str) -> np.ndarray:
+def run(sess, feeds: dict, task: Task | str) -> np.ndarray:
     """Probabilities (n, k) for classifiers, values (n,) for regressors."""
-    if task == REGRESSION:
+    if not task_of(task).classification:
         return sess.run(["variable"], feeds)[0].reshape(-1).astype(np.float64)
     return sess.run(["probabilities"], feeds)[0].astype(np.float64)
 
@@ -141,7 +110,7 @@ def matrix_regressor_to_onnx(model, n_features: int) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
-    _register_lightgbm()
+    _register_converters()
     onx = convert_sklearn(model, initial_types=[("features", FloatTensorType([None, n_features]))],
                           target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
     output = onx.graph.output[0].name

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sqlml.data.schema import BINARY, CATEGORY, MULTICLASS, REGRESSION
+from sqlml.data.task import task_of
 from sqlml.errors import (
     DATATYPE_MISMATCH,
     FEATURE_NOT_SUPPORTED,
@@ -231,7 +232,7 @@ def pick_output(model, task: str):
         for o in model.graph.output
         if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type in (FLOAT, DOUBLE)
     ]
-    if task != REGRESSION:
+    if task_of(task).classification:
         outs = [o for o in outs if len(o[2]) == 2] or outs
         named = [o for o in outs if "prob" in o[0].lower()]
     else:
@@ -272,13 +273,13 @@ def wrap(blob: bytes, task: str, kinds: dict, columns: list | None = None) -> Wr
     _strip_zipmap(model)
     out_name, _, out_dims = pick_output(model, task)
     width = out_dims[1] if len(out_dims) == 2 else None
-    if task == REGRESSION and width not in (None, 1):
+    if not task_of(task).classification and width not in (None, 1):
         raise SqlmlError(
             f'output "{out_name}" has shape {out_dims}; a regression predicts one value per row',
             sqlstate=INVALID_PARAMETER,
             hint="pass task => 'multiclass' for class scores",
         )
-    if task != REGRESSION:
+    if task_of(task).classification:
         if len(out_dims) != 2:
             raise SqlmlError(
                 f'output "{out_name}" has shape {out_dims}; a classifier gives probabilities (n, classes)',
@@ -332,7 +333,7 @@ def wrap(blob: bytes, task: str, kinds: dict, columns: list | None = None) -> Wr
     outputs = []
     as_float = "sqlml_out_float"
     nodes.append(helper.make_node("Cast", [out], [as_float], to=FLOAT))
-    if task == REGRESSION:
+    if not task_of(task).classification:
         nodes.append(
             helper.make_node(
                 "Constant", [], ["sqlml_out_shape"], value=helper.make_tensor("sqlml_out_shape", INT64, [2], [-1, 1])
@@ -422,7 +423,7 @@ def original_output(blob: bytes, wrapped: Wrapped, inputs: dict, task: str) -> n
         fed[orig] = x.reshape(-1) if len(dims) == 1 else x
     _strip_zipmap(model)
     out = np.asarray(session(model.SerializeToString()).run([pick_output(model, task)[0]], fed)[0], dtype=np.float64)
-    if task == REGRESSION:
+    if not task_of(task).classification:
         return out.reshape(-1)
     if out.shape[1] == 1:
         out = np.concatenate([1 - out, out], axis=1)

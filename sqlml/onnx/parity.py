@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sqlml.data.schema import REGRESSION
+from sqlml.data.task import Task, task_of
 
 MAX_LABEL_MISMATCH = 0.001
 MAX_RELATIVE_ERROR = 1e-4
@@ -29,7 +29,7 @@ class Parity:
         return asdict(self)
 
 
-def compare(task: str, expected: np.ndarray, actual: np.ndarray) -> Parity:
+def compare(task: Task | str, expected: np.ndarray, actual: np.ndarray) -> Parity:
     """``expected`` from the fitted pipeline, ``actual`` from ONNX Runtime (proba or values)."""
     expected, actual = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     rows = len(expected)
@@ -42,11 +42,12 @@ def compare(task: str, expected: np.ndarray, actual: np.ndarray) -> Parity:
     max_rel = float(np.nanmax(rel)) if np.isfinite(rel).any() else float("inf")
     if np.isnan(actual).any() != np.isnan(expected).any():
         max_rel = float("inf")
-    mismatch = 0.0 if task == REGRESSION else float(np.mean(actual.argmax(axis=1) != expected.argmax(axis=1)))
+    classification = task_of(task).classification
+    mismatch = float(np.mean(actual.argmax(axis=1) != expected.argmax(axis=1))) if classification else 0.0
     reasons = []
     if mismatch > MAX_LABEL_MISMATCH:
         reasons.append(f"labels differ on {mismatch:.2%} of {rows} holdout rows (limit {MAX_LABEL_MISMATCH:.1%})")
     if max_rel > MAX_RELATIVE_ERROR:
-        what = "values" if task == REGRESSION else "probabilities"
+        what = "probabilities" if classification else "values"
         reasons.append(f"{what} differ by up to {max_rel:.2e} relative (limit {MAX_RELATIVE_ERROR:.0e})")
     return Parity(not reasons, rows, mismatch, max_rel, "; ".join(reasons) or None)

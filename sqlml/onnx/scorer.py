@@ -22,7 +22,8 @@ import struct
 
 import numpy as np
 
-from sqlml.data.schema import REGRESSION, FeatureSchema
+from sqlml.data.schema import FeatureSchema
+from sqlml.data.task import task_of
 from sqlml.onnx import compiled, core
 from sqlml.onnx.convert import session
 
@@ -35,7 +36,7 @@ class Scorer:
         """``sha256``: the model's (computed if not given), the key of the compiled code in
         ``cache_dir`` (a directory only this OS user can write; None: no cache)."""
         self.schema = schema
-        self.regression = schema.target.task == REGRESSION
+        self.regression = not task_of(schema.target.task).classification
         self.output = "variable" if self.regression else "probabilities"
         self.threads = threads
         self._session = None

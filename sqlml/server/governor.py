@@ -309,7 +309,8 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     ``features``: the training's ``sqlml.data.schema.Feature`` list. Returns the rows to read
     (None: all).
     """
-    from sqlml.automl.estimators import BOOSTING, DEFAULT_ALGORITHMS, SPECS, TREES
+    from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
+    from sqlml.automl.spec import BOOSTING, TREES
     from sqlml.data.schema import CATEGORY, VECTOR
     from sqlml.server import ingest
 

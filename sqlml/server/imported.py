@@ -17,6 +17,7 @@ from sqlml.data import convert
 from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION, Feature, FeatureSchema, Target, kind_of
+from sqlml.data.task import task_of
 from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, SqlmlError
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, store
@@ -150,7 +151,7 @@ def import_model(project, onnx, task, relation, target, columns, options):
             hint="report this with the model: the wrapper should not change it",
         )
 
-    metric = metrics.check_metric(None, task)
+    metric = task_of(task).default_metric
     score, holdout, rows = None, {}, 0
     if has_target:
         if task == REGRESSION:

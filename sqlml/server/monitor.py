@@ -100,7 +100,7 @@ def profile(relation, target):
     task = None
     if target is not None:
         from sqlml.automl.front import infer_task
-        from sqlml.data.schema import check_target_type
+        from sqlml.data.task import check_target_type
 
         check_target_type(target, by_name[target].pg_type, None)
         task = infer_task(target, by_name[target].pg_type, raw[target])[0]

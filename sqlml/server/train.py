@@ -23,9 +23,9 @@ from sqlml.data.schema import (
     TASKS,
     FeatureSchema,
     Target,
-    check_target_type,
     kind_of,
 )
+from sqlml.data.task import check_target_type
 from sqlml.errors import (
     DATA_EXCEPTION,
     INSUFFICIENT_PRIVILEGE,

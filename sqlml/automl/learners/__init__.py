@@ -1,0 +1,1 @@
+"""One module per estimator library: each defines the ``SPECS`` of its estimators (``sqlml.automl.spec``)."""

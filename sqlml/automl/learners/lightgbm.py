@@ -1,0 +1,132 @@
+"""LightGBM: gradient boosting with native categoricals, rounds chosen by early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sqlml.automl.spec import BOOSTING, DEFAULT_LEAVES, NATIVE_CATEGORIES, EstimatorSpec, FitContext, Hyper
+
+EARLY_STOPPING_ROUNDS = 50
+
+
+def build(params, task, threads, seed):
+    import lightgbm as lgb
+
+    cls = lgb.LGBMClassifier if task.classification else lgb.LGBMRegressor
+    return cls(
+        n_estimators=int(params.get("n_estimators", 1000)),
+        learning_rate=params.get("learning_rate", 0.05),
+        num_leaves=int(params.get("num_leaves", DEFAULT_LEAVES)),
+        min_child_samples=int(params.get("min_child_samples", 20)),
+        subsample=params.get("subsample", 1.0),
+        subsample_freq=1 if params.get("subsample", 1.0) < 1.0 else 0,
+        colsample_bytree=params.get("colsample_bytree", 1.0),
+        reg_lambda=params.get("reg_lambda", 0.0),
+        reg_alpha=params.get("reg_alpha", 0.0),
+        min_split_gain=0.0,
+        max_bin=255,
+        cat_smooth=params.get("cat_smooth", 10.0),
+        n_jobs=threads,
+        random_state=seed,
+        verbose=-1,
+    )
+
+
+def fit(est, X, y, context: FitContext) -> int:
+    """Boost up to ``n_estimators`` rounds, or to the best round on the validation rows; stop at the
+    deadline (checked every 10 rounds). Returns the rounds kept."""
+    import lightgbm as lgb
+
+    budget = context.budget
+
+    def guard(env):
+        if env.iteration % 10 == 0:
+            budget.checkpoint()
+            if budget.expired() and env.iteration > 0:
+                raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
+
+    guard.order = 5
+    kwargs = {"categorical_feature": context.categorical or "auto", "callbacks": [guard]}
+    if context.n_estimators:
+        est.set_params(n_estimators=int(context.n_estimators))
+    elif context.valid is not None:
+        kwargs["eval_X"], kwargs["eval_y"] = context.valid
+        kwargs["callbacks"].append(lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False))
+    est.fit(X, y, **kwargs)
+    best = getattr(est, "best_iteration_", None)
+    return int(best) if best else int(est.n_estimators)
+
+
+def leaves(params: dict, rows: int, task) -> float:
+    return params.get("num_leaves", DEFAULT_LEAVES)
+
+
+def _round_thresholds_down(node: dict) -> None:
+    """LightGBM splits ``x <= t`` with a float64 ``t``; ONNX stores ``t`` as float32, rounded to
+    nearest. When that rounds up onto an input value ``x > t``, ONNX sends the row left and
+    LightGBM right (seen: 2 rows in 1729 off by 1%). The largest float32 <= t splits every
+    float32 input exactly as ``t`` does, so thresholds are rounded down before conversion."""
+    if "split_index" not in node:
+        return
+    t = node.get("threshold")
+    if node.get("decision_type") == "<=" and isinstance(t, float):
+        with np.errstate(over="ignore"):  # a threshold beyond float32's range becomes its largest value
+            f = np.float32(t)
+        # compare as float64: NumPy 2 would turn t into float32 and always keep f
+        node["threshold"] = float(f) if float(f) <= t else float(np.nextafter(f, np.float32(-np.inf)))
+    _round_thresholds_down(node["left_child"])
+    _round_thresholds_down(node["right_child"])
+
+
+def register_onnx() -> None:
+    """Teach skl2onnx the LightGBM estimators (converters live in onnxmltools), with float32-exact
+    thresholds (see ``_round_thresholds_down``)."""
+    import lightgbm as lgb
+    from onnxmltools.convert.lightgbm.operator_converters import LightGbm
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+    dump = LightGbm.dump_booster_model
+
+    def dump_float32_exact(*args, **kwargs):
+        model, info = dump(*args, **kwargs)
+        for tree in model.get("tree_info", []):
+            _round_thresholds_down(tree["tree_structure"])
+        return model, info
+
+    LightGbm.dump_booster_model = dump_float32_exact  # the converter looks it up in its module
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    update_registered_converter(lgb.LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
+                                convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    update_registered_converter(lgb.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
+                                convert_lightgbm, options={"split": None})
+
+
+SPECS = (
+    EstimatorSpec(
+        name="lightgbm", family=BOOSTING, encoding=NATIVE_CATEGORIES, build=build, fit=fit, leaves=leaves,
+        cost=1.0, early_stopping=True, library="lightgbm", register_onnx=register_onnx,
+        space=(
+            Hyper("learning_rate", 0.01, 0.3, log=True),
+            Hyper("num_leaves", 4, 256, log=True, integer=True),
+            Hyper("min_child_samples", 2, 100, log=True, integer=True),
+            Hyper("subsample", 0.5, 1.0),
+            Hyper("colsample_bytree", 0.3, 1.0),
+            Hyper("reg_lambda", 1e-3, 10.0, log=True),
+        ),
+        portfolio=(
+            {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0,
+             "colsample_bytree": 1.0, "reg_lambda": 0.001},
+            {"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
+             "colsample_bytree": 0.5, "reg_lambda": 1.0},
+            {"learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 30, "subsample": 0.8,
+             "colsample_bytree": 0.7, "reg_lambda": 0.1},
+            {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50, "subsample": 0.7,
+             "colsample_bytree": 0.5, "reg_lambda": 5.0},
+        ),
+    ),
+)
