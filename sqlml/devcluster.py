@@ -9,6 +9,10 @@ OS user, and the state directory must be reachable by that user: a checkout unde
 directory (``/root`` is mode 700) gets its state under /var/lib/sqlml instead, linked from the
 checkout.
 
+Also the developer setup of a checkout (``python -m sqlml.devcluster setup``, run by ``make setup``):
+the venv under the state directory and the extension files, through the production installer
+(``sqlml.install``), which knows nothing of dev clusters.
+
 Standard library only: ``scripts/setup.sh`` and the test fixture use it before any venv exists.
 """
 
@@ -20,9 +24,11 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlml import install
 from sqlml.install import InstallError, pg_bindir
 
 DEFAULT_PORT = 54329
@@ -184,16 +190,12 @@ class Cluster:
         finally:
             conn.close()
         if extension:
-            from sqlml.install import install_database
-
-            install_database(self.dsn(dbname))
+            install.install_database(self.dsn(dbname))
         return self.dsn(dbname)
 
 
 def _library_installed(name: str) -> bool:
-    from sqlml.install import pg_config, run
-
-    return (Path(run([pg_config(), "--pkglibdir"])) / f"{name}.so").exists()
+    return (Path(install.run([install.pg_config(), "--pkglibdir"])) / f"{name}.so").exists()
 
 
 _private_pg_config: str | None = None
@@ -215,11 +217,9 @@ def private_installation() -> str:
         import atexit
         import tempfile
 
-        from sqlml.install import run
-
         real = Path(pg_bindir())
-        share = Path(run([os.path.join(real, "pg_config"), "--sharedir"]))
-        pkglib = Path(run([os.path.join(real, "pg_config"), "--pkglibdir"]))
+        share = Path(install.run([os.path.join(real, "pg_config"), "--sharedir"]))
+        pkglib = Path(install.run([os.path.join(real, "pg_config"), "--pkglibdir"]))
         root = Path(tempfile.mkdtemp(prefix="sqlml-pg-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         # the layout of the real one relative to a common prefix: <root>/lib/postgresql/15/bin, ...
@@ -255,8 +255,6 @@ def throwaway(prefix: str = "sqlml-", site_packages: str | None = None) -> Clust
     import sysconfig
     import tempfile
 
-    from sqlml import install
-
     private_installation()
     site = site_packages or sysconfig.get_paths()["purelib"]
     install.install_files(Path(sysconfig.get_paths()["purelib"]).parents[2])
@@ -266,3 +264,41 @@ def throwaway(prefix: str = "sqlml-", site_packages: str | None = None) -> Clust
     cluster = Cluster(state, port=free_port(), environment={"SQLML_SITE_PACKAGES": site})
     cluster.start()
     return cluster
+
+
+def setup_checkout() -> Path:
+    """The developer setup of a checkout: venv under the state directory, extension files.
+
+    Returns the venv. The cluster user must be able to read the code an editable install points
+    at; when it cannot (a checkout under /root), the package is copied into the venv instead and
+    a code change needs ``make setup`` again.
+    """
+    venv = project_state_dir(install.CHECKOUT) / "venv"
+    editable = reachable_by(service_user(), install.CHECKOUT / "sqlml" / "__init__.py")
+    if not editable:
+        print(f"setup: {service_user()} cannot read {install.CHECKOUT}; installing a copy "
+              "(re-run `make setup` after changes)")
+    install.make_venv(venv, ("dev", "bench"), editable=editable)
+    install.install_files(venv)
+    return venv
+
+
+def main(argv=None) -> int:
+    """``python -m sqlml.devcluster setup | python`` (used by scripts/setup.sh)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["python"]:
+            print(install.server_python())
+        elif argv[:1] == ["setup"]:
+            print(setup_checkout())
+        else:
+            print(main.__doc__, file=sys.stderr)
+            return 2
+    except install.InstallError as e:
+        print(f"sqlml setup: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,8 +6,8 @@ The extension directory then gets the control file, the SQL scripts, ``sqlml_boo
 ``sqlml.python`` (the venv's site-packages path: the setting each backend reads once, on the
 first call of any sqlml function).
 
-Standard library only (psycopg2 is imported lazily): ``scripts/setup.sh`` runs this module before
-the venv exists.
+Standard library only (psycopg2 is imported lazily): the developer setup of a checkout
+(``sqlml.devcluster``, run by ``scripts/setup.sh``) uses it before the venv exists.
 """
 
 from __future__ import annotations
@@ -221,42 +221,3 @@ def uninstall_database(dsn: str) -> bool:
         return False
     finally:
         conn.close()
-
-
-def setup_checkout() -> Path:
-    """The developer setup of a checkout: venv under the state directory, extension files.
-
-    Returns the venv. The cluster user must be able to read the code an editable install points
-    at; when it cannot (a checkout under /root), the package is copied into the venv instead and
-    a code change needs ``make setup`` again.
-    """
-    from sqlml.devcluster import project_state_dir, reachable_by, service_user
-
-    venv = project_state_dir(CHECKOUT) / "venv"
-    editable = reachable_by(service_user(), CHECKOUT / "sqlml" / "__init__.py")
-    if not editable:
-        print(f"setup: {service_user()} cannot read {CHECKOUT}; installing a copy (re-run `make setup` after changes)")
-    make_venv(venv, ("dev", "bench"), editable=editable)
-    install_files(venv)
-    return venv
-
-
-def main(argv=None) -> int:
-    """``python -m sqlml.install setup | python`` (used by scripts/setup.sh)."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv[:1] == ["python"]:
-            print(server_python())
-        elif argv[:1] == ["setup"]:
-            print(setup_checkout())
-        else:
-            print(main.__doc__, file=sys.stderr)
-            return 2
-    except InstallError as e:
-        print(f"sqlml install: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

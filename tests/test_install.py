@@ -163,7 +163,7 @@ def test_the_scripts_refuse_a_postgresql_major_they_do_not_support(cluster, scri
      "run `sqlml install --dsn ...` on the database server"),
 ])
 def test_doctor_says_how_to_bring_the_extension_to_the_package_version(created, available, package, problem, fix):
-    from sqlml.cli import _extension_version_problems
+    from sqlml.cli.admin import _extension_version_problems
 
     found = _extension_version_problems(created, available, package, "d")
     assert [(problem in p["problem"], fix in p["fix"]) for p in found] == ([] if problem is None else [(True, True)])

@@ -1,104 +1,17 @@
-"""The ``sqlml`` command.
+"""``sqlml install | uninstall | doctor``: put sqlml into a PostgreSQL server, take it out, check it.
 
-Conventions of well-known database CLIs: ``--help`` on every command, ``--dsn`` with the
-environment as default (``SQLML_DSN``, then libpq's ``PGHOST``/``PGDATABASE``/... variables, then
-the embedded dev cluster when it runs), ``--json`` for machine-readable output, and exit codes
-0 (ok), 1 (the operation failed), 2 (bad usage).
+``install`` and ``uninstall`` run on the database server's machine (``sqlml.install`` does the
+work); ``doctor`` runs anywhere and says, for each problem it finds, the command that fixes it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from sqlml import __version__
-from sqlml.errors import SqlmlError
+from sqlml.cli.conventions import EXIT_FAILED, EXIT_OK, add_command, add_dsn_arguments, connect, emit, resolve_dsn
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    """A failure to report in one line (exit code 1)."""
-
-
-# --- connection -------------------------------------------------------------------------------
-
-def dev_cluster():
-    from sqlml.devcluster import DEFAULT_PORT, Cluster, project_state_dir
-    from sqlml.install import CHECKOUT
-
-    home = Path(os.environ.get("SQLML_HOME", CHECKOUT))
-    return Cluster(project_state_dir(home), port=int(os.environ.get("SQLML_DEV_PORT", DEFAULT_PORT)))
-
-
-def resolve_dsn(dsn: str | None) -> str:
-    if dsn:
-        return dsn
-    if os.environ.get("SQLML_DSN"):
-        return os.environ["SQLML_DSN"]
-    if any(os.environ.get(v) for v in ("PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT")):
-        return ""  # libpq reads the environment
-    try:
-        cluster = dev_cluster()
-        if cluster.running():
-            return cluster.dsn()
-    except Exception:  # noqa: BLE001 - no dev cluster is fine; say what to do below
-        pass
-    raise CliError("no database given: pass --dsn, set SQLML_DSN or PGHOST/PGDATABASE, or run `sqlml dev up`")
-
-
-def connect(args):
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(resolve_dsn(args.dsn))
-    except psycopg2.OperationalError as e:
-        raise CliError(f"cannot connect: {str(e).strip()}") from e
-    conn.autocommit = True
-    return conn
-
-
-def emit(args, data, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text)
-
-
-# --- dev cluster ------------------------------------------------------------------------------
-
-def cmd_dev(args) -> int:
-    cluster = dev_cluster()
-    if args.action == "up":
-        cluster.start()
-        cluster.create_database("sqlml")
-        print(f"sqlml dev cluster is up ({cluster.data})\n"
-              f"  connect: psql '{cluster.dsn()}'   (or: sqlml dev psql)\n"
-              f"  dsn:     {cluster.dsn()}           (or: export SQLML_DSN=$(sqlml dev dsn))")
-    elif args.action == "down":
-        cluster.stop()
-        print("sqlml dev cluster stopped")
-    elif args.action == "status":
-        running = cluster.running()
-        emit(args, {"running": running, "data": str(cluster.data), "dsn": cluster.dsn(), "log": str(cluster.log)},
-             f"{'running' if running else 'stopped'}: {cluster.data}"
-             + (f"\n  dsn: {cluster.dsn()}" if running else ""))
-        return EXIT_OK if running else EXIT_FAILED
-    elif args.action == "dsn":
-        if not cluster.running():
-            raise CliError("the dev cluster is not running: `sqlml dev up`")
-        print(cluster.dsn())
-    elif args.action == "psql":
-        if not cluster.running():
-            raise CliError("the dev cluster is not running: `sqlml dev up`")
-        from sqlml.install import pg_bindir
-
-        return subprocess.call([os.path.join(pg_bindir(), "psql"), cluster.dsn(), *args.psql_args])
-    return EXIT_OK
-
-
-# --- install / doctor -------------------------------------------------------------------------
 
 def cmd_install(args) -> int:
     from sqlml import install
@@ -219,96 +132,18 @@ def cmd_doctor(args) -> int:
     emit(args, report, "\n".join(lines))
     return EXIT_OK if not report["problems"] else EXIT_FAILED
 
-
-# --- demo ---------------------------------------------------------------------------------------
-
-def cmd_demo(args) -> int:
-    from sqlml import samples
-    from sqlml.install import CHECKOUT, pg_bindir
-
-    dsn = resolve_dsn(args.dsn)
-    conn = connect(args)
-    for name in samples.load_all(conn):
-        print(f"loaded sample table {name}")
-    script = CHECKOUT / "examples" / "demo.sql"
-    return subprocess.call([os.path.join(pg_bindir(), "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-e", dsn, "-f",
-                            str(script)])
-
-
-# --- parser -------------------------------------------------------------------------------------
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sqlml", description="AutoML inside PostgreSQL.")
-    p.add_argument("--version", action="version", version=f"sqlml {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name, func, help_):
-        c = sub.add_parser(name, help=help_, description=help_)
-        c.set_defaults(func=func)
-        return c
-
-    def dsn_arg(c):
-        c.add_argument("--dsn", help="connection string (default: $SQLML_DSN, libpq PG* variables, or the dev cluster)")
-        c.add_argument("--json", action="store_true", help="machine-readable output")
-
-    c = command("dev", cmd_dev, "the embedded dev cluster under ./.sqlml/")
-    c.add_argument("action", choices=["up", "down", "status", "psql", "dsn"])
-    c.add_argument("psql_args", nargs=argparse.REMAINDER, help="extra psql arguments (with `psql`)")
-    c.add_argument("--json", action="store_true")
-
-    c = command("install", cmd_install, "install sqlml into a PostgreSQL server on this machine")
+def add_commands(subparsers) -> None:
+    c = add_command(subparsers, "install", cmd_install, "install sqlml into a PostgreSQL server on this machine")
     c.add_argument("--dsn", help="database to CREATE EXTENSION sqlml in")
     c.add_argument("--venv", default="/opt/sqlml/venv", help="server-side venv (default /opt/sqlml/venv)")
     c.add_argument("--files-only", action="store_true", help="only the venv and extension files, no database")
     c.add_argument("--no-files", action="store_true", help="only CREATE EXTENSION in --dsn")
 
-    c = command("uninstall", cmd_uninstall, "DROP EXTENSION sqlml CASCADE (and optionally remove its files)")
+    c = add_command(subparsers, "uninstall", cmd_uninstall,
+                    "DROP EXTENSION sqlml CASCADE (and optionally remove its files)")
     c.add_argument("--dsn")
     c.add_argument("--files", action="store_true", help="also remove the extension files from the server")
 
-    c = command("doctor", cmd_doctor, "check the server's Python, packages and extensions; say how to fix problems")
-    dsn_arg(c)
-
-    c = command("demo", cmd_demo, "load sample tables and run the SQL tour (examples/demo.sql)")
-    dsn_arg(c)
-
-    from sqlml.cli_lifecycle import add_commands
-
-    add_commands(command, dsn_arg)  # train, models, deploy, jobs, cancel, export
-    from sqlml.cli_report import add_command as add_report
-
-    add_report(command, dsn_arg)  # report: the model card
-    return p
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except CliError as e:
-        print(f"sqlml: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except SqlmlError as e:  # the server's (or the client's) message, with its hint and SQLSTATE
-        print(f"sqlml: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else "")
-              + (f"\n  (SQLSTATE {e.sqlstate})" if e.sqlstate else ""), file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as e:  # noqa: BLE001 - one line, not a traceback, for expected failures
-        from sqlml.install import InstallError
-
-        try:
-            import psycopg2
-            expected = (InstallError, psycopg2.Error)
-        except ImportError:
-            expected = (InstallError,)
-        if isinstance(e, expected):
-            print(f"sqlml: {str(e).strip()}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
-
-
-if __name__ == "__main__":
-    # `python -m sqlml.cli`: run the imported module's main, so that the exception classes that
-    # other modules raise (sqlml.cli.CliError) are the ones main catches
-    from sqlml.cli import main as package_main
-
-    sys.exit(package_main())
+    c = add_command(subparsers, "doctor", cmd_doctor,
+                    "check the server's Python, packages and extensions; say how to fix problems")
+    add_dsn_arguments(c)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-EXIT_OK = 0
+from sqlml.cli.conventions import EXIT_OK, CliError, add_command, add_dsn_arguments, connect
 
 
 def cmd_report(args) -> int:
-    from sqlml.cli import CliError, connect
-
     try:
         import matplotlib  # noqa: F401 - the card's plots; an extra of the light client
     except ImportError:
@@ -33,10 +31,9 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def add_command(command, dsn_arg) -> None:
-    """Add ``report`` through ``sqlml.cli.parser``'s ``command`` and ``dsn_arg`` helpers."""
-    c = command("report", cmd_report, "write the model card of PROJECT as one self-contained HTML page")
+def add_commands(subparsers) -> None:
+    c = add_command(subparsers, "report", cmd_report, "write the model card of PROJECT as one self-contained HTML page")
     c.add_argument("project")
     c.add_argument("--version", type=int, help="default: the deployed version (else the latest)")
     c.add_argument("--out", default="card.html", help="output file (default card.html)")
-    dsn_arg(c)
+    add_dsn_arguments(c)

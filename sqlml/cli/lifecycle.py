@@ -1,8 +1,6 @@
 """``sqlml train | models | deploy | jobs | cancel | export``: the model lifecycle from a shell.
 
-Each command is a few lines over :class:`sqlml.client.Client` (so it only issues SQL) and follows
-the conventions of ``sqlml.cli``: ``--dsn`` with environment defaults, ``--json``, exit codes 0
-(ok), 1 (the operation failed: the server's message and hint on stderr), 2 (bad usage).
+Each command is a few lines over :class:`sqlml.client.Client`, so it only issues SQL.
 """
 
 from __future__ import annotations
@@ -13,39 +11,7 @@ import sys
 import time
 from datetime import datetime
 
-EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def client(args):
-    from sqlml.cli import connect
-    from sqlml.client import Client
-
-    return Client(connect(args))
-
-
-def emit(args, data, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    """Rows as an aligned text table with a header (psql-like, without borders)."""
-    def cell(v):
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        if isinstance(v, datetime):
-            return v.strftime("%Y-%m-%d %H:%M:%S")
-        if isinstance(v, bool):
-            return "yes" if v else ""
-        return str(v)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
+from sqlml.cli.conventions import EXIT_OK, add_command, add_dsn_arguments, client, emit, table
 
 
 def _list(text: str | None) -> list[str] | None:
@@ -185,9 +151,9 @@ def cmd_export(args) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------
 
-def add_commands(command, dsn_arg) -> None:
-    """Add the lifecycle commands through ``sqlml.cli.parser``'s ``command`` and ``dsn_arg`` helpers."""
-    c = command("train", cmd_train, "AutoML: train a model for PROJECT on RELATION to predict TARGET (sqlml.train)")
+def add_commands(subparsers) -> None:
+    c = add_command(subparsers, "train", cmd_train,
+                    "AutoML: train a model for PROJECT on RELATION to predict TARGET (sqlml.train)")
     c.add_argument("project", help="project name (created on first training)")
     c.add_argument("relation", help="table or view name, or one SELECT query")
     c.add_argument("target", help="the column to predict")
@@ -202,34 +168,39 @@ def add_commands(command, dsn_arg) -> None:
                    help="training option (repeatable), e.g. seed=7")
     c.add_argument("--no-deploy", action="store_true", help="register only; never deploy (options.deploy = never)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    dsn_arg(c)
+    add_dsn_arguments(c)
 
-    c = command("models", cmd_models, "list projects, or the models of PROJECT (newest first), or one model in full")
+    c = add_command(subparsers, "models", cmd_models,
+                    "list projects, or the models of PROJECT (newest first), or one model in full")
     c.add_argument("project", nargs="?", help="a project (default: list all projects)")
     c.add_argument("--version", type=int, help="show this version's full registry row")
-    dsn_arg(c)
+    add_dsn_arguments(c)
 
-    c = command("deploy", cmd_deploy, "deploy a model of PROJECT by strategy or version (sqlml.deploy)")
+    c = add_command(subparsers, "deploy", cmd_deploy,
+                    "deploy a model of PROJECT by strategy or version (sqlml.deploy)")
     c.add_argument("project")
     c.add_argument("--strategy", default="best_score", choices=["best_score", "most_recent", "rollback"],
                    help="default best_score")
     c.add_argument("--version", type=int, help="deploy this version")
-    dsn_arg(c)
+    add_dsn_arguments(c)
 
-    c = command("jobs", cmd_jobs, "training and scoring jobs: trials, best score, elapsed/budget")
+    c = add_command(subparsers, "jobs", cmd_jobs,
+                    "training and scoring jobs: trials, best score, elapsed/budget")
     c.add_argument("-w", "--watch", action="store_true", help="refresh until Ctrl-C (a live progress view)")
     c.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     c.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
     c.add_argument("--all", action="store_true", help="include the newest finished jobs")
-    dsn_arg(c)
+    add_dsn_arguments(c)
 
-    c = command("cancel", cmd_cancel, "cancel a queued or running job (sqlml.cancel): see `sqlml jobs` for ids")
+    c = add_command(subparsers, "cancel", cmd_cancel,
+                    "cancel a queued or running job (sqlml.cancel): see `sqlml jobs` for ids")
     c.add_argument("job_id", type=int)
-    dsn_arg(c)
+    add_dsn_arguments(c)
 
-    c = command("export", cmd_export, "write a model as ONNX + metadata, or as a Triton model repository")
+    c = add_command(subparsers, "export", cmd_export,
+                    "write a model as ONNX + metadata, or as a Triton model repository")
     c.add_argument("project")
     c.add_argument("--version", type=int, help="default: the deployed version")
     c.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
     c.add_argument("--format", default="onnx", choices=["onnx", "triton"], help="default onnx")
-    dsn_arg(c)
+    add_dsn_arguments(c)
