@@ -135,7 +135,7 @@ def populate(cluster) -> None:
     query(admin, f"GRANT SELECT ON houses, houses_new TO {ALICE}, {BOB}")
     query(admin, f"GRANT CREATE ON SCHEMA public TO {ALICE}")
     alice = connect(dsn, ALICE)
-    fixed = "test_size => 0.25, time_budget => '5 seconds'"
+    fixed = "test_size => 0.25, time_budget => '2 seconds'"  # every training uses its budget whole: keep it short
     for project, target, algorithm, opts in [
             ("price", "price", "linear", '{"seed": 1, "deploy": "never"}'),
             ("price", "price", "lightgbm", '{"seed": 2, "deploy": "never", "n_estimators": 8}'),
@@ -184,7 +184,7 @@ def upgrade(released_site):
         query(released, "CREATE EXTENSION sqlml VERSION '0.1.0' CASCADE")
         query(released, HOUSES.format(name="houses", shift=0))
         query(released, "SELECT * FROM sqlml.train('price', 'SELECT rooms, area, price FROM houses', 'price', "
-                        "algorithms => '{linear}', time_budget => '5 seconds', options => '{\"seed\": 4}')")
+                        "algorithms => '{linear}', time_budget => '2 seconds', options => '{\"seed\": 4}')")
         state["before"] = {"predictions": predictions(conn), "rows": registry_rows(conn), "jobs": jobs(conn),
                            "store_version": store_version(cluster), "released": predictions(released)}
         if scalar(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'"):
