@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=.sqlml
-PY=${SQLML_SERVER_PYTHON:-$(PYTHONPATH=. python3 -m sqlml.install python)}
+PY=${SQLML_SERVER_PYTHON:-$(PYTHONPATH=. python3 -m sqlml.devcluster python)}
 
 # dbt: a plain `pip install dbt-postgres` resolves to a dbt-core pre-release whose build downloads
 # a parser from the internet and fails (DESIGN.md); these pins install from PyPI alone.

@@ -442,7 +442,7 @@ def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov
     dsn = gov[1]
     query(db, "SELECT * FROM sqlml.train('lane', 'small', 'label', time_budget => '1 second', "
               "algorithms => '{linear}', exclude => '{id}')")
-    long = Training(dsn, "lane_long", budget="60 seconds")
+    long = Training(dsn, "lane_long", budget=LONG)  # it must still run after the checks, however slow the machine
     long.start()
     training = job_of(db, "lane_long", state="running")
     while not _progress(db, training["job_id"]).get("trials"):  # into the search
@@ -472,9 +472,8 @@ def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov
     # a scoring job predicted above sqlml.interactive_seconds is governed: it waits, and says why
     configure(dsn, interactive_seconds="0")
     big = connect(dsn)
-    waiting = threading.Thread(target=lambda: pytest.raises(psycopg2.Error, query, big,
-                                                            "SELECT count(*) FROM sqlml.predict_batch('lane', 'small', 'id')"),
-                               daemon=True)
+    batch_sql = "SELECT count(*) FROM sqlml.predict_batch('lane', 'small', 'id')"
+    waiting = threading.Thread(target=lambda: pytest.raises(psycopg2.Error, query, big, batch_sql), daemon=True)
     waiting.start()
     queued = job_of(db, "lane", state="queued")
     sql = "SELECT lane, wait_reason FROM sqlml.jobs WHERE job_id = %s"
@@ -532,7 +531,8 @@ def test_the_budget_counts_from_the_sql_entry_cold_imports_included(gov):
     assert progress["startup_seconds"] > 0.05
     spent = scalar(fresh, "SELECT train_seconds FROM sqlml.models WHERE project = 'cold'")
     assert spent >= progress["startup_seconds"]
-    assert query(fresh, "SELECT algorithm, origin FROM sqlml.trials WHERE project = 'cold'") == [("linear", "portfolio")]
+    trials = query(fresh, "SELECT algorithm, origin FROM sqlml.trials WHERE project = 'cold'")
+    assert trials == [("linear", "portfolio")]
     assert scalar(fresh, "SELECT metrics->>'refit' FROM sqlml.models WHERE project = 'cold'") == \
         "fit part of the validation split"
     fresh.close()
