@@ -7,6 +7,9 @@ The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -16,6 +19,7 @@ import psycopg2
 import pytest
 
 from sqlml.devcluster import throwaway
+from sqlml.install import CHECKOUT
 
 
 def reachable_by_server(path) -> Path:
@@ -37,6 +41,18 @@ def cluster():
     c = throwaway("sqlml-test-")
     yield c
     c.destroy()
+
+
+@pytest.fixture(scope="session")
+def wheel() -> Path:
+    """A wheel of this checkout (``pip wheel --no-deps``), built once for the tests that install it."""
+    root = Path(tempfile.mkdtemp(prefix="sqlml-wheel-"))
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                        "-w", str(root), str(CHECKOUT)], check=True, capture_output=True, timeout=300)
+        yield next(root.glob("sqlml-*.whl"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def new_database(cluster, prefix="t") -> str:

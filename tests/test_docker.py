@@ -64,14 +64,11 @@ def test_system_deps_server_only_stops_after_the_server_packages():
 
 
 @pytest.mark.slow
-def test_a_wheel_install_makes_a_working_server_venv(tmp_path_factory):
-    root = Path(tempfile.mkdtemp(prefix="sqlml-wheel-"))
+def test_a_wheel_install_makes_a_working_server_venv(wheel):
+    root = Path(tempfile.mkdtemp(prefix="sqlml-docker-"))
     os.chmod(root, 0o755)
     try:
         py = server_python()
-        subprocess.run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), str(CHECKOUT)],
-                       check=True, capture_output=True, timeout=300)
-        wheel = next((root / "dist").glob("sqlml-*.whl"))
         subprocess.run([py, "-m", "venv", str(root / "cli")], check=True, timeout=120)
         subprocess.run([str(root / "cli" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)],
                        check=True, capture_output=True, timeout=600)

@@ -13,7 +13,6 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from sqlml.install import CHECKOUT
 from tests.conftest import query
 
 SERVER_ONLY = ("scikit-learn", "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "scipy", "sqlglot")
@@ -28,16 +27,13 @@ print("models", [m["version"] for m in ml.models("light")])
 
 
 @pytest.fixture(scope="module")
-def venv():
+def venv(wheel):
     root = Path(tempfile.mkdtemp(prefix="sqlml-light-"))
     try:
         subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=120)
         pip = [str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         # the application's pandas first
         subprocess.run(pip + ["pandas>=2,<3"], check=True, capture_output=True, timeout=600)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
-                        "-w", str(root / "dist"), str(CHECKOUT)], check=True, capture_output=True, timeout=300)
-        wheel = next((root / "dist").glob("sqlml-*.whl"))
         done = subprocess.run(pip + [f"{wheel}[pandas]"], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]  # resolves beside pandas 2 (no ResolutionImpossible)
         yield root / "venv"
