@@ -22,8 +22,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sqlml"
 KNOWN_CYCLES = [
     # server/governor <-> server/interrupts: developer "server" splits server/ by use case (issue 20)
     {"sqlml.server.governor", "sqlml.server.interrupts"},
-    # server/train -> server/forecast, server/monitor -> server/forecast -> server/train, server/monitor:
-    # the same reorganisation of server/ (issue 20)
+    # server/train -> forecast, monitor; server/forecast -> train, monitor; server/monitor -> forecast
+    # (lazy imports): the same reorganisation of server/ (issue 20)
     {"sqlml.server.forecast", "sqlml.server.monitor", "sqlml.server.train"},
 ]
 
