@@ -452,13 +452,19 @@ def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov
     # so the pooled connection is not slowed after the training; once the work has passed, the
     # next fit runs at full priority again
     busy = connect(dsn)
+    busy_pid = busy.get_backend_pid()
     burner = threading.Thread(target=lambda: pytest.raises(
         psycopg2.Error, query, busy, "DO $$BEGIN FOR i IN 1..2000000000 LOOP END LOOP; END$$"), daemon=True)
     burner.start()
+    # the statement runs before the cancel is sent (a cancel of an idle backend is lost, and the loop
+    # would then run to its end)
+    _wait_for(lambda: scalar(db, "SELECT state FROM pg_stat_activity WHERE pid = %s", (busy_pid,)) == "active",
+              "the busy statement running")
     _wait_for(lambda: 10 in _niceness(long.pid).values(), "a fit niced while a statement runs beside it")
     assert _niceness(long.pid)[long.pid] == 0
-    query(db, "SELECT pg_cancel_backend(%s)", (busy.get_backend_pid(),))
+    query(db, "SELECT pg_cancel_backend(%s)", (busy_pid,))
     burner.join(30)
+    assert not burner.is_alive(), "the busy statement was not cancelled"
     busy.close()
     _wait_for(lambda: set(_niceness(long.pid).values()) == {0}, "full priority once the statement ended")
 
