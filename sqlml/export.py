@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from sqlml.errors import DATA_CORRUPTED, INVALID_PARAMETER, SqlmlError
+from sqlml.errors import DATA_CORRUPTED, FEATURE_NOT_SUPPORTED, INVALID_PARAMETER, SqlmlError
 from sqlml.registry import store
 
 FORMATS = ("onnx", "triton")
@@ -122,6 +122,10 @@ def write(blob: bytes, row: dict, out, format: str = "onnx") -> dict:
     if format not in FORMATS:
         raise SqlmlError(f'unknown export format "{format}"', hint=f"use one of: {', '.join(FORMATS)}",
                          sqlstate=INVALID_PARAMETER)
+    if row["task"] == "forecast":  # statistical members as data, and a global member fed by stored history tails
+        raise SqlmlError(f'"{row["project"]}" is a forecast project: its model is not one ONNX graph that runs alone',
+                         sqlstate=FEATURE_NOT_SUPPORTED,
+                         hint=f"forecast it in the database: SELECT * FROM sqlml.forecast('{row['project']}')")
     if store.sha256(blob) != row["sha256"]:
         raise SqlmlError(f'model "{row["project"]}" version {row["version"]} fails its integrity check: the ONNX '
                          f"does not match its sha256", sqlstate=DATA_CORRUPTED,

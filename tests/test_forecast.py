@@ -64,8 +64,10 @@ def test_train_with_series_and_regressors_then_forecast(db):
     assert (r["version"], r["metric"], r["deployed"]) == (1, "mase", True)
     assert r["score"] > 0
     model = query(db, "SELECT task, forecaster -> 'regressors', forecaster -> 'frequency', feature_schema ->> 'task', "
-                      "octet_length(onnx) > 0 FROM sqlml.models WHERE project = 'sales'")[0]
-    assert model == ("forecast", ["promo"], "day", "forecast", True)
+                      "octet_length(onnx) > 0, opset > 0, hyperparameters -> 'weights' ? 'lightgbm' "
+                      "FROM sqlml.models WHERE project = 'sales'")[0]
+    assert model[:4] == ("forecast", ["promo"], "day", "forecast")
+    assert model[4] == model[5] == model[6]  # an ONNX graph exactly when the global member is in the forecaster
     leaderboard = {a for (a,) in query(db, "SELECT algorithm FROM sqlml.leaderboard WHERE project = 'sales'")}
     assert {"ets", "theta", "lightgbm", "ets+theta+lightgbm"} <= leaderboard
 
@@ -105,6 +107,25 @@ def test_single_series_monthly_without_regressors(db):
     assert len(rows) == 12 and all(r["series"] == {} for r in rows)
     assert str(rows[0]["ts"].date()) == "2021-01-31" and str(rows[1]["ts"].date()) == "2021-02-28"  # month ends
     assert scalar(db, "SELECT forecaster ->> 'frequency' FROM sqlml.models WHERE project = 'monthly'") == "month"
+
+
+def test_a_forecaster_without_a_global_member_stores_no_graph(db, dsn):
+    from sqlml.client import Client
+    from sqlml.errors import SqlmlError
+
+    stored = query(db, "SELECT octet_length(onnx), opset, sha256 = encode(sha256(''::bytea), 'hex'), parity ->> 'graph' "
+                       "FROM sqlml.models WHERE project = 'monthly'")[0]
+    assert stored[:3] == (0, 0, True) and stored[3].startswith("none")
+    with Client.connect(dsn) as ml:
+        e = pytest.raises(SqlmlError, ml.export, "monthly", "/nonexistent").value
+    assert e.sqlstate == "0A000" and "forecast project" in str(e)
+    # an empty graph under a forecaster that has a global member is a corrupted row, not a zero forecast
+    query(db, "CREATE TABLE corrupt_src AS SELECT * FROM monthly")
+    train(db, "corrupt", "corrupt_src", "value", {"time_column": "month_end", "horizon": 6, "n_estimators": 20},
+          ["lightgbm"])
+    query(db, "UPDATE sqlml.models SET onnx = '', sha256 = encode(sha256(''::bytea), 'hex') WHERE project = 'corrupt'")
+    e = sql_error(db, "SELECT * FROM sqlml.forecast('corrupt')")
+    assert e.pgcode == "XX001" and "no ONNX graph" in e.diag.message_primary
 
 
 def test_gate_compares_on_the_same_windows(db):
@@ -147,6 +168,24 @@ def test_drift_of_target_regressors_and_errors(db):
     assert scalar(db, "SELECT count(*) FROM sqlml.drift WHERE project = 'sales'") == 5
 
 
+def test_retrain_if_drifted_retrains_a_forecaster_with_its_options(db):
+    """No drift: nothing happens. Drift: a new version trained with the deployed one's time column,
+    series, horizon and regressors (its other columns left out), deployed only through the gate."""
+    query(db, "CREATE TABLE sales_wide AS SELECT *, 1 AS batch FROM daily_sales")
+    none = query(db, "SELECT drifted, version, deployed FROM sqlml.retrain_if_drifted('sales', 'daily_sales', "
+                     "time_budget => '600 seconds')")
+    assert none == [(False, 1, False)]
+    moved = query(db, "SELECT drifted, worst, version, decision FROM sqlml.retrain_if_drifted('sales', 'actuals', "
+                      "'sales_wide', time_budget => '600 seconds')")
+    (drifted, worst, version, decision), = moved
+    assert drifted and worst in ("units (feature)", "prediction") and version == 3
+    assert f"version {version}" in decision
+    new = query(db, "SELECT forecaster -> 'regressors', feature_schema -> 'horizon', feature_schema ->> 'time_column', "
+                    "hyperparameters -> 'n_estimators', relation FROM sqlml.models WHERE project = 'sales' "
+                    "AND version = 3")[0]
+    assert new == (["promo"], 7, "day", 30, "sales_wide")
+
+
 def test_model_card_plots_history_forecast_and_interval(db, dsn, tmp_path):
     import subprocess
     import sys
@@ -181,8 +220,8 @@ BAD_TRAIN = [
      "needs a numeric target"),
     ({"time_column": "day", "horizon": 7}, None, "daily_sales", "units", "42804", 'column "item" (text) would be a regressor'),
     ({"time_column": "day", "horizon": 7, "colour": 1}, None, "daily_sales", "units", "22023", 'unknown option "colour"'),
-    ({"time_column": "day", "series": ["store", "item"], "horizon": 7}, ["arima"], "daily_sales", "units", "22023",
-     'unknown forecasting algorithm "arima"'),
+    ({"time_column": "day", "series": ["store", "item"], "horizon": 7}, ["prophet"], "daily_sales", "units", "22023",
+     'unknown forecasting algorithm "prophet"'),
     ({"time_column": "day", "series": ["store", "item"], "horizon": 500}, ["ets"], "daily_sales", "units", "22000",
      "no series is long enough"),
     ({"time_column": "day", "horizon": 7}, ["ets"], "SELECT day, CASE WHEN day = date '2024-01-05' THEN 'Infinity' "
@@ -268,3 +307,75 @@ def test_upgrade_from_0_1_0_brings_forecasting(cluster, dsn):
     finally:
         old.close()
         fresh.close()
+
+
+def _niceness(pid):
+    """{thread id: nice value} of a backend's threads (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    import os
+
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])
+    return out
+
+
+def _wait_for(condition, what, timeout=120):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+
+
+def test_forecast_training_yields_to_interactive_work_and_stops_on_cancel(db, dsn):
+    """Like a tabular training: while another backend runs a statement, the forecaster's fits run
+    niced on a helper thread (the backend's own thread keeps its priority); sqlml.cancel stops it
+    within a boosting round and registers nothing."""
+    import threading
+
+    query(db, """CREATE TABLE many_series AS SELECT s, date '2020-01-01' + d AS day,
+                 (s % 10 + 3 * sin(d / 7.0) + (d * s % 11) / 5.0)::float8 AS y
+                 FROM generate_series(1, 200) s, generate_series(0, 399) d""")
+    opts = {"time_column": "day", "series": ["s"], "horizon": 14, "n_estimators": 10000}
+    training = psycopg2.connect(dsn)
+    training.autocommit = True
+    outcome = {}
+
+    def run():
+        try:
+            query(training, "SELECT * FROM sqlml.train('long_fc', 'many_series', 'y', task => 'forecast', "
+                            "algorithms => '{lightgbm}', time_budget => '1 hour', options => %s::jsonb)",
+                  [json.dumps(opts)])
+        except psycopg2.Error as e:
+            outcome["error"] = e
+
+    busy = psycopg2.connect(dsn)
+    busy.autocommit = True
+    burner = threading.Thread(target=lambda: pytest.raises(
+        psycopg2.Error, query, busy, "DO $$BEGIN FOR i IN 1..2000000000 LOOP END LOOP; END$$"), daemon=True)
+    trainer = threading.Thread(target=run, daemon=True)
+    pid = training.get_backend_pid()
+    try:
+        burner.start()
+        trainer.start()
+        _wait_for(lambda: 10 in _niceness(pid).values(), "a fit niced while a statement runs beside it")
+        assert _niceness(pid)[pid] == 0
+    finally:
+        query(db, "SELECT pg_cancel_backend(%s)", (busy.get_backend_pid(),))
+        burner.join(60)
+        busy.close()
+    job = scalar(db, "SELECT job_id FROM sqlml.jobs WHERE project = 'long_fc' AND state = 'running'")
+    assert scalar(db, "SELECT sqlml.cancel(%s)", (job,)) is True
+    trainer.join(120)
+    assert not trainer.is_alive()
+    e = outcome["error"]
+    assert e.pgcode == "57014" and "cancelled by postgres" in e.diag.message_primary
+    assert scalar(db, "SELECT state FROM sqlml.jobs WHERE job_id = %s", (job,)) == "cancelled"
+    assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'long_fc'") == 0
+    assert scalar(training, "SELECT 1") == 1  # the session goes on
+    training.close()

@@ -149,7 +149,7 @@ def test_statistical_models_recover_a_clean_pattern():
     y = 100 + 10 * np.sin(2 * np.pi * t / 7)
     future = 100 + 10 * np.sin(2 * np.pi * np.arange(140, 154) / 7)
     for name, fit in statistical.FORECASTERS.items():
-        path = fit([y], 7).forecast(14)[0]
+        path = fit([y], 7, 14).forecast(14)[0]
         np.testing.assert_allclose(path, future, atol=0.5, err_msg=name)
 
 

@@ -28,7 +28,7 @@ from sqlml.forecast import features, statistical
 from sqlml.forecast.model import GLOBAL, QUANTILE_GRID, ForecastModel
 from sqlml.forecast.panel import Panel
 
-CANDIDATES = ("seasonal_naive", "ets", "theta", GLOBAL)
+CANDIDATES = ("seasonal_naive", "ets", "theta", "arima", GLOBAL)
 MIN_TRAIN = 3
 MAX_GLOBAL_ROWS = 100_000
 PER_STEP_MIN = 100  # errors per step below which steps pool their errors (normalised by sqrt(step))
@@ -68,10 +68,15 @@ def default_windows(n_series: int, horizon: int) -> int:
 
 
 def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None, budget=None, seed: int = 42,
-        n_estimators: int | None = None, threads: int = 1, note=lambda msg: None, clock=None) -> Trained:
+        n_estimators: int | None = None, threads: int = 1, note=lambda msg: None, clock=None,
+        run_fit=None) -> Trained:
+    """``run_fit(fit)`` runs each fit (a candidate's backtests, a boosted model, the final
+    statistical fits) and returns its result: the server runs them on a helper thread that yields
+    the CPU to interactive work (``sqlml.governor.priority``); ``note`` is only called between fits."""
     import time
 
     clock = clock or time.perf_counter
+    run_fit = run_fit or (lambda fit: fit())
     candidates = tuple(candidates or CANDIDATES)
     m = panel.freq.season
     ys = [s.y for s in panel.series]
@@ -85,7 +90,7 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
     preds = {c: np.full((n_series, windows, horizon), np.nan) for c in candidates}
     actual = np.full((n_series, windows, horizon), np.nan)
     cutoffs = FORECASTING.backtest_origins(lengths, horizon, windows)  # (series, window)
-    taking = cutoffs + 1 >= MIN_TRAIN
+    taking = cutoffs + 1 >= np.maximum(MIN_TRAIN, lengths[:, None] // 2)  # at least half its history before it
     for w in range(windows):
         for i in np.flatnonzero(taking[:, w]):
             c = cutoffs[i, w]
@@ -93,18 +98,22 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
             a[~obs[i][c + 1:c + 1 + horizon]] = np.nan  # filled points are not scored
             actual[i, w, :len(a)] = a
     seconds = {}
-    for name in candidates:
-        if name == GLOBAL:
-            continue
-        t0 = clock()
+
+    def backtest(name):
         for w in range(windows):
             idx = np.flatnonzero(taking[:, w])
             if len(idx) == 0:
                 continue
-            state = statistical.FORECASTERS[name]([ys[i][:cutoffs[i, w] + 1] for i in idx], m)
+            state = statistical.FORECASTERS[name]([ys[i][:cutoffs[i, w] + 1] for i in idx], m, horizon)
             preds[name][idx, w] = state.forecast(horizon)
             if budget is not None:
                 budget.checkpoint()
+
+    for name in candidates:
+        if name == GLOBAL:
+            continue
+        t0 = clock()
+        run_fit(lambda name=name: backtest(name))
         seconds[name] = clock() - t0
         note(f"{name}: backtested {int(taking.sum())} series-windows in {seconds[name]:.1f}s")
 
@@ -118,8 +127,8 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
         limits = lengths - 1 - windows * horizon  # the backtest model sees targets up to here
         x, target, _ = _global_rows(panel, horizon, limits, seed)
         if len(target) >= 50:
-            bt_model = _fit_global(x, target, n_estimators, threads, seed, budget,
-                                   reserve=budget.remaining() / 2 + reserve if budget is not None else 0.0)
+            bt_reserve = budget.remaining() / 2 + reserve if budget is not None else 0.0
+            bt_model = run_fit(lambda: _fit_global(x, target, n_estimators, threads, seed, budget, bt_reserve))
             for w in range(windows):
                 idx = np.flatnonzero(taking[:, w])
                 if len(idx) == 0:
@@ -132,7 +141,7 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
             fit_seconds = clock() - t0
             if budget is None or budget.remaining() > 1.5 * fit_seconds:
                 x, target, _ = _global_rows(panel, horizon, lengths - 1, seed)
-                global_model = _fit_global(x, target, n_estimators, threads, seed, budget, reserve)
+                global_model = run_fit(lambda: _fit_global(x, target, n_estimators, threads, seed, budget, reserve))
             else:  # no time to refit on the last windows' rows: the backtested model is a fine final one
                 note(f"{GLOBAL}: kept the backtest fit (no time left in the budget to refit on all rows)")
                 global_model = bt_model
@@ -168,7 +177,7 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
     errors = (np.abs(p - actual) / scale[:, None, None]).transpose(1, 0, 2).reshape(-1, horizon)  # (rows, horizon)
     quantiles = interval_quantiles(errors, horizon)
 
-    states = {c: statistical.FORECASTERS[c](ys, m) for c in best if c != GLOBAL}
+    states = run_fit(lambda: {c: statistical.FORECASTERS[c](ys, m, horizon) for c in best if c != GLOBAL})
     tl = features.tail_length(m, horizon)
     model = ForecastModel(
         freq=panel.freq, horizon=horizon, series_columns=panel.series_columns, regressors=panel.regressors,

@@ -75,7 +75,7 @@ def right_aligned(series: list[np.ndarray], season: int) -> tuple[np.ndarray, np
     return out, start
 
 
-def seasonal_naive(series: list[np.ndarray], season: int) -> LinearSeasonalState:
+def seasonal_naive(series: list[np.ndarray], season: int, horizon: int) -> LinearSeasonalState:
     n = len(series)
     last = np.zeros((n, season))
     for i, s in enumerate(series):
@@ -99,7 +99,7 @@ def _grid(season: int):
     return a, b, p, g
 
 
-def ets(series: list[np.ndarray], season: int) -> LinearSeasonalState:
+def ets(series: list[np.ndarray], season: int, horizon: int) -> LinearSeasonalState:
     """Additive ETS per series, parameters from a grid by AIC (trend and seasonality count as parameters)."""
     y, start = right_aligned(series, season)
     n_series, width = y.shape
@@ -182,7 +182,7 @@ def _decompose(x: np.ndarray, m: int, multiplicative: bool) -> np.ndarray:
     return seasonal / seasonal.mean() if multiplicative else seasonal - seasonal.mean()
 
 
-def theta(series: list[np.ndarray], season: int) -> LinearSeasonalState:
+def theta(series: list[np.ndarray], season: int, horizon: int) -> LinearSeasonalState:
     n_series = len(series)
     width_keep = max(MIN_HISTORY, MAX_HISTORY_SEASONS * season)
     deseason, seasons, mult = [], np.ones((n_series, max(season, 1))), np.zeros(n_series, dtype=bool)
@@ -224,4 +224,101 @@ def theta(series: list[np.ndarray], season: int) -> LinearSeasonalState:
     return LinearSeasonalState(lv, drift, np.ones(n_series), offset, seasons, mult)
 
 
-FORECASTERS = {"seasonal_naive": seasonal_naive, "ets": ets, "theta": theta}
+# --- ARIMA ---------------------------------------------------------------------------------------
+
+AR_PHIS = (0.0, 0.5, 0.9)                            # AR(1) of the differenced series
+MA_THETAS = (-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4)  # MA(1)
+SMA_THETAS = (0.0, -0.3, -0.6, -0.9)                 # seasonal MA(1), when seasonally differenced
+KPSS_CRITICAL = 0.463                                # 5% critical value of the KPSS level-stationarity test
+
+
+def _kpss_says_difference(x: np.ndarray) -> bool:
+    """Whether the KPSS test rejects level stationarity at 5% (then difference once; as auto.arima)."""
+    n = len(x)
+    if n < 8:
+        return True
+    e = x - x.mean()
+    lags = int(3 * np.sqrt(n) / 13)
+    var = float(e @ e) / n
+    for k in range(1, lags + 1):
+        var += 2 * (1 - k / (lags + 1)) * float(e[k:] @ e[:-k]) / n
+    if var <= 0:
+        return False
+    return float(np.sum(np.cumsum(e) ** 2)) / (n * n * var) > KPSS_CRITICAL
+
+
+def arima(series: list[np.ndarray], season: int, horizon: int) -> LinearSeasonalState:
+    """ARIMA(1,d,1)(0,D,1)_m per series, the differencing chosen as auto.arima does: D = 1 when the
+    seasonality test at lag m passes, d = 1 when the KPSS test rejects stationarity of what is left;
+    a constant (the mean of the differenced series) is a choice when d + D <= 1. Each series' AR,
+    MA and seasonal MA coefficients come from a grid by AIC on conditional sums of squares. The
+    path is not linear-seasonal (AR), so the state holds the path itself, one value per step up to
+    ``horizon`` (level 0, slope 0, season = the path)."""
+    keep = max(MIN_HISTORY, MAX_HISTORY_SEASONS * season)
+    xs = [np.asarray(s[-keep:], dtype=np.float64) for s in series]
+    paths = np.zeros((len(xs), horizon))
+    seasonal = np.array([season > 1 and _seasonal_test(x, season) for x in xs], dtype=bool)
+    diff = np.array([_kpss_says_difference(x[season:] - x[:-season] if seasonal[i] else x) for i, x in enumerate(xs)])
+    for d in (0, 1):
+        for flag in (False, True):
+            ids = np.flatnonzero((seasonal == flag) & (diff == bool(d)))
+            if len(ids):
+                paths[ids] = _arima_paths([xs[i] for i in ids], d, season if flag else 0, horizon)
+    zeros = np.zeros(len(xs))
+    return LinearSeasonalState(zeros, zeros.copy(), np.ones(len(xs)), zeros.copy(), paths,
+                               np.zeros(len(xs), dtype=bool))
+
+
+def _arima_paths(xs: list[np.ndarray], d: int, m: int, horizon: int) -> np.ndarray:
+    """Paths (n, horizon) of series ``xs`` differenced ``d`` times and, when ``m`` > 0, at lag m."""
+    n = len(xs)
+    diffs = [np.diff(x) if d else x for x in xs]
+    if m:
+        diffs = [w[m:] - w[:-m] for w in diffs]
+    w, start = right_aligned([v if len(v) else np.zeros(1) for v in diffs], 1)
+    grid = [(p, q, s, c) for p in AR_PHIS for q in MA_THETAS for s in (SMA_THETAS if m else (0.0,))
+            for c in ((0.0, 1.0) if d + (m > 0) <= 1 else (0.0,))]
+    phi, theta, stheta, const = (np.array(v) for v in zip(*grid))
+    c = np.nan_to_num(np.nanmean(w, axis=1))[:, None] * const[None, :]
+    width, ring = w.shape[1], m + 2  # errors kept: e[t-1] .. e[t-m-1]
+    errs = np.zeros((n, len(phi), ring))
+    prev = np.zeros((n, len(phi)))  # w[t-1] - c
+    sse = np.zeros_like(prev)
+    for t in range(width):
+        active = (t >= start)[:, None]
+        fitted = phi * prev + theta * errs[..., (t - 1) % ring]
+        if m:
+            fitted += stheta * errs[..., (t - m) % ring] + theta * stheta * errs[..., (t - m - 1) % ring]
+        cur = w[:, t][:, None] - c
+        e = np.where(active, cur - fitted, 0.0)
+        sse += np.where(active & (t - start >= m + 1)[:, None], e * e, 0.0)
+        errs[..., t % ring] = e
+        prev = np.where(active, cur, prev)
+    n_eff = np.maximum(width - start - m - 1, 1).astype(np.float64)
+    k = 1 + (phi != 0) + (theta != 0) + (stheta != 0) + (const != 0)
+    best = np.argmin(n_eff[:, None] * np.log(sse / n_eff[:, None] + 1e-12) + 2 * k[None, :], axis=1)
+    rows = np.arange(n)
+    ph, th, sth, cc, last = phi[best], theta[best], stheta[best], c[rows, best], prev[rows, best]
+
+    def error(step):  # the error at T + step: 0 in the future
+        return errs[rows, best, (width - 1 + step) % ring] if step <= 0 else 0.0
+
+    out = np.zeros((n, horizon))
+    for h in range(1, horizon + 1):
+        last = ph * last + th * error(h - 1) + (sth * error(h - m) + th * sth * error(h - m - 1) if m else 0.0)
+        out[:, h - 1] = last + cc
+    for i, x in enumerate(xs):  # undo the differencing: y_t = w_t (+ y_{t-1}) (+ y_{t-m} (- y_{t-m-1}))
+        if len(x) < d + m + 3:
+            out[i] = x[-1]
+            continue
+        ext = list(x)
+        for h in range(horizon):
+            v = out[i, h] + (ext[-1] if d else 0.0)
+            if m:
+                v += ext[-m] - (ext[-m - 1] if d else 0.0)
+            ext.append(v)
+        out[i] = ext[len(x):]
+    return out
+
+
+FORECASTERS = {"seasonal_naive": seasonal_naive, "ets": ets, "theta": theta, "arima": arima}

@@ -2,8 +2,9 @@
 
 Orchestration only: the relation is parsed and read as for every training (the caller's rights,
 read-only), the ML is ``sqlml.forecast``'s pure core, the registry write and the gate are the
-registry's. A forecast model row keeps the global model as ONNX (``onnx``) and everything else
-as data (``forecaster``: per-series statistical state, history tails, interval quantiles).
+registry's. A forecast model row keeps the global model as ONNX (``onnx``; empty, opset 0, when
+the forecaster has no global member: there is no graph) and everything else as data
+(``forecaster``: per-series statistical state, history tails, interval quantiles).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlml.errors import (
 )
 from sqlml.forecast import options as fopts
 from sqlml.forecast.model import GLOBAL, ForecastModel
+from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, store
 from sqlml.server import deploy, governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
@@ -133,8 +135,19 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
         raise SqlmlError(f"{rel.describe()} is too large to forecast within the memory each job may use",
                          sqlstate="53400", hint="forecast fewer series per project (filter the relation by series), "
                                                 "or ask an administrator to raise sqlml.memory_per_job")
-    # time_budget is the wall clock of the whole call, cold imports included, but not the time queued
-    budget = Budget(float(budget_seconds), interrupt=interrupts.check, started=called + governor.queued_seconds())
+    # time_budget is the wall clock of the whole call, cold imports included, but not the time queued.
+    # The fits run on a helper thread that yields the CPU while interactive work is active, and every
+    # checkpoint of a fit checks for a cancel (sqlml.cancel, pg_cancel_backend, statement_timeout),
+    # as in tabular training (sqlml/server/train.py)
+    yielding = priority.Yielding(governor.training_nice(), setup=lambda: limits.thread_limits(governor.threads()))
+    interactive = governor.InteractiveWork()
+
+    def checkpoint():  # on the backend's thread
+        interrupts.check()
+        yielding.interactive(interactive.active())
+
+    budget = Budget(float(budget_seconds), interrupt=yielding.wrap(checkpoint),
+                    started=called + governor.queued_seconds())
     n, ts, keys, regs, y = _read(sql, time_column, series, regressors, cols, target)
     governor.record_rows(n)
     if n == 0:
@@ -150,20 +163,27 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
                         fill=opts.get("fill", "interpolate"))
     spi.notice(f"{len(panel.series)} series, frequency {panel.freq.name}, horizon {opts['horizon']}"
                + (f", regressors: {', '.join(regressors)}" if regressors else ""))
-    trained = fit(panel, int(opts["horizon"]), candidates=candidates, windows=opts.get("backtest_windows"),
-                  budget=budget, seed=int(opts.get("seed", 42)), n_estimators=opts.get("n_estimators"),
-                  threads=governor.threads(), note=spi.notice)
+    try:
+        trained = fit(panel, int(opts["horizon"]), candidates=candidates, windows=opts.get("backtest_windows"),
+                      budget=budget, seed=int(opts.get("seed", 42)), n_estimators=opts.get("n_estimators"),
+                      threads=governor.threads(), note=spi.notice, run_fit=yielding.run)
+    finally:
+        yielding.close()
     return _register(project, rel, target, time_column, series, cols, trained, n, ts, y, caller, budget, opts)
 
 
-def _onnx(trained) -> tuple[bytes, dict]:
-    """The ONNX graph of the global member and its parity with the fitted model on backtest rows.
-    Without a global member the graph is a zero over the same input (never run: its weight is 0),
-    so every registered model still has a verified ONNX body."""
+NO_GRAPH = b""  # the onnx of a forecaster without a global member: it runs no ONNX at all
+
+
+def _onnx(trained) -> tuple[bytes, int, dict]:
+    """(ONNX bytes, opset, parity) of the forecaster. The global member is the forecaster's only
+    ONNX graph, checked against the fitted LightGBM on backtest rows. A forecaster of statistical
+    members alone has none: its ``onnx`` is empty (opset 0) and everything it computes is the data
+    in ``forecaster``, so the registry never holds a graph that is not the model."""
     from sqlml.onnx import convert
 
     if trained.global_model is None:
-        return _zero_graph(), {"ok": True, "rows": 0, "max_abs_diff": 0.0, "note": "no global member"}
+        return NO_GRAPH, 0, {"ok": True, "rows": 0, "graph": "none: statistical members only, stored as data"}
     blob = convert.matrix_regressor_to_onnx(trained.global_model, trained.n_features)
     got = convert.session(blob).run(["variable"], {"features": trained.backtest_x})[0].reshape(-1)
     diff = float(np.max(np.abs(got - trained.backtest_pred))) if len(got) else 0.0
@@ -171,34 +191,16 @@ def _onnx(trained) -> tuple[bytes, dict]:
     if not ok:
         raise SqlmlError(f"the global model's ONNX export disagrees with the fitted model (max difference {diff:.3g})",
                          sqlstate="22000", hint="train without it: algorithms => '{ets,theta,seasonal_naive}'")
-    return blob, {"ok": True, "rows": int(len(got)), "max_abs_diff": diff}
-
-
-def _zero_graph() -> bytes:
-    import onnx
-    from onnx import TensorProto, helper
-
-    from sqlml.onnx.convert import OPSET
-
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["features", "zero"], ["zeroed"]),
-         helper.make_node("ReduceSum", ["zeroed", "axes"], ["variable"], keepdims=1)],
-        "sqlml_no_global_member",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, None])],
-        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sqlml")
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return blob, convert.opset_of(blob), {"ok": True, "rows": int(len(got)), "max_abs_diff": diff,
+                                          "graph": "the global member (lightgbm)"}
 
 
 def _register(project, rel, target, time_column, series, cols, trained, n, ts, y, caller, budget, opts):
-    from sqlml.onnx import convert
     from sqlml.server.train import fingerprint, library_versions
 
     interrupts.check()
     model = trained.model
-    blob, parity = _onnx(trained)
+    blob, opset, parity = _onnx(trained)
     chosen = model.backtest["chosen"]
     score = float(model.backtest["score"])
     schema = {"task": fopts.FORECAST, "time_column": time_column, "time_type": cols[time_column].pg_type,
@@ -224,7 +226,7 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
             "hyperparameters": {"members": sorted(model.weights), "weights": model.weights,
                                 "n_estimators": opts.get("n_estimators"), "fill": opts.get("fill", "interpolate")},
             "feature_schema": schema, "classes": None, "onnx": blob, "sha256": store.sha256(blob),
-            "opset": convert.opset_of(blob), "parity": parity, "relation": rel.text, "rows": int(n),
+            "opset": opset, "parity": parity, "relation": rel.text, "rows": int(n),
             "data_fingerprint": data_fingerprint, "library_versions": library_versions(), "created_by": caller,
             "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), "forecaster": model.to_json(),
             "diagnostics": trained.diagnostics, "baseline": drift_baseline(trained, target)})
@@ -291,12 +293,18 @@ def drift_baseline(trained, target: str) -> dict:
 # --- forecasting ---------------------------------------------------------------------------------
 
 class Loaded:
-    """A forecast model ready to forecast: its stored state and its ONNX session."""
+    """A forecast model ready to forecast: its stored state and, with a global member, its ONNX session."""
 
     def __init__(self, ref: dict, schema: dict, model: ForecastModel, blob: bytes):
         from sqlml.onnx import convert
 
         self.ref, self.schema, self.model = ref, schema, model
+        if model.uses_global and blob == NO_GRAPH:
+            from sqlml.errors import DATA_CORRUPTED
+
+            raise SqlmlError(f'model "{ref["name"]}" version {ref["version"]} has a global member but no ONNX graph',
+                             sqlstate=DATA_CORRUPTED, hint="the models table was modified outside sqlml; deploy "
+                                                           "another version or retrain")
         self.session = convert.session(blob) if model.uses_global else None
 
     def global_predict(self, x: np.ndarray) -> np.ndarray:
@@ -490,3 +498,48 @@ def monitor(project, relation, version, moderate, major):
     return [(facts["project"], facts["version"], r["feature"], r["what"], r["psi"], r["drift"], r["rows"], at)
             for r in results]
 
+
+
+# --- retraining on drift ----------------------------------------------------------------------------
+
+def retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds):
+    """``sqlml.retrain_if_drifted`` of a forecast project: :func:`monitor` on ``relation`` (the
+    scaled target, the regressors and, at the forecast steps present, the forecast errors); when
+    the largest PSI reaches ``threshold``, a new version is trained on ``training_relation``
+    (default ``relation``) with the deployed version's time column, series, horizon, frequency,
+    fill and regressors, and deployed only through the gate (its recipe on the same windows)."""
+    import json
+
+    from sqlml.monitor import drift
+
+    rows = monitor(project, relation, None, min(drift.MODERATE, threshold), max(drift.MAJOR, threshold))
+    name, version = rows[0][0], rows[0][1]
+    worst = max(rows, key=lambda r: r[4])
+    label = f"{worst[2]} ({worst[3]})" if worst[3] == "feature" else "prediction"
+    if worst[4] < threshold:
+        return [(name, False, worst[4], label, version, False,
+                 f"no retraining: the largest PSI, {worst[4]:.3f} ({label}), is below {threshold}")]
+    loaded = load(name)
+    schema, m = loaded.schema, loaded.model
+    params = privileged.run(lambda ex: ex.execute("SELECT hyperparameters AS h FROM sqlml.models WHERE id = $1",
+                                                  [loaded.ref["id"]]))[0]["h"]
+    params = json.loads(params) if isinstance(params, str) else params
+    options = {"time_column": schema["time_column"], "series": list(m.series_columns), "horizon": m.horizon,
+               "frequency": m.freq.name, "fill": params.get("fill", "interpolate")}
+    if params.get("n_estimators"):
+        options["n_estimators"] = params["n_estimators"]
+    source = training_relation or relation
+    sql, cols, _ = _columns(parse_relation(source), {"time column": [schema["time_column"]],
+                                                     "series column": list(m.series_columns),
+                                                     "target column": [schema["target"]["name"]],
+                                                     "regressor": list(m.regressors)})
+    keep = {schema["time_column"], schema["target"]["name"], *m.series_columns, *m.regressors}
+    exclude = [c for c in cols if c not in keep]
+    spi.notice(f"drift: PSI {worst[4]:.3f} on {label} reaches {threshold}; training \"{name}\" on {source}")
+    trained = spi.execute(
+        "SELECT * FROM sqlml.train($1, $2, $3, task => 'forecast', time_budget => make_interval(secs => $4), "
+        "exclude => $5::text[], options => $6::jsonb)",
+        [name, source, schema["target"]["name"], float(budget_seconds), exclude, json.dumps(options)])[0]
+    decision = (f"version {trained['version']} deployed through the gate" if trained["deployed"] else
+                f"version {trained['version']} registered; version {version} stays deployed (the gate kept it)")
+    return [(name, True, worst[4], label, trained["version"], bool(trained["deployed"]), decision)]

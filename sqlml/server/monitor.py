@@ -245,6 +245,10 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
     if threshold is None or not threshold > 0:
         raise SqlmlError(f"threshold {threshold} must be positive", sqlstate=INVALID_PARAMETER,
                          hint="0.25 (major drift) is the usual choice")
+    if _is_forecast(project):
+        from sqlml.server import forecast
+
+        return forecast.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
     facts, rows = measure(project, relation, None, min(drift.MODERATE, threshold), max(drift.MAJOR, threshold))
     worst = max(rows, key=lambda r: r["psi"])
     label = f'{worst["feature"]} ({worst["what"]})' if worst["what"] == "feature" else "prediction"
