@@ -126,7 +126,7 @@ def split(ts, y, keys, horizon):
 def test_short_series_get_finite_forecasts():
     ts, y, keys = synthetic(n_series=12, length=80, short=4)
     p = build_panel(ts, y, {"k": keys}, {})
-    trained = search.fit(p, 7, candidates=("seasonal_naive", "ets", "theta"), windows=2)
+    trained = search.fit(p, 7, candidates=("seasonal_naive", "ets", "theta", "arima"), windows=2)
     point = trained.model.point(7)
     assert point.shape == (12, 7) and np.isfinite(point).all()
     assert np.isfinite(trained.model.half_width(7, 0.9)).all()
@@ -135,11 +135,12 @@ def test_short_series_get_finite_forecasts():
 def test_stored_state_forecasts_the_same():
     ts, y, keys = synthetic(n_series=10, length=120)
     p = build_panel(ts, y, {"k": keys}, {})
-    trained = search.fit(p, 14, candidates=("ets", "theta", "lightgbm"), windows=2, n_estimators=30)
+    trained = search.fit(p, 14, candidates=("ets", "theta", "arima", "lightgbm"), windows=2, n_estimators=30)
     model = trained.model
     again = ForecastModel.from_json(json.loads(json.dumps(model.to_json())))
     predict = trained.global_model.predict if trained.global_model is not None else None
     np.testing.assert_allclose(again.point(14, predict), model.point(14, predict), rtol=1e-7)
+    np.testing.assert_allclose(again.point(5, predict), model.point(14, predict)[:, :5], rtol=1e-7)
     np.testing.assert_allclose(again.half_width(14, 0.8), model.half_width(14, 0.8), rtol=1e-6)
     assert [list(k) for k in again.keys] == [list(k) for k in model.keys]
 
@@ -151,6 +152,43 @@ def test_statistical_models_recover_a_clean_pattern():
     for name, fit in statistical.FORECASTERS.items():
         path = fit([y], 7, 14).forecast(14)[0]
         np.testing.assert_allclose(path, future, atol=0.5, err_msg=name)
+
+
+def test_arima_chooses_its_differencing():
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(rng.normal(0.5, 1.0, 300))           # a random walk with drift: differenced, with drift
+    noise = 50 + rng.normal(0, 1.0, 300)                  # stationary around 50: not differenced, its mean
+    assert statistical._kpss_says_difference(walk) and not statistical._kpss_says_difference(noise)
+    path = statistical.arima([walk, noise], 1, 20).forecast(20)
+    assert 0.3 < (path[0, -1] - path[0, 0]) / 19 < 0.7   # the drift goes on
+    assert np.all(np.abs(path[1] - 50) < 1.0)             # back to the mean
+    ar2 = np.zeros(400)                                   # a cycle (AR on the level) is not lost to a flat line
+    for t in range(2, 400):
+        ar2[t] = 1.5 * ar2[t - 1] - 0.8 * ar2[t - 2] + rng.normal()
+    assert np.std(statistical.arima([100 + ar2], 1, 10).forecast(10)[0]) > 0.1
+
+
+def test_selection_is_the_best_candidate_or_the_mean_of_the_best_two():
+    ts, y, keys = synthetic(n_series=30, length=150)
+    p = build_panel(ts, y, {"k": keys}, {})
+    trained = search.fit(p, 7, candidates=("seasonal_naive", "ets", "theta", "arima"), windows=3)
+    scores = {t["algorithm"]: t["score"] for t in trained.trials}
+    singles = ["seasonal_naive", "ets", "theta", "arima"]
+    top2 = sorted(singles, key=scores.get)[:2]
+    pair = "+".join(c for c in singles if c in top2)
+    assert set(scores) == {*singles, pair}
+    chosen = trained.model.backtest["chosen"]
+    assert chosen in (top2[0], pair) and scores[chosen] == min(scores[top2[0]], scores[pair])
+
+
+def test_a_window_needs_half_of_a_series_history_before_it():
+    ts, y, keys = synthetic(n_series=8, length=60, short=0)
+    long_ts, long_y = stamps("2024-01-01", 1, 60, "D"), np.arange(60.0)
+    cut = 20  # a series of 20 points: windows of 7 start after 19 and 12 points; only the first keeps half
+    p = build_panel(np.concatenate([ts, long_ts[-cut:]]), np.concatenate([y, long_y[-cut:]]),
+                    {"k": np.concatenate([keys, np.array(["short"] * cut, dtype=object)])}, {})
+    trained = search.fit(p, 7, candidates=("seasonal_naive",), windows=3)
+    assert trained.model.coverage_rows == 8 * 3 * 7 + 1 * 7  # the 8 long series in 3 windows, the short one in 1
 
 
 @pytest.mark.parametrize("level", [0.8, 0.9])

@@ -1,9 +1,10 @@
-"""Statistical forecasters per series, fitted for many series at once: seasonal naive, ETS, Theta.
+"""Statistical forecasters per series, fitted for many series at once: seasonal naive, ETS, Theta, ARIMA.
 
-All three are written in numpy and vectorised over series (and over ETS's parameter grid), so a
-thousand series fit in about a second, with no JIT to compile in a cold backend. Each fitted series
-is summarised by a :class:`LinearSeasonalState`, plain numbers from which ``forecast`` recomputes
-the path for any horizon: this is what the registry stores for them (as JSON, never a pickle)::
+All four are written in numpy and vectorised over series (and over their parameter grids), so a
+thousand series fit in about a second, with no JIT to compile in a cold backend. Each takes
+``(series, season, horizon)``. Each fitted series is summarised by a :class:`LinearSeasonalState`,
+plain numbers from which ``forecast`` recomputes the path for any horizon up to ``horizon``: this
+is what the registry stores for them (as JSON, never a pickle)::
 
     path(h) = level + offset + slope * (phi + phi^2 + ... + phi^h)  (+ or *)  season[(h - 1) % m]
 
@@ -12,7 +13,10 @@ the path for any horizon: this is what the registry stores for them (as JSON, ne
   series' smoothing parameters picked from a grid by AIC on one-step errors;
 - Theta (the standard Theta method: simple exponential smoothing with drift equal to half the
   linear trend, on the series deseasonalised by classical decomposition when a seasonality test
-  at lag m passes; multiplicative when the series is positive).
+  at lag m passes; multiplicative when the series is positive);
+- ARIMA(1,d,1)(0,D,1)_m, differencing chosen as auto.arima does (seasonality test, KPSS),
+  coefficients from a grid by AIC on conditional sums of squares; its path is not of the form
+  above (AR), so its state is the path itself: level 0, slope 0, season = the ``horizon`` values.
 """
 
 from __future__ import annotations
