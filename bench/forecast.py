@@ -144,7 +144,8 @@ def cut(ds: dict, origin: int) -> dict:
 
 def averaged(runs: list[dict]) -> dict:
     """Mean MASE and coverage over origins (every origin holds out the same number of points), total seconds."""
-    return {"mase": float(np.mean([r["mase"] for r in runs])), "coverage": float(np.mean([r["coverage"] for r in runs])),
+    return {"mase": float(np.mean([r["mase"] for r in runs])),
+            "coverage": float(np.mean([r["coverage"] for r in runs])),
             "seconds": float(np.sum([r["seconds"] for r in runs]))}
 
 
@@ -199,7 +200,8 @@ def run_sqlml(conn, ds: dict, budget: float) -> dict:
     options = {"time_column": "ts", "series": ["key"], "horizon": h}
     t0 = time.perf_counter()
     cur.execute("SELECT algorithm, score FROM sqlml.train(%s, 'history', 'y', task => 'forecast', "
-                "time_budget => make_interval(secs => %s), options => %s::jsonb)", [project, budget, json.dumps(options)])
+                "time_budget => make_interval(secs => %s), options => %s::jsonb)",
+                [project, budget, json.dumps(options)])
     algorithm, backtest = cur.fetchone()
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -256,7 +258,8 @@ def main(argv=None) -> int:
                             "origins": args.origins, "budget": [r[0] for r in runs], "statsforecast": base,
                             "best": best, "sqlml": ours, "ratio_to_best": ours["mase"] / base[best]["mase"]})
             r = results[-1]
-            print(f"{ds['name']:>9} {len(ds['series']):>5} series  sqlml MASE {ours['mase']:.3f} cov {ours['coverage']:.3f} "
+            print(f"{ds['name']:>9} {len(ds['series']):>5} series  "
+                  f"sqlml MASE {ours['mase']:.3f} cov {ours['coverage']:.3f} "
                   f"({','.join(ours['algorithm'])}, {ours['seconds']:.1f}s)  " + "  ".join(
                       f"{k} {v['mase']:.3f} cov {v['coverage']:.3f} {v['seconds']:.1f}s" for k, v in base.items())
                   + f"  ratio to best ({best}) {r['ratio_to_best']:.3f}", flush=True)

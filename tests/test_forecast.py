@@ -84,8 +84,8 @@ def test_train_with_series_and_regressors_then_forecast(db):
 
 
 def test_horizon_and_level(db):
-    rows = forecast(db, "SELECT * FROM sqlml.forecast('sales', horizon => 3, level => 0.8, relation => 'future_promos')")
-    wide = forecast(db, "SELECT * FROM sqlml.forecast('sales', horizon => 3, level => 0.95, relation => 'future_promos')")
+    sql = "SELECT * FROM sqlml.forecast('sales', horizon => 3, level => %s, relation => 'future_promos')"
+    rows, wide = forecast(db, sql, [0.8]), forecast(db, sql, [0.95])
     assert len(rows) == 6 * 3
     for a, b in zip(rows, wide):
         assert a["forecast"] == pytest.approx(b["forecast"])
@@ -115,8 +115,8 @@ def test_a_forecaster_without_a_global_member_stores_no_graph(db, dsn):
     from sqlml.client import Client
     from sqlml.errors import SqlmlError
 
-    stored = query(db, "SELECT octet_length(onnx), opset, sha256 = encode(sha256(''::bytea), 'hex'), parity ->> 'graph' "
-                       "FROM sqlml.models WHERE project = 'monthly'")[0]
+    stored = query(db, "SELECT octet_length(onnx), opset, sha256 = encode(sha256(''::bytea), 'hex'), "
+                       "parity ->> 'graph' FROM sqlml.models WHERE project = 'monthly'")[0]
     assert stored[:3] == (0, 0, True) and stored[3].startswith("none")
     with Client.connect(dsn) as ml:
         e = pytest.raises(SqlmlError, ml.export, "monthly", "/nonexistent").value
@@ -135,7 +135,8 @@ def test_gate_compares_on_the_same_windows(db):
     assert r["version"] == 2 and not r["deployed"]   # seasonal naive alone does not beat the ensemble
     reason = scalar(db, "SELECT reason FROM sqlml.deployments WHERE project = 'sales' ORDER BY id DESC LIMIT 1")
     assert reason["why"] == "first model of the project"
-    why = scalar(db, "SELECT detail FROM sqlml.audit_log WHERE project = 'sales' AND action = 'train' ORDER BY id DESC LIMIT 1")
+    why = scalar(db, "SELECT detail FROM sqlml.audit_log WHERE project = 'sales' AND action = 'train' "
+                     "ORDER BY id DESC LIMIT 1")
     assert why["algorithm"] == "seasonal_naive"
     assert scalar(db, "SELECT version FROM sqlml.deployed WHERE project = 'sales'") == 1
     assert query(db, "SELECT version FROM sqlml.deploy('sales', version => 2)") == [(2,)]
@@ -154,7 +155,8 @@ def test_evaluate_against_new_actuals(db):
     assert 0 <= by["coverage_90"][0] <= 1
     assert scalar(db, "SELECT count(*) FROM sqlml.evaluations WHERE project = 'sales'") == 1
     # the first 3 days have arrived: only their regressors are needed
-    partial = query(db, "SELECT rows FROM sqlml.evaluate('sales', %s)", ["SELECT * FROM actuals WHERE day < '2024-05-03'"])
+    partial = query(db, "SELECT rows FROM sqlml.evaluate('sales', %s)",
+                    ["SELECT * FROM actuals WHERE day < '2024-05-03'"])
     assert {r for (r,) in partial} == {18}
 
 
@@ -217,11 +219,14 @@ BAD_TRAIN = [
     ({"time_column": "day"}, None, "daily_sales", "units", "22023", "needs options.horizon"),
     ({"time_column": "day", "horizon": 0}, None, "daily_sales", "units", "22023", "horizon must be a positive"),
     ({"time_column": "nope", "horizon": 7}, None, "daily_sales", "units", "42703", 'time column "nope" not found'),
-    ({"time_column": "store", "horizon": 7}, None, "daily_sales", "units", "42804", "time column \"store\" has type int4"),
+    ({"time_column": "store", "horizon": 7}, None, "daily_sales", "units", "42804",
+     "time column \"store\" has type int4"),
     ({"time_column": "day", "series": ["store"], "horizon": 7}, None, "daily_sales", "item", "42804",
      "needs a numeric target"),
-    ({"time_column": "day", "horizon": 7}, None, "daily_sales", "units", "42804", 'column "item" (text) would be a regressor'),
-    ({"time_column": "day", "horizon": 7, "colour": 1}, None, "daily_sales", "units", "22023", 'unknown option "colour"'),
+    ({"time_column": "day", "horizon": 7}, None, "daily_sales", "units", "42804",
+     'column "item" (text) would be a regressor'),
+    ({"time_column": "day", "horizon": 7, "colour": 1}, None, "daily_sales", "units", "22023",
+     'unknown option "colour"'),
     ({"time_column": "day", "series": ["store", "item"], "horizon": 7}, ["prophet"], "daily_sales", "units", "22023",
      'unknown forecasting algorithm "prophet"'),
     ({"time_column": "day", "series": ["store", "item"], "horizon": 500}, ["ets"], "daily_sales", "units", "22000",
@@ -235,16 +240,19 @@ BAD_TRAIN = [
 
 @pytest.mark.parametrize("options,algorithms,relation,target,sqlstate,fragment", BAD_TRAIN)
 def test_bad_training_input(db, options, algorithms, relation, target, sqlstate, fragment):
-    e = sql_error(db, "SELECT * FROM sqlml.train('bad', %s, %s, task => 'forecast', algorithms => %s, options => %s::jsonb)",
+    e = sql_error(db, "SELECT * FROM sqlml.train('bad', %s, %s, task => 'forecast', algorithms => %s, "
+                      "options => %s::jsonb)",
                   [relation, target, algorithms, json.dumps(options)])
     assert (e.pgcode, fragment) == (sqlstate, fragment) and fragment in e.diag.message_primary
     assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'bad'") == 0
 
 
 BAD_FORECAST = [
-    ("SELECT * FROM sqlml.forecast('sales', horizon => 0, relation => 'future_promos')", "22023", "horizon must be a positive"),
+    ("SELECT * FROM sqlml.forecast('sales', horizon => 0, relation => 'future_promos')", "22023",
+     "horizon must be a positive"),
     ("SELECT * FROM sqlml.forecast('sales', horizon => 8, relation => 'future_promos')", "22023", "longer than 7"),
-    ("SELECT * FROM sqlml.forecast('sales', level => 1.5, relation => 'future_promos')", "22023", "level 1.5 is out of range"),
+    ("SELECT * FROM sqlml.forecast('sales', level => 1.5, relation => 'future_promos')", "22023",
+     "level 1.5 is out of range"),
     ("SELECT * FROM sqlml.forecast('sales')", "22023", "uses regressors (promo): pass their future values"),
     ("SELECT * FROM sqlml.forecast('sales', relation => 'SELECT store, item, day FROM future_promos')", "42703",
      'regressor "promo" not found'),

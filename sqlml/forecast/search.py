@@ -185,11 +185,13 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
     tl = features.tail_length(m, horizon)
     model = ForecastModel(
         freq=panel.freq, horizon=horizon, series_columns=panel.series_columns, regressors=panel.regressors,
-        keys=[s.key for s in panel.series], last_ts=np.array([panel.end(i) for i in range(n_series)], dtype="datetime64[s]"),
+        keys=[s.key for s in panel.series],
+        last_ts=np.array([panel.end(i) for i in range(n_series)], dtype="datetime64[s]"),
         scale=scale, tails=[y[-tl:] for y in ys], ages=np.maximum(lengths - tl, 0),
         weights={c: 1.0 / len(best) for c in best}, states=states, quantiles=quantiles,
         coverage_rows=int(np.isfinite(errors).sum()),
-        backtest={"windows": windows, "metric": FORECASTING.default_metric, "chosen": "+".join(best), "score": best_score,
+        backtest={"windows": windows, "metric": FORECASTING.default_metric, "chosen": "+".join(best),
+                  "score": best_score,
                   "candidates": {t["algorithm"]: t["score"] for t in trials}})
     if GLOBAL not in best:
         global_model = None
@@ -200,7 +202,8 @@ def fit(panel: Panel, horizon: int, candidates=None, windows: int | None = None,
     diagnostics = backtest_sample(panel, p, actual, cutoffs, taking, model, horizon)
     signed = ((actual - p) / scale[:, None, None])[scored]
     drift_values = {"target": np.concatenate([s.y[s.observed] / scale[i] for i, s in enumerate(panel.series)]),
-                    "regressors": {r: np.concatenate([s.regressors[r] for s in panel.series]) for r in panel.regressors},
+                    "regressors": {r: np.concatenate([s.regressors[r] for s in panel.series])
+                                   for r in panel.regressors},
                     "errors": signed}
     return Trained(model, global_model, n_features, trials, backtest_x, backtest_pred, score_of, diagnostics,
                    drift_values)
