@@ -14,6 +14,7 @@ import numpy as np
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import BOOLEAN, CATEGORY, NUMERIC, PG_KINDS, TIMESTAMP, Feature
 from sqlml.errors import (
+    DATA_CORRUPTED,
     DATA_EXCEPTION,
     DATATYPE_MISMATCH,
     FEATURE_NOT_SUPPORTED,
@@ -190,7 +191,7 @@ def _onnx(trained) -> tuple[bytes, int, dict]:
     ok = diff <= 1e-3 * max(1.0, float(np.max(np.abs(trained.backtest_pred))) if len(got) else 1.0)
     if not ok:
         raise SqlmlError(f"the global model's ONNX export disagrees with the fitted model (max difference {diff:.3g})",
-                         sqlstate="22000", hint="train without it: algorithms => '{ets,theta,seasonal_naive}'")
+                         sqlstate="22000", hint="train without it: algorithms => '{ets,theta,arima,seasonal_naive}'")
     return blob, convert.opset_of(blob), {"ok": True, "rows": int(len(got)), "max_abs_diff": diff,
                                           "graph": "the global member (lightgbm)"}
 
@@ -300,8 +301,6 @@ class Loaded:
 
         self.ref, self.schema, self.model = ref, schema, model
         if model.uses_global and blob == NO_GRAPH:
-            from sqlml.errors import DATA_CORRUPTED
-
             raise SqlmlError(f'model "{ref["name"]}" version {ref["version"]} has a global member but no ONNX graph',
                              sqlstate=DATA_CORRUPTED, hint="the models table was modified outside sqlml; deploy "
                                                            "another version or retrain")
