@@ -10,7 +10,7 @@ Every estimator here converts to ONNX under the pinned versions (tested in tests
 
 from __future__ import annotations
 
-from sqlml.automl.learners import forest, lightgbm, linear
+from sqlml.automl.learners import catboost, forest, lightgbm, linear, xgboost
 from sqlml.automl.spec import EstimatorSpec
 from sqlml.onnx import convert
 
@@ -26,8 +26,9 @@ def add_learner(spec: EstimatorSpec) -> None:
         convert.add_converter(spec.library, spec.register_onnx)
 
 
-for _spec in (*linear.SPECS, *lightgbm.SPECS, *forest.SPECS):
+for _spec in (*linear.SPECS, *lightgbm.SPECS, *forest.SPECS, *xgboost.SPECS, *catboost.SPECS):
     add_learner(_spec)
 
-# the AutoML portfolio when no algorithms are named (the others are searched only when asked for)
+# the AutoML portfolio when no algorithms are named; the others (xgboost, catboost) are searched when
+# named in ``algorithms``, until a benchmark shows the portfolio gains from them
 DEFAULT_ALGORITHMS = ("lightgbm", "linear", "extra_trees", "random_forest")
