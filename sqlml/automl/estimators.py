@@ -12,18 +12,22 @@ from __future__ import annotations
 
 from sqlml.automl.learners import catboost, forest, lightgbm, linear, xgboost
 from sqlml.automl.spec import EstimatorSpec
+from sqlml.explain import model as explain_model
 from sqlml.onnx import convert
 
 SPECS: dict[str, EstimatorSpec] = {}
 
 
 def add_learner(spec: EstimatorSpec) -> None:
-    """Make ``spec`` available to the search (``algorithms => '{name}'``) and its models convertible."""
+    """Make ``spec`` available to the search (``algorithms => '{name}'``), its models convertible and
+    explainable."""
     if spec.name in SPECS:
         raise ValueError(f"estimator {spec.name} is registered twice")
     SPECS[spec.name] = spec
     if spec.register_onnx is not None:
         convert.add_converter(spec.library, spec.register_onnx)
+    if spec.explain_trees is not None:
+        explain_model.add_tree_reader(spec.library, spec.explain_trees)
 
 
 for _spec in (*linear.SPECS, *lightgbm.SPECS, *forest.SPECS, *xgboost.SPECS, *catboost.SPECS):

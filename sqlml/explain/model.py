@@ -8,6 +8,9 @@ What the contributions explain (per row and output, ``contributions.sum() + base
   lightgbm      the raw score: log-odds (binary), one raw score per class (multiclass), the value.
                 TreeSHAP (``sqlml.explain.treeshap``) on the trees of LightGBM's model dump, with its
                 data counts as covers (what LightGBM's own ``pred_contrib`` uses).
+  xgboost, catboost
+                the raw score, as LightGBM's: TreeSHAP on the trees their estimator spec reads out of
+                the fitted model (``add_tree_reader``), with their own covers.
   random forest, extra trees
                 the average of the trees: probability of the second class (binary), of each class
                 (multiclass), the value. A forest averages probabilities: it has no log-odds, its
@@ -38,6 +41,16 @@ from sqlml.data.schema import MULTICLASS, FeatureSchema
 from sqlml.explain.treeshap import NAN, NONE, ZERO, Forest, Tree
 
 FORMAT = 1
+_tree_readers: dict = {}  # library module name -> reader(estimator, outputs) -> (trees, scale)
+
+
+def add_tree_reader(library: str, reader) -> None:
+    """``reader(estimator, outputs)`` reads a fitted boosted model of ``library`` as ``(trees, scale)``:
+    per tree a dict of node lists as ``_stack`` takes them (values of shape (nodes, outputs), in raw
+    score units, the model's initial score added to the first tree of each output), and the factor
+    the trees' sum is multiplied by. An estimator spec's ``explain_trees``, added with it to
+    ``sqlml.automl.estimators``."""
+    _tree_readers[library] = reader
 
 
 @dataclass
@@ -263,6 +276,10 @@ def _member(pipeline, schema: FeatureSchema, background):
     name = type(est).__name__
     if name.startswith("LGBM"):
         return enc, _lightgbm(est, schema, width)
+    reader = _tree_readers.get(type(est).__module__.split(".")[0])
+    if reader is not None:
+        trees, scale = reader(est, _outputs(schema))
+        return enc, _stack(trees, scale, width)
     if hasattr(est, "estimators_") and hasattr(est.estimators_[0], "tree_"):
         return enc, _forest(est, schema, width)
     if hasattr(est, "coef_"):

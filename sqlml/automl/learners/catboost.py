@@ -100,10 +100,77 @@ def register_onnx() -> None:
                                 calculate_linear_regressor_output_shapes, _convert)
 
 
+def explain_trees(est, outputs: int):
+    """CatBoost's oblivious trees from its JSON model, for TreeSHAP (``sqlml.explain.model``): level
+    ``i`` of a tree tests its ``i``-th split, ``x > border`` going right (bit ``i`` of the leaf's
+    index); NaN goes where the feature's ``nan_value_treatment`` says. Covers are the leaves'
+    training weights; the model's scale and bias apply to the sum of the trees."""
+    import json
+    import os
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.json")
+        est.save_model(path, format="json")
+        with open(path) as f:
+            model = json.load(f)
+    floats = model["features_info"].get("float_features", [])
+    flat = {f["feature_index"]: f["flat_feature_index"] for f in floats}  # a split's index counts used features
+    nan_right = {f["feature_index"]: f.get("nan_value_treatment") == "AsTrue" for f in floats}
+    scale, bias = model.get("scale_and_bias", [1.0, [0.0]])
+    trees = [_oblivious(tree, flat, nan_right, outputs) for tree in model["oblivious_trees"]]
+    # the trees' sum is scaled, the bias is not
+    trees[0]["value"] += np.resize(np.asarray(bias, dtype=np.float64), outputs) / scale
+    return trees, float(scale)
+
+
+def _oblivious(tree: dict, flat: dict, nan_right: dict, outputs: int) -> dict:
+    """One oblivious tree as a full binary tree of node lists, in preorder."""
+    import numpy as np
+
+    from sqlml.explain.treeshap import NAN
+
+    splits = tree.get("splits", [])
+    depth = len(splits)
+    leaf_values = np.asarray(tree["leaf_values"], dtype=np.float64).reshape(2 ** depth, outputs)
+    # a leaf no training row reached weighs 0; TreeSHAP divides by covers, so it gets a negligible one
+    leaf_weights = np.maximum(np.asarray(tree["leaf_weights"], dtype=np.float64), 1e-9)
+    t = {k: [] for k in ("left", "right", "feature", "threshold", "cover", "default_left", "missing", "categories",
+                         "value")}
+
+    def grow(level: int, index: int) -> tuple:  # (value, cover) of the subtree
+        j = len(t["left"])
+        for column in t.values():
+            column.append(None)
+        t["missing"][j], t["categories"][j] = NAN, None
+        if level == depth:
+            value, cover = leaf_values[index], leaf_weights[index]
+            t["left"][j], t["right"][j], t["feature"][j], t["threshold"][j] = -1, -1, -2, 0.0
+            t["default_left"][j] = False
+        else:
+            feature = splits[level]["float_feature_index"]
+            t["feature"][j], t["threshold"][j] = flat[feature], float(splits[level]["border"])
+            t["default_left"][j] = not nan_right.get(feature, False)
+            t["left"][j] = j + 1
+            v_left, c_left = grow(level + 1, index)
+            t["right"][j] = len(t["left"])
+            v_right, c_right = grow(level + 1, index | 1 << level)
+            cover = c_left + c_right
+            value = (v_left * c_left + v_right * c_right) / cover if cover > 0 else (v_left + v_right) / 2
+        t["value"][j], t["cover"][j] = value, float(cover)
+        return value, cover
+
+    grow(0, 0)
+    t["value"] = np.asarray(t["value"], dtype=np.float64).reshape(-1, outputs)
+    return t
+
+
 SPECS = (
     EstimatorSpec(
         name="catboost", family=BOOSTING, encoding=NATIVE_MISSING, build=build, fit=fit, leaves=leaves,
-        cost=3.0, early_stopping=True, library="catboost", register_onnx=register_onnx,
+        cost=3.0, early_stopping=True, library="catboost", register_onnx=register_onnx, explain_trees=explain_trees,
         space=(
             Hyper("learning_rate", 0.01, 0.3, log=True),
             Hyper("depth", 4, 10, integer=True),

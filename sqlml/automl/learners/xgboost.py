@@ -80,10 +80,60 @@ def register_onnx() -> None:
                                 convert_xgboost)
 
 
+def explain_trees(est, outputs: int):
+    """XGBoost's trees from its JSON dump, for TreeSHAP (``sqlml.explain.model``): ``x < t`` goes to
+    ``yes`` (here: left when ``x <=`` the largest float32 below ``t``, the same split for every
+    float32 input), NaN to ``missing``; covers are XGBoost's hessian sums, as its own SHAP uses. The
+    initial score is what the margin has beyond the leaves, on a probe row."""
+    import json
+
+    import numpy as np
+    import xgboost as xgb
+
+    from sqlml.explain.treeshap import NAN
+
+    booster = est.get_booster()
+    dumps = [json.loads(d) for d in booster.get_dump(dump_format="json", with_stats=True)]
+    probe = xgb.DMatrix(np.zeros((1, booster.num_features()), dtype=np.float32))
+    margin = booster.predict(probe, output_margin=True).reshape(-1)
+    leaf_of = booster.predict(probe, pred_leaf=True).reshape(-1).astype(int)
+    trees, leaf_sums = [], np.zeros(outputs)
+    for i, root in enumerate(dumps):
+        order, stack = [], [root]
+        while stack:  # preorder
+            node = stack.pop()
+            order.append(node)
+            stack.extend(reversed(node.get("children", [])))
+        position = {node["nodeid"]: j for j, node in enumerate(order)}
+        value = np.zeros((len(order), outputs))
+        out = i % outputs
+        t = {k: [] for k in ("left", "right", "feature", "threshold", "cover", "default_left", "missing", "categories")}
+        for j, node in enumerate(order):
+            leaf = "leaf" in node
+            value[j, out] = node["leaf"] if leaf else 0.0
+            t["left"].append(-1 if leaf else position[node["yes"]])
+            t["right"].append(-1 if leaf else position[node["no"]])
+            t["feature"].append(-2 if leaf else int(node["split"].lstrip("f")))
+            below = np.nextafter(np.float32(node.get("split_condition", 0.0)), np.float32(-np.inf))
+            t["threshold"].append(0.0 if leaf else float(below))
+            t["cover"].append(float(node["cover"]))
+            t["default_left"].append(not leaf and node["missing"] == node["yes"])
+            t["missing"].append(NAN)
+            t["categories"].append(None)
+            if leaf and node["nodeid"] == leaf_of[i]:
+                leaf_sums[out] += node["leaf"]
+        t["value"] = value
+        trees.append(t)
+    base = margin - leaf_sums
+    for out in range(min(outputs, len(trees))):
+        trees[out]["value"][:, out] += base[out]  # every node of the output's first tree
+    return trees, 1.0
+
+
 SPECS = (
     EstimatorSpec(
         name="xgboost", family=BOOSTING, encoding=NATIVE_MISSING, build=build, fit=fit, leaves=leaves,
-        cost=1.5, early_stopping=True, library="xgboost", register_onnx=register_onnx,
+        cost=1.5, early_stopping=True, library="xgboost", register_onnx=register_onnx, explain_trees=explain_trees,
         space=(
             Hyper("learning_rate", 0.01, 0.3, log=True),
             Hyper("max_leaves", 4, 256, log=True, integer=True),
