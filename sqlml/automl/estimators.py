@@ -1,9 +1,10 @@
 """The estimators the search may use: a registry of :class:`~sqlml.automl.spec.EstimatorSpec`.
 
 Each library's estimators live in one module of ``sqlml.automl.learners``, which knows that library
-(how to build, fit and encode for it, and how its models convert to ONNX). This module only lists
-them. A new estimator is one such module, a pin of its library in pyproject.toml, and one
-``add_learner`` line below.
+(how to build, fit and encode for it, how its models convert to ONNX and how its trees are read
+for explanations). This module only lists them. A new estimator is one such module, a pin of its
+library in pyproject.toml's server extras (and its module name in ``sqlml.stack.SERVER_PACKAGES``,
+for ``sqlml doctor``), and its ``SPECS`` added below (``add_learner``).
 
 Every estimator here converts to ONNX under the pinned versions (tested in tests/test_onnx_export.py).
 """
