@@ -22,6 +22,8 @@ SERVER_PACKAGES = {
     "onnxruntime": "onnxruntime",
     "skl2onnx": "skl2onnx",
     "onnxmltools": "onnxmltools",
+    "xgboost-cpu": "xgboost",
+    "catboost": "catboost",
     "llvmlite": "llvmlite",
     "protobuf": "google.protobuf",
     "sqlglot": "sqlglot",

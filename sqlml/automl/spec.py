@@ -109,3 +109,4 @@ class EstimatorSpec:
     leaves: Callable = fixed_leaves  # (params, training rows, task) -> leaves per tree, for cost estimates
     library: str = ""  # the module its estimators come from ("lightgbm"), whose version is pinned
     register_onnx: Callable | None = None  # teaches skl2onnx to convert its estimators, if it cannot already
+    explain_trees: Callable | None = None  # (estimator, outputs) -> (trees, scale): sqlml.explain.model's reader

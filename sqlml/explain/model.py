@@ -5,9 +5,11 @@ What the contributions explain (per row and output, ``contributions.sum() + base
   linear        the decision function: log-odds of the second class (binary), one logit per class
                 (multiclass), the value (regression). Contribution of an encoded column
                 ``coef * (x - E[x])``, E over the rows the model was fitted on.
-  lightgbm      the raw score: log-odds (binary), one raw score per class (multiclass), the value.
-                TreeSHAP (``sqlml.explain.treeshap``) on the trees of LightGBM's model dump, with its
-                data counts as covers (what LightGBM's own ``pred_contrib`` uses).
+  boosting      the raw score: log-odds (binary), one raw score per class (multiclass), the value.
+  (lightgbm,    TreeSHAP (``sqlml.explain.treeshap``) on the trees the estimator's spec reads out of
+  xgboost,      the fitted model (``add_tree_reader``), with the library's own covers (LightGBM's
+  catboost)     data counts, what its ``pred_contrib`` uses; XGBoost's hessian sums; CatBoost's leaf
+                weights).
   random forest, extra trees
                 the average of the trees: probability of the second class (binary), of each class
                 (multiclass), the value. A forest averages probabilities: it has no log-odds, its
@@ -35,9 +37,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from sqlml.data.schema import MULTICLASS, FeatureSchema
-from sqlml.explain.treeshap import NAN, NONE, ZERO, Forest, Tree
+from sqlml.explain.treeshap import NAN, Forest, Tree
 
 FORMAT = 1
+_tree_readers: dict = {}  # library module name -> reader(estimator, outputs) -> (trees, scale)
+
+
+def add_tree_reader(library: str, reader) -> None:
+    """``reader(estimator, outputs)`` reads a fitted boosted model of ``library`` as ``(trees, scale)``:
+    per tree a dict of node lists as ``_stack`` takes them (values of shape (nodes, outputs), in raw
+    score units, the model's initial score added to the first tree of each output), and the factor
+    the trees' sum is multiplied by. An estimator spec's ``explain_trees``, added with it to
+    ``sqlml.automl.estimators``."""
+    _tree_readers[library] = reader
 
 
 @dataclass
@@ -261,8 +273,10 @@ def _member(pipeline, schema: FeatureSchema, background):
     enc = Encoding.from_transformer(pre)
     width = len(enc.columns)
     name = type(est).__name__
-    if name.startswith("LGBM"):
-        return enc, _lightgbm(est, schema, width)
+    reader = _tree_readers.get(type(est).__module__.split(".")[0])
+    if reader is not None:
+        trees, scale = reader(est, _outputs(schema))
+        return enc, _stack(trees, scale, width)
     if hasattr(est, "estimators_") and hasattr(est.estimators_[0], "tree_"):
         return enc, _forest(est, schema, width)
     if hasattr(est, "coef_"):
@@ -323,59 +337,3 @@ def _forest(est, schema: FeatureSchema, width: int) -> Trees:
             }
         )
     return _stack(trees, 1.0 / len(trees), width)
-
-
-MISSING = {"None": NONE, "Zero": ZERO, "NaN": NAN}
-
-
-def _numbered(root: dict) -> list[dict]:
-    """The nodes of a LightGBM dump tree in preorder, each split given ``_left`` / ``_right``: its
-    children's positions."""
-    nodes, stack = [], [(root, None, None)]
-    while stack:
-        node, parent, side = stack.pop()
-        if parent is not None:
-            parent[side] = len(nodes)
-        nodes.append(node)
-        if "leaf_value" not in node:
-            stack.append((node["right_child"], node, "_right"))
-            stack.append((node["left_child"], node, "_left"))
-    return nodes
-
-
-def _lightgbm(est, schema: FeatureSchema, width: int) -> Trees:
-    """LightGBM's trees from its model dump: raw scores (the first tree holds the initial score);
-    covers are LightGBM's data counts, as its own TreeSHAP uses them."""
-    dump = est.booster_.dump_model()
-    per_iteration = int(dump["num_tree_per_iteration"])
-    k = _outputs(schema)
-    trees = []
-    for i, info in enumerate(dump["tree_info"]):
-        nodes = _numbered(info["tree_structure"])
-        value = np.zeros((len(nodes), k))
-        out = i % per_iteration if k > 1 else 0
-        t = {
-            "left": [],
-            "right": [],
-            "feature": [],
-            "threshold": [],
-            "cover": [],
-            "default_left": [],
-            "missing": [],
-            "categories": [],
-        }
-        for j, node in enumerate(nodes):
-            leaf = "leaf_value" in node
-            value[j, out] = node.get("leaf_value", node.get("internal_value", 0.0))
-            t["left"].append(-1 if leaf else node["_left"])
-            t["right"].append(-1 if leaf else node["_right"])
-            t["feature"].append(-2 if leaf else node["split_feature"])
-            categorical = not leaf and node["decision_type"] == "=="
-            t["threshold"].append(0.0 if leaf or categorical else float(node["threshold"]))
-            t["cover"].append(float(node.get("leaf_count", node.get("internal_count", 0))))
-            t["default_left"].append(bool(node.get("default_left", False)))
-            t["missing"].append(MISSING[node.get("missing_type", "None")])
-            t["categories"].append([float(c) for c in str(node["threshold"]).split("||")] if categorical else None)
-        t["value"] = value
-        trees.append(t)
-    return _stack(trees, 1.0, width)

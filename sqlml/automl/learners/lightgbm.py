@@ -106,10 +106,56 @@ def register_onnx() -> None:
                                 convert_lightgbm, options={"split": None})
 
 
+def _numbered(root: dict) -> list[dict]:
+    """The nodes of a LightGBM dump tree in preorder, each split given ``_left`` / ``_right``: its
+    children's positions."""
+    nodes, stack = [], [(root, None, None)]
+    while stack:
+        node, parent, side = stack.pop()
+        if parent is not None:
+            parent[side] = len(nodes)
+        nodes.append(node)
+        if "leaf_value" not in node:
+            stack.append((node["right_child"], node, "_right"))
+            stack.append((node["left_child"], node, "_left"))
+    return nodes
+
+
+def explain_trees(est, outputs: int):
+    """LightGBM's trees from its model dump, for TreeSHAP (``sqlml.explain.model``): raw scores (the
+    first tree holds the initial score); covers are LightGBM's data counts, as its own TreeSHAP uses them."""
+    from sqlml.explain.treeshap import NAN, NONE, ZERO
+
+    missing = {"None": NONE, "Zero": ZERO, "NaN": NAN}
+    dump = est.booster_.dump_model()
+    per_iteration = int(dump["num_tree_per_iteration"])
+    trees = []
+    for i, info in enumerate(dump["tree_info"]):
+        nodes = _numbered(info["tree_structure"])
+        value = np.zeros((len(nodes), outputs))
+        out = i % per_iteration if outputs > 1 else 0
+        t = {k: [] for k in ("left", "right", "feature", "threshold", "cover", "default_left", "missing", "categories")}
+        for j, node in enumerate(nodes):
+            leaf = "leaf_value" in node
+            value[j, out] = node.get("leaf_value", node.get("internal_value", 0.0))
+            t["left"].append(-1 if leaf else node["_left"])
+            t["right"].append(-1 if leaf else node["_right"])
+            t["feature"].append(-2 if leaf else node["split_feature"])
+            categorical = not leaf and node["decision_type"] == "=="
+            t["threshold"].append(0.0 if leaf or categorical else float(node["threshold"]))
+            t["cover"].append(float(node.get("leaf_count", node.get("internal_count", 0))))
+            t["default_left"].append(bool(node.get("default_left", False)))
+            t["missing"].append(missing[node.get("missing_type", "None")])
+            t["categories"].append([float(c) for c in str(node["threshold"]).split("||")] if categorical else None)
+        t["value"] = value
+        trees.append(t)
+    return trees, 1.0
+
+
 SPECS = (
     EstimatorSpec(
         name="lightgbm", family=BOOSTING, encoding=NATIVE_CATEGORIES, build=build, fit=fit, leaves=leaves,
-        cost=1.0, early_stopping=True, library="lightgbm", register_onnx=register_onnx,
+        cost=1.0, early_stopping=True, library="lightgbm", register_onnx=register_onnx, explain_trees=explain_trees,
         space=(
             Hyper("learning_rate", 0.01, 0.3, log=True),
             Hyper("num_leaves", 4, 256, log=True, integer=True),
