@@ -17,7 +17,7 @@ from sqlml.automl.estimators import SPECS
 from sqlml.data import convert
 from sqlml.data.schema import FeatureSchema, Target
 from sqlml.data.task import task_of
-from sqlml.onnx import compiled
+from sqlml.onnx import compiled, native
 from sqlml.onnx.convert import run, session, to_onnx
 from sqlml.onnx.scorer import COMPILED, ONNXRUNTIME, Scorer
 from tests.conftest import query, scalar
@@ -81,6 +81,36 @@ def test_compiled_equals_onnxruntime(algorithm, task):
     matrix = np.concatenate([feeds[ci.name].reshape(n, -1) for ci in scorer.split.inputs], axis=1)
     rows = np.array([scorer.run_row(r.tolist()).copy() for r in matrix], dtype=np.float64)
     assert_parity(rows.reshape(-1) if task == "regression" else rows, want, task)
+    if native.supported():  # the object's relocations applied by sqlml, not by LLVM
+        assert scorer.compiled.loader == "native"
+
+
+@pytest.mark.parametrize("algorithm, task", [("lightgbm", "binary"), ("lightgbm", "multiclass"), ("linear", "binary"),
+                                             ("voting", "regression")])
+def test_native_loader_runs_the_code_as_llvm_does(algorithm, task, monkeypatch):
+    """The same object code, loaded by sqlml.onnx.native and by llvmlite's JIT: the same answers, bit for bit."""
+    pipe, schema, raw = voting(task) if algorithm == "voting" else fit(algorithm, task)
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    inputs = [(ci.name, int(np.prod(ci.dims))) for ci in scorer.split.inputs]
+    ops, width = compiled.program(scorer.split.core, scorer.output, inputs)
+    obj = compiled.compile_object(compiled.ir(ops, inputs, scorer.output, width))
+    probes = compiled.probe_rows(ops, inputs, rows=2000, seed=5)
+    by_sqlml = compiled.Compiled(obj, probes.shape[1], width)
+
+    def unsupported(obj):
+        raise native.Unsupported("forced")
+
+    monkeypatch.setattr(native, "Loaded", unsupported)
+    by_llvm = compiled.Compiled(obj, probes.shape[1], width)
+    assert by_llvm.loader == "llvmlite"
+    assert by_sqlml.loader == ("native" if native.supported() else "llvmlite")
+    assert np.array_equal(by_sqlml.run(probes), by_llvm.run(probes), equal_nan=True)
+    assert compiled.agrees(by_sqlml.run(probes), scorer._reference(probes), task != "regression")
+
+
+def test_native_loader_refuses_what_it_does_not_know():
+    with pytest.raises(native.Unsupported):
+        native.Loaded(b"not an object file at all" + bytes(64))
 
 
 def test_tree_thresholds_are_exact():
@@ -175,6 +205,32 @@ def test_cache_loads_without_compiling_or_onnxruntime(tmp_path, monkeypatch):
     assert_parity(second.run(convert.model_inputs(schema, raw), len(raw["a"])), want, "multiclass")
 
 
+def test_a_cold_process_loads_the_cache_without_the_ml_stack(tmp_path):
+    """What a new backend's first predict imports when the code is cached: no onnx, no onnxruntime,
+    no scikit-learn, and on x86-64 Linux no llvmlite."""
+    import subprocess
+    import sys
+
+    pipe, schema, raw = fit("lightgbm", "binary")
+    blob = to_onnx(pipe, schema)
+    cache = str(tmp_path / "cache")
+    Scorer(blob, schema, cache_dir=cache)
+    (tmp_path / "model.onnx").write_bytes(blob)
+    (tmp_path / "schema.json").write_text(json.dumps(schema.to_json()))
+    code = ("import json, sys; from sqlml.data.schema import FeatureSchema; from sqlml.onnx.scorer import Scorer; "
+            f"s = Scorer(open({str(tmp_path / 'model.onnx')!r}, 'rb').read(), "
+            f"FeatureSchema.from_json(json.load(open({str(tmp_path / 'schema.json')!r}))), cache_dir={cache!r}); "
+            "print(json.dumps([s.engine, s.cached, sorted({m.split('.')[0] for m in sys.modules}), "
+            "s.run_row([0.5] * len(s.row_columns)).tolist()]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    engine, cached, modules, row = json.loads(out.stdout)
+    assert engine == COMPILED and cached
+    assert not {"onnx", "onnxruntime", "sklearn", "scipy", "pandas", "skl2onnx"} & set(modules)
+    if native.supported():
+        assert "llvmlite" not in modules
+    assert len(row) == 2
+
+
 def test_a_cache_entry_that_disagrees_is_compiled_again(tmp_path):
     pipe, schema, raw = fit("lightgbm", "regression")
     blob = to_onnx(pipe, schema)
@@ -232,6 +288,10 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
 
     want = run(session(bytes(onnx)), convert.as_feeds(schema, convert.model_inputs(schema, values.from_rows(schema, rows))),
                "binary")
+    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
+    cache = cluster.data / "sqlml_compiled"
+    for entry in cache.glob(sha + "-*"):  # compiled by the training if its budget left time: not this test's case
+        entry.unlink()
     seen = []
     for _ in range(2):  # the first backend compiles, the second loads the cache
         conn = psycopg2.connect(dsn)
@@ -247,9 +307,7 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
         assert labels == by_json == want.argmax(1).astype(float).tolist()
     assert len(seen[0]) == 1 and "scores with compiled" in seen[0][0] and "from the cache" not in seen[0][0]
     assert len(seen[1]) == 1 and "scores with compiled (from the cache)" in seen[1][0]
-    cache = cluster.data / "sqlml_compiled"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
     # one entry for this model (the cluster's other test modules cache theirs beside it)
     assert [p.name.split("-")[0] for p in cache.iterdir()].count(sha) == 1
 
@@ -263,3 +321,21 @@ def test_batch_scoring_uses_the_compiled_code(db):
     np.testing.assert_allclose([q for _, q, _ in scored], [r for _, _, r in scored], atol=1e-7)
     batch = dict(query(db, "SELECT id::int, prediction FROM sqlml.predict_batch('shop', 'shop', 'id')"))
     assert [batch[i] for i in range(1, 4001)] == [p for p, _, _ in scored]
+
+
+def test_deploy_compiles_ahead_so_a_new_backend_loads_the_cache(db, dsn, cluster):
+    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
+    cache = cluster.data / "sqlml_compiled"
+    for entry in cache.glob(sha + "-*"):
+        entry.unlink()
+    version = scalar(db, "SELECT version FROM sqlml.models WHERE project = 'shop'")
+    query(db, "SELECT * FROM sqlml.deploy('shop', version => %s)", (version,))
+    assert len(list(cache.glob(sha + "-*"))) == 1  # compiled by the deploy, before any predict
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    conn.notices = []
+    query(conn, "SET client_min_messages = debug2")
+    assert scalar(conn, "SELECT sqlml.predict('shop', s) FROM shop s WHERE id = 3") in (0.0, 1.0)
+    messages = engine_messages(conn)
+    conn.close()
+    assert len(messages) == 1 and "scores with compiled (from the cache)" in messages[0]
