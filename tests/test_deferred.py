@@ -30,7 +30,7 @@ print(json.dumps([auc, before, ranks, after, mquantiles([1, 2, 3, 4]).tolist(), 
 def test_scipy_stats_waits_for_its_first_use_then_is_the_real_module():
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True)
     auc, before, ranks, after, quantiles, cdf, again = json.loads(out.stdout)
-    assert auc == 1.0
+    assert auc > 0.99
     assert before == "_StandIn"  # scikit-learn imported and a model fitted and scored: scipy.stats not loaded
     assert ranks == [3.0, 1.0, 2.0] and after == "module"
     assert quantiles == [1.45, 2.5, 3.55] and cdf == 0.5
