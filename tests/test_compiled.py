@@ -339,3 +339,19 @@ def test_deploy_compiles_ahead_so_a_new_backend_loads_the_cache(db, dsn, cluster
     messages = engine_messages(conn)
     conn.close()
     assert len(messages) == 1 and "scores with compiled (from the cache)" in messages[0]
+
+
+def test_batch_reads_categories_as_text_unseen_and_separator_included(db):
+    """Categories reach batch scoring as one text per chunk, looked up in Python: NULL, unseen values
+    and values holding the separator (chr(1)) score as a row does."""
+    query(db, "DROP TABLE IF EXISTS shop_odd, shop_odd_scored")
+    query(db, """CREATE TABLE shop_odd AS SELECT i AS id, (i * 13 % 100)::float8 AS spend, i % 5 AS visits,
+                 (ARRAY['web', 'app', NULL, 'kiosk', 'we' || chr(1) || 'b', chr(1), '', 'store'])[i % 8 + 1] AS channel
+                 FROM generate_series(1, 800) AS i""")
+    assert scalar(db, "SELECT sqlml.score('shop', 'shop_odd', 'shop_odd_scored', 'id')") == 800
+    got = query(db, "SELECT s.probabilities, sqlml.predict_proba('shop', t) FROM shop_odd_scored s "
+                    "JOIN shop_odd t USING (id) ORDER BY id")
+    np.testing.assert_allclose([g for g, _ in got], [w for _, w in got], atol=1e-7)
+    batch = query(db, "SELECT b.probabilities, sqlml.predict_proba('shop', t) FROM sqlml.predict_batch('shop', "
+                      "'shop_odd', 'id') b JOIN shop_odd t ON t.id = b.id::int ORDER BY t.id")
+    np.testing.assert_allclose([g for g, _ in batch], [w for _, w in batch], atol=1e-7)

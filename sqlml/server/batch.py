@@ -88,7 +88,7 @@ def _chunks(m, rel, sql, id_column, id_type):
         if not rows:
             return
         if matrix:  # the core matrix itself: numbers and looked-up categories
-            n, payload, ids = chunks.decode_matrix(rows[0], len(columns), id_type)
+            n, payload, ids = chunks.decode_matrix(rows[0], columns, id_type)
         else:
             n, payload, ids = chunks.decode_chunk(rows[0], features, id_type)
         if n:
