@@ -32,10 +32,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import platform
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -770,7 +768,7 @@ def cache_key(sha256: str) -> str:
     (found without importing llvmlite, onnx or onnxruntime: a cold backend loading cached code needs
     none of them)."""
     salt = f"{VERSION}|{_installed('llvmlite')}|{_installed('onnxruntime')}|{_installed('onnx')}|" \
-           f"{platform.machine()}|{_cpu()}"
+           f"{os.uname().machine}|{_cpu()}"
     return f"{sha256}-{hashlib.sha256(salt.encode()).hexdigest()[:16]}"
 
 
@@ -801,7 +799,7 @@ def _cpu() -> str:
         with open("/proc/cpuinfo") as f:
             text = f.read(65536)
     except OSError:
-        return platform.processor()
+        return os.uname().machine
     first = text.split("\n\n", 1)[0]
     return hashlib.sha256("\n".join(line for line in first.splitlines()
                                     if line.split(":")[0].strip() in ("vendor_id", "model name", "flags")
@@ -874,6 +872,8 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
 
 def _write(path: str, **arrays) -> None:
     """Write ``arrays`` to ``path`` atomically, readable by this OS user only."""
+    import tempfile
+
     directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import platform
+import os
 import struct
 
 _PC32, _PLT32, _ABS64, _GOTPCREL, _GOTPCRELX, _REX_GOTPCRELX = 2, 4, 1, 9, 41, 42
@@ -30,7 +30,7 @@ class Unsupported(Exception):
 
 
 def supported() -> bool:
-    return platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
+    return os.uname().sysname == "Linux" and os.uname().machine == "x86_64"
 
 
 _libc = None
@@ -66,7 +66,7 @@ class Loaded:
 
     def __init__(self, obj: bytes):
         if not supported():
-            raise Unsupported(platform.machine())
+            raise Unsupported(os.uname().machine)
         if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1 or struct.unpack_from("<H", obj, 18)[0] != 62:
             raise Unsupported("not an x86-64 ELF64 little-endian object")
         shoff, = struct.unpack_from("<Q", obj, 0x28)

@@ -52,4 +52,5 @@ def _warm(project, chosen) -> None:
 
     blob, sha, schema = privileged.run(lambda ex: store.onnx_blob(ex, chosen["id"]))
     if schema.get("task") != "forecast":
-        scoring.warm(store.ModelRef(chosen["id"], project, chosen["version"], sha), blob, FeatureSchema.from_json(schema))
+        ref = store.ModelRef(chosen["id"], project, chosen["version"], sha)
+        scoring.warm(ref, blob, FeatureSchema.from_json(schema))
