@@ -266,7 +266,8 @@ def db(dsn):
     query(conn, """
         CREATE TABLE shop AS
         SELECT i AS id, CASE WHEN i % 7 = 0 THEN NULL ELSE (i * 37 % 100)::float8 END AS spend,
-               (i % 5)::int AS visits, CASE WHEN i % 11 = 0 THEN NULL ELSE (ARRAY['web', 'app', 'store'])[i % 3 + 1] END AS channel,
+               (i % 5)::int AS visits,
+               CASE WHEN i % 11 = 0 THEN NULL ELSE (ARRAY['web', 'app', 'store'])[i % 3 + 1] END AS channel,
                ((i * 37 % 100) + (i % 3) * 25 > 70)::int AS bought
         FROM generate_series(1, 4000) AS i""")
     opts = json.dumps({"ensemble": False, "n_estimators": 30})
@@ -286,7 +287,8 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
     rows = [r[0] for r in query(db, "SELECT to_jsonb(s) FROM shop s ORDER BY id")]
     from sqlml.data import values
 
-    want = run(session(bytes(onnx)), convert.as_feeds(schema, convert.model_inputs(schema, values.from_rows(schema, rows))),
+    inputs = convert.model_inputs(schema, values.from_rows(schema, rows))
+    want = run(session(bytes(onnx)), convert.as_feeds(schema, inputs),
                "binary")
     sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
     cache = cluster.data / "sqlml_compiled"
