@@ -380,7 +380,8 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
     if decision["deploy"] and budget.remaining() > scoring.compile_seconds(blob):  # else the first predict compiles
-        scoring.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob, trained.schema)
+        scoring.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob,
+                     FeatureSchema.from_json(trained.schema.to_json()))  # as a backend loading it reads it
     spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} holdout rows; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
     return [(project, version, candidate.algorithm, metric, float(score), bool(decision["deploy"]))]
