@@ -352,9 +352,25 @@ $$;
 
 COMMENT ON FUNCTION sqlml.classes(text) IS 'Class labels of project, in the order predict_proba reports them';
 
-CREATE OR REPLACE FUNCTION sqlml.predict_batch(project text, relation text, id_column text) RETURNS TABLE (id text, prediction float8, label text, probabilities float8[])
+-- predict_batch: the scores come from Python as one row of arrays per chunk (~32k rows), unnested
+-- here: PL/Python converts every value of a set-returning function's rows through its text, and
+-- per-row tuples cost more than the model. Predictions travel as exact int8s (sqlml/scoring/chunks.py).
+CREATE OR REPLACE FUNCTION sqlml._predict_batch_chunks(project text, relation text, id_column text)
+RETURNS TABLE (n int8, int_ids int8[], text_ids text[], packed int8[], floats float8[], class int8[],
+               labels text[], class_values float8[], class_labels text[], k int, probabilities float8[])
 LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].predict_batch(project, relation, id_column)
+$$;
+
+CREATE OR REPLACE FUNCTION sqlml.predict_batch(project text, relation text, id_column text) RETURNS TABLE (id text, prediction float8, label text, probabilities float8[])
+LANGUAGE sql VOLATILE AS $$
+SELECT coalesce(u.i::text, u.t),
+       coalesce((u.p >> 10)::float8 * power(2::float8, ((u.p & 1023) - 512)::float8), u.f, c.class_values[u.c]),
+       coalesce(u.l, c.class_labels[u.c]),
+       c.probabilities[(u.o - 1) * c.k + 1 : u.o * c.k]
+FROM sqlml._predict_batch_chunks(project, relation, id_column) AS c
+CROSS JOIN LATERAL ROWS FROM (unnest(c.int_ids), unnest(c.text_ids), unnest(c.packed), unnest(c.floats),
+                              unnest(c.class), unnest(c.labels)) WITH ORDINALITY AS u(i, t, p, f, c, l, o)
 $$;
 
 COMMENT ON FUNCTION sqlml.predict_batch(text, text, text) IS 'Score every row of relation, columnar; id is id_column as text';

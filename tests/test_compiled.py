@@ -17,7 +17,7 @@ from sqlml.automl.estimators import SPECS
 from sqlml.data import convert
 from sqlml.data.schema import FeatureSchema, Target
 from sqlml.data.task import task_of
-from sqlml.onnx import compiled
+from sqlml.onnx import compiled, native
 from sqlml.onnx.convert import run, session, to_onnx
 from sqlml.onnx.scorer import COMPILED, ONNXRUNTIME, Scorer
 from tests.conftest import query, scalar
@@ -81,6 +81,36 @@ def test_compiled_equals_onnxruntime(algorithm, task):
     matrix = np.concatenate([feeds[ci.name].reshape(n, -1) for ci in scorer.split.inputs], axis=1)
     rows = np.array([scorer.run_row(r.tolist()).copy() for r in matrix], dtype=np.float64)
     assert_parity(rows.reshape(-1) if task == "regression" else rows, want, task)
+    if native.supported():  # the object's relocations applied by sqlml, not by LLVM
+        assert scorer.compiled.loader == "native"
+
+
+@pytest.mark.parametrize("algorithm, task", [("lightgbm", "binary"), ("lightgbm", "multiclass"), ("linear", "binary"),
+                                             ("voting", "regression")])
+def test_native_loader_runs_the_code_as_llvm_does(algorithm, task, monkeypatch):
+    """The same object code, loaded by sqlml.onnx.native and by llvmlite's JIT: the same answers, bit for bit."""
+    pipe, schema, raw = voting(task) if algorithm == "voting" else fit(algorithm, task)
+    scorer = Scorer(to_onnx(pipe, schema), schema)
+    inputs = [(ci.name, int(np.prod(ci.dims))) for ci in scorer.split.inputs]
+    ops, width = compiled.program(scorer.split.core, scorer.output, inputs)
+    obj = compiled.compile_object(compiled.ir(ops, inputs, scorer.output, width))
+    probes = compiled.probe_rows(ops, inputs, rows=2000, seed=5)
+    by_sqlml = compiled.Compiled(obj, probes.shape[1], width)
+
+    def unsupported(obj):
+        raise native.Unsupported("forced")
+
+    monkeypatch.setattr(native, "Loaded", unsupported)
+    by_llvm = compiled.Compiled(obj, probes.shape[1], width)
+    assert by_llvm.loader == "llvmlite"
+    assert by_sqlml.loader == ("native" if native.supported() else "llvmlite")
+    assert np.array_equal(by_sqlml.run(probes), by_llvm.run(probes), equal_nan=True)
+    assert compiled.agrees(by_sqlml.run(probes), scorer._reference(probes), task != "regression")
+
+
+def test_native_loader_refuses_what_it_does_not_know():
+    with pytest.raises(native.Unsupported):
+        native.Loaded(b"not an object file at all" + bytes(64))
 
 
 def test_tree_thresholds_are_exact():
@@ -175,6 +205,32 @@ def test_cache_loads_without_compiling_or_onnxruntime(tmp_path, monkeypatch):
     assert_parity(second.run(convert.model_inputs(schema, raw), len(raw["a"])), want, "multiclass")
 
 
+def test_a_cold_process_loads_the_cache_without_the_ml_stack(tmp_path):
+    """What a new backend's first predict imports when the code is cached: no onnx, no onnxruntime,
+    no scikit-learn, and on x86-64 Linux no llvmlite."""
+    import subprocess
+    import sys
+
+    pipe, schema, raw = fit("lightgbm", "binary")
+    blob = to_onnx(pipe, schema)
+    cache = str(tmp_path / "cache")
+    Scorer(blob, schema, cache_dir=cache)
+    (tmp_path / "model.onnx").write_bytes(blob)
+    (tmp_path / "schema.json").write_text(json.dumps(schema.to_json()))
+    code = ("import json, sys; from sqlml.data.schema import FeatureSchema; from sqlml.onnx.scorer import Scorer; "
+            f"s = Scorer(open({str(tmp_path / 'model.onnx')!r}, 'rb').read(), "
+            f"FeatureSchema.from_json(json.load(open({str(tmp_path / 'schema.json')!r}))), cache_dir={cache!r}); "
+            "print(json.dumps([s.engine, s.cached, sorted({m.split('.')[0] for m in sys.modules}), "
+            "s.run_row([0.5] * len(s.row_columns)).tolist()]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    engine, cached, modules, row = json.loads(out.stdout)
+    assert engine == COMPILED and cached
+    assert not {"onnx", "onnxruntime", "sklearn", "scipy", "pandas", "skl2onnx"} & set(modules)
+    if native.supported():
+        assert "llvmlite" not in modules
+    assert len(row) == 2
+
+
 def test_a_cache_entry_that_disagrees_is_compiled_again(tmp_path):
     pipe, schema, raw = fit("lightgbm", "regression")
     blob = to_onnx(pipe, schema)
@@ -210,7 +266,8 @@ def db(dsn):
     query(conn, """
         CREATE TABLE shop AS
         SELECT i AS id, CASE WHEN i % 7 = 0 THEN NULL ELSE (i * 37 % 100)::float8 END AS spend,
-               (i % 5)::int AS visits, CASE WHEN i % 11 = 0 THEN NULL ELSE (ARRAY['web', 'app', 'store'])[i % 3 + 1] END AS channel,
+               (i % 5)::int AS visits,
+               CASE WHEN i % 11 = 0 THEN NULL ELSE (ARRAY['web', 'app', 'store'])[i % 3 + 1] END AS channel,
                ((i * 37 % 100) + (i % 3) * 25 > 70)::int AS bought
         FROM generate_series(1, 4000) AS i""")
     opts = json.dumps({"ensemble": False, "n_estimators": 30})
@@ -230,8 +287,13 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
     rows = [r[0] for r in query(db, "SELECT to_jsonb(s) FROM shop s ORDER BY id")]
     from sqlml.data import values
 
-    want = run(session(bytes(onnx)), convert.as_feeds(schema, convert.model_inputs(schema, values.from_rows(schema, rows))),
+    inputs = convert.model_inputs(schema, values.from_rows(schema, rows))
+    want = run(session(bytes(onnx)), convert.as_feeds(schema, inputs),
                "binary")
+    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
+    cache = cluster.data / "sqlml_compiled"
+    for entry in cache.glob(sha + "-*"):  # compiled by the training if its budget left time: not this test's case
+        entry.unlink()
     seen = []
     for _ in range(2):  # the first backend compiles, the second loads the cache
         conn = psycopg2.connect(dsn)
@@ -247,9 +309,7 @@ def test_predict_compiles_once_and_new_backends_load_the_cache(db, dsn, cluster)
         assert labels == by_json == want.argmax(1).astype(float).tolist()
     assert len(seen[0]) == 1 and "scores with compiled" in seen[0][0] and "from the cache" not in seen[0][0]
     assert len(seen[1]) == 1 and "scores with compiled (from the cache)" in seen[1][0]
-    cache = cluster.data / "sqlml_compiled"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
     # one entry for this model (the cluster's other test modules cache theirs beside it)
     assert [p.name.split("-")[0] for p in cache.iterdir()].count(sha) == 1
 
@@ -263,3 +323,37 @@ def test_batch_scoring_uses_the_compiled_code(db):
     np.testing.assert_allclose([q for _, q, _ in scored], [r for _, _, r in scored], atol=1e-7)
     batch = dict(query(db, "SELECT id::int, prediction FROM sqlml.predict_batch('shop', 'shop', 'id')"))
     assert [batch[i] for i in range(1, 4001)] == [p for p, _, _ in scored]
+
+
+def test_deploy_compiles_ahead_so_a_new_backend_loads_the_cache(db, dsn, cluster):
+    sha = scalar(db, "SELECT sha256 FROM sqlml.models WHERE project = 'shop'")
+    cache = cluster.data / "sqlml_compiled"
+    for entry in cache.glob(sha + "-*"):
+        entry.unlink()
+    version = scalar(db, "SELECT version FROM sqlml.models WHERE project = 'shop'")
+    query(db, "SELECT * FROM sqlml.deploy('shop', version => %s)", (version,))
+    assert len(list(cache.glob(sha + "-*"))) == 1  # compiled by the deploy, before any predict
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    conn.notices = []
+    query(conn, "SET client_min_messages = debug2")
+    assert scalar(conn, "SELECT sqlml.predict('shop', s) FROM shop s WHERE id = 3") in (0.0, 1.0)
+    messages = engine_messages(conn)
+    conn.close()
+    assert len(messages) == 1 and "scores with compiled (from the cache)" in messages[0]
+
+
+def test_batch_reads_categories_as_text_unseen_and_separator_included(db):
+    """Categories reach batch scoring as one text per chunk, looked up in Python: NULL, unseen values
+    and values holding the separator (chr(1)) score as a row does."""
+    query(db, "DROP TABLE IF EXISTS shop_odd, shop_odd_scored")
+    query(db, """CREATE TABLE shop_odd AS SELECT i AS id, (i * 13 % 100)::float8 AS spend, i % 5 AS visits,
+                 (ARRAY['web', 'app', NULL, 'kiosk', 'we' || chr(1) || 'b', chr(1), '', 'store'])[i % 8 + 1] AS channel
+                 FROM generate_series(1, 800) AS i""")
+    assert scalar(db, "SELECT sqlml.score('shop', 'shop_odd', 'shop_odd_scored', 'id')") == 800
+    got = query(db, "SELECT s.probabilities, sqlml.predict_proba('shop', t) FROM shop_odd_scored s "
+                    "JOIN shop_odd t USING (id) ORDER BY id")
+    np.testing.assert_allclose([g for g, _ in got], [w for _, w in got], atol=1e-7)
+    batch = query(db, "SELECT b.probabilities, sqlml.predict_proba('shop', t) FROM sqlml.predict_batch('shop', "
+                      "'shop_odd', 'id') b JOIN shop_odd t ON t.id = b.id::int ORDER BY t.id")
+    np.testing.assert_allclose([g for g, _ in batch], [w for _, w in batch], atol=1e-7)

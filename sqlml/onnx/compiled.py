@@ -23,7 +23,8 @@ beyond 1), else it returns None and the caller keeps ONNX Runtime. The object co
 ONNX Runtime's answers and the caller's metadata (the split's plumbing) are cached on disk under
 ``key`` (the model's sha256, the compiler's, llvmlite's, onnx's and onnxruntime's versions and the
 CPU), so a new backend (``from_cache``) loads the code and re-checks it against the stored answers
-without compiling, without parsing the graph and without ONNX Runtime.
+without compiling, without parsing the graph and without ONNX Runtime; on x86-64 Linux without
+llvmlite either (``sqlml.onnx.native`` applies the object's relocations itself).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ import ctypes
 import hashlib
 import os
 import struct
-import tempfile
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-VERSION = "4"  # of the code this module writes: part of every cache key
+from sqlml.onnx import native
+
+VERSION = "5"  # of the code this module writes: part of every cache key
 TOLERANCE = 1e-6
 _ML = "ai.onnx.ml"
 _COMPARE = {"BRANCH_LEQ": "ole", "BRANCH_LT": "olt", "BRANCH_GTE": "oge", "BRANCH_GT": "ogt",
@@ -668,16 +671,24 @@ def compile_object(source: str, opt: int = 2) -> bytes:
 
 
 class Compiled:
-    """Native ``score`` loaded from object code: rows of ``width`` float32 in, ``outputs`` float32 out."""
+    """Native ``score`` loaded from object code: rows of ``width`` float32 in, ``outputs`` float32 out.
+
+    The code is loaded by ``sqlml.onnx.native`` where it can (x86-64 Linux: no LLVM in the process),
+    else by llvmlite's MCJIT."""
 
     def __init__(self, obj: bytes, width: int, outputs: int):
-        import llvmlite.binding as llvm
+        try:
+            self._code = native.Loaded(obj)
+            address, row = self._code.address("score"), self._code.address("score_row")
+            self.loader = "native"
+        except native.Unsupported:
+            import llvmlite.binding as llvm
 
-        tm = _target_machine()
-        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self._engine.finalize_object()
-        address, row = self._engine.get_function_address("score"), self._engine.get_function_address("score_row")
+            self._code = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+            self._code.add_object_file(llvm.ObjectFileRef.from_data(obj))
+            self._code.finalize_object()
+            address, row = self._code.get_function_address("score"), self._code.get_function_address("score_row")
+            self.loader = "llvmlite"
         if not address or not row:
             raise RuntimeError("compiled object has no score function")
         self._score, self._score_row = _SCORE(address), _ROW(row)
@@ -753,27 +764,46 @@ def agrees(got: np.ndarray, want: np.ndarray, classifier: bool) -> bool:
 
 
 def cache_key(sha256: str) -> str:
-    """The cache file name for a model: its sha256 and everything that makes the code or the answers."""
-    import llvmlite
-    import llvmlite.binding as llvm
-
-    salt = f"{VERSION}|{llvmlite.__version__}|{_installed('onnxruntime')}|{_installed('onnx')}|" \
-           f"{llvm.get_process_triple()}|{llvm.get_host_cpu_name()}"
+    """The cache file name for a model: its sha256 and everything that makes the code or the answers
+    (found without importing llvmlite, onnx or onnxruntime: a cold backend loading cached code needs
+    none of them)."""
+    salt = f"{VERSION}|{_installed('llvmlite')}|{_installed('onnxruntime')}|{_installed('onnx')}|" \
+           f"{os.uname().machine}|{_cpu()}"
     return f"{sha256}-{hashlib.sha256(salt.encode()).hexdigest()[:16]}"
 
 
-def _installed(package: str) -> str:
-    """A package's installed version from its dist-info folder's name, without importing the package
-    (onnxruntime costs ~80 ms) or importlib.metadata (~40 ms: email, zipfile, csv...)."""
-    import importlib.util
+_versions: dict = {}
 
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.origin:
-        return "none"
-    site = os.path.dirname(os.path.dirname(spec.origin))
-    prefix = package + "-"
-    return next((e[len(prefix):-len(".dist-info")] for e in sorted(os.listdir(site))
-                 if e.startswith(prefix) and e.endswith(".dist-info")), "unknown")
+
+def _installed(package: str) -> str:
+    """A package's installed version from its dist-info folder's name on ``sys.path``, without
+    importing the package (onnxruntime costs ~80 ms, llvmlite more) or importlib.metadata."""
+    if package not in _versions:
+        prefix, found = package + "-", "none"
+        for directory in sys.path:
+            try:
+                entries = sorted(os.listdir(directory or "."))
+            except OSError:
+                continue
+            found = next((e[len(prefix):-len(".dist-info")] for e in entries
+                          if e.startswith(prefix) and e.endswith(".dist-info")), "none")
+            if found != "none":
+                break
+        _versions[package] = found
+    return _versions[package]
+
+
+def _cpu() -> str:
+    """This CPU's model and features (what the code was compiled for), as /proc/cpuinfo says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read(65536)
+    except OSError:
+        return os.uname().machine
+    first = text.split("\n\n", 1)[0]
+    return hashlib.sha256("\n".join(line for line in first.splitlines()
+                                    if line.split(":")[0].strip() in ("vendor_id", "model name", "flags")
+                                    ).encode()).hexdigest()[:16]
 
 
 def private_directory(path: str | None) -> str | None:
@@ -793,7 +823,8 @@ def private_directory(path: str | None) -> str | None:
 
 def from_cache(key: str, cache_dir: str | None, classifier: bool) -> tuple | None:
     """(Compiled, the metadata stored with it) from the cache, if there and if it still gives the
-    answers ONNX Runtime gave on its probe rows; else None. Needs neither onnx nor onnxruntime."""
+    answers ONNX Runtime gave on its probe rows; else None. Needs neither onnx nor onnxruntime, nor
+    llvmlite where ``sqlml.onnx.native`` loads the code."""
     path = os.path.join(cache_dir, key + ".npz") if cache_dir else None
     if path is None or not os.path.exists(path):
         return None
@@ -841,6 +872,8 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
 
 def _write(path: str, **arrays) -> None:
     """Write ``arrays`` to ``path`` atomically, readable by this OS user only."""
+    import tempfile
+
     directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")

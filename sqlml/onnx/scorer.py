@@ -25,7 +25,6 @@ import numpy as np
 from sqlml.data.schema import FeatureSchema
 from sqlml.data.task import task_of
 from sqlml.onnx import compiled, core
-from sqlml.onnx.convert import session
 
 COMPILED, ONNXRUNTIME = "compiled", "onnxruntime"
 
@@ -81,6 +80,8 @@ class Scorer:
     @property
     def session(self):
         if self._session is None:
+            from sqlml.onnx.convert import session  # not on a cached model's path
+
             self._session = session(self._graph, self.threads)
         return self._session
 

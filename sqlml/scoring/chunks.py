@@ -19,6 +19,8 @@ training data (``sqlml.server.batch``), and only scored in chunks of CHUNK_ROWS.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
 from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
@@ -55,27 +57,37 @@ def table_query(table: str, features: list[Feature], id_column: str, id_type: st
             f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
 
 
+SEPARATOR = "\x01"  # between a chunk's category values in one text: a character categories hardly ever hold
+
+
 def matrix_query(table: str, features: list[Feature], columns: tuple, id_column: str, id_type: str, blocks: int,
                  step: int) -> str | None:
-    """Like ``table_query``, but the chunks arrive as the model's core matrix, column by column:
-    numbers as float8s, categories already looked up (``columns``: ``Scorer.row_columns``), so no
-    text reaches Python. Result columns: n, m0.. (one per core column), id. None when some core
-    column is not a number, a boolean or a looked-up category of the table."""
-    import json
-
+    """Like ``table_query``, but the chunks arrive ready for the model's core matrix: numbers as one
+    float8 bytea per core column (``columns``: ``Scorer.row_columns``), and each category read as
+    one text per chunk (its values joined by SEPARATOR, NULL as NULL_CATEGORY) for
+    ``decode_matrix`` to look up in Python: a dictionary lookup there costs a fraction of a jsonb
+    lookup per value in SQL. A value holding SEPARATOR arrives as a token no lookup table holds (so
+    it scores as an unseen category, as it would have: SEPARATOR is in no known category). Result
+    columns: n, m<j> (numbers, per core column), k<i> (categories, per feature read), id. None when
+    some core column is not a number, a boolean or a looked-up category of the table, or a known
+    category holds SEPARATOR."""
     kinds = {f.name: f.kind for f in features}
-    exprs = []
-    for c in columns:
+    aggs, texts = [], {}
+    for j, c in enumerate(columns):
         x = "src." + quote_ident(c.source)
         kind = kinds.get(c.source)
         if kind == NUMERIC and c.lut is None:
-            exprs.append(f"coalesce(float8send({x}::float8), {NAN8})")
+            aggs.append(f"string_agg(coalesce(float8send({x}::float8), {NAN8}), ''::bytea) AS m{j}")
         elif kind == BOOLEAN and c.lut is None:
-            exprs.append(f"coalesce(float8send({x}::int::float8), {NAN8})")
+            aggs.append(f"string_agg(coalesce(float8send({x}::int::float8), {NAN8}), ''::bytea) AS m{j}")
         elif kind == CATEGORY and c.lut is not None:
-            lut = "'" + json.dumps(c.lut).replace("'", "''") + "'::jsonb"
-            default = "'NaN'::float8" if np.isnan(c.default) else f"{float(c.default)!r}::float8"
-            exprs.append(f"float8send(coalesce(({lut} ->> coalesce({x}::text, '{NULL_CATEGORY}'))::float8, {default}))")
+            if any(SEPARATOR in k for k in c.lut):
+                return None
+            if c.source not in texts:
+                texts[c.source] = len(texts)
+                value = f"coalesce({x}::text, {_literal(NULL_CATEGORY)})"
+                aggs.append(f"string_agg(CASE WHEN strpos({value}, chr(1)) > 0 THEN {_literal(unseen(columns))} "
+                            f"ELSE {value} END, chr(1)) AS k{texts[c.source]}")
         else:
             return None
     names = list(dict.fromkeys([f.name for f in features] + [id_column]))
@@ -85,17 +97,37 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
     inner = f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {table} WHERE ctid >= {lo} AND ctid < {hi}"
     key = "src." + quote_ident(id_column)
     ids = f"string_agg(int8send({key}::int8), ''::bytea)" if id_type in INTEGER_IDS else f"array_agg({key}::text)"
-    aggs = ["count(*) AS n", *(f"string_agg({e}, ''::bytea) AS m{j}" for j, e in enumerate(exprs)), f"{ids} AS id"]
+    aggs = ["count(*) AS n", *aggs, f"{ids} AS id"]
     return (f"SELECT agg.* FROM generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
             f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
 
 
-def decode_matrix(row: dict, width: int, id_type: str) -> tuple[int, np.ndarray, np.ndarray]:
-    """(n, core matrix float32 (n, width), ids) from one row of ``matrix_query``."""
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def unseen(columns: tuple) -> str:
+    """A string no lookup table of ``columns`` holds (stands for a value holding SEPARATOR)."""
+    token = "\x02"
+    while any(c.lut is not None and token in c.lut for c in columns):
+        token += "\x02"
+    return token
+
+
+def decode_matrix(row: dict, columns: tuple, id_type: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, core matrix float32 (n, len(columns)), ids) from one row of ``matrix_query`` for ``columns``."""
     n = int(row["n"])
-    matrix = np.empty((n, width), dtype=np.float32)
-    for j in range(width):
-        matrix[:, j] = np.frombuffer(row[f"m{j}"] or b"", dtype=">f8")
+    matrix = np.empty((n, len(columns)), dtype=np.float32)
+    texts, values = {}, {}
+    for j, c in enumerate(columns):
+        if c.lut is None:
+            matrix[:, j] = np.frombuffer(row[f"m{j}"] or b"", dtype=">f8")
+            continue
+        if c.source not in texts:
+            texts[c.source] = len(texts)
+            text = row[f"k{texts[c.source]}"]
+            values[c.source] = text.split(SEPARATOR) if n else []
+        matrix[:, j] = np.fromiter(map(c.lut.get, values[c.source], repeat(c.default)), dtype=np.float64, count=n)
     if id_type in INTEGER_IDS:
         ids = np.frombuffer(row["id"] or b"", dtype=">i8").astype(np.int64)
     else:

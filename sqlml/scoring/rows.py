@@ -57,23 +57,34 @@ class RowPlan:
                              f'missing{" for project " + repr(project) if project else ""}', sqlstate=UNDEFINED_COLUMN,
                              hint=f"the model needs: {', '.join(f.name for f in self.schema.features)}")
         self.position = {f.name: position[f.name] for f in self.schema.features}
-        self.fast = self._compile()
+        self.fast, self.fast_text = self._compile()
 
     def scores(self, text: str) -> np.ndarray:
         """Scores of the row whose text is ``text``: (k,) probabilities or (1,) value."""
-        fields = record.split(text)
-        if len(fields) != self.width:
-            raise SqlmlError(f"a row of {len(fields)} fields was scored with a plan for {self.width} columns",
-                             hint="report this with the query; retrying the statement re-reads the row type")
-        if self.fast is not None:
+        quoted = '"' in text
+        if self.fast is not None and not quoted:  # nothing quoted: the commas split it, and "" is NULL
             try:
-                row = self.fast(fields)
+                row = self.fast_text(text)
             except (ValueError, TypeError):
                 row = None  # the general way names the feature and what it expected
             if row is not None and _INF not in row and _NINF not in row:
                 try:
                     return self.scorer.run_row(row)
                 except OverflowError:  # beyond float32: the general way hands ONNX Runtime its infinity
+                    pass
+        fields = record.split(text)
+        if len(fields) != self.width:
+            raise SqlmlError(f"a row of {len(fields)} fields was scored with a plan for {self.width} columns",
+                             hint="report this with the query; retrying the statement re-reads the row type")
+        if self.fast is not None and quoted:
+            try:
+                row = self.fast(fields)
+            except (ValueError, TypeError):
+                row = None
+            if row is not None and _INF not in row and _NINF not in row:
+                try:
+                    return self.scorer.run_row(row)
+                except OverflowError:
                     pass
         out = self.scorer.run(self.inputs(fields), 1)
         return out[0] if out.ndim == 2 else out
@@ -87,32 +98,38 @@ class RowPlan:
         return convert.model_inputs(self.schema, values.from_rows(self.schema, [row], self.project))
 
     def _compile(self):
-        """The fast way's function, or None when this model or row type needs the general way."""
+        """The fast way's functions, of the fields (``record.split``) and of a row's text with nothing
+        quoted (split at its commas, an empty field being NULL): (None, None) when this model or row
+        type needs the general way."""
         columns = self.scorer.row_columns
         if columns is None:
-            return None
+            return None, None
         kinds = {f.name: f.kind for f in self.schema.features}
         env, exprs, fields = {"nan": math.nan, "NULL": NULL_CATEGORY}, [], {}
         for j, c in enumerate(columns):
             kind = kinds.get(c.source)  # None: an input derived from a feature (date parts, vector dims)
             if kind is None:
-                return None
+                return None, None
             i = self.position[c.source]
             typ = self.types[i]
             v = fields.setdefault(i, f"f{i}")
             if kind == NUMERIC and typ in NUMBERS and c.lut is None:
-                exprs.append(f"nan if {v} is None else float({v})")
+                exprs.append(f"nan if {{null{v}}} else float({v})")
             elif kind == BOOLEAN and typ == BOOL and c.lut is None:
-                exprs.append(f"nan if {v} is None else (1.0 if {v} == 't' else 0.0)")
+                exprs.append(f"nan if {{null{v}}} else (1.0 if {v} == 't' else 0.0)")
             elif kind == CATEGORY and typ != BOOL and typ not in JSON and c.lut is not None:
                 env[f"L{j}"], env[f"D{j}"] = c.lut, c.default
-                exprs.append(f"L{j}.get(NULL if {v} is None else {v}, D{j})")
+                exprs.append(f"L{j}.get(NULL if {{null{v}}} else {v}, D{j})")
             else:
-                return None
+                return None, None
         unpack = "".join(f"    {v} = f[{i}]\n" for i, v in fields.items())
-        source = f"def row(f):\n{unpack}    return ({', '.join(exprs)},)\n"
+        of_fields = ", ".join(exprs).format(**{f"null{v}": f"{v} is None" for v in fields.values()})
+        of_text = ", ".join(exprs).format(**{f"null{v}": f"not {v}" for v in fields.values()})
+        source = f"def row(f):\n{unpack}    return ({of_fields},)\n\n" \
+                 f"def row_text(t):\n    f = t[1:-1].split(',')\n    if len(f) != {self.width}:\n" \
+                 f"        return None\n{unpack}    return ({of_text},)\n"
         exec(compile(source, f"<sqlml row plan for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
-        return env["row"]
+        return env["row"], env["row_text"]
 
 
 class JsonPlan:

@@ -172,7 +172,7 @@ def predict_batch(project, relation, id_column):
 
     # materialised here so that errors surface inside the entry point (and the job), not while PostgreSQL iterates
     return governor.run("predict_batch", project, lambda: list(batch.predict_batch(project, relation, id_column)),
-                        relation=relation, rows_of=len)
+                        relation=relation, rows_of=lambda chunks: sum(c[0] for c in chunks))
 
 
 @entry

@@ -23,6 +23,7 @@ def deploy(project, strategy, version):
         return chosen, previous, row
 
     chosen, previous, row = privileged.run(run)
+    _warm(project, chosen)
     was = f" (was version {previous['version']})" if previous else ""
     spi.notice(f"project {project}: version {chosen['version']} ({chosen['algorithm']}) deployed by {strategy}{was}")
     return [(project, chosen["version"], chosen["algorithm"], chosen["metric"], chosen["score"], strategy,
@@ -41,3 +42,15 @@ def after_training(project, version, model_id, decision, may_deploy, caller, str
             audit.record(ex, caller, "deploy", project, version, {"strategy": strategy, "why": decision["why"]})
         privileged.run(run)
     return decision
+
+
+def _warm(project, chosen) -> None:
+    """The deployed model compiled into the scoring cache (``sqlml.server.scoring.warm``), unless a
+    forecast (scored by its own code) or already there."""
+    from sqlml.data.schema import FeatureSchema
+    from sqlml.server import scoring
+
+    blob, sha, schema = privileged.run(lambda ex: store.onnx_blob(ex, chosen["id"]))
+    if schema.get("task") != "forecast":
+        ref = store.ModelRef(chosen["id"], project, chosen["version"], sha)
+        scoring.warm(ref, blob, FeatureSchema.from_json(schema))

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from sqlml import deferred
 from sqlml.automl import meta, metrics
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
@@ -34,7 +35,7 @@ from sqlml.errors import (
 )
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, store
-from sqlml.server import deploy, governor, ingest, interrupts, privileged
+from sqlml.server import deploy, governor, ingest, interrupts, privileged, scoring
 from sqlml.server.spi import spi
 
 PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
@@ -238,6 +239,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
           called: float | None = None):
     """``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting."""
     called = time.monotonic() if called is None else called
+    deferred.defer_scipy_stats()  # before scikit-learn's first import: half of a cold backend's import time
     if task == "forecast":  # many time series, chosen by backtests: its own orchestration
         from sqlml.server import forecast
 
@@ -377,6 +379,9 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
 
     decision = gate(champion, champion_before, champion_on_holdout, metric, float(score), opts.get("deploy", "auto"))
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
+    if decision["deploy"] and budget.remaining() > scoring.compile_seconds(blob):  # else the first predict compiles
+        scoring.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob,
+                     FeatureSchema.from_json(trained.schema.to_json()))  # as a backend loading it reads it
     spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} holdout rows; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
     return [(project, version, candidate.algorithm, metric, float(score), bool(decision["deploy"]))]
