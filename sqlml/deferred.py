@@ -21,6 +21,10 @@ import threading
 import types
 
 _NAME = "scipy.stats"
+# The names scikit-learn, LightGBM, XGBoost, CatBoost and skl2onnx take from scipy.stats at import (all
+# called inside functions, never subclassed or used in isinstance). Any other name, e.g. a class a
+# library would subclass at import, loads the real module: deferring it could not be transparent.
+DEFERRABLE = frozenset({"chi2", "gmean", "rankdata", "spearmanr"})
 _lock = threading.RLock()
 
 
@@ -65,7 +69,7 @@ class _StandIn(types.ModuleType):
         importing = self._loaded is None and _importing()
         if name == "__path__" and importing:  # ``from scipy.stats import x`` asks whether it is a package:
             raise AttributeError(name)  # no, so that x is read from the stand-in
-        if importing and not name.startswith("__"):
+        if importing and name in DEFERRABLE:
             return _Deferred(self, name)  # ``from scipy.stats import rankdata`` while a module loads
         return getattr(self._real(), name)  # submodule imports (they read __path__ from importlib) too
 

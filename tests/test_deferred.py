@@ -35,3 +35,22 @@ def test_scipy_stats_waits_for_its_first_use_then_is_the_real_module():
     assert ranks == [3.0, 1.0, 2.0] and after == "module"
     assert quantiles == [1.45, 2.5, 3.55] and cdf == 0.5
     assert again is False  # already imported: nothing to defer
+
+
+SUBCLASS = """
+import json, sys, types
+from sqlml import deferred
+deferred.defer_scipy_stats()
+# a library that subclasses a scipy.stats class at import: not a deferrable name, so the real module loads
+library = types.ModuleType("library")
+exec("from scipy.stats import rv_continuous\\n"
+     "class Flat(rv_continuous):\\n    def _pdf(self, x):\\n        return 1.0 + 0 * x", library.__dict__)
+library.__dict__["__name__"] = "library"
+print(json.dumps([type(sys.modules["scipy.stats"]).__name__, float(library.Flat(a=0, b=1).cdf(0.25))]))
+"""
+
+
+def test_a_class_taken_at_import_loads_the_real_module():
+    out = subprocess.run([sys.executable, "-c", SUBCLASS], capture_output=True, text=True, check=True)
+    loaded, cdf = json.loads(out.stdout)
+    assert loaded == "module" and abs(cdf - 0.25) < 1e-9
