@@ -134,6 +134,87 @@ class Forest:
             nodes = len(self.node_feature) + 1
             g.columns = np.where(edges < 0, nodes - 1, np.where(left, edges, edges + nodes))
             self.groups[k] = g
+        self._native = None
+
+    def _native_arrays(self) -> dict:
+        """The forest as ``sqlml.explain.native.ARGS`` arrays: nodes, then the leaves of the groups
+        (k > 0) one after the other, their slots, edges and tables."""
+        from sqlml.explain.native import CATEGORICAL
+
+        i64 = np.int64
+        kind = self.node_missing.astype(i64)
+        cat_start = np.zeros(len(kind), i64)
+        cat_count = np.zeros(len(kind), i64)
+        cat_left = [np.zeros(1, i64)]
+        offset = 1
+        for node, codes in self.categorical.items():
+            codes = codes[codes >= 0].astype(i64)
+            left = np.zeros(int(codes.max()) + 1 if len(codes) else 0, i64)
+            left[codes] = 1
+            kind[node], cat_start[node], cat_count[node] = CATEGORICAL, offset, len(left)
+            cat_left.append(left)
+            offset += len(left)
+        groups = [(k, g) for k, g in self.groups.items() if k]
+        leaf_k, leaf_table, out_start, out_count, values = [], [], [], [], []
+        slot_feature, slot_z, edge_count, edges, tables = [], [], [], [], [np.zeros(1)]
+        table_at = 1
+        for k, g in groups:
+            count = len(g.feature)
+            leaf_k.append(np.full(count, k, i64))
+            if g.table is not None:
+                leaf_table.append(table_at + np.arange(count, dtype=i64) * (2**k * k))
+                tables.append(g.table.reshape(-1))
+                table_at += g.table.size
+            else:
+                leaf_table.append(np.full(count, -1, i64))
+            scored = g.value != 0  # the outputs a leaf scores: from its first nonzero value to its last
+            first = np.argmax(scored, axis=1)
+            last = g.value.shape[1] - 1 - np.argmax(scored[:, ::-1], axis=1)
+            n_out = np.where(scored.any(axis=1), last - first + 1, 0)
+            out_start.append(first.astype(i64))
+            out_count.append(n_out.astype(i64))
+            outputs = np.arange(g.value.shape[1])
+            values.append(g.value[(outputs >= first[:, None]) & (outputs < (first + n_out)[:, None])])
+            slot_feature.append(g.feature.reshape(-1))
+            slot_z.append(g.z.reshape(-1))
+            real = g.edges >= 0
+            edge_count.append(real.sum(axis=2).reshape(-1))
+            edges.append((g.edges * 2 + ~g.left)[real])
+        def cat(parts, dtype):  # the native code takes no empty array: an unread 0 stands for one
+            a = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+            return np.ascontiguousarray(a if a.size else np.zeros(1, dtype))
+
+        leaf_k, edge_count, out_count = cat(leaf_k, i64), cat(edge_count, i64), cat(out_count, i64)
+        longest = int(leaf_k.max()) if len(groups) else 0
+        t, w = zip(*(_nodes((k + 1) // 2) for k in range(1, longest + 1))) if longest else ((), ())
+        sizes = [0, 0] + [(k + 1) // 2 for k in range(1, longest + 1)]
+        return {
+            "nodes": len(kind),
+            "node_feature": np.ascontiguousarray(self.node_feature, i64),
+            "node_threshold": np.ascontiguousarray(self.node_threshold, np.float64),
+            "node_kind": kind,
+            "node_default_left": self.node_default_left.astype(i64),
+            "node_cat_start": cat_start,
+            "node_cat_count": cat_count,
+            "cat_left": cat(cat_left, i64),
+            "leaves": int(sum(len(g.feature) for _, g in groups)),
+            "leaf_k": leaf_k,
+            "leaf_slot": np.concatenate([[0], np.cumsum(leaf_k)[:-1]]).astype(i64),
+            "leaf_table": cat(leaf_table, i64),
+            "leaf_out_start": cat(out_start, i64),
+            "leaf_out_count": out_count,
+            "leaf_value_start": np.concatenate([[0], np.cumsum(out_count)[:-1]]).astype(i64),
+            "value": cat(values, np.float64),
+            "slot_feature": cat(slot_feature, i64),
+            "slot_edge_start": np.concatenate([[0], np.cumsum(edge_count)[:-1]]).astype(i64),
+            "slot_edge_count": edge_count,
+            "slot_z": cat(slot_z, np.float64),
+            "edge": cat(edges, i64),
+            "table": cat(tables, np.float64),
+            "quadrature_start": np.cumsum(sizes)[:-1].astype(i64) if longest else np.zeros(2, i64),
+            "quadrature_t": cat(t, np.float64),
+            "quadrature_w": cat(w, np.float64),
+        }
 
     def decisions(self, X: np.ndarray) -> np.ndarray:
         """Whether each row goes left at each node, a True column (padding), whether it goes right at
@@ -160,12 +241,20 @@ class Forest:
         go[:, -1] = True
         return go
 
-    def shap_values(self, X: np.ndarray) -> np.ndarray:
+    def shap_values(self, X: np.ndarray, native: bool = True) -> np.ndarray:
         """Contributions of shape (n, n_columns, outputs) for the rows ``X`` (n, n_columns); the rows
-        are taken as float32, as the trees compare them in ONNX Runtime."""
+        are taken as float32, as the trees compare them in ONNX Runtime. Native code computes them
+        (``sqlml.explain.native``), numpy where llvmlite is missing or ``native`` is False."""
+        from sqlml.explain import native as compiled
+
         X = np.asarray(X, dtype=np.float32).astype(np.float64)
         n = len(X)
         out = np.zeros((n, self.n_columns, self.n_outputs))
+        if native and compiled.function() is not None:
+            if self._native is None:
+                self._native = self._native_arrays()
+            compiled.run(self._native, X, out, max(self.groups, default=0))
+            return out
         rows = max(1, min(n, BLOCK_CELLS // max(len(self.node_feature), 1)))
         for r0 in range(0, n, rows):
             go = self.decisions(X[r0 : r0 + rows])
