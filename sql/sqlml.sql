@@ -418,10 +418,27 @@ LANGUAGE sql STABLE AS $$ SELECT * FROM sqlml._explain_jsonb($1, to_jsonb($2)) $
 
 COMMENT ON FUNCTION sqlml.explain(text, anyelement) IS 'Why the model of project (or project@version) predicts what it does for a row: one contribution per feature to the raw output (log-odds for binary, the value for regression, per class for multiclass), plus a (base) row; they add up to the raw output';
 
-CREATE OR REPLACE FUNCTION sqlml.explain_batch(project text, relation text, id_column text)
-RETURNS TABLE (id text, feature text, value text, contribution float8, class text)
+-- One folded row per input row, after a header row (features IS NOT NULL) naming the folded
+-- contributions and their classes: PL/Python converts each value through its text, so arrays of
+-- values and int8-packed floats (sqlml/explain/rows.py) cost a fraction of one row per feature.
+CREATE OR REPLACE FUNCTION sqlml._explain_batch(project text, relation text, id_column text)
+RETURNS TABLE (id text, vals text[], packed int8[], contributions float8[], features text[], classes text[])
 LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].explain_batch(project, relation, id_column)
+$$;
+
+-- Unfolded here; exact argument types throughout, so no operator of another schema matches better.
+CREATE OR REPLACE FUNCTION sqlml.explain_batch(project text, relation text, id_column text)
+RETURNS TABLE (id text, feature text, value text, contribution float8, class text)
+LANGUAGE sql VOLATILE AS $$
+    WITH b AS MATERIALIZED (SELECT * FROM sqlml._explain_batch($1, $2, $3))
+    SELECT b.id, h.features[u.o::int4],
+           b.vals[((u.o - 1::int8) % (pg_catalog.array_length(b.vals, 1)::int8 + 1::int8))::int4],
+           coalesce((u.p >> 10)::float8 * pg_catalog.power(2::float8, ((u.p & 1023::int8) - 512::int8)::float8), u.c),
+           h.classes[u.o::int4]
+    FROM b AS h, b, LATERAL ROWS FROM (pg_catalog.unnest(b.packed), pg_catalog.unnest(b.contributions))
+         WITH ORDINALITY AS u(p, c, o)
+    WHERE h.features IS NOT NULL AND b.features IS NULL
 $$;
 
 COMMENT ON FUNCTION sqlml.explain_batch(text, text, text) IS 'sqlml.explain for every row of relation, set-based; id is id_column as text';

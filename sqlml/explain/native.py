@@ -1,21 +1,24 @@
 """Path-dependent TreeSHAP as native code: one LLVM function (llvmlite) for every forest.
 
-``sqlml.explain.treeshap`` states the algorithm; this is its loop row by row, compiled once per
-process (the code is the same for every model: the forest comes in as arrays). Per row:
+``sqlml.explain.treeshap`` states the algorithm; this computes the same, compiled once per process
+(the code is the same for every model: the forest comes in as arrays), in blocks of rows:
 
-1. every node's decision (``Forest.decisions``' rules: NaN by the node's missing type, LightGBM's
-   zero threshold, categorical sets as a byte per code), one byte per node;
-2. per leaf, the pattern ``o`` of its path's features (bit j: the row goes the path's way at every
-   edge on feature j), then the weights: the leaf's row of its table (tabulated leaves) or the
-   Gauss-Legendre sum (``treeshap._weights``; products over i != j from prefix and suffix products,
-   no division), times the leaf's values, added into the row's contributions.
+1. every split's decision for the block's rows (``Forest.decisions``' rules: NaN by the node's
+   missing type, LightGBM's zero threshold, categorical sets as a flag per code), a byte each;
+2. leaf after leaf, for the block's rows: o_j, whether a row goes the path's way at every edge on
+   the path's feature j (a byte per row and j), then the weights: for a tabulated leaf the row of
+   its table that the bits o_j pick, else the Gauss-Legendre sum (``treeshap._weights``, with the
+   products over i != j as prefix times suffix products: no division); times the leaf's values,
+   added into the contributions.
 
-Numpy makes the same computation as arrays of (rows x leaves x path length), which memory bounds
-to a few hundred rows at a time; here a row's state is one byte per node and a few path-long
-buffers, and the cost is the arithmetic: ~40x less time for a 100-tree LightGBM (bench/explain.py).
+Rows, decisions and contributions are laid column by column (a block's values of one column are
+contiguous), so the inner loops run over rows and vectorize; a leaf's table and values stay in
+cache across a block. Numpy makes the same computation as arrays of (rows x leaves x path length),
+which memory bounds to a few hundred rows at a time; here a block's state is a byte per split and
+row. Measured in bench/explain.py.
 
-The arrays (``Forest.native_arrays``) are int64 (indices, counts, codes) or float64, in the order of
-``ARGS``; the function reads them through one array of their addresses.
+The arrays (``Forest._native_arrays``) are int64 (indices, counts, codes) or float64, in the order
+of ``ARGS``; the function reads them through one array of their addresses.
 """
 
 from __future__ import annotations
@@ -30,17 +33,18 @@ from sqlml.explain.treeshap import NONE, ZERO, ZERO_THRESHOLD
 
 ARGS = (
     # rows
-    "X",  # float64 (rows, columns)
+    "X",  # float64 (columns, rows): column-major
+    "rows",  # int
     "columns",  # int: columns of X (and of the contributions)
     "outputs",  # int: outputs per column in the contributions
     "block",  # int: rows per block
-    # nodes (every tree's, stacked)
+    # splits (every tree's, stacked; leaves have none)
     "nodes",  # int
     "node_feature",
     "node_threshold",  # float64
     "node_kind",  # NONE, ZERO, NAN (treeshap's missing types) or CATEGORICAL
     "node_default_left",
-    "node_cat_start",  # categorical: where its bytes start in cat_left, and how many codes they cover
+    "node_cat_start",  # categorical: where its flags start in cat_left, and how many codes they cover
     "node_cat_count",
     "cat_left",  # int64 per code: 1 if the code goes left
     # leaves (of paths that test at least one feature)
@@ -56,25 +60,25 @@ ARGS = (
     "slot_edge_start",  # its path's edges on that feature: edge_start .. edge_start + edge_count - 1
     "slot_edge_count",
     "slot_z",  # float64: product of the edges' cover ratios
-    "edge",  # node * 2 + (0 if the path goes left, 1 if right)
-    "table",  # float64: per tabulated leaf, 2^k rows of k weights, row = the pattern
+    "edge",  # split * 2 + (0 if the path goes left, 1 if right)
+    "table",  # float64: per tabulated leaf, 2^k rows of k weights, row = the pattern of o
     "quadrature_start",  # per k, where its ceil(k / 2) Gauss-Legendre nodes start
     "quadrature_t",  # float64, on [0, 1]
     "quadrature_w",  # float64
     # scratch and result
-    "go",  # int8 per node and row of a block
-    "pattern",  # int64 per row of a block
-    "on_path",  # int8 per row of a block
-    "o",  # float64 per path slot (longest path)
+    "go",  # int8 (splits, block): 1 if the row goes left
+    "on_path",  # int8 (longest path, block): o_j
+    "pattern",  # int64 (block): the o_j as bits (tabulated leaves)
     "prefix",  # float64 per path slot
     "weights",  # float64 per path slot
-    "out",  # float64 (rows, columns, outputs), added into
+    "out",  # float64 (columns, outputs, rows), added into
 )
 CATEGORICAL = 3
-GO_BYTES = 1 << 19  # a block's decisions, one byte per node and row: rows per block = this / nodes
-FLOATS = {"X", "node_threshold", "value", "slot_z", "table", "quadrature_t", "quadrature_w", "o", "prefix",
-          "weights", "out"}
-SCALARS = {"columns", "outputs", "block", "nodes", "leaves"}
+GO_BYTES = 1 << 19  # a block's decisions, one byte per split and row: rows per block = this / splits
+MAX_BLOCK = 256
+FLOATS = {"X", "node_threshold", "value", "slot_z", "table", "quadrature_t", "quadrature_w", "prefix", "weights",
+          "out"}
+SCALARS = {"rows", "columns", "outputs", "block", "nodes", "leaves"}
 
 
 def _double(v: float) -> str:
@@ -146,21 +150,17 @@ class _Function:
 
 def ir() -> str:
     """``void treeshap(ptr args, i64 first, i64 last)``: contributions of rows first .. last - 1, in
-    blocks of ``block`` rows: a block's decisions node by node, then its rows leaf by leaf (a leaf's
-    table and values stay in cache across the block's rows)."""
+    blocks of ``block`` rows: a block's decisions split by split, then its rows leaf by leaf."""
     f = _Function()
     arg = {}
     for i, name in enumerate(ARGS):
         p = f.at("i64", "%args", str(i))
         arg[name] = f.op(f"load {'i64' if name in SCALARS else 'ptr'}, ptr {p}")
-    C, O, R = arg["columns"], arg["outputs"], arg["block"]
-    with f.loop("%first", "%last", R) as b0:
-        rows = f.op(f"call i64 @llvm.smin.i64(i64 {R}, i64 {f.op(f'sub i64 %last, {b0}')})")
-        X = f.at("double", arg["X"], f.op(f"mul i64 {b0}, {C}"))
-        out = f.at("double", arg["out"], f.op(f"mul i64 {f.op(f'mul i64 {b0}, {C}')}, {O}"))
-        _decisions(f, arg, X, rows)
+    with f.loop("%first", "%last", arg["block"]) as b0:
+        rows = f.op(f"call i64 @llvm.smin.i64(i64 {arg['block']}, i64 {f.op(f'sub i64 %last, {b0}')})")
+        _decisions(f, arg, b0, rows)
         with f.loop("0", arg["leaves"]) as leaf:
-            _leaf(f, arg, leaf, out, rows)
+            _leaf(f, arg, leaf, b0, rows)
     f.emit("ret void")
     return (
         "declare double @llvm.fabs.f64(double)\ndeclare double @llvm.fma.f64(double, double, double)\n"
@@ -173,108 +173,135 @@ def ir() -> str:
     )
 
 
-def _decisions(f: _Function, arg: dict, X: str, rows: str) -> None:
-    """go[node * block + r] = 1 if row r of the block goes left at node (``Forest.decisions``)."""
-    C, R = arg["columns"], arg["block"]
+def _decisions(f: _Function, arg: dict, b0: str, rows: str) -> None:
+    """go[split * block + r] = 1 if row b0 + r goes left at the split (``Forest.decisions``)."""
     with f.loop("0", arg["nodes"]) as i:
         feature = f.load("i64", arg["node_feature"], i)
-        threshold = f.load("double", arg["node_threshold"], i)
+        n = arg["rows"]
+        x_at = f.at("double", arg["X"], f.op(f"add i64 {f.op(f'mul i64 {feature}, {n}')}, {b0}"))
+        go = f.at("i8", arg["go"], f.op(f"mul i64 {i}, {arg['block']}"))
         kind = f.load("i64", arg["node_kind"], i)
+        numeric, categorical, done = f.fresh("numeric"), f.fresh("categorical"), f.fresh("decided")
+        f.emit(f"br i1 {f.op(f'icmp eq i64 {kind}, {CATEGORICAL}')}, label %{categorical}, label %{numeric}")
+        f.label(numeric)
+        threshold = f.load("double", arg["node_threshold"], i)
         default = f.op(f"icmp ne i64 {f.load('i64', arg['node_default_left'], i)}, 0")
         zero_left = f.op(f"fcmp ole double 0.0, {threshold}")
         is_none = f.op(f"icmp eq i64 {kind}, {NONE}")
         is_zero = f.op(f"icmp eq i64 {kind}, {ZERO}")
-        categorical = f.op(f"icmp eq i64 {kind}, {CATEGORICAL}")
-        cat_start = f.load("i64", arg["node_cat_start"], i)
-        cat_count = f.op(f"sitofp i64 {f.load('i64', arg['node_cat_count'], i)} to double")
-        go = f.at("i8", arg["go"], f.op(f"mul i64 {i}, {R}"))
         with f.loop("0", rows) as r:
-            x = f.load("double", X, f.op(f"add i64 {f.op(f'mul i64 {r}, {C}')}, {feature}"))
+            x = f.load("double", x_at, r)
             nan = f.op(f"fcmp uno double {x}, 0.0")
             le = f.op(f"fcmp ole double {x}, {threshold}")
             none = f.op(f"select i1 {nan}, i1 {zero_left}, i1 {le}")  # NaN counts as 0
             small = f.op(f"fcmp olt double {f.op(f'call double @llvm.fabs.f64(double {x})')}, {_double(ZERO_THRESHOLD)}")
             zero = f.op(f"select i1 {f.op(f'or i1 {nan}, {small}')}, i1 {default}, i1 {le}")
             nan_side = f.op(f"select i1 {nan}, i1 {default}, i1 {le}")
-            not_none = f.op(f"select i1 {is_zero}, i1 {zero}, i1 {nan_side}")
-            decided = f.var("i1", f.op(f"select i1 {is_none}, i1 {none}, i1 {not_none}"))
-            with f.when(categorical):
-                f.emit(f"store i1 false, ptr {decided}")
-                inside = f.op(f"and i1 {f.op(f'fcmp oge double {x}, 0.0')}, {f.op(f'fcmp olt double {x}, {cat_count}')}")
-                with f.when(inside):  # NaN and negative codes go right
-                    code = f.op(f"add i64 {cat_start}, {f.op(f'fptosi double {x} to i64')}")
-                    left = f.load("i64", arg["cat_left"], code)
-                    f.emit(f"store i1 {f.op(f'icmp ne i64 {left}, 0')}, ptr {decided}")
-            value = f.op(f"load i1, ptr {decided}")
-            f.emit(f"store i8 {f.op(f'zext i1 {value} to i8')}, ptr {f.at('i8', go, r)}")
+            left = f.op(f"select i1 {is_none}, i1 {none}, i1 {f.op(f'select i1 {is_zero}, i1 {zero}, i1 {nan_side}')}")
+            f.emit(f"store i8 {f.op(f'zext i1 {left} to i8')}, ptr {f.at('i8', go, r)}")
+        f.jump(done)
+        f.label(categorical)
+        flags = f.at("i64", arg["cat_left"], f.load("i64", arg["node_cat_start"], i))
+        count = f.op(f"sitofp i64 {f.load('i64', arg['node_cat_count'], i)} to double")
+        with f.loop("0", rows) as r:
+            x = f.load("double", x_at, r)
+            left = f.var("i8", "0")
+            inside = f.op(f"and i1 {f.op(f'fcmp oge double {x}, 0.0')}, {f.op(f'fcmp olt double {x}, {count}')}")
+            with f.when(inside):  # NaN and negative codes go right
+                flag = f.load("i64", flags, f.op(f"fptosi double {x} to i64"))
+                f.emit(f"store i8 {f.op(f'trunc i64 {flag} to i8')}, ptr {left}")
+            f.emit(f"store i8 {f.op(f'load i8, ptr {left}')}, ptr {f.at('i8', go, r)}")
+        f.jump(done)
+        f.label(done)
 
 
-def _leaf(f: _Function, arg: dict, leaf: str, out: str, rows: str) -> None:
-    """One leaf's contributions to the block's rows: their patterns, then weights times values."""
-    C, O, R = arg["columns"], arg["outputs"], arg["block"]
+def _leaf(f: _Function, arg: dict, leaf: str, b0: str, rows: str) -> None:
+    """One leaf's contributions to the block's rows: o_j per row, then weights times values."""
+    R = arg["block"]
     k = f.load("i64", arg["leaf_k"], leaf)
     first_slot = f.load("i64", arg["leaf_slot"], leaf)
-    pattern, on_path = arg["pattern"], arg["on_path"]
-    with f.loop("0", rows) as r:
-        f.emit(f"store i64 0, ptr {f.at('i64', pattern, r)}")
-    with f.loop("0", k) as j:
-        slot = f.op(f"add i64 {first_slot}, {j}")
-        with f.loop("0", rows) as r:
-            f.emit(f"store i8 1, ptr {f.at('i8', on_path, r)}")
-        e0 = f.load("i64", arg["slot_edge_start"], slot)
-        with f.loop(e0, f.op(f"add i64 {e0}, {f.load('i64', arg['slot_edge_count'], slot)}")) as e:
-            code = f.load("i64", arg["edge"], e)
-            go = f.at("i8", arg["go"], f.op(f"mul i64 {f.op(f'ashr i64 {code}, 1')}, {R}"))
-            side = f.op(f"and i64 {code}, 1")
-            wanted = f.op(f"trunc i64 {f.op(f'xor i64 {side}, 1')} to i8")  # 1: the path goes left
-            with f.loop("0", rows) as r:
-                same = f.op(f"icmp eq i8 {f.load('i8', go, r)}, {wanted}")
-                p = f.at("i8", on_path, r)
-                so_far = f.op(f"load i8, ptr {p}")
-                same = f.op(f"zext i1 {same} to i8")
-                f.emit(f"store i8 {f.op(f'and i8 {so_far}, {same}')}, ptr {p}")
-        with f.loop("0", rows) as r:
-            bit = f.op(f"zext i8 {f.load('i8', on_path, r)} to i64")
-            p = f.at("i64", pattern, r)
-            bits = f.op(f"load i64, ptr {p}")
-            shifted = f.op(f"shl i64 {bit}, {j}")
-            f.emit(f"store i64 {f.op(f'or i64 {bits}, {shifted}')}, ptr {p}")
     start = f.load("i64", arg["leaf_table"], leaf)
     tabulated = f.op(f"icmp sge i64 {start}, 0")
     out_start = f.load("i64", arg["leaf_out_start"], leaf)
     out_count = f.load("i64", arg["leaf_out_count"], leaf)
     values = f.at("double", arg["value"], f.load("i64", arg["leaf_value_start"], leaf))
+    pattern = arg["pattern"]
     with f.loop("0", rows) as r:
-        bits = f.load("i64", pattern, r)
-        weights = f.var("ptr", arg["weights"])
+        f.emit(f"store i64 0, ptr {f.at('i64', pattern, r)}")
+    with f.loop("0", k) as j:
+        slot = f.op(f"add i64 {first_slot}, {j}")
+        on = f.at("i8", arg["on_path"], f.op(f"mul i64 {j}, {R}"))
+        e0 = f.load("i64", arg["slot_edge_start"], slot)
+        e1 = f.op(f"add i64 {e0}, {f.load('i64', arg['slot_edge_count'], slot)}")
+        with f.loop(e0, e1) as e:  # o_j = AND over the edges of (went left XOR the path goes right)
+            code = f.load("i64", arg["edge"], e)
+            go = f.at("i8", arg["go"], f.op(f"mul i64 {f.op(f'ashr i64 {code}, 1')}, {R}"))
+            right = f.op(f"trunc i64 {f.op(f'and i64 {code}, 1')} to i8")
+            first = f.op(f"icmp eq i64 {e}, {e0}")
+            with f.loop("0", rows) as r:
+                agrees = f.op(f"xor i8 {f.load('i8', go, r)}, {right}")
+                p = f.at("i8", on, r)
+                so_far = f.op(f"select i1 {first}, i8 1, i8 {f.op(f'load i8, ptr {p}')}")
+                f.emit(f"store i8 {f.op(f'and i8 {so_far}, {agrees}')}, ptr {p}")
         with f.when(tabulated):
-            offset = f.op(f"add i64 {start}, {f.op(f'mul i64 {bits}, {k}')}")
-            f.emit(f"store ptr {f.at('double', arg['table'], offset)}, ptr {weights}")
-        with f.when(f.op(f"xor i1 {tabulated}, true")):
-            _quadrature(f, arg, k, first_slot, bits)
-        w = f.op(f"load ptr, ptr {weights}")
-        row_out = f.at("double", out, f.op(f"mul i64 {f.op(f'mul i64 {r}, {C}')}, {O}"))
+            with f.loop("0", rows) as r:
+                flag = f.load("i8", on, r)
+                bit = f.op(f"shl i64 {f.op(f'zext i8 {flag} to i64')}, {j}")
+                p = f.at("i64", pattern, r)
+                bits = f.op(f"load i64, ptr {p}")
+                f.emit(f"store i64 {f.op(f'or i64 {bits}, {bit}')}, ptr {p}")
+    with f.when(tabulated):
         with f.loop("0", k) as j:
-            column = f.load("i64", arg["slot_feature"], f.op(f"add i64 {first_slot}, {j}"))
-            wj = f.load("double", w, j)
-            cell = f.at("double", row_out, f.op(f"add i64 {f.op(f'mul i64 {column}, {O}')}, {out_start}"))
+            target = _target(f, arg, first_slot, j, out_start, b0)
             with f.loop("0", out_count) as q:
                 v = f.load("double", values, q)
-                p = f.at("double", cell, q)
-                before = f.op(f"load double, ptr {p}")
-                f.emit(f"store double {f.op(f'call double @llvm.fma.f64(double {wj}, double {v}, double {before})')}, "
-                       f"ptr {p}")
+                out = f.at("double", target, f.op(f"mul i64 {q}, {arg['rows']}"))
+                with f.loop("0", rows) as r:
+                    bits = f.load("i64", pattern, r)
+                    cell = f.op(f"add i64 {f.op(f'mul i64 {bits}, {k}')}, {j}")
+                    w = f.load("double", arg["table"], f.op(f"add i64 {start}, {cell}"))
+                    _add(f, f.at("double", out, r), w, v)
+    with f.when(f.op(f"xor i1 {tabulated}, true")):
+        with f.loop("0", rows) as r:
+            _quadrature(f, arg, k, first_slot, r)
+            with f.loop("0", k) as j:
+                w = f.load("double", arg["weights"], j)
+                target = _target(f, arg, first_slot, j, out_start, b0)
+                with f.loop("0", out_count) as q:
+                    n = arg["rows"]
+                    out = f.at("double", target, f.op(f"add i64 {f.op(f'mul i64 {q}, {n}')}, {r}"))
+                    _add(f, out, w, f.load("double", values, q))
 
 
-def _quadrature(f: _Function, arg: dict, k: str, first_slot: str, bits: str) -> None:
-    """weights[j] = (o_j - z_j) * sum_m w_m prod_{i != j} (z_i (1 - t_m) + o_i t_m), o_j bit j of
-    ``bits``: the prefix product before j times the suffix product after it (treeshap._weights,
+def _target(f: _Function, arg: dict, first_slot: str, j: str, out_start: str, b0: str) -> str:
+    """Pointer to out[column of slot j, out_start, b0]."""
+    column = f.load("i64", arg["slot_feature"], f.op(f"add i64 {first_slot}, {j}"))
+    outputs, n = arg["outputs"], arg["rows"]
+    plane = f.op(f"add i64 {f.op(f'mul i64 {column}, {outputs}')}, {out_start}")
+    return f.at("double", arg["out"], f.op(f"add i64 {f.op(f'mul i64 {plane}, {n}')}, {b0}"))
+
+
+def _add(f: _Function, p: str, w: str, v: str) -> None:
+    """*p += w * v"""
+    total = f.op(f"call double @llvm.fma.f64(double {w}, double {v}, double {f.op(f'load double, ptr {p}')})")
+    f.emit(f"store double {total}, ptr {p}")
+
+
+def _quadrature(f: _Function, arg: dict, k: str, first_slot: str, r: str) -> None:
+    """weights[j] = (o_j - z_j) * sum_m w_m prod_{i != j} (z_i (1 - t_m) + o_i t_m) for row r of the
+    block: the prefix product before j times the suffix product after it (``treeshap._weights``,
     without its division)."""
-    W = arg["weights"]
+    W, R = arg["weights"], arg["block"]
+
+    def o(j):
+        flag = f.load("i8", arg["on_path"], f.op(f"add i64 {f.op(f'mul i64 {j}, {R}')}, {r}"))
+        return f.op(f"uitofp i8 {flag} to double")
+
+    def z(j):
+        return f.load("double", arg["slot_z"], f.op(f"add i64 {first_slot}, {j}"))
+
     with f.loop("0", k) as j:
         f.emit(f"store double 0.0, ptr {f.at('double', W, j)}")
-        bit = f.op(f"and i64 {f.op(f'lshr i64 {bits}, {j}')}, 1")
-        f.emit(f"store double {f.op(f'uitofp i64 {bit} to double')}, ptr {f.at('double', arg['o'], j)}")
     q0 = f.load("i64", arg["quadrature_start"], k)
     with f.loop("0", f.op(f"sdiv i64 {f.op(f'add i64 {k}, 1')}, 2")) as m:
         t = f.load("double", arg["quadrature_t"], f.op(f"add i64 {q0}, {m}"))
@@ -282,9 +309,7 @@ def _quadrature(f: _Function, arg: dict, k: str, first_slot: str, bits: str) -> 
         rest = f.op(f"fsub double 1.0, {t}")
 
         def factor(j):
-            z = f.load("double", arg["slot_z"], f.op(f"add i64 {first_slot}, {j}"))
-            o = f.load("double", arg["o"], j)
-            return f.op(f"fadd double {f.op(f'fmul double {z}, {rest}')}, {f.op(f'fmul double {o}, {t}')}")
+            return f.op(f"fadd double {f.op(f'fmul double {z(j)}, {rest}')}, {f.op(f'fmul double {o(j)}, {t}')}")
 
         product = f.var("double", "1.0")
         with f.loop("0", k) as j:
@@ -297,14 +322,11 @@ def _quadrature(f: _Function, arg: dict, k: str, first_slot: str, bits: str) -> 
             after = f.op(f"load double, ptr {suffix}")
             prefix = f.load("double", arg["prefix"], j)
             term = f.op(f"fmul double {gw}, {f.op(f'fmul double {prefix}, {after}')}")
-            p = f.at("double", W, j)
-            sum_so_far = f.op(f"load double, ptr {p}")
-            f.emit(f"store double {f.op(f'fadd double {sum_so_far}, {term}')}, ptr {p}")
+            _add(f, f.at("double", W, j), term, "1.0")
             f.emit(f"store double {f.op(f'fmul double {after}, {factor(j)}')}, ptr {suffix}")
     with f.loop("0", k) as j:
-        z = f.load("double", arg["slot_z"], f.op(f"add i64 {first_slot}, {j}"))
-        scale = f.op(f"fsub double {f.load('double', arg['o'], j)}, {z}")
         p = f.at("double", W, j)
+        scale = f.op(f"fsub double {o(j)}, {z(j)}")
         psi = f.op(f"load double, ptr {p}")
         f.emit(f"store double {f.op(f'fmul double {psi}, {scale}')}, ptr {p}")
 
@@ -333,36 +355,39 @@ def function():
     return _compiled[0][1]
 
 
-def run(arrays: dict, X: np.ndarray, out: np.ndarray, scratch_slots: int) -> None:
-    """Add the contributions of the rows ``X`` (n, columns) float64 into ``out`` (n, columns,
-    outputs) float64, with the forest's ``arrays`` (names of ``ARGS``)."""
+def run(arrays: dict, X: np.ndarray, out: np.ndarray, longest: int) -> None:
+    """Add the contributions of the rows ``X`` (n, columns) into ``out`` (n, columns, outputs),
+    with the forest's ``arrays`` (names of ``ARGS``) whose longest path tests ``longest`` features."""
     kernel = function()
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    n, columns, outputs = out.shape
     nodes = max(int(arrays["nodes"]), 1)
-    block = min(max(GO_BYTES // nodes, 16), 256)
-    keep = {
-        "X": X,
+    block = min(max(GO_BYTES // nodes, 16), MAX_BLOCK)
+    slots = max(longest, 1)
+    own = {
+        "X": np.ascontiguousarray(np.asarray(X, dtype=np.float64).T),
+        "rows": n,
+        "columns": columns,
+        "outputs": outputs,
         "block": block,
         "go": np.zeros(nodes * block, dtype=np.int8),
+        "on_path": np.zeros(slots * block, dtype=np.int8),
         "pattern": np.zeros(block, dtype=np.int64),
-        "on_path": np.zeros(block, dtype=np.int8),
-        "o": np.zeros(max(scratch_slots, 1)),
-        "prefix": np.zeros(max(scratch_slots, 1)),
-        "weights": np.zeros(max(scratch_slots, 1)),
-        "out": out,
-        "columns": X.shape[1],
-        "outputs": out.shape[2],
+        "prefix": np.zeros(slots),
+        "weights": np.zeros(slots),
+        "out": np.zeros((columns, outputs, max(n, 1))),
     }
     addresses = np.zeros(len(ARGS), dtype=np.int64)
     for i, name in enumerate(ARGS):
-        a = keep[name] if name in keep else arrays[name]
+        a = own[name] if name in own else arrays[name]
         if name in SCALARS:
             addresses[i] = int(a)
             continue
         if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == _dtype(name) and a.size):
             raise TypeError(f"{name} must be a non-empty contiguous {_dtype(name)} array")
         addresses[i] = a.ctypes.data
-    kernel(addresses.ctypes.data, 0, len(X))
+    if n:
+        kernel(addresses.ctypes.data, 0, n)
+        out += own["out"].transpose(2, 0, 1)
 
 
 def _dtype(name: str):

@@ -88,6 +88,7 @@ class Forest:
         self.n_outputs = trees[0].value.shape[1]
         offsets = np.concatenate([[0], np.cumsum([len(t.left) for t in trees])])
         self.node_feature = np.concatenate([np.maximum(t.feature, 0) for t in trees]).astype(np.int64)
+        self.node_split = np.concatenate([np.asarray(t.left) >= 0 for t in trees])
         self.node_threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
         self.node_default_left = np.concatenate(
             [t.default_left if t.default_left is not None else np.zeros(len(t.left), bool) for t in trees]
@@ -137,11 +138,12 @@ class Forest:
         self._native = None
 
     def _native_arrays(self) -> dict:
-        """The forest as ``sqlml.explain.native.ARGS`` arrays: nodes, then the leaves of the groups
-        (k > 0) one after the other, their slots, edges and tables."""
+        """The forest as ``sqlml.explain.native.ARGS`` arrays: the splits, then the leaves of the
+        groups (k > 0) one after the other, their slots, edges and tables."""
         from sqlml.explain.native import CATEGORICAL
 
         i64 = np.int64
+        split_of = np.cumsum(self.node_split) - 1  # a node's position among the splits
         kind = self.node_missing.astype(i64)
         cat_start = np.zeros(len(kind), i64)
         cat_count = np.zeros(len(kind), i64)
@@ -179,7 +181,7 @@ class Forest:
             slot_z.append(g.z.reshape(-1))
             real = g.edges >= 0
             edge_count.append(real.sum(axis=2).reshape(-1))
-            edges.append((g.edges * 2 + ~g.left)[real])
+            edges.append((split_of[g.edges] * 2 + ~g.left)[real])
         def cat(parts, dtype):  # the native code takes no empty array: an unread 0 stands for one
             a = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
             return np.ascontiguousarray(a if a.size else np.zeros(1, dtype))
@@ -188,14 +190,15 @@ class Forest:
         longest = int(leaf_k.max()) if len(groups) else 0
         t, w = zip(*(_nodes((k + 1) // 2) for k in range(1, longest + 1))) if longest else ((), ())
         sizes = [0, 0] + [(k + 1) // 2 for k in range(1, longest + 1)]
+        split = self.node_split
         return {
-            "nodes": len(kind),
-            "node_feature": np.ascontiguousarray(self.node_feature, i64),
-            "node_threshold": np.ascontiguousarray(self.node_threshold, np.float64),
-            "node_kind": kind,
-            "node_default_left": self.node_default_left.astype(i64),
-            "node_cat_start": cat_start,
-            "node_cat_count": cat_count,
+            "nodes": int(split.sum()),
+            "node_feature": cat([self.node_feature[split]], i64),
+            "node_threshold": cat([self.node_threshold[split]], np.float64),
+            "node_kind": cat([kind[split]], i64),
+            "node_default_left": cat([self.node_default_left[split]], i64),
+            "node_cat_start": cat([cat_start[split]], i64),
+            "node_cat_count": cat([cat_count[split]], i64),
             "cat_left": cat(cat_left, i64),
             "leaves": int(sum(len(g.feature) for _, g in groups)),
             "leaf_k": leaf_k,

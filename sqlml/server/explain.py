@@ -12,7 +12,7 @@ import json
 from sqlml.data import values
 from sqlml.data.schema import CATEGORY
 from sqlml.errors import FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE, SqlmlError
-from sqlml.explain.rows import explanation_rows
+from sqlml.explain.rows import batch_rows, explanation_rows, header
 from sqlml.registry import store
 from sqlml.scoring import chunks
 from sqlml.server import audit, ingest, privileged, scoring
@@ -60,7 +60,9 @@ def explain(project, features, as_array=False):
 
 
 def explain_batch(project, relation, id_column):
-    """Every row of ``relation`` (read as the caller, columnar), explained in chunks."""
+    """Every row of ``relation`` (read as the caller, columnar), explained in chunks: the header
+    row, then one folded row per input row (``sqlml.explain.rows.batch_rows``), which the SQL
+    wrapper ``sqlml.explain_batch`` unfolds."""
     from sqlml.data import convert
     from sqlml.server.batch import source
 
@@ -68,12 +70,12 @@ def explain_batch(project, relation, id_column):
     e = explainer(m)
     n, raw, extras = ingest.read(sql, list(m.schema.features), {id_column: CATEGORY})
     ids = extras[id_column]
-    out = []
+    out = [header(m.schema, e.outputs)]
     for start in range(0, n, chunks.CHUNK_ROWS):
         part = {k: v[start : start + chunks.CHUNK_ROWS] for k, v in raw.items()}
-        rows = len(ids[start : start + chunks.CHUNK_ROWS])
-        result = e.explain(convert.model_inputs(m.schema, part), rows)
-        out.extend(explanation_rows(m.schema, e.outputs, result, part, ids[start : start + chunks.CHUNK_ROWS]))
+        part_ids = ids[start : start + chunks.CHUNK_ROWS]
+        result = e.explain(convert.model_inputs(m.schema, part), len(part_ids))
+        out.extend(batch_rows(m.schema, result, part, part_ids))
     audit.record("explain_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
     return out
 
