@@ -134,6 +134,24 @@ def test_explain_batch_is_explain_for_every_row(db, projects):
     assert scalar(db, "SELECT count(*) FROM sqlml.audit_log WHERE action = 'explain_batch' AND project = 'x_bc'") == 1
 
 
+@pytest.mark.parametrize("project, relation", [("x_iris", "iris"), ("x_mixed", "listings"), ("x_diab", "diabetes")])
+def test_explain_batch_rows_are_explains_exactly(db, projects, project, relation):
+    """Multiclass (class per row), NULLs, dates, vectors and categories as text, a forest: folded by
+    PL/Python, unfolded in SQL, every value and contribution the same as sqlml.explain's."""
+    batch = query(db, "SELECT id, feature, value, contribution, class FROM sqlml.explain_batch(%s, %s, 'id')",
+                  (project, relation))
+    ids = [r[0] for r in query(db, f"SELECT id::text FROM {relation}")]
+    assert sorted({r[0] for r in batch}) == sorted(ids)
+    width = len({r[1] for r in batch}) * max(1, len({r[4] for r in batch}))
+    assert len(batch) == len(ids) * width
+    for i in (ids[0], ids[len(ids) // 2], ids[-1], "13", "17"):
+        if i not in ids:
+            continue
+        one = query(db, f"SELECT x.* FROM {relation} c, sqlml.explain(%s, c) x WHERE c.id = %s", (project, int(i)))
+        key = lambda r: (r[3] or "", r[0])  # noqa: E731
+        assert sorted(one, key=key) == sorted([r[1:] for r in batch if r[0] == i], key=key)
+
+
 def test_importance_is_stored_at_training_and_served(db, projects):
     for project, n in (("x_bc", 30), ("x_iris", 4), ("x_diab", 10)):
         rows = query(db, "SELECT feature, importance FROM sqlml.importance(%s)", (project,))

@@ -17,7 +17,8 @@ from sqlml.automl.search import Problem, fit_pipeline
 from sqlml.data import convert
 from sqlml.data.schema import BINARY, MULTICLASS, REGRESSION
 from sqlml.explain import model as explain
-from sqlml.explain.treeshap import Forest, Tree
+from sqlml.explain import rows
+from sqlml.explain.treeshap import NAN, Forest, Tree
 from sqlml.onnx import convert as onnx_convert
 from tests.test_onnx_export import mixed_data
 
@@ -225,3 +226,149 @@ def test_two_features_share_an_interaction_equally():
     f = Forest([t], 1.0, 2)
     np.testing.assert_allclose(f.shap_values(np.array([[1.0, 1.0]]))[0, :, 0], [0.375, 0.375])
     np.testing.assert_allclose(f.shap_values(np.array([[-1.0, 1.0]]))[0, :, 0], [-0.375, 0.125])
+
+
+# --- the native TreeSHAP against numpy's, on every split rule ------------------------------------------
+
+
+def random_tree(rng, n_columns, depth, outputs, categorical_columns, chain=None):
+    """A random tree of ``depth`` (or, with ``chain``, a path testing those features one after the
+    other) with every kind of split: numerical with each missing type and default side, categorical
+    sets, features tested twice on a path; leaf values on one output or all."""
+    nodes = []  # (feature, threshold, default_left, missing, categories)
+
+    def grow(level, i):
+        node = len(nodes)
+        nodes.append(None)
+        if (chain is None and level == depth) or (chain is not None and i == len(chain)):
+            nodes[node] = ("leaf", rng.normal(size=outputs) * (rng.random(outputs) < (1.0 if outputs == 1 else 0.6)))
+            return node
+        f = int(chain[i]) if chain is not None else int(rng.integers(n_columns))
+        cats = sorted(rng.choice(6, size=3, replace=False).tolist()) if f in categorical_columns else None
+        spec = (f, float(rng.normal()), bool(rng.random() < 0.5), int(rng.integers(3)), cats)
+        left = grow(level + 1, i + 1)
+        right = grow(level + 1, i + 1) if chain is None else len(nodes)
+        if chain is not None:
+            nodes.append(("leaf", rng.normal(size=outputs)))
+        nodes[node] = (spec, left, right)
+        return node
+
+    grow(0, 0)
+    n = len(nodes)
+    left, right = np.full(n, -1), np.full(n, -1)
+    feature, threshold = np.full(n, -2), np.zeros(n)
+    value, cover = np.zeros((n, outputs)), np.zeros(n)
+    default_left, missing, categories = np.zeros(n, bool), np.full(n, NAN, np.int8), [None] * n
+    for i, node in enumerate(nodes):
+        if node[0] == "leaf":
+            value[i] = node[1]
+            cover[i] = float(rng.integers(1, 20))
+            continue
+        (f, t, d, m, cats), left[i], right[i] = node
+        feature[i], threshold[i], default_left[i], missing[i], categories[i] = f, t, d, m, cats
+    for i in reversed(range(n)):  # covers add up
+        if left[i] >= 0:
+            cover[i] = cover[left[i]] + cover[right[i]]
+    return Tree(left, right, feature, threshold, value, cover, default_left, missing, categories)
+
+
+def random_rows(rng, n, n_columns, categorical_columns):
+    X = rng.normal(size=(n, n_columns))
+    X[rng.random(X.shape) < 0.15] = np.nan
+    X[rng.random(X.shape) < 0.1] = 0.0
+    X[rng.random(X.shape) < 0.05] = 1e-40  # below LightGBM's zero threshold
+    for c in categorical_columns:
+        X[:, c] = rng.choice([0, 1, 2, 3, 4, 5, 7, -1, 2.5, np.nan], size=n)
+    return X
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_native_treeshap_is_numpys_on_every_split_rule(outputs):
+    from sqlml.explain import native
+
+    assert native.function() is not None  # llvmlite is pinned in the server stack
+    rng = np.random.default_rng(7)
+    n_columns, categorical = 80, {1, 4}
+    trees = [random_tree(rng, 8, int(rng.integers(1, 7)), outputs, categorical) for _ in range(12)]
+    trees.append(random_tree(rng, n_columns, 0, outputs, categorical, chain=rng.permutation(n_columns)[:70]))
+    X = random_rows(rng, 300, n_columns, categorical)
+    tabulated = Forest(trees, 0.5, n_columns)
+    computed = Forest(trees, 0.5, n_columns, table_cells=0)  # every leaf by quadrature
+    want = tabulated.shap_values(X, native=False)
+    np.testing.assert_allclose(tabulated.shap_values(X), want, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(computed.shap_values(X), want, atol=1e-10, rtol=0)
+    assert max(tabulated.groups) == 70  # a path longer than a 64-bit pattern
+
+
+def test_native_treeshap_sums_to_the_trees_output():
+    rng = np.random.default_rng(3)
+    categorical = {2}
+    trees = [random_tree(rng, 6, 4, 1, categorical) for _ in range(5)]
+    forest = Forest(trees, 1.0, 6)
+    X = random_rows(rng, 200, 6, categorical)
+    go = forest.decisions(X.astype(np.float32).astype(np.float64))
+    nodes = len(forest.node_feature)
+    output, offset = np.zeros(len(X)), 0
+    for t in trees:
+        for r in range(len(X)):
+            i = 0
+            while t.left[i] >= 0:
+                i = t.left[i] if go[r, offset + i] else t.right[i]
+            output[r] += t.value[i, 0]
+        offset += len(t.left)
+    assert offset == nodes
+    np.testing.assert_allclose(forest.shap_values(X)[:, :, 0].sum(axis=1) + forest.base[0], output, atol=1e-10)
+
+
+# --- explain_batch's folded rows -----------------------------------------------------------------------
+
+
+def unpack(p: np.ndarray) -> np.ndarray:
+    """What sqlml.explain_batch's SQL does with a packed int8: (p >> 10)::float8 * 2 ^ ((p & 1023) - 512)."""
+    return (p >> 10).astype(np.float64) * np.power(2.0, ((p & 1023) - 512).astype(np.float64))
+
+
+def test_packed_floats_come_back_exactly_or_not_at_all():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(size=1000) * 10.0 ** rng.integers(-30, 30, 1000), [0.0, -0.0, 1.0, -2.5]])
+    values = np.concatenate([values, [2.0**-460, -(2.0**563) * 1.5, np.nextafter(1.0, 2.0)]])
+    packed = rows.pack_float64(values)
+    assert packed is not None and packed.dtype == np.int64
+    assert np.array_equal(unpack(packed), values)
+    for bad in (np.inf, np.nan, 1e-300, 2.0**564):
+        assert rows.pack_float64(np.array([1.0, bad])) is None
+
+
+def test_value_texts_by_column_kind():
+    assert rows.value_texts("numeric", np.array([3.0, 0.1, np.nan, -2.0, 1e16, 2.0**53 - 1, 1.5e-7])) == [
+        "3",
+        "0.1",
+        None,
+        "-2",
+        "1e+16",
+        "9007199254740991",
+        "1.5e-07",
+    ]
+    assert rows.value_texts("category", np.array(["a", None], dtype=object)) == ["a", None]
+    assert rows.value_texts("date", np.array([86400.0 * 365, np.nan])) == ["1971-01-01", None]
+    assert rows.value_texts("timestamp", np.array([3600.0 * 25 + 61])) == ["1970-01-02 01:01:01"]
+    assert rows.value_texts("vector", np.array([[1.0, 0.5], [np.nan, np.nan]])) == ["[1.0,0.5]", None]
+
+
+def test_batch_rows_fold_what_explain_rows_unfold():
+    schema, inputs, X, model = fitted("linear", MULTICLASS)
+    explainer = explain.build(model, schema, X)
+    raw = {"x1": np.array([0.5, np.nan]), "x2": np.array([1.0, 2.0]), "flag": np.array([1.0, 0.0]),
+           "city": np.array(["oslo", None], dtype=object), "built": np.array([0.0, 86400.0])}
+    e = explainer.explain(convert.model_inputs(schema, raw), 2)
+    head = rows.header(schema, explainer.outputs)
+    folded = rows.batch_rows(schema, e, raw, ["a", "b"])
+    for i, (row_id, values, packed, floats, *_) in enumerate(folded):
+        assert floats is None and row_id == "ab"[i]
+        one = explain.Explanation(e.contributions[i : i + 1], e.base)
+        want = list(rows.explanation_rows(schema, explainer.outputs, one, {k: v[i : i + 1] for k, v in raw.items()}))
+        width = len(values) + 1
+        got = [(head[4][o], ([None] + values)[o % width], c, head[5][o]) for o, c in enumerate(unpack(np.array(packed)))]
+        assert got == want
+    e.contributions[0, 0, 0] = np.inf  # cannot be packed: the chunk travels as floats
+    assert all(p is None and len(f) == len(head[4]) for _, _, p, f, *_ in rows.batch_rows(schema, e, raw, ["a", "b"]))

@@ -86,7 +86,7 @@ def pack_float64(values: np.ndarray) -> np.ndarray | None:
     """Float64 values as int8s m * 1024 + (e + 512), m the 53-bit integer and e the exponent with
     value = m * 2**e, which SQL turns back into the same float8 exactly:
     ``((p >> 10)::float8 * power(2::float8, ((p & 1023) - 512)::float8))``. None when a value
-    cannot travel so (not finite, or beyond 2**-459 .. 2**511 in magnitude but not 0)."""
+    cannot travel so (not finite, or not 0 and outside 2**-460 .. 2**564 in magnitude)."""
     values = np.asarray(values, dtype=np.float64)
     if not np.isfinite(values).all():
         return None
