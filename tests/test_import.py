@@ -1,10 +1,12 @@
-"""sqlml.import_model on a real server: models trained outside sqlml, from four sources.
+"""sqlml.import_model on a real server: models trained outside sqlml, from five sources.
 
 - scikit-learn through skl2onnx: one input per column, a text column one-hot encoded (listings);
 - LightGBM through onnxmltools: one matrix input matched with columns => (breast cancer, binary);
 - XGBoost through onnxmltools: one matrix input (diabetes, regression);
 - a graph written with the ONNX API itself (onnx.helper): a softmax regression with no class
-  labels in the graph, classes from the target (iris, multiclass).
+  labels in the graph, classes from the target (iris, multiclass);
+- CatBoost through its own ONNX export: one matrix input, a ZipMap (breast cancer, binary; iris,
+  multiclass with the species' names as class labels).
 
 Each is imported, scored in place (predict, predict_proba, predict_batch, score), and its
 predictions must equal ONNX Runtime's on the original blob outside the database; then deploy with
@@ -128,7 +130,36 @@ def xgboost_model(conn):
     ).SerializeToString()
 
 
+def catboost_blob(model) -> bytes:
+    """CatBoost's own ONNX export (ONNX-ML: a TreeEnsemble and, for classifiers, a ZipMap)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        model.save_model(str(Path(d) / "model.onnx"), format="onnx")
+        return (Path(d) / "model.onnx").read_bytes()
+
+
+def catboost_binary_model(conn):
+    from catboost import CatBoostClassifier
+
+    d = fetch(conn, f"SELECT {', '.join(BC)}, (diagnosis = 'malignant')::int AS malignant FROM breast_cancer")
+    X = np.stack([floats(d[c]) for c in BC], axis=1)
+    model = CatBoostClassifier(iterations=30, depth=4, thread_count=1, verbose=False, allow_writing_files=False)
+    return catboost_blob(model.fit(X, np.array(d["malignant"])))
+
+
 IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def catboost_multiclass_model(conn):
+    """Trained on the species' names: the graph's class labels are strings."""
+    from catboost import CatBoostClassifier
+
+    d = fetch(conn, f"SELECT {', '.join(IRIS)}, species FROM iris")
+    X = np.stack([floats(d[c]) for c in IRIS], axis=1)
+    model = CatBoostClassifier(iterations=30, depth=3, thread_count=1, verbose=False, allow_writing_files=False)
+    return catboost_blob(model.fit(X, np.array(d["species"])))
 
 
 def onnx_api_model(conn):
@@ -204,6 +235,26 @@ SOURCES = {  # project -> (build, task, relation, target, columns, in-place quer
         lambda d: {"input": np.stack([floats(d[c]) for c in DIAB], axis=1)},
         "variable",
     ),
+    "imp_catboost": (
+        catboost_binary_model,
+        "binary",
+        "bc_labelled",
+        "malignant",
+        BC,
+        "SELECT (sqlml.predict_proba('imp_catboost', c))[2] FROM bc_labelled c ORDER BY id",
+        lambda d: {"features": np.stack([floats(d[c]) for c in BC], axis=1)},
+        "probabilities",
+    ),
+    "imp_catboost_iris": (
+        catboost_multiclass_model,
+        "multiclass",
+        "iris",
+        "species",
+        IRIS,
+        "SELECT sqlml.predict_proba('imp_catboost_iris', c) FROM iris c ORDER BY id",
+        lambda d: {"features": np.stack([floats(d[c]) for c in IRIS], axis=1)},
+        "probabilities",
+    ),
     "imp_onnx": (
         onnx_api_model,
         "multiclass",
@@ -220,6 +271,8 @@ QUERIES = {
     "imp_lightgbm": f"SELECT {', '.join(BC)} FROM bc_labelled ORDER BY id",
     "imp_xgboost": f"SELECT {', '.join(DIAB)} FROM diabetes ORDER BY id",
     "imp_onnx": f"SELECT {', '.join(IRIS)} FROM iris ORDER BY id",
+    "imp_catboost": f"SELECT {', '.join(BC)} FROM bc_labelled ORDER BY id",
+    "imp_catboost_iris": f"SELECT {', '.join(IRIS)} FROM iris ORDER BY id",
 }
 
 
@@ -301,10 +354,46 @@ def test_gate_monitor_evaluate_and_classes_work_as_for_native_models(db, importe
     assert scalar(db, "SELECT sqlml.classes('imp_unlabelled')") == ["0", "1", "2"]  # no labels in graph or data
 
 
-def test_explain_refuses_an_imported_model(db, imported):
-    e = sql_error(db, "SELECT x.* FROM iris c, sqlml.explain('imp_onnx', c) x WHERE c.id = 1")
+@pytest.mark.parametrize("project, relation", [("imp_onnx", "iris"), ("imp_catboost", "bc_labelled")])
+def test_explain_refuses_an_imported_model(db, imported, project, relation):
+    e = sql_error(db, f"SELECT x.* FROM {relation} c, sqlml.explain(%s, c) x WHERE c.id = 1", (project,))
     assert e.pgcode == "0A000" and "imported" in e.diag.message_primary
-    assert sql_error(db, "SELECT * FROM sqlml.importance('imp_onnx')").pgcode == "55000"
+    e = sql_error(db, "SELECT * FROM sqlml.explain_batch(%s, %s, 'id')", (project, relation))
+    assert e.pgcode == "0A000" and "imported" in e.diag.message_primary
+    assert sql_error(db, "SELECT * FROM sqlml.importance(%s)", (project,)).pgcode == "55000"
+
+
+def test_catboost_labels_lineage_and_metrics(db, imported):
+    """CatBoost's export: string class labels from its TreeEnsembleClassifier, predict_label as its
+    'label' output outside, the producer in the lineage, metrics on the labelled relation."""
+    blob, result = imported["imp_catboost_iris"]
+    assert scalar(db, "SELECT sqlml.classes('imp_catboost_iris')") == ["setosa", "versicolor", "virginica"]
+    got = [r[0] for r in query(db, "SELECT sqlml.predict_label('imp_catboost_iris', c) FROM iris c ORDER BY id")]
+    feeds = SOURCES["imp_catboost_iris"][6](fetch(db, QUERIES["imp_catboost_iris"]))
+    want = session(blob).run(["label"], feeds)[0]
+    assert got == [str(v) for v in want] and len(set(got)) == 3
+    metric, score, hyper = query(
+        db, "SELECT metric, score, hyperparameters FROM sqlml.models WHERE project = 'imp_catboost_iris'"
+    )[0]
+    assert hyper["imported"]["producer_name"] == "CatBoost" and score == result["score"]
+    assert metric == "log_loss" and 0 <= score < 0.2  # trained on these very rows
+
+
+def test_a_catboost_model_file_is_refused_with_how_to_export_it(db, tmp_path):
+    from catboost import CatBoostRegressor
+
+    d = fetch(db, f"SELECT {', '.join(DIAB)}, progression FROM diabetes")
+    model = CatBoostRegressor(iterations=3, thread_count=1, verbose=False, allow_writing_files=False)
+    model.fit(np.stack([floats(d[c]) for c in DIAB], axis=1), np.array(d["progression"]))
+    model.save_model(str(tmp_path / "model.cbm"))  # CatBoost's own format
+    e = sql_error(
+        db,
+        "SELECT * FROM sqlml.import_model('imp_cbm', %s, 'regression', 'diabetes', columns => %s)",
+        ((tmp_path / "model.cbm").read_bytes(), DIAB),
+    )
+    assert e.pgcode == "22P03" and "CatBoost model file" in e.diag.message_primary
+    assert "format='onnx'" in e.diag.message_hint
+    assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'imp_cbm'") == 0
 
 
 def bad_models():

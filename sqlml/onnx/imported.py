@@ -41,6 +41,13 @@ PREFIX = "src_"
 FLOAT, INT32, INT64, STRING, BOOL, DOUBLE = 1, 6, 7, 8, 9, 11  # onnx.TensorProto
 NUMERIC_TYPES = {FLOAT: "float", DOUBLE: "double", INT64: "int64", INT32: "int32"}
 CLASSIFIERS = ("TreeEnsembleClassifier", "LinearClassifier", "SVMClassifier", "ZipMap")
+NATIVE_FORMATS = {  # a framework's own model file, recognised by its first bytes: what it is, how to export it
+    b"CBM1": (
+        "a CatBoost model file (.cbm)",
+        "export it with model.save_model(path, format='onnx') and pass that file's bytes; CatBoost's ONNX "
+        "export takes numeric features only (encode categorical columns before training)",
+    ),
+}
 
 
 @dataclass
@@ -59,6 +66,9 @@ def load(blob: bytes):
 
     if not blob:
         raise SqlmlError("onnx is empty", hint="pass the bytes of an .onnx file", sqlstate=NOT_ONNX)
+    for magic, (what, fix) in NATIVE_FORMATS.items():
+        if bytes(blob[: len(magic)]) == magic:
+            raise SqlmlError(f"onnx is {what}, not an ONNX model", hint=fix, sqlstate=NOT_ONNX)
     try:
         model = onnx.load_from_string(bytes(blob))
         onnx.checker.check_model(model)
