@@ -6,8 +6,10 @@ model trained by sqlml on 20,000 rows; then, on 10,000 other rows, side by side 
     scoring     SELECT count(*) FROM sqlml.predict_batch(project, table, 'id')
     explaining  SELECT count(*) FROM sqlml.explain_batch(project, table, 'id')   (21 rows out per row in)
 
-Printed: each one's median seconds over --repeats runs (after one warm-up each), the ratio, and
-the model's size (the search chooses it; TreeSHAP's cost grows with leaves x depth^2).
+Printed: each one's median wall seconds over --repeats runs (after one warm-up each), the ratio,
+the same for the backend's CPU seconds (its /proc stat: what a loaded machine changes least), and
+the model's size (the search chooses it; TreeSHAP's cost grows with leaves x path length). The
+machine's load average is printed before and after: a busy machine stretches both sides.
 
     .sqlml/venv/bin/python bench/explain.py
     .sqlml/venv/bin/python bench/explain.py --algorithms lightgbm --repeats 3
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -25,6 +28,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scoring import TRAIN_ROWS, connect, make_table, run, start_cluster, timed  # noqa: E402
+
+
+def backend_cpu(pid: int) -> float:
+    """User + system CPU seconds of a backend so far (every thread of it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def measured(conn, pid: int, sql: str) -> tuple[float, float, object]:
+    """(wall seconds, backend CPU seconds, first value) of one run of ``sql``."""
+    cpu = backend_cpu(pid)
+    wall, rows = timed(lambda: run(conn, sql))
+    return wall, backend_cpu(pid) - cpu, rows[0][0]
+
 
 ROWS = 10000
 SETTINGS = {
@@ -42,12 +63,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cluster, dsn = start_cluster()
     print(f"command: {' '.join(sys.argv)}", flush=True)
+    print(f"load average (1, 5, 15 min): {load()} on {os.cpu_count()} cores", flush=True)
     try:
         conn = connect(dsn)
+        pid = run(conn, "SELECT pg_backend_pid()")[0][0]
         make_table(conn, "train_rows", TRAIN_ROWS)
         make_table(conn, "new_rows", ROWS)
         run(conn, "ALTER TABLE new_rows DROP COLUMN churned")
-        print(f"{'algorithm':<14} {'scoring s':>10} {'explaining s':>13} {'ratio':>7} {'rows out':>9}")
+        print(f"{'algorithm':<14} {'scoring s':>10} {'explaining s':>13} {'ratio':>7} {'cpu: scoring':>13} "
+              f"{'explaining':>11} {'ratio':>7} {'rows out':>9}")
         for algorithm in args.algorithms.split(","):
             project = f"b_{algorithm}"
             options = {"ensemble": False, "refit_all": False, **SETTINGS[algorithm]}
@@ -60,18 +84,22 @@ def main(argv=None):
             score_sql = f"SELECT count(*) FROM sqlml.predict_batch('{project}', 'new_rows', 'id')"
             explain_sql = f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'new_rows', 'id')"
             run(conn, score_sql), run(conn, explain_sql)  # warm: the model, the explainer, the libraries
-            scoring = statistics.median(timed(lambda sql=score_sql: run(conn, sql))[0] for _ in range(args.repeats))
-            runs = [timed(lambda sql=explain_sql: run(conn, sql)[0][0]) for _ in range(args.repeats)]
-            explaining = statistics.median(t for t, _ in runs)
+            scoring, explaining = [], []
+            for _ in range(args.repeats):  # alternately, so that a change of load falls on both
+                scoring.append(measured(conn, pid, score_sql))
+                explaining.append(measured(conn, pid, explain_sql))
+            wall = [statistics.median(r[0] for r in runs) for runs in (scoring, explaining)]
+            cpu = [statistics.median(r[1] for r in runs) for runs in (scoring, explaining)]
             params = run(conn, "SELECT hyperparameters FROM sqlml.models WHERE project = %s", (project,))[0][0]
             shown = {
                 k: params[k] for k in ("num_leaves", "n_estimators", "min_samples_leaf", "max_features") if k in params
             }
             print(
-                f"{algorithm:<14} {scoring:>10.3f} {explaining:>13.3f} {explaining / scoring:>6.1f}x {runs[-1][1]:>9}  "
-                f"{json.dumps(shown)}",
+                f"{algorithm:<14} {wall[0]:>10.3f} {wall[1]:>13.3f} {wall[1] / wall[0]:>6.1f}x {cpu[0]:>13.2f} "
+                f"{cpu[1]:>11.2f} {cpu[1] / cpu[0]:>6.1f}x {explaining[-1][2]:>9}  {json.dumps(shown)}",
                 flush=True,
             )
+        print(f"load average (1, 5, 15 min): {load()}", flush=True)
         conn.close()
     finally:
         cluster.destroy()

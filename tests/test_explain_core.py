@@ -368,7 +368,8 @@ def test_batch_rows_fold_what_explain_rows_unfold():
         one = explain.Explanation(e.contributions[i : i + 1], e.base)
         want = list(rows.explanation_rows(schema, explainer.outputs, one, {k: v[i : i + 1] for k, v in raw.items()}))
         width = len(values) + 1
-        got = [(head[4][o], ([None] + values)[o % width], c, head[5][o]) for o, c in enumerate(unpack(np.array(packed)))]
+        contributions = unpack(np.array(packed))
+        got = [(head[4][o], ([None] + values)[o % width], c, head[5][o]) for o, c in enumerate(contributions)]
         assert got == want
     e.contributions[0, 0, 0] = np.inf  # cannot be packed: the chunk travels as floats
     assert all(p is None and len(f) == len(head[4]) for _, _, p, f, *_ in rows.batch_rows(schema, e, raw, ["a", "b"]))

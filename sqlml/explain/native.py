@@ -194,7 +194,8 @@ def _decisions(f: _Function, arg: dict, b0: str, rows: str) -> None:
             nan = f.op(f"fcmp uno double {x}, 0.0")
             le = f.op(f"fcmp ole double {x}, {threshold}")
             none = f.op(f"select i1 {nan}, i1 {zero_left}, i1 {le}")  # NaN counts as 0
-            small = f.op(f"fcmp olt double {f.op(f'call double @llvm.fabs.f64(double {x})')}, {_double(ZERO_THRESHOLD)}")
+            magnitude = f.op(f"call double @llvm.fabs.f64(double {x})")
+            small = f.op(f"fcmp olt double {magnitude}, {_double(ZERO_THRESHOLD)}")
             zero = f.op(f"select i1 {f.op(f'or i1 {nan}, {small}')}, i1 {default}, i1 {le}")
             nan_side = f.op(f"select i1 {nan}, i1 {default}, i1 {le}")
             left = f.op(f"select i1 {is_none}, i1 {none}, i1 {f.op(f'select i1 {is_zero}, i1 {zero}, i1 {nan_side}')}")
