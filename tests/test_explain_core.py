@@ -294,7 +294,7 @@ def test_native_treeshap_is_numpys_on_every_split_rule(outputs):
     X = random_rows(rng, 300, n_columns, categorical)
     tabulated = Forest(trees, 0.5, n_columns)
     computed = Forest(trees, 0.5, n_columns, table_cells=0)  # every leaf by quadrature
-    want = tabulated.shap_values(X, native=False)
+    want = tabulated.shap_values(X, use_native=False)
     np.testing.assert_allclose(tabulated.shap_values(X), want, atol=1e-10, rtol=0)
     np.testing.assert_allclose(computed.shap_values(X), want, atol=1e-10, rtol=0)
     assert max(tabulated.groups) == 70  # a path longer than a 64-bit pattern

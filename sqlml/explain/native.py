@@ -29,8 +29,6 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from sqlml.explain.treeshap import NONE, ZERO, ZERO_THRESHOLD
-
 ARGS = (
     # rows
     "X",  # float64 (columns, rows): column-major
@@ -73,7 +71,9 @@ ARGS = (
     "weights",  # float64 per path slot
     "out",  # float64 (columns, outputs, rows), added into
 )
-CATEGORICAL = 3
+NONE, ZERO, NAN = 0, 1, 2  # what a numerical split does with a missing value (``sqlml.explain.treeshap``)
+CATEGORICAL = 3  # a split on a set of category codes
+ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 GO_BYTES = 1 << 19  # a block's decisions, one byte per split and row: rows per block = this / splits
 MAX_BLOCK = 256
 FLOATS = {"X", "node_threshold", "value", "slot_z", "table", "quadrature_t", "quadrature_w", "prefix", "weights",

@@ -12,8 +12,10 @@ The sum over s is an integral that Gauss-Legendre quadrature computes exactly (`
 O(k^2) per row and leaf, as the original algorithm, in a few array operations. Since ``o`` is a
 pattern of k bits, a leaf's weights for all 2^k patterns can be tabulated once (Fast TreeSHAP v2,
 Yang 2021): a row then costs a k-bit lookup per leaf. Leaves with small k are tabulated (within
-``TABLE_CELLS``), the others computed per row. Leaves with the same k across every tree are
-stacked, so numpy calls are per block of leaves and rows, not per leaf.
+``TABLE_CELLS``), the others computed per row. ``sqlml.explain.native`` computes this in native
+code, from the arrays ``Forest._native_arrays`` lays out; the numpy version here (leaves with the
+same k across every tree stacked, so that numpy calls are per block of leaves and rows, not per
+leaf) is what runs where llvmlite is missing, and the reference the native code is tested against.
 
 A split sends a row left as LightGBM does (scikit-learn's ``x <= t`` is the case ``missing = NAN``
 with ``default_left = False``): numerical ``x <= t``, where ``missing`` decides NaN (NONE: NaN is
@@ -27,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sqlml.explain import native
+from sqlml.explain.native import CATEGORICAL, NAN, NONE, ZERO, ZERO_THRESHOLD
+
 BLOCK_CELLS = 1 << 21  # float64 cells per (rows x leaves x degree) block: 16 MB
 TABLE_CELLS = 1 << 22  # float64 cells of tabulated leaf weights per forest: 32 MB
-NONE, ZERO, NAN = 0, 1, 2  # what a numerical split does with a missing value
-ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 
 
 @dataclass
@@ -140,8 +143,6 @@ class Forest:
     def _native_arrays(self) -> dict:
         """The forest as ``sqlml.explain.native.ARGS`` arrays: the splits, then the leaves of the
         groups (k > 0) one after the other, their slots, edges and tables."""
-        from sqlml.explain.native import CATEGORICAL
-
         i64 = np.int64
         split_of = np.cumsum(self.node_split) - 1  # a node's position among the splits
         kind = self.node_missing.astype(i64)
@@ -244,19 +245,17 @@ class Forest:
         go[:, -1] = True
         return go
 
-    def shap_values(self, X: np.ndarray, native: bool = True) -> np.ndarray:
+    def shap_values(self, X: np.ndarray, use_native: bool = True) -> np.ndarray:
         """Contributions of shape (n, n_columns, outputs) for the rows ``X`` (n, n_columns); the rows
         are taken as float32, as the trees compare them in ONNX Runtime. Native code computes them
-        (``sqlml.explain.native``), numpy where llvmlite is missing or ``native`` is False."""
-        from sqlml.explain import native as compiled
-
+        (``sqlml.explain.native``), numpy where llvmlite is missing or ``use_native`` is False."""
         X = np.asarray(X, dtype=np.float32).astype(np.float64)
         n = len(X)
         out = np.zeros((n, self.n_columns, self.n_outputs))
-        if native and compiled.function() is not None:
+        if use_native and native.function() is not None:
             if self._native is None:
                 self._native = self._native_arrays()
-            compiled.run(self._native, X, out, max(self.groups, default=0))
+            native.run(self._native, X, out, max(self.groups, default=0))
             return out
         rows = max(1, min(n, BLOCK_CELLS // max(len(self.node_feature), 1)))
         for r0 in range(0, n, rows):
