@@ -373,3 +373,32 @@ def test_batch_rows_fold_what_explain_rows_unfold():
         assert got == want
     e.contributions[0, 0, 0] = np.inf  # cannot be packed: the chunk travels as floats
     assert all(p is None and len(f) == len(head[4]) for _, _, p, f, *_ in rows.batch_rows(schema, e, raw, ["a", "b"]))
+
+
+def test_long_explanations_check_for_interrupts_between_slices(monkeypatch):
+    """Native code does not see a cancel: the rows go through in slices, interrupt() before each
+    (the server's checks a cancel through SPI), and whatever it raises stops the explanation."""
+    from sqlml.explain import native
+
+    rng = np.random.default_rng(5)
+    forest = Forest([random_tree(rng, 6, 5, 1, set()) for _ in range(4)], 1.0, 6)
+    X = random_rows(rng, 1000, 6, set())
+    calls = []
+    whole = forest.shap_values(X, interrupt=lambda: calls.append(1))
+    assert len(calls) == 1  # a small forest: one slice
+    monkeypatch.setattr(native, "SLICE_WORK", 1)  # a slice per block of rows
+    calls.clear()
+    np.testing.assert_allclose(forest.shap_values(X, interrupt=lambda: calls.append(1)), whole, atol=1e-12)
+    assert len(calls) > 1
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel():
+        if len(calls) > 2:
+            raise Cancelled
+        calls.append(1)
+
+    calls.clear()
+    with pytest.raises(Cancelled):
+        forest.shap_values(X, interrupt=cancel)

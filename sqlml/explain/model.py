@@ -120,7 +120,7 @@ class Linear(Member):
         self.coef, self.intercept, self.center = np.atleast_2d(coef), np.atleast_1d(intercept), center
         self.base = self.intercept + self.coef @ center
 
-    def contributions(self, T: np.ndarray) -> np.ndarray:
+    def contributions(self, T: np.ndarray, interrupt=None) -> np.ndarray:
         return (T - self.center)[:, :, None] * self.coef.T[None, :, :]
 
     def arrays(self) -> dict:
@@ -162,8 +162,8 @@ class Trees(Member):
         self.forest = Forest(trees, scale, n_columns)
         self.base = self.forest.base
 
-    def contributions(self, T: np.ndarray) -> np.ndarray:
-        return self.forest.shap_values(T)
+    def contributions(self, T: np.ndarray, interrupt=None) -> np.ndarray:
+        return self.forest.shap_values(T, interrupt=interrupt)
 
     def arrays(self) -> dict:
         return dict(self._arrays)
@@ -197,11 +197,12 @@ class Explainer:
         """Class labels of the outputs (multiclass), else None (one output)."""
         return [str(c) for c in self.schema.target.classes] if self.schema.target.task == MULTICLASS else None
 
-    def explain(self, inputs: dict, n: int) -> Explanation:
-        """Contributions for ``n`` rows of model inputs (``sqlml.data.convert.model_inputs``)."""
+    def explain(self, inputs: dict, n: int, interrupt=None) -> Explanation:
+        """Contributions for ``n`` rows of model inputs (``sqlml.data.convert.model_inputs``);
+        ``interrupt()``, if given, is called every so often during long work (it may raise)."""
         total = np.zeros((n, len(self.features), len(self.base)))
         for (w, enc, member), to_feature in zip(self.members, self.to_feature):
-            c = member.contributions(enc.transform(inputs, n))
+            c = member.contributions(enc.transform(inputs, n), interrupt)
             for j in range(c.shape[1]):
                 total[:, to_feature[j], :] += w * c[:, j, :]
         return Explanation(total, self.base)

@@ -76,6 +76,7 @@ CATEGORICAL = 3  # a split on a set of category codes
 ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 GO_BYTES = 1 << 19  # a block's decisions, one byte per split and row: rows per block = this / splits
 MAX_BLOCK = 256
+SLICE_WORK = 1 << 27  # steps (``work_per_row``) between interrupt checks: a few tenths of a second
 FLOATS = {"X", "node_threshold", "value", "slot_z", "table", "quadrature_t", "quadrature_w", "prefix", "weights",
           "out"}
 SCALARS = {"rows", "columns", "outputs", "block", "nodes", "leaves"}
@@ -356,9 +357,11 @@ def function():
     return _compiled[0][1]
 
 
-def run(arrays: dict, X: np.ndarray, out: np.ndarray, longest: int) -> None:
+def run(arrays: dict, X: np.ndarray, out: np.ndarray, longest: int, interrupt=None) -> None:
     """Add the contributions of the rows ``X`` (n, columns) into ``out`` (n, columns, outputs),
-    with the forest's ``arrays`` (names of ``ARGS``) whose longest path tests ``longest`` features."""
+    with the forest's ``arrays`` (names of ``ARGS``) whose longest path tests ``longest`` features.
+    The rows go through in slices of about ``SLICE_WORK`` steps, with ``interrupt()`` (if given)
+    before each: native code does not see a cancel."""
     kernel = function()
     n, columns, outputs = out.shape
     nodes = max(int(arrays["nodes"]), 1)
@@ -386,9 +389,22 @@ def run(arrays: dict, X: np.ndarray, out: np.ndarray, longest: int) -> None:
         if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == _dtype(name) and a.size):
             raise TypeError(f"{name} must be a non-empty contiguous {_dtype(name)} array")
         addresses[i] = a.ctypes.data
-    if n:
-        kernel(addresses.ctypes.data, 0, n)
-        out += own["out"].transpose(2, 0, 1)
+    step = max(SLICE_WORK // work_per_row(arrays) // block, 1) * block  # whole blocks
+    for first in range(0, n, step):
+        if interrupt is not None:
+            interrupt()
+        kernel(addresses.ctypes.data, first, min(first + step, n))
+    out += own["out"][:, :, :n].transpose(2, 0, 1)
+
+
+def work_per_row(arrays: dict) -> int:
+    """Steps of the native code per row, about: a decision per split, a lookup per slot of a
+    tabulated leaf, k * ceil(k / 2) products per slot of a leaf computed by quadrature."""
+    k = arrays["leaf_k"][: int(arrays["leaves"])]
+    tabulated = arrays["leaf_table"][: int(arrays["leaves"])] >= 0
+    computed = k[~tabulated]
+    quadrature = int((computed * computed * (computed + 1) // 2).sum())
+    return max(int(arrays["nodes"]) + int(k[tabulated].sum()) + quadrature, 1)
 
 
 def _dtype(name: str):

@@ -245,20 +245,23 @@ class Forest:
         go[:, -1] = True
         return go
 
-    def shap_values(self, X: np.ndarray, use_native: bool = True) -> np.ndarray:
+    def shap_values(self, X: np.ndarray, use_native: bool = True, interrupt=None) -> np.ndarray:
         """Contributions of shape (n, n_columns, outputs) for the rows ``X`` (n, n_columns); the rows
         are taken as float32, as the trees compare them in ONNX Runtime. Native code computes them
-        (``sqlml.explain.native``), numpy where llvmlite is missing or ``use_native`` is False."""
+        (``sqlml.explain.native``), numpy where llvmlite is missing or ``use_native`` is False.
+        ``interrupt()``, if given, is called between slices of rows (it may raise)."""
         X = np.asarray(X, dtype=np.float32).astype(np.float64)
         n = len(X)
         out = np.zeros((n, self.n_columns, self.n_outputs))
         if use_native and native.function() is not None:
             if self._native is None:
                 self._native = self._native_arrays()
-            native.run(self._native, X, out, max(self.groups, default=0))
+            native.run(self._native, X, out, max(self.groups, default=0), interrupt)
             return out
         rows = max(1, min(n, BLOCK_CELLS // max(len(self.node_feature), 1)))
         for r0 in range(0, n, rows):
+            if interrupt is not None:
+                interrupt()
             go = self.decisions(X[r0 : r0 + rows])
             for k, g in self.groups.items():
                 if k:  # a tree that is one leaf moves only the base

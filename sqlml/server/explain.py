@@ -15,7 +15,7 @@ from sqlml.errors import FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE
 from sqlml.explain.rows import batch_rows, explanation_rows, header
 from sqlml.registry import store
 from sqlml.scoring import chunks
-from sqlml.server import audit, ingest, privileged, scoring
+from sqlml.server import audit, ingest, interrupts, privileged, scoring
 
 _explainers: dict = {}  # model id -> Explainer
 
@@ -74,7 +74,7 @@ def explain_batch(project, relation, id_column):
     for start in range(0, n, chunks.CHUNK_ROWS):
         part = {k: v[start : start + chunks.CHUNK_ROWS] for k, v in raw.items()}
         part_ids = ids[start : start + chunks.CHUNK_ROWS]
-        result = e.explain(convert.model_inputs(m.schema, part), len(part_ids))
+        result = e.explain(convert.model_inputs(m.schema, part), len(part_ids), interrupts.check)
         out.extend(batch_rows(m.schema, result, part, part_ids))
     audit.record("explain_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
     return out
