@@ -33,7 +33,7 @@ def select(trials: list, y: np.ndarray, metric: str, task: Task, cost=None, allo
     goes on reweighting what it can afford instead of giving up the ensemble."""
     ok = sorted((t for t in trials if t.status == "ok" and t.predictions is not None and t.loss is not None
                  and np.isfinite(t.loss)), key=lambda t: t.loss)
-    pool = _library(ok)
+    pool = library(ok)
     if len(pool) < 2:
         return None
     price = [cost(t) if cost else 0.0 for t in pool]
@@ -63,9 +63,9 @@ def select(trials: list, y: np.ndarray, metric: str, task: Task, cost=None, allo
     return chosen
 
 
-def _library(ok: list) -> list:
-    """The candidates, best first: the CANDIDATES best trials, then the PER_ALGORITHM best of each
-    algorithm; one per distinct prediction vector."""
+def library(ok: list) -> list:
+    """The candidates among ``ok`` (finished trials, best first), best first: the CANDIDATES best
+    trials, then the PER_ALGORITHM best of each algorithm; one per distinct prediction vector."""
     pool = []
 
     def add(t):

@@ -77,9 +77,7 @@ class Trained:
         honest = predict(model, self.X_holdout, task, k)
         exported = model if final is None else final
         pred = honest if final is None else predict(final, self.X_holdout, task, k)
-        fitted_on = "all rows" if final is not None else "training part"
-        if final is None and self.result.trial is not None and self.result.trial.model is model:
-            fitted_on = "fit part of the validation split"  # a sprint's model (see search.Search)
+        fitted_on = "all rows" if final is not None else self.result.fitted_on
         return Candidate(exported, algorithm, params, pred, metrics.all_metrics(task, self.holdout_y, honest),
                          honest_model=model, honest_pred=honest, refit=fitted_on)
 
@@ -108,12 +106,13 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
           n_estimators: int | None = None, similar=None, refit_all: bool | None = None, run_fit=None,
-          max_scoring_us: float | None = None) -> Trained:
+          max_scoring_us: float | None = None, bagging: bool | None = None) -> Trained:
     """``note(message)`` is called with what the user should know (task inference, the plan);
     ``similar(meta_features, task)`` returns configurations that won on similar past trainings;
     ``run_fit(fit)`` runs each model fit (see ``Search``). ``refit_all``: refit the winner on every
     row when the budget allows (None), always (True: the caller asked for it, even past the
-    budget), or never (False)."""
+    budget), or never (False). ``bagging``: keep the fold models instead of refitting (see
+    ``Search``); refit_all=True asks for a refit, so it turns bagging off."""
     note = note or (lambda message: None)
     target = schema.target
     if task is None:
@@ -154,8 +153,7 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
                     n_estimators=n_estimators, warm_start=warm, final_rows=None if refit_all is False else len(y),
-                    run_fit=run_fit,
-                    max_scoring_us=max_scoring_us)
+                    run_fit=run_fit, max_scoring_us=max_scoring_us, bagging=False if refit_all else bagging)
     validation = "a validation split" if search.validation == "holdout" else search.validation.replace("cv", "cross-validation")
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
          f"{len(train_idx)} training rows; {len(test_idx)} other rows held out to score the winner; "
@@ -170,7 +168,7 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     if refit_all or (refit_all is None and search.affords_final_refit(result)):
         final = search.refit_on(result, pd.concat([X_train, X_test], ignore_index=True),
                                 np.concatenate([y[train_idx], y[test_idx]]))
-    elif refit_all is None and not search.sprint:
+    elif refit_all is None and not search.sprint and not result.bagged:
         note("no time left to refit on every row: the model registered is the one trained without the holdout")
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],

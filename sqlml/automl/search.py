@@ -21,15 +21,14 @@ through its :class:`~sqlml.data.task.Task`.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sqlml.automl import ensemble, metrics, preprocess, scoring_cost
+from sqlml.automl import ensemble, metrics, policy, preprocess, scoring_cost
 from sqlml.automl.budget import Budget
 from sqlml.automl.spec import BOOSTING, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
-from sqlml.data.task import Task, task_of
+from sqlml.data.task import HOLDOUT_SHARE, TIME_ORDERED, Task, task_of
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 
 TRIALS_WANTED = 30  # trials the validation scheme must leave room for (see n_folds)
@@ -55,6 +54,7 @@ class Trial:
     elapsed: float = 0.0  # seconds since the search started, when the trial ended
     predictions: np.ndarray | None = field(default=None, repr=False)  # on the validation rows
     model: object = field(default=None, repr=False)  # the fitted model, kept only by a sprint (one fold)
+    fold_models: list | None = field(default=None, repr=False)  # one per fold (see Search.folds_kept)
 
     def to_json(self) -> dict:
         return {"n": self.n, "algorithm": self.algorithm, "params": self.params, "status": self.status,
@@ -89,6 +89,8 @@ class Result:
     validation: str  # "5-fold cv" or "holdout"
     members: list = field(default_factory=list)  # [(Trial, fitted pipeline, weight)] when an ensemble won
     trial: Trial | None = None  # the winning trial, when a single model won
+    bagged: int = 0  # folds whose models are averaged and registered (no refit on every row), or 0
+    fitted_on: str = "training part"  # what ``model`` was trained on
 
 
 def n_folds(rows: int, probe_seconds: float, budget_seconds: float) -> int:
@@ -106,14 +108,16 @@ def n_folds(rows: int, probe_seconds: float, budget_seconds: float) -> int:
     return 1
 
 
-def time_shares(trial_seconds: list[float]) -> np.ndarray:
+def time_shares(trial_seconds: list[float], odds: list[float] | None = None) -> np.ndarray:
     """Odds of trying each estimator next, given the mean seconds of its trials, best-ranked first.
 
     The ranks share the search's *time*, 0.6 ** rank each, not its trials: an estimator whose trials
     cost ten times more is tried ten times less often (FLAML's cost-frugality, simply). Sharing
     trials instead let five-fold forests at 1.1 s a trial take 80% of OJ's search from 50 ms linear
-    models and boosting, which were both ahead of them."""
-    weights = np.array([0.6 ** i / max(s, 1e-3) for i, s in enumerate(trial_seconds)])
+    models and boosting, which were both ahead of them. ``odds`` (``policy.win_odds``) weigh each
+    estimator's share by how likely its family is to win at this size."""
+    odds = odds or [1.0] * len(trial_seconds)
+    weights = np.array([0.6 ** i * o / max(s, 1e-3) for i, (s, o) in enumerate(zip(trial_seconds, odds))])
     return weights / weights.sum()
 
 
@@ -167,12 +171,14 @@ class Search:
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
                  reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None,
                  warm_start: list | None = None, final_rows: int | None = None, run_fit=None,
-                 max_scoring_us: float | None = None):
+                 max_scoring_us: float | None = None, bagging: bool | None = None):
         """``final_rows``: the rows the winner is refitted on at the end (the training part and the
         holdout), when the budget allows; the search keeps time for it. ``run_fit(fit)`` runs each
         model fit, ``fit()`` (the server runs it on a thread that yields the CPU to interactive work).
         ``max_scoring_us``: the most a row may cost to score (``scoring_cost``): candidates above it
-        are neither kept nor searched around."""
+        are neither kept nor searched around. ``bagging``: keep the k-fold models (averaged) instead
+        of refitting the winner: always (True), never (False), or when ``policy.finish_by_bagging``
+        says so (None)."""
         self.run_fit = run_fit or (lambda fit: fit())
         self.max_scoring_us = max_scoring_us
         self.final_rows = final_rows or len(problem.y)
@@ -180,7 +186,11 @@ class Search:
         self.warm_start = warm_start or []  # [{"algorithm", "params"}] tried before the portfolios
         self.n_estimators = n_estimators
         self.problem = problem
-        self.specs = sorted(specs, key=lambda s: s.cost)
+        fit_rows = int(len(problem.y) * (1 - HOLDOUT_SHARE))  # larger tables start from larger trees
+        self.specs = sorted((policy.sized_boosting(s, fit_rows) if s.family == BOOSTING else s for s in specs),
+                            key=lambda s: s.cost)
+        self.yardstick: policy.Probe | None = None  # the probe's LightGBM fit, measured (see probe)
+        self.probed = None  # (spec, model, rounds, seconds) of the probe's fit, when it ran to its end
         self.budget = budget
         self.on_trial = on_trial or (lambda trial, best: None)
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
@@ -193,20 +203,87 @@ class Search:
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)
         self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
+        self.fit_params: dict[str, dict] = {}  # algorithm -> the configuration of that fit
+        # The trials' fold models are kept (those ensemble selection may pick): the winner's, averaged
+        # (or the one holdout model), is the model scored on the holdout, with no refit on the training
+        # part; only with folds that all hold every class (a fold model lacking one cannot be averaged)
+        # and that all fit on most rows (time-ordered folds fit on ever more).
+        counts = np.bincount(problem.y.astype(int)) if problem.task.classification else None
+        self.folds_kept = not self.sprint and (counts is None or counts[counts > 0].min() >= len(self.folds)) \
+            and (problem.task.split != TIME_ORDERED or len(self.folds) == 1)
+        self.bagging = self._bagging(bagging)
+        if self.probed is not None and len(self.folds) == 1 and not n_estimators:
+            self._keep_probe(*self.probed)
 
     # --- time ------------------------------------------------------------------------------------
 
     def probe(self) -> float:
         """Seconds one fit of the first portfolio entry (the cheapest boosting estimator's, if one is in
-        the search) takes on 80% of the rows: the yardstick for choosing the validation scheme."""
+        the search) takes on 80% of the rows: the yardstick for choosing the validation scheme, and
+        the estimator's first trial when that scheme is this very holdout (``_keep_probe``)."""
         spec = next((s for s in self.specs if s.family == BOOSTING), self.specs[0])
         p = self.problem
         (fit, valid), = p.task.folds(p.y, 1, p.seed)[0]
-        start = time.monotonic()
+        start = self.budget.clock()
         child = self.budget.child(self.budget.remaining() / 4)
-        self.run_fit(lambda: fit_pipeline(spec, spec.portfolio[0], p, p.X.iloc[fit], p.y[fit], child,
-                                          valid=(p.X.iloc[valid], p.y[valid])))
-        return time.monotonic() - start
+        model, rounds = self.run_fit(lambda: fit_pipeline(spec, spec.portfolio[0], p, p.X.iloc[fit], p.y[fit], child,
+                                                          valid=(p.X.iloc[valid], p.y[valid])))
+        seconds = self.budget.clock() - start
+        if spec.family == BOOSTING:
+            self.yardstick = policy.Probe(seconds, rounds or 100, dict(spec.portfolio[0]))
+        if not child.expired():
+            self.probed = (spec, model, rounds, seconds)
+        return seconds
+
+    def _keep_probe(self, spec: EstimatorSpec, model, rounds, seconds: float) -> None:
+        """With one holdout, the probe fitted exactly its estimator's first portfolio trial (same
+        rows, same configuration): record it as that trial rather than fit it again (on a large
+        table, a tenth of a short budget)."""
+        p = self.problem
+        (_, valid), = self.folds
+        trial = Trial(n=1, algorithm=spec.name, params=dict(spec.portfolio[0]), origin="portfolio",
+                      fit_seconds=seconds, elapsed=self.budget.elapsed(), n_estimators=int(rounds) if rounds else None)
+        trial.predictions = predict(model, p.X.iloc[valid], p.task, p.n_classes)
+        trial.score = metrics.score(p.metric, p.y[valid], trial.predictions)
+        trial.loss = metrics.loss(p.metric, trial.score)
+        trial.fold_models = [model] if self.folds_kept else None
+        self.fit_time[spec.name], self.fit_params[spec.name] = seconds, dict(spec.portfolio[0])
+        self.trials.append(trial)
+        self.on_trial(trial, self.best())
+
+    def _bagging(self, asked: bool | None) -> bool:
+        """Register the averaged fold models instead of refitting on every row? With k kept folds,
+        as ``policy`` decides from the probe's estimate of refitting the winner and its ensemble
+        partners on every row."""
+        if not self.folds_kept:
+            return False
+        one_refit = self.yardstick.seconds / (1 - HOLDOUT_SHARE) * 1.2 if self.yardstick else 0.0
+        return policy.finish_by_bagging(len(self.folds), ENSEMBLE_REFITS * one_refit, self.budget.seconds, asked)
+
+    def size(self, spec: EstimatorSpec) -> policy.Size:
+        """What one fold's fit of ``spec`` sees (``policy``'s cost model)."""
+        p = self.problem
+        return policy.Size(len(self.folds[0][0]), p.X.shape[1], p.n_classes, threads_for(spec, p.X, p.threads))
+
+    def predicted_seconds(self, spec: EstimatorSpec, params: dict) -> float:
+        """Seconds one trial of ``params`` is expected to take (every fold): this estimator's last fit
+        scaled by the work of the two configurations when it has run, ``policy.fit_seconds`` else."""
+        size = self.size(spec)
+        if spec.name in self.fit_time:
+            last = policy.work(spec.family, self.fit_params[spec.name], size, self.yardstick)
+            now = policy.work(spec.family, params, size, self.yardstick)
+            one = self.fit_time[spec.name] * (now / last if last > 0 else 1.0)
+        else:
+            one = policy.fit_seconds(spec.family, params, size, self.yardstick, unit=spec.cost)
+        return one * len(self.folds)
+
+    def admission(self, spec: EstimatorSpec, params: dict) -> str:
+        """``policy.admit`` for a portfolio entry; the first trial always runs (a training must
+        produce a model)."""
+        if not any(t.status == "ok" for t in self.trials):
+            return policy.RUN
+        return policy.admit(self.predicted_seconds(spec, params), self.time_left_for_search(),
+                            policy.win_odds(spec.family, len(self.folds[0][0])))
 
     def refit_estimate(self, algorithm: str) -> float:
         """Seconds to refit ``algorithm`` on the whole training part."""
@@ -257,16 +334,18 @@ class Search:
         return (self.refit_estimate(trial.algorithm) + self.export_estimate(trial)) * grow
 
     def finish_cost(self, trial: Trial) -> float:
-        """Seconds to make ``trial`` the registered model: refit on the training part (for an honest
-        holdout score), then on every row, and export."""
-        return self.refit_estimate(trial.algorithm) + self.final_refit_cost(trial)
+        """Seconds to make ``trial`` the registered model: its model for the holdout (the kept fold
+        models to export, or a refit on the training part), then unless bagged a refit on every row."""
+        honest = self.export_estimate(trial) * len(self.folds) if self.folds_kept \
+            else self.refit_estimate(trial.algorithm)
+        return honest if self.bagging else honest + self.final_refit_cost(trial)
 
     def affords_final_refit(self, result: Result) -> bool:
         """Is there time to refit ``result`` on every row (see ``refit_on``)?
 
         The search kept time for this refit, but its last trial may have run a few moments past the
         line; half the reserve may absorb that (what follows, importance, is bounded by a deadline)."""
-        if self.sprint:
+        if self.sprint or result.bagged:
             return False
         trials = [t for t, _, _ in result.members] or [result.trial]
         cost = sum(self.final_refit_cost(t) for t in trials)
@@ -301,11 +380,8 @@ class Search:
     def affordable(self, spec: EstimatorSpec) -> bool:
         if not any(t.status == "ok" for t in self.trials):
             return True  # the first trial always runs: a training must produce a model
-        known = self.fit_time.get(spec.name)
-        if known is None:
-            ref = [self.fit_time[s.name] / s.cost for s in self.specs if s.name in self.fit_time]
-            known = (np.median(ref) if ref else 0.0) * spec.cost
-        return known * len(self.folds) < self.time_left_for_search()
+        return self.predicted_seconds(spec, self.fit_params.get(spec.name, spec.portfolio[0] if spec.portfolio else {})) \
+            < self.time_left_for_search()
 
     # --- trials ----------------------------------------------------------------------------------
 
@@ -324,21 +400,23 @@ class Search:
         first = not any(t.status == "ok" for t in self.trials)
         shape = (len(p.y), p.n_classes) if p.task.classification else (len(p.y),)
         oof = np.full(shape, np.nan)
-        rounds = []
-        start = time.monotonic()
+        rounds, models = [], []
+        start = self.budget.clock()
         try:
             for fit_idx, valid_idx in self.folds:
                 self.budget.checkpoint()
                 fold_budget = self.budget if first else self.budget.child(self.time_left_for_search())
-                t0 = time.monotonic()
+                t0 = self.budget.clock()
                 Xf, yf = p.X.iloc[fit_idx], p.y[fit_idx]
                 Xv, yv = p.X.iloc[valid_idx], p.y[valid_idx]
                 model, used = self.run_fit(lambda: fit_pipeline(
                     spec, self._sized(spec, params), p, Xf, yf, fold_budget, valid=(Xv, yv),  # noqa: B023 - run at once
                     n_estimators=self.n_estimators if spec.family == BOOSTING else None))
-                self.fit_time[spec.name] = time.monotonic() - t0
+                self.fit_time[spec.name], self.fit_params[spec.name] = self.budget.clock() - t0, dict(params)
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
+                if self.folds_kept:
+                    models.append(model)
                 if self.sprint:
                     trial.model = model  # one fold: the sprint registers this model rather than refit it
                 if fold_budget.expired() and not first:
@@ -348,7 +426,7 @@ class Search:
             if _is_interrupt(e):
                 raise
             trial.status, trial.error = "failed", f"{type(e).__name__}: {e}"
-        trial.fit_seconds = time.monotonic() - start
+        trial.fit_seconds = self.budget.clock() - start
         trial.elapsed = self.budget.elapsed()
         if trial.status == "ok":
             yv = p.y[self.valid_rows]
@@ -357,9 +435,23 @@ class Search:
             trial.predictions = oof[self.valid_rows]
             if rounds and rounds[0] is not None:
                 trial.n_estimators = int(np.mean(rounds))
+            trial.fold_models = models or None
         self.trials.append(trial)
+        self._release_fold_models()
         self.on_trial(trial, self.best())
         return trial
+
+    def _release_fold_models(self) -> None:
+        """Keep fold models only where ensemble selection may look (``ensemble.library``): the memory
+        of a search stays that of a few dozen models, whatever its number of trials."""
+        if not self.folds_kept:
+            return
+        scored, best = sorted(self._scored(), key=lambda t: t.loss), self.best()
+        keep = {id(t) for t in ensemble.library(scored)}  # and what may win as cheaper to score:
+        keep |= {id(t) for t in scored if scoring_cost.equal_within_noise(t.loss, best.loss)}
+        for t in self.trials:
+            if id(t) not in keep:
+                t.fold_models = None
 
     def _sized(self, spec: EstimatorSpec, params: dict) -> dict:
         """``params`` with the fixed forest size, if one was asked for."""
@@ -382,10 +474,14 @@ class Search:
             self.evaluate(spec, spec.portfolio[0], "portfolio")
             return self.trials
         by_name = {s.name: s for s in self.specs}
-        tried = set()
+
+        def key_of(name, params):
+            return name, tuple(sorted(params.items(), key=lambda kv: kv[0]))
+
+        tried = {key_of(t.algorithm, t.params) for t in self.trials}  # the probe's, kept as a trial
 
         def once(spec, params, origin):
-            key = (spec.name, tuple(sorted(params.items(), key=lambda kv: kv[0])))
+            key = key_of(spec.name, params)
             # the first trial runs whatever the clock says: a training must produce a model
             if key not in tried and (self.time_left_for_search() > 0 or not self.trials) and self.affordable(spec):
                 tried.add(key)
@@ -397,19 +493,29 @@ class Search:
             if spec is not None:
                 once(spec, {k: v for k, v in config["params"].items() if not (k == "n_estimators" and spec.family == BOOSTING)},
                      "warm_start")
-        # 1. portfolios, interleaved, cheapest estimators first
+        # 1. portfolios, interleaved, cheapest estimators first; an entry predicted to take a large
+        # share of the time left waits behind the cheaper ones, or is skipped (policy.admit)
         depth = max(len(s.portfolio) for s in self.specs)
+        deferred = []
         for i in range(depth):
             for spec in self.specs:
                 if i < len(spec.portfolio):
-                    once(spec, spec.portfolio[i], "portfolio")
+                    decision = self.admission(spec, spec.portfolio[i])
+                    if decision == policy.RUN:
+                        once(spec, spec.portfolio[i], "portfolio")
+                    elif decision == policy.DEFER:
+                        deferred.append((spec, spec.portfolio[i]))
+        for spec, params in sorted(deferred, key=lambda entry: self.predicted_seconds(*entry)):
+            if self.admission(spec, params) != policy.SKIP:
+                once(spec, params, "portfolio")
         # 2. local moves around each estimator's best, the best estimators most often
         step = 0.25
         while self.time_left_for_search() > 0:
             ranked = [(s, t) for s, t in self._ranked_specs() if s.space]
             if not ranked:
                 break
-            odds = time_shares([self.trial_seconds(s) for s, _ in ranked])
+            odds = time_shares([self.trial_seconds(s) for s, _ in ranked],
+                               [policy.win_odds(s.family, len(self.folds[0][0])) for s, _ in ranked])
             spec, incumbent = ranked[self.rng.choice(len(ranked), p=odds)]
             if not self.affordable(spec):
                 affordable = [(s, t) for s, t in ranked if self.affordable(s)]
@@ -448,7 +554,8 @@ class Search:
         if self.sprint:
             return self._single(best, best.model)
         yv = p.y[self.valid_rows]
-        pool = [t for t in self._scored() if t is best or self.ensemble_candidate(t)]
+        pool = [t for t in self._scored() if (t is best or self.ensemble_candidate(t))
+                and (t.fold_models or not self.folds_kept)]
         # members are chosen within the time left: refits on the training part and on every row, export
         chosen = ensemble.select(pool, yv, p.metric, p.task, cost=self.finish_cost,
                                  allowance=self.budget.remaining() - self.reserve_seconds) if self.use_ensemble else None
@@ -457,19 +564,40 @@ class Search:
             chosen = None  # an ensemble scores every member: over the budget, the single best
         if chosen and len(chosen) > 1:
             members = [(t, w) for t, w in chosen]
-            fitted = [(t, self._refit(t), w) for t, w in members]
-            model = ensemble.voting([(m, w) for _, m, w in fitted], p.task)
+            fitted = [(t, self._final(t), w) for t, w in members]
+            # one flat vote: every fold model of a bagged member carries the member's weight
+            model = ensemble.voting([(m, w) for t, _, w in fitted for m in t.fold_models] if self.folds_kept
+                                    else [(m, w) for _, m, w in fitted], p.task)
             score = metrics.score(p.metric, yv, ensemble.blend([t.predictions for t, _ in members],
                                                                [w for _, w in members]))
             params = {"members": [{"trial": t.n, "algorithm": t.algorithm, "weight": w, "params": t.params}
-                                  for t, w in members]}
-            return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted)
-        return self._single(best, self._refit(best))
+                                  for t, w in members], **({"bagged_folds": len(self.folds)} if self.bagging else {})}
+            return Result(model, "ensemble", params, self.trials, score, self.validation, members=fitted,
+                          bagged=len(self.folds) if self.bagging else 0, fitted_on=self.fitted_on())
+        return self._single(best, self._final(best))
 
     def _single(self, trial: Trial, model) -> Result:
         """``trial`` as the result, with ``model`` its fitted pipeline."""
         params = {**trial.params, **({"n_estimators": trial.n_estimators} if trial.n_estimators else {})}
-        return Result(model, trial.algorithm, params, self.trials, trial.score, self.validation, trial=trial)
+        bagged = len(self.folds) if self.bagging else 0
+        if bagged:
+            params["bagged_folds"] = bagged
+        return Result(model, trial.algorithm, params, self.trials, trial.score, self.validation, trial=trial,
+                      bagged=bagged, fitted_on=self.fitted_on())
+
+    def fitted_on(self) -> str:
+        """What the model scored on the holdout was trained on (``_final``)."""
+        if self.sprint or (self.folds_kept and len(self.folds) == 1):
+            return "fit part of the validation split"
+        return f"{len(self.folds)} fold models of the training part" if self.folds_kept else "training part"
+
+    def _final(self, trial: Trial):
+        """``trial``'s model for the holdout: its kept fold models (averaged), or a refit on the
+        training part."""
+        if not self.folds_kept:
+            return self._refit(trial)
+        models = trial.fold_models
+        return models[0] if len(models) == 1 else ensemble.voting([(m, 1.0) for m in models], self.problem.task)
 
     def _refit(self, trial: Trial, X=None, y=None):
         """``trial``'s configuration fitted on ``X``, ``y`` (default: the whole training part)."""

@@ -102,7 +102,7 @@ class EstimatorSpec:
     fit: Callable = fit_plain  # (estimator, X encoded, y, FitContext) -> rounds or trees kept, or None
     space: tuple = ()
     portfolio: tuple = ()  # configurations tried first, cheapest first
-    cost: float = 1.0  # fit time relative to LightGBM's first portfolio entry
+    cost: float = 1.0  # seconds per unit of work (sqlml.automl.policy.work) relative to LightGBM's
     tasks: frozenset = frozenset({"binary", "multiclass", "regression"})
     early_stopping: bool = False  # fit() uses the validation rows to pick its number of rounds
     params_for: Callable = all_params  # (params, task) -> the params that apply to ``task``

@@ -42,7 +42,7 @@ PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 MAX_ROWS = 2**63 - 1  # a bigint LIMIT
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
-           "force": bool, "max_scoring_us": float}
+           "force": bool, "max_scoring_us": float, "bagging": bool}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
@@ -306,7 +306,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
                               n_estimators=opts.get("n_estimators"), similar=similar_trainings(caller),
                               refit_all=opts.get("refit_all"), run_fit=yielding.run,
-                              max_scoring_us=opts.get("max_scoring_us"))
+                              max_scoring_us=opts.get("max_scoring_us"), bagging=opts.get("bagging"))
     finally:
         yielding.close()
     return finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request)

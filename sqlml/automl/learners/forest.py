@@ -56,7 +56,7 @@ SPACE = (Hyper("n_estimators", 50, 500, log=True, integer=True),
 SPECS = (
     EstimatorSpec(
         name="random_forest", family=TREES, encoding=ONE_HOT, build=builder(extra=False), fit=fit, leaves=leaves,
-        cost=1.5, library="sklearn", space=SPACE,
+        cost=3.5, library="sklearn", space=SPACE,
         portfolio=({"n_estimators": 200, "min_samples_leaf": 1, "max_features": "sqrt"},
                    {"n_estimators": 200, "min_samples_leaf": 5, "max_features": 0.5}),
     ),

@@ -1,0 +1,243 @@
+"""Where the search spends its time (``sqlml.automl.policy``): the pure rules, table-driven, then the
+search that follows them under a clock the test moves (no wall-clock assertions)."""
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+
+from sqlml import samples
+from sqlml.automl import policy, preprocess
+from sqlml.automl.budget import Budget
+from sqlml.automl.estimators import SPECS
+from sqlml.automl.spec import BOOSTING, LINEAR, TREES
+from sqlml.automl.search import Problem, Search
+from sqlml.data.schema import Feature, FeatureSchema, Target
+from tests.conftest import query, scalar
+
+LGB = dict(SPECS["lightgbm"].portfolio[0])  # the probe's configuration: lr 0.1, 31 leaves
+RF = dict(SPECS["random_forest"].portfolio[0])  # 200 trees
+ET = dict(SPECS["extra_trees"].portfolio[0])
+
+
+@pytest.mark.parametrize("family, rows, odds", [
+    (BOOSTING, 100_000, 1.0),
+    (LINEAR, 100_000, 1.0),
+    (TREES, 1_000, 1.0),       # small tables: forests win or join the ensemble
+    (TREES, 2_000, 1.0),
+    (TREES, 10_000, 0.465),    # log-linear between 2k (1.0) and 30k fit rows (0.1)
+    (TREES, 30_000, 0.1),
+    (TREES, 500_000, 0.1),
+])
+def test_forests_odds_fall_with_the_table_size(family, rows, odds):
+    assert policy.win_odds(family, rows) == pytest.approx(odds, abs=0.01)
+
+
+@pytest.mark.parametrize("seconds, time_left, odds, decision", [
+    (1.0, 25.0, 1.0, policy.RUN),     # 4% of what is left: at once
+    (5.0, 25.0, 1.0, policy.DEFER),   # 20%: behind the cheaper entries
+    (20.0, 25.0, 1.0, policy.DEFER),  # a likely winner may take all that is left...
+    (30.0, 25.0, 1.0, policy.SKIP),   # ...not more
+    (1.0, 25.0, 0.1, policy.DEFER),   # a forest on 30k rows: 4% > 0.15 x 0.1
+    (5.0, 25.0, 0.1, policy.SKIP),    # 20% of the search for a family unlikely to win: never
+    (17.0, 25.0, 0.1, policy.SKIP),   # issue 21's worst case: forests took 17 s of a 30 s call
+    (0.1, 25.0, 0.1, policy.RUN),
+    (0.1, 0.0, 1.0, policy.SKIP),     # nothing left
+])
+def test_the_gate_weighs_a_share_of_the_time_left_by_the_odds_of_winning(seconds, time_left, odds, decision):
+    assert policy.admit(seconds, time_left, odds) == decision
+
+
+def _size(rows, inputs=9, classes=0, threads=2):
+    return policy.Size(rows, inputs, classes, threads)
+
+
+def test_predicted_fit_seconds_scale_with_the_probe_and_the_configuration():
+    probe = policy.Probe(seconds=2.0, rounds=300, params=LGB)
+    size = _size(32_000)
+    assert policy.fit_seconds(BOOSTING, LGB, size, probe) == pytest.approx(2.0)  # the probe itself
+    # half the learning rate: twice the rounds; larger trees cost more per round
+    slow = policy.fit_seconds(BOOSTING, {**LGB, "learning_rate": 0.05}, size, probe)
+    assert slow == pytest.approx(2 * 2.0 - policy.FIT_OVERHEAD, rel=0.01)
+    assert policy.fit_seconds(BOOSTING, {**LGB, "num_leaves": 255}, size, probe) > 2.0
+    # the machine's speed comes from the probe: a probe twice as slow, every prediction twice as large
+    slower = policy.Probe(seconds=4.0, rounds=300, params=LGB)
+    rf = policy.fit_seconds(TREES, RF, size, probe, unit=SPECS["random_forest"].cost)
+    assert policy.fit_seconds(TREES, RF, size, slower, unit=SPECS["random_forest"].cost) == pytest.approx(
+        2 * rf - policy.FIT_OVERHEAD, rel=0.01)
+    # forests grow with their trees and the features tried per split
+    assert policy.fit_seconds(TREES, {**RF, "n_estimators": 100}, size, probe, unit=3.5) == pytest.approx(
+        (rf - policy.FIT_OVERHEAD) / 2 + policy.FIT_OVERHEAD, rel=0.01)
+    assert policy.fit_seconds(TREES, {**RF, "max_features": 1.0}, size, probe, unit=3.5) > 2 * rf  # sqrt(9) of 9
+
+
+@pytest.mark.parametrize("rows, inputs, probe_seconds, rounds, rf_over_lgb", [
+    (1_000, 3, 0.2, 100, (0.1, 3)),       # a small table: a forest costs about a LightGBM fit
+    (32_000, 9, 2.0, 300, (3, 40)),       # issue 21's worst case: a forest costs many LightGBM trials
+])
+def test_forests_cost_many_boosting_fits_on_large_tables_only(rows, inputs, probe_seconds, rounds, rf_over_lgb):
+    probe = policy.Probe(probe_seconds, rounds, LGB)
+    size = _size(rows, inputs)
+    rf = policy.fit_seconds(TREES, RF, size, probe, unit=SPECS["random_forest"].cost)
+    low, high = rf_over_lgb
+    assert low * probe_seconds <= rf <= high * probe_seconds
+
+
+@pytest.mark.parametrize("rows, leaves_high, added", [
+    (1_000, 256, ()),             # small tables keep the small-table portfolio
+    (4_999, 256, ()),
+    (8_000, 256, (127,)),         # medium: one entry of larger trees
+    (40_000, 2048, (127, 255)),   # large: two, and leaves up to rows / 16
+    (10_000_000, 2048, (127, 255)),
+])
+def test_larger_tables_start_from_and_search_larger_trees(rows, leaves_high, added):
+    spec = policy.sized_boosting(SPECS["lightgbm"], rows)
+    assert spec.portfolio[0] == SPECS["lightgbm"].portfolio[0]  # the probe's yardstick stays first
+    assert tuple(p["num_leaves"] for p in spec.portfolio[1:1 + len(added)]) == added
+    assert next(h for h in spec.space if h.name == "num_leaves").high == leaves_high
+    names = {h.name: h for h in spec.space}
+    for config in spec.portfolio:
+        assert all(names[k].low <= v <= names[k].high for k, v in config.items())
+
+
+@pytest.mark.parametrize("folds, refit_seconds, budget, forced, bag", [
+    (1, 100.0, 30.0, None, False),   # a holdout has one fold model: always refit
+    (1, 0.0, 30.0, True, False),     # ... even when asked
+    (5, 1.0, 30.0, None, False),     # cheap refits: refit on every row
+    (5, 9.0, 30.0, None, True),      # refits would take 30% of the call: keep the fold models
+    (5, 9.0, 30.0, False, False),    # asked not to
+    (3, 0.0, 30.0, True, True),      # asked to
+])
+def test_bagging_keeps_the_fold_models_when_refits_cost_too_much_or_when_asked(folds, refit_seconds, budget,
+                                                                              forced, bag):
+    assert policy.finish_by_bagging(folds, refit_seconds, budget, forced) is bag
+
+
+# --- the search, under a clock the test moves -----------------------------------------------------
+
+class FitClock:
+    """Time passes only while models fit: ``tick`` seconds per fit (``first`` for the first, the
+    probe), whatever the machine's load."""
+
+    def __init__(self, tick: float, first: float | None = None):
+        self.now, self.tick, self.first = 0.0, tick, first
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run_fit(self, fit):
+        out = fit()
+        self.now += self.tick if self.first is None else self.first
+        self.first = None
+        return out
+
+
+def _problem(rows: int, seed: int = 0, task: str = "regression", noise: float = 0.3):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({f"x{i}": rng.normal(size=rows).astype(np.float32) for i in range(4)})
+    signal = X.x0 * X.x1 + np.sin(2 * X.x2) + X.x3
+    y = (signal + rng.normal(scale=noise, size=rows)).to_numpy()
+    if task != "regression":
+        y = (y > 0).astype(np.int64)
+    schema = FeatureSchema(tuple(Feature(c, "numeric", "float8") for c in X.columns), Target("y", "float8", task))
+    return Problem(X=X, y=y, task=task, metric="rmse" if task == "regression" else "roc_auc",
+                   plan=preprocess.Plan.from_data(schema, X), n_classes=0 if task == "regression" else 2, seed=1)
+
+
+def _search(rows, tick, budget, task="regression", noise=0.3, first=None,
+            algorithms=("lightgbm", "random_forest", "extra_trees"), **kwargs):
+    clock = FitClock(tick, first)
+    specs = [SPECS[a] for a in algorithms]
+    search = Search(_problem(rows, task=task, noise=noise), specs, Budget(budget, clock=clock), run_fit=clock.run_fit,
+                    reserve_seconds=1.0, **kwargs)
+    search.run()
+    return search
+
+
+def test_on_a_large_table_forests_never_start_and_boosting_gets_the_search():
+    # 40,000 rows, 30 s, a LightGBM fit "takes" 2.5 s: a 200-tree forest is predicted at many times
+    # that, a large share of the search for a family unlikely to win there
+    search = _search(40_000, tick=2.5, budget=30.0, noise=3.0)  # noisy: early stopping comes soon
+    assert search.validation == "holdout"
+    algorithms = [t.algorithm for t in search.trials]
+    assert set(algorithms) == {"lightgbm"}, algorithms
+    assert len(algorithms) >= 5
+    assert any(t.params.get("num_leaves", 0) >= 127 for t in search.trials)  # large tables, larger trees
+
+
+def test_on_a_small_table_the_same_clock_lets_forests_in():
+    search = _search(2_000, tick=0.25, budget=30.0)
+    assert {"random_forest", "extra_trees"} <= {t.algorithm for t in search.trials}
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_bagging_averages_the_winners_fold_models_into_one_onnx_graph(task):
+    from sqlml.data import convert
+    from sqlml.onnx import convert as onnx_convert
+    from sqlml.onnx import parity
+
+    # the probe is instant (5-fold validation), then every fit "takes" 1 s: a trial costs 5 s
+    search = _search(600, tick=1.0, first=0.001, budget=12.0, task=task, algorithms=("lightgbm",), bagging=True)
+    assert search.validation == "5-fold cv" and search.bagging
+    result = search.finish()
+    assert result.bagged == 5 and result.fitted_on == "5 fold models of the training part"
+    assert result.params["bagged_folds"] == 5
+    folds = result.trial.fold_models
+    assert len(folds) == 5 and list(result.model.estimators_) == folds  # no refit: the fold models
+    X = search.problem.X.iloc[:50]
+    averaged = np.mean([m.predict(X) if task == "regression" else m.predict_proba(X) for m in folds], axis=0)
+    got = result.model.predict(X) if task == "regression" else result.model.predict_proba(X)
+    np.testing.assert_allclose(got, averaged, rtol=1e-6)
+    # one ONNX graph, equal to the fitted ensemble (the parity gate's check)
+    schema = FeatureSchema(tuple(Feature(c, "numeric", "float8") for c in X.columns),
+                           Target("y", "float8", task, () if task == "regression" else (0, 1)))
+    inputs = {c: X[c].to_numpy() for c in X.columns}
+    blob = onnx_convert.to_onnx(result.model, schema)
+    onnx = onnx_convert.run(onnx_convert.session(blob), convert.as_feeds(schema, inputs), task)
+    assert parity.compare(task, got, onnx).ok
+
+
+@pytest.mark.parametrize("first, bagging, bagged", [
+    (0.001, None, 0),    # 5 folds, refits cheap (the probe's measure): refit on every row
+    (0.001, False, 0),   # asked not to
+    (1.0, True, 0),      # a holdout (the probe is slow): one fold model, nothing to average
+])
+def test_without_bagging_the_winner_is_refitted_on_every_row(first, bagging, bagged):
+    search = _search(600, tick=1.0, first=first, budget=12.0, algorithms=("lightgbm",), bagging=bagging)
+    result = search.finish()
+    assert result.bagged == bagged and "bagged_folds" not in result.params
+    if search.validation == "holdout":  # the holdout's own fold model is what the holdout scores
+        assert result.model is result.trial.fold_models[0]
+        assert result.fitted_on == "fit part of the validation split"
+
+
+# --- in the database ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def db(dsn):
+    conn = psycopg2.connect(dsn)
+    samples.load_all(conn)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def test_bagging_in_the_database_registers_the_fold_models_through_the_parity_gate(db):
+    # linear fits cost milliseconds once the backend has imported them (a first training), so 15 s
+    # affords k-fold validation whatever the machine's load
+    query(db, "SELECT * FROM sqlml.train('warm', 'iris', 'species', algorithms => '{linear}', time_budget => '2 s')")
+    query(db, "SELECT * FROM sqlml.train('bagged', 'iris', 'species', algorithms => '{linear}', "
+              """time_budget => '15 seconds', options => '{"bagging": true}')""")
+    refit, params, validation, passed = query(
+        db, "SELECT metrics ->> 'refit', hyperparameters, metrics -> 'validation' ->> 'method', "
+            "(parity ->> 'ok')::bool FROM sqlml.models WHERE project = 'bagged'")[0]
+    k = params["bagged_folds"]
+    assert validation == f"{k}-fold cv" and refit == f"{k} fold models of the training part" and passed
+    # the registered graph is the averaged fold models: it scores rows in SQL like any model
+    proba = scalar(db, "SELECT sqlml.predict_proba('bagged', i) FROM iris i ORDER BY id LIMIT 1")
+    assert len(proba) == 3 and abs(sum(proba) - 1) < 1e-4
+    # refit_all asks for a refit on every row: no bagging then
+    query(db, "SELECT * FROM sqlml.train('bagged', 'iris', 'species', algorithms => '{linear}', "
+              """time_budget => '4 seconds', options => '{"bagging": true, "refit_all": true, "force": true}')""")
+    assert query(db, "SELECT metrics ->> 'refit', hyperparameters ? 'bagged_folds' FROM sqlml.models "
+                     "WHERE project = 'bagged' AND version = 2")[0] == ("all rows", False)
