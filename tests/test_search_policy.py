@@ -10,8 +10,8 @@ from sqlml import samples
 from sqlml.automl import policy, preprocess
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
-from sqlml.automl.spec import BOOSTING, LINEAR, TREES
 from sqlml.automl.search import Problem, Search
+from sqlml.automl.spec import BOOSTING, LINEAR, TREES
 from sqlml.data.schema import Feature, FeatureSchema, Target
 from tests.conftest import query, scalar
 
