@@ -84,6 +84,7 @@ CASES = [
     ("option of the wrong type", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"seed": "seven"}')""", "22023", 'option "seed" must be int'),
     ("option with a bad value", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"deploy": "always"}')""", "22023", 'option "deploy" is'),
     ("negative max_rows", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"max_rows": -1}')""", "22023", 'option "max_rows" must be between 1 and'),
+    ("folds out of range", """SELECT * FROM sqlml.train('p', 'bi', 'y', options => '{"folds": 0}')""", "22023", 'option "folds" must be between 1 and 10'),
     # scoring
     ("predict unknown project", f"SELECT sqlml.predict('nope', {ROW})", "42704", 'project "nope" does not exist'),
     ("predict NULL project", f"SELECT sqlml.predict(NULL::text, {ROW})", "22023", "project is NULL"),

@@ -106,13 +106,14 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
           algorithms: list[str] | None, test_size: float, seed: int, budget: Budget, threads: int = 1,
           on_trial=None, reserve_seconds: float = 1.0, note=None, ensemble: bool = True,
           n_estimators: int | None = None, similar=None, refit_all: bool | None = None, run_fit=None,
-          max_scoring_us: float | None = None, bagging: bool | None = None) -> Trained:
+          max_scoring_us: float | None = None, bagging: bool | None = None, folds: int | None = None) -> Trained:
     """``note(message)`` is called with what the user should know (task inference, the plan);
     ``similar(meta_features, task)`` returns configurations that won on similar past trainings;
     ``run_fit(fit)`` runs each model fit (see ``Search``). ``refit_all``: refit the winner on every
     row when the budget allows (None), always (True: the caller asked for it, even past the
     budget), or never (False). ``bagging``: keep the fold models instead of refitting (see
-    ``Search``); refit_all=True asks for a refit, so it turns bagging off."""
+    ``Search``); refit_all=True asks for a refit, so it turns bagging off. ``folds``: the validation
+    scheme (1: one holdout), instead of the search's choice."""
     note = note or (lambda message: None)
     target = schema.target
     if task is None:
@@ -153,7 +154,8 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
         note(f"warm start: {len(warm)} configurations that won on similar past trainings are tried first")
     search = Search(problem, specs, budget, on_trial=on_trial, reserve_seconds=reserve_seconds, use_ensemble=ensemble,
                     n_estimators=n_estimators, warm_start=warm, final_rows=None if refit_all is False else len(y),
-                    run_fit=run_fit, max_scoring_us=max_scoring_us, bagging=False if refit_all else bagging)
+                    run_fit=run_fit, max_scoring_us=max_scoring_us, bagging=False if refit_all else bagging,
+                    folds=folds)
     validation = "a validation split" if search.validation == "holdout" else search.validation.replace("cv", "cross-validation")
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
          f"{len(train_idx)} training rows; {len(test_idx)} other rows held out to score the winner; "

@@ -171,14 +171,15 @@ class Search:
     def __init__(self, problem: Problem, specs: list[EstimatorSpec], budget: Budget, on_trial=None,
                  reserve_seconds: float = 1.0, use_ensemble: bool = True, n_estimators: int | None = None,
                  warm_start: list | None = None, final_rows: int | None = None, run_fit=None,
-                 max_scoring_us: float | None = None, bagging: bool | None = None):
+                 max_scoring_us: float | None = None, bagging: bool | None = None, folds: int | None = None):
         """``final_rows``: the rows the winner is refitted on at the end (the training part and the
         holdout), when the budget allows; the search keeps time for it. ``run_fit(fit)`` runs each
         model fit, ``fit()`` (the server runs it on a thread that yields the CPU to interactive work).
         ``max_scoring_us``: the most a row may cost to score (``scoring_cost``): candidates above it
         are neither kept nor searched around. ``bagging``: keep the k-fold models (averaged) instead
         of refitting the winner: always (True), never (False), or when ``policy.finish_by_bagging``
-        says so (None)."""
+        says so (None). ``folds``: the validation scheme (k-fold, 1: one holdout) instead of ``n_folds``'s
+        choice (a sprint still has one holdout)."""
         self.run_fit = run_fit or (lambda fit: fit())
         self.max_scoring_us = max_scoring_us
         self.final_rows = final_rows or len(problem.y)
@@ -198,7 +199,11 @@ class Search:
         # nothing left for the search once the finish is reserved; decided before the probe, a
         # boosting fit a sprint cannot afford
         self.sprint = budget.remaining() - reserve_seconds <= 0
-        folds = 1 if self.sprint else n_folds(len(problem.y), self.probe(), budget.remaining())
+        if self.sprint:
+            folds = 1
+        else:
+            probe_seconds = self.probe()
+            folds = min(folds, len(problem.y)) if folds else n_folds(len(problem.y), probe_seconds, budget.remaining())
         self.folds, self.validation = problem.task.folds(problem.y, folds, problem.seed)
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)

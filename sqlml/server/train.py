@@ -42,7 +42,8 @@ PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 MAX_ROWS = 2**63 - 1  # a bigint LIMIT
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
-           "force": bool, "max_scoring_us": float, "bagging": bool}
+           "force": bool, "max_scoring_us": float, "bagging": bool,
+           "folds": int}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
@@ -108,6 +109,9 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     if not 1 <= options.get("n_estimators", 1) <= 10000:
         raise SqlmlError(f'option "n_estimators" is {options["n_estimators"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass the number of boosting rounds or trees, between 1 and 10000 (omit it to search it)")
+    if not 1 <= options.get("folds", 1) <= 10:
+        raise SqlmlError(f'option "folds" must be between 1 and 10, got {options["folds"]}', sqlstate=INVALID_PARAMETER,
+                         hint="pass the folds of cross-validation (1: one holdout), or omit it to let the search choose")
     if options.get("max_scoring_us", 1.0) <= 0:
         raise SqlmlError(f'option "max_scoring_us" must be positive, got {options["max_scoring_us"]}',
                          sqlstate=INVALID_PARAMETER, hint="pass the most one row may cost to score, in microseconds")
@@ -306,7 +310,7 @@ def train(project, relation, target, task, algorithms, budget_seconds, metric, t
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
                               n_estimators=opts.get("n_estimators"), similar=similar_trainings(caller),
                               refit_all=opts.get("refit_all"), run_fit=yielding.run,
-                              max_scoring_us=opts.get("max_scoring_us"), bagging=opts.get("bagging"))
+                              max_scoring_us=opts.get("max_scoring_us"), bagging=opts.get("bagging"), folds=opts.get("folds"))
     finally:
         yielding.close()
     return finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request)
