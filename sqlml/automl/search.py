@@ -3,12 +3,16 @@
 1. Validation is chosen from the data: k-fold cross-validation when the training part is small
    (a single holdout is a noisy basis for choosing), one stratified holdout otherwise.
 2. Every estimator's portfolio (known-good configurations) is tried first, cheapest estimators
-   first, interleaved, so that a short budget still sees each family at its best defaults.
+   first, interleaved, so that a short budget still sees each family at its best defaults; an
+   entry predicted to take a large share of the time left waits, or is skipped when its family is
+   unlikely to win at this size (``sqlml.automl.policy``).
 3. Then random local moves in each promising estimator's space (in unit coordinates, shrinking).
    Boosting picks its number of rounds by early stopping on the validation fold; forests grow in
    chunks of trees. Both stop at the deadline, and both reach ``budget.checkpoint()`` often.
 4. Greedy ensemble selection over the validation predictions (``sqlml.automl.ensemble``).
-5. The winner is refitted on the whole training part if the budget allows.
+5. The trials' fold models are kept: the winner's (averaged) is the model the holdout scores; then
+   either they are registered as they are (bagging), or the winner is refitted on every row if the
+   budget allows (``front``).
 
 A budget nearly spent before the search starts (a cold backend's imports, a large read) gets a
 sprint instead: one holdout, one trial of the cheapest estimator's first configuration, its model
@@ -219,6 +223,7 @@ class Search:
         self.bagging = self._bagging(bagging)
         if self.probed is not None and len(self.folds) == 1 and not n_estimators:
             self._keep_probe(*self.probed)
+        self.probed = None
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -561,7 +566,7 @@ class Search:
         yv = p.y[self.valid_rows]
         pool = [t for t in self._scored() if (t is best or self.ensemble_candidate(t))
                 and (t.fold_models or not self.folds_kept)]
-        # members are chosen within the time left: refits on the training part and on every row, export
+        # members are chosen within the time left: export, and unless bagged a refit on every row
         chosen = ensemble.select(pool, yv, p.metric, p.task, cost=self.finish_cost,
                                  allowance=self.budget.remaining() - self.reserve_seconds) if self.use_ensemble else None
         if chosen and self.max_scoring_us is not None \
