@@ -105,7 +105,7 @@ def test_every_algorithm_reaches_the_ensemble_library():
 
     for t in [*near, tree]:
         t.score = t.loss = metrics.score("rmse", y, t.predictions)
-    pool = ensemble._library(sorted([*near, tree], key=lambda t: t.loss))
+    pool = ensemble.library(sorted([*near, tree], key=lambda t: t.loss))
     assert tree in pool and len(pool) == ensemble.CANDIDATES + 1  # twenty linear trials would crowd it out
     chosen = ensemble.select([*near, tree], y, "rmse", "regression")
     assert chosen is not None and 99 in {t.n for t, _ in chosen}
