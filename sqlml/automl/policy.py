@@ -172,8 +172,9 @@ def sized_boosting(spec, rows: int):
     """``spec`` (a boosting EstimatorSpec) for a table of ``rows`` fit rows: from MEDIUM rows its
     portfolio adds a 127-leaf entry after its first (the probe's yardstick stays first), from
     LARGE rows a 255-leaf one too and the smallest-tree entry goes; num_leaves may grow to
-    ``leaves_high(rows)``. Small tables keep the spec as it is."""
-    if rows < MEDIUM_BOOSTING_ROWS:
+    ``leaves_high(rows)``. Small tables keep the spec as it is, and so does a boosting spec whose
+    trees are not sized by leaves (no ``num_leaves`` in its space)."""
+    if rows < MEDIUM_BOOSTING_ROWS or not any(h.name == "num_leaves" for h in spec.space):
         return spec
     first, rest = spec.portfolio[0], list(spec.portfolio[1:])
     if rows >= LARGE_BOOSTING_ROWS:

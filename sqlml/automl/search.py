@@ -194,7 +194,7 @@ class Search:
         fit_rows = int(len(problem.y) * (1 - HOLDOUT_SHARE))  # larger tables start from larger trees
         self.specs = sorted((policy.sized_boosting(s, fit_rows) if s.family == BOOSTING else s for s in specs),
                             key=lambda s: s.cost)
-        self.yardstick: policy.Probe | None = None  # the probe's LightGBM fit, measured (see probe)
+        self.yardstick: policy.Probe | None = None  # the probe's boosting fit, measured (see probe)
         self.probed = None  # (spec, model, rounds, seconds) of the probe's fit, when it ran to its end
         self.budget = budget
         self.on_trial = on_trial or (lambda trial, best: None)

@@ -42,8 +42,7 @@ PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}")
 MIN_BUDGET, MAX_BUDGET = 1.0, 86400.0
 MAX_ROWS = 2**63 - 1  # a bigint LIMIT
 OPTIONS = {"seed": int, "deploy": str, "ensemble": bool, "max_rows": int, "n_estimators": int, "refit_all": bool,
-           "force": bool, "max_scoring_us": float, "bagging": bool,
-           "folds": int}
+           "force": bool, "max_scoring_us": float, "bagging": bool, "folds": int}
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
 
 
