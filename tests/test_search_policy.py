@@ -100,6 +100,13 @@ def test_larger_tables_start_from_and_search_larger_trees(rows, leaves_high, add
         assert all(names[k].low <= v <= names[k].high for k, v in config.items())
 
 
+def test_boosting_not_sized_by_leaves_keeps_its_portfolio():
+    from dataclasses import replace
+
+    depth_sized = replace(SPECS["lightgbm"], space=tuple(h for h in SPECS["lightgbm"].space if h.name != "num_leaves"))
+    assert policy.sized_boosting(depth_sized, 40_000) is depth_sized
+
+
 @pytest.mark.parametrize("folds, refit_seconds, budget, forced, bag", [
     (1, 100.0, 30.0, None, False),   # a holdout has one fold model: always refit
     (1, 0.0, 30.0, True, False),     # ... even when asked
