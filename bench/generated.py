@@ -82,7 +82,8 @@ def churn(rows: int = 120_000, seed: int = 1) -> pd.DataFrame:
     churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
     return pd.DataFrame({
         "plan": plan, "city": city, "device": _blank(rng, device, 0.04), "payment": payment,
-        "tenure_months": tenure.round(1), "monthly_fee": monthly.round(2), "usage_hours": _blank(rng, usage.round(2), 0.05),
+        "tenure_months": tenure.round(1), "monthly_fee": monthly.round(2),
+        "usage_hours": _blank(rng, usage.round(2), 0.05),
         "support_tickets": tickets.astype(float), "days_since_login": _blank(rng, last_login.round(1), 0.03),
         "churned": np.where(churned, "yes", "no").astype(object),
     })

@@ -66,7 +66,8 @@ CANDIDATES = [("lightgbm", p) for p in SPECS["lightgbm"].portfolio] + [("lightgb
     _lgb(0.03, 4, 20, 0.8, 0.8, 1.0),
 )] + [("extra_trees", p) for p in SPECS["extra_trees"].portfolio] + [
     ("extra_trees", {"n_estimators": 200, "min_samples_leaf": 3, "max_features": 0.5}),
-] + [("random_forest", p) for p in SPECS["random_forest"].portfolio] + [("linear", p) for p in SPECS["linear"].portfolio]
+] + [("random_forest", p) for p in SPECS["random_forest"].portfolio] + [
+    ("linear", p) for p in SPECS["linear"].portfolio]
 
 
 def problem_for(name: str, max_rows: int) -> Problem:
@@ -135,26 +136,34 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=",".join(datasets.part("tuning")),
                     help="default: the tuning part of bench/datasets.py (never the held-out part)")
-    ap.add_argument("--max-rows", type=int, default=5000)
-    ap.add_argument("--size", type=int, default=10, help="configurations in the portfolio")
+    ap.add_argument("--max-rows", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=8, help="configurations in the portfolio")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sqlml" / "automl" / "portfolio.json"))
     ap.add_argument("--evaluations", default="bench/results/portfolio_evaluations.json",
-                    help="every candidate's loss and seconds per dataset")
+                    help="every candidate's loss and seconds per dataset; datasets already in it are reused")
     args = ap.parse_args(argv)
     names = args.datasets.split(",")
     leaked = set(names) & set(datasets.part("heldout"))
     if leaked:
         sys.exit(f"{sorted(leaked)} are in the held-out part: the portfolio learns from the tuning part only")
-    losses = np.full((len(names), len(CANDIDATES)), np.nan)
-    seconds = np.full_like(losses, np.nan)
-    for d, name in enumerate(names):
+    evaluations = Path(args.evaluations)
+    candidates = [{"algorithm": a, "params": p} for a, p in CANDIDATES]
+    done = json.loads(evaluations.read_text()) if evaluations.exists() else {}
+    if done.get("candidates") != candidates or done.get("max_rows") != args.max_rows:
+        done = {"candidates": candidates, "max_rows": args.max_rows, "datasets": {}}
+    for name in names:
+        if name in done["datasets"]:  # evaluated by an earlier run with the same candidates: reused
+            continue
         problem = problem_for(name, args.max_rows)
-        for c, (algorithm, params) in enumerate(CANDIDATES):
-            if problem.task in SPECS[algorithm].tasks:
-                losses[d, c], seconds[d, c] = cross_validate(problem, algorithm, params)
-        best = int(np.nanargmin(losses[d]))
-        print(f"{name:16} {len(problem.y):6} rows  best {CANDIDATES[best][0]} {losses[d, best]:.5f}  "
-              f"{np.nansum(seconds[d]):.0f}s", flush=True)
+        row = [cross_validate(problem, a, p) if problem.task in SPECS[a].tasks else (None, None) for a, p in CANDIDATES]
+        done["datasets"][name] = {"rows": len(problem.y), "loss": [r[0] for r in row], "seconds": [r[1] for r in row]}
+        evaluations.parent.mkdir(parents=True, exist_ok=True)
+        evaluations.write_text(json.dumps(done, indent=1))
+        best = int(np.nanargmin(np.array([r[0] for r in row], dtype=float)))
+        print(f"{name:16} {len(problem.y):6} rows  best {CANDIDATES[best][0]} {row[best][0]:.5f}  "
+              f"{sum(r[1] or 0 for r in row):.0f}s", flush=True)
+    losses = np.array([done["datasets"][n]["loss"] for n in names], dtype=float)
+    seconds = np.array([done["datasets"][n]["seconds"] for n in names], dtype=float)
     # a candidate that does not apply to a task (none today) ranks as the median there
     losses = np.where(np.isnan(losses), np.nanmedian(losses, axis=1, keepdims=True), losses)
     # cost: seconds relative to the dataset's first LightGBM entry, geometric mean over datasets
@@ -167,16 +176,13 @@ def main(argv=None):
     for entry in order:
         portfolio.setdefault(entry["algorithm"], []).append(entry["params"])
     out = {"learned_from": names, "max_rows": args.max_rows, "folds": FOLDS, "seed": SEED,
-           "command": "python bench/learn_portfolio.py" + (f" --datasets {args.datasets}" if argv else ""),
+           "command": " ".join(["python bench/learn_portfolio.py", *(sys.argv[1:] if argv is None else argv)]),
            "portfolio": portfolio, "order": order}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    Path(args.evaluations).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.evaluations).write_text(json.dumps({
-        "datasets": names, "candidates": [{"algorithm": a, "params": p} for a, p in CANDIDATES],
-        "loss": losses.round(6).tolist(), "seconds": np.nan_to_num(seconds).round(3).tolist()}, indent=1))
     print("\npick | algorithm | params | relative cost | mean normalised loss")
     for i, entry in enumerate(order, 1):
-        print(f"{i} | {entry['algorithm']} | {entry['params']} | {entry['relative_cost']} | {entry['mean_normalised_loss']}")
+        print(f"{i} | {entry['algorithm']} | {entry['params']} | {entry['relative_cost']} | "
+              f"{entry['mean_normalised_loss']}")
     single = norm.mean(axis=0)
     hand = np.array([p in SPECS[a].portfolio for a, p in CANDIDATES])
     print(f"best single configuration: {CANDIDATES[int(single.argmin())]} {single.min():.4f}; "
