@@ -122,7 +122,8 @@ def run_flaml(train, test, target, task, budget, seed, cores):
 
 
 def run_autogluon(train, test, target, task, budget, presets, cores, python=AG_PYTHON):
-    """AutoGluon in its own venv (bench/autogluon_run.py): (score, fit seconds, best model)."""
+    """AutoGluon in its own venv (bench/autogluon_run.py): (score, fit seconds, best model), or
+    (None, seconds, "failed") when it trained no model in the budget (bagged presets on large tables)."""
     columns = {c: "number" if train[c].dtype.kind in "fi" or c == target and task == "regression" else "text"
                for c in train.columns if c != "id"}
     with tempfile.TemporaryDirectory(prefix="sqlml-ag-") as job_dir:
@@ -131,8 +132,11 @@ def run_autogluon(train, test, target, task, budget, presets, cores, python=AG_P
         test.drop(columns=["id"]).to_csv(job / "test.csv", index=False)
         (job / "job.json").write_text(json.dumps({"target": target, "task": task, "budget": budget,
                                                   "presets": presets, "cores": cores, "columns": columns}))
-        subprocess.run([str(python), str(Path(__file__).with_name("autogluon_run.py")), job_dir], check=True,
-                       env={**os.environ, "OMP_NUM_THREADS": str(cores)})
+        start = time.monotonic()
+        done = subprocess.run([str(python), str(Path(__file__).with_name("autogluon_run.py")), job_dir],
+                              env={**os.environ, "OMP_NUM_THREADS": str(cores)})
+        if done.returncode != 0:
+            return None, time.monotonic() - start, "failed"
         out = json.loads((job / "result.json").read_text())
         pred = np.load(job / "pred.npy")
     metric = METRIC[task]
@@ -182,6 +186,7 @@ def main(argv=None):
     ap.add_argument("--ag-python", default=str(AG_PYTHON), help="the Python of AutoGluon's venv")
     ap.add_argument("--dsn", help="use this database instead of a throwaway cluster")
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
+    ap.add_argument("--resume", action="store_true", help="keep --out's rows and run only what it lacks")
     ap.add_argument("--cores", type=int, default=2, help="for every system: FLAML's n_jobs, AutoGluon's num_cpus, "
                                                          "sqlml's threads_per_job (default 2)")
     args = ap.parse_args(argv)
@@ -199,17 +204,22 @@ def main(argv=None):
     conn = pgsession.connect(dsn)
     print(f"command: {' '.join(sys.argv)}\ncores: {args.cores}, budgets: {budgets}, seeds: {seeds}, "
           f"datasets: {names}, load average at start: {os.getloadavg()[0]:.1f}", flush=True)
-    results = []
+    results = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else []
+    done = {(r["dataset"], r["seed"], r["budget"]) for r in results}
     try:
         for name in names:
             df, target, task = datasets.load(name)
             metric = METRIC[task]
             for seed in seeds:
+                if all((name, seed, b) in done for b in budgets):
+                    continue
                 train, test = split(df, target, task, seed)
                 table, test_table = f"{name}_train_{seed}", f"{name}_test_{seed}"
                 load_table(conn, table, train)
                 load_table(conn, test_table, test)
                 for budget in budgets:
+                    if (name, seed, budget) in done:
+                        continue
                     row = {"dataset": name, "task": task, "kind": datasets.KIND[name], "rows": len(df),
                            "columns": df.shape[1] - 2, "metric": metric, "budget": budget, "seed": seed,
                            "load_before": os.getloadavg()[0]}
@@ -230,11 +240,13 @@ def main(argv=None):
                                                                    args.cores, args.ag_python)
                             row.update({f"ag_{preset}": a_score, f"ag_{preset}_seconds": a_sec,
                                         f"ag_{preset}_best": a_best})
-                            line += f" ag[{preset}]={a_score:.4f} ({a_best}, {a_sec:.1f}s)"
-                        row["autogluon"] = a_best_score = better(metric, *[row[f"ag_{p}"] for p in presets]) \
-                            if len(presets) > 1 else row[f"ag_{presets[0]}"]
-                        row["ratio_autogluon"] = ratio(metric, s_score, a_best_score)
-                        line += f" ratio_ag={row['ratio_autogluon']:.4f}"
+                            line += f" ag[{preset}]=" + ("failed" if a_score is None else f"{a_score:.4f}") + \
+                                f" ({a_best}, {a_sec:.1f}s)"
+                        scored = [row[f"ag_{p}"] for p in presets if row[f"ag_{p}"] is not None]
+                        if scored:  # the better preset; a preset that trained nothing does not count
+                            row["autogluon"] = a_best_score = scored[0] if len(scored) == 1 else better(metric, *scored)
+                            row["ratio_autogluon"] = ratio(metric, s_score, a_best_score)
+                            line += f" ratio_ag={row['ratio_autogluon']:.4f}"
                     row["load_after"] = os.getloadavg()[0]
                     results.append(row)
                     print(line + f" load={row['load_before']:.1f}-{row['load_after']:.1f}"
