@@ -53,6 +53,11 @@ AG_PYTHON = Path(__file__).resolve().parents[1] / ".sqlml" / "ag-venv" / "bin" /
 AG_PRESETS = "medium_quality,best_quality"  # AutoGluon's default preset, and its best
 
 
+def AG_PATIENCE(budget):  # noqa: N802 - a constant of the budget
+    """Seconds an AutoGluon run may take (its fit, prediction and start-up) before it counts as failed."""
+    return 2 * budget + 60
+
+
 def score(metric, y_true, pred, classes=None):
     from sklearn.metrics import log_loss, roc_auc_score
 
@@ -123,7 +128,8 @@ def run_flaml(train, test, target, task, budget, seed, cores):
 
 def run_autogluon(train, test, target, task, budget, presets, cores, python=AG_PYTHON):
     """AutoGluon in its own venv (bench/autogluon_run.py): (score, fit seconds, best model), or
-    (None, seconds, "failed") when it trained no model in the budget (bagged presets on large tables)."""
+    (None, seconds, "failed" or "timeout") when it trained no model in the budget or ran past
+    ``AG_PATIENCE`` (bagged presets on large tables)."""
     columns = {c: "number" if train[c].dtype.kind in "fi" or c == target and task == "regression" else "text"
                for c in train.columns if c != "id"}
     with tempfile.TemporaryDirectory(prefix="sqlml-ag-") as job_dir:
@@ -133,8 +139,11 @@ def run_autogluon(train, test, target, task, budget, presets, cores, python=AG_P
         (job / "job.json").write_text(json.dumps({"target": target, "task": task, "budget": budget,
                                                   "presets": presets, "cores": cores, "columns": columns}))
         start = time.monotonic()
-        done = subprocess.run([str(python), str(Path(__file__).with_name("autogluon_run.py")), job_dir],
-                              env={**os.environ, "OMP_NUM_THREADS": str(cores)})
+        try:  # bagged presets can overrun the budget many times over on large tables (churn: 365 s of 30)
+            done = subprocess.run([str(python), str(Path(__file__).with_name("autogluon_run.py")), job_dir],
+                                  env={**os.environ, "OMP_NUM_THREADS": str(cores)}, timeout=AG_PATIENCE(budget))
+        except subprocess.TimeoutExpired:
+            return None, time.monotonic() - start, "timeout"
         if done.returncode != 0:
             return None, time.monotonic() - start, "failed"
         out = json.loads((job / "result.json").read_text())
