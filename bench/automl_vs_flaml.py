@@ -196,9 +196,12 @@ def main(argv=None):
     ap.add_argument("--dsn", help="use this database instead of a throwaway cluster")
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
     ap.add_argument("--resume", action="store_true", help="keep --out's rows and run only what it lacks")
+    ap.add_argument("--report", action="store_true", help="only print the tables of --out's rows")
     ap.add_argument("--cores", type=int, default=2, help="for every system: FLAML's n_jobs, AutoGluon's num_cpus, "
                                                          "sqlml's threads_per_job (default 2)")
     args = ap.parse_args(argv)
+    if args.report:
+        return summarize(json.loads(Path(args.out).read_text()), args.ag_presets.split(","))
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.datasets.split(",") if args.datasets else datasets.part(args.part)
@@ -266,31 +269,44 @@ def main(argv=None):
         conn.close()
         if cluster:
             cluster.destroy()
-    summarize(results)
+    summarize(results, presets)
 
 
-def summarize(results):
+def summarize(results, presets=None):
     """The per-dataset table (means over seeds), then mean and worst ratios per budget and task."""
     df = pd.DataFrame(results)
     if df.empty:
         return
-    others = [s for s in ("flaml", "autogluon") if s in df]
+    presets = presets or AG_PRESETS.split(",")
+    others = [s for s in ("flaml", "autogluon") if f"ratio_{s}" in df]
+    ag = [f"ag_{p}" for p in presets if f"ag_{p}" in df]
     keys = ["dataset", "task", "kind", "rows", "metric", "budget"]
-    per = df.groupby(keys, sort=False).agg(
-        sqlml=("sqlml", "mean"), **{s: (s, "mean") for s in others},
-        **{f"ratio_{s}": (f"ratio_{s}", "mean") for s in others}).reset_index()
-    header = "| dataset | task | kind | rows | metric | budget | sqlml | " + \
-        " | ".join(f"{s} | ratio vs {s}" for s in others) + " |"
-    print("\n" + header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for r in per.itertuples():
-        cells = " | ".join(f"{getattr(r, s):.4f} | {getattr(r, f'ratio_{s}'):.4f}" for s in others)
-        print(f"| {r.dataset} | {r.task} | {r.kind} | {r.rows} | {r.metric} | {r.budget}s | {r.sqlml:.4f} | {cells} |")
+    mean = {c: (c, "mean") for c in ["sqlml", "sqlml_seconds", *ag, *others, *(f"ratio_{s}" for s in others)]
+            if c in df}
+    per = df.groupby(keys, sort=False).agg(**mean, sqlml_best=("sqlml_best", "first")).reset_index()
+    columns = ["sqlml", "sqlml s", "sqlml model"] + (["FLAML", "ratio vs FLAML"] if "flaml" in others else []) + \
+        [f"AG {p}" for p in presets if f"ag_{p}" in df] + (["ratio vs AG"] if "autogluon" in others else [])
+    print("\n| dataset | kind | task | rows | metric | budget | " + " | ".join(columns) + " |")
+    print("|---|---|---|---:|---|---:|" + "---:|" * len(columns))
+
+    def cell(v):
+        return "failed" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4g}"
+
+    for r in per.to_dict("records"):
+        cells = [cell(r["sqlml"]), f"{r['sqlml_seconds']:.0f}", r["sqlml_best"]]
+        if "flaml" in others:
+            cells += [cell(r["flaml"]), f"{r['ratio_flaml']:.4f}"]
+        cells += [cell(r[c]) for c in ag]
+        if "autogluon" in others:
+            cells.append(f"{r['ratio_autogluon']:.4f}" if r["ratio_autogluon"] == r["ratio_autogluon"] else "-")
+        print(f"| {r['dataset']} | {r['kind']} | {r['task']} | {r['rows']} | {r['metric']} | {r['budget']}s | "
+              + " | ".join(cells) + " |")
     print("\nratios > 1: sqlml better")
     for budget, g in per.groupby("budget"):
         for s in others:
             col = f"ratio_{s}"
-            parts = [f"all: mean {g[col].mean():.4f}, worst {g[col].min():.4f} ({g.loc[g[col].idxmin(), 'dataset']})"]
+            parts = [f"all: mean {g[col].mean():.4f}, worst {g[col].min():.4f} ({g.loc[g[col].idxmin(), 'dataset']}), "
+                     f"behind on {(g[col] < 1).sum()}/{g[col].notna().sum()}"]
             for task, t in g.groupby("task"):
                 parts.append(f"{task}: mean {t[col].mean():.4f}, worst {t[col].min():.4f} "
                              f"({t.loc[t[col].idxmin(), 'dataset']})")
