@@ -39,10 +39,10 @@ import datasets  # noqa: E402
 from sqlml.automl import metrics, preprocess  # noqa: E402
 from sqlml.automl.budget import Budget  # noqa: E402
 from sqlml.automl.estimators import SPECS  # noqa: E402
-from sqlml.automl.front import encode_target  # noqa: E402
-from sqlml.automl.search import Problem, fit_pipeline, folds_for, predict  # noqa: E402
+from sqlml.automl.search import Problem, fit_pipeline, predict  # noqa: E402
 from sqlml.data import convert  # noqa: E402
 from sqlml.data.schema import CATEGORY, NUMERIC, REGRESSION, Feature, FeatureSchema, Target  # noqa: E402
+from sqlml.data.task import task_of  # noqa: E402
 
 SEED = 0
 FOLDS = 3
@@ -82,18 +82,19 @@ def problem_for(name: str, max_rows: int) -> Problem:
     numeric_target = task == REGRESSION
     schema = FeatureSchema(features, Target(target, "float8" if numeric_target else "text", task))
     y_raw = train[target].to_numpy(dtype=np.float64 if numeric_target else object)
-    y, classes, keep = encode_target(task, target, y_raw, numeric_target)
+    kind = task_of(task)
+    y, classes, keep = kind.encode_target(target, y_raw, numeric_target)
     inputs = convert.model_inputs(schema, {c: train[c].to_numpy() for c in feats})
     X = convert.as_frame(schema, {k: v[keep] for k, v in inputs.items()})
-    return Problem(X=X, y=y[keep], task=task, metric=metrics.check_metric(None, task),
+    return Problem(X=X, y=y[keep], task=kind, metric=kind.check_metric(None),
                    plan=preprocess.Plan.from_data(schema, X), n_classes=len(classes), threads=1, seed=SEED)
 
 
 def cross_validate(problem: Problem, algorithm: str, params: dict) -> tuple[float, float]:
     """(loss of the out-of-fold predictions, seconds of the fits)."""
     spec = SPECS[algorithm]
-    folds, _ = folds_for(problem, FOLDS)
-    shape = (len(problem.y), problem.n_classes) if problem.task != REGRESSION else (len(problem.y),)
+    folds, _ = problem.task.folds(problem.y, FOLDS, problem.seed)
+    shape = (len(problem.y), problem.n_classes) if problem.task.classification else (len(problem.y),)
     oof = np.full(shape, np.nan)
     start = time.monotonic()
     for fit, valid in folds:
@@ -155,7 +156,8 @@ def main(argv=None):
         if name in done["datasets"]:  # evaluated by an earlier run with the same candidates: reused
             continue
         problem = problem_for(name, args.max_rows)
-        row = [cross_validate(problem, a, p) if problem.task in SPECS[a].tasks else (None, None) for a, p in CANDIDATES]
+        row = [cross_validate(problem, a, p) if problem.task.name in SPECS[a].tasks else (None, None)
+               for a, p in CANDIDATES]
         done["datasets"][name] = {"rows": len(problem.y), "loss": [r[0] for r in row], "seconds": [r[1] for r in row]}
         evaluations.parent.mkdir(parents=True, exist_ok=True)
         evaluations.write_text(json.dumps(done, indent=1))

@@ -10,6 +10,7 @@ import pytest
 
 from sqlml.automl import portfolio
 from sqlml.automl.estimators import SPECS
+from sqlml.data.task import task_of
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -31,7 +32,7 @@ def test_learned_configurations_lie_in_their_estimators_spaces():
                     continue
                 assert domains[key].clip(value) == value, (name, key, value)
             for task in spec.tasks:  # every configuration builds an estimator
-                assert spec.build(params, task, 1, 0) is not None
+                assert spec.build(spec.params_for(params, task_of(task)), task_of(task), 1, 0) is not None
 
 
 def test_order_is_the_greedy_order_and_improves():
