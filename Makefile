@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SQLML  := $(VENV)/bin/sqlml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-loaded test-fast bench bench-automl bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
+.PHONY: setup demo test test-loaded test-fast bench bench-automl bench-autogluon-venv bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
 
 setup:                      ## OS packages, the venv, the extension files (idempotent)
 	bash scripts/setup.sh
@@ -25,10 +25,19 @@ test-fast: setup            ## the suite without the slow AutoML runs
 bench: setup                ## scoring benchmark (in place vs. pulling the data out)
 	$(PY) bench/scoring.py
 
-bench-automl: setup         ## sqlml.train vs. FLAML at equal budgets, and the warm start's pay-off
+bench-automl: setup bench-autogluon-venv  ## sqlml.train vs. FLAML and AutoGluon at equal budgets (held-out datasets), the warm start's pay-off
 	$(PY) -m pip install -q --no-deps ISLP==0.6.0   # its CSVs only: its dependencies pull in PyTorch
-	$(PY) bench/automl_vs_flaml.py
+	$(PY) bench/automl_vs_flaml.py --budgets 30
 	$(PY) bench/warm_start.py
+
+# AutoGluon in a venv of its own: 1.6 caps pandas < 2.4, the server stack pins pandas 3. The
+# tabular part with its tree learners only (no PyTorch: its neural models are left out of the bench).
+AG_VENV := .sqlml/ag-venv
+bench-autogluon-venv: $(AG_VENV)/bin/autogluon-ok
+$(AG_VENV)/bin/autogluon-ok:
+	python3 -m venv $(AG_VENV)
+	$(AG_VENV)/bin/pip install -q "autogluon.tabular[lightgbm,catboost,xgboost]==1.6.3"
+	touch $@
 
 bench-forecast: setup       ## sqlml forecasting vs. statsforecast (AutoETS, AutoTheta, SeasonalNaive)
 	$(PY) -m pip install -q --no-deps statsforecast==2.1.1 coreforecast==0.0.20 utilsforecast==0.2.17 \

@@ -1,16 +1,27 @@
-"""sqlml.train (in the database, everything included) against FLAML (client side) at equal budgets.
+"""sqlml.train (in the database, everything included) against FLAML and AutoGluon (client side)
+at equal budgets.
 
 For each dataset and seed: the same train/test split (25% test, stratified for classification);
-FLAML's ``AutoML.fit(time_budget=B, n_jobs=cores)`` on a DataFrame of the training rows, and
+FLAML's ``AutoML.fit(time_budget=B, n_jobs=cores)`` on a DataFrame of the training rows;
+AutoGluon's ``TabularPredictor.fit(time_limit=B, presets=P, num_cpus=cores)`` for each preset P
+(default: ``medium_quality``, AutoGluon's default, and ``best_quality``; CPU only, without its
+neural models), run in its own venv by bench/autogluon_run.py; and
 ``sqlml.train(project, train_table, target, time_budget => B)`` on the same rows in a table;
-both scored on the held-out rows (sqlml through ``sqlml.predict`` / ``predict_proba`` in SQL).
-Metrics: ROC AUC (binary), log loss (multiclass), RMSE (regression). The ratio is sqlml's score
-relative to FLAML's, oriented so that > 1 means sqlml is better.
+all scored on the test rows (sqlml through ``sqlml.predict`` / ``predict_proba`` in SQL).
+Metrics: ROC AUC (binary), log loss (multiclass), RMSE (regression). Each ratio is sqlml's score
+relative to the other system's, oriented so that > 1 means sqlml is better; against AutoGluon, the
+better of its presets on that dataset and budget.
 
-    .sqlml/venv/bin/python bench/automl_vs_flaml.py                       # 8 datasets, 30 s and 120 s, 3 seeds
-    .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 10 --seeds 0 --datasets oj,wage
+The datasets are split (bench/datasets.py): the search may be tuned on ``--part tuning``; the
+held-out part (the default) is the result.
 
-It starts its own throwaway cluster (or uses --dsn) and writes the raw results to --out.
+    make bench-autogluon-venv     # AutoGluon's venv, once (it caps pandas < 2.4; the server pins pandas 3)
+    .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 30 --seeds 0          # held-out part
+    .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 10 --seeds 0 --datasets oj,wage --systems flaml
+
+It starts its own throwaway cluster (or uses --dsn) and writes the raw results to --out. The
+machine's load average is recorded with every row: the systems run one after another, so a ratio
+is only as fair as the load was even.
 """
 
 from __future__ import annotations
@@ -19,23 +30,32 @@ import argparse
 import io
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
+import pgsession  # noqa: E402
 
 from sqlml.data.ingest import quote_ident  # noqa: E402
 
 METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 HIGHER_IS_BETTER = {"roc_auc": True, "log_loss": False, "rmse": False}
+AG_PYTHON = Path(__file__).resolve().parents[1] / ".sqlml" / "ag-venv" / "bin" / "python"
+AG_PRESETS = "medium_quality,best_quality"  # AutoGluon's default preset, and its best
+
+
+def AG_PATIENCE(budget):  # noqa: N802 - a constant of the budget
+    """Seconds an AutoGluon run may take (its fit, prediction and start-up) before it counts as failed."""
+    return 2 * budget + 60
 
 
 def score(metric, y_true, pred, classes=None):
@@ -52,6 +72,11 @@ def score(metric, y_true, pred, classes=None):
 
 def ratio(metric, ours, theirs):
     return ours / theirs if HIGHER_IS_BETTER[metric] else theirs / ours
+
+
+def better(metric, a, b):
+    """The better of two scores."""
+    return max(a, b) if HIGHER_IS_BETTER[metric] else min(a, b)
 
 
 def split(df, target, task, seed):
@@ -101,29 +126,50 @@ def run_flaml(train, test, target, task, budget, seed, cores):
     return score(metric, test[target], automl.predict_proba(Xt), classes), seconds, automl.best_estimator
 
 
+def run_autogluon(train, test, target, task, budget, presets, cores, python=AG_PYTHON):
+    """AutoGluon in its own venv (bench/autogluon_run.py): (score, fit seconds, best model), or
+    (None, seconds, "failed" or "timeout") when it trained no model in the budget or ran past
+    ``AG_PATIENCE`` (bagged presets on large tables)."""
+    columns = {c: "number" if train[c].dtype.kind in "fi" or c == target and task == "regression" else "text"
+               for c in train.columns if c != "id"}
+    with tempfile.TemporaryDirectory(prefix="sqlml-ag-") as job_dir:
+        job = Path(job_dir)
+        train.drop(columns=["id"]).to_csv(job / "train.csv", index=False)
+        test.drop(columns=["id"]).to_csv(job / "test.csv", index=False)
+        (job / "job.json").write_text(json.dumps({"target": target, "task": task, "budget": budget,
+                                                  "presets": presets, "cores": cores, "columns": columns}))
+        start = time.monotonic()
+        try:  # bagged presets can overrun the budget many times over on large tables (churn: 365 s of 30)
+            done = subprocess.run([str(python), str(Path(__file__).with_name("autogluon_run.py")), job_dir],
+                                  env={**os.environ, "OMP_NUM_THREADS": str(cores)}, timeout=AG_PATIENCE(budget))
+        except subprocess.TimeoutExpired:
+            return None, time.monotonic() - start, "timeout"
+        if done.returncode != 0:
+            return None, time.monotonic() - start, "failed"
+        out = json.loads((job / "result.json").read_text())
+        pred = np.load(job / "pred.npy")
+    metric = METRIC[task]
+    return score(metric, test[target], pred, out["classes"] or None), out["seconds"], out["best"]
+
+
 def run_sqlml(conn, project, table, test_table, test, target, task, budget, seed):
     metric = METRIC[task]
-    with conn.cursor() as cur:
-        start = time.monotonic()
-        cur.execute("SELECT algorithm FROM sqlml.train(%s, %s, %s, time_budget => %s, options => %s)",
-                    (project, table, target, f"{budget} seconds", json.dumps({"seed": seed})))
-        algorithm = cur.fetchone()[0]
-        seconds = time.monotonic() - start
-        spec = f"{project}@{_version(cur, project)}"
-        if task == "regression":
-            cur.execute(f"SELECT sqlml.predict(%s, t) FROM {quote_ident(test_table)} t ORDER BY id", (spec,))
-            pred = [r[0] for r in cur.fetchall()]
-            return score(metric, test.sort_values("id")[target], pred), seconds, algorithm
-        cur.execute("SELECT sqlml.classes(%s)", (spec,))
-        classes = cur.fetchone()[0]
-        cur.execute(f"SELECT sqlml.predict_proba(%s, t) FROM {quote_ident(test_table)} t ORDER BY id", (spec,))
-        proba = [r[0] for r in cur.fetchall()]
-    return score(metric, test.sort_values("id")[target], proba, classes), seconds, algorithm
-
-
-def _version(cur, project):
-    cur.execute("SELECT max(version) FROM sqlml.models WHERE project = %s", (project,))
-    return cur.fetchone()[0]
+    start = time.monotonic()
+    (algorithm,), = pgsession.run(conn, "SELECT algorithm FROM sqlml.train(%s, %s, %s, time_budget => %s, "
+                                        "options => %s)",
+                                  (project, table, target, f"{budget} seconds", json.dumps({"seed": seed})))
+    seconds = time.monotonic() - start
+    (version,), = pgsession.run(conn, "SELECT max(version) FROM sqlml.models WHERE project = %s", (project,))
+    spec = f"{project}@{version}"
+    truth = test.sort_values("id")[target]
+    if task == "regression":
+        pred = [r[0] for r in pgsession.run(conn, f"SELECT sqlml.predict(%s, t) FROM {quote_ident(test_table)} t "
+                                                  "ORDER BY id", (spec,))]
+        return score(metric, truth, pred), seconds, algorithm
+    (classes,), = pgsession.run(conn, "SELECT sqlml.classes(%s)", (spec,))
+    proba = [r[0] for r in pgsession.run(conn, f"SELECT sqlml.predict_proba(%s, t) FROM {quote_ident(test_table)} t "
+                                               "ORDER BY id", (spec,))]
+    return score(metric, truth, proba, classes), seconds, algorithm
 
 
 def start_cluster(cores: int | None = None):
@@ -133,85 +179,142 @@ def start_cluster(cores: int | None = None):
 
     c = throwaway("sqlml-bench-")
     if cores:
-        admin = psycopg2.connect(c.dsn("postgres"))
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f"SET sqlml.threads_per_job = '{int(cores)}'")  # PostgreSQL 15 needs the placeholder first
-            cur.execute(f"ALTER SYSTEM SET sqlml.threads_per_job = '{int(cores)}'")
-            cur.execute("SELECT pg_reload_conf()")
-        admin.close()
+        pgsession.configure(c.dsn("postgres"), threads_per_job=int(cores))
     return c, c.create_database("bench")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default="30,120", help="seconds, comma-separated (default 30,120)")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--datasets", default=",".join(datasets.DATASETS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--part", choices=("heldout", "tuning", "all"), default="heldout",
+                    help="which part of bench/datasets.py's split (default: the held-out part)")
+    ap.add_argument("--datasets", help="comma-separated names (instead of --part)")
+    ap.add_argument("--systems", default="flaml,autogluon", help="what sqlml is compared with")
+    ap.add_argument("--ag-presets", default=AG_PRESETS, help=f"AutoGluon presets, each run (default {AG_PRESETS})")
+    ap.add_argument("--ag-python", default=str(AG_PYTHON), help="the Python of AutoGluon's venv")
     ap.add_argument("--dsn", help="use this database instead of a throwaway cluster")
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
-    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1,
-                    help="for both: FLAML's n_jobs, sqlml's threads_per_job")
+    ap.add_argument("--resume", action="store_true", help="keep --out's rows and run only what it lacks")
+    ap.add_argument("--report", action="store_true", help="only print the tables of --out's rows")
+    ap.add_argument("--cores", type=int, default=2, help="for every system: FLAML's n_jobs, AutoGluon's num_cpus, "
+                                                         "sqlml's threads_per_job (default 2)")
     args = ap.parse_args(argv)
+    if args.report:
+        return summarize(json.loads(Path(args.out).read_text()), args.ag_presets.split(","))
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    names = args.datasets.split(",")
+    names = args.datasets.split(",") if args.datasets else datasets.part(args.part)
+    systems = args.systems.split(",")
+    presets = args.ag_presets.split(",")
+    if "autogluon" in systems and not Path(args.ag_python).exists():
+        sys.exit(f"{args.ag_python} not found: run `make bench-autogluon-venv` first, or pass --systems flaml")
     cluster = None
     dsn = args.dsn
     if not dsn:
         cluster, dsn = start_cluster(args.cores)
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    print(f"command: {' '.join(sys.argv)}\ncores: {args.cores}, budgets: {budgets}, seeds: {seeds}", flush=True)
-    results = []
+    conn = pgsession.connect(dsn)
+    print(f"command: {' '.join(sys.argv)}\ncores: {args.cores}, budgets: {budgets}, seeds: {seeds}, "
+          f"datasets: {names}, load average at start: {os.getloadavg()[0]:.1f}", flush=True)
+    results = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else []
+    done = {(r["dataset"], r["seed"], r["budget"]) for r in results}
     try:
         for name in names:
             df, target, task = datasets.load(name)
             metric = METRIC[task]
             for seed in seeds:
+                if all((name, seed, b) in done for b in budgets):
+                    continue
                 train, test = split(df, target, task, seed)
                 table, test_table = f"{name}_train_{seed}", f"{name}_test_{seed}"
                 load_table(conn, table, train)
                 load_table(conn, test_table, test)
                 for budget in budgets:
-                    f_score, f_sec, f_best = run_flaml(train.copy(), test.copy(), target, task, budget, seed,
-                                                       args.cores)
+                    if (name, seed, budget) in done:
+                        continue
+                    row = {"dataset": name, "task": task, "kind": datasets.KIND[name], "rows": len(df),
+                           "columns": df.shape[1] - 2, "metric": metric, "budget": budget, "seed": seed,
+                           "load_before": os.getloadavg()[0]}
                     s_score, s_sec, s_best = run_sqlml(conn, f"{name}_{seed}_{budget}", table, test_table, test,
                                                        target, task, budget, seed)
-                    row = {"dataset": name, "task": task, "rows": len(df), "metric": metric, "budget": budget,
-                           "seed": seed, "flaml": f_score, "sqlml": s_score, "ratio": ratio(metric, s_score, f_score),
-                           "flaml_seconds": f_sec, "sqlml_seconds": s_sec, "flaml_best": f_best, "sqlml_best": s_best,
-                           "budget_ok": s_sec <= max(1.1 * budget, budget + 5)}
+                    row.update(sqlml=s_score, sqlml_seconds=s_sec, sqlml_best=s_best,
+                               budget_ok=s_sec <= max(1.1 * budget, budget + 5))
+                    line = f"{name:16} {metric:8} B={budget:4} seed={seed} sqlml={s_score:.4f} ({s_best}, {s_sec:.1f}s)"
+                    if "flaml" in systems:
+                        f_score, f_sec, f_best = run_flaml(train.copy(), test.copy(), target, task, budget, seed,
+                                                           args.cores)
+                        row.update(flaml=f_score, flaml_seconds=f_sec, flaml_best=f_best,
+                                   ratio_flaml=ratio(metric, s_score, f_score))
+                        line += f" flaml={f_score:.4f} ({f_best}, {f_sec:.1f}s) ratio={row['ratio_flaml']:.4f}"
+                    if "autogluon" in systems:
+                        for preset in presets:
+                            a_score, a_sec, a_best = run_autogluon(train, test, target, task, budget, preset,
+                                                                   args.cores, args.ag_python)
+                            row.update({f"ag_{preset}": a_score, f"ag_{preset}_seconds": a_sec,
+                                        f"ag_{preset}_best": a_best})
+                            line += f" ag[{preset}]=" + ("failed" if a_score is None else f"{a_score:.4f}") + \
+                                f" ({a_best}, {a_sec:.1f}s)"
+                        scored = [row[f"ag_{p}"] for p in presets if row[f"ag_{p}"] is not None]
+                        if scored:  # the better preset; a preset that trained nothing does not count
+                            row["autogluon"] = a_best_score = scored[0] if len(scored) == 1 else better(metric, *scored)
+                            row["ratio_autogluon"] = ratio(metric, s_score, a_best_score)
+                            line += f" ratio_ag={row['ratio_autogluon']:.4f}"
+                    row["load_after"] = os.getloadavg()[0]
                     results.append(row)
-                    print(f"{name:15} {metric:8} B={budget:4} seed={seed} flaml={f_score:.4f} ({f_best}, {f_sec:.1f}s) "
-                          f"sqlml={s_score:.4f} ({s_best}, {s_sec:.1f}s) ratio={row['ratio']:.4f}"
-                          f"{'' if row['budget_ok'] else '  BUDGET EXCEEDED'}", flush=True)
+                    print(line + f" load={row['load_before']:.1f}-{row['load_after']:.1f}"
+                          + ("" if row["budget_ok"] else "  BUDGET EXCEEDED"), flush=True)
+                    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.out).write_text(json.dumps(results, indent=1))  # so far: a long run may be cut
     finally:
         conn.close()
         if cluster:
             cluster.destroy()
-    summarize(results)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    summarize(results, presets)
 
 
-def summarize(results):
+def summarize(results, presets=None):
+    """The per-dataset table (means over seeds), then mean and worst ratios per budget and task."""
     df = pd.DataFrame(results)
     if df.empty:
         return
-    print("\n| dataset | task | rows | metric | budget | FLAML | sqlml | ratio (>1: sqlml better) |")
-    print("|---|---|---|---|---|---|---|---|")
-    per = df.groupby(["dataset", "task", "rows", "metric", "budget"], sort=False).agg(
-        flaml=("flaml", "mean"), sqlml=("sqlml", "mean"), ratio=("ratio", "mean")).reset_index()
-    for r in per.itertuples():
-        print(f"| {r.dataset} | {r.task} | {r.rows} | {r.metric} | {r.budget}s | "
-              f"{r.flaml:.4f} | {r.sqlml:.4f} | {r.ratio:.4f} |")
+    presets = presets or AG_PRESETS.split(",")
+    others = [s for s in ("flaml", "autogluon") if f"ratio_{s}" in df]
+    ag = [f"ag_{p}" for p in presets if f"ag_{p}" in df]
+    keys = ["dataset", "task", "kind", "rows", "metric", "budget"]
+    mean = {c: (c, "mean") for c in ["sqlml", "sqlml_seconds", *ag, *others, *(f"ratio_{s}" for s in others)]
+            if c in df}
+    per = df.groupby(keys, sort=False).agg(**mean, sqlml_best=("sqlml_best", "first")).reset_index()
+    columns = ["sqlml", "sqlml s", "sqlml model"] + (["FLAML", "ratio vs FLAML"] if "flaml" in others else []) + \
+        [f"AG {p}" for p in presets if f"ag_{p}" in df] + (["ratio vs AG"] if "autogluon" in others else [])
+    print("\n| dataset | kind | task | rows | metric | budget | " + " | ".join(columns) + " |")
+    print("|---|---|---|---:|---|---:|" + "---:|" * len(columns))
+
+    def cell(v):
+        return "failed" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4g}"
+
+    for r in per.to_dict("records"):
+        cells = [cell(r["sqlml"]), f"{r['sqlml_seconds']:.0f}", r["sqlml_best"]]
+        if "flaml" in others:
+            cells += [cell(r["flaml"]), f"{r['ratio_flaml']:.4f}"]
+        cells += [cell(r[c]) for c in ag]
+        if "autogluon" in others:
+            cells.append(f"{r['ratio_autogluon']:.4f}" if r["ratio_autogluon"] == r["ratio_autogluon"] else "-")
+        print(f"| {r['dataset']} | {r['kind']} | {r['task']} | {r['rows']} | {r['metric']} | {r['budget']}s | "
+              + " | ".join(cells) + " |")
+    print("\nratios > 1: sqlml better")
     for budget, g in per.groupby("budget"):
-        print(f"budget {budget}s: mean ratio {g.ratio.mean():.4f}, worst dataset {g.loc[g.ratio.idxmin(), 'dataset']} "
-              f"{g.ratio.min():.4f}")
+        for s in others:
+            col = f"ratio_{s}"
+            parts = [f"all: mean {g[col].mean():.4f}, worst {g[col].min():.4f} ({g.loc[g[col].idxmin(), 'dataset']}), "
+                     f"behind on {(g[col] < 1).sum()}/{g[col].notna().sum()}"]
+            for task, t in g.groupby("task"):
+                parts.append(f"{task}: mean {t[col].mean():.4f}, worst {t[col].min():.4f} "
+                             f"({t.loc[t[col].idxmin(), 'dataset']})")
+            print(f"budget {budget}s vs {s}: " + "; ".join(parts))
     late = df[~df.budget_ok]
     print(f"budget respected on {len(df) - len(late)}/{len(df)} sqlml runs "
-          f"(max {df.sqlml_seconds.max():.1f}s; limit max(1.1 B, B + 5 s))")
+          f"(max {df.sqlml_seconds.max():.1f}s; limit max(1.1 B, B + 5 s)); "
+          f"load average {df.load_before.min():.1f}-{df.load_after.max():.1f}")
 
 
 if __name__ == "__main__":
