@@ -556,7 +556,7 @@ CREATE OR REPLACE FUNCTION sqlml.cancel(job_id bigint) RETURNS boolean
 LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].cancel(job_id)
 $$;
-COMMENT ON FUNCTION sqlml.cancel(bigint) IS 'Cancel a queued or running job (your role''s, or any for a superuser or sqlml_admin member); true once it has stopped, false if it had already ended';
+COMMENT ON FUNCTION sqlml.cancel(bigint) IS 'Cancel a queued or running job (your role''s, or any for a superuser or sqlml_admin member); true once the cancel is requested (a NOTICE says if the job has not stopped within 5 s), false if it had already ended';
 
 CREATE OR REPLACE FUNCTION sqlml.governor_report()
 RETURNS TABLE (kind text, quantity text, predicted_by text, jobs integer, mdape float8, p90_ape float8, analytic_mdape float8)

@@ -357,8 +357,9 @@ class Client:
         return jobs.fetch(self.ex, include_finished)
 
     def cancel(self, job_id: int) -> bool:
-        """``sqlml.cancel``: stop a queued or running job (your role's; any, for a superuser).
-        True once it has stopped, False if it had already ended."""
+        """``sqlml.cancel``: request the cancel of a queued or running job (your role's; any, for a
+        superuser). True when the cancel was requested (the job may still be stopping: ``jobs()``
+        tells), False if it had already ended."""
         return self.sql("SELECT sqlml.cancel($1::int8) AS stopped", [job_id])[0]["stopped"]
 
     def doctor(self) -> dict:

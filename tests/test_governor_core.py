@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sqlml.data.schema import CATEGORY, NUMERIC, VECTOR, Feature
 from sqlml.errors import SqlmlError
 from sqlml.governor import admission, costmodel, limits, settings
 from sqlml.governor.store import JobStore
@@ -250,6 +251,47 @@ def test_features_round_trip():
     f = costmodel.Features(rows=3, numeric=1, category=2, vector=8, text_bytes=1.5, algorithms=2, budget=4, cold=True)
     assert costmodel.Features.from_json(f.to_json()) == f
     assert costmodel.Features.from_json(json.dumps({"rows": 3, "future": 1})).rows == 3
+
+
+@pytest.mark.parametrize("columns, rows, width, algorithms, expected", [
+    # numbers only: no text bytes whatever the width
+    ([("a", NUMERIC, 0), ("b", NUMERIC, 0)], 1000, 16, ["linear"],
+     dict(numeric=2, algorithms=1)),
+    # text: what the width leaves beyond 8 bytes per fixed-size column
+    ([("a", NUMERIC, 0), ("t", CATEGORY, 0), ("u", CATEGORY, 0)], 500, 48, ["lightgbm", "random_forest"],
+     dict(numeric=1, category=2, text_bytes=40.0, algorithms=2, forests=1, boosting=1)),
+    # a vector takes 4 bytes per dimension plus a header
+    ([("v", VECTOR, 16), ("t", CATEGORY, 0)], 10, 100, ["extra_trees"],
+     dict(vector=16, category=1, text_bytes=100.0 - (4 * 16 + 8), algorithms=1, forests=1)),
+    # a width below the fixed columns' never makes negative text
+    ([("a", NUMERIC, 0), ("t", CATEGORY, 0)], 10, 4, ["linear"], dict(numeric=1, category=1, algorithms=1)),
+    # None: the AutoML portfolio
+    ([("a", NUMERIC, 0)], 10, 8, None, dict(numeric=1, algorithms=4, forests=2, boosting=1)),
+])
+def test_training_features_per_estimator_family(columns, rows, width, algorithms, expected):
+    features = [Feature(name, kind, "x", dim) for name, kind, dim in columns]
+    got = costmodel.training_features(features, rows, width, algorithms, 30, threads=2, cold=True)
+    assert got == costmodel.Features(rows=rows, budget=30.0, threads=2, cold=True, **expected)
+
+
+def test_scoring_features():
+    assert costmodel.scoring_features(100, 24, 5000, 1, False) == costmodel.Features(
+        rows=100, text_bytes=24.0, model_bytes=5000, threads=1)
+
+
+@pytest.mark.parametrize("running, ahead, slots, expected", [
+    ([], [], 2, 0.0),  # free slots: no wait
+    ([(30.0, 90.0)], [], 1, 20.0),  # started 10 s ago, predicted 30 s
+    ([(5.0, 50.0)], [], 1, 0.0),  # past its prediction: about to end
+    ([(None, 95.0)], [], 1, 0.0),  # no prediction
+    ([(30.0, 90.0), (60.0, 100.0)], [], 2, 20.0),  # the first to end
+    ([(30.0, 90.0), (60.0, 100.0)], [15.0], 2, 35.0),  # the job ahead takes the first free slot
+    ([(30.0, 90.0), (60.0, 100.0)], [15.0, 50.0], 2, 60.0),
+    ([(30.0, 90.0)], [10.0], 2, 10.0),  # one slot free, but the job ahead takes it
+    ([], [], 0, 0.0),
+])
+def test_estimated_wait(running, ahead, slots, expected):
+    assert admission.estimated_wait(running, ahead, slots, now=100.0) == pytest.approx(expected)
 
 
 # --- the memory cap ---------------------------------------------------------------------------------

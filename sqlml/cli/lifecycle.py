@@ -135,7 +135,7 @@ def cmd_jobs(args) -> int:
 def cmd_cancel(args) -> int:
     stopped = client(args).cancel(args.job_id)
     emit(args, {"job_id": args.job_id, "stopped": stopped},
-         f"job {args.job_id} {'cancelled' if stopped else 'had already ended'}")
+         f"job {args.job_id} {'cancel requested' if stopped else 'had already ended'}")
     return EXIT_OK
 
 

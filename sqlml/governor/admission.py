@@ -78,3 +78,20 @@ def plan_rows(estimated_rows: int, peak_for: Callable[[int], int], cap: int, max
     why = (f"{job} would need about {peak / mb:.0f} MB for {wanted} rows, more than the "
            f"{cap / mb:.0f} MB each job may use (sqlml.memory_per_job)")
     return RowPlan(lo, estimated_rows, peak_for(lo), why)
+
+
+def estimated_wait(running: list[tuple[float | None, float | None]], ahead: list[float | None], slots: int,
+                   now: float) -> float:
+    """Seconds until a slot frees for a queued job.
+
+    ``running``: (predicted seconds, start time) of each running job; ``ahead``: the predicted
+    seconds of each job queued before this one, which take the first slots to free, in order;
+    ``slots``: the ceiling; ``now``: the time on the clock of the start times. Unknown
+    predictions count as 0, a job past its prediction as about to end.
+    """
+    free_at = sorted(max((predicted or 0.0) - (now - (started or now)), 0.0) for predicted, started in running)
+    free_at += [0.0] * max(slots - len(free_at), 0)
+    for predicted in ahead:
+        free_at.sort()
+        free_at[0] += predicted or 0.0
+    return min(free_at) if free_at else 0.0

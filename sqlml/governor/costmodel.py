@@ -65,6 +65,37 @@ class Features:
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
+def training_features(columns: list, rows: int, width: int, algorithms, budget: float, threads: int,
+                      cold: bool) -> Features:
+    """A training's features before it reads its data.
+
+    ``columns``: its ``sqlml.data.schema.Feature`` list; ``rows`` and ``width`` (bytes per row): the
+    planner's estimate; ``algorithms``: the candidates (None: the AutoML portfolio), counted per
+    estimator family, since forests grow with the rows and boosting does not. Text bytes are what a
+    row's width leaves beyond its fixed-size columns.
+    """
+    from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
+    from sqlml.automl.spec import BOOSTING, TREES
+    from sqlml.data.schema import CATEGORY, VECTOR
+
+    candidates = list(algorithms or DEFAULT_ALGORITHMS)
+    fixed = sum(4 * c.dim + 8 if c.kind == VECTOR else 8 for c in columns if c.kind != CATEGORY)
+    n_cat = sum(1 for c in columns if c.kind == CATEGORY)
+    return Features(
+        rows=rows, numeric=sum(1 for c in columns if c.kind not in (CATEGORY, VECTOR)), category=n_cat,
+        vector=sum(c.dim for c in columns if c.kind == VECTOR),
+        text_bytes=float(max(width - fixed, 0)) if n_cat else 0.0,
+        algorithms=len(candidates), forests=sum(SPECS[a].family == TREES for a in candidates),
+        boosting=sum(SPECS[a].family == BOOSTING for a in candidates), budget=float(budget), threads=threads,
+        cold=cold)
+
+
+def scoring_features(rows: int, width: int, model_bytes: int, threads: int, cold: bool) -> Features:
+    """A batch scoring's features: it reads every row (``width`` bytes each) and runs a model of
+    ``model_bytes``."""
+    return Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes, threads=threads, cold=cold)
+
+
 def bytes_per_row(f: Features) -> float:
     """Bytes one row takes while read: in PostgreSQL's aggregate and as Python/numpy values."""
     return 16.0 * f.numeric + 12.0 * f.vector + 72.0 * f.category + 2.0 * f.text_bytes

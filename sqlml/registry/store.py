@@ -43,6 +43,19 @@ def parse_project_spec(spec: str) -> tuple[str, int | None]:
     return str(spec), None
 
 
+def model_bytes(ex, spec: str, who: str) -> int:
+    """Size of the ONNX model ``spec`` (``name``: the deployed one, or ``name@version``) means; 0 if
+    there is none or role ``who`` may not score it (the size of a model is a fact about it too)."""
+    name, version = parse_project_spec(spec)
+    rows = ex.execute(
+        "SELECT octet_length(m.onnx) AS n FROM sqlml.models m WHERE m.project = $1 AND "
+        "m.id = CASE WHEN $2 = '' THEN (SELECT d.model_id FROM sqlml.deployments d WHERE d.project = $1 "
+        "ORDER BY d.id DESC LIMIT 1) ELSE (SELECT m2.id FROM sqlml.models m2 WHERE m2.project = $1 "
+        "AND m2.version::text = $2) END AND sqlml.has_privilege($3::name, m.project, 'predict')",
+        [name, "" if version is None else str(version), who])
+    return int(rows[0]["n"]) if rows else 0
+
+
 def project(ex, name: str, lock: bool = False) -> dict | None:
     rows = ex.execute("SELECT * FROM sqlml.projects WHERE name = $1" + (" FOR UPDATE" if lock else ""), [name])
     return rows[0] if rows else None

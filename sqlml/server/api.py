@@ -49,13 +49,16 @@ def privileged(token):
 @entry
 def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
     called = time.monotonic()  # time_budget counts from here: before the ML stack is imported
+    from sqlml.automl.request import TrainRequest
     from sqlml.server import governor
+
+    request = TrainRequest(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude,
+                           options)
 
     def job():
         from sqlml.server import train as t  # inside the job: sqlml.jobs shows the call while it imports
 
-        return t.train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude,
-                       options, called)
+        return t.train(request, called)
 
     # a governed job: the training admits itself (slot, sample, caps) once it knows its data's size
     return governor.run("train", project, job)
@@ -172,7 +175,7 @@ def predict_batch(project, relation, id_column):
 
     # materialised here so that errors surface inside the entry point (and the job), not while PostgreSQL iterates
     return governor.run("predict_batch", project, lambda: list(batch.predict_batch(project, relation, id_column)),
-                        relation=relation, rows_of=lambda chunks: sum(c[0] for c in chunks))
+                        rows_of=lambda chunks: sum(c[0] for c in chunks))
 
 
 @entry
@@ -208,7 +211,7 @@ def score(project, relation, into_table, id_column):
     from sqlml.server import batch, governor
 
     return governor.run("score", project, lambda: batch.score(project, relation, into_table, id_column),
-                        relation=relation, rows_of=int)
+                        rows_of=int)
 
 
 @entry

@@ -37,13 +37,13 @@ FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkin
 
 
 def source(project, relation, id_column):
-    """(model, relation, its SQL, its columns) after checking the relation has what the model needs."""
+    """(model, relation, its SQL, its columns) after the governor admitted the job and checking the
+    relation has what the model needs. The relation is opened once, by the admission."""
+    src = governor.admit_scoring(project, relation)
     if id_column is None:
         raise SqlmlError("id_column is NULL", hint="name the column that identifies rows (for joining back)")
     m = scoring.resolve(project)
-    rel = parse_relation(relation)
-    sql, _ = ingest.source_sql(rel)
-    cols = {c.name: c for c in ingest.describe(sql)}
+    rel, sql, cols = src.relation, src.sql, src.by_name()
     missing = [f.name for f in m.schema.features if f.name not in cols]
     if id_column not in cols:
         missing.insert(0, id_column)

@@ -27,7 +27,7 @@ from sqlml.errors import (
 from sqlml.forecast import options as fopts
 from sqlml.forecast.model import GLOBAL, ForecastModel
 from sqlml.governor import limits, priority
-from sqlml.registry import access, audit, store
+from sqlml.registry import access, audit, gate, store
 from sqlml.server import deploy, governor, ingest, interrupts, privileged
 from sqlml.server.spi import spi
 
@@ -97,9 +97,9 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     """``common_checks(project, target, budget_seconds)`` validates what every training shares;
     ``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting."""
     from sqlml.automl.budget import Budget
+    from sqlml.automl.request import number as _number
     from sqlml.forecast.panel import build_panel
     from sqlml.forecast.search import CANDIDATES, fit
-    from sqlml.server.train import _number
 
     common_checks(project, target, budget_seconds)
     opts = fopts.check_options({k: _number(k, v) for k, v in (options or {}).items()} if isinstance(options, dict)
@@ -240,7 +240,7 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
     champion_score = _champion_on_windows(champion_before, trained)
     champion, version, model_id, may_deploy = privileged.run(register)
     governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
-    decision = gate(champion, champion_before, champion_score, score, opts.get("deploy", "auto"))
+    decision = gate.decide(gate.BACKTEST, opts.get("deploy", "auto"), champion, champion_before, champion_score, score)
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
     spi.notice(f"version {version}: {chosen} backtest MASE={score:.4f}; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
@@ -258,26 +258,6 @@ def _champion_on_windows(champion: dict | None, trained) -> float | None:
 
     members = json.loads(members) if isinstance(members, str) else members
     return trained.score_of(tuple(members)) if members else None
-
-
-def gate(champion, champion_before, champion_score, score, mode) -> dict:
-    """Deploy when there is no champion, or the challenger's backtest MASE beats the champion's
-    recipe on the same windows."""
-    if mode == "never":
-        return {"deploy": False, "why": "options.deploy is 'never'"}
-    if champion is None:
-        return {"deploy": True, "why": "first model of the project"}
-    if champion_before is None or champion["id"] != champion_before["id"]:
-        return {"deploy": False, "why": "another model was deployed while this one trained", "champion_version": champion["version"]}
-    if champion_score is None:
-        return {"deploy": False, "champion_version": champion["version"],
-                "why": f"the deployed version {champion['version']} cannot be backtested on these windows (its members "
-                       "were not among this training's candidates); deploy explicitly"}
-    won = score < champion_score
-    return {"deploy": bool(won), "champion_version": champion["version"], "champion_score": champion_score,
-            "challenger_score": score,
-            "why": f"backtest MASE {score:.4f} vs deployed version {champion['version']}'s recipe {champion_score:.4f} "
-                   "on the same windows" + ("" if won else ": not better")}
 
 
 def drift_baseline(trained, target: str) -> dict:

@@ -34,6 +34,7 @@ from sqlml.governor.store import (
     UNCOMMITTED,
     JobStore,
 )
+from sqlml.registry import store as registry
 from sqlml.server import pg_internals, privileged
 from sqlml.server.spi import spi
 
@@ -119,8 +120,6 @@ class Job:
     def wait_for_slot(self, peak: int) -> None:
         """Wait in the governed lane's queue until the slots and the load let this job (predicted to
         peak at ``peak`` bytes) start."""
-        from sqlml.server import interrupts
-
         began = refreshed = time.monotonic()
         shown = None
         while True:
@@ -144,7 +143,8 @@ class Job:
             if (snap["position"], snap["reason"]) != shown:
                 shown = (snap["position"], snap["reason"])
                 spi.notice(self._queue_message(snap))
-            interrupts.check()  # cancel, statement_timeout, sqlml.cancel
+            spi.check_interrupts()  # cancel, statement_timeout
+            self.check_cancel()  # sqlml.cancel
             time.sleep(POLL_SECONDS)
         self.queued = time.monotonic() - began
         if shown is not None:
@@ -152,8 +152,13 @@ class Job:
 
     def _queue_message(self, snap: dict) -> str:
         return (f"job {self.id} is queued at position {snap['position']} of {snap['queued']}: {snap['reason']}; "
-                f"about {estimated_wait(snap, self.settings.slots):.0f}s to wait "
+                f"about {self._estimated_wait(snap):.0f}s to wait "
                 f"(at most {self.settings.queue_timeout:g}s)")
+
+    def _estimated_wait(self, snap: dict) -> float:
+        return admission.estimated_wait([(r["predicted_seconds"], r["started"]) for r in snap["running"]],
+                                        [r["predicted_seconds"] for r in snap["ahead"]], self.settings.slots,
+                                        time.time())
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -228,33 +233,21 @@ class InteractiveWork:
         return self.state
 
 
-def estimated_wait(snap: dict, slots: int) -> float:
-    """Seconds until a slot frees for this job, from the predictions of the jobs ahead of it."""
-    now = time.time()
-    free_at = sorted(max((r["predicted_seconds"] or 0) - (now - (r["started"] or now)), 0.0) for r in snap["running"])
-    free_at += [0.0] * max(slots - len(free_at), 0)
-    for r in snap["ahead"]:
-        free_at.sort()
-        free_at[0] += r["predicted_seconds"] or 0.0
-    return min(free_at) if free_at else 0.0
-
-
 def check_cancel() -> None:
     """Part of every interrupt check: raises if someone called sqlml.cancel on this backend's job."""
     if _current is not None:
         _current.check_cancel()
 
 
-def run(kind: str, project: str | None, fn, relation: str | None = None, rows_of=None):
-    """``fn()`` as a governed job. Scoring passes ``relation`` (admitted here); training admits
-    itself through :func:`admit_training`. ``rows_of(result)`` tells the rows the job processed."""
+def run(kind: str, project: str | None, fn, rows_of=None):
+    """``fn()`` as a governed job. ``fn`` admits itself once it knows its data's size: a training
+    through :func:`admit_training`, a batch scoring through :func:`admit_scoring`.
+    ``rows_of(result)`` tells the rows the job processed."""
     global _current
     if _current is not None:  # a job inside a job (a function scoring inside a training) shares its slot
         return fn()
     job = _current = Job(kind, project)
     try:
-        if relation is not None:
-            admit_relation(job, project, relation)
         result = fn()
         if rows_of is not None:
             job.rows = rows_of(result)
@@ -309,26 +302,13 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     ``features``: the training's ``sqlml.data.schema.Feature`` list. Returns the rows to read
     (None: all).
     """
-    from sqlml.automl.estimators import DEFAULT_ALGORITHMS, SPECS
-    from sqlml.automl.spec import BOOSTING, TREES
-    from sqlml.data.schema import CATEGORY, VECTOR
     from sqlml.server import ingest
 
     job = _current
-    if job is None:
+    if job is None or job.t0 is not None:  # no job, or a job inside a job: it holds its slot already
         return max_rows
     est_rows, width = ingest.estimate(sql)
-    candidates = list(algorithms or DEFAULT_ALGORITHMS)
-    fixed = sum(4 * f.dim + 8 if f.kind == VECTOR else 8 for f in features if f.kind != CATEGORY)
-    n_cat = sum(1 for f in features if f.kind == CATEGORY)
-    base = costmodel.Features(
-        rows=est_rows, numeric=sum(1 for f in features if f.kind not in (CATEGORY, VECTOR)), category=n_cat,
-        vector=sum(f.dim for f in features if f.kind == VECTOR),
-        text_bytes=float(max(width - fixed, 0)) if n_cat else 0.0,
-        algorithms=len(candidates), forests=sum(SPECS[a].family == TREES for a in candidates),
-        boosting=sum(SPECS[a].family == BOOSTING for a in candidates), budget=float(budget_seconds),
-        threads=job.threads,
-        cold=job.cold())
+    base = costmodel.training_features(features, est_rows, width, algorithms, budget_seconds, job.threads, job.cold())
     model = job.model()
     plan = admission.plan_rows(est_rows, lambda n: model.predict(base.with_rows(n)).peak_upper,
                                job.settings.memory_per_job, max_rows, job.id)
@@ -342,34 +322,25 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     return plan.rows
 
 
-def model_bytes(project: str, who: str) -> int:
-    """Size of the ONNX model ``project`` (``name`` or ``name@version``) scores with; 0 if there is none
-    or role ``who`` may not score it (scoring then reports the missing project or the denial itself;
-    the job's predicted memory must not tell the size of a model its role may not see)."""
-    name, _, version = str(project).partition("@")
-    rows = privileged.run(lambda ex: ex.execute(
-        "SELECT octet_length(m.onnx) AS n FROM sqlml.models m WHERE m.project = $1 AND "
-        "m.id = CASE WHEN $2 = '' THEN (SELECT d.model_id FROM sqlml.deployments d WHERE d.project = $1 "
-        "ORDER BY d.id DESC LIMIT 1) ELSE (SELECT m2.id FROM sqlml.models m2 WHERE m2.project = $1 "
-        "AND m2.version::text = $2) END AND sqlml.has_privilege($3::name, m.project, 'predict')", [name, version, who]))
-    return int(rows[0]["n"]) if rows else 0
-
-
 def record_rows(n: int) -> None:
     """The rows the current job actually read (what the cost model learns from)."""
     if _current is not None:
         _current.rows = int(n)
 
 
-def admit_relation(job: Job, project: str, relation: str) -> None:
-    """Admission for batch scoring: all rows are scored, so nothing is sampled."""
-    from sqlml.data.relation import parse_relation
+def admit_scoring(project: str, relation):
+    """Open ``relation`` (``ingest.Source``) for a batch scoring and admit the job: all rows are
+    scored, so nothing is sampled. Returns the source, which the scoring reads."""
     from sqlml.server import ingest
 
-    sql, _ = ingest.source_sql(parse_relation(relation))
-    rows, width = ingest.estimate(sql)
-    features = costmodel.Features(rows=rows, text_bytes=float(width), model_bytes=model_bytes(project, job.role),
-                                  threads=job.threads, cold=job.cold())
+    source = ingest.Source.open(relation)
+    job = _current
+    if job is None or job.t0 is not None:  # no job, or a job inside a job: it holds its slot already
+        return source
+    rows, width = ingest.estimate(source.sql)
+    # the job's predicted memory must not tell the size of a model its role may not score
+    size = privileged.run(lambda ex: registry.model_bytes(ex, project, job.role))
+    features = costmodel.scoring_features(rows, width, size, job.threads, job.cold())
     model = job.model()
     p = job.predict(features, model)
     warm = p if not features.cold else model.predict(replace(features, cold=False))
@@ -378,6 +349,7 @@ def admit_relation(job: Job, project: str, relation: str) -> None:
     else:
         job.wait_for_slot(p.peak_upper)
     job.start()
+    return source
 
 
 def wrote() -> None:
@@ -477,14 +449,16 @@ def resolve_transactions(rows: list[dict]) -> set[int]:
 
 
 def cancel(job_id: int) -> bool:
-    """Cancel a queued or running job of the caller's role (any job for an admin: superuser, sqlml_admin).
+    """Request the cancel of a queued or running job of the caller's role (any job for an admin:
+    superuser, sqlml_admin).
 
-    Returns true once the job has ended (or false if it had already ended). A queued job leaves
-    the queue at its next poll; a running one stops at its next interrupt check, and is sent
-    pg_cancel_backend if it has not stopped within ``CANCEL_GRACE`` seconds (a long SQL step).
+    Returns true when the cancel was requested (the job was queued or running), false when the
+    job had already ended. It then waits up to ``CANCEL_WAIT`` seconds for the job to stop, and says
+    in a NOTICE when it has not stopped yet: true does not mean the job has ended (``sqlml.jobs``
+    tells). A queued job leaves the queue at its next poll; a running one stops at its next
+    interrupt check, and is sent pg_cancel_backend if it has not stopped within ``CANCEL_GRACE``
+    seconds (a long SQL step).
     """
-    from sqlml.server import interrupts
-
     if job_id is None:
         raise SqlmlError("job_id is NULL", hint="SELECT job_id, state FROM sqlml.jobs shows the jobs")
     j = store().get(int(job_id))
@@ -515,7 +489,8 @@ def cancel(job_id: int) -> bool:
                 "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1::int AND state = 'active'", [pid]),
                 j["pid"])
             signalled = True
-        interrupts.check()
+        spi.check_interrupts()
+        check_cancel()
         time.sleep(0.1)
     spi.notice(f"job {job_id} was asked to stop but is still {j['state']}; it stops at its next interrupt check")
     return True

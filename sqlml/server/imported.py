@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.automl import metrics
+from sqlml.automl.request import PROJECT_NAME
 from sqlml.data import convert
 from sqlml.data.ingest import sample_query
 from sqlml.data.relation import parse_relation
@@ -20,10 +21,10 @@ from sqlml.data.schema import CATEGORY, REGRESSION, Feature, FeatureSchema, Targ
 from sqlml.data.task import task_of
 from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, SqlmlError
 from sqlml.monitor import diagnostics, drift
-from sqlml.registry import access, audit, store
+from sqlml.registry import access, audit, gate, store
 from sqlml.server import deploy, ingest, privileged
 from sqlml.server.spi import spi
-from sqlml.server.train import PROJECT_NAME, fingerprint, gate, library_versions
+from sqlml.server.train import fingerprint, library_versions
 
 SAMPLE_ROWS = 10000
 OPTIONS = {"deploy": str, "max_rows": int, "seed": int}
@@ -238,7 +239,8 @@ def import_model(project, onnx, task, relation, target, columns, options):
             f"{champion['version']}; deploy explicitly",
         }
     else:
-        decision = gate(champion, champion_before, champion_on_sample, metric, score, opts.get("deploy", "auto"))
+        decision = gate.decide(gate.holdout(metric), opts.get("deploy", "auto"), champion, champion_before,
+                               champion_on_sample, score)
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller, strategy="import")
     measured = f"{metric}={score:.4f} on {rows} rows of {rel.text}" if score is not None else f"no labels in {rel.text}"
     spi.notice(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import plpy
 
 from sqlml.data import ingest
-from sqlml.data.relation import Relation
+from sqlml.data.relation import Relation, parse_relation
 from sqlml.data.schema import VECTOR, Feature
 from sqlml.errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_TABLE, SqlmlError
 from sqlml.server import reach
@@ -28,6 +28,27 @@ class Column:
     name: str
     pg_type: str  # typname (domains resolved to their base type, enums as "text")
     typmod: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """A relation as a use case reads it: parsed once, checked to exist and to be readable by the
+    caller, its columns described. Every query over it still passes ``reach.check`` when it runs
+    (``read_only``): what a query can run is PostgreSQL's analysis of that query, at that moment."""
+
+    relation: Relation
+    sql: str  # reads the columns the caller may read
+    hidden: list[str]  # columns the caller may not read
+    columns: list[Column]  # of ``sql``, in its order
+
+    @classmethod
+    def open(cls, text) -> Source:
+        relation = parse_relation(text)
+        sql, hidden = source_sql(relation)
+        return cls(relation, sql, hidden, describe(sql))
+
+    def by_name(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
 
 
 class _Rollback(Exception):

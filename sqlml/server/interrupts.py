@@ -1,20 +1,13 @@
-"""Interrupt checks for long Python work.
+"""The interrupt check of long Python work: between trials, chunks and boosting rounds.
 
-``pg_cancel_backend`` and ``statement_timeout`` set a flag that only PostgreSQL's own code
-checks; pure Python never sees it (measured: an 8 s loop cancelled after 1.5 s ran all 8 s). A
-trivial SPI call checks it, and raises QueryCanceled into Python, which we let propagate.
+It serves PostgreSQL's cancel and statement_timeout (``spi.check_interrupts``) and ``sqlml.cancel``,
+which flags the current job in the job store without a signal (``governor.check_cancel``).
 """
 
-import plpy
-
 from sqlml.server import governor
-
-_plan = None
+from sqlml.server.spi import spi
 
 
 def check() -> None:
-    global _plan
-    if _plan is None:
-        _plan = plpy.prepare("SELECT 1")
-    plpy.execute(_plan)
-    governor.check_cancel()  # sqlml.cancel() flags the job without a signal
+    spi.check_interrupts()
+    governor.check_cancel()

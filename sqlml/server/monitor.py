@@ -1,6 +1,6 @@
 """Operations entry points: ``sqlml.profile``, ``evaluate``, ``monitor``, ``retrain_if_drifted``,
-``prediction_counts``, ``job_counts``; and the two training hooks (profile the data before the
-search, compute what monitoring and the model card need before registering).
+``prediction_counts``, ``job_counts``; and the training hook that computes what monitoring and the
+model card need before registering.
 
 Thin: data is read as the caller through ``sqlml.server.ingest``; the logic lives in
 ``sqlml.data.profile`` and ``sqlml.monitor``; the time series are written with the extension
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 
+from sqlml.automl.request import TrainRequest
 from sqlml.data import profile as profiling
-from sqlml.data.columns import identifier
-from sqlml.data.relation import parse_relation
-from sqlml.data.schema import CATEGORY, NUMERIC, Feature, kind_of
+from sqlml.data.quality import target_kind
+from sqlml.data.schema import CATEGORY, Feature, kind_of
 from sqlml.errors import (
     DATA_EXCEPTION,
+    INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
     OBJECT_NOT_IN_PREREQUISITE_STATE,
     UNDEFINED_COLUMN,
@@ -27,40 +28,9 @@ from sqlml.server import ingest, privileged
 from sqlml.server.spi import spi
 
 REGISTER_RESERVE = 0.2  # seconds of the training budget kept for the registry write after importance
-SILENT_AT_TRAINING = {"empty", "infinite"}  # training refuses these itself, with its own message
 
 
-def target_kind(pg_type: str) -> str:
-    """How a target column is read: numbers as numbers, booleans and text as text labels."""
-    return NUMERIC if kind_of(pg_type) == NUMERIC else CATEGORY
-
-
-# --- training hooks -----------------------------------------------------------------------------
-
-def check_training_data(features: list[Feature], raw: dict, n: int, target: str, target_pg_type: str, y_raw,
-                        task: str | None) -> dict:
-    """Profile the training data: a NOTICE per warning, an error on a blocking one; returns the report."""
-    from sqlml.automl.front import infer_task
-
-    columns = [profiling.Column(f.name, f.pg_type, f.kind, raw[f.name]) for f in features]
-    columns.append(profiling.Column(target, target_pg_type, target_kind(target_pg_type), y_raw))
-    task = task or infer_task(target, target_pg_type, y_raw)[0]
-    report = profiling.profile(n, columns, target=target, task=task)
-    # identifiers the training drops get one NOTICE, from train.py ("is not used: it identifies rows")
-    dropped_ids = {f.name for f in features if f.kind != CATEGORY and identifier(f, raw[f.name], n)}
-    for col in report["columns"]:
-        for w in col["warnings"]:
-            if w["code"] in SILENT_AT_TRAINING or (w["code"] == "id_like" and (col["kind"] == CATEGORY
-                                                                              or col["name"] in dropped_ids)):
-                continue
-            subject = f'column "{col["name"]}"'
-            message = w["message"] if w["message"].startswith(subject) else subject + ": " + w["message"]
-            spi.notice(f"data quality: {message}")
-    if report["blocking"]:
-        raise SqlmlError("the training data has a blocking problem: " + "; ".join(report["blocking"]),
-                         sqlstate=DATA_EXCEPTION, hint="see SELECT * FROM sqlml.profile(relation, target)")
-    return report
-
+# --- training hook --------------------------------------------------------------------------------
 
 def training_artifacts(trained, candidate, raw: dict, budget, data_profile, explainer) -> dict:
     """Model columns for operations: the data profile, drift baselines (features on the training
@@ -85,10 +55,9 @@ def training_artifacts(trained, candidate, raw: dict, budget, data_profile, expl
 # --- sqlml.profile ---------------------------------------------------------------------------------
 
 def profile(relation, target):
-    rel = parse_relation(relation)
-    sql, hidden = ingest.source_sql(rel)
-    described = ingest.describe(sql)
-    by_name = {c.name: c for c in described}
+    source = ingest.Source.open(relation)
+    rel, sql, hidden, described = source.relation, source.sql, source.hidden, source.columns
+    by_name = source.by_name()
     if target is not None and target not in by_name:
         raise SqlmlError(f'column "{target}" not found in {rel.describe()}; columns are: {", ".join(by_name)}',
                          sqlstate=UNDEFINED_COLUMN, hint="pass the name of the column to predict, or NULL")
@@ -138,9 +107,8 @@ def _model(project, version):
 
 def _read_for(m, relation: str, extra: dict | None = None):
     """(relation, n, raw feature columns, extra columns) of ``relation`` for model ``m``."""
-    rel = parse_relation(relation)
-    sql, _ = ingest.source_sql(rel)
-    cols = {c.name: c for c in ingest.describe(sql)}
+    source = ingest.Source.open(relation)
+    rel, sql, cols = source.relation, source.sql, source.by_name()
     wanted = [f.name for f in m.schema.features] + list(extra or {})
     missing = [name for name in wanted if name not in cols]
     if missing:
@@ -255,26 +223,40 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
     if worst["psi"] < threshold:
         return [(facts["project"], False, worst["psi"], label, facts["version"], False,
                  f'no retraining: the largest PSI, {worst["psi"]:.3f} ({label}), is below {threshold}')]
-    source = training_relation or relation
-    exclude = _same_features(facts, source)
+    source = ingest.Source.open(training_relation or relation)
     spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; '
-               f'training "{facts["project"]}" on {source}')
-    trained = spi.execute(
-        "SELECT * FROM sqlml.train($1, $2, $3, task => $4, time_budget => make_interval(secs => $5), metric => $6, "
-        "exclude => $7::text[])",
-        [facts["project"], source, facts["target"], facts["task"], float(budget_seconds), facts["metric"], exclude])[0]
-    decision = (f'version {trained["version"]} deployed through the gate' if trained["deployed"] else
-                f'version {trained["version"]} registered; '
-                f'version {facts["version"]} stays deployed (the gate kept it)')
-    return [(facts["project"], True, worst["psi"], label, trained["version"], bool(trained["deployed"]), decision)]
+               f'training "{facts["project"]}" on {source.relation.text}')
+    trained = _train(TrainRequest(facts["project"], source.relation.text, facts["target"], task=facts["task"],
+                                  budget_seconds=float(budget_seconds), metric=facts["metric"],
+                                  exclude=_same_features(facts, source), options={}), source)[0]
+    _, version, _, _, _, deployed = trained
+    decision = (f'version {version} deployed through the gate' if deployed else
+                f'version {version} registered; version {facts["version"]} stays deployed (the gate kept it)')
+    return [(facts["project"], True, worst["psi"], label, version, bool(deployed), decision)]
 
 
-def _same_features(facts: dict, source: str) -> list[str]:
+def _train(request: TrainRequest, source: ingest.Source) -> list[tuple]:
+    """``sqlml.train`` as the caller, without going back through SQL: the same governed job, after
+    the same check that the caller may execute it (training checks its rights on the project)."""
+    from sqlml.server import governor, train
+
+    called = time.monotonic()
+    may = spi.execute("SELECT pg_catalog.has_function_privilege("
+                      "'sqlml.train(text, text, text, text, text[], interval, text, float8, text[], jsonb)', "
+                      "'EXECUTE') AND pg_catalog.has_function_privilege("
+                      "'sqlml._train(text, text, text, text, text[], float8, text, float8, text[], jsonb)', "
+                      "'EXECUTE') AS ok")[0]["ok"]
+    if not may:
+        raise SqlmlError("permission denied for function train", sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="retraining trains as the calling role: grant it EXECUTE on sqlml.train")
+    return governor.run("train", request.project, lambda: train.train(request, called, source))
+
+
+def _same_features(facts: dict, source: ingest.Source) -> list[str]:
     """Columns of ``source`` to exclude so that the new version uses the deployed one's features."""
     schema = facts["feature_schema"]
     keep = {f["name"] for f in schema["features"]} | {schema["target"]["name"]}
-    sql, _ = ingest.source_sql(parse_relation(source))
-    return [c.name for c in ingest.describe(sql) if c.name not in keep]
+    return [c.name for c in source.columns if c.name not in keep]
 
 
 # --- metrics ----------------------------------------------------------------------------------------
