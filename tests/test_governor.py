@@ -328,6 +328,25 @@ def test_cancel_a_running_training(gov, db, how):
 
 
 @pytest.mark.slow
+def test_cancel_says_requested_while_the_job_still_runs(gov, db):
+    """sqlml.cancel's true means the cancel was requested, not that the job has ended: a backend that
+    cannot reach its next interrupt check (stopped with SIGSTOP) is still running when the call
+    returns, and a NOTICE says so; it stops, cancelled, once it runs again."""
+    t = Training(gov[1], "cancel_stopped", budget=LONG)
+    t.start()
+    job_id = searching(db, t.project)
+    os.kill(t.pid, signal.SIGSTOP)
+    try:
+        del db.notices[:]
+        assert scalar(db, "SELECT sqlml.cancel(%s)", (job_id,)) is True
+        assert any(f"job {job_id} was asked to stop but is still running" in n for n in db.notices), db.notices
+        assert job_of(db, t.project)["state"] == "running"
+    finally:
+        os.kill(t.pid, signal.SIGCONT)
+    _stopped(t, t.project, db, "cancelled by postgres")
+
+
+@pytest.mark.slow
 def test_statement_timeout_and_cancel_while_queued(gov, db):
     dsn = gov[1]
     runner = Training(dsn, "st_running", budget=LONG)  # holds the only slot until cancelled
