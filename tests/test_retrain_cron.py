@@ -92,3 +92,26 @@ def test_pg_cron_retrains_on_drift_through_the_gate(db, cron):
         assert live[1] == "train" and live[2]["challenger_score"] < live[2]["champion_score"]  # rmse: lower wins
     else:
         assert live[0] == 1
+
+
+def test_retraining_needs_the_right_to_call_sqlml_train(db):
+    """retrain_if_drifted trains without going back through SQL, under the same checks as a call of
+    sqlml.train by its caller: a role that may monitor the project but not execute sqlml.train is
+    refused (42501), and nothing is trained."""
+    query(db, "CREATE ROLE no_train")
+    query(db, "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA sqlml TO no_train")
+    query(db, "GRANT SELECT ON ALL TABLES IN SCHEMA sqlml TO no_train")
+    query(db, "REVOKE EXECUTE ON FUNCTION sqlml.train(text, text, text, text, text[], interval, text, float8, text[], "
+              "jsonb) FROM no_train")
+    query(db, "GRANT SELECT ON sales, sales_new TO no_train")
+    for privilege in ("predict", "train"):
+        query(db, "SELECT sqlml.grant('sales', 'no_train', %s)", (privilege,))
+    versions = scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'sales'")
+    try:
+        query(db, "SET ROLE no_train")
+        with pytest.raises(psycopg2.Error) as e:
+            query(db, "SELECT * FROM sqlml.retrain_if_drifted('sales', 'sales_new', time_budget => %s)", (BUDGET,))
+        assert e.value.pgcode == "42501" and "permission denied for function train" in e.value.diag.message_primary
+    finally:
+        query(db, "RESET ROLE")
+    assert scalar(db, "SELECT count(*) FROM sqlml.models WHERE project = 'sales'") == versions

@@ -2,14 +2,17 @@
 
 ``run(kind, project, fn)`` registers the job (queued, visible at once in ``sqlml.jobs`` of every
 database), runs ``fn``, and records how it ended. Before reading data, the training calls
-``admit_training`` (scoring: ``run`` calls ``admit_relation``): the cost model predicts the job's
+``admit_training`` (a batch scoring: ``admit_scoring``): the cost model predicts the job's
 seconds and peak memory, the governor samples or refuses what would not fit under
 ``sqlml.memory_per_job``, and picks the job's lane (``sqlml.governor.workload``): small scoring
 starts at once; everything else waits in the FIFO queue until the slots and the server's load
 allow it (cancellable, NOTICE lines and ``wait_reason`` saying why), then caps the backend's
 address space and thread pools until the job ends. A job that wrote (a training's model, a
 scoring's table) records its transaction, so that ``sqlml.jobs`` never calls succeeded what was
-rolled back. Decisions live in ``sqlml.governor``; this module only adapts them to PL/Python.
+rolled back. Decisions and arithmetic live in ``sqlml.governor`` (a training's cost features, the
+queue's estimated wait); which model ``name@version`` means, in ``sqlml.registry``. This module adapts
+them to PL/Python, and serves the SQL surface: ``sqlml.jobs``, ``sqlml.cancel``,
+``sqlml.governor_report``, ``sqlml.governor_settings``.
 """
 
 from __future__ import annotations

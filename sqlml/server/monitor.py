@@ -106,7 +106,7 @@ def _model(project, version):
 
 
 def _read_for(m, relation: str, extra: dict | None = None):
-    """(relation, n, raw feature columns, extra columns) of ``relation`` for model ``m``."""
+    """(source, n, raw feature columns, extra columns) of ``relation`` for model ``m``."""
     source = ingest.Source.open(relation)
     rel, sql, cols = source.relation, source.sql, source.by_name()
     wanted = [f.name for f in m.schema.features] + list(extra or {})
@@ -120,7 +120,7 @@ def _read_for(m, relation: str, extra: dict | None = None):
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
                          hint="check the relation and its filter")
-    return rel, n, raw, extras
+    return source, n, raw, extras
 
 
 def _is_forecast(project) -> bool:
@@ -142,7 +142,8 @@ def evaluate(project, relation, version):
         return forecast.evaluate(project, relation, version)
     m, facts = _model(project, version)
     target = m.schema.target
-    rel, n, raw, extras = _read_for(m, relation, {target.name: None})
+    source, n, raw, extras = _read_for(m, relation, {target.name: None})
+    rel = source.relation
     y, keep, unseen = evaluation.encode(target, extras[target.name])
     skipped = {"null_label": int(n - keep.sum() - unseen), "unseen_label": unseen}
     if not keep.any():
@@ -165,7 +166,7 @@ def evaluate(project, relation, version):
 # --- sqlml.monitor --------------------------------------------------------------------------------
 
 def measure(project, relation, version, moderate, major):
-    """(model facts, rows as dicts) of one monitor call, stored in sqlml.drift."""
+    """(model facts, rows as dicts, the relation's source) of one monitor call, stored in sqlml.drift."""
     check_thresholds(moderate, major)
     m, facts = _model(project, version)
     base = facts["baseline"]
@@ -173,7 +174,7 @@ def measure(project, relation, version, moderate, major):
         raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline',
                          sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train a new version: baselines are stored at training")
-    rel, n, raw, _ = _read_for(m, relation)
+    source, n, raw, _ = _read_for(m, relation)
     results = []
     for f in m.schema.features:
         res = drift.compare(base["features"][f.name], drift.as_values(f.kind, raw[f.name]))
@@ -182,8 +183,9 @@ def measure(project, relation, version, moderate, major):
     pred = drift.prediction_values(m.task, out, m.classes)
     results.append(drift_row("prediction", "prediction", drift.compare(base["prediction"], pred), n, moderate, major))
     caller = _caller()
-    at = privileged.run(lambda ex: series.insert_drift(ex, facts, rel.text, diagnostics.jsonable(results), caller))
-    return facts, [{**r, "measured_at": at} for r in results]
+    at = privileged.run(lambda ex: series.insert_drift(ex, facts, source.relation.text, diagnostics.jsonable(results),
+                                                       caller))
+    return facts, [{**r, "measured_at": at} for r in results], source
 
 
 def check_thresholds(moderate, major) -> None:
@@ -202,7 +204,7 @@ def monitor(project, relation, version, moderate, major):
         from sqlml.server import forecast
 
         return forecast.monitor(project, relation, version, moderate, major)
-    facts, rows = measure(project, relation, version, moderate, major)
+    facts, rows, _ = measure(project, relation, version, moderate, major)
     return [(facts["project"], facts["version"], r["feature"], r["what"], r["psi"], r["drift"], r["rows"],
              r["measured_at"]) for r in rows]
 
@@ -217,13 +219,14 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
         from sqlml.server import forecast
 
         return forecast.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
-    facts, rows = measure(project, relation, None, min(drift.MODERATE, threshold), max(drift.MAJOR, threshold))
+    facts, rows, measured = measure(project, relation, None, min(drift.MODERATE, threshold),
+                                    max(drift.MAJOR, threshold))
     worst = max(rows, key=lambda r: r["psi"])
     label = f'{worst["feature"]} ({worst["what"]})' if worst["what"] == "feature" else "prediction"
     if worst["psi"] < threshold:
         return [(facts["project"], False, worst["psi"], label, facts["version"], False,
                  f'no retraining: the largest PSI, {worst["psi"]:.3f} ({label}), is below {threshold}')]
-    source = ingest.Source.open(training_relation or relation)
+    source = measured if training_relation is None else ingest.Source.open(training_relation)
     spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; '
                f'training "{facts["project"]}" on {source.relation.text}')
     trained = _train(TrainRequest(facts["project"], source.relation.text, facts["target"], task=facts["task"],

@@ -102,9 +102,11 @@ def progress(budget: Budget, every: float = PROGRESS_SECONDS):
         if trial is not best and trial.status == "ok" and budget.elapsed() - last[0] < every:
             return
         last[0] = budget.elapsed()
-        score = "failed" if trial.status == "failed" else ("timed out" if trial.status == "timeout" else f"{trial.score:.4f}")
+        score = ("failed" if trial.status == "failed" else
+                 "timed out" if trial.status == "timeout" else f"{trial.score:.4f}")
         best_s = f"best {best.score:.4f} ({best.algorithm})" if best else "no model yet"
-        spi.notice(f"trial {trial.n}: {trial.algorithm} {score}; {best_s}; {budget.elapsed():.1f}s of {budget.seconds:.0f}s")
+        spi.notice(f"trial {trial.n}: {trial.algorithm} {score}; {best_s}; "
+                   f"{budget.elapsed():.1f}s of {budget.seconds:.0f}s")
     return on_trial
 
 
@@ -180,7 +182,8 @@ def train(request: TrainRequest, called: float | None = None, source: ingest.Sou
     governor.record_rows(n)
     y_raw = extras[target]
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
+                         hint="check the relation and its filter")
     check_target(target, y_raw)
     data_profile = check_data(features, raw, n, target, target_col.pg_type, y_raw, task)
     features = check_columns(features, raw, n, dropped)
@@ -199,7 +202,8 @@ def train(request: TrainRequest, called: float | None = None, source: ingest.Sou
     try:
         trained = front.train(schema, raw, y_raw, task=task, metric=r.metric, algorithms=r.algorithms,
                               test_size=float(r.test_size), seed=int(opts.get("seed", 42)), budget=budget,
-                              on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds), note=spi.notice,
+                              on_trial=progress(budget), reserve_seconds=finish_reserve(budget.seconds),
+                              note=spi.notice,
                               ensemble=opts.get("ensemble", True), threads=job_threads(),
                               n_estimators=opts.get("n_estimators"), similar=similar_trainings(caller),
                               refit_all=opts.get("refit_all"), run_fit=yielding.run,
@@ -241,7 +245,8 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
         if check.ok:
             break
         rejected.append({"algorithm": candidate.algorithm, "reason": check.reason})
-        spi.notice(f"{candidate.algorithm} not registered: its ONNX export disagrees with the fitted model ({check.reason})")
+        spi.notice(f"{candidate.algorithm} not registered: its ONNX export disagrees with the fitted model "
+                   f"({check.reason})")
     else:
         raise SqlmlError("no model passed the ONNX parity check: " + "; ".join(r["reason"] for r in rejected),
                          sqlstate=DATA_EXCEPTION, hint="train with other algorithms (algorithms => '{...}')")
@@ -250,7 +255,8 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     split = {"data_fingerprint": data_fingerprint, "seed": int(opts.get("seed", 42)), "test_size": trained.test_size}
 
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
-    champion_on_holdout = champion_score(champion_before, trained, raw_holdout, metric, split) if champion_before else None
+    champion_on_holdout = (champion_score(champion_before, trained, raw_holdout, metric, split)
+                           if champion_before else None)
     from sqlml.explain import model as explain
     from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
 
@@ -280,11 +286,13 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
             "meta_features": meta.to_vector_literal(trained.meta_features),
             "warm_start": trained.best_configurations(),
         })
-        store.insert_trials(ex, project, governor.job_id(), version, metric, [t.to_json() for t in trained.result.trials]
-                            + [{"n": len(trained.result.trials) + i + 1, "algorithm": r["algorithm"], "params": {},
-                                "status": "parity_failed", "error": r["reason"]} for i, r in enumerate(rejected)])
-        audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": candidate.algorithm,
-                                                              metric: float(score), "relation": rel.text, "rows": int(n)})
+        trials = [t.to_json() for t in trained.result.trials]
+        trials += [{"n": len(trials) + i + 1, "algorithm": r["algorithm"], "params": {}, "status": "parity_failed",
+                    "error": r["reason"]} for i, r in enumerate(rejected)]
+        store.insert_trials(ex, project, governor.job_id(), version, metric, trials)
+        audit.record(ex, caller, "train", project, version, {
+            "model_id": model_id, "algorithm": candidate.algorithm, metric: float(score), "relation": rel.text,
+            "rows": int(n)})
         return champion, version, model_id, access.has(ex, caller, project, "deploy")
 
     champion, version, model_id, may_deploy = privileged.run(register)
@@ -296,7 +304,8 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     if decision["deploy"] and budget.remaining() > scoring.compile_seconds(blob):  # else the first predict compiles
         scoring.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob,
                      FeatureSchema.from_json(trained.schema.to_json()))  # as a backend loading it reads it
-    spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} holdout rows; "
+    spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} "
+               "holdout rows; "
                f"{'deployed' if decision['deploy'] else 'not deployed'} ({decision['why']})")
     return [(project, version, candidate.algorithm, metric, float(score), bool(decision["deploy"]))]
 
