@@ -23,6 +23,7 @@ import numpy as np
 
 from sqlml.data.schema import BINARY, CATEGORY, VECTOR
 from sqlml.data.task import task_of
+from sqlml.errors import INVALID_PARAMETER, SqlmlError
 
 BINS = 10
 TOP_VALUES = 20
@@ -143,3 +144,17 @@ def compare(base: dict, values: np.ndarray) -> dict:
     """PSI of ``values`` against ``base``, with both distributions for the record."""
     actual = frequencies(base, values)
     return {"psi": psi(base["freq"], actual), "expected": list(base["freq"]), "actual": actual.tolist()}
+
+
+def check_thresholds(moderate, major) -> None:
+    """A monitor call's PSI thresholds: 0 < moderate <= major."""
+    if moderate is None or major is None or not 0 < moderate <= major:
+        raise SqlmlError(f"thresholds moderate={moderate}, major={major} are not ordered",
+                         sqlstate=INVALID_PARAMETER, hint="pass 0 < moderate <= major, such as 0.1 and 0.25")
+
+
+def row(feature: str, what: str, res: dict, n: int, moderate: float, major: float) -> dict:
+    """One row of ``sqlml.drift``: ``res`` is :func:`compare`'s result for ``feature`` (``what``:
+    'feature' or 'prediction') over ``n`` rows, leveled by the thresholds."""
+    return {"feature": feature, "what": what, "psi": res["psi"], "drift": level(res["psi"], moderate, major),
+            "rows": int(n), "detail": {**res, "moderate": moderate, "major": major}}

@@ -197,7 +197,7 @@ def _onnx(trained) -> tuple[bytes, int, dict]:
 
 
 def _register(project, rel, target, time_column, series, cols, trained, n, ts, y, caller, budget, opts):
-    from sqlml.server.train import fingerprint, library_versions
+    from sqlml.registry.lineage import fingerprint, library_versions
 
     interrupts.check()
     model = trained.model
@@ -442,7 +442,8 @@ def monitor(project, relation, version, moderate, major):
     against the backtest errors; stored in sqlml.drift like every project's."""
     from sqlml.monitor import diagnostics, drift
     from sqlml.monitor import series as stored
-    from sqlml.server.monitor import check_thresholds, drift_row
+    from sqlml.monitor.drift import check_thresholds
+    from sqlml.monitor.drift import row as drift_row
 
     check_thresholds(moderate, major)
     loaded = load(project if version is None else f"{project}@{version}")

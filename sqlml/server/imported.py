@@ -22,9 +22,9 @@ from sqlml.data.task import task_of
 from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, SqlmlError
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, gate, store
+from sqlml.registry.lineage import fingerprint, library_versions
 from sqlml.server import deploy, ingest, privileged
 from sqlml.server.spi import spi
-from sqlml.server.train import fingerprint, library_versions
 
 SAMPLE_ROWS = 10000
 OPTIONS = {"deploy": str, "max_rows": int, "seed": int}

@@ -23,34 +23,9 @@ from sqlml.errors import (
     UNDEFINED_COLUMN,
     SqlmlError,
 )
-from sqlml.monitor import diagnostics, drift, evaluation, importance, series
+from sqlml.monitor import diagnostics, drift, evaluation, series
 from sqlml.server import ingest, privileged
 from sqlml.server.spi import spi
-
-REGISTER_RESERVE = 0.2  # seconds of the training budget kept for the registry write after importance
-
-
-# --- training hook --------------------------------------------------------------------------------
-
-def training_artifacts(trained, candidate, raw: dict, budget, data_profile, explainer) -> dict:
-    """Model columns for operations: the data profile, drift baselines (features on the training
-    rows, at most a 50k sample; predictions on the holdout), holdout diagnostics, and importance
-    (mean |contribution| of the registered model's ``explainer`` on the holdout) within what is
-    left of the budget (checking for a cancel between chunks).
-
-    Holdout figures come from the candidate's honest model, the one that never saw the holdout
-    (the registered model may have been refitted on it)."""
-    schema = trained.schema
-    task, classes = schema.target.task, schema.target.classes
-    holdout_out = candidate.honest_pred
-    baseline = {"features": drift.feature_baselines(schema.features, raw),
-                "prediction": drift.prediction_baseline(task, holdout_out, classes)}
-    deadline = time.monotonic() + budget.remaining() - REGISTER_RESERVE
-    imp = importance.mean_abs_contribution(explainer, trained.holdout_inputs, deadline, checkpoint=budget.checkpoint)
-    return {"profile": diagnostics.jsonable(data_profile) if data_profile else None,
-            "baseline": diagnostics.jsonable(baseline), "importance": diagnostics.jsonable(imp),
-            "diagnostics": diagnostics.summarise(task, trained.holdout_y, holdout_out, classes)}
-
 
 # --- sqlml.profile ---------------------------------------------------------------------------------
 
@@ -167,7 +142,7 @@ def evaluate(project, relation, version):
 
 def measure(project, relation, version, moderate, major):
     """(model facts, rows as dicts, the relation's source) of one monitor call, stored in sqlml.drift."""
-    check_thresholds(moderate, major)
+    drift.check_thresholds(moderate, major)
     m, facts = _model(project, version)
     base = facts["baseline"]
     if not base:
@@ -178,25 +153,14 @@ def measure(project, relation, version, moderate, major):
     results = []
     for f in m.schema.features:
         res = drift.compare(base["features"][f.name], drift.as_values(f.kind, raw[f.name]))
-        results.append(drift_row(f.name, "feature", res, n, moderate, major))
+        results.append(drift.row(f.name, "feature", res, n, moderate, major))
     out = m.predict_columns(raw)
     pred = drift.prediction_values(m.task, out, m.classes)
-    results.append(drift_row("prediction", "prediction", drift.compare(base["prediction"], pred), n, moderate, major))
+    results.append(drift.row("prediction", "prediction", drift.compare(base["prediction"], pred), n, moderate, major))
     caller = _caller()
     at = privileged.run(lambda ex: series.insert_drift(ex, facts, source.relation.text, diagnostics.jsonable(results),
                                                        caller))
     return facts, [{**r, "measured_at": at} for r in results], source
-
-
-def check_thresholds(moderate, major) -> None:
-    if moderate is None or major is None or not 0 < moderate <= major:
-        raise SqlmlError(f"thresholds moderate={moderate}, major={major} are not ordered",
-                         sqlstate=INVALID_PARAMETER, hint="pass 0 < moderate <= major, such as 0.1 and 0.25")
-
-
-def drift_row(feature, what, res, n, moderate, major) -> dict:
-    return {"feature": feature, "what": what, "psi": res["psi"], "drift": drift.level(res["psi"], moderate, major),
-            "rows": int(n), "detail": {**res, "moderate": moderate, "major": major}}
 
 
 def monitor(project, relation, version, moderate, major):

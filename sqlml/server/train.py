@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
-
 from sqlml import deferred
 from sqlml.automl import meta, metrics
 from sqlml.automl.budget import Budget
@@ -22,6 +20,7 @@ from sqlml.data.task import check_target_type
 from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, SqlmlError
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, gate, store
+from sqlml.registry.lineage import fingerprint, library_versions
 from sqlml.server import deploy, governor, ingest, interrupts, privileged, scoring
 from sqlml.server.spi import spi
 
@@ -45,18 +44,6 @@ def finish_reserve(budget_seconds: float) -> float:
     return 1.0 + 0.04 * budget_seconds
 
 
-def fingerprint(n: int, columns: dict, target) -> str:
-    import hashlib
-
-    h = hashlib.sha256(str(n).encode())
-    for name in sorted(columns):
-        h.update(name.encode())
-        arr = columns[name]
-        h.update(repr(arr.tolist()).encode() if arr.dtype == object else np.ascontiguousarray(arr).tobytes())
-    h.update(repr(list(target)).encode() if np.asarray(target).dtype == object else np.asarray(target).tobytes())
-    return h.hexdigest()
-
-
 def already_trained(project, data_fingerprint: str, request: dict):
     """The result row of an earlier training with the same data and request, announced by a
     NOTICE, or None. Makes a rerun (every `dbt build`) cheap and keeps the registry from filling
@@ -75,20 +62,6 @@ def already_trained(project, data_fingerprint: str, request: dict):
 def job_threads() -> int:
     """Threads this training may use: what the governor grants its job (sqlml.threads_per_job)."""
     return governor.threads()
-
-
-def library_versions() -> dict:
-    from importlib import metadata
-
-    from sqlml import __version__, stack
-
-    out = {"sqlml": __version__}
-    for dist in stack.SERVER_PACKAGES:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def progress(budget: Budget, every: float = PROGRESS_SECONDS):
@@ -258,10 +231,10 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     champion_on_holdout = (champion_score(champion_before, trained, raw_holdout, metric, split)
                            if champion_before else None)
     from sqlml.explain import model as explain
-    from sqlml.server import monitor  # for operations: profile, drift baselines, diagnostics, importance
+    from sqlml.monitor.artifacts import training_artifacts  # profile, drift baselines, diagnostics, importance
 
     explainer = explain.build(candidate.model, trained.schema, trained.fitted_on(candidate))
-    operations = {**monitor.training_artifacts(trained, candidate, raw, budget, data_profile, explainer),
+    operations = {**training_artifacts(trained, candidate, raw, budget, data_profile, explainer),
                   "explainer": explainer.to_bytes()}
 
     def register(ex):
