@@ -152,3 +152,32 @@ def test_gate(comparison, mode, champion, before, champion_score, score, deploy,
     assert decision["deploy"] is deploy and why in decision["why"]
     if champion is not None and mode != "never":
         assert decision["champion_version"] == champion["version"]
+
+
+# --- lineage and drift rows -------------------------------------------------------------------------
+
+def test_the_data_fingerprint_follows_the_values_not_the_column_order():
+    from sqlml.registry.lineage import fingerprint
+
+    a, b = np.array([1.0, 2.0]), np.array(["x", None], dtype=object)
+    assert fingerprint(2, {"a": a, "b": b}, [0, 1]) == fingerprint(2, {"b": b, "a": a}, [0, 1])
+    assert len({fingerprint(2, {"a": a, "b": b}, [0, 1]), fingerprint(2, {"a": a + 1, "b": b}, [0, 1]),
+                fingerprint(2, {"a": a, "b": b}, [1, 0]), fingerprint(3, {"a": a, "b": b}, [0, 1])}) == 4
+
+
+@pytest.mark.parametrize("moderate, major", [(None, 0.25), (0.3, 0.2), (0, 0.25), (-0.1, 0.25)])
+def test_drift_thresholds_must_be_ordered(moderate, major):
+    from sqlml.monitor import drift
+
+    with pytest.raises(SqlmlError) as e:
+        drift.check_thresholds(moderate, major)
+    assert e.value.sqlstate == INVALID_PARAMETER and "are not ordered" in e.value.message
+
+
+@pytest.mark.parametrize("psi, level", [(0.05, "none"), (0.15, "moderate"), (0.3, "major")])
+def test_drift_row(psi, level):
+    from sqlml.monitor import drift
+
+    r = drift.row("price", "feature", {"psi": psi}, 10, 0.1, 0.25)
+    assert r == {"feature": "price", "what": "feature", "psi": psi, "drift": level, "rows": 10,
+                 "detail": {"psi": psi, "moderate": 0.1, "major": 0.25}}
