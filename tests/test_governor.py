@@ -23,7 +23,7 @@ MB = 1024 ** 2
 LONG = "1 hour"  # a training that cannot end by itself while a test queues behind it or stops it
 # A backend that has loaded sqlml's training module, so that a short statement_timeout set after
 # these fires while the job waits or runs, not while a busy machine imports it
-WARM = ["SELECT sqlml.version()", "DO $$ import sqlml.server.train $$ LANGUAGE plpython3u"]
+WARM = ["SELECT sqlml.version()", "DO $$ import sqlml.server.training $$ LANGUAGE plpython3u"]
 CONCURRENT = 5  # trainings at once against two slots
 
 

@@ -19,13 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sqlml"
 
 # Cycles known on main and being removed by another branch; each an expected exception until it
 # merges, then drop it here (the test fails on any other cycle, and on one of these that grows).
-KNOWN_CYCLES = [
-    # server/governor <-> server/interrupts: developer "server" splits server/ by use case (issue 20)
-    {"sqlml.server.governor", "sqlml.server.interrupts"},
-    # server/train -> forecast, monitor; server/forecast -> train, monitor; server/monitor -> forecast
-    # (lazy imports): the same reorganisation of server/ (issue 20)
-    {"sqlml.server.forecast", "sqlml.server.monitor", "sqlml.server.train"},
-]
+KNOWN_CYCLES: list[set[str]] = []
 
 # The layers above the core, and who may import them. Everything else is the core, which imports
 # none of these: no core module knows it runs inside PL/Python, under the CLI or beside a dev cluster.

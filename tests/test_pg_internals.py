@@ -22,7 +22,7 @@ import importlib
 import sqlml.postgres_versions as versions
 from sqlml.errors import SqlmlError
 from sqlml.server import pg_internals
-from sqlml.server.errors import translate
+from sqlml.server.sql_errors import translate
 supported = versions.SUPPORTED_MAJORS
 versions.SUPPORTED_MAJORS = (pg_internals.SERVER_VERSION_NUM // 10000 + 1,)  # as if on another server
 try:

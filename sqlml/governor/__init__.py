@@ -6,5 +6,5 @@ runs next, how many rows a job may read), ``costmodel`` (predicted seconds and p
 ``limits`` (in-process caps: address space, threads; peak memory measurement), ``workload``
 (lanes: small scoring skips the queue; how many governed jobs the load allows), ``load``
 (readings of /proc), ``priority`` (a training's fits on a helper thread that yields the CPU).
-``sqlml.server.governor`` wires them to PL/Python.
+``sqlml.server.governing`` wires them to PL/Python.
 """

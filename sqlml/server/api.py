@@ -10,7 +10,7 @@ import os
 import time
 
 from sqlml import __version__
-from sqlml.server.errors import entry, hide_tracebacks
+from sqlml.server.sql_errors import entry, hide_tracebacks
 
 # OpenMP threads (LightGBM, scikit-learn) spin while they wait by default: beside other busy
 # backends on a shared server that turned a 0.4 s LightGBM fit into 41 s (measured, 2 cores).
@@ -50,23 +50,23 @@ def privileged(token):
 def train(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude, options):
     called = time.monotonic()  # time_budget counts from here: before the ML stack is imported
     from sqlml.automl.request import TrainRequest
-    from sqlml.server import governor
+    from sqlml.server import governing
 
     request = TrainRequest(project, relation, target, task, algorithms, budget_seconds, metric, test_size, exclude,
                            options)
 
     def job():
-        from sqlml.server import train as t  # inside the job: sqlml.jobs shows the call while it imports
+        from sqlml.server import training as t  # inside the job: sqlml.jobs shows the call while it imports
 
         return t.train(request, called)
 
     # a governed job: the training admits itself (slot, sample, caps) once it knows its data's size
-    return governor.run("train", project, job)
+    return governing.run("train", project, job)
 
 
 @entry
 def forecast(project, horizon, relation, level):
-    from sqlml.server import forecast as f
+    from sqlml.server import forecasting as f
 
     return f.forecast(project, horizon, relation, level)
 
@@ -80,137 +80,137 @@ def deploy(project, strategy, version):
 
 @entry
 def predict(project, features, as_array=False):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.predict(project, features, as_array)
+    return sqlml.server.predicting.predict(project, features, as_array)
 
 
 @entry
 def predict_proba(project, features, as_array=False):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.predict_proba(project, features, as_array)
+    return sqlml.server.predicting.predict_proba(project, features, as_array)
 
 
 @entry
 def predict_label(project, features, as_array=False):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.predict_label(project, features, as_array)
+    return sqlml.server.predicting.predict_label(project, features, as_array)
 
 
 @entry
 def predict_row(project, features, row_type):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.predict_row(project, features, row_type)
+    return sqlml.server.predicting.predict_row(project, features, row_type)
 
 
 @entry
 def predict_proba_row(project, features, row_type):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.predict_proba_row(project, features, row_type)
+    return sqlml.server.predicting.predict_proba_row(project, features, row_type)
 
 
 @entry
 def predict_label_row(project, features, row_type):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.predict_label_row(project, features, row_type)
+    return sqlml.server.predicting.predict_label_row(project, features, row_type)
 
 
 @entry
 def classes(project):
-    import sqlml.server.scoring  # (not `from ... import`: its from-list handling costs ~5 us a call)
+    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
 
-    return sqlml.server.scoring.classes(project)
+    return sqlml.server.predicting.classes(project)
 
 
 @entry
 def profile(relation, target):
-    from sqlml.server import monitor
+    from sqlml.server import monitoring
 
-    return monitor.profile(relation, target)
+    return monitoring.profile(relation, target)
 
 
 @entry
 def evaluate(project, relation, version):
-    from sqlml.server import monitor
+    from sqlml.server import monitoring
 
-    return monitor.evaluate(project, relation, version)
+    return monitoring.evaluate(project, relation, version)
 
 
 @entry
 def monitor(project, relation, version, moderate, major):
-    from sqlml.server import monitor as m
+    from sqlml.server import monitoring as m
 
     return m.monitor(project, relation, version, moderate, major)
 
 
 @entry
 def retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds):
-    from sqlml.server import monitor
+    from sqlml.server import monitoring
 
-    return monitor.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
+    return monitoring.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
 
 
 @entry
 def prediction_counts():
-    from sqlml.server import monitor
+    from sqlml.server import monitoring
 
-    return monitor.prediction_counts()
+    return monitoring.prediction_counts()
 
 
 @entry
 def job_counts():
-    from sqlml.server import monitor
+    from sqlml.server import monitoring
 
-    return monitor.job_counts()
+    return monitoring.job_counts()
 
 
 @entry
 def predict_batch(project, relation, id_column):
-    from sqlml.server import batch, governor
+    from sqlml.server import batch, governing
 
     # materialised here so that errors surface inside the entry point (and the job), not while PostgreSQL iterates
-    return governor.run("predict_batch", project, lambda: list(batch.predict_batch(project, relation, id_column)),
+    return governing.run("predict_batch", project, lambda: list(batch.predict_batch(project, relation, id_column)),
                         rows_of=lambda chunks: sum(c[0] for c in chunks))
 
 
 @entry
 def explain(project, features, as_array=False):
-    from sqlml.server import explain as e
+    from sqlml.server import explaining as e
 
     return e.explain(project, features, as_array)
 
 
 @entry
 def explain_batch(project, relation, id_column):
-    from sqlml.server import explain as e
+    from sqlml.server import explaining as e
 
     return e.explain_batch(project, relation, id_column)
 
 
 @entry
 def importance(project):
-    from sqlml.server import explain as e
+    from sqlml.server import explaining as e
 
     return e.importance(project)
 
 
 @entry
 def import_model(project, onnx, task, relation, target, columns, options):
-    from sqlml.server import imported
+    from sqlml.server import importing
 
-    return imported.import_model(project, onnx, task, relation, target, columns, options)
+    return importing.import_model(project, onnx, task, relation, target, columns, options)
 
 
 @entry
 def score(project, relation, into_table, id_column):
-    from sqlml.server import batch, governor
+    from sqlml.server import batch, governing
 
-    return governor.run("score", project, lambda: batch.score(project, relation, into_table, id_column),
+    return governing.run("score", project, lambda: batch.score(project, relation, into_table, id_column),
                         rows_of=int)
 
 
@@ -230,27 +230,27 @@ def revoke(project, role, privilege):
 
 @entry
 def jobs():
-    from sqlml.server import governor
+    from sqlml.server import governing
 
-    return governor.jobs()
+    return governing.jobs()
 
 
 @entry
 def cancel(job_id):
-    from sqlml.server import governor
+    from sqlml.server import governing
 
-    return governor.cancel(job_id)
+    return governing.cancel(job_id)
 
 
 @entry
 def governor_report():
-    from sqlml.server import governor
+    from sqlml.server import governing
 
-    return governor.report()
+    return governing.report()
 
 
 @entry
 def governor_settings():
-    from sqlml.server import governor
+    from sqlml.server import governing
 
-    return governor.settings_rows()
+    return governing.settings_rows()

@@ -24,7 +24,7 @@ from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 from sqlml.scoring import chunks, overlap
-from sqlml.server import audit, counters, governor, ingest, reach, scoring
+from sqlml.server import auditing, counters, governing, predicting, reach, reading
 from sqlml.server.spi import spi
 
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
@@ -39,10 +39,10 @@ FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkin
 def source(project, relation, id_column):
     """(model, relation, its SQL, its columns) after the governor admitted the job and checking the
     relation has what the model needs. The relation is opened once, by the admission."""
-    src = governor.admit_scoring(project, relation)
+    src = governing.admit_scoring(project, relation)
     if id_column is None:
         raise SqlmlError("id_column is NULL", hint="name the column that identifies rows (for joining back)")
-    m = scoring.resolve(project)
+    m = predicting.resolve(project)
     rel, sql, cols = src.relation, src.sql, src.by_name()
     missing = [f.name for f in m.schema.features if f.name not in cols]
     if id_column not in cols:
@@ -68,7 +68,7 @@ def _chunks(m, rel, sql, id_column, id_type):
     features = list(m.schema.features)
     info = spi.execute(TABLE_INFO, [rel.qualified]) if rel.name else []
     if not info:
-        n, raw, extras = ingest.read(sql, features, {id_column: CATEGORY})
+        n, raw, extras = reading.read(sql, features, {id_column: CATEGORY})
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
             payload = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
@@ -120,7 +120,7 @@ def predict_batch(project, relation, id_column):
             yield (n, int_ids, text_ids, None, None, (out.argmax(axis=1) + 1).tolist(), None, class_values,
                    class_labels, k, out.reshape(-1).tolist())
         total += n
-    audit.record("predict_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": total})
+    auditing.record("predict_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": total})
 
 
 def score(project, relation, into_table, id_column) -> int:
@@ -133,7 +133,7 @@ def score(project, relation, into_table, id_column) -> int:
     id_type = spi.execute("SELECT format_type($1::regtype::oid, $2::int) AS t", [id_col.pg_type, id_col.typmod])[0]["t"]
     spi.execute(f"CREATE TABLE {target.qualified} ({quote_ident(id_column)} {id_type}, prediction float8, "
                 f"label text, probabilities float8[])")
-    governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
+    governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     total = 0
     for n, out, ids in _scored(m, rel, sql, id_column, id_col.pg_type):
         columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
@@ -150,7 +150,8 @@ def score(project, relation, into_table, id_column) -> int:
                                  m.labels(np.eye(len(m.classes))), *columns])
         total += n
     spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")
-    audit.record("score", m.ref.project, m.ref.version, {"relation": relation, "rows": total, "into_table": into_table})
+    auditing.record("score", m.ref.project, m.ref.version,
+                    {"relation": relation, "rows": total, "into_table": into_table})
     return total
 
 

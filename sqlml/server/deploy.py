@@ -45,12 +45,12 @@ def after_training(project, version, model_id, decision, may_deploy, caller, str
 
 
 def _warm(project, chosen) -> None:
-    """The deployed model compiled into the scoring cache (``sqlml.server.scoring.warm``), unless a
+    """The deployed model compiled into the scoring cache (``sqlml.server.predicting.warm``), unless a
     forecast (scored by its own code) or already there."""
     from sqlml.data.schema import FeatureSchema
-    from sqlml.server import scoring
+    from sqlml.server import predicting
 
     blob, sha, schema = privileged.run(lambda ex: store.onnx_blob(ex, chosen["id"]))
     if schema.get("task") != "forecast":
         ref = store.ModelRef(chosen["id"], project, chosen["version"], sha)
-        scoring.warm(ref, blob, FeatureSchema.from_json(schema))
+        predicting.warm(ref, blob, FeatureSchema.from_json(schema))

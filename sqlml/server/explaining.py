@@ -1,6 +1,6 @@
 """``sqlml.explain``, ``sqlml.explain_batch``, ``sqlml.importance``: SPI in, rows out.
 
-The model is resolved as scoring resolves it (``sqlml.server.scoring.resolve``: deployed or
+The model is resolved as scoring resolves it (``sqlml.server.predicting.resolve``: deployed or
 ``project@version``, the caller's right to score it checked); its explainer, stored at training,
 is loaded once per process and model. The contributions come from ``sqlml.explain``.
 """
@@ -15,13 +15,13 @@ from sqlml.errors import FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE
 from sqlml.explain.rows import batch_rows, explanation_rows, header
 from sqlml.registry import store
 from sqlml.scoring import chunks
-from sqlml.server import audit, ingest, interrupts, privileged, scoring
+from sqlml.server import auditing, interrupts, predicting, privileged, reading
 
 _explainers: dict = {}  # model id -> Explainer
 
 
 def explainer(m):
-    """The explainer of a resolved model (``scoring.Model``), or a clear error for one without."""
+    """The explainer of a resolved model (``predicting.Model``), or a clear error for one without."""
     e = _explainers.get(m.ref.id)
     if e is None:
         from sqlml.explain.model import Explainer
@@ -47,7 +47,7 @@ def explainer(m):
 def explain(project, features, as_array=False):
     from sqlml.data import convert
 
-    m = scoring.resolve(project)
+    m = predicting.resolve(project)
     if as_array:
         cols = values.from_array(m.schema, features, project)
     else:
@@ -68,7 +68,7 @@ def explain_batch(project, relation, id_column):
 
     m, rel, sql, cols = source(project, relation, id_column)
     e = explainer(m)
-    n, raw, extras = ingest.read(sql, list(m.schema.features), {id_column: CATEGORY})
+    n, raw, extras = reading.read(sql, list(m.schema.features), {id_column: CATEGORY})
     ids = extras[id_column]
     out = [header(m.schema, e.outputs)]
     for start in range(0, n, chunks.CHUNK_ROWS):
@@ -76,12 +76,12 @@ def explain_batch(project, relation, id_column):
         part_ids = ids[start : start + chunks.CHUNK_ROWS]
         result = e.explain(convert.model_inputs(m.schema, part), len(part_ids), interrupts.check)
         out.extend(batch_rows(m.schema, result, part, part_ids))
-    audit.record("explain_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
+    auditing.record("explain_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": n})
     return out
 
 
 def importance(project):
-    m = scoring.resolve(project)
+    m = predicting.resolve(project)
     imp = privileged.run(lambda ex: store.importance(ex, m.ref.id))
     if not imp or imp.get("method") is None or not imp.get("features"):
         raise SqlmlError(

@@ -28,7 +28,7 @@ from sqlml.forecast import options as fopts
 from sqlml.forecast.model import GLOBAL, ForecastModel
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, gate, store
-from sqlml.server import deploy, governor, ingest, interrupts, privileged
+from sqlml.server import deploy, governing, interrupts, privileged, reading
 from sqlml.server.spi import spi
 
 TIME_TYPES = ("date", "timestamp", "timestamptz")
@@ -39,8 +39,8 @@ TIME_TYPES = ("date", "timestamp", "timestamptz")
 def _columns(rel, needed: dict) -> tuple[str, dict, list]:
     """(SQL, {name: Column}, hidden) of ``rel``; ``needed`` maps a role ('time column', ...) to the
     names it requires, each checked to exist and be readable."""
-    sql, hidden = ingest.source_sql(rel)
-    cols = {c.name: c for c in ingest.describe(sql)}
+    sql, hidden = reading.source_sql(rel)
+    cols = {c.name: c for c in reading.describe(sql)}
     for role, names in needed.items():
         for name in names:
             if name in hidden:
@@ -86,7 +86,7 @@ def _read(sql: str, time_column: str, series: list, numeric: list, cols: dict, t
     feats += [Feature(s, CATEGORY, cols[s].pg_type) for s in series]
     feats += [Feature(r, NUMERIC if PG_KINDS.get(cols[r].pg_type) == NUMERIC else BOOLEAN, cols[r].pg_type)
               for r in numeric]
-    n, raw, extras = ingest.read(sql, feats, {target: NUMERIC} if target else None)
+    n, raw, extras = reading.read(sql, feats, {target: NUMERIC} if target else None)
     keys = {s: np.array([_key_value(v, cols[s].pg_type) for v in raw[s]], dtype=object) for s in series}
     return n, _as_datetime(raw[time_column]), keys, {r: raw[r] for r in numeric}, (extras[target] if target else None)
 
@@ -130,7 +130,7 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     candidates = tuple(algorithms or CANDIDATES)
     features = [Feature(c, NUMERIC, cols[c].pg_type) for c in [time_column, target, *regressors]]
     features += [Feature(s, CATEGORY, cols[s].pg_type) for s in series]
-    rows = governor.admit_training(sql, features, float(budget_seconds), ["lightgbm"] if GLOBAL in candidates else
+    rows = governing.admit_training(sql, features, float(budget_seconds), ["lightgbm"] if GLOBAL in candidates else
                                    ["linear"], None)
     if rows is not None:  # a sample of rows would cut holes in every series
         raise SqlmlError(f"{rel.describe()} is too large to forecast within the memory each job may use",
@@ -139,18 +139,18 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     # time_budget is the wall clock of the whole call, cold imports included, but not the time queued.
     # The fits run on a helper thread that yields the CPU while interactive work is active, and every
     # checkpoint of a fit checks for a cancel (sqlml.cancel, pg_cancel_backend, statement_timeout),
-    # as in tabular training (sqlml/server/train.py)
-    yielding = priority.Yielding(governor.training_nice(), setup=lambda: limits.thread_limits(governor.threads()))
-    interactive = governor.InteractiveWork()
+    # as in tabular training (sqlml/server/training.py)
+    yielding = priority.Yielding(governing.training_nice(), setup=lambda: limits.thread_limits(governing.threads()))
+    interactive = governing.InteractiveWork()
 
     def checkpoint():  # on the backend's thread
         interrupts.check()
         yielding.interactive(interactive.active())
 
     budget = Budget(float(budget_seconds), interrupt=yielding.wrap(checkpoint),
-                    started=called + governor.queued_seconds())
+                    started=called + governing.queued_seconds())
     n, ts, keys, regs, y = _read(sql, time_column, series, regressors, cols, target)
-    governor.record_rows(n)
+    governing.record_rows(n)
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
     for name, values in [(target, y), *regs.items()]:
@@ -167,7 +167,7 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     try:
         trained = fit(panel, int(opts["horizon"]), candidates=candidates, windows=opts.get("backtest_windows"),
                       budget=budget, seed=int(opts.get("seed", 42)), n_estimators=opts.get("n_estimators"),
-                      threads=governor.threads(), note=spi.notice, run_fit=yielding.run)
+                      threads=governing.threads(), note=spi.notice, run_fit=yielding.run)
     finally:
         yielding.close()
     return _register(project, rel, target, time_column, series, cols, trained, n, ts, y, caller, budget, opts)
@@ -229,9 +229,9 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
             "feature_schema": schema, "classes": None, "onnx": blob, "sha256": store.sha256(blob),
             "opset": opset, "parity": parity, "relation": rel.text, "rows": int(n),
             "data_fingerprint": data_fingerprint, "library_versions": library_versions(), "created_by": caller,
-            "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), "forecaster": model.to_json(),
+            "train_seconds": float(budget.elapsed()), "job_id": governing.job_id(), "forecaster": model.to_json(),
             "diagnostics": trained.diagnostics, "baseline": drift_baseline(trained, target)})
-        store.insert_trials(ex, project, governor.job_id(), version, "mase", trials)
+        store.insert_trials(ex, project, governing.job_id(), version, "mase", trials)
         audit.record(ex, caller, "train", project, version, {"model_id": model_id, "algorithm": chosen, "mase": score,
                                                               "relation": rel.text, "rows": int(n)})
         return champion, version, model_id, access.has(ex, caller, project, "deploy")
@@ -239,7 +239,7 @@ def _register(project, rel, target, time_column, series, cols, trained, n, ts, y
     champion_before = privileged.run(lambda ex: store.deployed(ex, project) if store.project(ex, project) else None)
     champion_score = _champion_on_windows(champion_before, trained)
     champion, version, model_id, may_deploy = privileged.run(register)
-    governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
+    governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     decision = gate.decide(gate.BACKTEST, opts.get("deploy", "auto"), champion, champion_before, champion_score, score)
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
     spi.notice(f"version {version}: {chosen} backtest MASE={score:.4f}; "

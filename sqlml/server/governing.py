@@ -305,12 +305,12 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     ``features``: the training's ``sqlml.data.schema.Feature`` list. Returns the rows to read
     (None: all).
     """
-    from sqlml.server import ingest
+    from sqlml.server import reading
 
     job = _current
     if job is None or job.t0 is not None:  # no job, or a job inside a job: it holds its slot already
         return max_rows
-    est_rows, width = ingest.estimate(sql)
+    est_rows, width = reading.estimate(sql)
     base = costmodel.training_features(features, est_rows, width, algorithms, budget_seconds, job.threads, job.cold())
     model = job.model()
     plan = admission.plan_rows(est_rows, lambda n: model.predict(base.with_rows(n)).peak_upper,
@@ -332,15 +332,15 @@ def record_rows(n: int) -> None:
 
 
 def admit_scoring(project: str, relation):
-    """Open ``relation`` (``ingest.Source``) for a batch scoring and admit the job: all rows are
+    """Open ``relation`` (``reading.Source``) for a batch scoring and admit the job: all rows are
     scored, so nothing is sampled. Returns the source, which the scoring reads."""
-    from sqlml.server import ingest
+    from sqlml.server import reading
 
-    source = ingest.Source.open(relation)
+    source = reading.Source.open(relation)
     job = _current
     if job is None or job.t0 is not None:  # no job, or a job inside a job: it holds its slot already
         return source
-    rows, width = ingest.estimate(source.sql)
+    rows, width = reading.estimate(source.sql)
     # the job's predicted memory must not tell the size of a model its role may not score
     size = privileged.run(lambda ex: registry.model_bytes(ex, project, job.role))
     features = costmodel.scoring_features(rows, width, size, job.threads, job.cold())

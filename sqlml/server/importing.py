@@ -23,7 +23,7 @@ from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMET
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, gate, store
 from sqlml.registry.lineage import fingerprint, library_versions
-from sqlml.server import deploy, ingest, privileged
+from sqlml.server import deploy, privileged, reading
 from sqlml.server.spi import spi
 
 SAMPLE_ROWS = 10000
@@ -104,8 +104,8 @@ def import_model(project, onnx, task, relation, target, columns, options):
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading anything
     blob = bytes(onnx)
     rel = parse_relation(relation)
-    sql, hidden = ingest.source_sql(rel)
-    described = {c.name: c for c in ingest.describe(sql) if c.name not in hidden}
+    sql, hidden = reading.source_sql(rel)
+    described = {c.name: c for c in reading.describe(sql) if c.name not in hidden}
     if target is not None and target in hidden:
         raise SqlmlError(f'permission denied for column "{target}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE)
     kinds = {name: kind_of(c.pg_type) or c.pg_type for name, c in described.items() if name != target}
@@ -115,7 +115,7 @@ def import_model(project, onnx, task, relation, target, columns, options):
     target_pg = described[target].pg_type if has_target else None
     extra = {target: "numeric" if kind_of(target_pg) == "numeric" else CATEGORY} if has_target else None
     source = sample_query(sql, int(opts.get("max_rows", SAMPLE_ROWS)), int(opts.get("seed", 42)))
-    n, raw, extras = ingest.read(source, features, extra)
+    n, raw, extras = reading.read(source, features, extra)
     if n == 0:
         raise SqlmlError(
             f"{rel.describe()} has no rows to validate the model on",

@@ -1,13 +1,13 @@
 """The interrupt check of long Python work: between trials, chunks and boosting rounds.
 
 It serves PostgreSQL's cancel and statement_timeout (``spi.check_interrupts``) and ``sqlml.cancel``,
-which flags the current job in the job store without a signal (``governor.check_cancel``).
+which flags the current job in the job store without a signal (``governing.check_cancel``).
 """
 
-from sqlml.server import governor
+from sqlml.server import governing
 from sqlml.server.spi import spi
 
 
 def check() -> None:
     spi.check_interrupts()
-    governor.check_cancel()
+    governing.check_cancel()

@@ -2,7 +2,7 @@
 ``prediction_counts``, ``job_counts``; and the training hook that computes what monitoring and the
 model card need before registering.
 
-Thin: data is read as the caller through ``sqlml.server.ingest``; the logic lives in
+Thin: data is read as the caller through ``sqlml.server.reading``; the logic lives in
 ``sqlml.data.profile`` and ``sqlml.monitor``; the time series are written with the extension
 owner's rights through ``sqlml.server.privileged``.
 """
@@ -24,13 +24,13 @@ from sqlml.errors import (
     SqlmlError,
 )
 from sqlml.monitor import diagnostics, drift, evaluation, series
-from sqlml.server import ingest, privileged
+from sqlml.server import privileged, reading
 from sqlml.server.spi import spi
 
 # --- sqlml.profile ---------------------------------------------------------------------------------
 
 def profile(relation, target):
-    source = ingest.Source.open(relation)
+    source = reading.Source.open(relation)
     rel, sql, hidden, described = source.relation, source.sql, source.hidden, source.columns
     by_name = source.by_name()
     if target is not None and target not in by_name:
@@ -38,8 +38,8 @@ def profile(relation, target):
                          sqlstate=UNDEFINED_COLUMN, hint="pass the name of the column to predict, or NULL")
     # every column is read; a type training cannot use is read as text and profiled as such
     features = [Feature(c.name, kind_of(c.pg_type) or CATEGORY, c.pg_type) for c in described]
-    features = ingest.with_dims(sql, features, {c.name: c.typmod for c in described})
-    n, raw, _ = ingest.read(sql, features)
+    features = reading.with_dims(sql, features, {c.name: c.typmod for c in described})
+    n, raw, _ = reading.read(sql, features)
     columns = [profiling.Column(f.name, f.pg_type, kind_of(f.pg_type), raw[f.name]) for f in features]
     task = None
     if target is not None:
@@ -70,19 +70,19 @@ def _profile_row(c: dict) -> tuple:
 # --- reading a relation for a model ---------------------------------------------------------------
 
 def _model(project, version):
-    from sqlml.server import scoring
+    from sqlml.server import predicting
 
     if version is not None and (not isinstance(version, int) or version < 1):
         raise SqlmlError(f"version {version} is not a model version", sqlstate=INVALID_PARAMETER,
                          hint="pass a positive version number, or NULL for the deployed one")
-    m = scoring.resolve(project if version is None else f"{project}@{version}")
+    m = predicting.resolve(project if version is None else f"{project}@{version}")
     facts = privileged.run(lambda ex: series.model_facts(ex, m.ref.id))
     return m, facts
 
 
 def _read_for(m, relation: str, extra: dict | None = None):
     """(source, n, raw feature columns, extra columns) of ``relation`` for model ``m``."""
-    source = ingest.Source.open(relation)
+    source = reading.Source.open(relation)
     rel, sql, cols = source.relation, source.sql, source.by_name()
     wanted = [f.name for f in m.schema.features] + list(extra or {})
     missing = [name for name in wanted if name not in cols]
@@ -91,7 +91,7 @@ def _read_for(m, relation: str, extra: dict | None = None):
                          f'{rel.describe()}; columns are: {", ".join(cols)}', sqlstate=UNDEFINED_COLUMN,
                          hint=f"the model needs: {', '.join(wanted)}")
     extra_kinds = {name: target_kind(cols[name].pg_type) for name in (extra or {})}
-    n, raw, extras = ingest.read(sql, list(m.schema.features), extra_kinds)
+    n, raw, extras = reading.read(sql, list(m.schema.features), extra_kinds)
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
                          hint="check the relation and its filter")
@@ -112,9 +112,9 @@ def _caller() -> str:
 
 def evaluate(project, relation, version):
     if _is_forecast(project):
-        from sqlml.server import forecast
+        from sqlml.server import forecasting
 
-        return forecast.evaluate(project, relation, version)
+        return forecasting.evaluate(project, relation, version)
     m, facts = _model(project, version)
     target = m.schema.target
     source, n, raw, extras = _read_for(m, relation, {target.name: None})
@@ -165,9 +165,9 @@ def measure(project, relation, version, moderate, major):
 
 def monitor(project, relation, version, moderate, major):
     if _is_forecast(project):
-        from sqlml.server import forecast
+        from sqlml.server import forecasting
 
-        return forecast.monitor(project, relation, version, moderate, major)
+        return forecasting.monitor(project, relation, version, moderate, major)
     facts, rows, _ = measure(project, relation, version, moderate, major)
     return [(facts["project"], facts["version"], r["feature"], r["what"], r["psi"], r["drift"], r["rows"],
              r["measured_at"]) for r in rows]
@@ -180,9 +180,9 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
         raise SqlmlError(f"threshold {threshold} must be positive", sqlstate=INVALID_PARAMETER,
                          hint="0.25 (major drift) is the usual choice")
     if _is_forecast(project):
-        from sqlml.server import forecast
+        from sqlml.server import forecasting
 
-        return forecast.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
+        return forecasting.retrain_if_drifted(project, relation, training_relation, threshold, budget_seconds)
     facts, rows, measured = measure(project, relation, None, min(drift.MODERATE, threshold),
                                     max(drift.MAJOR, threshold))
     worst = max(rows, key=lambda r: r["psi"])
@@ -190,7 +190,7 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
     if worst["psi"] < threshold:
         return [(facts["project"], False, worst["psi"], label, facts["version"], False,
                  f'no retraining: the largest PSI, {worst["psi"]:.3f} ({label}), is below {threshold}')]
-    source = measured if training_relation is None else ingest.Source.open(training_relation)
+    source = measured if training_relation is None else reading.Source.open(training_relation)
     spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; '
                f'training "{facts["project"]}" on {source.relation.text}')
     trained = _train(TrainRequest(facts["project"], source.relation.text, facts["target"], task=facts["task"],
@@ -202,10 +202,10 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
     return [(facts["project"], True, worst["psi"], label, version, bool(deployed), decision)]
 
 
-def _train(request: TrainRequest, source: ingest.Source) -> list[tuple]:
+def _train(request: TrainRequest, source: reading.Source) -> list[tuple]:
     """``sqlml.train`` as the caller, without going back through SQL: the same governed job, after
     the same check that the caller may execute it (training checks its rights on the project)."""
-    from sqlml.server import governor, train
+    from sqlml.server import governing, training
 
     called = time.monotonic()
     may = spi.execute("SELECT pg_catalog.has_function_privilege("
@@ -216,10 +216,10 @@ def _train(request: TrainRequest, source: ingest.Source) -> list[tuple]:
     if not may:
         raise SqlmlError("permission denied for function train", sqlstate=INSUFFICIENT_PRIVILEGE,
                          hint="retraining trains as the calling role: grant it EXECUTE on sqlml.train")
-    return governor.run("train", request.project, lambda: train.train(request, called, source))
+    return governing.run("train", request.project, lambda: training.train(request, called, source))
 
 
-def _same_features(facts: dict, source: ingest.Source) -> list[str]:
+def _same_features(facts: dict, source: reading.Source) -> list[str]:
     """Columns of ``source`` to exclude so that the new version uses the deployed one's features."""
     schema = facts["feature_schema"]
     keep = {f["name"] for f in schema["features"]} | {schema["target"]["name"]}

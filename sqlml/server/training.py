@@ -21,7 +21,7 @@ from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, SqlmlError
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, gate, store
 from sqlml.registry.lineage import fingerprint, library_versions
-from sqlml.server import deploy, governor, ingest, interrupts, privileged, scoring
+from sqlml.server import deploy, governing, interrupts, predicting, privileged, reading
 from sqlml.server.spi import spi
 
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
@@ -61,7 +61,7 @@ def already_trained(project, data_fingerprint: str, request: dict):
 
 def job_threads() -> int:
     """Threads this training may use: what the governor grants its job (sqlml.threads_per_job)."""
-    return governor.threads()
+    return governing.threads()
 
 
 def progress(budget: Budget, every: float = PROGRESS_SECONDS):
@@ -70,7 +70,7 @@ def progress(budget: Budget, every: float = PROGRESS_SECONDS):
     last = [-every]
 
     def on_trial(trial, best):
-        governor.progress(trials=trial.n, best_score=best.score if best else None,
+        governing.progress(trials=trial.n, best_score=best.score if best else None,
                           best_algorithm=best.algorithm if best else None, budget_seconds=budget.seconds)
         if trial is not best and trial.status == "ok" and budget.elapsed() - last[0] < every:
             return
@@ -108,22 +108,22 @@ def champion_score(champion: dict, trained, raw_holdout: dict, metric: str, spli
     return metrics.score(metric, trained.holdout_y, pred)
 
 
-def train(request: TrainRequest, called: float | None = None, source: ingest.Source | None = None):
+def train(request: TrainRequest, called: float | None = None, source: reading.Source | None = None):
     """``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting;
     ``source``: the relation, when the caller has opened it already (``retrain_if_drifted``)."""
     called = time.monotonic() if called is None else called
     deferred.defer_scipy_stats()  # before scikit-learn's first import: half of a cold backend's import time
     r = request
     if r.forecast:  # many time series, chosen by backtests: its own orchestration
-        from sqlml.server import forecast
+        from sqlml.server import forecasting
 
-        return forecast.train(r.project, r.relation, r.target, r.algorithms, r.budget_seconds, r.metric, r.exclude,
+        return forecasting.train(r.project, r.relation, r.target, r.algorithms, r.budget_seconds, r.metric, r.exclude,
                               r.options, check_common, called)
     opts = r.checked_options()
     project, target, task = r.project, r.target, r.task
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
-    source = source or ingest.Source.open(r.relation)
+    source = source or reading.Source.open(r.relation)
     rel, sql = source.relation, source.sql
     if target in source.hidden:
         raise SqlmlError(f'permission denied for column "{target}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE,
@@ -132,27 +132,27 @@ def train(request: TrainRequest, called: float | None = None, source: ingest.Sou
     for h in source.hidden:
         dropped[h] = "not readable by the current role"
     check_target_type(target, target_col.pg_type, task)
-    features = ingest.with_dims(sql, features, {c.name: c.typmod for c in source.columns})
+    features = reading.with_dims(sql, features, {c.name: c.typmod for c in source.columns})
     target_kind = "numeric" if kind_of(target_col.pg_type) in ("numeric", "boolean") else "category"
     if target_col.pg_type == "bool":
         target_kind = "category"
     # the governor predicts the job's cost, samples or refuses what would not fit, waits for a slot
-    rows = governor.admit_training(sql, features, float(r.budget_seconds), r.algorithms, opts.get("max_rows"))
+    rows = governing.admit_training(sql, features, float(r.budget_seconds), r.algorithms, opts.get("max_rows"))
     # time_budget is the wall clock of the whole call, cold imports included; only the time queued
     # for a slot (bounded by sqlml.queue_timeout, shown in sqlml.jobs) does not count
     # model fits run on a helper thread that yields the CPU while interactive work is active
-    yielding = priority.Yielding(governor.training_nice(), setup=lambda: limits.thread_limits(job_threads()))
-    interactive = governor.InteractiveWork()
+    yielding = priority.Yielding(governing.training_nice(), setup=lambda: limits.thread_limits(job_threads()))
+    interactive = governing.InteractiveWork()
 
     def checkpoint():  # on the backend's thread, at every checkpoint of a fit (at most every 50 ms)
         interrupts.check()
         yielding.interactive(interactive.active())
 
     budget = Budget(float(r.budget_seconds), interrupt=yielding.wrap(checkpoint),
-                    started=called + governor.queued_seconds())
+                    started=called + governing.queued_seconds())
     read_sql = sql if rows is None else sample_query(sql, rows, int(opts.get("seed", 42)))
-    n, raw, extras = ingest.read(read_sql, features, {target: target_kind})
-    governor.record_rows(n)
+    n, raw, extras = reading.read(read_sql, features, {target: target_kind})
+    governing.record_rows(n)
     y_raw = extras[target]
     if n == 0:
         raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
@@ -171,7 +171,7 @@ def train(request: TrainRequest, called: float | None = None, source: ingest.Sou
     schema = FeatureSchema(tuple(features), Target(target, target_col.pg_type, task or ""), dropped)
     from sqlml.automl import front
 
-    governor.progress(startup_seconds=round(budget.elapsed(), 3), budget_seconds=budget.seconds)
+    governing.progress(startup_seconds=round(budget.elapsed(), 3), budget_seconds=budget.seconds)
     try:
         trained = front.train(schema, raw, y_raw, task=task, metric=r.metric, algorithms=r.algorithms,
                               test_size=float(r.test_size), seed=int(opts.get("seed", 42)), budget=budget,
@@ -255,27 +255,27 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
             "opset": onnx_convert.opset_of(blob), "parity": {**check.to_json(), "rejected": rejected},
             "relation": rel.text, "rows": int(n), "data_fingerprint": data_fingerprint,
             "library_versions": library_versions(), "created_by": caller,
-            "train_seconds": float(budget.elapsed()), "job_id": governor.job_id(), **operations,
+            "train_seconds": float(budget.elapsed()), "job_id": governing.job_id(), **operations,
             "meta_features": meta.to_vector_literal(trained.meta_features),
             "warm_start": trained.best_configurations(),
         })
         trials = [t.to_json() for t in trained.result.trials]
         trials += [{"n": len(trials) + i + 1, "algorithm": r["algorithm"], "params": {}, "status": "parity_failed",
                     "error": r["reason"]} for i, r in enumerate(rejected)]
-        store.insert_trials(ex, project, governor.job_id(), version, metric, trials)
+        store.insert_trials(ex, project, governing.job_id(), version, metric, trials)
         audit.record(ex, caller, "train", project, version, {
             "model_id": model_id, "algorithm": candidate.algorithm, metric: float(score), "relation": rel.text,
             "rows": int(n)})
         return champion, version, model_id, access.has(ex, caller, project, "deploy")
 
     champion, version, model_id, may_deploy = privileged.run(register)
-    governor.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
+    governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
 
     decision = gate.decide(gate.holdout(metric), opts.get("deploy", "auto"), champion, champion_before,
                            champion_on_holdout, float(score))
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
-    if decision["deploy"] and budget.remaining() > scoring.compile_seconds(blob):  # else the first predict compiles
-        scoring.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob,
+    if decision["deploy"] and budget.remaining() > predicting.compile_seconds(blob):  # else the first predict compiles
+        predicting.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob,
                      FeatureSchema.from_json(trained.schema.to_json()))  # as a backend loading it reads it
     spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} "
                "holdout rows; "
