@@ -516,10 +516,11 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
     keep = {schema["time_column"], schema["target"]["name"], *m.series_columns, *m.regressors}
     exclude = [c for c in cols if c not in keep]
     spi.notice(f"drift: PSI {worst[4]:.3f} on {label} reaches {threshold}; training \"{name}\" on {source}")
-    trained = spi.execute(
-        "SELECT * FROM sqlml.train($1, $2, $3, task => 'forecast', time_budget => make_interval(secs => $4), "
-        "exclude => $5::text[], options => $6::jsonb)",
-        [name, source, schema["target"]["name"], float(budget_seconds), exclude, json.dumps(options)])[0]
-    decision = (f"version {trained['version']} deployed through the gate" if trained["deployed"] else
-                f"version {trained['version']} registered; version {version} stays deployed (the gate kept it)")
-    return [(name, True, worst[4], label, trained["version"], bool(trained["deployed"]), decision)]
+    from sqlml.automl.request import check_common
+
+    _, new_version, _, _, _, deployed = governing.train_as_caller(name, lambda called: train(
+        name, source, schema["target"]["name"], None, float(budget_seconds), None, exclude, options, check_common,
+        called))[0]
+    decision = (f"version {new_version} deployed through the gate" if deployed else
+                f"version {new_version} registered; version {version} stays deployed (the gate kept it)")
+    return [(name, True, worst[4], label, new_version, bool(deployed), decision)]

@@ -325,6 +325,23 @@ def admit_training(sql: str, features: list, budget_seconds: float, algorithms, 
     return plan.rows
 
 
+def train_as_caller(project: str, train):
+    """A training another entry point starts (``retrain_if_drifted``), without going back through
+    SQL: refused unless the caller may execute ``sqlml.train`` (the training then checks the
+    caller's rights on the project, as always), and run as one governed job. ``train(called)`` runs
+    it, ``called`` being ``time.monotonic()`` now, where its time_budget starts counting."""
+    called = time.monotonic()
+    may = spi.execute("SELECT pg_catalog.has_function_privilege("
+                      "'sqlml.train(text, text, text, text, text[], interval, text, float8, text[], jsonb)', "
+                      "'EXECUTE') AND pg_catalog.has_function_privilege("
+                      "'sqlml._train(text, text, text, text, text[], float8, text, float8, text[], jsonb)', "
+                      "'EXECUTE') AS ok")[0]["ok"]
+    if not may:
+        raise SqlmlError("permission denied for function train", sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="retraining trains as the calling role: grant it EXECUTE on sqlml.train")
+    return run("train", project, lambda: train(called))
+
+
 def record_rows(n: int) -> None:
     """The rows the current job actually read (what the cost model learns from)."""
     if _current is not None:

@@ -9,15 +9,12 @@ owner's rights through ``sqlml.server.privileged``.
 
 from __future__ import annotations
 
-import time
-
 from sqlml.automl.request import TrainRequest
 from sqlml.data import profile as profiling
 from sqlml.data.quality import target_kind
 from sqlml.data.schema import CATEGORY, Feature, kind_of
 from sqlml.errors import (
     DATA_EXCEPTION,
-    INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
     OBJECT_NOT_IN_PREREQUISITE_STATE,
     UNDEFINED_COLUMN,
@@ -193,30 +190,16 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
     source = measured if training_relation is None else reading.Source.open(training_relation)
     spi.notice(f'drift: PSI {worst["psi"]:.3f} on {label} reaches {threshold}; '
                f'training "{facts["project"]}" on {source.relation.text}')
-    trained = _train(TrainRequest(facts["project"], source.relation.text, facts["target"], task=facts["task"],
-                                  budget_seconds=float(budget_seconds), metric=facts["metric"],
-                                  exclude=_same_features(facts, source), options={}), source)[0]
+    from sqlml.server import governing, training
+
+    request = TrainRequest(facts["project"], source.relation.text, facts["target"], task=facts["task"],
+                           budget_seconds=float(budget_seconds), metric=facts["metric"],
+                           exclude=_same_features(facts, source), options={})
+    trained = governing.train_as_caller(request.project, lambda called: training.train(request, called, source))[0]
     _, version, _, _, _, deployed = trained
     decision = (f'version {version} deployed through the gate' if deployed else
                 f'version {version} registered; version {facts["version"]} stays deployed (the gate kept it)')
     return [(facts["project"], True, worst["psi"], label, version, bool(deployed), decision)]
-
-
-def _train(request: TrainRequest, source: reading.Source) -> list[tuple]:
-    """``sqlml.train`` as the caller, without going back through SQL: the same governed job, after
-    the same check that the caller may execute it (training checks its rights on the project)."""
-    from sqlml.server import governing, training
-
-    called = time.monotonic()
-    may = spi.execute("SELECT pg_catalog.has_function_privilege("
-                      "'sqlml.train(text, text, text, text, text[], interval, text, float8, text[], jsonb)', "
-                      "'EXECUTE') AND pg_catalog.has_function_privilege("
-                      "'sqlml._train(text, text, text, text, text[], float8, text, float8, text[], jsonb)', "
-                      "'EXECUTE') AS ok")[0]["ok"]
-    if not may:
-        raise SqlmlError("permission denied for function train", sqlstate=INSUFFICIENT_PRIVILEGE,
-                         hint="retraining trains as the calling role: grant it EXECUTE on sqlml.train")
-    return governing.run("train", request.project, lambda: training.train(request, called, source))
 
 
 def _same_features(facts: dict, source: reading.Source) -> list[str]:
