@@ -234,7 +234,7 @@ CREATE OR REPLACE FUNCTION sqlml.train(
     metric text DEFAULT NULL, test_size float8 DEFAULT 0.2, exclude text[] DEFAULT NULL, options jsonb DEFAULT '{}')
 RETURNS TABLE (project text, version integer, algorithm text, metric text, score float8, deployed boolean)
 LANGUAGE sql VOLATILE AS $$
-    SELECT * FROM sqlml._train($1, $2, $3, $4, $5, extract(epoch FROM $6)::float8, $7, $8, $9, $10)
+    SELECT * FROM sqlml._train($1, $2, $3, $4, $5, extract(epoch FROM $6)::pg_catalog.float8, $7, $8, $9, $10)
 $$;
 COMMENT ON FUNCTION sqlml.train(text, text, text, text, text[], interval, text, float8, text[], jsonb) IS
 'AutoML: train models for project on relation (table, view or one SELECT) to predict target within time_budget; registers the best and deploys it through the champion/challenger gate';
@@ -523,7 +523,7 @@ CREATE OR REPLACE FUNCTION sqlml.retrain_if_drifted(project text, relation text,
     threshold float8 DEFAULT 0.25, time_budget interval DEFAULT '60 seconds')
 RETURNS TABLE (project text, drifted boolean, max_psi float8, worst text, version integer, deployed boolean, decision text)
 LANGUAGE sql VOLATILE AS $$
-    SELECT * FROM sqlml._retrain_if_drifted($1, $2, $3, $4, extract(epoch FROM $5)::float8)
+    SELECT * FROM sqlml._retrain_if_drifted($1, $2, $3, $4, extract(epoch FROM $5)::pg_catalog.float8)
 $$;
 COMMENT ON FUNCTION sqlml.retrain_if_drifted(text, text, text, float8, interval) IS 'Monitor relation; if any PSI reaches threshold, train project again on training_relation (default: relation) and deploy only through the champion/challenger gate';
 

@@ -402,6 +402,9 @@ CREATE FUNCTION plant.to_jsonb(record) RETURNS jsonb LANGUAGE plpgsql STABLE AS
     $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN pg_catalog.to_jsonb($1); END $$;
 CREATE FUNCTION plant.power(float8, float8) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS
     $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN pg_catalog.power($1, $2); END $$;
+CREATE FUNCTION plant.checked(float8) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN true; END $$;
+CREATE DOMAIN plant.float8 AS pg_catalog.float8 CHECK (plant.checked(VALUE));
 CREATE FUNCTION plant.array_length(anyarray, integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS
     $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN pg_catalog.array_length($1, $2); END $$;
 """
@@ -411,7 +414,8 @@ DROP OPERATOR plant.= (regtype, regtype); DROP FUNCTION plant.p_eq(regtype, regt
 DROP OPERATOR plant.>> (bigint, integer); DROP FUNCTION plant.p_shr(bigint, integer);
 DROP OPERATOR plant.% (bigint, bigint); DROP FUNCTION plant.p_mod(bigint, bigint);
 DROP FUNCTION plant.unnest(bigint[]); DROP FUNCTION plant.unnest(text[]); DROP FUNCTION plant.to_jsonb(record);
-DROP FUNCTION plant.power(float8, float8); DROP FUNCTION plant.array_length(anyarray, integer);
+DROP DOMAIN plant.float8; DROP FUNCTION plant.checked(pg_catalog.float8);
+DROP FUNCTION plant.power(pg_catalog.float8, pg_catalog.float8); DROP FUNCTION plant.array_length(anyarray, integer);
 """
 
 # (case, SQL): each run with plant before pg_catalog's implicit place and before pg_catalog named
@@ -420,11 +424,14 @@ WRAPPERS = [
     ("predict_batch with id_type", "SELECT count(*), sum(id) FROM sqlml.predict_batch('mal', 'public.pub', 'id', NULL::int)"),
     ("explain_batch", "SELECT count(*) FROM sqlml.explain_batch('mal', 'public.pub', 'id')"),
     ("predict of a table's row", "SELECT sum(sqlml.predict('mal', p)) FROM public.pub p"),
-    ("predict of a record", "SELECT sqlml.predict('mal', r) FROM (SELECT 1.0::float8 AS a, 2.0::float8 AS b) r"),
-    ("predict_label of a record", "SELECT sqlml.predict_label('mal', r) FROM (SELECT 1.0::float8 AS a, 2.0::float8 AS b) r"),
+    ("predict of a record", "SELECT sqlml.predict('mal', r) FROM (SELECT 1.0::double precision AS a, 2.0::double precision AS b) r"),
+    ("predict_label of a record", "SELECT sqlml.predict_label('mal', r) FROM (SELECT 1.0::double precision AS a, 2.0::double precision AS b) r"),
     ("predict_label of a table's row", "SELECT count(sqlml.predict_label('mal', p)) FROM public.pub p"),
+    ("train", f"SELECT project FROM sqlml.train('planted_train', 'public.pub', 'y', {T})"),
+    ("retrain_if_drifted", "SELECT project FROM sqlml.retrain_if_drifted('mal', 'public.pub', threshold => 2, "
+                           "time_budget => '2 seconds')"),
     ("explain of a table's row", "SELECT count(*) FROM public.pub p, sqlml.explain('mal', p) WHERE p.id < 3"),
-    ("explain of a record", "SELECT count(*) FROM (SELECT 1.0::float8 AS a, 2.0::float8 AS b) r, sqlml.explain('mal', r)"),
+    ("explain of a record", "SELECT count(*) FROM (SELECT 1.0::double precision AS a, 2.0::double precision AS b) r, sqlml.explain('mal', r)"),
 ]
 PATHS = ["plant, public", "plant, pg_catalog, public"]
 
@@ -433,7 +440,8 @@ PATHS = ["plant, public", "plant, pg_catalog, public"]
 @pytest.mark.parametrize("case, sql", WRAPPERS, ids=[c for c, _ in WRAPPERS])
 def test_planted_operators_and_functions_are_not_called_by_sqlmls_sql_wrappers(world, case, sql, path):
     """sqlml's LANGUAGE sql/plpgsql wrappers run (scalar ones inlined) in the caller's search_path:
-    every operator, function and type they name is pg_catalog's, whatever schema comes first."""
+    every operator, function and type they name is pg_catalog's, whatever schema comes first. (The
+    SQL sqlml's Python runs there is checked instead: what reaches planted code is refused unrun.)"""
     victim, mallory, su = world["victim"], world["mallory"], world["superuser"]
     if not scalar(su, "SELECT count(*) FROM pg_namespace WHERE nspname = 'plant'"):
         query(su, f'CREATE SCHEMA plant AUTHORIZATION "{scalar(mallory, "SELECT current_user")}"; '
@@ -444,7 +452,10 @@ def test_planted_operators_and_functions_are_not_called_by_sqlmls_sql_wrappers(w
         clean = query(victim, sql)
         query(victim, f"SET search_path = {path}")
         try:
-            assert query(victim, sql) == clean
+            try:
+                assert query(victim, sql) == clean
+            except psycopg2.Error as e:  # sqlml's own SQL in Python meeting plant.float8: refused unrun
+                assert e.pgcode == "42501" and "which you do not trust" in e.pgerror, e.pgerror
         finally:
             query(victim, "RESET search_path")
         assert scalar(su, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0, \
