@@ -143,6 +143,23 @@ def hostile(conns, who: str, sql: str, params, sqlstate: str, fragment: str = ""
     assert scalar(su, "SELECT status FROM canary") == "alive"
 
 
+def _stump(targets: int) -> bytes:
+    """ONNX of one stump over columns a and b with ``targets`` outputs, declaring one."""
+    from onnx import TensorProto, helper
+
+    trees = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["variable"], domain="ai.onnx.ml", n_targets=targets,
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[1, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[2.0, 0.0, 0.0], nodes_truenodeids=[1, 0, 0],
+        nodes_falsenodeids=[2, 0, 0], target_ids=[0, 0], target_treeids=[0, 0], target_nodeids=[1, 2],
+        target_weights=[1.0, 2.0])
+    graph = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["x"], axis=1), trees], "g",
+                              [helper.make_tensor_value_info(c, TensorProto.FLOAT, [None, 1]) for c in "ab"],
+                              [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+                             ir_version=8).SerializeToString()
+
+
 BOTH, MALLORY, VICTIMS = ("mallory", "superuser"), ("mallory",), ("superuser", "victim")
 TRAIN = f"SELECT * FROM sqlml.train(%s, %s, %s, {T})"
 TRAIN_OPTS = f"SELECT * FROM sqlml.train('h', 'pub', 'y', {T}, options => %s::jsonb)"
@@ -304,6 +321,8 @@ CASES = [
      ("SELECT id, a * 1e39 AS a, b FROM pub",), "22003", BOTH, 'feature "a"'),
     ("rollback with no earlier deployment", "SELECT * FROM sqlml.deploy('mal', 'rollback')", (), "55000", BOTH,
      "no previous deployment to roll back to"),
+    ("imported regression of three outputs declaring one", "SELECT * FROM sqlml.import_model('h', %s, 'regression', "
+     "'pub', 'y')", (psycopg2.Binary(_stump(3)),), "22023", BOTH, "the model gives 3 values per row"),
     ("volatile in a lateral subquery", TRAIN, ("h", "SELECT p.* FROM pub p, LATERAL (SELECT pg_notify('c', 'x')) n", "y"),
      "2F002", BOTH, "pg_notify"),
 ]
