@@ -234,7 +234,7 @@ CREATE OR REPLACE FUNCTION sqlml.train(
     metric text DEFAULT NULL, test_size float8 DEFAULT 0.2, exclude text[] DEFAULT NULL, options jsonb DEFAULT '{}')
 RETURNS TABLE (project text, version integer, algorithm text, metric text, score float8, deployed boolean)
 LANGUAGE sql VOLATILE AS $$
-    SELECT * FROM sqlml._train($1, $2, $3, $4, $5, extract(epoch FROM $6)::float8, $7, $8, $9, $10)
+    SELECT * FROM sqlml._train($1, $2, $3, $4, $5, extract(epoch FROM $6)::pg_catalog.float8, $7, $8, $9, $10)
 $$;
 COMMENT ON FUNCTION sqlml.train(text, text, text, text, text[], interval, text, float8, text[], jsonb) IS
 'AutoML: train models for project on relation (table, view or one SELECT) to predict target within time_budget; registers the best and deploys it through the champion/challenger gate';
@@ -299,8 +299,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_jsonb($1, $2) $$;
 
 CREATE OR REPLACE FUNCTION sqlml.predict(project text, features anyelement) RETURNS float8
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN pg_typeof($2) = 'record'::regtype THEN sqlml._predict_jsonb($1, to_jsonb($2))
-                ELSE sqlml._predict_row($1, $2::text, pg_typeof($2)::oid) END
+    SELECT CASE WHEN pg_catalog.pg_typeof($2) OPERATOR(pg_catalog.=) 'record'::pg_catalog.regtype
+                THEN sqlml._predict_jsonb($1, pg_catalog.to_jsonb($2))
+                ELSE sqlml._predict_row($1, $2::pg_catalog.text, pg_catalog.pg_typeof($2)::pg_catalog.oid) END
 $$;
 
 CREATE OR REPLACE FUNCTION sqlml._predict_proba_jsonb(project text, features jsonb) RETURNS float8[]
@@ -318,8 +319,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_proba_jsonb($1, $2
 
 CREATE OR REPLACE FUNCTION sqlml.predict_proba(project text, features anyelement) RETURNS float8[]
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN pg_typeof($2) = 'record'::regtype THEN sqlml._predict_proba_jsonb($1, to_jsonb($2))
-                ELSE sqlml._predict_proba_row($1, $2::text, pg_typeof($2)::oid) END
+    SELECT CASE WHEN pg_catalog.pg_typeof($2) OPERATOR(pg_catalog.=) 'record'::pg_catalog.regtype
+                THEN sqlml._predict_proba_jsonb($1, pg_catalog.to_jsonb($2))
+                ELSE sqlml._predict_proba_row($1, $2::pg_catalog.text, pg_catalog.pg_typeof($2)::pg_catalog.oid) END
 $$;
 
 CREATE OR REPLACE FUNCTION sqlml._predict_label_jsonb(project text, features jsonb) RETURNS text
@@ -337,8 +339,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT sqlml._predict_label_jsonb($1, $2
 
 CREATE OR REPLACE FUNCTION sqlml.predict_label(project text, features anyelement) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN pg_typeof($2) = 'record'::regtype THEN sqlml._predict_label_jsonb($1, to_jsonb($2))
-                ELSE sqlml._predict_label_row($1, $2::text, pg_typeof($2)::oid) END
+    SELECT CASE WHEN pg_catalog.pg_typeof($2) OPERATOR(pg_catalog.=) 'record'::pg_catalog.regtype
+                THEN sqlml._predict_label_jsonb($1, pg_catalog.to_jsonb($2))
+                ELSE sqlml._predict_label_row($1, $2::pg_catalog.text, pg_catalog.pg_typeof($2)::pg_catalog.oid) END
 $$;
 
 COMMENT ON FUNCTION sqlml.predict(text, anyelement) IS 'Score a row (columns matched by name) with the deployed model of project (or project@version): the value, the numeric label, or the class index';
@@ -355,6 +358,9 @@ COMMENT ON FUNCTION sqlml.classes(text) IS 'Class labels of project, in the orde
 -- predict_batch: the scores come from Python as one row of arrays per chunk (~32k rows), unnested
 -- here: PL/Python converts every value of a set-returning function's rows through its text, and
 -- per-row tuples cost more than the model. Predictions travel as exact int8s (sqlml/scoring/chunks.py).
+-- The wrapper runs in the caller's search_path (not pinned: relation is resolved there), so every
+-- operator, function and type it names is qualified with pg_catalog: no schema on that path (before
+-- pg_catalog or not) can offer a better match (tests/test_hostile.py).
 CREATE OR REPLACE FUNCTION sqlml._predict_batch_chunks(project text, relation text, id_column text)
 RETURNS TABLE (n int8, int_ids int8[], text_ids text[], packed int8[], floats float8[], class int8[],
                labels text[], class_values float8[], class_labels text[], k int, probabilities float8[])
@@ -364,13 +370,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION sqlml.predict_batch(project text, relation text, id_column text) RETURNS TABLE (id text, prediction float8, label text, probabilities float8[])
 LANGUAGE sql VOLATILE AS $$
-SELECT coalesce(u.i::text, u.t),
-       coalesce((u.p >> 10)::float8 * power(2::float8, ((u.p & 1023) - 512)::float8), u.f, c.class_values[u.c]),
+SELECT coalesce(u.i::pg_catalog.text, u.t),
+       coalesce((u.p OPERATOR(pg_catalog.>>) 10)::pg_catalog.float8 OPERATOR(pg_catalog.*)
+                pg_catalog.power(2::pg_catalog.float8, ((u.p OPERATOR(pg_catalog.&) 1023::pg_catalog.int8)
+                                                        OPERATOR(pg_catalog.-) 512::pg_catalog.int8)::pg_catalog.float8),
+                u.f, c.class_values[u.c]),
        coalesce(u.l, c.class_labels[u.c]),
-       c.probabilities[(u.o - 1) * c.k + 1 : u.o * c.k]
+       c.probabilities[((u.o OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) c.k) OPERATOR(pg_catalog.+) 1
+                       : u.o OPERATOR(pg_catalog.*) c.k]
 FROM sqlml._predict_batch_chunks(project, relation, id_column) AS c
-CROSS JOIN LATERAL ROWS FROM (unnest(c.int_ids), unnest(c.text_ids), unnest(c.packed), unnest(c.floats),
-                              unnest(c.class), unnest(c.labels)) WITH ORDINALITY AS u(i, t, p, f, c, l, o)
+CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(c.int_ids), pg_catalog.unnest(c.text_ids), pg_catalog.unnest(c.packed),
+                              pg_catalog.unnest(c.floats), pg_catalog.unnest(c.class), pg_catalog.unnest(c.labels))
+     WITH ORDINALITY AS u(i, t, p, f, c, l, o)
 $$;
 
 COMMENT ON FUNCTION sqlml.predict_batch(text, text, text) IS 'Score every row of relation, columnar; id is id_column as text';
@@ -414,7 +425,7 @@ LANGUAGE sql STABLE AS $$ SELECT * FROM sqlml._explain_jsonb($1, $2) $$;
 
 CREATE OR REPLACE FUNCTION sqlml.explain(project text, features anyelement)
 RETURNS TABLE (feature text, value text, contribution float8, class text)
-LANGUAGE sql STABLE AS $$ SELECT * FROM sqlml._explain_jsonb($1, to_jsonb($2)) $$;
+LANGUAGE sql STABLE AS $$ SELECT * FROM sqlml._explain_jsonb($1, pg_catalog.to_jsonb($2)) $$;
 
 COMMENT ON FUNCTION sqlml.explain(text, anyelement) IS 'Why the model of project (or project@version) predicts what it does for a row: one contribution per feature to the raw output (log-odds for binary, the value for regression, per class for multiclass), plus a (base) row; they add up to the raw output';
 
@@ -427,15 +438,20 @@ LANGUAGE plpython3u VOLATILE AS $$
 return GD['sqlml'].explain_batch(project, relation, id_column)
 $$;
 
--- Unfolded here; exact argument types throughout, so no operator of another schema matches better.
+-- Unfolded here. Like every SQL wrapper it runs in the caller's search_path, where a schema may come
+-- before pg_catalog: every operator, function and type it names is pg_catalog's, by name.
 CREATE OR REPLACE FUNCTION sqlml.explain_batch(project text, relation text, id_column text)
 RETURNS TABLE (id text, feature text, value text, contribution float8, class text)
 LANGUAGE sql VOLATILE AS $$
     WITH b AS MATERIALIZED (SELECT * FROM sqlml._explain_batch($1, $2, $3))
-    SELECT b.id, h.features[u.o::int4],
-           b.vals[((u.o - 1::int8) % (pg_catalog.array_length(b.vals, 1)::int8 + 1::int8))::int4],
-           coalesce((u.p >> 10)::float8 * pg_catalog.power(2::float8, ((u.p & 1023::int8) - 512::int8)::float8), u.c),
-           h.classes[u.o::int4]
+    SELECT b.id, h.features[u.o::pg_catalog.int4],
+           b.vals[((u.o OPERATOR(pg_catalog.-) 1::pg_catalog.int8) OPERATOR(pg_catalog.%)
+                   (pg_catalog.array_length(b.vals, 1)::pg_catalog.int8 OPERATOR(pg_catalog.+) 1::pg_catalog.int8))::pg_catalog.int4],
+           coalesce((u.p OPERATOR(pg_catalog.>>) 10)::pg_catalog.float8 OPERATOR(pg_catalog.*)
+                    pg_catalog.power(2::pg_catalog.float8, ((u.p OPERATOR(pg_catalog.&) 1023::pg_catalog.int8)
+                                                            OPERATOR(pg_catalog.-) 512::pg_catalog.int8)::pg_catalog.float8),
+                    u.c),
+           h.classes[u.o::pg_catalog.int4]
     FROM b AS h, b, LATERAL ROWS FROM (pg_catalog.unnest(b.packed), pg_catalog.unnest(b.contributions))
          WITH ORDINALITY AS u(p, c, o)
     WHERE h.features IS NOT NULL AND b.features IS NULL
@@ -507,7 +523,7 @@ CREATE OR REPLACE FUNCTION sqlml.retrain_if_drifted(project text, relation text,
     threshold float8 DEFAULT 0.25, time_budget interval DEFAULT '60 seconds')
 RETURNS TABLE (project text, drifted boolean, max_psi float8, worst text, version integer, deployed boolean, decision text)
 LANGUAGE sql VOLATILE AS $$
-    SELECT * FROM sqlml._retrain_if_drifted($1, $2, $3, $4, extract(epoch FROM $5)::float8)
+    SELECT * FROM sqlml._retrain_if_drifted($1, $2, $3, $4, extract(epoch FROM $5)::pg_catalog.float8)
 $$;
 COMMENT ON FUNCTION sqlml.retrain_if_drifted(text, text, text, float8, interval) IS 'Monitor relation; if any PSI reaches threshold, train project again on training_relation (default: relation) and deploy only through the champion/challenger gate';
 

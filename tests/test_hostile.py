@@ -143,6 +143,23 @@ def hostile(conns, who: str, sql: str, params, sqlstate: str, fragment: str = ""
     assert scalar(su, "SELECT status FROM canary") == "alive"
 
 
+def _stump(targets: int) -> bytes:
+    """ONNX of one stump over columns a and b with ``targets`` outputs, declaring one."""
+    from onnx import TensorProto, helper
+
+    trees = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["variable"], domain="ai.onnx.ml", n_targets=targets,
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[1, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[2.0, 0.0, 0.0], nodes_truenodeids=[1, 0, 0],
+        nodes_falsenodeids=[2, 0, 0], target_ids=[0, 0], target_treeids=[0, 0], target_nodeids=[1, 2],
+        target_weights=[1.0, 2.0])
+    graph = helper.make_graph([helper.make_node("Concat", ["a", "b"], ["x"], axis=1), trees], "g",
+                              [helper.make_tensor_value_info(c, TensorProto.FLOAT, [None, 1]) for c in "ab"],
+                              [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+                             ir_version=8).SerializeToString()
+
+
 BOTH, MALLORY, VICTIMS = ("mallory", "superuser"), ("mallory",), ("superuser", "victim")
 TRAIN = f"SELECT * FROM sqlml.train(%s, %s, %s, {T})"
 TRAIN_OPTS = f"SELECT * FROM sqlml.train('h', 'pub', 'y', {T}, options => %s::jsonb)"
@@ -201,6 +218,19 @@ CASES = [
     ("into_table where one may not create", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("canary",), "42501", MALLORY),
     ("into_table in pg_catalog", "SELECT sqlml.score('mal', 'pub', %s, 'id')", ("pg_catalog.scored",), "42501", BOTH),
     ("batch scoring a secret table", "SELECT * FROM sqlml.predict_batch('mal', 'secret', 'id')", (), "42501", MALLORY),
+    # the wrappers' PL/Python halves are executable by sqlml_user: called directly they check the same
+    ("batch chunks of a secret table", "SELECT * FROM sqlml._predict_batch_chunks('mal', 'secret', 'id')", (), "42501",
+     MALLORY),
+    ("batch explanations of a secret table", "SELECT * FROM sqlml._explain_batch('mal', 'secret', 'id')", (), "42501",
+     MALLORY),
+    ("batch chunks of an untrusted view", "SELECT * FROM sqlml._predict_batch_chunks('mal', 'mal.v', 'id')", (), "42501",
+     VICTIMS, "view mal.v, owned by"),
+    ("batch explanations of an untrusted view", "SELECT * FROM sqlml._explain_batch('mal', 'mal.v', 'id')", (), "42501",
+     VICTIMS, "view mal.v, owned by"),
+    ("batch chunks: id_column breaks out", "SELECT * FROM sqlml._predict_batch_chunks('mal', 'pub', %s)",
+     ('id", (SELECT code FROM secret LIMIT 1) AS "x',), "42703", BOTH),
+    ("batch explanations: id_column breaks out", "SELECT * FROM sqlml._explain_batch('mal', 'pub', %s)",
+     ('id", (SELECT code FROM secret LIMIT 1) AS "x',), "42703", BOTH),
     # code reached indirectly: an untrusted owner's function runs for nobody but its owner
     ("untrusted function by name", TRAIN, ("h", "SELECT * FROM pub WHERE mal.lock(id)", "y"), "42501", VICTIMS,
      'the relation calls mal.lock(integer), owned by role "dev_'),
@@ -291,6 +321,8 @@ CASES = [
      ("SELECT id, a * 1e39 AS a, b FROM pub",), "22003", BOTH, 'feature "a"'),
     ("rollback with no earlier deployment", "SELECT * FROM sqlml.deploy('mal', 'rollback')", (), "55000", BOTH,
      "no previous deployment to roll back to"),
+    ("imported regression of three outputs declaring one", "SELECT * FROM sqlml.import_model('h', %s, 'regression', "
+     "'pub', 'y')", (psycopg2.Binary(_stump(3)),), "22023", BOTH, "the model gives 3 values per row"),
     ("volatile in a lateral subquery", TRAIN, ("h", "SELECT p.* FROM pub p, LATERAL (SELECT pg_notify('c', 'x')) n", "y"),
      "2F002", BOTH, "pg_notify"),
 ]
@@ -361,3 +393,92 @@ def test_the_check_leaves_no_view_behind_and_keeps_what_it_read_locked(dsn, worl
     finally:
         conn.rollback()
         conn.close()
+
+
+# Planted by mallory for a victim whose search_path lists her schema plant: operators and functions that match the
+# arguments of sqlml's SQL wrappers better than pg_catalog's (no pg_catalog &(bigint, integer),
+# =(regtype, regtype), unnest(bigint[]) or to_jsonb(record): those are polymorphic or reached through
+# a coercion), and, for a search_path that puts pg_catalog after plant, the same signatures as pg_catalog's.
+# Each takes a session advisory lock and then answers what pg_catalog's would.
+PLANTED = """
+CREATE FUNCTION plant.p_and(bigint, integer) RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN $1 OPERATOR(pg_catalog.&) $2::bigint; END $$;
+CREATE OPERATOR plant.& (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = plant.p_and);
+CREATE FUNCTION plant.p_eq(regtype, regtype) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN $1::oid OPERATOR(pg_catalog.=) $2::oid; END $$;
+CREATE OPERATOR plant.= (LEFTARG = regtype, RIGHTARG = regtype, FUNCTION = plant.p_eq);
+CREATE FUNCTION plant.p_shr(bigint, integer) RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN $1 OPERATOR(pg_catalog.>>) $2; END $$;
+CREATE OPERATOR plant.>> (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = plant.p_shr);
+CREATE FUNCTION plant.p_mod(bigint, bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN $1 OPERATOR(pg_catalog.%) $2; END $$;
+CREATE OPERATOR plant.% (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = plant.p_mod);
+CREATE FUNCTION plant.unnest(bigint[]) RETURNS SETOF bigint LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN QUERY SELECT pg_catalog.unnest($1); END $$;
+CREATE FUNCTION plant.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN QUERY SELECT pg_catalog.unnest($1); END $$;
+CREATE FUNCTION plant.to_jsonb(record) RETURNS jsonb LANGUAGE plpgsql STABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN pg_catalog.to_jsonb($1); END $$;
+CREATE FUNCTION plant.power(float8, float8) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN pg_catalog.power($1, $2); END $$;
+CREATE FUNCTION plant.checked(float8) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN true; END $$;
+CREATE DOMAIN plant.float8 AS pg_catalog.float8 CHECK (plant.checked(VALUE));
+CREATE FUNCTION plant.array_length(anyarray, integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN PERFORM pg_advisory_lock(4243); RETURN pg_catalog.array_length($1, $2); END $$;
+"""
+PLANTED_DROP = """
+DROP OPERATOR plant.& (bigint, integer); DROP FUNCTION plant.p_and(bigint, integer);
+DROP OPERATOR plant.= (regtype, regtype); DROP FUNCTION plant.p_eq(regtype, regtype);
+DROP OPERATOR plant.>> (bigint, integer); DROP FUNCTION plant.p_shr(bigint, integer);
+DROP OPERATOR plant.% (bigint, bigint); DROP FUNCTION plant.p_mod(bigint, bigint);
+DROP FUNCTION plant.unnest(bigint[]); DROP FUNCTION plant.unnest(text[]); DROP FUNCTION plant.to_jsonb(record);
+DROP DOMAIN plant.float8; DROP FUNCTION plant.checked(pg_catalog.float8);
+DROP FUNCTION plant.power(pg_catalog.float8, pg_catalog.float8); DROP FUNCTION plant.array_length(anyarray, integer);
+"""
+
+# (case, SQL): each run with plant before pg_catalog's implicit place and before pg_catalog named
+WRAPPERS = [
+    ("predict_batch", "SELECT count(*), sum(prediction) FROM sqlml.predict_batch('mal', 'public.pub', 'id')"),
+    ("predict_batch with id_type", "SELECT count(*), sum(id) FROM sqlml.predict_batch('mal', 'public.pub', 'id', NULL::int)"),
+    ("explain_batch", "SELECT count(*) FROM sqlml.explain_batch('mal', 'public.pub', 'id')"),
+    ("predict of a table's row", "SELECT sum(sqlml.predict('mal', p)) FROM public.pub p"),
+    ("predict of a record", "SELECT sqlml.predict('mal', r) FROM (SELECT 1.0::double precision AS a, 2.0::double precision AS b) r"),
+    ("predict_label of a record", "SELECT sqlml.predict_label('mal', r) FROM (SELECT 1.0::double precision AS a, 2.0::double precision AS b) r"),
+    ("predict_label of a table's row", "SELECT count(sqlml.predict_label('mal', p)) FROM public.pub p"),
+    ("train", f"SELECT project FROM sqlml.train('planted_train', 'public.pub', 'y', {T})"),
+    ("retrain_if_drifted", "SELECT project FROM sqlml.retrain_if_drifted('mal', 'public.pub', threshold => 2, "
+                           "time_budget => '2 seconds')"),
+    ("explain of a table's row", "SELECT count(*) FROM public.pub p, sqlml.explain('mal', p) WHERE p.id < 3"),
+    ("explain of a record", "SELECT count(*) FROM (SELECT 1.0::double precision AS a, 2.0::double precision AS b) r, sqlml.explain('mal', r)"),
+]
+PATHS = ["plant, public", "plant, pg_catalog, public"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case, sql", WRAPPERS, ids=[c for c, _ in WRAPPERS])
+def test_planted_operators_and_functions_are_not_called_by_sqlmls_sql_wrappers(world, case, sql, path):
+    """sqlml's LANGUAGE sql/plpgsql wrappers run (scalar ones inlined) in the caller's search_path:
+    every operator, function and type they name is pg_catalog's, whatever schema comes first. (The
+    SQL sqlml's Python runs there is checked instead: what reaches planted code is refused unrun.)"""
+    victim, mallory, su = world["victim"], world["mallory"], world["superuser"]
+    if not scalar(su, "SELECT count(*) FROM pg_namespace WHERE nspname = 'plant'"):
+        query(su, f'CREATE SCHEMA plant AUTHORIZATION "{scalar(mallory, "SELECT current_user")}"; '
+                  f'GRANT USAGE ON SCHEMA plant TO "{scalar(victim, "SELECT current_user")}"')
+    query(mallory, PLANTED)
+    try:
+        query(victim, "RESET search_path")
+        clean = query(victim, sql)
+        query(victim, f"SET search_path = {path}")
+        try:
+            try:
+                assert query(victim, sql) == clean
+            except psycopg2.Error as e:  # sqlml's own SQL in Python meeting plant.float8: refused unrun
+                assert e.pgcode == "42501" and "which you do not trust" in e.pgerror, e.pgerror
+        finally:
+            query(victim, "RESET search_path")
+        assert scalar(su, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0, \
+            f"{case}: mallory's code ran as the victim"
+    finally:
+        query(victim, "SELECT pg_advisory_unlock_all()")
+        query(mallory, PLANTED_DROP)

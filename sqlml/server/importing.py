@@ -144,6 +144,9 @@ def import_model(project, onnx, task, relation, target, columns, options):
     schema = FeatureSchema(tuple(features), Target(target or "prediction", target_pg or "float8", task, tuple(classes)))
     inputs = convert.model_inputs(schema, raw)
     pred = Scorer(wrapped.onnx, schema).run(inputs, n)
+    if task == REGRESSION and pred.shape != (n,):  # its outputs' declared shapes are only what it says
+        raise SqlmlError(f"the model gives {pred.size / max(n, 1):g} values per row; a regression predicts one",
+                         sqlstate=INVALID_PARAMETER, hint="pass task => 'multiclass' for class scores")
     check = parity.compare(task, imported.original_output(blob, wrapped, inputs, task), pred)
     if not check.ok:
         raise SqlmlError(
