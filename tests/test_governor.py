@@ -18,6 +18,7 @@ import pytest
 
 from sqlml.devcluster import throwaway
 from tests.conftest import query, reconnect_after_crash, scalar
+from tests.test_import_core import doubling_graph
 
 MB = 1024 ** 2
 LONG = "1 hour"  # a training that cannot end by itself while a test queues behind it or stops it
@@ -298,6 +299,43 @@ def test_exceeding_the_cap_at_run_time_fails_cleanly_and_the_backend_lives_on(go
     query(db, "SELECT * FROM sqlml.train('after_oom', 'small', 'label', time_budget => '1 second', "
               "algorithms => '{linear}', exclude => '{id}')")
     assert job_of(db, "after_oom")["state"] == "succeeded"
+
+
+def test_an_imported_graph_over_the_memory_cap_fails_cleanly_and_registers_nothing(gov, db):
+    # Abs first: core.split folds nothing of the growth, ONNX Runtime meets it. 200 rows of 2**20
+    # columns: 800 MB for the last tensor alone, far over the cap, yet harmless to this machine
+    # should the cap ever stop applying to imports.
+    configure(gov[1], memory_per_job="64MB")
+    pid = db.get_backend_pid()
+    e = pytest.raises(psycopg2.Error, query, db,
+                      "SELECT * FROM sqlml.import_model('oom_import', %s, 'regression', 'small', target => 'b', "
+                      """options => '{"max_rows": 200}')""", (doubling_graph(20, first="Abs"),)).value
+    assert e.pgcode == "53200", e.diag.message_primary
+    assert "ran out of memory" in e.diag.message_primary and "64 MB" in e.diag.message_primary
+    assert "sqlml.memory_per_job" in e.diag.message_hint and "max_rows" in e.diag.message_hint
+    assert scalar(db, "SELECT 1") == 1 and scalar(db, "SELECT pg_backend_pid()") == pid  # the same backend lives
+    query(db, """DO $$ import resource; assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+                 $$ LANGUAGE plpython3u""")  # the cap is gone
+    job = job_of(db, "oom_import")
+    assert job["state"] == "failed" and job["sqlstate"] == "53200" and registry_is_clean(db, "oom_import")
+    assert scalar(db, "SELECT kind FROM sqlml.jobs WHERE job_id = %s", (job["job_id"],)) == "import_model"
+
+
+def test_the_denial_of_service_graph_is_refused_before_it_runs(gov, db):
+    # The reported graph: 24 Concat doublings (16 million columns a row), then a Gather. Four rows
+    # and a low cap keep it harmless should both defences ever regress.
+    configure(gov[1], memory_per_job="64MB")
+    blob = doubling_graph(24)
+    assert len(blob) < 2000
+    pid = db.get_backend_pid()
+    e = pytest.raises(psycopg2.Error, query, db,
+                      "SELECT * FROM sqlml.import_model('dos_import', %s, 'regression', 'small', target => 'b', "
+                      """options => '{"max_rows": 4}')""", (blob,)).value
+    assert e.pgcode == "0A000", e.diag.message_primary
+    assert "columns; sqlml scores rows of at most" in e.diag.message_primary and "Concat" in e.diag.message_primary
+    assert scalar(db, "SELECT 1") == 1 and scalar(db, "SELECT pg_backend_pid()") == pid
+    job = job_of(db, "dos_import")
+    assert job["state"] == "failed" and job["sqlstate"] == "0A000" and registry_is_clean(db, "dos_import")
 
 
 # --- cancellation -----------------------------------------------------------------------------------

@@ -162,3 +162,58 @@ def test_string_input_matches_a_text_column_only():
     with pytest.raises(imported.SqlmlError) as e:
         imported.wrap(blob, "regression", {"city": "numeric"})
     assert e.value.sqlstate == "42804"
+
+
+def doubling_graph(levels: int, first: str | None = None) -> bytes:
+    """The 1.5 kB graph of the denial of service: ``Concat(x, x)`` ``levels`` times along the feature
+    axis (2**levels columns per row), then a Gather of one column, declared a regression with one
+    output. ``first``: an operator applied to the input before (one sqlml does not fold, to hide
+    the growth from ``core.split``, so that ONNX Runtime meets it)."""
+    nodes, x = [], "a"
+    if first is not None:
+        nodes.append(helper.make_node(first, [x], ["start"]))
+        x = "start"
+    for i in range(levels):
+        nodes.append(helper.make_node("Concat", [x, x], [f"c{i}"], axis=1))
+        x = f"c{i}"
+    nodes.append(helper.make_node("Gather", [x, "pick"], ["y"], axis=1))
+    return model([vi("a", TensorProto.FLOAT, [None, 1])], nodes, [vi("y", TensorProto.FLOAT, [None, 1])],
+                 [const("pick", np.array([0], dtype=np.int64), TensorProto.INT64)])
+
+
+def test_a_graph_that_doubles_its_rows_is_refused_before_its_columns_are_listed():
+    import tracemalloc
+
+    from sqlml.data.schema import Feature, FeatureSchema, Target
+    from sqlml.errors import SqlmlError
+    from sqlml.onnx import core
+
+    blob = doubling_graph(24)
+    assert len(blob) < 2000
+    w = imported.wrap(blob, "regression", {"a": "numeric"})
+    schema = FeatureSchema((Feature("a", "numeric", "float8"),), Target("y", "float8", "regression", ()))
+    tracemalloc.start()
+    try:
+        e = pytest.raises(SqlmlError, core.split, w.onnx, schema).value
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.sqlstate == "0A000"
+    assert f"makes rows of {2 * core.MAX_COLUMNS} columns" in e.message and "Concat" in e.message
+    assert peak < 64 * 1024 ** 2  # unbounded, the column lists of 24 doublings took ~300 MB
+    narrow = imported.wrap(doubling_graph(4), "regression", {"a": "numeric"})
+    assert core.split(narrow.onnx, schema) is not None  # 16 columns fold as before
+
+
+def test_the_compiler_does_not_take_rows_wider_than_the_limit():
+    from sqlml.onnx import compiled, core
+
+    nodes, x = [], "x"
+    for i in range(24):
+        nodes.append(helper.make_node("Concat", [x, x], [f"c{i}"], axis=1))
+        x = f"c{i}"
+    wide = model([vi("x", TensorProto.FLOAT, [None, 1])], nodes, [vi(x, TensorProto.FLOAT, [None, None])])
+    assert compiled.program(wide, x, [("x", 1)]) is None
+    ops, width = compiled.program(model([vi("x", TensorProto.FLOAT, [None, 1])], nodes[:4],
+                                        [vi("c3", TensorProto.FLOAT, [None, 16])]), "c3", [("x", 1)])
+    assert width == 16 and core.MAX_COLUMNS > width

@@ -46,7 +46,7 @@ STORE_VERSION = 2
 JOBS_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind              TEXT NOT NULL,        -- train | predict_batch | score
+    kind              TEXT NOT NULL,        -- train | predict_batch | score | import_model
     state             TEXT NOT NULL,        -- queued | running | succeeded | failed | cancelled
     role              TEXT NOT NULL,
     database          TEXT NOT NULL,

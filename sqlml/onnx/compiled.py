@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sqlml.onnx import native
+from sqlml.onnx import core, native
 
 VERSION = "5"  # of the code this module writes: part of every cache key
 TOLERANCE = 1e-6
@@ -101,6 +101,8 @@ def _trees(node, a: dict, width: int) -> Trees:
         aggregate = a.get("aggregate_function", "SUM")
     if aggregate not in ("SUM", "AVERAGE") or targets < 1:
         raise Unsupported(f"aggregate {aggregate}")
+    if targets > core.MAX_COLUMNS:
+        raise Unsupported(f"{targets} targets")
     post = a.get("post_transform", "NONE")
     order, trees = [], {}
     n = len(a["nodes_nodeids"])
@@ -209,6 +211,8 @@ def program(core_bytes: bytes, output: str, widths: list) -> tuple | None:
         for node in g.node:
             if id(node) in needed:
                 ops.append(_op(node, width, consts))
+                if any(width.get(o, 0) > core.MAX_COLUMNS for o in node.output):
+                    raise Unsupported(f"rows wider than {core.MAX_COLUMNS} columns")
     except Unsupported:
         return None
     if output not in width:

@@ -26,9 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from sqlml.data.schema import NULL_CATEGORY, FeatureSchema
+from sqlml.errors import FEATURE_NOT_SUPPORTED, SqlmlError
 
 FLOAT, STRING = 1, 8  # onnx.TensorProto element types
 _ML = "ai.onnx.ml"
+# Columns a tensor of one row may have. sqlml's own graphs stay far below (PostgreSQL's 1600 columns
+# times 64 one-hot categories each); a graph trained elsewhere beyond it (Concat(x, x) repeated
+# doubles its width at each node: 24 of them make 16 million columns per row) is refused before
+# its column lists, or ONNX Runtime's tensors, take the server's memory.
+MAX_COLUMNS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,16 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _check_width(node, columns: int) -> None:
+    """0A000 if ``node`` makes rows wider than ``MAX_COLUMNS``: checked before the columns are listed."""
+    if columns > MAX_COLUMNS:
+        raise SqlmlError(
+            f'the model\'s node "{node.name or node.output[0]}" ({node.op_type}) makes rows of {columns} columns; '
+            f"sqlml scores rows of at most {MAX_COLUMNS} columns",
+            sqlstate=FEATURE_NOT_SUPPORTED,
+            hint="export a graph whose tensors hold one row's features (no repeated Concat of an input with itself)")
+
+
 def _fold(node, syms: dict, consts: dict) -> _Sym | None:
     """The symbolic output of ``node``, or None if it is not plumbing sqlml knows how to fold."""
     if len(node.output) != 1 or node.domain not in ("", _ML):
@@ -239,6 +255,7 @@ def _fold(node, syms: dict, consts: dict) -> _Sym | None:
         return x
     if op == "Concat" and all(s is not None and len(s.dims) == 1 for s in ins) and a.get("axis") in (1, -1) \
             and len({s.text for s in ins}) == 1:
+        _check_width(node, sum(len(s.columns) for s in ins))
         cols = [c for s in ins for c in s.columns]
         return _Sym(cols, (len(cols),), x.text)
     if op == "Reshape" and len(node.input) == 2 and node.input[1] in consts:
@@ -250,6 +267,7 @@ def _fold(node, syms: dict, consts: dict) -> _Sym | None:
     if op == "Gather" and len(node.input) == 2 and node.input[1] in consts and len(x.dims) == 1 \
             and a.get("axis", 0) in (1, -1):
         idx = consts[node.input[1]]
+        _check_width(node, idx.size)
         k = len(x.columns)
         pick = [int(i) % k for i in idx.reshape(-1)] if all(-k <= int(i) < k for i in idx.reshape(-1)) else None
         if pick is None or idx.ndim > 1:
@@ -264,6 +282,7 @@ def _fold(node, syms: dict, consts: dict) -> _Sym | None:
         return _Sym([Column(c.source, lut, default) for c in x.columns], x.dims, False)
     if op == "OneHotEncoder" and "cats_strings" in a and a.get("zeros", 1) == 1:
         cats = [k.decode() if isinstance(k, bytes) else k for k in a["cats_strings"]]
+        _check_width(node, len(x.columns) * len(cats))
         cols = [Column(c.source, {cat: 1.0}, 0.0) for c in x.columns for cat in cats]
         return _Sym(cols, (*x.dims, len(cats)), False)
     return None

@@ -201,9 +201,15 @@ def importance(project):
 
 @entry
 def import_model(project, onnx, task, relation, target, columns, options):
-    from sqlml.server import importing
+    from sqlml.server import governing
 
-    return importing.import_model(project, onnx, task, relation, target, columns, options)
+    def job():
+        from sqlml.server import importing  # inside the job: sqlml.jobs shows the call while it imports
+
+        return importing.import_model(project, onnx, task, relation, target, columns, options)
+
+    # a governed job: the user's graph runs under the job's memory cap (admit_import)
+    return governing.run("import_model", project, job)
 
 
 @entry

@@ -53,7 +53,9 @@ _ML = ("pandas", "sklearn.pipeline", "sklearn.linear_model", "sklearn.ensemble",
        "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "sqlml.automl.front", "sqlml.onnx.convert",
        "sqlml.onnx.parity")
 # batch scoring runs compiled code (ONNX Runtime only for a model the compiler does not take)
-WARM_MODULES = {"train": _ML, "predict_batch": ("llvmlite.binding",), "score": ("llvmlite.binding",)}
+WARM_MODULES = {"train": _ML, "predict_batch": ("llvmlite.binding",), "score": ("llvmlite.binding",),
+                "import_model": ("onnx", "onnxruntime", "llvmlite.binding", "sqlml.automl.metrics",
+                                 "sqlml.onnx.parity", "sqlml.onnx.imported")}
 # backends running a statement on the CPU (not waiting for a lock, a sleep, the client), other than
 # this one and the governed jobs' (a queued job's backend sleeps between polls): interactive work
 ACTIVE_BACKENDS = """SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity
@@ -269,6 +271,14 @@ def run(kind: str, project: str | None, fn, rows_of=None):
         _current = None
 
 
+OUT_OF_MEMORY_HINTS = {
+    "train": """train on fewer rows (options => '{"max_rows": N}') or fewer columns, or ask an """
+             "administrator to raise sqlml.memory_per_job",
+    "import_model": """validate on fewer rows (options => '{"max_rows": N}'), check that the graph does not """
+                    "grow its tensors, or ask an administrator to raise sqlml.memory_per_job",
+}
+
+
 def outcome(job: Job, exc: BaseException) -> tuple[str, BaseException]:
     """(final state, the error to raise) for a job that raised ``exc``."""
     if getattr(exc, "sqlstate", None) == QUERY_CANCELED:
@@ -285,8 +295,7 @@ def outcome(job: Job, exc: BaseException) -> tuple[str, BaseException]:
             f"job {job.id} ran out of memory: it needed more than the {mb:.0f} MB each job may use "
             f"(sqlml.memory_per_job); the job was stopped and nothing was saved",
             detail=_message(exc), sqlstate=OUT_OF_MEMORY,
-            hint="""train on fewer rows (options => '{"max_rows": N}') or fewer columns, or ask an """
-                 "administrator to raise sqlml.memory_per_job")
+            hint=OUT_OF_MEMORY_HINTS.get(job.kind, OUT_OF_MEMORY_HINTS["train"]))
     return FAILED, exc
 
 
@@ -370,6 +379,17 @@ def admit_scoring(project: str, relation):
         job.wait_for_slot(p.peak_upper)
     job.start()
     return source
+
+
+def admit_import() -> None:
+    """Admit an ``import_model`` job before it runs the user's graph: a governed job (a slot, the
+    queue) under the memory cap, whatever the graph asks of ONNX Runtime. Nothing predicts its
+    cost (a graph trained elsewhere), so it counts as a job of the whole ``sqlml.memory_per_job``."""
+    job = _current
+    if job is None or job.t0 is not None:  # no job, or a job inside a job: it holds its slot already
+        return
+    job.wait_for_slot(job.settings.memory_per_job)
+    job.start()
 
 
 def wrote() -> None:

@@ -23,7 +23,7 @@ from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMET
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, gate, store
 from sqlml.registry.lineage import fingerprint, library_versions
-from sqlml.server import deploy, privileged, reading
+from sqlml.server import deploy, governing, privileged, reading
 from sqlml.server.spi import spi
 
 SAMPLE_ROWS = 10000
@@ -102,6 +102,7 @@ def import_model(project, onnx, task, relation, target, columns, options):
     opts = check_arguments(project, onnx, task, relation, options)
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading anything
+    governing.admit_import()  # the graph is the user's: it runs under the job's memory cap
     blob = bytes(onnx)
     rel = parse_relation(relation)
     sql, hidden = reading.source_sql(rel)
@@ -235,6 +236,7 @@ def import_model(project, onnx, task, relation, target, columns, options):
         return champion, version, model_id, access.has(ex, caller, project, "deploy")
 
     champion, version, model_id, may_deploy = privileged.run(register)
+    governing.wrote()
     if score is None and champion is not None:
         decision = {
             "deploy": False,
