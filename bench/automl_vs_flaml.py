@@ -19,6 +19,12 @@ held-out part (the default) is the result.
     .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 30 --seeds 0          # held-out part
     .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 10 --seeds 0 --datasets oj,wage --systems flaml
 
+Each dataset trains in a database of its own, created for it and dropped after it (on the
+throwaway cluster, or on --dsn's server, which then needs CREATEDB): sqlml warm-starts a search
+from the winners of earlier trainings in its database, so one shared database would let a dataset
+borrow configurations tuned on the datasets before it. The seeds and budgets of one dataset share
+its database.
+
 It starts its own throwaway cluster (or uses --dsn) and writes the raw results to --out. The
 machine's load average is recorded with every row: the systems run one after another, so a ratio
 is only as fair as the load was even.
@@ -180,7 +186,7 @@ def start_cluster(cores: int | None = None):
     c = throwaway("sqlml-bench-")
     if cores:
         pgsession.configure(c.dsn("postgres"), threads_per_job=int(cores))
-    return c, c.create_database("bench")
+    return c, c.dsn("postgres")
 
 
 def main(argv=None):
@@ -193,7 +199,8 @@ def main(argv=None):
     ap.add_argument("--systems", default="flaml,autogluon", help="what sqlml is compared with")
     ap.add_argument("--ag-presets", default=AG_PRESETS, help=f"AutoGluon presets, each run (default {AG_PRESETS})")
     ap.add_argument("--ag-python", default=str(AG_PYTHON), help="the Python of AutoGluon's venv")
-    ap.add_argument("--dsn", help="use this database instead of a throwaway cluster")
+    ap.add_argument("--dsn", help="use this server instead of a throwaway cluster (a database of it to "
+                                   "connect to; each dataset gets a database of its own there)")
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
     ap.add_argument("--resume", action="store_true", help="keep --out's rows and run only what it lacks")
     ap.add_argument("--report", action="store_true", help="only print the tables of --out's rows")
@@ -213,15 +220,22 @@ def main(argv=None):
     dsn = args.dsn
     if not dsn:
         cluster, dsn = start_cluster(args.cores)
-    conn = pgsession.connect(dsn)
     print(f"command: {' '.join(sys.argv)}\ncores: {args.cores}, budgets: {budgets}, seeds: {seeds}, "
           f"datasets: {names}, load average at start: {os.getloadavg()[0]:.1f}", flush=True)
     results = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else []
     done = {(r["dataset"], r["seed"], r["budget"]) for r in results}
+    conn, database = None, None
     try:
         for name in names:
+            if all((name, seed, b) in done for seed in seeds for b in budgets):
+                continue
             df, target, task = datasets.load(name)
             metric = METRIC[task]
+            if conn:
+                conn.close()
+                pgsession.drop_database(dsn, database)
+            database = f"bench_{name}"
+            conn = pgsession.connect(pgsession.fresh_database(dsn, database))
             for seed in seeds:
                 if all((name, seed, b) in done for b in budgets):
                     continue
@@ -266,7 +280,9 @@ def main(argv=None):
                     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                     Path(args.out).write_text(json.dumps(results, indent=1))  # so far: a long run may be cut
     finally:
-        conn.close()
+        if conn:
+            conn.close()
+            pgsession.drop_database(dsn, database)
         if cluster:
             cluster.destroy()
     summarize(results, presets)

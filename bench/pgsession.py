@@ -26,3 +26,31 @@ def configure(dsn, **values):
         run(conn, f"SET sqlml.{name} = '{value}'")
         run(conn, f"ALTER SYSTEM SET sqlml.{name} = '{value}'")
     conn.close()
+
+
+def fresh_database(dsn, name):
+    """A new database ``name`` with sqlml installed, on ``dsn``'s server (dropped first if it is
+    there); returns its DSN. A training warm-starts from the trainings of its database
+    (sqlml.server.training.similar_trainings): a database of its own sees no other's history."""
+    from psycopg2.extensions import make_dsn
+
+    from sqlml import install
+
+    drop_database(dsn, name)
+    conn = connect(dsn)
+    try:
+        run(conn, f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    fresh = make_dsn(dsn, dbname=name)
+    install.install_database(fresh)
+    return fresh
+
+
+def drop_database(dsn, name):
+    """DROP DATABASE ``name`` on ``dsn``'s server, if it is there (its sessions ended first)."""
+    conn = connect(dsn)
+    try:
+        run(conn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()

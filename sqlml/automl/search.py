@@ -31,7 +31,7 @@ import numpy as np
 
 from sqlml.automl import ensemble, metrics, policy, preprocess, scoring_cost
 from sqlml.automl.budget import Budget
-from sqlml.automl.spec import BOOSTING, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
+from sqlml.automl.spec import BOOSTING, LINEAR, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
 from sqlml.data.task import HOLDOUT_SHARE, TIME_ORDERED, Task, task_of
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 
@@ -620,7 +620,12 @@ class Search:
         elif spec.family == BOOSTING and trial.n_estimators:
             # more data, a few more rounds than early stopping found on a fold
             rounds = max(int(trial.n_estimators * len(y) / len(self.folds[0][0])), 1)
-        refit_budget = Budget(math.inf, self.budget.interrupt, clock=self.budget.clock)  # a refit runs to the end; time for it was reserved
+        if spec.family == LINEAR:
+            # its fit time is the least predictable (lbfgs iterations): bounded by what is left, as the
+            # trial was (affords_final_refit's half reserve), it stops with the model so far
+            refit_budget = self.budget.child(max(self.budget.remaining() - self.reserve_seconds / 2, 0.0))
+        else:  # a refit runs to the end; time for it was reserved
+            refit_budget = Budget(math.inf, self.budget.interrupt, clock=self.budget.clock)
         params = self._sized(spec, trial.params)
         if spec.family == TREES and trial.n_estimators and not self.n_estimators:
             params["n_estimators"] = trial.n_estimators
