@@ -364,8 +364,10 @@ def test_warm_start_borrows_only_from_projects_the_caller_may_score(world):
     try:
         dev2.notices.clear()
         train(dev2, "warm", "pts")
-        assert any("warm start" in n for n in dev2.notices), dev2.notices
-        assert warm_trials("warm") > 0
+        # borrowed: the search is handed sec's configurations. Whether they run as trials of their own
+        # is the budget's business (one equal to the probe's is not fitted twice; 2 s may be spent)
+        offered = [n for n in dev2.notices if "warm start" in n]
+        assert offered and int(offered[0].split("warm start: ")[1].split()[0]) > 0, dev2.notices
     finally:
         query(dev, "SELECT sqlml.revoke('sec', %s, 'predict')", (roles["dev2"],))
 
