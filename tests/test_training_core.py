@@ -13,6 +13,7 @@ from sqlml.automl.request import TrainRequest, check_arguments, number
 from sqlml.data import quality
 from sqlml.data.schema import CATEGORY, NUMERIC, Feature
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
+from sqlml.forecast import options as forecast_options
 from sqlml.registry import gate
 
 # --- the request ------------------------------------------------------------------------------------
@@ -46,6 +47,44 @@ def test_bad_requests_are_refused_before_any_data(change, fragment):
     with pytest.raises(SqlmlError) as e:
         check_arguments(**{**VALID, **change})
     assert fragment in e.value.message and e.value.sqlstate == INVALID_PARAMETER
+
+
+FORECAST_OPTIONS = {"time_column": "day", "horizon": 7}
+
+
+def tabular(algorithms=None, metric=None):
+    return check_arguments(**{**VALID, "algorithms": algorithms, "metric": metric})
+
+
+def forecast(algorithms=None, metric=None):
+    return forecast_options.check_options(dict(FORECAST_OPTIONS), algorithms, metric)
+
+
+@pytest.mark.parametrize("caller, algorithms, metric, fragment, hint", [
+    # one check of algorithms and one of metric (sqlml.automl.request) serve both trainings, in their words
+    (tabular, ["svm"], None, 'unknown algorithm "svm"', "lightgbm"),
+    (tabular, [], None, "algorithms is empty", "pass NULL for the AutoML portfolio"),
+    (tabular, None, "accuracyy", 'unknown metric "accuracyy"', "use one of: accuracy"),
+    (forecast, ["prophet"], None, 'unknown forecasting algorithm "prophet"', "theta"),
+    (forecast, ["xgboost"], None, 'unknown forecasting algorithm "xgboost"', "theta"),  # a tabular learner
+    (forecast, [], None, "algorithms is empty", "pass NULL for every forecaster"),
+    (forecast, None, "rmse", 'metric "rmse" is not a forecasting metric', "pass NULL or 'mase'"),
+])
+def test_algorithms_and_metric_are_checked_alike_for_both_trainings(caller, algorithms, metric, fragment, hint):
+    with pytest.raises(SqlmlError) as e:
+        caller(algorithms, metric)
+    assert (e.value.sqlstate, fragment, hint) == (INVALID_PARAMETER, fragment, hint)
+    assert fragment in e.value.message and hint in e.value.hint
+
+
+@pytest.mark.parametrize("caller, algorithms, metric", [
+    (tabular, ["linear", "lightgbm"], "rmse"),
+    (tabular, None, "r2"),  # a metric of some task: the task's own check follows once it is known
+    (forecast, ["ets", "lightgbm"], "mase"),
+    (forecast, None, None),
+])
+def test_known_algorithms_and_metrics_pass_for_both_trainings(caller, algorithms, metric):
+    caller(algorithms, metric)
 
 
 @pytest.mark.parametrize("options, parsed", [

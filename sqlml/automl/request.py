@@ -72,6 +72,27 @@ def check_common(project, target, budget_seconds) -> None:
                          sqlstate=INVALID_PARAMETER)
 
 
+def check_algorithms(algorithms, known, kind: str, null_means: str) -> None:
+    """``algorithms`` as the user passed it: NULL (``null_means`` what then runs) or a non-empty list
+    of names in ``known``; ``kind`` names one in the message ("algorithm", "forecasting algorithm")."""
+    for a in algorithms or []:
+        if a not in known:
+            raise SqlmlError(f'unknown {kind} "{a}"', hint=f"use any of: {', '.join(known)}",
+                             sqlstate=INVALID_PARAMETER)
+    if algorithms is not None and not algorithms:
+        raise SqlmlError("algorithms is empty", hint=f"pass NULL for {null_means}, or name some",
+                         sqlstate=INVALID_PARAMETER)
+
+
+def check_metric(metric, known, task: str | None = None, hint: str | None = None) -> None:
+    """``metric`` as the user passed it: NULL (the task's default) or one of ``known``. ``task``
+    ("forecasting") when ``known`` are that task's metrics, so that the message names it; ``hint``
+    instead of the list of ``known``."""
+    if metric is not None and metric not in known:
+        raise SqlmlError(f'metric "{metric}" is not a {task} metric' if task else f'unknown metric "{metric}"',
+                         hint=hint or f"use one of: {', '.join(known)}", sqlstate=INVALID_PARAMETER)
+
+
 def check_arguments(project, target, task, algorithms, budget_seconds, metric, test_size, exclude, options) -> dict:
     """Validate everything that needs no data; returns the parsed options."""
     from sqlml.automl import metrics
@@ -82,16 +103,8 @@ def check_arguments(project, target, task, algorithms, budget_seconds, metric, t
     if task is not None and task not in TASKS:
         raise SqlmlError(f'unknown task "{task}"', sqlstate=INVALID_PARAMETER,
                          hint=f"use one of: {', '.join(TASKS)}, forecast, or NULL to infer it")
-    for a in algorithms or []:
-        if a not in SPECS:
-            raise SqlmlError(f'unknown algorithm "{a}"', hint=f"use any of: {', '.join(SPECS)}",
-                             sqlstate=INVALID_PARAMETER)
-    if algorithms is not None and not algorithms:
-        raise SqlmlError("algorithms is empty", hint="pass NULL for the AutoML portfolio, or name some",
-                         sqlstate=INVALID_PARAMETER)
-    if metric is not None and metric not in metrics.HIGHER_IS_BETTER:
-        raise SqlmlError(f'unknown metric "{metric}"', hint=f"use one of: {', '.join(metrics.HIGHER_IS_BETTER)}",
-                         sqlstate=INVALID_PARAMETER)
+    check_algorithms(algorithms, SPECS, "algorithm", "the AutoML portfolio")
+    check_metric(metric, metrics.HIGHER_IS_BETTER)  # the task's own metrics once it is known (Task.check_metric)
     if test_size is None or not 0.05 <= test_size <= 0.5:
         raise SqlmlError(f"test_size is {test_size}; it must be between 0.05 and 0.5", sqlstate=INVALID_PARAMETER)
     options = options or {}

@@ -3,6 +3,7 @@ checked before any data is read."""
 
 from __future__ import annotations
 
+from sqlml.automl.request import check_algorithms, check_metric
 from sqlml.data.schema import MAX_SEED
 from sqlml.data.task import FORECAST, TASKS
 from sqlml.errors import INVALID_PARAMETER, SqlmlError
@@ -58,16 +59,9 @@ def check_options(options: dict, algorithms, metric) -> dict:
     if not 1 <= options.get("backtest_windows", 2) <= 20:
         raise SqlmlError(f'option "backtest_windows" is {options["backtest_windows"]}', sqlstate=INVALID_PARAMETER,
                          hint="pass between 1 and 20 windows, or leave it out")
-    for a in algorithms or []:
-        if a not in CANDIDATES:
-            raise SqlmlError(f'unknown forecasting algorithm "{a}"', hint=f"use any of: {', '.join(CANDIDATES)}",
-                             sqlstate=INVALID_PARAMETER)
-    if algorithms is not None and not algorithms:
-        raise SqlmlError("algorithms is empty", hint="pass NULL for every forecaster, or name some",
-                         sqlstate=INVALID_PARAMETER)
-    if metric is not None and metric not in TASKS[FORECAST].metrics:
-        raise SqlmlError(f'metric "{metric}" is not a forecasting metric', sqlstate=INVALID_PARAMETER,
-                         hint="forecasts are chosen by MASE on rolling-origin backtests: pass NULL or 'mase'")
+    check_algorithms(algorithms, CANDIDATES, "forecasting algorithm", "every forecaster")
+    check_metric(metric, TASKS[FORECAST].metrics, "forecasting",
+                 hint="forecasts are chosen by MASE on rolling-origin backtests: pass NULL or 'mase'")
     return options
 
 

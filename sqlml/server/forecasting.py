@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sqlml.data.relation import parse_relation
+from sqlml.automl.request import TrainRequest, check_common, number
 from sqlml.data.schema import BOOLEAN, CATEGORY, NUMERIC, PG_KINDS, TIMESTAMP, Feature
 from sqlml.errors import (
     DATA_CORRUPTED,
     DATA_EXCEPTION,
     DATATYPE_MISMATCH,
     FEATURE_NOT_SUPPORTED,
-    INSUFFICIENT_PRIVILEGE,
     INVALID_PARAMETER,
     OBJECT_NOT_IN_PREREQUISITE_STATE,
     UNDEFINED_COLUMN,
@@ -36,20 +35,18 @@ TIME_TYPES = ("date", "timestamp", "timestamptz")
 
 # --- reading -------------------------------------------------------------------------------------
 
-def _columns(rel, needed: dict) -> tuple[str, dict, list]:
-    """(SQL, {name: Column}, hidden) of ``rel``; ``needed`` maps a role ('time column', ...) to the
-    names it requires, each checked to exist and be readable."""
-    sql, hidden = reading.source_sql(rel)
-    cols = {c.name: c for c in reading.describe(sql)}
+def _columns(source: reading.Source, needed: dict) -> dict:
+    """{name: Column} of ``source``; ``needed`` maps a role ('time column', ...) to the names it
+    requires, each checked to be readable and to exist."""
+    cols = source.by_name()
     for role, names in needed.items():
         for name in names:
-            if name in hidden:
-                raise SqlmlError(f'permission denied for column "{name}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE,
-                                 hint="ask the table's owner for SELECT on it")
+            source.check_readable(name)
             if name not in cols:
-                raise SqlmlError(f'{role} "{name}" not found in {rel.describe()}; columns are: {", ".join(cols)}',
-                                 sqlstate=UNDEFINED_COLUMN, hint="check the name (column names are case-sensitive)")
-    return sql, cols, hidden
+                raise SqlmlError(f'{role} "{name}" not found in {source.relation.describe()}; columns are: '
+                                 f'{", ".join(cols)}', sqlstate=UNDEFINED_COLUMN,
+                                 hint="check the name (column names are case-sensitive)")
+    return cols
 
 
 def _check_time_type(name: str, pg_type: str) -> None:
@@ -93,31 +90,33 @@ def _read(sql: str, time_column: str, series: list, numeric: list, cols: dict, t
 
 # --- training ------------------------------------------------------------------------------------
 
-def train(project, relation, target, algorithms, budget_seconds, metric, exclude, options, common_checks, called):
-    """``common_checks(project, target, budget_seconds)`` validates what every training shares;
-    ``called``: ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting."""
+def train(request: TrainRequest, called: float, source: reading.Source | None = None):
+    """``request``: a forecast's (its ``test_size`` is unused: backtests split by time); ``called``:
+    ``time.monotonic()`` at the SQL entry, where ``time_budget`` starts counting; ``source``: the relation,
+    when the caller has opened it already (``retrain_if_drifted``)."""
     from sqlml.automl.budget import Budget
-    from sqlml.automl.request import number as _number
     from sqlml.forecast.panel import build_panel
     from sqlml.forecast.search import CANDIDATES, fit
 
-    common_checks(project, target, budget_seconds)
-    opts = fopts.check_options({k: _number(k, v) for k, v in (options or {}).items()} if isinstance(options, dict)
-                               else options, algorithms, metric)
+    project, target, algorithms, options = request.project, request.target, request.algorithms, request.options
+    budget_seconds = request.budget_seconds
+    check_common(project, target, budget_seconds)
+    opts = fopts.check_options({k: number(k, v) for k, v in (options or {}).items()} if isinstance(options, dict)
+                               else options, algorithms, request.metric)
     time_column, series = opts["time_column"], list(opts.get("series", []))
     if target in series or target == time_column or time_column in series:
         raise SqlmlError("the target, the time column and the series columns must be different columns",
                          sqlstate=INVALID_PARAMETER, hint=f"for example {fopts.EXAMPLE}")
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
-    rel = parse_relation(relation)
-    sql, cols, hidden = _columns(rel, {"target column": [target], "time column": [time_column],
-                                       "series column": series})
+    source = source or reading.Source.open(request.relation)
+    rel, sql, hidden = source.relation, source.sql, source.hidden
+    cols = _columns(source, {"target column": [target], "time column": [time_column], "series column": series})
     _check_time_type(time_column, cols[time_column].pg_type)
     if PG_KINDS.get(cols[target].pg_type) != NUMERIC:
         raise SqlmlError(f'target column "{target}" has type {cols[target].pg_type}: a forecast needs a numeric target',
                          sqlstate=DATATYPE_MISMATCH, hint="forecast a number (cast it, or aggregate it with count/sum)")
-    excluded = set(exclude or [])
+    excluded = set(request.exclude or [])
     regressors = [c for c in cols if c not in excluded and c not in (target, time_column, *series)]
     for r in regressors:
         if PG_KINDS.get(cols[r].pg_type) not in (NUMERIC, BOOLEAN):
@@ -152,11 +151,13 @@ def train(project, relation, target, algorithms, budget_seconds, metric, exclude
     n, ts, keys, regs, y = _read(sql, time_column, series, regressors, cols, target)
     governing.record_rows(n)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
+                         hint="check the relation and its filter")
     for name, values in [(target, y), *regs.items()]:
         bad = int(np.isinf(values).sum())
         if bad:
-            raise SqlmlError(f'column "{name}" is Infinity in {bad} row{"s" if bad > 1 else ""}', sqlstate=INVALID_PARAMETER,
+            raise SqlmlError(f'column "{name}" is Infinity in {bad} row{"s" if bad > 1 else ""}',
+                             sqlstate=INVALID_PARAMETER,
                              hint="filter those rows out or replace them with NULL (a missing value is filled)")
     from sqlml.forecast.calendar import frequency
 
@@ -300,10 +301,12 @@ def load(project) -> Loaded:
     name, version = store.parse_project_spec(project)
     if version is not None and version > 2**31 - 1:
         raise SqlmlError(f'project "{name}" has no version {version}', sqlstate="42704")
-    rows = spi.execute("SELECT id, version, sha256 FROM sqlml._model_ref($1::text, $2::int)", [name, version])  # privileges
+    # sqlml._model_ref checks the caller's privileges
+    rows = spi.execute("SELECT id, version, sha256 FROM sqlml._model_ref($1::text, $2::int)", [name, version])
     if not rows:
-        raise SqlmlError(f'project "{name}" has ' + ("no deployed model" if version is None else f"no version {version}"),
-                         sqlstate="42704", hint="train one (sqlml.train) or deploy a version (sqlml.deploy)")
+        missing = "no deployed model" if version is None else f"no version {version}"
+        raise SqlmlError(f'project "{name}" has {missing}', sqlstate="42704",
+                         hint="train one (sqlml.train) or deploy a version (sqlml.deploy)")
     ref = rows[0]
     hit = _cache.get(ref["id"])
     if hit is not None and hit.ref["sha256"] == ref["sha256"]:
@@ -311,7 +314,8 @@ def load(project) -> Loaded:
     blob, _, schema = privileged.run(lambda ex: store.onnx_blob(ex, ref["id"]))
     if schema.get("task") != fopts.FORECAST:
         raise SqlmlError(f'project "{name}" is not a forecast project', sqlstate=FEATURE_NOT_SUPPORTED,
-                         hint="score it with sqlml.predict; sqlml.forecast is for projects trained with task => 'forecast'")
+                         hint="score it with sqlml.predict; sqlml.forecast is for projects trained with "
+                              "task => 'forecast'")
     state = privileged.run(lambda ex: ex.execute("SELECT forecaster FROM sqlml.models WHERE id = $1", [ref["id"]]))[0]
     state = state["forecaster"]
     model = ForecastModel.from_json(json.loads(state) if isinstance(state, str) else state)
@@ -330,12 +334,14 @@ def _future(loaded: Loaded, relation, horizon: int) -> tuple[dict | None, object
     if relation is None:
         raise SqlmlError(f"this forecaster uses regressors ({', '.join(regs)}): pass their future values",
                          sqlstate=INVALID_PARAMETER,
-                         hint=f"relation => a table or query with {', '.join([schema['time_column'], *m.series_columns, *regs])}"
-                              " for every series and forecast step")
-    rel = parse_relation(relation)
-    sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
-                                  "regressor": regs})
-    n, ts, keys, values, _ = _read(sql, schema["time_column"], list(m.series_columns), regs, cols, None)
+                         hint="relation => a table or query with "
+                              f"{', '.join([schema['time_column'], *m.series_columns, *regs])} "
+                              "for every series and forecast step")
+    source = reading.Source.open(relation)
+    rel = source.relation
+    cols = _columns(source, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                             "regressor": regs})
+    n, ts, keys, values, _ = _read(source.sql, schema["time_column"], list(m.series_columns), regs, cols, None)
     index = {}
     key_cols = [keys[s] for s in m.series_columns]
     for r in range(n):
@@ -358,8 +364,8 @@ def _future(loaded: Loaded, relation, horizon: int) -> tuple[dict | None, object
                          hint="give one row per series and forecast step, with every regressor")
     for name in regs:
         if np.isnan(out[name]).any():
-            raise SqlmlError(f'regressor "{name}" is NULL at some forecast steps in {rel.describe()}', sqlstate=DATA_EXCEPTION,
-                             hint="give every regressor a value at every forecast step")
+            raise SqlmlError(f'regressor "{name}" is NULL at some forecast steps in {rel.describe()}',
+                             sqlstate=DATA_EXCEPTION, hint="give every regressor a value at every forecast step")
     return out, rel
 
 
@@ -396,11 +402,12 @@ def evaluate(project, relation, version, level=0.9):
 
     loaded = load(project if version is None else f"{project}@{version}")
     m, schema = loaded.model, loaded.schema
-    rel = parse_relation(relation)
+    source = reading.Source.open(relation)
+    rel = source.relation
     target = schema["target"]["name"]
-    sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
-                                  "target column": [target]})
-    n, ts, keys, _, y = _read(sql, schema["time_column"], list(m.series_columns), [], cols, target)
+    cols = _columns(source, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                             "target column": [target]})
+    n, ts, keys, _, y = _read(source.sql, schema["time_column"], list(m.series_columns), [], cols, target)
     i, j, actual, point, half = _at_forecast_steps(loaded, relation, n, ts, keys, y, level)
     if len(i) == 0:
         raise SqlmlError(f"{rel.describe()} has no actuals at the forecast steps of version {loaded.ref['version']}",
@@ -451,15 +458,19 @@ def monitor(project, relation, version, moderate, major):
     facts = privileged.run(lambda ex: stored.model_facts(ex, loaded.ref["id"]))
     base = facts["baseline"]
     if not base:
-        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
+        raise SqlmlError(f'version {facts["version"]} of "{facts["project"]}" has no drift baseline',
+                         sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train a new version: baselines are stored at training")
-    rel = parse_relation(relation)
+    source = reading.Source.open(relation)
+    rel = source.relation
     target = schema["target"]["name"]
-    sql, cols, _ = _columns(rel, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
-                                  "target column": [target], "regressor": list(m.regressors)})
-    n, ts, keys, regs, y = _read(sql, schema["time_column"], list(m.series_columns), list(m.regressors), cols, target)
+    cols = _columns(source, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                             "target column": [target], "regressor": list(m.regressors)})
+    n, ts, keys, regs, y = _read(source.sql, schema["time_column"], list(m.series_columns), list(m.regressors), cols,
+                                 target)
     if n == 0:
-        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION, hint="check the relation and its filter")
+        raise SqlmlError(f"{rel.describe()} has no rows", sqlstate=DATA_EXCEPTION,
+                         hint="check the relation and its filter")
     which = {tuple(str(k) for k in key): i for i, key in enumerate(m.keys)}
     row_series = np.array([which.get(tuple(str(keys[s][r]) for s in m.series_columns), -1) for r in range(n)])
     known = row_series >= 0
@@ -508,19 +519,17 @@ def retrain_if_drifted(project, relation, training_relation, threshold, budget_s
                "frequency": m.freq.name, "fill": params.get("fill", "interpolate")}
     if params.get("n_estimators"):
         options["n_estimators"] = params["n_estimators"]
-    source = training_relation or relation
-    sql, cols, _ = _columns(parse_relation(source), {"time column": [schema["time_column"]],
-                                                     "series column": list(m.series_columns),
-                                                     "target column": [schema["target"]["name"]],
-                                                     "regressor": list(m.regressors)})
+    text = training_relation or relation
+    source = reading.Source.open(text)
+    cols = _columns(source, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
+                             "target column": [schema["target"]["name"]], "regressor": list(m.regressors)})
     keep = {schema["time_column"], schema["target"]["name"], *m.series_columns, *m.regressors}
-    exclude = [c for c in cols if c not in keep]
-    spi.notice(f"drift: PSI {worst[4]:.3f} on {label} reaches {threshold}; training \"{name}\" on {source}")
-    from sqlml.automl.request import check_common
-
-    _, new_version, _, _, _, deployed = governing.train_as_caller(name, lambda called: train(
-        name, source, schema["target"]["name"], None, float(budget_seconds), None, exclude, options, check_common,
-        called))[0]
+    request = TrainRequest(name, text, schema["target"]["name"], task=fopts.FORECAST,
+                           budget_seconds=float(budget_seconds), exclude=[c for c in cols if c not in keep],
+                           options=options)
+    spi.notice(f"drift: PSI {worst[4]:.3f} on {label} reaches {threshold}; training \"{name}\" on {text}")
+    _, new_version, _, _, _, deployed = governing.train_as_caller(name, lambda called: train(request, called,
+                                                                                             source))[0]
     decision = (f"version {new_version} deployed through the gate" if deployed else
                 f"version {new_version} registered; version {version} stays deployed (the gate kept it)")
     return [(name, True, worst[4], label, new_version, bool(deployed), decision)]

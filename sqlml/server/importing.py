@@ -16,10 +16,9 @@ from sqlml.automl import metrics
 from sqlml.automl.request import PROJECT_NAME
 from sqlml.data import convert
 from sqlml.data.ingest import sample_query
-from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION, Feature, FeatureSchema, Target, kind_of
 from sqlml.data.task import task_of
-from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER, SqlmlError
+from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 from sqlml.monitor import diagnostics, drift
 from sqlml.registry import access, audit, gate, store
 from sqlml.registry.lineage import fingerprint, library_versions
@@ -104,11 +103,10 @@ def import_model(project, onnx, task, relation, target, columns, options):
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading anything
     governing.admit_import()  # the graph is the user's: it runs under the job's memory cap
     blob = bytes(onnx)
-    rel = parse_relation(relation)
-    sql, hidden = reading.source_sql(rel)
-    described = {c.name: c for c in reading.describe(sql) if c.name not in hidden}
-    if target is not None and target in hidden:
-        raise SqlmlError(f'permission denied for column "{target}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE)
+    source = reading.Source.open(relation)
+    rel, sql, described = source.relation, source.sql, source.by_name()
+    if target is not None:
+        source.check_readable(target, "the target column")
     kinds = {name: kind_of(c.pg_type) or c.pg_type for name, c in described.items() if name != target}
     wrapped = imported.wrap(blob, task, kinds, list(columns) if columns is not None else None)
     features = [Feature(name, kinds[name], described[name].pg_type) for name in wrapped.columns]

@@ -50,6 +50,12 @@ class Source:
     def by_name(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
 
+    def check_readable(self, column: str, what: str = "it") -> None:
+        """An error if the caller may not read ``column`` of the relation (``what``: it, in the hint)."""
+        if column in self.hidden:
+            raise SqlmlError(f'permission denied for column "{column}" of {self.relation.text}',
+                             sqlstate=INSUFFICIENT_PRIVILEGE, hint=f"ask the table's owner for SELECT on {what}")
+
 
 class _Rollback(Exception):
     pass

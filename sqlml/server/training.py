@@ -11,13 +11,13 @@ import time
 from sqlml import deferred
 from sqlml.automl import meta, metrics
 from sqlml.automl.budget import Budget
-from sqlml.automl.request import TrainRequest, check_common
+from sqlml.automl.request import TrainRequest
 from sqlml.data import convert, quality
 from sqlml.data.columns import check_columns, check_target, choose_features
 from sqlml.data.ingest import sample_query
 from sqlml.data.schema import FeatureSchema, Target, kind_of
 from sqlml.data.task import check_target_type
-from sqlml.errors import DATA_EXCEPTION, INSUFFICIENT_PRIVILEGE, SqlmlError
+from sqlml.errors import DATA_EXCEPTION, SqlmlError
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, gate, store
 from sqlml.registry.lineage import fingerprint, library_versions
@@ -117,17 +117,14 @@ def train(request: TrainRequest, called: float | None = None, source: reading.So
     if r.forecast:  # many time series, chosen by backtests: its own orchestration
         from sqlml.server import forecasting
 
-        return forecasting.train(r.project, r.relation, r.target, r.algorithms, r.budget_seconds, r.metric, r.exclude,
-                              r.options, check_common, called)
+        return forecasting.train(r, called, source)
     opts = r.checked_options()
     project, target, task = r.project, r.target, r.task
     caller = spi.execute("SELECT current_user AS u")[0]["u"]
     privileged.run(lambda ex: access.require_train(ex, caller, project))  # before reading any data
     source = source or reading.Source.open(r.relation)
     rel, sql = source.relation, source.sql
-    if target in source.hidden:
-        raise SqlmlError(f'permission denied for column "{target}" of {rel.text}', sqlstate=INSUFFICIENT_PRIVILEGE,
-                         hint="ask the table's owner for SELECT on the target column")
+    source.check_readable(target, "the target column")
     features, target_col, dropped = choose_features(source.columns, target, list(r.exclude or []), rel.describe())
     for h in source.hidden:
         dropped[h] = "not readable by the current role"
