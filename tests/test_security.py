@@ -242,6 +242,10 @@ def test_column_grants_limit_features_and_the_target(world):
     assert features == ["a", "b"]  # id identifies rows: never a feature
     assert any('"c" is not used: not readable' in n for n in dev.notices)
     denied(dev2, "SELECT * FROM sqlml.train('cols2', 'partial', 'y')", 'permission denied for column "y" of partial')
+    denied(dev2, """SELECT * FROM sqlml.train('cols2', 'partial', 'y', task => 'forecast',
+                    options => '{"time_column": "c", "horizon": 3}')""", 'permission denied for column "y" of partial')
+    denied(dev2, "SELECT * FROM sqlml.import_model('cols2', '\\x00'::bytea, 'regression', 'partial', target => 'y')",
+           'permission denied for column "y" of partial')
     denied(dev, "SELECT * FROM sqlml.train('cols3', 'SELECT a, c, y FROM partial', 'y')",
            "permission denied for table partial")
 
