@@ -324,7 +324,8 @@ def load(project) -> Loaded:
 
 
 def _future(loaded: Loaded, relation, horizon: int) -> tuple[dict | None, object]:
-    """Regressors' values at every series' forecast steps (name -> (n_series, horizon)) from ``relation``."""
+    """Regressors' values at every series' forecast steps (name -> (n_series, horizon)) from ``relation``
+    (its text, or the ``reading.Source`` the caller has opened already)."""
     m, schema = loaded.model, loaded.schema
     if not m.regressors or not m.uses_global:
         if relation is not None and m.regressors:
@@ -337,7 +338,7 @@ def _future(loaded: Loaded, relation, horizon: int) -> tuple[dict | None, object
                          hint="relation => a table or query with "
                               f"{', '.join([schema['time_column'], *m.series_columns, *regs])} "
                               "for every series and forecast step")
-    source = reading.Source.open(relation)
+    source = relation if isinstance(relation, reading.Source) else reading.Source.open(relation)
     rel = source.relation
     cols = _columns(source, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
                              "regressor": regs})
@@ -408,7 +409,7 @@ def evaluate(project, relation, version, level=0.9):
     cols = _columns(source, {"time column": [schema["time_column"]], "series column": list(m.series_columns),
                              "target column": [target]})
     n, ts, keys, _, y = _read(source.sql, schema["time_column"], list(m.series_columns), [], cols, target)
-    i, j, actual, point, half = _at_forecast_steps(loaded, relation, n, ts, keys, y, level)
+    i, j, actual, point, half = _at_forecast_steps(loaded, source, n, ts, keys, y, level)
     if len(i) == 0:
         raise SqlmlError(f"{rel.describe()} has no actuals at the forecast steps of version {loaded.ref['version']}",
                          sqlstate=DATA_EXCEPTION, hint="evaluate once the forecast period's values have arrived")
@@ -425,10 +426,10 @@ def evaluate(project, relation, version, level=0.9):
     return [(facts["project"], facts["version"], k, v, backtest.get(k), len(i), at) for k, v in values.items()]
 
 
-def _at_forecast_steps(loaded: Loaded, relation, n, ts, keys, y, level):
+def _at_forecast_steps(loaded: Loaded, source: reading.Source, n, ts, keys, y, level):
     """The rows of a relation that fall on the forecaster's steps with a known value: their series
     index i, step index j, actual value, and the point forecasts and half widths (n_series, h) for
-    h = the furthest step present (the regressors are read from ``relation`` up to that step)."""
+    h = the furthest step present (the regressors are read from ``source`` up to that step)."""
     m = loaded.model
     index = {(tuple(str(k) for k in key), t): (i, j) for i, key in enumerate(m.keys)
              for j, t in enumerate(m.steps_ts(i, m.horizon))}
@@ -437,7 +438,7 @@ def _at_forecast_steps(loaded: Loaded, relation, n, ts, keys, y, level):
     if not hits:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), None, None
     i, j = (np.array(v) for v in zip(*[ij for ij, _ in hits]))
-    point, half, _ = paths(loaded, int(j.max()) + 1, relation if m.uses_global and m.regressors else None, level)
+    point, half, _ = paths(loaded, int(j.max()) + 1, source if m.uses_global and m.regressors else None, level)
     return i, j, np.array([v for _, v in hits]), point, half
 
 
@@ -479,7 +480,7 @@ def monitor(project, relation, version, moderate, major):
                           moderate, major)]
     for r in m.regressors:
         results.append(drift_row(r, "feature", drift.compare(base["features"][r], regs[r]), n, moderate, major))
-    i, j, actual, point, _ = _at_forecast_steps(loaded, relation, n, ts, keys, y, 0.9)
+    i, j, actual, point, _ = _at_forecast_steps(loaded, source, n, ts, keys, y, 0.9)
     errors = (actual - point[i, j]) / m.scale[i] if len(i) else []
     if len(errors):
         results.append(drift_row("prediction", "prediction", drift.compare(base["prediction"], errors),
