@@ -156,12 +156,14 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
                     n_estimators=n_estimators, warm_start=warm, final_rows=None if refit_all is False else len(y),
                     run_fit=run_fit, max_scoring_us=max_scoring_us, bagging=False if refit_all else bagging,
                     folds=folds)
-    validation = "a validation split" if search.validation == "holdout" else search.validation.replace("cv", "cross-validation")
+    validation = ("a validation split" if search.validation == "holdout"
+                  else search.validation.replace("cv", "cross-validation"))
     note(f"searching {', '.join(s.name for s in specs)} for the best {metric}: {validation} of the "
          f"{len(train_idx)} training rows; {len(test_idx)} other rows held out to score the winner; "
          f"budget {budget.seconds:.0f}s")
     if search.sprint:  # refit_all=True still refits it on every row: asked for, whatever the clock
-        note(f"{max(budget.remaining(), 0.0):.1f}s of the budget left after startup: one trial of {search.specs[0].name}"
+        note(f"{max(budget.remaining(), 0.0):.1f}s of the budget left after startup: "
+             f"one trial of {search.specs[0].name}"
              + ("" if refit_all else ", registered as fitted on the validation split's fit part (no refit)"))
     search.run()
     result = search.finish()
@@ -174,5 +176,5 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
         note("no time left to refit on every row: the model registered is the one trained without the holdout")
     return Trained(schema=schema, metric=metric, result=result, holdout_index=np.flatnonzero(keep)[test_idx],
                    holdout_inputs={k: v[test_idx] for k, v in inputs.items()}, holdout_y=y[test_idx],
-                   train_rows=len(train_idx), X_holdout=X_test, X_train=X_train, meta_features=described, warm_started=len(warm),
-                   final_model=final, test_size=test_size)
+                   train_rows=len(train_idx), X_holdout=X_test, X_train=X_train, meta_features=described,
+                   warm_started=len(warm), final_model=final, test_size=test_size)

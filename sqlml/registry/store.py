@@ -66,7 +66,8 @@ def require_project(ex, name: str, lock: bool = False) -> dict:
     if row is None:
         known = [r["name"] for r in ex.execute("SELECT name FROM sqlml.projects ORDER BY name LIMIT 20")]
         raise SqlmlError(f'project "{name}" does not exist',
-                         hint=("projects are: " + ", ".join(known)) if known else "train one first: SELECT * FROM sqlml.train('name', 'table', 'target')",
+                         hint=("projects are: " + ", ".join(known)) if known
+                         else "train one first: SELECT * FROM sqlml.train('name', 'table', 'target')",
                          sqlstate=UNDEFINED_OBJECT)
     return row
 
@@ -93,8 +94,9 @@ def insert_model(ex, model: dict) -> int:
     cols = list(model)
     casts = {"metrics": "jsonb", "hyperparameters": "jsonb", "feature_schema": "jsonb", "parity": "jsonb",
              "library_versions": "jsonb", "classes": "jsonb", "profile": "jsonb", "baseline": "jsonb",
-             "importance": "jsonb", "diagnostics": "jsonb", "warm_start": "jsonb", "forecaster": "jsonb", "version": "int", "opset": "int", "rows": "int8",
-             "job_id": "int8", "score": "float8", "explainer": "bytea"}
+             "importance": "jsonb", "diagnostics": "jsonb", "warm_start": "jsonb", "forecaster": "jsonb",
+             "version": "int", "opset": "int", "rows": "int8", "job_id": "int8", "score": "float8",
+             "explainer": "bytea"}
     if "meta_features" in cols:
         casts["meta_features"] = f"{vector_schema(ex)}.vector"
     values = ", ".join(f"${i + 1}" + (f"::{casts[c]}" if c in casts else "") for i, c in enumerate(cols))
@@ -209,7 +211,8 @@ def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict
                               f"ORDER BY score {order}, version DESC LIMIT 1", [name, metric[0]["metric"]])
     elif strategy == "rollback":
         if current is None:
-            raise SqlmlError(f'project "{name}" has no deployed model to roll back', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
+            raise SqlmlError(f'project "{name}" has no deployed model to roll back',
+                             sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                              hint="deploy one first: SELECT * FROM sqlml.deploy('name', 'most_recent')")
         rows = ex.execute(
             """SELECT m.id, m.project, m.version, m.algorithm, m.metric, m.score, m.sha256
@@ -219,11 +222,13 @@ def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict
                ORDER BY d.id DESC LIMIT 1""", [name, current["id"]])
         if not rows:
             raise SqlmlError(f'project "{name}" has no previous deployment to roll back to (version '
-                             f'{current["version"]} is the only one deployed so far)', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
+                             f'{current["version"]} is the only one deployed so far)',
+                             sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                              hint="deploy a chosen version instead: SELECT * FROM sqlml.deploy('name', version => N)")
     else:
         raise SqlmlError(f'unknown deployment strategy "{strategy}"',
-                         hint="use best_score, most_recent or rollback, or pass version => N", sqlstate=INVALID_PARAMETER)
+                         hint="use best_score, most_recent or rollback, or pass version => N",
+                         sqlstate=INVALID_PARAMETER)
     if not rows:
         raise SqlmlError(f'project "{name}" has no models to deploy', sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE,
                          hint="train one first: SELECT * FROM sqlml.train(...)")
@@ -232,7 +237,8 @@ def choose_deployment(ex, name: str, strategy: str, version: int | None) -> dict
 
 def onnx_blob(ex, model_id: int) -> tuple[bytes, str, dict]:
     """(ONNX bytes, stored sha256, feature schema) of a model, verified against its sha256."""
-    rows = ex.execute("SELECT project, version, onnx, sha256, feature_schema FROM sqlml.models WHERE id = $1", [model_id])
+    rows = ex.execute("SELECT project, version, onnx, sha256, feature_schema FROM sqlml.models WHERE id = $1",
+                      [model_id])
     if not rows:
         raise SqlmlError(f"model {model_id} does not exist", sqlstate=UNDEFINED_OBJECT)
     row = rows[0]
