@@ -459,6 +459,19 @@ $$;
 
 COMMENT ON FUNCTION sqlml.explain_batch(text, text, text) IS 'sqlml.explain for every row of relation, set-based; id is id_column as text';
 
+-- The id in its own type, as predict_batch's overload gives it (the same cast of the text ids).
+CREATE OR REPLACE FUNCTION sqlml.explain_batch(project text, relation text, id_column text, id_type anyelement)
+RETURNS TABLE (id anyelement, feature text, value text, contribution float8, class text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN QUERY EXECUTE pg_catalog.format('SELECT b.id::%s, b.feature, b.value, b.contribution, b.class '
+                                           'FROM sqlml.explain_batch($1, $2, $3) b', pg_catalog.pg_typeof(id_type))
+        USING project, relation, id_column;
+END
+$$;
+
+COMMENT ON FUNCTION sqlml.explain_batch(text, text, text, anyelement) IS 'sqlml.explain for every row of relation, set-based; id is id_column in the type of id_type (pass NULL::int, NULL::uuid...)';
+
 CREATE OR REPLACE FUNCTION sqlml.importance(project text)
 RETURNS TABLE (feature text, importance float8)
 LANGUAGE plpython3u STABLE AS $$

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 
 import numpy as np
+import psycopg2
 import pytest
 
 from tests.conftest import query, scalar, sql_error
@@ -170,3 +172,45 @@ def test_explain_refuses_what_it_cannot_explain(db, projects):
     assert e.pgcode == "42703" and "missing" in e.diag.message_primary
     e = sql_error(db, "SELECT * FROM sqlml.explain_batch('x_bc', 'iris', 'id')")
     assert e.pgcode == "42703"
+
+
+@pytest.mark.parametrize("id_type, pg_type", [("NULL::int", "integer"), ("NULL::uuid", "uuid")])
+def test_explain_batch_ids_come_back_in_their_type(db, projects, id_type, pg_type):
+    """As predict_batch's: the result joins back to the relation without a cast."""
+    query(db, "CREATE OR REPLACE VIEW bc_uuid AS SELECT md5(id::text)::uuid AS uid, * FROM breast_cancer")
+    column = "id" if pg_type == "integer" else "uid"
+    rows = query(db, f"""SELECT pg_typeof(b.id)::text, count(DISTINCT b.id), count(*)
+                         FROM sqlml.explain_batch('x_bc', 'bc_uuid', %s, {id_type}) b
+                         JOIN bc_uuid c ON b.id = c.{column}
+                         GROUP BY 1""", (column,))
+    n = scalar(db, "SELECT count(*) FROM breast_cancer")
+    assert rows == [(pg_type, n, n * 31)]  # 30 features and (base) per row
+    e = sql_error(db, "SELECT * FROM sqlml.explain_batch('x_bc', 'bc_uuid', 'uid', NULL::int)")
+    assert e.pgcode == "22P02"  # invalid input syntax for type integer: the id type does not fit the column
+
+
+def test_a_new_backend_loads_native_treeshap_from_the_cache(db, dsn, cluster, projects):
+    """The first backend to explain a tree model compiles TreeSHAP with LLVM and keeps the object
+    code beside the compiled scoring code; the next one loads it, without importing llvmlite."""
+    cache = cluster.data / "sqlml_compiled"
+    for entry in cache.glob("treeshap-*"):  # kept by the training of the projects: not this test's case
+        entry.unlink()
+    seen, want = [], None
+    for _ in range(2):
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        conn.notices = []
+        query(conn, "SET client_min_messages = debug2")  # plpy.debug's level
+        row = explained(conn, "SELECT x.* FROM diabetes c, sqlml.explain('x_diab', c) x WHERE c.id = 3")
+        seen.append([m for m in conn.notices if "explains with" in m])
+        query(conn, "CREATE FUNCTION pg_temp.llvmlite_loaded() RETURNS bool LANGUAGE plpython3u AS "
+                    "$$ import sys; return 'llvmlite' in sys.modules $$")
+        seen[-1].append(scalar(conn, "SELECT pg_temp.llvmlite_loaded()"))
+        conn.close()
+        assert want is None or row == want
+        want = row
+    assert len(seen[0]) == 2 and "explains with TreeSHAP compiled" in seen[0][0] and "cache" not in seen[0][0]
+    assert len(seen[1]) == 2 and "explains with TreeSHAP compiled (from the cache)" in seen[1][0]
+    assert seen[1][1] is False, "the backend that found the code in the cache imported llvmlite"
+    (entry,) = cache.glob("treeshap-*")
+    assert stat.S_IMODE(entry.stat().st_mode) & 0o077 == 0

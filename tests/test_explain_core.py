@@ -320,6 +320,50 @@ def test_native_treeshap_sums_to_the_trees_output():
     np.testing.assert_allclose(forest.shap_values(X)[:, :, 0].sum(axis=1) + forest.base[0], output, atol=1e-10)
 
 
+NATIVE_IN_A_NEW_PROCESS = """
+import json, sys
+import numpy as np
+from sqlml.explain import native
+from sqlml.explain.treeshap import Forest
+native.use_cache(sys.argv[1])
+native.function()
+llvm = "llvmlite" in sys.modules
+from tests.test_explain_core import random_rows, random_tree  # imports the ML stack
+rng = np.random.default_rng(5)
+forest = Forest([random_tree(rng, 6, 4, 2, {2}) for _ in range(4)], 1.0, 6)
+X = random_rows(rng, 50, 6, {2})
+got = forest.shap_values(X)
+print(json.dumps([native.cache["origin"], llvm,
+                  float(np.abs(got - forest.shap_values(X, use_native=False)).max())]))
+"""
+
+
+def test_native_treeshap_is_kept_and_a_new_process_loads_it_without_llvm(tmp_path):
+    """The first process compiles the code and keeps it; the next loads it (``sqlml.onnx.native``)
+    and never imports llvmlite; both compute what numpy does."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    root = Path(__file__).resolve().parents[1]
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", NATIVE_IN_A_NEW_PROCESS, str(cache)], cwd=root,
+                             capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout))
+    assert runs[0][:2] == ["compiled", True] and runs[1][:2] == ["cache", False]
+    assert runs[0][2] < 1e-10 and runs[1][2] < 1e-10
+    (entry,) = cache.iterdir()
+    assert entry.name.startswith("treeshap-") and entry.stat().st_mode & 0o077 == 0
+    entry.write_bytes(b"not an object file")  # unreadable: compiled again, and kept again
+    out = subprocess.run([sys.executable, "-c", NATIVE_IN_A_NEW_PROCESS, str(cache)], cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)[0] == "compiled" and entry.stat().st_size > 1000
+
+
 # --- explain_batch's folded rows -----------------------------------------------------------------------
 
 

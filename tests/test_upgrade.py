@@ -206,6 +206,7 @@ def upgrade(released_site):
         if "cron" in state["before"]:
             state["after"]["cron"] = cron_jobs(conn)
             query(conn, "EXPLAIN " + RETRAIN)  # the scheduled command still resolves on 0.2.0
+        state["explain"] = explain_and_import(conn)
         conn.close()
         fresh = connect(cluster.create_database("fresh"))
         state["fresh"] = {"catalog": extension_catalog(fresh), "public": public_functions(fresh)}
@@ -213,6 +214,46 @@ def upgrade(released_site):
         yield state
     finally:
         cluster.destroy()
+
+
+def explain_and_import(conn) -> dict:
+    """Issue 19's functions on the upgraded database: a 0.1.0 model (no explainer kept) is refused
+    cleanly, a model trained after the upgrade is explained, and a model from outside is imported."""
+    from onnx import TensorProto, helper
+
+    out = {}
+    for name, sql in (("explain", "SELECT x.* FROM houses h, sqlml.explain('price', h) x WHERE h.id = 1"),
+                      ("importance", "SELECT * FROM sqlml.importance('price')")):
+        try:
+            query(conn, sql)
+        except psycopg2.Error as e:
+            out[name + " of a 0.1.0 model"] = (e.pgcode, e.diag.message_primary)
+    version = query(conn, "SELECT version FROM sqlml.train('price', 'SELECT id, rooms, area, price FROM houses', "
+                          "'price', algorithms => '{linear}', time_budget => '2 seconds', exclude => '{id}')")[0][0]
+    spec = f"price@{version}"  # the gate may keep the 0.1.0 champion deployed
+    out["explained"] = query(conn, "SELECT (SELECT sum(contribution) FROM sqlml.explain(%s, h)), "
+                                   "sqlml.predict(%s, h) FROM houses h WHERE h.id = 1", (spec, spec))[0]
+    out["importance"] = query(conn, "SELECT feature FROM sqlml.importance(%s)", (spec,))
+    f = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["rooms"], ["y"])], "g",
+                              [f("rooms", TensorProto.FLOAT, [None, 1])], [f("y", TensorProto.FLOAT, [None, 1])])
+    blob = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    out["imported"] = query(conn, "SELECT version, algorithm FROM sqlml.import_model('rooms', %s, 'regression', "
+                                  "'houses', target => 'price')", (blob,))[0]
+    out["imported predicts"] = query(conn, "SELECT sqlml.predict('rooms', h), h.rooms FROM houses h WHERE id = 5")[0]
+    return out
+
+
+def test_explain_and_import_work_on_the_upgraded_database(upgrade):
+    got = upgrade["explain"]
+    code, message = got["explain of a 0.1.0 model"]
+    assert code == "0A000" and "registered before sqlml kept explainers" in message
+    assert got["importance of a 0.1.0 model"][0] == "55000"
+    total, predicted = got["explained"]
+    assert abs(total - predicted) <= 1e-6 * max(1.0, abs(predicted))
+    assert {f for (f,) in got["importance"]} == {"rooms", "area"}
+    assert tuple(got["imported"]) == (1, "imported")
+    assert got["imported predicts"][0] == got["imported predicts"][1]
 
 
 def test_the_released_code_made_the_database_and_the_new_code_runs_it(upgrade):

@@ -193,6 +193,11 @@ class Explainer:
         self.base = sum(w * m.base for w, _, m in members)
 
     @property
+    def has_trees(self) -> bool:
+        """Whether a member is a tree ensemble (explained by TreeSHAP, ``sqlml.explain.native``)."""
+        return any(isinstance(m, Trees) for _, _, m in self.members)
+
+    @property
     def outputs(self) -> list[str] | None:
         """Class labels of the outputs (multiclass), else None (one output)."""
         return [str(c) for c in self.schema.target.classes] if self.schema.target.task == MULTICLASS else None

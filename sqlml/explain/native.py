@@ -1,7 +1,8 @@
 """Path-dependent TreeSHAP as native code: one LLVM function (llvmlite) for every forest.
 
-``sqlml.explain.treeshap`` states the algorithm; this computes the same, compiled once per process
-(the code is the same for every model: the forest comes in as arrays), in blocks of rows:
+``sqlml.explain.treeshap`` states the algorithm; this computes the same, compiled once (the code is
+the same for every model: the forest comes in as arrays) and kept as object code beside scoring's
+(``use_cache``), so that a new process loads it without LLVM (``sqlml.onnx.native``), in blocks of rows:
 
 1. every split's decision for the block's rows (``Forest.decisions``' rules: NaN by the node's
    missing type, LightGBM's zero threshold, categorical sets as a flag per code), a byte each;
@@ -24,6 +25,8 @@ of ``ARGS``; the function reads them through one array of their addresses.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import struct
 from contextlib import contextmanager
 
@@ -334,27 +337,93 @@ def _quadrature(f: _Function, arg: dict, k: str, first_slot: str, r: str) -> Non
 
 
 _TREESHAP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)  # releases the GIL
-_compiled: list = []  # [(engine, function)] once compiled in this process
+_compiled: list = []  # [(the loaded code, function)] once loaded in this process
+cache = {"directory": None, "origin": None}  # where the object code is kept; "compiled" or "cache" once loaded
+
+
+def use_cache(directory: str | None) -> None:
+    """Keep the object code in ``directory`` (``sqlml.onnx.compiled.private_directory``'s: only this
+    OS user may write it; None: no cache), under ``cache_name()``, beside the scoring code: a new
+    process loads it with ``sqlml.onnx.native`` instead of compiling it with LLVM again."""
+    cache["directory"] = directory
+
+
+def cache_name() -> str:
+    """The cache file's name (without .npz): the IR's sha256, salted as scoring's code is (the code
+    version, llvmlite's, the CPU: ``sqlml.onnx.compiled.cache_key``)."""
+    from sqlml.onnx.compiled import cache_key
+
+    return cache_key("treeshap-" + hashlib.sha256(ir().encode()).hexdigest())
 
 
 def function():
-    """The compiled ``treeshap``, or None where llvmlite is missing (numpy then computes the same)."""
+    """The compiled ``treeshap``: from the cache (no llvmlite needed), else compiled by llvmlite and
+    kept in the cache; None where neither works (numpy then computes the same)."""
     if not _compiled:
-        try:
-            import llvmlite.binding as llvm
-        except ImportError:
-            return None
+        directory = cache["directory"]
+        path = os.path.join(directory, cache_name() + ".npz") if directory else None
+        loaded, origin = _cached(path) if path else None, "cache"
+        if loaded is None:
+            try:
+                obj = _compile()
+            except ImportError:
+                return None
+            loaded, origin = _load(obj), "compiled"
+            if path:
+                from sqlml.onnx.compiled import _write
+
+                _write(path, object=np.frombuffer(obj, dtype=np.uint8))
+        code, address = loaded
+        _compiled.append((code, _TREESHAP(address)))
+        cache["origin"] = origin
+    return _compiled[0][1]
+
+
+def _cached(path: str) -> tuple | None:
+    """The object code kept at ``path``, loaded (``_load``), or None (absent, unreadable or not
+    loadable here: compiled again)."""
+    try:
+        with np.load(path) as saved:
+            obj = saved["object"].tobytes()
+        return _load(obj)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError):
+        return None
+
+
+def _compile() -> bytes:
+    """Object code of ``ir()`` for this CPU, optimized (mem2reg promotes the IR's variables)."""
+    import llvmlite.binding as llvm
+
+    from sqlml.onnx.compiled import _target_machine
+
+    tm = _target_machine()
+    module = llvm.parse_assembly(ir())
+    module.verify()
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=2))
+    pb.getModulePassManager().run(module, pb)
+    return tm.emit_object(module)
+
+
+def _load(obj: bytes) -> tuple:
+    """(what keeps the code mapped, the address of ``treeshap``): by ``sqlml.onnx.native`` where it
+    can (no LLVM in the process), else by llvmlite's MCJIT (as ``sqlml.onnx.compiled.Compiled``)."""
+    from sqlml.onnx import native as loader
+
+    try:
+        code = loader.Loaded(obj)
+        address = code.address("treeshap")
+    except loader.Unsupported:
+        import llvmlite.binding as llvm
+
         from sqlml.onnx.compiled import _target_machine
 
-        tm = _target_machine()
-        module = llvm.parse_assembly(ir())
-        module.verify()
-        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=2))
-        pb.getModulePassManager().run(module, pb)
-        engine = llvm.create_mcjit_compiler(module, tm)
-        engine.finalize_object()
-        _compiled.append((engine, _TREESHAP(engine.get_function_address("treeshap"))))
-    return _compiled[0][1]
+        code = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+        code.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        code.finalize_object()
+        address = code.get_function_address("treeshap")
+    if not address:
+        raise RuntimeError("the TreeSHAP object code has no treeshap function")
+    return code, address
 
 
 def run(arrays: dict, X: np.ndarray, out: np.ndarray, longest: int, interrupt=None) -> None:

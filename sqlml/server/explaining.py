@@ -2,7 +2,9 @@
 
 The model is resolved as scoring resolves it (``sqlml.server.predicting.resolve``: deployed or
 ``project@version``, the caller's right to score it checked); its explainer, stored at training,
-is loaded once per process and model. The contributions come from ``sqlml.explain``.
+is loaded once per process and model. The contributions come from ``sqlml.explain``; a tree
+model's, from native TreeSHAP code kept beside the compiled scoring code
+(``pg_internals.compiled_cache_dir``), so a new backend loads it instead of compiling it again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlml.errors import FEATURE_NOT_SUPPORTED, OBJECT_NOT_IN_PREREQUISITE_STATE
 from sqlml.explain.rows import batch_rows, explanation_rows, header
 from sqlml.registry import store
 from sqlml.scoring import chunks
-from sqlml.server import auditing, interrupts, predicting, privileged, reading
+from sqlml.server import auditing, interrupts, pg_internals, predicting, privileged, reading
 
 _explainers: dict = {}  # model id -> Explainer
 
@@ -40,8 +42,26 @@ def explainer(m):
                 sqlstate=FEATURE_NOT_SUPPORTED,
                 hint="explain a version sqlml trained (project@version), or retrain: sqlml.train(...)",
             )
-        e = _explainers[m.ref.id] = Explainer.from_bytes(blob, m.schema)
+        e = Explainer.from_bytes(blob, m.schema)
+        if e.has_trees:  # what explains it, at DEBUG2 (plpy.debug), as scoring says what scores it
+            import plpy
+
+            origin = native_treeshap()
+            plpy.debug(f"sqlml: {m.ref.project} version {m.ref.version} explains with TreeSHAP "
+                       + ("compiled (from the cache)" if origin == "cache" else origin or "in numpy"))
+        _explainers[m.ref.id] = e
     return e
+
+
+def native_treeshap() -> str | None:
+    """Load the native TreeSHAP code (``sqlml.explain.native``), from the cache where it was kept:
+    "cache", "compiled" (and kept), or None (no llvmlite: numpy computes the same)."""
+    from sqlml.explain import native
+    from sqlml.onnx.compiled import private_directory
+
+    if native.cache["origin"] is None:
+        native.use_cache(private_directory(pg_internals.compiled_cache_dir()))
+    return native.cache["origin"] if native.function() is not None else None
 
 
 def explain(project, features, as_array=False):

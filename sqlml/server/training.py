@@ -21,7 +21,7 @@ from sqlml.errors import DATA_EXCEPTION, SqlmlError
 from sqlml.governor import limits, priority
 from sqlml.registry import access, audit, gate, store
 from sqlml.registry.lineage import fingerprint, library_versions
-from sqlml.server import deploy, governing, interrupts, predicting, privileged, reading
+from sqlml.server import deploy, explaining, governing, interrupts, predicting, privileged, reading
 from sqlml.server.spi import spi
 
 PROGRESS_SECONDS = 2.0  # at most one NOTICE this often for trials that change nothing
@@ -231,6 +231,8 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     from sqlml.monitor.artifacts import training_artifacts  # profile, drift baselines, diagnostics, importance
 
     explainer = explain.build(candidate.model, trained.schema, trained.fitted_on(candidate))
+    if explainer.has_trees:  # its importance runs TreeSHAP: compiled here once, kept for every backend
+        explaining.native_treeshap()
     operations = {**training_artifacts(trained, candidate, raw, budget, data_profile, explainer),
                   "explainer": explainer.to_bytes()}
 
