@@ -80,9 +80,10 @@ def train(conn, project: str, algorithm: str) -> None:
 
 def rows_to_measure(conn, project: str, max_seconds: float) -> int:
     """ROWS, or fewer (whole hundreds) when explaining ROWS would take longer than ``max_seconds``
-    at the cost per row of explaining PROBE_ROWS (the first warm-up: the model, the explainer, the
-    libraries)."""
-    wall, _ = timed(lambda: run(conn, f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'probe_rows', 'id')"))
+    at the cost per row of explaining PROBE_ROWS, once warm (the model, the explainer, the libraries)."""
+    probe = f"SELECT count(*) FROM sqlml.explain_batch('{project}', 'probe_rows', 'id')"
+    run(conn, probe)
+    wall, _ = timed(lambda: run(conn, probe))
     per_row = wall / PROBE_ROWS
     if per_row * ROWS <= max_seconds:
         return ROWS
