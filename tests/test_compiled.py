@@ -24,9 +24,17 @@ from tests.conftest import query, scalar
 from tests.test_scoring_core import FEATURES, data
 
 
-def fit(algorithm, task, n_estimators=20, seed=0):
-    """(pipeline, schema, raw columns): numbers with NaN, a text category with NULL, a boolean."""
+def fit(algorithm, task, n_estimators=20, seed=0, categories=0):
+    """(pipeline, schema, raw columns): numbers with NaN, a text category with NULL, a boolean.
+    ``categories``: that many values in the text column, which LightGBM then splits on natively
+    (as sqlml.train has it do), and on which the label depends."""
     raw, y = data(600, seed)
+    by_category = np.zeros(len(y))
+    if categories:
+        codes = np.random.default_rng(seed).integers(0, categories, len(y))
+        raw["c"] = np.array([f"k{v}" if v else None for v in codes], dtype=object)
+        y = y ^ (codes % 3 == 0).astype(int)
+        by_category = 30.0 * (codes % 3 == 0)
     if task == "multiclass":
         y = y + (raw["b"] > 3).astype(int)
         classes = (0, 1, 2)
@@ -38,7 +46,10 @@ def fit(algorithm, task, n_estimators=20, seed=0):
     params = {"n_estimators": n_estimators} if algorithm != "linear" else {}
     pipe = Pipeline([("pre", preprocess.build(preprocess.Plan.from_data(schema, X), spec.encoding)),
                      ("model", spec.build(params, task_of(task), 1, seed))])
-    pipe.fit(X, y if task != "regression" else raw["b"] * 10.5 + 3 * y + np.nan_to_num(raw["a"]))
+    native_categories = {"model__categorical_feature": preprocess.Plan.from_data(schema, X).categorical_indices()} \
+        if categories and algorithm == "lightgbm" else {}
+    pipe.fit(X, y if task != "regression" else raw["b"] * 10.5 + 3 * y + np.nan_to_num(raw["a"]) + by_category,
+             **native_categories)
     return pipe, schema, raw
 
 
@@ -106,6 +117,83 @@ def test_native_loader_runs_the_code_as_llvm_does(algorithm, task, monkeypatch):
     assert by_sqlml.loader == ("native" if native.supported() else "llvmlite")
     assert np.array_equal(by_sqlml.run(probes), by_llvm.run(probes), equal_nan=True)
     assert compiled.agrees(by_sqlml.run(probes), scorer._reference(probes), task != "regression")
+
+
+def _modes(scorer) -> set:
+    inputs = [(ci.name, int(np.prod(ci.dims))) for ci in scorer.split.inputs]
+    ops, _ = compiled.program(scorer.split.core, scorer.output, inputs)
+    return {v[0] for op in ops if op[0] == "trees" for tree in op[3].trees for v in tree.values()}
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_categorical_splits_compile_to_membership_tests(task):
+    """LightGBM's categorical splits (a chain of BRANCH_EQ per category in the ONNX graph) run as one
+    membership test each, equal to ONNX Runtime on known, unseen and NULL categories."""
+    pipe, schema, raw = fit("lightgbm", task, n_estimators=30, categories=30)
+    blob = to_onnx(pipe, schema)
+    scorer = Scorer(blob, schema)
+    assert scorer.engine == COMPILED, scorer.fallback
+    assert "member" in _modes(scorer)
+    raw["c"][::5] = "never seen"
+    assert_parity(scorer.run(convert.model_inputs(schema, raw), len(raw["a"])), reference(blob, schema, raw), task)
+    inputs = [(ci.name, int(np.prod(ci.dims))) for ci in scorer.split.inputs]
+    ops, _ = compiled.program(scorer.split.core, scorer.output, inputs)
+    probes = compiled.probe_rows(ops, inputs, rows=2000, seed=9)
+    assert np.array_equal(scorer.compiled.run(probes), scorer._reference(probes), equal_nan=True)
+
+
+def _equality_chain(missing: list, values: list):
+    """One tree: node 0..k-1 test x0 == values[i] (true -> leaf k+1, false -> the next test; the last's
+    false -> leaf k), ``missing`` per test: nodes_missing_value_tracks_true."""
+    from onnx import TensorProto, helper
+
+    k = len(values)
+    n = k + 2
+    node = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["variable"], domain="ai.onnx.ml", n_targets=1,
+        nodes_treeids=[0] * n, nodes_nodeids=list(range(n)), nodes_featureids=[0] * n,
+        nodes_modes=["BRANCH_EQ"] * k + ["LEAF", "LEAF"], nodes_values=[*values, 0.0, 0.0],
+        nodes_truenodeids=[k + 1] * k + [0, 0], nodes_falsenodeids=[*range(1, k + 1), 0, 0],
+        nodes_missing_value_tracks_true=[*missing, 0, 0],
+        target_treeids=[0, 0], target_nodeids=[k, k + 1], target_ids=[0, 0], target_weights=[1.0, 2.0])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+                          [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+
+
+@pytest.mark.parametrize("missing, values, merged", [
+    ([0, 0, 0], [1.0, 2.0, 7.0], True),
+    ([0, 1, 0], [3.0, 0.0, 40.0], True),  # NaN goes true: a test in the middle tracks missing values as true
+    ([1, 0], [5.0, 5.0], True),
+    ([0, 0, 0], [1.0, 2.5, 3.0], False),  # 2.5 is no category code: the tests stay tests
+    ([0, 0], [-1.0, 2.0], False),
+])
+def test_membership_tests_follow_onnxruntime(missing, values, merged):
+    blob = _equality_chain(missing, values).SerializeToString()
+    ops, width = compiled.program(blob, "variable", [("x", 1)])
+    assert any(v[0] == "member" for v in ops[0][3].trees[0].values()) == merged
+    obj = compiled.compile_object(compiled.ir(ops, [("x", 1)], "variable", width))
+    rows = np.array([[v] for v in (-1.0, -0.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 7.0, 40.0, 41.0, 1e30, -1e30,
+                                   2.0 ** 24, 2.0 ** 31, np.inf, -np.inf, np.nan)], dtype=np.float32)
+    want = session(blob).run(None, {"x": rows})[0]
+    assert np.array_equal(compiled.Compiled(obj, 1, width).run(rows), want)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_trees_grouped_into_functions_keep_onnxruntime_order(task, monkeypatch):
+    """Trees are compiled in groups (a function each): sums stay in ONNX Runtime's float32 order."""
+    pipe, schema, raw = fit("lightgbm", task, n_estimators=40)
+    blob = to_onnx(pipe, schema)
+    split = Scorer(blob, schema, compile=False).split
+    inputs = [(ci.name, int(np.prod(ci.dims))) for ci in split.inputs]
+    ops, _ = compiled.program(split.core, "variable" if task == "regression" else "probabilities", inputs)
+    trees = next(op[3].trees for op in ops if op[0] == "trees")
+    monkeypatch.setattr(compiled, "GROUP_NODES", 3 * int(np.median([len(t) for t in trees])))  # a few trees a group
+    assert 5 < len(compiled._groups(trees)) < len(trees)
+    scorer = Scorer(blob, schema)
+    assert scorer.engine == COMPILED, scorer.fallback
+    probes = compiled.probe_rows(ops, inputs, rows=2000, seed=4)
+    assert np.array_equal(scorer.compiled.run(probes), scorer._reference(probes), equal_nan=True)
 
 
 def test_native_loader_refuses_what_it_does_not_know():

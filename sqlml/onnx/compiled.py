@@ -40,7 +40,7 @@ import numpy as np
 
 from sqlml.onnx import core, native
 
-VERSION = "5"  # of the code this module writes: part of every cache key
+VERSION = "6"  # of the code this module writes: part of every cache key
 TOLERANCE = 1e-6
 _ML = "ai.onnx.ml"
 _COMPARE = {"BRANCH_LEQ": "ole", "BRANCH_LT": "olt", "BRANCH_GTE": "oge", "BRANCH_GT": "ogt",
@@ -142,6 +142,7 @@ def _trees(node, a: dict, width: int) -> Trees:
         if next(iter(tree)) != 0:  # ONNX Runtime starts a tree at its first node; sqlml's converters number it 0
             raise Unsupported("a tree whose first node is not node 0")
         _check_acyclic(tree)
+    ordered = [_members(tree) for tree in ordered]
     spec = Trees(ordered, targets, aggregate, post, [float(np.float32(b)) for b in a.get("base_values", [])],
                  classifier)
     if classifier:
@@ -159,6 +160,41 @@ def _trees(node, a: dict, width: int) -> Trees:
             else:
                 spec.has_score.append(True)  # more than 2 classes: 0 + base equals base, either way
     return spec
+
+
+# Largest category code a membership test takes (LightGBM's codes are small; the test converts to i32).
+MEMBER_MAX = 1 << 24
+
+
+def _members(tree: dict) -> dict:
+    """``tree`` with every chain of BRANCH_EQ tests of one feature against whole numbers that all lead
+    to one node (how onnxmltools writes a LightGBM categorical split: a test per category, each false
+    branch the next test) as one node ("member", feature, codes, true, false, missing): the row goes
+    to ``true`` if its value is one of ``codes`` (equal as float32, as each test was), or if it is
+    NaN and some test of the chain tracks missing values as true; else to the last test's false
+    branch. Only the nodes a walk from node 0 reaches are kept. A chain of 25 categories is then
+    one switch instead of 25 blocks: faster to run, and to compile."""
+    def code(v):
+        return v[0] == "BRANCH_EQ" and v[2] == int(v[2]) and 0 <= v[2] < MEMBER_MAX
+
+    out, stack = {}, [0]
+    while stack:
+        nid = stack.pop()
+        if nid in out:
+            continue
+        v = tree[nid]
+        if code(v):
+            codes, missing, last = [int(v[2])], v[5], v
+            while code(tree[last[4]]) and tree[last[4]][1] == v[1] and tree[last[4]][3] == v[3]:
+                last = tree[last[4]]
+                codes.append(int(last[2]))
+                missing = missing or last[5]
+            if len(codes) > 1:
+                v = ("member", v[1], tuple(sorted(set(codes))), v[3], last[4], missing)
+        out[nid] = v
+        if v[0] != "leaf":
+            stack += [v[4], v[3]]
+    return dict(sorted(out.items()))
 
 
 def _check_acyclic(tree: dict) -> None:
@@ -359,7 +395,7 @@ def _tree_function(name: str, tree: dict, single: bool) -> str:
     """One tree: single target -> returns its leaf's first weight; else adds every leaf weight to acc."""
     sig = f"define internal float @{name}(ptr noalias %x)" if single else \
         f"define internal void @{name}(ptr noalias %x, ptr noalias %acc)"
-    lines = [sig + " #0 {", "entry:", "  br label %n0"]
+    lines = [sig + " #2 {", "entry:", "  br label %n0"]
     for nid in sorted(tree):
         v = tree[nid]
         lines.append(f"n{nid}:")
@@ -377,6 +413,26 @@ def _tree_function(name: str, tree: dict, single: bool) -> str:
         mode, feature, threshold, true, false, missing = v
         lines.append(f"  %x{nid}p = getelementptr inbounds float, ptr %x, i64 {feature}")
         lines.append(f"  %x{nid} = load float, ptr %x{nid}p")
+        if mode == "member":  # a whole number in range (NaN is not), then a switch on it
+            lines += [f"  %r{nid} = fcmp oge float %x{nid}, 0.0",
+                      f"  %h{nid} = fcmp olt float %x{nid}, {_f(MEMBER_MAX)}",
+                      f"  %b{nid} = and i1 %r{nid}, %h{nid}",
+                      f"  br i1 %b{nid}, label %n{nid}i, label %n{nid}o",
+                      f"n{nid}i:",
+                      f"  %i{nid} = fptosi float %x{nid} to i32",
+                      f"  %f{nid} = sitofp i32 %i{nid} to float",
+                      f"  %w{nid} = fcmp oeq float %f{nid}, %x{nid}",
+                      f"  br i1 %w{nid}, label %n{nid}s, label %n{false}",
+                      f"n{nid}s:",
+                      f"  switch i32 %i{nid}, label %n{false} [" +
+                      " ".join(f"i32 {c}, label %n{true}" for c in threshold) + "]",
+                      f"n{nid}o:"]
+            if missing:
+                lines += [f"  %m{nid} = fcmp uno float %x{nid}, 0.0",
+                          f"  br i1 %m{nid}, label %n{true}, label %n{false}"]
+            else:
+                lines.append(f"  br label %n{false}")
+            continue
         lines.append(f"  %c{nid} = fcmp {_COMPARE[mode]} float %x{nid}, {_f(threshold)}")
         cond = f"%c{nid}"
         if missing:
@@ -386,6 +442,42 @@ def _tree_function(name: str, tree: dict, single: bool) -> str:
         lines.append(f"  br i1 {cond}, label %n{true}, label %n{false}")
     lines.append("}")
     return "\n".join(lines)
+
+
+# Trees are grouped into functions of about this many nodes: LLVM optimises a group as one piece
+# (its trees inlined, their small branches turned into selects, no call per tree), and the time it
+# takes grows with the size of a function faster than linearly, so bounded groups keep the compile
+# time linear in the model's size.
+GROUP_NODES = 1000
+
+
+def _groups(trees: list) -> list:
+    """Consecutive tree indices, in groups of at most GROUP_NODES nodes (a bigger tree alone)."""
+    groups, size = [], GROUP_NODES
+    for t, tree in enumerate(trees):
+        if size + len(tree) > GROUP_NODES:
+            groups.append([])
+            size = 0
+        groups[-1].append(t)
+        size += len(tree)
+    return groups
+
+
+def _group_function(name: str, trees: list, single: bool) -> str:
+    """Trees called in order: single target -> returns acc + tree 0 + tree 1 ... (ONNX Runtime's float32
+    order); else each tree adds its leaf's weights to acc."""
+    if single:
+        lines = [f"define internal float @{name}(ptr noalias %x, float %acc) #1 {{", "entry:"]
+        total = "%acc"
+        for k, t in enumerate(trees):
+            lines += [f"  %t{k} = call float @{t}(ptr %x)", f"  %s{k} = fadd float {total}, %t{k}"]
+            total = f"%s{k}"
+        lines.append(f"  ret float {total}")
+    else:
+        lines = [f"define internal void @{name}(ptr noalias %x, ptr noalias %acc) #1 {{", "entry:"]
+        lines += [f"  call void @{t}(ptr %x, ptr %acc)" for t in trees]
+        lines.append("  ret void")
+    return "\n".join(lines + ["}"])
 
 
 _HELPERS = """
@@ -406,6 +498,8 @@ define internal float @logistic(float %v) #0 {
 declare float @llvm.fabs.f32(float)
 declare float @llvm.sqrt.f32(float)
 attributes #0 = { nounwind }
+attributes #1 = { nounwind noinline }
+attributes #2 = { nounwind alwaysinline }
 """
 
 
@@ -591,14 +685,17 @@ def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
         spec = params
         single = spec.targets == 1
         functions += [_tree_function(f"e{e}t{t}", tree, single) for t, tree in enumerate(spec.trees)]
+        groups = _groups(spec.trees)
+        functions += [_group_function(f"e{e}g{g}", [f"e{e}t{t}" for t in group], single)
+                      for g, group in enumerate(groups)]
         buf = f"%e{e}.in"
         entry.append(f"  {buf} = alloca float, i64 {len(vals[src])}")
         for j, v in enumerate(vals[src]):
             wr.emit(f"store float {v}, ptr {wr.op(f'getelementptr inbounds float, ptr {buf}, i64 {j}')}")
         if single:  # ONNX Runtime's order: 0 + tree 0 + tree 1 ... in float32
             total = "0.0"
-            for t in range(len(spec.trees)):
-                total = wr.op(f"fadd float {total}, {wr.op(f'call float @e{e}t{t}(ptr {buf})')}")
+            for g in range(len(groups)):
+                total = wr.op(f"call float @e{e}g{g}(ptr {buf}, float {total})")
             sums = [total]
         else:
             acc = f"%e{e}.acc"
@@ -606,8 +703,8 @@ def ir(ops: list, inputs: list, output: str, out_width: int) -> str:
             ptrs = [wr.op(f"getelementptr inbounds float, ptr {acc}, i64 {j}") for j in range(spec.targets)]
             for p in ptrs:
                 wr.emit(f"store float 0.0, ptr {p}")
-            for t in range(len(spec.trees)):
-                wr.emit(f"call void @e{e}t{t}(ptr {buf}, ptr {acc})")
+            for g in range(len(groups)):
+                wr.emit(f"call void @e{e}g{g}(ptr {buf}, ptr {acc})")
             sums = [wr.op(f"load float, ptr {p}") for p in ptrs]
         vals[out] = _finish_trees(wr, spec, sums)
     for j, v in enumerate(vals[output]):
@@ -674,6 +771,9 @@ def compile_object(source: str, opt: int = 2) -> bytes:
     tm = _target_machine(opt)
     module = llvm.parse_assembly(source)
     module.verify()
+    if opt:  # LLVM's own -O<opt> pipeline on the IR (the target machine's level only sets the code generator's)
+        builder = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(opt))
+        builder.getModulePassManager().run(module, builder)
     return tm.emit_object(module)
 
 
@@ -746,7 +846,7 @@ def probe_rows(ops: list, inputs: list, rows: int = 512, seed: int = 0) -> np.nd
             for tree in params.trees:
                 for v in tree.values():
                     if v[0] != "leaf" and v[1] < len(origin[src]) and origin[src][v[1]] is not None:
-                        pools[origin[src][v[1]]].add(v[2])
+                        pools[origin[src][v[1]]].update(v[2] if v[0] == "member" else (v[2],))
     matrix = (rng.normal(size=(rows, width)) * rng.choice([1.0, 10.0, 1000.0], size=(rows, width))).astype(np.float32)
     for j, pool in enumerate(pools):
         if not pool:
