@@ -928,21 +928,38 @@ def private_directory(path: str | None) -> str | None:
     return path
 
 
+# A cache entry: this header, then the object code, the probe rows and ONNX Runtime's answers on them
+# (float32, row-major) and the caller's metadata (UTF-8). One read and np.frombuffer: a cold backend
+# imports nothing for it (an .npz needed zipfile, shutil and a codec: ~10% of a cold first predict).
+_ENTRY = struct.Struct("<8sQQQQQ")  # magic, object bytes, probe rows, probe columns, outputs, metadata bytes
+_MAGIC = b"sqlmlc1\0"
+
+
 def from_cache(key: str, cache_dir: str | None, classifier: bool) -> tuple | None:
     """(Compiled, the metadata stored with it) from the cache, if there and if it still gives the
     answers ONNX Runtime gave on its probe rows; else None. Needs neither onnx nor onnxruntime, nor
     llvmlite where ``sqlml.onnx.native`` loads the code."""
-    path = os.path.join(cache_dir, key + ".npz") if cache_dir else None
-    if path is None or not os.path.exists(path):
+    path = os.path.join(cache_dir, key + ".bin") if cache_dir else None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except (OSError, TypeError):
         return None
     try:
-        with np.load(path) as saved:
-            obj, probes, want = saved["object"].tobytes(), saved["probes"], saved["want"]
-            meta = str(saved["meta"])
-        compiled = Compiled(obj, probes.shape[1], want.shape[1])
+        magic, size, rows, width, outputs, meta_size = _ENTRY.unpack_from(data)
+        at = _ENTRY.size
+        if magic != _MAGIC or len(data) != at + size + 4 * rows * (width + outputs) + meta_size:
+            return None
+        obj = data[at:at + size]
+        at += size
+        probes = np.frombuffer(data, dtype=np.float32, count=rows * width, offset=at).reshape(rows, width)
+        at += 4 * rows * width
+        want = np.frombuffer(data, dtype=np.float32, count=rows * outputs, offset=at).reshape(rows, outputs)
+        meta = data[at + 4 * rows * outputs:].decode()
+        compiled = Compiled(obj, width, outputs)
         if agrees(compiled.run(probes), want, classifier):
             return compiled, meta
-    except (OSError, ValueError, KeyError, RuntimeError, IndexError):
+    except (ValueError, RuntimeError, IndexError, struct.error, UnicodeDecodeError):
         pass  # unreadable or stale: the caller compiles again
     return None
 
@@ -972,20 +989,23 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     if not agrees(compiled.run(probes), want, classifier):
         return None
     if cache_dir and key:
-        _write(os.path.join(cache_dir, key + ".npz"), object=np.frombuffer(obj, dtype=np.uint8), probes=probes,
-               want=want, meta=np.array(meta))
+        probes, want = np.ascontiguousarray(probes, dtype=np.float32), np.ascontiguousarray(want, dtype=np.float32)
+        meta_bytes = meta.encode()
+        _write(os.path.join(cache_dir, key + ".bin"),
+               b"".join([_ENTRY.pack(_MAGIC, len(obj), *probes.shape, want.shape[1], len(meta_bytes)), obj,
+                         probes.tobytes(), want.tobytes(), meta_bytes]))
     return compiled
 
 
-def _write(path: str, **arrays) -> None:
-    """Write ``arrays`` to ``path`` atomically, readable by this OS user only."""
+def _write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by this OS user only."""
     import tempfile
 
     directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            f.write(data)
         os.replace(tmp, path)
     except OSError:
         pass  # a full disk or a read-only cache costs a compile next time, nothing else

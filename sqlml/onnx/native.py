@@ -23,6 +23,7 @@ import struct
 _PC32, _PLT32, _ABS64, _GOTPCREL, _GOTPCRELX, _REX_GOTPCRELX = 2, 4, 1, 9, 41, 42
 _SHT_RELA, _SHT_NOBITS, _SHF_ALLOC = 4, 8, 2
 _SHN_UNDEF, _SHN_ABS = 0, 0xFFF1
+_SYMBOL = [("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"), ("size", "<u8")]
 
 
 class Unsupported(Exception):
@@ -97,9 +98,12 @@ class Loaded:
             start = strtab[4] + offset
             return obj[start:obj.index(b"\0", start)].decode()
 
-        symbols = [struct.unpack_from("<IBBHQQ", obj, symtab[4] + k * 24) for k in range(symtab[5] // 24)]
-        # (name, info, other, section index, value, size)
-        externals = sorted({name_at(sym[0]) for sym in symbols if sym[3] == _SHN_UNDEF and sym[0]})
+        import numpy as np
+
+        # one array for the symbol table: a model of a thousand trees has thousands (constants' labels)
+        symbols = np.frombuffer(obj, dtype=_SYMBOL, count=symtab[5] // 24, offset=symtab[4])
+        undefined = [int(k) for k in np.nonzero((symbols["shndx"] == _SHN_UNDEF) & (symbols["name"] != 0))[0]]
+        externals = sorted({name_at(int(symbols["name"][k])) for k in undefined})
         at = (at + 15) // 16 * 16
         slots = {name: at + 24 * k for k, name in enumerate(externals)}  # 8-byte address, then a 16-byte jump
         size = max(at + 24 * len(externals), 1)
@@ -111,17 +115,18 @@ class Loaded:
             raise OSError(ctypes.get_errno(), "mmap failed")
         self.base = base
         try:
-            self._fill(obj, sections, placed, symbols, slots, name_at)
+            self._fill(obj, sections, placed, symbols, undefined, slots, name_at)
             if libc.mprotect(base, self.size, mmap.PROT_READ | mmap.PROT_EXEC) != 0:
                 raise OSError(ctypes.get_errno(), "mprotect failed")
         except BaseException:
             libc.munmap(base, self.size)
             self.base = None
             raise
-        self._functions = {name_at(sym[0]): base + placed[sym[3]] + sym[4] for sym in symbols
-                           if sym[1] >> 4 == 1 and sym[1] & 0xF == 2 and sym[3] in placed}  # global functions
+        functions = np.nonzero((symbols["info"] >> 4 == 1) & (symbols["info"] & 0xF == 2))[0]  # global functions
+        self._functions = {name_at(int(symbols["name"][k])): base + placed[int(symbols["shndx"][k])]
+                           + int(symbols["value"][k]) for k in functions if int(symbols["shndx"][k]) in placed}
 
-    def _fill(self, obj, sections, placed, symbols, slots, name_at):
+    def _fill(self, obj, sections, placed, symbols, undefined, slots, name_at):
         """Copy the sections and write the relocations, all of one kind at once (numpy: a model of a
         thousand trees has a relocation per constant, ~100k)."""
         import numpy as np
@@ -141,18 +146,20 @@ class Loaded:
         section_at = np.full(max(len(sections), 1), -1, dtype=np.int64)
         for i, at in placed.items():
             section_at[i] = base + at
-        shndx = np.array([sym[3] for sym in symbols], dtype=np.int64)
-        value = np.array([sym[4] for sym in symbols], dtype=np.uint64).astype(np.int64)
+        shndx = symbols["shndx"].astype(np.int64)
+        value = symbols["value"].astype(np.int64)
         address = np.where(shndx == _SHN_ABS, value, section_at[np.minimum(shndx, len(section_at) - 1)] + value)
+        # in a section not loaded: an error if a relocation uses it
+        unloaded = (shndx != _SHN_UNDEF) & (shndx != _SHN_ABS) & \
+            ((shndx >= len(section_at)) | (section_at[np.minimum(shndx, len(section_at) - 1)] < 0))
+        address[unloaded] = -1
         slot = np.full(len(symbols), -1, dtype=np.int64)
         itself = address.copy()  # what an absolute relocation writes: an outside function's own address
-        for k, sym in enumerate(symbols):
-            if sym[3] == _SHN_UNDEF and sym[0]:
-                slot[k] = base + slots[name_at(sym[0])]
-                address[k] = slot[k] + 8
-                itself[k] = _external(name_at(sym[0]))
-            elif sym[3] not in (_SHN_UNDEF, _SHN_ABS) and (sym[3] >= len(section_at) or section_at[sym[3]] < 0):
-                address[k] = -1  # in a section not loaded: an error if a relocation uses it
+        for k in undefined:
+            name = name_at(int(symbols["name"][k]))
+            slot[k] = base + slots[name]
+            address[k] = slot[k] + 8
+            itself[k] = _external(name)
         rela = np.dtype([("offset", "<u8"), ("info", "<u8"), ("addend", "<i8")])
         for s in sections:
             if s[1] != _SHT_RELA or s[7] not in placed:
