@@ -451,3 +451,29 @@ def test_batch_reads_categories_as_text_unseen_and_separator_included(db):
     batch = query(db, "SELECT b.probabilities, sqlml.predict_proba('shop', t) FROM sqlml.predict_batch('shop', "
                       "'shop_odd', 'id') b JOIN shop_odd t ON t.id = b.id::int ORDER BY t.id")
     np.testing.assert_allclose([g for g, _ in batch], [w for _, w in batch], atol=1e-7)
+
+
+def test_categorical_splits_in_postgresql_score_as_onnxruntime(db):
+    """A LightGBM model that sqlml.train fits on a 40-value category (native categorical splits, compiled
+    as membership tests) scores in sqlml.score and per row as ONNX Runtime does on the registered graph."""
+    query(db, """CREATE TABLE shop_cats AS SELECT i AS id, (i * 37 % 100)::float8 AS spend,
+                 CASE WHEN i % 13 = 0 THEN NULL ELSE 'store' || (i * 7 % 40) END AS store,
+                 (((i * 7 % 40) % 3 = 0) <> ((i * 37 % 100) > 60))::int AS bought
+                 FROM generate_series(1, 3000) AS i""")
+    opts = json.dumps({"ensemble": False, "n_estimators": 30})
+    query(db, "SELECT * FROM sqlml.train('shop_cats', 'SELECT spend, store, bought FROM shop_cats', 'bought', "
+              "algorithms => '{lightgbm}', time_budget => '3 seconds', options => %s)", (opts,))
+    onnx, schema = query(db, "SELECT onnx, feature_schema FROM sqlml.models WHERE project = 'shop_cats'")[0]
+    schema = FeatureSchema.from_json(schema)
+    scorer = Scorer(bytes(onnx), schema)
+    assert scorer.engine == COMPILED and "member" in _modes(scorer)
+    query(db, "INSERT INTO shop_cats VALUES (3001, 10, 'never seen', 0), (3002, NULL, NULL, 1)")
+    assert scalar(db, "SELECT sqlml.score('shop_cats', 'shop_cats', 'shop_cats_scored', 'id')") == 3002
+    got = query(db, "SELECT s.probabilities, sqlml.predict_proba('shop_cats', t), t.spend, t.store "
+                    "FROM shop_cats_scored s JOIN shop_cats t USING (id) ORDER BY id")
+    raw = {"spend": np.array([r[2] if r[2] is not None else np.nan for r in got], dtype=np.float64),
+           "store": np.array([r[3] for r in got], dtype=object)}
+    want = run(session(bytes(onnx)), convert.as_feeds(schema, convert.model_inputs(schema, raw)), "binary")
+    assert np.array_equal(np.array([g[0] for g in got]).argmax(1), want.argmax(1))
+    np.testing.assert_allclose([g[0] for g in got], want, atol=1e-6, rtol=0)
+    np.testing.assert_allclose([g[1] for g in got], want, atol=1e-6, rtol=0)
