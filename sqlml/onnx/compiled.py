@@ -1006,15 +1006,19 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     return compiled
 
 
-def _write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by this OS user only."""
+def _write(path: str, data: bytes | None = None, **arrays) -> None:
+    """Write ``data``, or ``arrays`` as an .npz (``sqlml.explain.native``'s entry), to ``path``
+    atomically, readable by this OS user only."""
     import tempfile
 
     directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if data is None:
+                np.savez(f, **arrays)
+            else:
+                f.write(data)
         os.replace(tmp, path)
     except OSError:
         pass  # a full disk or a read-only cache costs a compile next time, nothing else
