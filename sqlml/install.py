@@ -108,16 +108,22 @@ def make_venv(venv: Path, extras: tuple[str, ...] = (), editable: bool = True) -
     venv = Path(venv)
     if not (venv / "bin" / "python").exists():
         run([server_python(), "-m", "venv", str(venv)])
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if (CHECKOUT / "pyproject.toml").exists():
         run(pip + (["-e"] if editable else []) + [f"{CHECKOUT}[{','.join(('server', *extras))}]"])
+        package = CHECKOUT / "sqlml" if editable else None  # pip byte-compiles what it copies
     else:  # installed from a wheel: install the same pinned dependencies, then copy the package
         from importlib.metadata import requires
 
         run(pip + server_requirements(requires("sqlml") or []))
-        target = Path(site_packages(venv)) / "sqlml"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(Path(__file__).resolve().parent, target, ignore=shutil.ignore_patterns("__pycache__"))
+        package = Path(site_packages(venv)) / "sqlml"
+        shutil.rmtree(package, ignore_errors=True)
+        shutil.copytree(Path(__file__).resolve().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    if package is not None:
+        # The server's OS user cannot write __pycache__ here: without the .pyc files every new
+        # backend would compile sqlml's sources before its first call.
+        run([python, "-m", "compileall", "-q", str(package)])
 
 
 def install_files(venv: Path) -> Path:

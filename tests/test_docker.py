@@ -82,6 +82,8 @@ def test_a_wheel_install_makes_a_working_server_venv(wheel):
         sql_dir, site = Path(out[0]), out[-1]
         assert sql_dir == root / "cli" / "share" / "sqlml"
         assert {p.name for p in sql_dir.iterdir()} >= {"sqlml.sql", "sqlml_boot.py", "sqlml--0.1.0.sql", "upgrades"}
+        # byte-compiled for the server's interpreter: a new backend does not compile sqlml's sources
+        assert list((Path(site) / "sqlml" / "server" / "__pycache__").glob("predicting.cpython-*.pyc"))
 
         state = root / "cluster"
         state.mkdir()
