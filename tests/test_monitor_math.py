@@ -213,9 +213,8 @@ def test_counters_files_are_summed_and_dead_processes_folded(tmp_path, monkeypat
     from sqlml.server import counters
 
     monkeypatch.setattr(counters, "database_dir", lambda oid=None: str(tmp_path))
-    monkeypatch.setattr(counters, "_counts", {})
     monkeypatch.setattr(counters, "_slots", {})
-    monkeypatch.setattr(counters, "_file", {"map": None, "used": counters.SLOTS, "broken": False})
+    monkeypatch.setattr(counters, "_file", {"map": None, "view": None, "used": counters.SLOTS, "broken": False})
     counters.add("churn", 5)
     counters.add("price", 2)
     counters.add("churn", 1)

@@ -142,6 +142,44 @@ def test_row_plan_fast_way_equals_the_general_way():
         np.testing.assert_array_equal(plan.scores(text), want[i])
 
 
+@pytest.mark.parametrize("task, compile", [("binary", True), ("regression", True), ("binary", False)])
+def test_row_predictor_equals_the_plan_and_counts_each_row(task, compile):
+    """``RowPlan.predictor`` (generated: fields into the model's buffer, the answer read from its output),
+    compiled or through ONNX Runtime, against ``scores`` and the answer taken from its scores; rows it
+    must leave to the general way (quoted fields, infinities, long numerics, bad text) give the same
+    value or the same error, and only rows scored are counted."""
+    pipe, schema, raw = fitted("lightgbm", task)
+    scorer = Scorer(to_onnx(pipe, schema), schema, compile=compile)
+    names = ["id", "e", "c", "b", "a"]
+    plan = RowPlan(scorer, names, [23, 16, 25, 1700, 701], "p")  # b: numeric, whose text has no exponent
+    answers = None if task == "regression" else [10.0, 20.0]
+    count = memoryview(bytearray(16)).cast("q")
+    value = plan.predictor(answers, (count, 1))
+
+    def want(text):
+        out = plan.scores(text)
+        if answers is None:
+            return float(out[0])
+        return answers[int(np.argmax(out))]
+
+    texts = []
+    for i in range(len(raw["a"])):
+        row = {"id": i, "a": None if math.isnan(raw["a"][i]) else float(raw["a"][i]), "b": int(raw["b"][i]),
+               "c": raw["c"][i], "e": bool(raw["e"][i])}
+        texts.append(_text(row, names))
+    texts += ["(1,t,x,2,-0.5)", "(1,t,Infinity,2,0.5)", "(1,f,,3,)", "(1,f,,,3.4e+38)", f"(1,f,x,0.{'1' * 400},1)"]
+    for text in texts:
+        assert value(text) == want(text), text
+    assert count[1] == len(texts) and count[0] == 0
+    for bad, sqlstate in [("(1,t,x,2,Infinity)", "22023"), ("(1,t,x,-Infinity,1)", "22023"),
+                          (f"(1,t,x,{'9' * 400},1)", "22023"), ("(1,t,x,2,1e+39)", "22003"),
+                          ('(1,t,"x",2,-1e+39)', "22003")]:
+        with pytest.raises(SqlmlError) as e:
+            value(bad)
+        assert e.value.sqlstate == sqlstate, bad
+    assert count[1] == len(texts)
+
+
 @pytest.mark.parametrize("value, type_oid, message", [("abc", 25, 'feature "a" must be a number'),
                                                       ("Infinity", 701, "cannot score infinite values")])
 def test_row_plan_errors_name_the_feature(value, type_oid, message):

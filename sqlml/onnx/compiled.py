@@ -831,6 +831,14 @@ class Compiled:
         self._score_row(self._in_addr, self._out_addr)
         return self._row_out
 
+    def row_entry(self):
+        """``run_row`` in parts, for callers that generate their own code: (pack, view, score, out):
+        ``pack(view, 0, *values)``, then ``score()``, then ``out[j]`` holds output j (a float)."""
+        import functools
+
+        return (self._pack, self._row_view, functools.partial(self._score_row, self._in_addr, self._out_addr),
+                memoryview(self._row_out))
+
 
 def probe_rows(ops: list, inputs: list, rows: int = 512, seed: int = 0) -> np.ndarray:
     """Rows of the concatenated inputs that reach the trees' thresholds, their float32 neighbours,

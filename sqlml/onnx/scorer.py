@@ -16,6 +16,7 @@ float64 either way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -121,6 +122,16 @@ class Scorer:
         self._pack(self._row_view, 0, *values)
         self.session.run_with_iobinding(self._binding)
         return self._row_out[0]
+
+    def row_entry(self):
+        """``run_row`` in parts (``Compiled.row_entry``): (pack, view, score, out), for a row plan's
+        generated code, which then scores a row with no Python frame between its fields and the model."""
+        if self.compiled is not None:
+            return self.compiled.row_entry()
+        if self._binding is None:
+            self._bind()
+        return (self._pack, self._row_view, functools.partial(self.session.run_with_iobinding, self._binding),
+                memoryview(self._row_out[0]))
 
     def _bind(self):
         width = len(self.row_columns)

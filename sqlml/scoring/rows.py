@@ -6,7 +6,9 @@
 * the fast way, for models whose features are numbers, booleans and text and whose core is one
   float matrix (``Scorer.row_columns``): a Python function generated for this plan turns the
   fields into the core row, one ``float()`` or one dictionary lookup per column, and hands it to
-  ``Scorer.run_row``. No numpy, no jsonb: a few microseconds per row.
+  ``Scorer.run_row``. No numpy, no jsonb: a few microseconds per row. ``RowPlan.predictor`` goes
+  further for ``sqlml.predict``: one generated function from the row's text to the value returned,
+  which writes the fields straight into the model's input buffer, runs the model and counts the row.
 * the general way, for anything else (dates, vectors, a value the fast way cannot read): each
   field decoded into what ``to_jsonb(row)`` would have given, then the conversion of a jsonb row
   (``sqlml.data.values``). Both ways give the same value and the same error for every input; the
@@ -27,6 +29,7 @@ from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 from sqlml.onnx.scorer import Scorer
 
 BOOL = 16
+NUMERIC_OID = 1700
 NUMBERS = {20, 21, 23, 26, 700, 701, 1700}  # int8, int2, int4, oid, float4, float8, numeric
 JSON = {114, 3802}
 _INF, _NINF = math.inf, -math.inf
@@ -57,6 +60,7 @@ class RowPlan:
                              f'missing{" for project " + repr(project) if project else ""}', sqlstate=UNDEFINED_COLUMN,
                              hint=f"the model needs: {', '.join(f.name for f in self.schema.features)}")
         self.position = {f.name: position[f.name] for f in self.schema.features}
+        self._exprs = None  # the fast way's field expressions, for ``predictor``
         self.fast, self.fast_text = self._compile()
 
     def scores(self, text: str) -> np.ndarray:
@@ -88,6 +92,51 @@ class RowPlan:
                     pass
         out = self.scorer.run(self.inputs(fields), 1)
         return out[0] if out.ndim == 2 else out
+
+    def predictor(self, labels, count) -> callable:
+        """The function of a row's text (not NULL) to what ``sqlml.predict`` returns: ``labels`` None
+        for a regression (the value), else the value of each class (the numeric label, or its index);
+        ``count`` a (view, index) slot (``sqlml.server.counters``) to which it adds each row scored.
+
+        The fast way is generated for this plan: split the text, write each field's value into the
+        model's input buffer (``Scorer.row_entry``), run the model, count, read the answer. A row it
+        cannot take (quoted fields, an infinity, a field that is not what it expects, a number beyond
+        float32) goes through ``scores``, which gives the same value or the error it always gave."""
+        view, index = count
+        outputs = None if labels is None else list(labels)
+
+        def general(text):
+            out = self.scores(text)
+            view[index] += 1
+            if outputs is None:
+                return float(out[0])
+            scores = out.tolist()
+            return outputs[scores.index(max(scores))]  # the first of equal maxima, as argmax
+
+        if self._exprs is None:
+            return general
+        env, unpack, of_text, numeric = self._exprs
+        pack, buffer, score, out = self.scorer.row_entry()
+        env = {**env, "GENERAL": general, "PACK": pack, "BUFFER": buffer, "SCORE": score, "OUT": out,
+               "COUNT": view}
+        if outputs is None:
+            answer = "OUT[0]"
+        elif len(outputs) == 2:  # as max() and index() above: the second only when strictly greater
+            env["A0"], env["A1"] = outputs
+            answer = "A1 if OUT[1] > OUT[0] else A0"
+        else:
+            env["ANSWERS"] = outputs
+            answer = "ANSWERS[s.index(max(s))]"
+        long_numbers = "".join(f"    if len({v}) > 308:\n        return GENERAL(t)\n" for v in numeric)
+        source = (f"def value(t):\n    if '\"' in t or 'Infinity' in t:\n        return GENERAL(t)\n"
+                  f"    f = t[1:-1].split(',')\n    if len(f) != {self.width}:\n        return GENERAL(t)\n"
+                  f"{unpack}{long_numbers}    try:\n        PACK(BUFFER, 0, {of_text})\n"
+                  f"    except (ValueError, TypeError, OverflowError):\n        return GENERAL(t)\n"
+                  f"    SCORE()\n    COUNT[{index}] += 1\n"
+                  + ("    s = OUT.tolist()\n" if outputs is not None and len(outputs) > 2 else "")
+                  + f"    return {answer}\n")
+        exec(compile(source, f"<sqlml row predictor for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
+        return env["value"]
 
     def inputs(self, fields: list) -> dict:
         """Model inputs (one row) of the fields, the way a jsonb row is converted."""
@@ -125,6 +174,9 @@ class RowPlan:
         unpack = "".join(f"    {v} = f[{i}]\n" for i, v in fields.items())
         of_fields = ", ".join(exprs).format(**{f"null{v}": f"{v} is None" for v in fields.values()})
         of_text = ", ".join(exprs).format(**{f"null{v}": f"not {v}" for v in fields.values()})
+        # numeric's text has no exponent: only one of 309 characters or more reaches float's infinity
+        numeric = [v for i, v in fields.items() if self.types[i] == NUMERIC_OID]
+        self._exprs = (env, unpack, of_text, numeric)
         source = f"def row(f):\n{unpack}    return ({of_fields},)\n\n" \
                  f"def row_text(t):\n    f = t[1:-1].split(',')\n    if len(f) != {self.width}:\n" \
                  f"        return None\n{unpack}    return ({of_text},)\n"

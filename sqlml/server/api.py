@@ -78,53 +78,51 @@ def deploy(project, strategy, version):
     return d.deploy(project, strategy, version)
 
 
+_predicting = None  # sqlml.server.predicting, imported by the first scoring call (it imports numpy)
+
+
+def _scoring():
+    """Import the scoring module once: an import statement per call would cost ~1 us a row."""
+    global _predicting
+    import sqlml.server.predicting
+
+    _predicting = sqlml.server.predicting
+    return _predicting
+
+
 @entry
 def predict(project, features, as_array=False):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.predict(project, features, as_array)
+    return (_predicting or _scoring()).predict(project, features, as_array)
 
 
 @entry
 def predict_proba(project, features, as_array=False):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.predict_proba(project, features, as_array)
+    return (_predicting or _scoring()).predict_proba(project, features, as_array)
 
 
 @entry
 def predict_label(project, features, as_array=False):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.predict_label(project, features, as_array)
+    return (_predicting or _scoring()).predict_label(project, features, as_array)
 
 
 @entry
 def predict_row(project, features, row_type):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.predict_row(project, features, row_type)
+    return (_predicting or _scoring()).predict_row(project, features, row_type)
 
 
 @entry
 def predict_proba_row(project, features, row_type):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.predict_proba_row(project, features, row_type)
+    return (_predicting or _scoring()).predict_proba_row(project, features, row_type)
 
 
 @entry
 def predict_label_row(project, features, row_type):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.predict_label_row(project, features, row_type)
+    return (_predicting or _scoring()).predict_label_row(project, features, row_type)
 
 
 @entry
 def classes(project):
-    import sqlml.server.predicting  # (not `from ... import`: its from-list handling costs ~5 us a call)
-
-    return sqlml.server.predicting.classes(project)
+    return (_predicting or _scoring()).classes(project)
 
 
 @entry

@@ -4,8 +4,9 @@ Scoring must stay cheap and may run where nothing can be written to a table (a S
 read-only transaction, a parallel worker), and a count must not be rolled back with its
 transaction: it counts work done. So each process maps a small file of its own,
 ``<data directory>/sqlml_counters/<database oid>/<pid>-<random>.cnt``, and adds to a slot in it:
-one memory write per scoring call, no system call, visible at once to any process that reads the
-file. ``read`` sums the files of a database and folds those of processes that have exited into
+one memory write per scoring call (an increment through a memoryview of the mapping: the per-row
+path counts each row this way, in ~50 ns), no system call, visible at once to any process that
+reads the file. ``read`` sums the files of a database and folds those of processes that have exited into
 ``archive.json``, so the directory stays small and the totals only grow (Prometheus counters).
 
 File layout (little-endian): ``MAGIC`` (8 bytes), used slots (int64), then ``SLOTS`` slots of
@@ -23,16 +24,17 @@ import mmap
 import os
 import secrets
 import struct
+import sys
 
 MAGIC = b"SQLMLC01"
 HEADER, SLOT, SLOTS = 16, 128, 256
 NAME_BYTES = SLOT - 8
 ARCHIVE = "archive.json"
 I64 = struct.Struct("<q")
+assert sys.byteorder == "little"  # slots are counted through a native int64 view of the file
 
-_counts: dict[str, int] = {}
-_slots: dict[str, tuple] = {}  # project -> (mmap, offset of its count)
-_file: dict = {"map": None, "used": SLOTS, "broken": False}
+_slots: dict[str, tuple] = {}  # project -> (int64 view of its file, index of its count)
+_file: dict = {"map": None, "view": None, "used": SLOTS, "broken": False}
 
 
 def database_dir(database_oid: int | None = None) -> str:
@@ -44,24 +46,28 @@ def database_dir(database_oid: int | None = None) -> str:
 
 def add(project: str, rows: int) -> None:
     """Count ``rows`` scored with ``project`` (called on every scoring call: keep it cheap)."""
-    slot = _slots.get(project)
-    if slot is None:
-        slot = _new_slot(project)
-        if slot is None:
-            return
-    total = _counts.get(project, 0) + rows
-    _counts[project] = total
-    I64.pack_into(slot[0], slot[1], total)
+    view, i = slot(project)
+    view[i] += rows
+
+
+def slot(project: str) -> tuple:
+    """(view, index): ``view[index] += n`` counts n rows of ``project``. Where counting is impossible
+    (the directory cannot be written) a slot that counts nowhere: scoring never fails for a counter."""
+    hit = _slots.get(project)
+    if hit is None:
+        hit = _new_slot(project) or (memoryview(bytearray(8)).cast("q"), 0)
+    return hit
 
 
 def _new_slot(project: str):
     """A slot for ``project`` in this process's file (a new file when full); None if counting is
-    impossible here (the directory cannot be written): scoring never fails for a counter."""
+    impossible here."""
     if _file["broken"]:
         return None
     try:
         if _file["used"] >= SLOTS:
             _file["map"], _file["used"] = _new_file(), 0
+            _file["view"] = memoryview(_file["map"]).cast("q")  # native order: little-endian, as asserted
     except OSError:
         _file["broken"] = True
         return None
@@ -71,7 +77,7 @@ def _new_slot(project: str):
     I64.pack_into(mm, offset, 0)
     _file["used"] = i + 1
     I64.pack_into(mm, 8, i + 1)  # publish the slot after its name
-    _slots[project] = (mm, offset)
+    _slots[project] = (_file["view"], offset // 8)
     return _slots[project]
 
 

@@ -58,6 +58,7 @@ _pg.GetCurrentCommandId.restype = ctypes.c_uint32
 _pg.GetCurrentCommandId.argtypes = [ctypes.c_bool]
 _pg.IsInParallelMode.restype = ctypes.c_bool
 _pg.GetUserId.restype = ctypes.c_uint32
+_statement_start, _command_id, _user_id = _pg.GetCurrentStatementStartTimestamp, _pg.GetCurrentCommandId, _pg.GetUserId
 # volatile uint32 InterruptHoldoffCount, HOLD_INTERRUPTS() is its increment: 15 (miscadmin.h)
 _holdoff = ctypes.c_uint32.in_dll(_pg, "InterruptHoldoffCount")
 # int DateStyle, USE_ISO_DATES = 1: 15 (miscadmin.h)
@@ -72,7 +73,7 @@ def statement_key() -> tuple:
     """Changes with every statement, with every command inside a function that writes, and with the
     current role: a SECURITY DEFINER function's call must not reuse what its caller resolved in the
     same statement, nor the caller what the function resolved (privileges differ)."""
-    return _pg.GetCurrentStatementStartTimestamp(), _pg.GetCurrentCommandId(False), _pg.GetUserId()
+    return _statement_start(), _command_id(False), _user_id()  # (called per row scored: no lookups)
 
 
 def in_parallel_mode() -> bool:

@@ -103,6 +103,13 @@ class Model:
             return [repr(v) for v in out.tolist()]
         return self._label_names[out.argmax(axis=1)].tolist()
 
+    @property
+    def answers(self) -> list[float] | None:
+        """What ``sqlml.predict`` returns for each class (None for a regression: the value)."""
+        if self.task == REGRESSION:
+            return None
+        return self._label_values or [float(i) for i in range(len(self.classes))]
+
     def row_value(self, out) -> float:
         """``value`` of one row's scores, without numpy (the per-row path)."""
         if self.task == REGRESSION:
@@ -112,6 +119,7 @@ class Model:
         return self._label_values[i] if self._label_values is not None else float(i)
 
 
+statement_key = pg_internals.statement_key
 _models: dict[int, Model] = {}
 _statement: dict = {}  # (spec, row type oid or None) -> (statement key, Model, RowPlan or None)
 
@@ -126,7 +134,7 @@ MAY_SCORE = "SELECT sqlml.has_privilege(current_user, $1, 'predict') AS ok"
 
 def resolve(spec: str, row_type: int | None = None):
     """The model ``spec`` means in this statement; with ``row_type``, (model, row plan) for that type."""
-    key = pg_internals.statement_key()
+    key = statement_key()
     hit = _statement.get((spec, row_type))
     if hit is None or hit[0] != key:
         hit = _statement[(spec, row_type)] = (key, *_lookup(spec, row_type))
@@ -166,6 +174,7 @@ def _lookup(spec: str, row_type: int | None):
         from sqlml.scoring.rows import RowPlan
 
         plan = m.plans[(names, types)] = RowPlan(m.scorer, list(names), list(types), name)
+        plan.value = plan.predictor(m.answers, counters.slot(m.ref.project))
     if m.has_dates and not pg_internals.iso_dates():
         raise SqlmlError(f'project "{name}" has date features, which a row carries in the session\'s DateStyle; '
                          "sqlml reads ISO dates only", sqlstate=DATATYPE_MISMATCH,
@@ -262,10 +271,13 @@ def _other(project, features, as_array):
 
 
 def predict_row(project, text, row_type) -> float | None:
+    """``resolve`` inlined: this runs once per row of a scan, and the plan's ``value`` does the rest."""
     if text is None:
         return None
-    m, out = _row(project, text, row_type)
-    return m.row_value(out)
+    hit = _statement.get((project, row_type))
+    if hit is None or hit[0] != statement_key():
+        hit = _statement[(project, row_type)] = (statement_key(), *_lookup(project, row_type))
+    return hit[2].value(text)
 
 
 def predict_proba_row(project, text, row_type) -> list[float] | None:
