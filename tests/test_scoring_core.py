@@ -256,10 +256,19 @@ def test_json_plan_fast_way_equals_the_general_way():
     rows = [{"a": None if math.isnan(raw["a"][i]) else Decimal(repr(float(raw["a"][i]))), "b": int(raw["b"][i]),
              "c": raw["c"][i], "e": bool(raw["e"][i]), "extra": [1]} for i in range(len(raw["a"]))]
     rows += [{"a": "2.5", "b": 1, "c": True, "e": "t"}, {"a": 1, "b": 1.5, "c": 7, "e": 1}]  # the general way's cases
+    count = memoryview(bytearray(8)).cast("q")
+    value = plan.predictor([10.0, 20.0], (count, 0))  # what sqlml.predict returns: the answer of the class
     for row in rows:
         np.testing.assert_array_equal(plan.scores(row), general(row))
+        assert value(row) == [10.0, 20.0][int(np.argmax(general(row)))]
+    assert count[0] == len(rows)
     for bad, message in [({"a": 1, "b": 1, "c": "x"}, "feature column 'e' missing"),
                          ({"a": "abc", "b": 1, "c": "x", "e": True}, 'feature "a" must be a number'),
-                         ({"a": "Infinity", "b": 1, "c": "x", "e": True}, "cannot score infinite values")]:
+                         ({"a": "Infinity", "b": 1, "c": "x", "e": True}, "cannot score infinite values"),
+                         ({"a": Decimal("-Infinity"), "b": 1, "c": "x", "e": True}, "cannot score infinite values"),
+                         ({"a": Decimal("1e39"), "b": 1, "c": "x", "e": True}, 'feature "a" is 1e\\+39')]:
         with pytest.raises(SqlmlError, match=message):
             plan.scores(bad)
+        with pytest.raises(SqlmlError, match=message):
+            value(bad)
+    assert count[0] == len(rows)

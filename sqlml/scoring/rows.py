@@ -93,50 +93,22 @@ class RowPlan:
         out = self.scorer.run(self.inputs(fields), 1)
         return out[0] if out.ndim == 2 else out
 
-    def predictor(self, labels, count) -> callable:
-        """The function of a row's text (not NULL) to what ``sqlml.predict`` returns: ``labels`` None
-        for a regression (the value), else the value of each class (the numeric label, or its index);
-        ``count`` a (view, index) slot (``sqlml.server.counters``) to which it adds each row scored.
+    def predictor(self, answers, count) -> callable:
+        """The function of a row's text (not NULL) to what ``sqlml.predict`` returns (``_predictor``).
 
-        The fast way is generated for this plan: split the text, write each field's value into the
-        model's input buffer (``Scorer.row_entry``), run the model, count, read the answer. A row it
-        cannot take (quoted fields, an infinity, a field that is not what it expects, a number beyond
-        float32) goes through ``scores``, which gives the same value or the error it always gave."""
-        view, index = count
-        outputs = None if labels is None else list(labels)
-
-        def general(text):
-            out = self.scores(text)
-            view[index] += 1
-            if outputs is None:
-                return float(out[0])
-            scores = out.tolist()
-            return outputs[scores.index(max(scores))]  # the first of equal maxima, as argmax
-
+        Its fast way splits the text and writes each field's value straight into the model's input
+        buffer. A row it cannot take (quoted fields, an infinity, a field that is not what it
+        expects, a number beyond float32) goes through ``scores``, which gives the same value or the
+        error it always gave."""
         if self._exprs is None:
-            return general
+            return _predictor(self.scorer, self.scores, answers, count)
         env, unpack, of_text, numeric = self._exprs
-        pack, buffer, score, out = self.scorer.row_entry()
-        env = {**env, "GENERAL": general, "PACK": pack, "BUFFER": buffer, "SCORE": score, "OUT": out,
-               "COUNT": view}
-        if outputs is None:
-            answer = "OUT[0]"
-        elif len(outputs) == 2:  # as max() and index() above: the second only when strictly greater
-            env["A0"], env["A1"] = outputs
-            answer = "A1 if OUT[1] > OUT[0] else A0"
-        else:
-            env["ANSWERS"] = outputs
-            answer = "ANSWERS[s.index(max(s))]"
         long_numbers = "".join(f"    if len({v}) > 308:\n        return GENERAL(t)\n" for v in numeric)
-        source = (f"def value(t):\n    if '\"' in t or 'Infinity' in t:\n        return GENERAL(t)\n"
-                  f"    f = t[1:-1].split(',')\n    if len(f) != {self.width}:\n        return GENERAL(t)\n"
-                  f"{unpack}{long_numbers}    try:\n        PACK(BUFFER, 0, {of_text})\n"
-                  f"    except (ValueError, TypeError, OverflowError):\n        return GENERAL(t)\n"
-                  f"    SCORE()\n    COUNT[{index}] += 1\n"
-                  + ("    s = OUT.tolist()\n" if outputs is not None and len(outputs) > 2 else "")
-                  + f"    return {answer}\n")
-        exec(compile(source, f"<sqlml row predictor for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
-        return env["value"]
+        head = (f"    if '\"' in t or 'Infinity' in t:\n        return GENERAL(t)\n"
+                f"    f = t[1:-1].split(',')\n    if len(f) != {self.width}:\n        return GENERAL(t)\n"
+                f"{unpack}{long_numbers}    try:\n        PACK(BUFFER, 0, {of_text})\n"
+                f"    except (ValueError, TypeError, OverflowError):\n        return GENERAL(t)\n")
+        return _predictor(self.scorer, self.scores, answers, count, env, head, f"row predictor for {self.project}")
 
     def inputs(self, fields: list) -> dict:
         """Model inputs (one row) of the fields, the way a jsonb row is converted."""
@@ -195,7 +167,19 @@ class JsonPlan:
 
     def __init__(self, scorer: Scorer, project: str = ""):
         self.scorer, self.schema, self.project = scorer, scorer.schema, project
+        self._exprs = None  # the fast way's pieces, for ``predictor``
         self.fast = self._compile()
+
+    def predictor(self, answers, count) -> callable:
+        """The function of a jsonb row to what ``sqlml.predict`` returns (``_predictor``): the fast way
+        writes each value into the model's input buffer; anything else goes through ``scores``."""
+        if self._exprs is None:
+            return _predictor(self.scorer, self.scores, answers, count)
+        env, unpack, exprs = self._exprs
+        head = (f"    if type(t) is not dict:\n        return GENERAL(t)\n    d = t\n    try:\n{unpack}"
+                f"        PACK(BUFFER, 0, {exprs})\n"
+                f"    except (KeyError, ValueError, TypeError, OverflowError):\n        return GENERAL(t)\n")
+        return _predictor(self.scorer, self.scores, answers, count, env, head, f"jsonb predictor for {self.project}")
 
     def scores(self, row) -> np.ndarray:
         """(k,) probabilities or (1,) value of ``row`` (a dict, or anything the general way reports)."""
@@ -204,7 +188,7 @@ class JsonPlan:
                 values_ = self.fast(row)
             except (KeyError, ValueError, TypeError):
                 values_ = None
-            if values_ is not None and _INF not in values_ and _NINF not in values_:
+            if values_ is not None:  # (an infinity raised TypeError: the general way names it)
                 try:
                     return self.scorer.run_row(values_)
                 except OverflowError:
@@ -239,6 +223,7 @@ class JsonPlan:
             else:
                 return None
         unpack = "".join(f"    {v} = d[K{v}]\n" for v in names.values())
+        self._exprs = (env, unpack.replace("    ", "        "), ", ".join(exprs))
         source = f"def row(d):\n{unpack}    return ({', '.join(exprs)},)\n"
         exec(compile(source, f"<sqlml jsonb plan for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
         return env["row"]
@@ -246,10 +231,13 @@ class JsonPlan:
 
 def _json_number(v) -> float:
     """A jsonb number (Decimal), NULL or boolean as ``sqlml.data.values.number`` reads it; TypeError for
-    anything else (strings too: the general way says whether they are numbers)."""
+    anything else (strings too: the general way says whether they are numbers) and for infinities."""
     t = type(v)
     if t is Decimal or t is int or t is float or t is bool:
-        return float(v)
+        f = float(v)
+        if f == _INF or f == _NINF:
+            raise TypeError  # the general way says it cannot score infinite values
+        return f
     if v is None:
         return math.nan
     raise TypeError
@@ -263,3 +251,41 @@ def _json_boolean(v) -> float:
     if v is None:
         return math.nan
     raise TypeError
+
+
+def _predictor(scorer: Scorer, scores, answers, count, env=None, head=None, name=""):
+    """A function of one row (``t``) to what ``sqlml.predict`` returns, counting each row scored.
+
+    ``answers``: None for a regression (the value), else what to return for each class (the numeric
+    label, or the class index); ``count``: a (view, index) slot (``sqlml.server.counters``);
+    ``scores``: the plan's function of a row to its scores (the general way, which raises for a bad
+    row). With ``head`` (generated source that ends with the row's values packed into ``BUFFER``,
+    or returns ``GENERAL(t)``), the function is generated: the model runs on its input buffer
+    (``Scorer.row_entry``) and the answer is read from its output, no numpy and no frame between."""
+    view, index = count
+    answers = None if answers is None else list(answers)
+
+    def general(t):
+        out = scores(t)
+        view[index] += 1
+        if answers is None:
+            return float(out[0])
+        s = out.tolist()
+        return answers[s.index(max(s))]  # the first of equal maxima, as argmax
+
+    if head is None:
+        return general
+    pack, buffer, score, out = scorer.row_entry()
+    env = {**env, "GENERAL": general, "PACK": pack, "BUFFER": buffer, "SCORE": score, "OUT": out, "COUNT": view}
+    if answers is None:
+        answer = "OUT[0]"
+    elif len(answers) == 2:  # as max() and index() in general(): the second only when strictly greater
+        env["A0"], env["A1"] = answers
+        answer = "A1 if OUT[1] > OUT[0] else A0"
+    else:
+        env["ANSWERS"] = answers
+        answer = "ANSWERS[s.index(max(s))]"
+    tail = f"    SCORE()\n    COUNT[{index}] += 1\n" + ("    s = OUT.tolist()\n" if "s.index" in answer else "") \
+        + f"    return {answer}\n"
+    exec(compile(f"def value(t):\n{head}{tail}", f"<sqlml {name}>", "exec"), env)  # noqa: S102 - names are ours
+    return env["value"]

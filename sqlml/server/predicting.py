@@ -60,6 +60,7 @@ class Model:
     scorer: object  # sqlml.onnx.scorer.Scorer
     plans: dict = field(default_factory=dict)  # (column names, type oids) of a row type -> RowPlan
     json_plan: object = None  # sqlml.scoring.rows.JsonPlan, made at the first jsonb row
+    json_value: object = None  # its predictor: a jsonb row -> what sqlml.predict returns
 
     @property
     def task(self) -> str:
@@ -259,11 +260,7 @@ def _other(project, features, as_array):
     """(model, scores of one row) for a jsonb object or a float8[]."""
     m = resolve(project)
     if not as_array:
-        if m.json_plan is None:
-            from sqlml.scoring.rows import JsonPlan
-
-            m.json_plan = JsonPlan(m.scorer, m.ref.project)
-        out = m.json_plan.scores(json.loads(features) if isinstance(features, str) else (features or {}))
+        out = _json_plan(m).scores(json.loads(features) if isinstance(features, str) else (features or {}))
         counters.add(m.ref.project, 1)
         return m, out
     out = m.predict_columns(values.from_array(m.schema, features, project))
@@ -294,7 +291,21 @@ def predict_label_row(project, text, row_type) -> str | None:
     return _label(m, out)
 
 
+def _json_plan(m: Model):
+    if m.json_plan is None:
+        from sqlml.scoring.rows import JsonPlan
+
+        m.json_plan = JsonPlan(m.scorer, m.ref.project)
+        m.json_value = m.json_plan.predictor(m.answers, counters.slot(m.ref.project))
+    return m.json_plan
+
+
 def predict(project, features, as_array=False) -> float:
+    if not as_array:
+        m = resolve(project)
+        if m.json_value is None:
+            _json_plan(m)
+        return m.json_value(json.loads(features) if isinstance(features, str) else (features or {}))
     m, out = _other(project, features, as_array)
     return m.row_value(out)
 
