@@ -15,7 +15,9 @@ does in that statement, right after a deploy or rollback too, and reads the ONNX
 (row-level security shows it the models it may score).
 
 Per process, models are cached by id (a model row never changes; its ONNX is checked against its
-sha256 when loaded) and row plans by model and row type (``sqlml.scoring.rows``). Compiled code
+sha256 when loaded) and row plans by model and row type (``sqlml.scoring.rows``), each with its
+predictor: the generated function from a row to what ``sqlml.predict`` returns, which counts the
+row in this process's counters file (``counters.slot``). Compiled code
 is cached across processes by the model's sha256 in the data directory
 (``pg_internals.compiled_cache_dir``): a new backend loads it instead of compiling again.
 """
@@ -58,7 +60,7 @@ class Model:
     ref: store.ModelRef
     schema: FeatureSchema
     scorer: object  # sqlml.onnx.scorer.Scorer
-    plans: dict = field(default_factory=dict)  # (column names, type oids) of a row type -> RowPlan
+    plans: dict = field(default_factory=dict)  # (column names, type oids) of a row type -> (RowPlan, its predictor)
     json_plan: object = None  # sqlml.scoring.rows.JsonPlan, made at the first jsonb row
     json_value: object = None  # its predictor: a jsonb row -> what sqlml.predict returns
 
@@ -122,7 +124,7 @@ class Model:
 
 statement_key = pg_internals.statement_key
 _models: dict[int, Model] = {}
-_statement: dict = {}  # (spec, row type oid or None) -> (statement key, Model, RowPlan or None)
+_statement: dict = {}  # (spec, row type oid or None) -> (statement key, Model, RowPlan, its predictor) (or Nones)
 
 
 # parallel mode: whether _model_ref and has_privilege may run, then whether the caller may score
@@ -163,24 +165,24 @@ def _lookup(spec: str, row_type: int | None):
     if m is None:
         m = _models[ref.id] = load(ref, ex if parallel else None)
     if row_type is None:
-        return m, None
+        return m, None, None
     if r["names"] is None:
         raise SqlmlError("sqlml.predict needs a row, a jsonb object or a float8[], "
                          f"got a value of type {r['row_type']}",
                          hint="pass the row of a table or view: sqlml.predict('project', c) FROM customers c",
                          sqlstate=DATATYPE_MISMATCH)
     names, types = tuple(json.loads(r["names"])), tuple(json.loads(r["types"]))
-    plan = m.plans.get((names, types))
-    if plan is None:
+    planned = m.plans.get((names, types))
+    if planned is None:
         from sqlml.scoring.rows import RowPlan
 
-        plan = m.plans[(names, types)] = RowPlan(m.scorer, list(names), list(types), name)
-        plan.value = plan.predictor(m.answers, counters.slot(m.ref.project))
+        plan = RowPlan(m.scorer, list(names), list(types), name)
+        planned = m.plans[(names, types)] = (plan, plan.predictor(m.answers, counters.slot(m.ref.project)))
     if m.has_dates and not pg_internals.iso_dates():
         raise SqlmlError(f'project "{name}" has date features, which a row carries in the session\'s DateStyle; '
                          "sqlml reads ISO dates only", sqlstate=DATATYPE_MISMATCH,
                          hint="SET DateStyle = 'ISO', or pass to_jsonb(row)")
-    return m, plan
+    return (m, *planned)
 
 
 def _check_parallel(ex, name: str) -> None:
@@ -268,13 +270,14 @@ def _other(project, features, as_array):
 
 
 def predict_row(project, text, row_type) -> float | None:
-    """``resolve`` inlined: this runs once per row of a scan, and the plan's ``value`` does the rest."""
+    """``resolve`` inlined (this runs once per row of a scan); the plan's predictor does the rest:
+    the row's text to the answer, counted (``RowPlan.predictor``)."""
     if text is None:
         return None
     hit = _statement.get((project, row_type))
     if hit is None or hit[0] != statement_key():
         hit = _statement[(project, row_type)] = (statement_key(), *_lookup(project, row_type))
-    return hit[2].value(text)
+    return hit[3](text)
 
 
 def predict_proba_row(project, text, row_type) -> list[float] | None:
