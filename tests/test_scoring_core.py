@@ -142,7 +142,8 @@ def test_row_plan_fast_way_equals_the_general_way():
         np.testing.assert_array_equal(plan.scores(text), want[i])
 
 
-@pytest.mark.parametrize("task, compile", [("binary", True), ("regression", True), ("binary", False)])
+@pytest.mark.parametrize("task, compile", [("binary", True), ("regression", True), ("binary", False),
+                                           ("regression", False)])
 def test_row_predictor_equals_the_plan_and_counts_each_row(task, compile):
     """``RowPlan.predictor`` (generated: fields into the model's buffer, the answer read from its output),
     compiled or through ONNX Runtime, against ``scores`` and the answer taken from its scores; rows it

@@ -77,6 +77,9 @@ class Model:
         numeric = self.schema.target.numeric_labels and self.task != REGRESSION
         self._label_values = [float(c) for c in self.classes] if numeric else None
         self._label_names = np.array([str(c) for c in self.classes], dtype=object)
+        # what sqlml.predict returns for each class: the numeric label or the index (None: a regression's value)
+        self.answers = None if self.task == REGRESSION else \
+            (self._label_values or [float(i) for i in range(len(self.classes))])
 
     def predict_columns(self, columns: dict) -> np.ndarray:
         """Probabilities (n, k) or values (n,) for raw columns (``sqlml.data.convert`` layouts)."""
@@ -106,20 +109,13 @@ class Model:
             return [repr(v) for v in out.tolist()]
         return self._label_names[out.argmax(axis=1)].tolist()
 
-    @property
-    def answers(self) -> list[float] | None:
-        """What ``sqlml.predict`` returns for each class (None for a regression: the value)."""
-        if self.task == REGRESSION:
-            return None
-        return self._label_values or [float(i) for i in range(len(self.classes))]
-
     def row_value(self, out) -> float:
-        """``value`` of one row's scores, without numpy (the per-row path)."""
-        if self.task == REGRESSION:
+        """``value`` of one row's scores, without numpy (as ``RowPlan.predictor`` answers)."""
+        answers = self.answers
+        if answers is None:
             return float(out[0])
         scores = out.tolist()
-        i = scores.index(max(scores))  # the first of equal maxima, as argmax
-        return self._label_values[i] if self._label_values is not None else float(i)
+        return answers[scores.index(max(scores))]  # the first of equal maxima, as argmax
 
 
 statement_key = pg_internals.statement_key
