@@ -3,6 +3,10 @@ VENV   := .sqlml/venv
 PY     := $(VENV)/bin/python
 SQLML  := $(VENV)/bin/sqlml
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: one per core (each with its own throwaway cluster; a test
+# module runs whole on one worker, see tests/conftest.py). TEST_WORKERS=0 runs the suite serially.
+TEST_WORKERS ?= $(shell nproc)
+XDIST  := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: setup demo test test-loaded test-fast bench bench-automl bench-autogluon-venv bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
 
@@ -13,14 +17,14 @@ demo: setup                 ## start the embedded cluster, load sample data, run
 	$(SQLML) dev up
 	$(SQLML) demo
 
-test: setup                 ## the whole suite against throwaway clusters
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup                 ## the whole suite against throwaway clusters, on TEST_WORKERS workers
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-loaded: setup          ## the suite with every core kept busy by another process (it must hold under load)
 	bash scripts/test-loaded.sh
 
 test-fast: setup            ## the suite without the slow AutoML runs
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 bench: setup                ## scoring benchmark (in place vs. pulling the data out)
 	$(PY) bench/scoring.py

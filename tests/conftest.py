@@ -1,12 +1,19 @@
 """Fixtures: one throwaway PostgreSQL cluster for the whole session (never the dev cluster),
-a fresh database with the extension for each test module, and helpers to run SQL.
+a fresh database with the extension for each test module, and helpers to run SQL and to wait.
 
 The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 and runs as the
 ``postgres`` OS user when the suite runs as root.
+
+`make test` runs the suite on several pytest-xdist workers (``-n``, ``--dist loadgroup``). Each
+worker is a process of its own, so it has its own session: its own private PostgreSQL installation
+and its own cluster on its own free port. A test module runs whole on one worker (its module-scoped
+database and trained models are made once); modules that share something built once per session
+name a common ``xdist_group`` (``pytestmark``), and the group runs on one worker.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +25,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from sqlml import samples
 from sqlml.devcluster import throwaway
 from sqlml.install import CHECKOUT
 
@@ -33,6 +41,16 @@ def reachable_by_server(path) -> Path:
             break
         p.chmod(p.stat().st_mode | 0o055)
     return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test joins the xdist group of its module, unless it names a group of its own: with
+    ``--dist loadgroup`` a module then runs on one worker, as with ``--dist loadfile``, and
+    modules can share a worker by naming one group. First, before xdist reads the groups."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +83,17 @@ def dsn(cluster):
     return new_database(cluster)
 
 
+@pytest.fixture(scope="module")
+def db(dsn):
+    """A connection to the module's database with the scikit-learn samples loaded (``sqlml.samples``);
+    a module that needs more tables defines a ``db`` of its own."""
+    conn = psycopg2.connect(dsn)
+    samples.load_all(conn)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
 @pytest.fixture
 def conn(dsn):
     c = psycopg2.connect(dsn)
@@ -83,6 +112,33 @@ def query(conn, sql, params=None):
 def scalar(conn, sql, params=None):
     rows = query(conn, sql, params)
     return rows[0][0] if rows else None
+
+
+def wait_until(condition, what: str, timeout: float = 180, interval: float = 0.1):
+    """Poll ``condition()`` until it returns a true value, and return that value; fail the test
+    naming ``what`` after ``timeout`` seconds. The timeout bounds what takes seconds on a quiet
+    machine (a cold backend, a first trial) and is generous for a busy one: it is never what a
+    test asserts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)
+
+
+def niceness(pid) -> dict[int, int]:
+    """{thread id: nice value} of a backend's threads (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])
+    return out
 
 
 def reconnect_after_crash(old, dsn, timeout=60):

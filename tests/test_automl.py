@@ -4,10 +4,8 @@ in the database the warm start from similar past trainings."""
 import json
 
 import numpy as np
-import psycopg2
 import pytest
 
-from sqlml import samples
 from sqlml.automl import ensemble, meta
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
@@ -134,15 +132,6 @@ def test_budget_child_never_outlives_its_parent():
     parent = Budget(0.5)
     assert parent.child(10).seconds <= 0.5
     assert Budget(0).expired()
-
-
-@pytest.fixture(scope="module")
-def db(dsn):
-    conn = psycopg2.connect(dsn)
-    samples.load_all(conn)
-    conn.autocommit = True
-    yield conn
-    conn.close()
 
 
 def notices_of(conn):

@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from urllib.parse import urlparse
 
 import psycopg2
 import pytest
 
 from sqlml import samples
+from tests.conftest import wait_until
 
 SQLML = [os.path.join(os.path.dirname(sys.executable), "sqlml")]  # the console script users run
 COMMANDS = ["train", "models", "deploy", "jobs", "cancel", "export"]
@@ -132,13 +132,8 @@ WAIT_SECONDS = 180  # for a condition that takes a few seconds on a quiet machin
 
 def wait_for_trials(ml, project) -> dict:
     """The running job of ``project`` once it has finished a trial (fails after WAIT_SECONDS)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        job = next((j for j in ml.jobs() if j["project"] == project and j["trials"]), None)
-        if job is not None:
-            return job
-        time.sleep(0.2)
-    pytest.fail(f"the training of {project!r} showed no trial within {WAIT_SECONDS} s")
+    return wait_until(lambda: next((j for j in ml.jobs() if j["project"] == project and j["trials"]), None),
+                      f"the training of {project!r} shows a trial", WAIT_SECONDS)
 
 
 def stop(trainer: subprocess.Popen) -> None:

@@ -13,7 +13,7 @@ import json
 import psycopg2
 import pytest
 
-from tests.conftest import query, scalar, sql_error
+from tests.conftest import niceness, query, scalar, sql_error, wait_until
 from tests.roles import create_roles, drop_roles
 
 BUDGET = "600 seconds"  # a ceiling never reached: the work is fixed by the options
@@ -319,29 +319,6 @@ def test_upgrade_from_0_1_0_brings_forecasting(cluster, dsn):
         fresh.close()
 
 
-def _niceness(pid):
-    """{thread id: nice value} of a backend's threads (field 19 of /proc/<pid>/task/<tid>/stat)."""
-    import os
-
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        out[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])
-    return out
-
-
-def _wait_for(condition, what, timeout=120):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
-
-
 def test_forecast_training_yields_to_interactive_work_and_stops_on_cancel(db, dsn):
     """Like a tabular training: while another backend runs a statement, the forecaster's fits run
     niced on a helper thread (the backend's own thread keeps its priority); sqlml.cancel stops it
@@ -373,8 +350,8 @@ def test_forecast_training_yields_to_interactive_work_and_stops_on_cancel(db, ds
     try:
         burner.start()
         trainer.start()
-        _wait_for(lambda: 10 in _niceness(pid).values(), "a fit niced while a statement runs beside it")
-        assert _niceness(pid)[pid] == 0
+        wait_until(lambda: 10 in niceness(pid).values(), "a fit niced while a statement runs beside it", 120)
+        assert niceness(pid)[pid] == 0
     finally:
         query(db, "SELECT pg_cancel_backend(%s)", (busy.get_backend_pid(),))
         burner.join(60)

@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from sqlml.devcluster import throwaway
-from tests.conftest import query, reconnect_after_crash, scalar
+from tests.conftest import niceness, query, reconnect_after_crash, scalar, wait_until
 from tests.test_import_core import doubling_graph
 
 MB = 1024 ** 2
@@ -106,26 +106,19 @@ class Training(threading.Thread):
 
 def job_of(conn, project, timeout=60, state=None):
     """The newest job of ``project`` (in ``state``, if given), waiting for it to appear."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def newest():
         rows = query(conn, "SELECT job_id, state, queue_position, error, sqlstate, rows FROM sqlml.jobs "
                            "WHERE project = %s ORDER BY job_id DESC LIMIT 1", (project,))
         if rows and (state is None or rows[0][1] == state):
             return dict(zip(("job_id", "state", "queue_position", "error", "sqlstate", "rows"), rows[0]))
-        time.sleep(0.1)
-    raise AssertionError(f"no {state or ''} job of {project} within {timeout}s")
+    return wait_until(newest, f"a {state or ''} job of {project}", timeout)
 
 
 def searching(conn, project, timeout=120):
     """The running job of ``project`` once it has finished a trial: inside the search."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = query(conn, "SELECT job_id FROM sqlml.jobs WHERE project = %s AND state = 'running' "
-                           "AND (progress ->> 'trials')::int > 0", (project,))
-        if rows:
-            return rows[0][0]
-        time.sleep(0.1)
-    raise AssertionError(f"the training of {project} showed no trial within {timeout}s")
+    return wait_until(lambda: scalar(conn, "SELECT job_id FROM sqlml.jobs WHERE project = %s AND state = 'running' "
+                                           "AND (progress ->> 'trials')::int > 0", (project,)),
+                      f"the training of {project} shows a trial", timeout)
 
 
 def registry_is_clean(conn, project):
@@ -475,25 +468,6 @@ def _progress(conn, job_id):
     return scalar(conn, "SELECT progress FROM sqlml.jobs WHERE job_id = %s", (job_id,)) or {}
 
 
-def _wait_for(condition, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
-
-
-def _niceness(pid):
-    """{thread id: nice value} of a backend's threads (field 19 of /proc/<pid>/task/<tid>/stat)."""
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        out[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])
-    return out
-
-
 @pytest.mark.slow
 def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov, db):
     dsn = gov[1]
@@ -502,8 +476,7 @@ def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov
     long = Training(dsn, "lane_long", budget=LONG)  # it must still run after the checks, however slow the machine
     long.start()
     training = job_of(db, "lane_long", state="running")
-    while not _progress(db, training["job_id"]).get("trials"):  # into the search
-        time.sleep(0.1)
+    wait_until(lambda: _progress(db, training["job_id"]).get("trials"), "lane_long in its search", 120)
     # interactive work beside it (a statement busy on the CPU): the fits move to niceness 10
     # (sqlml.training_nice) on a helper thread; the backend's own thread (pid) keeps its priority,
     # so the pooled connection is not slowed after the training; once the work has passed, the
@@ -515,15 +488,15 @@ def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov
     burner.start()
     # the statement runs before the cancel is sent (a cancel of an idle backend is lost, and the loop
     # would then run to its end)
-    _wait_for(lambda: scalar(db, "SELECT state FROM pg_stat_activity WHERE pid = %s", (busy_pid,)) == "active",
+    wait_until(lambda: scalar(db, "SELECT state FROM pg_stat_activity WHERE pid = %s", (busy_pid,)) == "active",
               "the busy statement running")
-    _wait_for(lambda: 10 in _niceness(long.pid).values(), "a fit niced while a statement runs beside it")
-    assert _niceness(long.pid)[long.pid] == 0
+    wait_until(lambda: 10 in niceness(long.pid).values(), "a fit niced while a statement runs beside it")
+    assert niceness(long.pid)[long.pid] == 0
     query(db, "SELECT pg_cancel_backend(%s)", (busy_pid,))
     burner.join(30)
     assert not burner.is_alive(), "the busy statement was not cancelled"
     busy.close()
-    _wait_for(lambda: set(_niceness(long.pid).values()) == {0}, "full priority once the statement ended")
+    wait_until(lambda: set(niceness(long.pid).values()) == {0}, "full priority once the statement ended")
 
     # the only slot is busy: a small predict_batch runs at once in the interactive lane
     assert scalar(db, "SELECT count(*) FROM sqlml.predict_batch('lane', 'small', 'id')") == 2000
@@ -540,8 +513,8 @@ def test_small_batch_scoring_never_waits_behind_training_and_training_yields(gov
     waiting.start()
     queued = job_of(db, "lane", state="queued")
     sql = "SELECT lane, wait_reason FROM sqlml.jobs WHERE job_id = %s"
-    while (seen := query(db, sql, (queued["job_id"],))[0])[1] is None:  # set at its first poll
-        time.sleep(0.1)
+    seen = wait_until(lambda: (row := query(db, sql, (queued["job_id"],))[0])[1] is not None and row,
+                      "the queued job's wait reason (set at its first poll)", 60)
     assert seen == ("governed", f"all 1 slot busy (sqlml.slots); running: job {training['job_id']}")
     assert scalar(db, "SELECT sqlml.cancel(%s)", (queued["job_id"],)) is True
     waiting.join(30)

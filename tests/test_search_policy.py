@@ -3,10 +3,8 @@ search that follows them under a clock the test moves (no wall-clock assertions)
 
 import numpy as np
 import pandas as pd
-import psycopg2
 import pytest
 
-from sqlml import samples
 from sqlml.automl import policy, preprocess
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
@@ -219,15 +217,6 @@ def test_without_bagging_the_winner_is_refitted_on_every_row(first, bagging, bag
 
 
 # --- in the database ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def db(dsn):
-    conn = psycopg2.connect(dsn)
-    samples.load_all(conn)
-    conn.autocommit = True
-    yield conn
-    conn.close()
-
 
 def test_bagging_in_the_database_registers_the_fold_models_through_the_parity_gate(db):
     # 5-fold validation asked for: what a budget affords would depend on the machine's load; a first
