@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 
 import psycopg2
@@ -16,7 +15,7 @@ import sqlml
 from sqlml import samples
 from sqlml.client import ServerError
 from sqlml.errors import SqlmlError
-from tests.conftest import query
+from tests.conftest import query, wait_until
 
 WAIT_SECONDS = 180  # for what takes a few seconds on a quiet machine (a cold backend's first trial)
 IRIS_ROW = {"sepal_length": 6.3, "sepal_width": 2.8, "petal_length": 5.1, "petal_width": 1.5}
@@ -160,11 +159,8 @@ def test_jobs_shows_a_training_running_in_another_session_and_cancel_stops_it(ml
     worker = threading.Thread(target=train)
     worker.start()
     try:
-        seen, deadline = None, time.monotonic() + WAIT_SECONDS
-        while seen is None and time.monotonic() < deadline:
-            seen = next((j for j in ml.jobs() if j["project"] == "jobs_demo" and j["trials"]), None)
-            time.sleep(0.2)
-        assert seen is not None, "the running training never showed progress in jobs()"
+        seen = wait_until(lambda: next((j for j in ml.jobs() if j["project"] == "jobs_demo" and j["trials"]), None),
+                          "the running training shows progress in jobs()", WAIT_SECONDS)
         assert seen["state"] == "running" and seen["kind"] == "train" and seen["job_id"] > 0
         assert seen["budget_seconds"] == pytest.approx(3600.0) and seen["trials"] >= 1
         assert seen["best_score"] > 0.5 and seen["best_algorithm"]

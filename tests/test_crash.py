@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from sqlml.devcluster import throwaway
-from tests.conftest import query, reconnect_after_crash, scalar
+from tests.conftest import query, reconnect_after_crash, scalar, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +112,7 @@ class Training(threading.Thread):
 
 
 def wait_for(conn, sql, params=None, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not scalar(conn, sql, params):
-        assert time.monotonic() < deadline, f"timed out waiting for: {sql}"
-        time.sleep(0.05)
+    return wait_until(lambda: scalar(conn, sql, params), sql, timeout, interval=0.05)
 
 
 def blocked_at_registration(dsn):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from urllib.parse import urlparse
 
 import psycopg2
@@ -18,7 +17,7 @@ import pytest
 
 from sqlml import samples
 from sqlml.install import CHECKOUT
-from tests.conftest import new_database, query
+from tests.conftest import new_database, query, wait_until
 
 DBT = CHECKOUT / ".sqlml" / "dbt-venv" / "bin" / "dbt"
 
@@ -100,10 +99,12 @@ def test_readers_are_not_locked_while_the_hook_trains(built):
     run = subprocess.Popen([str(DBT), "run", "--select", "cancer_training", "--vars", "{training_budget: 10 seconds}"],
                            cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not query(reader, "SELECT 1 FROM sqlml.jobs WHERE project = 'dbt_cancer' AND kind = 'train' "
-                                "AND state = 'running' AND job_id > %s", (known,)):
-            assert run.poll() is None and time.monotonic() < deadline, "the training never started"
+        def running():
+            assert run.poll() is None, "the training never started: dbt ended"
+            return query(reader, "SELECT 1 FROM sqlml.jobs WHERE project = 'dbt_cancer' AND kind = 'train' "
+                                 "AND state = 'running' AND job_id > %s", (known,))
+
+        wait_until(running, "the training starts", 120)
         query(reader, "SET lock_timeout = '2s'")
         assert query(reader, "SELECT count(*) FROM analytics.cancer_training") == [(456,)]
         assert query(reader, "SELECT state FROM sqlml.jobs WHERE job_id > %s", (known,)) == [("running",)]  # during it

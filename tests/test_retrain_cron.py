@@ -8,12 +8,10 @@ this test waits up to a minute for it (bounded), hence ``slow``.
 
 from __future__ import annotations
 
-import time
-
 import psycopg2
 import pytest
 
-from tests.conftest import query, scalar
+from tests.conftest import query, scalar, wait_until
 
 BUDGET = "3 seconds"
 WAIT_SECONDS = 240  # next minute boundary (<= 60 s) + the retraining itself (longer on a busy machine)
@@ -66,17 +64,12 @@ def test_pg_cron_retrains_on_drift_through_the_gate(db, cron):
     job = scalar(cron, "SELECT cron.schedule_in_database(%s, '* * * * *', %s, %s)",
                  (f"retrain-sales-{database}", command, database))
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        status = None
-        while time.monotonic() < deadline:
-            status = query(cron, "SELECT status, return_message FROM cron.job_run_details WHERE jobid = %s "
-                                 "AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1", (job,))
-            if status:
-                break
-            time.sleep(1)
+        status = wait_until(lambda: query(cron, "SELECT status, return_message FROM cron.job_run_details "
+                                                "WHERE jobid = %s AND status IN ('succeeded', 'failed') "
+                                                "ORDER BY runid LIMIT 1", (job,)),
+                            "pg_cron runs the job", WAIT_SECONDS, interval=1)
     finally:
         query(cron, "SELECT cron.unschedule(%s)", (job,))
-    assert status, f"pg_cron did not run the job within {WAIT_SECONDS} s"
     assert status[0][0] == "succeeded", status[0][1]
     # the drift was measured and stored, a new version was trained on the new data ...
     assert scalar(db, "SELECT max(psi) FROM sqlml.drift WHERE project = 'sales' AND relation = 'sales_new' "
