@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers for `make test`: one per core (each with its own throwaway cluster; a test
 # module runs whole on one worker, see tests/conftest.py). TEST_WORKERS=0 runs the suite serially.
 TEST_WORKERS ?= $(shell nproc)
-XDIST  := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST  := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup demo test test-loaded test-fast bench bench-automl bench-autogluon-venv bench-forecast bench-governor bench-workload bench-spark lint dev-up dev-down clean
 

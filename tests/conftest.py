@@ -4,11 +4,11 @@ a fresh database with the extension for each test module, and helpers to run SQL
 The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 and runs as the
 ``postgres`` OS user when the suite runs as root.
 
-`make test` runs the suite on several pytest-xdist workers (``-n``, ``--dist loadgroup``). Each
+`make test` runs the suite on several pytest-xdist workers (``-n``, ``--dist loadfile``). Each
 worker is a process of its own, so it has its own session: its own private PostgreSQL installation
-and its own cluster on its own free port. A test module runs whole on one worker (its module-scoped
-database and trained models are made once); modules that share something built once per session
-name a common ``xdist_group`` (``pytestmark``), and the group runs on one worker.
+and its own cluster on its own free port (and its own ``wheel``, built from a copy of the checkout).
+A test module runs whole on one worker, in order: its module-scoped database and trained models are
+made once, and its tests may build on each other.
 """
 
 from __future__ import annotations
@@ -43,27 +43,18 @@ def reachable_by_server(path) -> Path:
     return path
 
 
-# The xdist groups that take longest (a whole-suite --durations run), started first so that the
-# last ones a worker takes are short. Order only: a group missing here costs time, never a result.
-LONGEST_FIRST = ("test_governor", "test_onnx_export", "wheel", "test_spark", "test_search_policy", "test_upgrade",
-                 "test_explain_core", "test_dbt", "test_examples", "test_retrain_cron", "test_model_card",
-                 "test_boosting_families", "test_security")
+# The test modules that take longest (a whole-suite --durations run), started first so that the last
+# ones a worker takes are short. Order only: a module missing here costs time, never a result.
+LONGEST_FIRST = ("test_governor", "test_onnx_export", "test_docker", "test_light_client", "test_spark",
+                 "test_dbt", "test_search_policy", "test_upgrade", "test_explain_core", "test_examples",
+                 "test_retrain_cron", "test_model_card", "test_boosting_families", "test_security")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Every test joins the xdist group of its module, unless it names a group of its own: with
-    ``--dist loadgroup`` a module then runs on one worker, as with ``--dist loadfile``, and
-    modules can share a worker by naming one group. The longest groups come first (`make test`
-    passes ``--no-loadscope-reorder``, so xdist hands them out in this order). First, before
-    xdist reads the groups."""
-    def group(item):
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__.rpartition(".")[2]))
-        return item.get_closest_marker("xdist_group").args[0]
-
+    """The longest modules first: `make test` passes ``--dist loadfile --no-loadscope-reorder``, so
+    xdist hands out whole modules in this order (a stable sort: each module's tests keep theirs)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items[:] = sorted(items, key=lambda item: rank.get(group(item), len(rank)))
+    items[:] = sorted(items, key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +70,13 @@ def wheel() -> Path:
     """A wheel of this checkout (``pip wheel --no-deps``), built once for the tests that install it."""
     root = Path(tempfile.mkdtemp(prefix="sqlml-wheel-"))
     try:
+        # from a copy: the build writes build/ and *.egg-info beside the sources, and another xdist
+        # worker (or another test run of this checkout) may be building too
+        source = root / "source"
+        shutil.copytree(CHECKOUT, source, ignore=shutil.ignore_patterns(
+            ".sqlml", ".git", "__pycache__", "build", "*.egg-info", ".ruff_cache", ".pytest_cache"))
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
-                        "-w", str(root), str(CHECKOUT)], check=True, capture_output=True, timeout=300)
+                        "-w", str(root), str(source)], check=True, capture_output=True, timeout=300)
         yield next(root.glob("sqlml-*.whl"))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -26,10 +26,6 @@ from sqlml.install import CHECKOUT, server_python
 
 DOCKER = CHECKOUT / "docker"
 
-# the session's `wheel` is built in this checkout (pip wheel writes build/ beside the sources): the
-# modules that install it share one xdist worker, so it is built once and never twice at a time
-pytestmark = pytest.mark.xdist_group("wheel")
-
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""

@@ -15,10 +15,6 @@ import pytest
 
 from tests.conftest import query
 
-# the session's `wheel` is built in this checkout (pip wheel writes build/ beside the sources): the
-# modules that install it share one xdist worker, so it is built once and never twice at a time
-pytestmark = pytest.mark.xdist_group("wheel")
-
 SERVER_ONLY = ("scikit-learn", "lightgbm", "onnxruntime", "skl2onnx", "onnxmltools", "scipy", "sqlglot")
 CLIENT_SCRIPT = """
 import sys, pandas, sqlml
