@@ -101,7 +101,7 @@ class EstimatorSpec:
     build: Callable  # (params, task: Task, threads, seed) -> unfitted sklearn-compatible estimator
     fit: Callable = fit_plain  # (estimator, X encoded, y, FitContext) -> rounds or trees kept, or None
     space: tuple = ()
-    portfolio: tuple = ()  # configurations tried first, cheapest first
+    portfolio: tuple = ()  # configurations tried first, best first (the learned order where it has them)
     cost: float = 1.0  # seconds per unit of work (sqlml.automl.policy.work) relative to LightGBM's
     tasks: frozenset = frozenset({"binary", "multiclass", "regression"})
     early_stopping: bool = False  # fit() uses the validation rows to pick its number of rounds
