@@ -62,6 +62,13 @@ def test_the_search_names_no_library():
     assert not [lib for lib in ("lightgbm", "xgboost", "catboost") if lib in source]
 
 
+def test_the_search_names_no_estimator_and_no_family_for_its_refit():
+    source = Path(search.__file__).read_text()
+    assert not [name for name in SPECS if f'"{name}"' in source]
+    assert "LINEAR" not in source  # a bounded refit is the spec's attribute (interruptible_refit)
+    assert [name for name, spec in SPECS.items() if spec.interruptible_refit] == ["linear"]
+
+
 FRAME = pd.DataFrame({"a": np.array([1.0, np.nan, 3.0, 4.0, 5.0], dtype=np.float32), "c": ["x", "y", "x", "y", "z"]})
 SCHEMA = FeatureSchema((Feature("a", NUMERIC, "float8"), Feature("c", CATEGORY, "text")),
                        Target("y", "float8", "regression"))

@@ -84,3 +84,38 @@ def test_generated_tables_are_the_same_for_the_same_seed(make):
     a, b = make(rows=2000), make(rows=2000)
     assert a.equals(b)
     assert not a.equals(make(rows=2000, seed=7))
+
+
+def test_the_estimators_it_covers_take_their_portfolio_from_it():
+    learned = portfolio.learned()
+    assert {"lightgbm", "linear"} <= set(learned)
+    for name, configs in learned.items():
+        assert SPECS[name].portfolio == configs
+    # the hand-written seeds of the grid are candidates only, no longer what the search tries
+    seeds = [p for a, p in learn_portfolio.SEEDS if a == "lightgbm"]
+    assert SPECS["lightgbm"].portfolio != tuple(seeds)
+    assert all((a, p) in learn_portfolio.CANDIDATES for a, p in learn_portfolio.SEEDS)
+
+
+def test_the_learned_order_comes_first_then_the_estimators_it_does_not_cover():
+    from sqlml.automl import policy
+
+    order = portfolio.order()
+    specs = sorted((SPECS[a] for a in ("lightgbm", "linear", "random_forest", "extra_trees")), key=lambda s: s.cost)
+    entries = policy.portfolio_entries(specs, [e["algorithm"] for e in order])
+    assert [(s.name, p) for s, p in entries[:len(order)]] == [(e["algorithm"], e["params"]) for e in order]
+    rest = entries[len(order):]
+    # the forests' hand-written entries, interleaved cheapest estimator first
+    assert [s.name for s, _ in rest] == ["extra_trees", "random_forest", "extra_trees", "random_forest",
+                                         "extra_trees"]
+    assert [p for s, p in rest if s.name == "random_forest"] == list(SPECS["random_forest"].portfolio)
+    # every entry once
+    assert len(entries) == sum(len(s.portfolio) for s in specs)
+
+
+def test_turns_of_estimators_not_in_the_search_pass():
+    from sqlml.automl import policy
+
+    order = portfolio.order()
+    entries = policy.portfolio_entries([SPECS["lightgbm"]], [e["algorithm"] for e in order])
+    assert [p for _, p in entries] == [e["params"] for e in order if e["algorithm"] == "lightgbm"]

@@ -13,7 +13,8 @@ from sqlml.automl.spec import BOOSTING, LINEAR, TREES
 from sqlml.data.schema import Feature, FeatureSchema, Target
 from tests.conftest import query, scalar
 
-LGB = dict(SPECS["lightgbm"].portfolio[0])  # the probe's configuration: lr 0.1, 31 leaves
+LGB = {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0,
+       "reg_lambda": 0.001}  # a probe's configuration
 RF = dict(SPECS["random_forest"].portfolio[0])  # 200 trees
 ET = dict(SPECS["extra_trees"].portfolio[0])
 
@@ -81,21 +82,47 @@ def test_forests_cost_many_boosting_fits_on_large_tables_only(rows, inputs, prob
     assert low * probe_seconds <= rf <= high * probe_seconds
 
 
-@pytest.mark.parametrize("rows, leaves_high, added", [
+@pytest.mark.parametrize("rows, leaves_high, first", [
     (1_000, 256, ()),             # small tables keep the small-table portfolio
     (4_999, 256, ()),
-    (8_000, 256, (127,)),         # medium: one entry of larger trees
-    (40_000, 2048, (127, 255)),   # large: two, and leaves up to rows / 16
+    (8_000, 256, (None, 127)),    # medium: one entry of larger trees, after the probe's yardstick
+    (40_000, 2048, (127, 255)),   # large: two first (the probe), and leaves up to rows / 16
     (10_000_000, 2048, (127, 255)),
 ])
-def test_larger_tables_start_from_and_search_larger_trees(rows, leaves_high, added):
+def test_larger_tables_start_from_and_search_larger_trees(rows, leaves_high, first):
     spec = policy.sized_boosting(SPECS["lightgbm"], rows)
-    assert spec.portfolio[0] == SPECS["lightgbm"].portfolio[0]  # the probe's yardstick stays first
-    assert tuple(p["num_leaves"] for p in spec.portfolio[1:1 + len(added)]) == added
+    learned = SPECS["lightgbm"].portfolio
+    leaves = tuple(p["num_leaves"] for p in spec.portfolio[:len(first)])
+    assert leaves == tuple(learned[0]["num_leaves"] if n is None else n for n in first)
+    if rows >= policy.LARGE_BOOSTING_ROWS:  # small trees go, the learned first one too
+        assert min(p["num_leaves"] for p in spec.portfolio) >= 15 and learned[0] not in spec.portfolio
+    else:
+        assert spec.portfolio[0] == learned[0]
     assert next(h for h in spec.space if h.name == "num_leaves").high == leaves_high
     names = {h.name: h for h in spec.space}
     for config in spec.portfolio:
         assert all(names[k].low <= v <= names[k].high for k, v in config.items())
+
+
+def test_linear_is_priced_by_its_encoded_width_and_the_machines_speed():
+    narrow, wide = _size(32_000, 4), _size(32_000, 132)
+    assert policy.fit_seconds(LINEAR, {}, wide) - policy.FIT_OVERHEAD == pytest.approx(
+        33 * (policy.fit_seconds(LINEAR, {}, narrow) - policy.FIT_OVERHEAD))
+    # a probe that ran four times slower than this stack's order of magnitude: linear too
+    expected = policy.work(BOOSTING, LGB, narrow, policy.Probe(1.0, 300, LGB)) * policy.SECONDS_PER_UNIT
+    slow = policy.Probe(policy.FIT_OVERHEAD + 4 * expected, 300, LGB, inputs=4)
+    assert policy.machine_speed(wide, slow) == pytest.approx(4.0)  # the probe's own inputs, not linear's
+    assert policy.fit_seconds(LINEAR, {}, wide, slow) - policy.FIT_OVERHEAD == pytest.approx(
+        4 * (policy.fit_seconds(LINEAR, {}, wide) - policy.FIT_OVERHEAD))
+
+
+def test_a_wide_one_hot_encoding_is_wide_for_linear_models_only():
+    frame = pd.DataFrame({"x": [1.0, 2.0] * 50, "city": [f"c{i % 40}" for i in range(100)]})
+    schema = FeatureSchema((Feature("x", "numeric", "float8"), Feature("city", "category", "text")),
+                           Target("y", "float8", "regression"))
+    plan = preprocess.Plan.from_data(schema, frame)
+    assert plan.width(SPECS["lightgbm"].encoding) == 2  # ordinal codes
+    assert plan.width(SPECS["linear"].encoding) == 41 == plan.width(SPECS["random_forest"].encoding)
 
 
 def test_boosting_not_sized_by_leaves_keeps_its_portfolio():
@@ -168,6 +195,56 @@ def test_on_a_large_table_forests_never_start_and_boosting_gets_the_search():
     assert set(algorithms) == {"lightgbm"}, algorithms
     assert len(algorithms) >= 5
     assert any(t.params.get("num_leaves", 0) >= 127 for t in search.trials)  # large tables, larger trees
+
+
+def test_the_first_trials_follow_the_learned_portfolios_greedy_order():
+    from sqlml.automl import portfolio
+
+    # the probe is instant (5-fold validation, not kept as a trial) and every fit quick: the whole
+    # portfolio runs, the learned order first, then the forests' hand-written entries
+    search = _search(600, tick=0.2, first=0.001, budget=25.0,
+                     algorithms=("lightgbm", "linear", "random_forest", "extra_trees"))
+    order = [(e["algorithm"], e["params"]) for e in portfolio.order()]
+    tried = [(t.algorithm, t.params) for t in search.trials if t.origin == "portfolio"]
+    assert tried[:len(order)] == order
+    assert {a for a, _ in tried[len(order):]} == {"random_forest", "extra_trees"}
+
+
+def _wide_problem(rows: int, text_columns: int, seed: int = 0):
+    """``_problem``'s regression with ``text_columns`` city-like inputs of 200 levels (64 kept, one-hot)."""
+    base = _problem(rows, seed=seed, noise=3.0)
+    rng = np.random.default_rng(seed)
+    X = base.X.copy()
+    for i in range(text_columns):
+        X[f"t{i}"] = pd.Series(rng.integers(0, 200, size=rows)).map(lambda v: f"c{v}")
+    features = tuple(Feature(c, "numeric", "float8") for c in base.X.columns) + tuple(
+        Feature(f"t{i}", "category", "text") for i in range(text_columns))
+    schema = FeatureSchema(features, Target("y", "float8", "regression"))
+    return Problem(X=X, y=base.y, task="regression", metric="rmse", plan=preprocess.Plan.from_data(schema, X), seed=1)
+
+
+@pytest.mark.parametrize("text_columns, linear_waits", [
+    (2, True),   # 132 one-hot inputs: a linear fit is predicted at a large share of the time left
+    (0, False),  # 4 numbers: linear is cheap and runs at its learned turn
+])
+def test_on_a_large_table_an_expensive_linear_fit_waits_behind_large_lightgbm_trees(text_columns, linear_waits):
+    clock = FitClock(2.5)
+    problem = _wide_problem(40_000, text_columns)
+    search = Search(problem, [SPECS["linear"], SPECS["lightgbm"]], Budget(30.0, clock=clock), run_fit=clock.run_fit,
+                    reserve_seconds=1.0)
+    assert search.validation == "holdout"
+    entries = search.portfolio_entries()
+    assert [p.get("num_leaves") for _, p in entries[:2]] == [127, 255]  # large trees take LightGBM's turns
+    turn = next(i for i, (s, _) in enumerate(entries) if s.name == "linear")
+    predicted = search.predicted_seconds(SPECS["linear"], entries[turn][1])
+    search.run()
+    algorithms = [t.algorithm for t in search.trials]
+    assert search.trials[0].params["num_leaves"] == 127  # the probe, kept as LightGBM's first trial
+    assert "linear" in algorithms  # it ran, in the end
+    waited = algorithms.index("linear") > turn  # later than its learned turn
+    assert waited is linear_waits, (algorithms, predicted)
+    if linear_waits:
+        assert algorithms[:turn + 1] == ["lightgbm"] * (turn + 1)
 
 
 def test_on_a_small_table_the_same_clock_lets_forests_in():

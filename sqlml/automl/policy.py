@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from sqlml.automl.spec import BOOSTING, TREES
+from sqlml.automl.spec import BOOSTING, DEFAULT_LEAVES, TREES
 
 RUN, DEFER, SKIP = "run", "defer", "skip"
 
@@ -34,11 +34,15 @@ RUN, DEFER, SKIP = "run", "defer", "skip"
 # to 1,024 leaves): random forest ~3.5 (200 trees of all features on 10k regression rows cost ten
 # LightGBM fits of lr 0.1 with early stopping), extra trees ~1.
 SECONDS_PER_UNIT = 2e-9  # LightGBM's, without a probe: this machine's order of magnitude
-LINEAR_SECONDS_PER_CELL = 2e-8  # a fit of ridge/logistic regression per row x input (plus overhead)
+# a fit of logistic regression (ridge costs less) per row x encoded input x class: some 40 lbfgs
+# iterations of ~5 ns a cell (measured: 72,000 rows x 103 one-hot inputs, 10 iterations in 1.7 s at
+# load 9 on 2 cores; a fit of 45 iterations, 9 s there)
+LINEAR_SECONDS_PER_CELL = 2e-7
 FIT_OVERHEAD = 0.02  # seconds of any fit (preprocessing, Python)
 MAX_TREE_LEVELS = 20  # forests stop at 1,024 leaves: about twice log2 of that deep
 LEAVES_PER_ROUND_SCALE = 128  # a round's cost grows with its leaves beyond the histogram pass
 ROUND_OVERHEAD = 66_000  # units of a boosting round whatever its rows (2k rows: half its cost)
+MIN_SPEED, MAX_SPEED = 0.5, 8.0  # bounds of machine_speed: a probe's noise must not price linear at nothing
 
 RUN_SHARE = 0.15  # of the time left: a likely winner costing less runs at once
 MAX_SHARE = 1.0  # of the time left: the most a likely winner's entry may take (all of it: it is worth it)
@@ -64,11 +68,13 @@ class Size:
 
 @dataclass(frozen=True)
 class Probe:
-    """One measured fit: LightGBM's first portfolio entry (``params``) took ``seconds`` for ``rounds``."""
+    """One measured fit: LightGBM's first portfolio entry (``params``) took ``seconds`` for ``rounds``
+    on ``inputs`` encoded inputs (None: those of the size it is compared on)."""
 
     seconds: float
     rounds: int
     params: dict
+    inputs: int | None = None
 
 
 def boosting_rounds(params: dict, probe: Probe | None, cap: int = 1000) -> float:
@@ -110,12 +116,27 @@ def fit_seconds(family: str, params: dict, size: Size, probe: Probe | None = Non
     (a LightGBM round over a million cells takes ~2 ms). ``unit``: the estimator's cost per unit of
     work relative to LightGBM's (``EstimatorSpec.cost``)."""
     if family not in (BOOSTING, TREES):
-        return FIT_OVERHEAD + LINEAR_SECONDS_PER_CELL * size.rows * size.inputs * max(size.trees_per_round, 1)
+        cells = size.rows * size.inputs * max(size.trees_per_round, 1)
+        return FIT_OVERHEAD + LINEAR_SECONDS_PER_CELL * cells * machine_speed(size, probe)
     units = work(family, params, size, probe) * unit
     if probe is None:
         return FIT_OVERHEAD + units * SECONDS_PER_UNIT
-    yardstick = work(BOOSTING, probe.params, size, probe)
-    return FIT_OVERHEAD + max(probe.seconds - FIT_OVERHEAD, 0.0) * units / max(yardstick, 1e-12)
+    return FIT_OVERHEAD + max(probe.seconds - FIT_OVERHEAD, 0.0) * units / max(_probe_work(size, probe), 1e-12)
+
+
+def _probe_work(size: Size, probe: Probe) -> float:
+    """Work units of the probe's own fit (on its own encoded inputs)."""
+    seen = size if probe.inputs is None else replace(size, inputs=probe.inputs)
+    return work(BOOSTING, probe.params, seen, probe)
+
+
+def machine_speed(size: Size, probe: Probe | None) -> float:
+    """How much slower than this stack's order of magnitude (SECONDS_PER_UNIT) the probe ran: the
+    machine's load, for the models priced apart from boosting (linear); 1 without a probe."""
+    if probe is None:
+        return 1.0
+    expected = _probe_work(size, probe) * SECONDS_PER_UNIT
+    return min(max((probe.seconds - FIT_OVERHEAD) / max(expected, 1e-12), MIN_SPEED), MAX_SPEED)
 
 
 def win_odds(family: str, rows: int) -> float:
@@ -170,20 +191,44 @@ def leaves_high(rows: int, low_high: int = 256) -> int:
 
 def sized_boosting(spec, rows: int):
     """``spec`` (a boosting EstimatorSpec) for a table of ``rows`` fit rows: from MEDIUM rows its
-    portfolio adds a 127-leaf entry after its first (the probe's yardstick stays first), from
-    LARGE rows a 255-leaf one too and the smallest-tree entry goes; num_leaves may grow to
+    portfolio adds a 127-leaf entry after its first (the probe's yardstick stays first); from LARGE
+    rows the 127- and 255-leaf entries come first and the small-tree entries (under 15 leaves) go,
+    the first too, so that the probe is a large-tree fit: at 40,000 rows a 4-leaf model at a low
+    learning rate is slow to stop early and rarely wins. num_leaves may grow to
     ``leaves_high(rows)``. Small tables keep the spec as it is, and so does a boosting spec whose
     trees are not sized by leaves (no ``num_leaves`` in its space)."""
     if rows < MEDIUM_BOOSTING_ROWS or not any(h.name == "num_leaves" for h in spec.space):
         return spec
-    first, rest = spec.portfolio[0], list(spec.portfolio[1:])
     if rows >= LARGE_BOOSTING_ROWS:
-        added = list(LARGE_TREE_ENTRIES)
-        rest = [p for p in rest if p.get("num_leaves", 31) >= 15]
+        entries = (*LARGE_TREE_ENTRIES, *(p for p in spec.portfolio if p.get("num_leaves", DEFAULT_LEAVES) >= 15))
     else:
-        added = [LARGE_TREE_ENTRIES[0]]
+        entries = (spec.portfolio[0], LARGE_TREE_ENTRIES[0], *spec.portfolio[1:])
     space = tuple(replace(h, high=max(h.high, leaves_high(rows))) if h.name == "num_leaves" else h for h in spec.space)
-    return replace(spec, portfolio=(first, *added, *rest), space=space)
+    return replace(spec, portfolio=entries, space=space)
+
+
+# --- the order of the portfolio -------------------------------------------------------------------
+
+def portfolio_entries(specs, turns) -> list:
+    """[(spec, params)]: every portfolio entry of ``specs``, in the order the search tries them.
+
+    First the learned portfolio's greedy order (``turns``: its estimators' names, one per pick,
+    ``sqlml.automl.portfolio.order``): the k-th turn of an estimator takes its k-th entry, and
+    turns of estimators not in the search pass. Then the entries no turn took (estimators the
+    learned portfolio does not cover, entries ``sized_boosting`` added), interleaved in the order
+    of ``specs`` (cheapest first): a short budget still sees each family at its best defaults."""
+    taken = {s.name: 0 for s in specs}
+    by_name = {s.name: s for s in specs}
+    out = []
+    for name in turns:
+        spec = by_name.get(name)
+        if spec is not None and taken[name] < len(spec.portfolio):
+            out.append((spec, spec.portfolio[taken[name]]))
+            taken[name] += 1
+    rest = [(s, s.portfolio[taken[s.name]:]) for s in specs]
+    for i in range(max((len(r) for _, r in rest), default=0)):
+        out.extend((s, r[i]) for s, r in rest if i < len(r))
+    return out
 
 
 # --- the finish -----------------------------------------------------------------------------------

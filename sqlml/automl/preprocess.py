@@ -45,6 +45,13 @@ class Plan:
             categories[name] = sorted(kept)
         return cls(tuple(schema.numeric_inputs), tuple(schema.text_inputs), categories)
 
+    def width(self, encoding: str) -> int:
+        """Columns of the encoded matrix: one per number, and per text input one (ordinal codes) or
+        one per kept category (one-hot): what a fit's cost grows with (``sqlml.automl.policy``)."""
+        if encoding == NATIVE_CATEGORIES:
+            return len(self.numeric) + len(self.text)
+        return len(self.numeric) + sum(len(self.categories[n]) for n in self.text)
+
     def categorical_indices(self) -> list[int]:
         """Columns of the transformed matrix that hold ordinal codes (NATIVE_CATEGORIES encoding)."""
         return list(range(len(self.numeric), len(self.numeric) + len(self.text)))

@@ -2,10 +2,12 @@
 
 1. Validation is chosen from the data: k-fold cross-validation when the training part is small
    (a single holdout is a noisy basis for choosing), one stratified holdout otherwise.
-2. Every estimator's portfolio (known-good configurations) is tried first, cheapest estimators
-   first, interleaved, so that a short budget still sees each family at its best defaults; an
-   entry predicted to take a large share of the time left waits, or is skipped when its family is
-   unlikely to win at this size (``sqlml.automl.policy``).
+2. The portfolios (known-good configurations) are tried first: the portfolio learned offline
+   (``sqlml.automl.portfolio``, shipped as data) in its greedy order, then the hand-written
+   entries of the estimators it does not cover, interleaved (``policy.portfolio_entries``), so
+   that a short budget still sees each family at its best defaults; an entry predicted to take a
+   large share of the time left waits, or is skipped when its family is unlikely to win at this
+   size (``sqlml.automl.policy``).
 3. Then random local moves in each promising estimator's space (in unit coordinates, shrinking).
    Boosting picks its number of rounds by early stopping on the validation fold; forests grow in
    chunks of trees. Both stop at the deadline, and both reach ``budget.checkpoint()`` often.
@@ -29,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sqlml.automl import ensemble, metrics, policy, preprocess, scoring_cost
+from sqlml.automl import ensemble, metrics, policy, portfolio, preprocess, scoring_cost
 from sqlml.automl.budget import Budget
-from sqlml.automl.spec import BOOSTING, LINEAR, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
+from sqlml.automl.spec import BOOSTING, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
 from sqlml.data.task import HOLDOUT_SHARE, TIME_ORDERED, Task, task_of
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
 
@@ -240,7 +242,7 @@ class Search:
                                                           valid=(p.X.iloc[valid], p.y[valid])))
         seconds = self.budget.clock() - start
         if spec.family == BOOSTING:
-            self.yardstick = policy.Probe(seconds, rounds or 100, dict(spec.portfolio[0]))
+            self.yardstick = policy.Probe(seconds, rounds or 100, dict(spec.portfolio[0]), p.plan.width(spec.encoding))
         if not child.expired():
             self.probed = (spec, model, rounds, seconds)
         return seconds
@@ -273,7 +275,8 @@ class Search:
     def size(self, spec: EstimatorSpec) -> policy.Size:
         """What one fold's fit of ``spec`` sees (``policy``'s cost model)."""
         p = self.problem
-        return policy.Size(len(self.folds[0][0]), p.X.shape[1], p.n_classes, threads_for(spec, p.X, p.threads))
+        return policy.Size(len(self.folds[0][0]), p.plan.width(spec.encoding), p.n_classes,
+                           threads_for(spec, p.X, p.threads))
 
     def predicted_seconds(self, spec: EstimatorSpec, params: dict) -> float:
         """Seconds one trial of ``params`` is expected to take (every fold): this estimator's last fit
@@ -503,18 +506,15 @@ class Search:
             if spec is not None:
                 once(spec, {k: v for k, v in config["params"].items() if not (k == "n_estimators" and spec.family == BOOSTING)},
                      "warm_start")
-        # 1. portfolios, interleaved, cheapest estimators first; an entry predicted to take a large
-        # share of the time left waits behind the cheaper ones, or is skipped (policy.admit)
-        depth = max(len(s.portfolio) for s in self.specs)
+        # 1. portfolios, the learned order first; an entry predicted to take a large share of the time
+        # left waits behind the cheaper ones, or is skipped (policy.admit)
         deferred = []
-        for i in range(depth):
-            for spec in self.specs:
-                if i < len(spec.portfolio):
-                    decision = self.admission(spec, spec.portfolio[i])
-                    if decision == policy.RUN:
-                        once(spec, spec.portfolio[i], "portfolio")
-                    elif decision == policy.DEFER:
-                        deferred.append((spec, spec.portfolio[i]))
+        for spec, params in self.portfolio_entries():
+            decision = self.admission(spec, params)
+            if decision == policy.RUN:
+                once(spec, params, "portfolio")
+            elif decision == policy.DEFER:
+                deferred.append((spec, params))
         for spec, params in sorted(deferred, key=lambda entry: self.predicted_seconds(*entry)):
             if self.admission(spec, params) != policy.SKIP:
                 once(spec, params, "portfolio")
@@ -535,6 +535,11 @@ class Search:
             self.evaluate(spec, self.neighbour(spec, incumbent.params, step))
             step = max(step * 0.97, 0.05)
         return self.trials
+
+    def portfolio_entries(self) -> list[tuple[EstimatorSpec, dict]]:
+        """The portfolio entries in the order they are tried: the learned portfolio's greedy order,
+        then the entries it does not cover (``policy.portfolio_entries``)."""
+        return policy.portfolio_entries(self.specs, [entry["algorithm"] for entry in portfolio.order()])
 
     def _ranked_specs(self):
         best = {}
@@ -620,9 +625,9 @@ class Search:
         elif spec.family == BOOSTING and trial.n_estimators:
             # more data, a few more rounds than early stopping found on a fold
             rounds = max(int(trial.n_estimators * len(y) / len(self.folds[0][0])), 1)
-        if spec.family == LINEAR:
-            # its fit time is the least predictable (lbfgs iterations): bounded by what is left, as the
-            # trial was (affords_final_refit's half reserve), it stops with the model so far
+        if spec.interruptible_refit:
+            # bounded by what is left, as its trials were (affords_final_refit's half reserve): it stops
+            # with the model so far
             refit_budget = self.budget.child(max(self.budget.remaining() - self.reserve_seconds / 2, 0.0))
         else:  # a refit runs to the end; time for it was reserved
             refit_budget = Budget(math.inf, self.budget.interrupt, clock=self.budget.clock)

@@ -101,7 +101,7 @@ class EstimatorSpec:
     build: Callable  # (params, task: Task, threads, seed) -> unfitted sklearn-compatible estimator
     fit: Callable = fit_plain  # (estimator, X encoded, y, FitContext) -> rounds or trees kept, or None
     space: tuple = ()
-    portfolio: tuple = ()  # configurations tried first, cheapest first
+    portfolio: tuple = ()  # configurations tried first, best first (the learned order where it has them)
     cost: float = 1.0  # seconds per unit of work (sqlml.automl.policy.work) relative to LightGBM's
     tasks: frozenset = frozenset({"binary", "multiclass", "regression"})
     early_stopping: bool = False  # fit() uses the validation rows to pick its number of rounds
@@ -110,3 +110,7 @@ class EstimatorSpec:
     library: str = ""  # the module its estimators come from ("lightgbm"), whose version is pinned
     register_onnx: Callable | None = None  # teaches skl2onnx to convert its estimators, if it cannot already
     explain_trees: Callable | None = None  # (estimator, outputs) -> (trees, scale): sqlml.explain.model's reader
+    # its fit stops at the budget's deadline with the model so far (FitContext.budget): the final refit
+    # is then bounded by the time left rather than run to its end on time reserved for it (a fit time
+    # hard to predict, such as lbfgs iterations)
+    interruptible_refit: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sqlml.automl import portfolio
 from sqlml.automl.spec import BOOSTING, DEFAULT_LEAVES, NATIVE_CATEGORIES, EstimatorSpec, FitContext, Hyper
 
 EARLY_STOPPING_ROUNDS = 50
@@ -164,15 +165,6 @@ SPECS = (
             Hyper("colsample_bytree", 0.3, 1.0),
             Hyper("reg_lambda", 1e-3, 10.0, log=True),
         ),
-        portfolio=(
-            {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0,
-             "colsample_bytree": 1.0, "reg_lambda": 0.001},
-            {"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.8,
-             "colsample_bytree": 0.5, "reg_lambda": 1.0},
-            {"learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 30, "subsample": 0.8,
-             "colsample_bytree": 0.7, "reg_lambda": 0.1},
-            {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50, "subsample": 0.7,
-             "colsample_bytree": 0.5, "reg_lambda": 5.0},
-        ),
+        portfolio=portfolio.learned()["lightgbm"],
     ),
 )

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from sqlml.automl import portfolio
 from sqlml.automl.spec import LINEAR, SCALED, EstimatorSpec, FitContext, Hyper, fit_plain
 
 FIRST_ROUND = 10  # lbfgs iterations before the first deadline check; they measure what one costs
@@ -77,8 +78,8 @@ def params_for(params: dict, task) -> dict:
 SPECS = (
     EstimatorSpec(
         name="linear", family=LINEAR, encoding=SCALED, build=build, fit=fit, params_for=params_for, cost=0.3,
-        library="sklearn",
+        library="sklearn", interruptible_refit=True,
         space=(Hyper("C", 1e-3, 1e3, log=True, always=True), Hyper("alpha", 1e-3, 1e3, log=True, always=True)),
-        portfolio=({"C": 1.0, "alpha": 1.0}, {"C": 0.1, "alpha": 10.0}, {"C": 10.0, "alpha": 0.1}),
+        portfolio=portfolio.learned()["linear"],
     ),
 )
