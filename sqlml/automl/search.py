@@ -393,8 +393,8 @@ class Search:
     def affordable(self, spec: EstimatorSpec) -> bool:
         if not any(t.status == "ok" for t in self.trials):
             return True  # the first trial always runs: a training must produce a model
-        return self.predicted_seconds(spec, self.fit_params.get(spec.name, spec.portfolio[0] if spec.portfolio else {})) \
-            < self.time_left_for_search()
+        params = self.fit_params.get(spec.name, spec.portfolio[0] if spec.portfolio else {})
+        return self.predicted_seconds(spec, params) < self.time_left_for_search()
 
     # --- trials ----------------------------------------------------------------------------------
 
@@ -504,8 +504,9 @@ class Search:
         for config in self.warm_start:
             spec = by_name.get(config.get("algorithm"))
             if spec is not None:
-                once(spec, {k: v for k, v in config["params"].items() if not (k == "n_estimators" and spec.family == BOOSTING)},
-                     "warm_start")
+                params = {k: v for k, v in config["params"].items()
+                          if not (k == "n_estimators" and spec.family == BOOSTING)}
+                once(spec, params, "warm_start")
         # 1. portfolios, the learned order first; an entry predicted to take a large share of the time
         # left waits behind the cheaper ones, or is skipped (policy.admit)
         deferred = []
@@ -573,7 +574,8 @@ class Search:
                 and (t.fold_models or not self.folds_kept)]
         # members are chosen within the time left: export, and unless bagged a refit on every row
         chosen = ensemble.select(pool, yv, p.metric, p.task, cost=self.finish_cost,
-                                 allowance=self.budget.remaining() - self.reserve_seconds) if self.use_ensemble else None
+                                 allowance=self.budget.remaining() - self.reserve_seconds) \
+            if self.use_ensemble else None
         if chosen and self.max_scoring_us is not None \
                 and sum(self.scoring_us(t) for t, _ in chosen) > self.max_scoring_us:
             chosen = None  # an ensemble scores every member: over the budget, the single best
@@ -640,5 +642,6 @@ class Search:
 
 def _is_interrupt(e: BaseException) -> bool:
     """Cancels, timeouts (SPI errors from the interrupt check) and memory caps end the job, not a trial."""
-    return isinstance(e, MemoryError) or type(e).__name__ in ("QueryCanceled", "SPIError", "AdminShutdown", "Interrupted") or \
-        getattr(e, "sqlstate", None) in ("57014", "57P01", "57P02", "57P03")
+    return isinstance(e, MemoryError) \
+        or type(e).__name__ in ("QueryCanceled", "SPIError", "AdminShutdown", "Interrupted") \
+        or getattr(e, "sqlstate", None) in ("57014", "57P01", "57P02", "57P03")

@@ -190,6 +190,7 @@ class Loaded:
         return self._functions.get(name, 0)
 
     def __del__(self):
-        if getattr(self, "base", None):
+        # at interpreter exit the module's globals may already be gone: the process's end unmaps it
+        if getattr(self, "base", None) and _lib is not None:
             _lib().munmap(self.base, self.size)
             self.base = None
