@@ -453,6 +453,45 @@ def test_batch_reads_categories_as_text_unseen_and_separator_included(db):
     np.testing.assert_allclose([g for g, _ in batch], [w for _, w in batch], atol=1e-7)
 
 
+def test_jsonb_rows_are_read_by_the_native_scanner_and_score_as_rows_do(db, dsn, cluster):
+    """``sqlml.predict(p, jsonb)`` reads jsonb's text natively (``sqlml.scoring.jsonscan``): the scanner
+    is compiled once into the cache (a new backend loads it without LLVM), and every row, the
+    scanner's and the ones it declines (escaped strings, numbers in strings, nested values), scores as
+    the row itself does."""
+    for entry in (cluster.data / "sqlml_compiled").glob("jsonscan-*"):
+        entry.unlink()
+    query(db, "DROP TABLE IF EXISTS shop_json")
+    query(db, """CREATE TABLE shop_json AS SELECT i AS id,
+                 CASE WHEN i % 9 = 0 THEN NULL ELSE (i * 13 % 100)::numeric / 3 END AS spend,
+                 (i % 5)::int2 AS visits,
+                 (ARRAY['web', 'app', NULL, 'café', 'we"b', 'a\\b', 'x, y', '', 'store', '{"app"}'])[i % 10 + 1]
+                     AS channel,
+                 jsonb_build_object('note', 'a "}" ' || i, 'list', jsonb_build_array(i, 'x')) AS extra
+                 FROM generate_series(1, 600) AS i""")
+    by_row = query(db, "SELECT sqlml.predict('shop', s) FROM shop_json s ORDER BY id")
+    by_json = query(db, "SELECT sqlml.predict('shop', to_jsonb(s)) FROM shop_json s ORDER BY id")
+    assert by_json == by_row
+    assert scalar(db, """SELECT sqlml.predict('shop', '{"spend": "12", "visits": 1, "channel": "web"}'::jsonb)""") \
+        == scalar(db, """SELECT sqlml.predict('shop', '{"spend": 12, "visits": 1, "channel": "web"}'::jsonb)""")
+    assert len(list((cluster.data / "sqlml_compiled").glob("jsonscan-*.o"))) == 1
+    conn = psycopg2.connect(dsn)  # a new backend: the scanner from the cache, no LLVM
+    conn.autocommit = True
+    try:
+        assert query(conn, "SELECT sqlml.predict('shop', to_jsonb(s)) FROM shop_json s ORDER BY id") == by_row
+        for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
+                        "max_parallel_workers_per_gather = 2"):  # parallel workers read jsonb the same way
+            query(conn, f"SET {setting}")
+        parallel = "SELECT id, sqlml.predict('shop', to_jsonb(s)) FROM shop_json s"
+        plan = "\n".join(r[0] for r in query(conn, f"EXPLAIN (ANALYZE, COSTS OFF) {parallel}"))
+        assert "Workers Launched" in plan, plan
+        assert [p for _, p in sorted(query(conn, parallel))] == [p for p, in by_row]
+        query(conn, "CREATE FUNCTION pg_temp.llvm_loaded() RETURNS bool LANGUAGE plpython3u "
+                    "AS $$ import sys; return 'llvmlite' in sys.modules $$")
+        assert scalar(conn, "SELECT pg_temp.llvm_loaded()") is (not native.supported())
+    finally:
+        conn.close()
+
+
 def test_categorical_splits_in_postgresql_score_as_onnxruntime(db):
     """A LightGBM model that sqlml.train fits on a 40-value category (native categorical splits, compiled
     as membership tests) scores in sqlml.score and per row as ONNX Runtime does on the registered graph."""

@@ -4,6 +4,7 @@ and row plans (fast way against the general way, values and errors)."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -240,7 +241,29 @@ def test_a_chunk_within_float32_passes():
     check_float32({"a": np.array([-3.4e38, np.nan]), "t": np.array(["x"], dtype=object)}, [])
 
 
-def test_json_plan_fast_way_equals_the_general_way():
+def jsonb_text(row: dict) -> str:
+    """What jsonb's output function prints for ``row``: keys by length then bytes, ", " and ": "."""
+    import json
+    from decimal import Decimal
+
+    def text(v):
+        return str(v) if isinstance(v, Decimal) else json.dumps(v, ensure_ascii=False, separators=(", ", ": "))
+
+    items = sorted(row.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode()))
+    return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {text(v)}" for k, v in items) + "}"
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    from sqlml.scoring import jsonscan
+
+    found = jsonscan.scanner(None)  # compiled here (LLVM), checked on its probe rows
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("scanned", [True, False], ids=["scanner", "parsed"])
+def test_json_plan_fast_way_equals_the_general_way(scanned, scanner):
     from decimal import Decimal
 
     from sqlml.data import values
@@ -248,7 +271,7 @@ def test_json_plan_fast_way_equals_the_general_way():
 
     pipe, schema, raw = fitted("lightgbm")
     scorer = Scorer(to_onnx(pipe, schema), schema)
-    plan = JsonPlan(scorer, "p")
+    plan = JsonPlan(scorer, "p", scanner if scanned else None)
     assert plan.fast is not None
 
     def general(row):
@@ -261,15 +284,56 @@ def test_json_plan_fast_way_equals_the_general_way():
     value = plan.predictor([10.0, 20.0], (count, 0))  # what sqlml.predict returns: the answer of the class
     for row in rows:
         np.testing.assert_array_equal(plan.scores(row), general(row))
-        assert value(row) == [10.0, 20.0][int(np.argmax(general(row)))]
+        assert value(jsonb_text(row)) == [10.0, 20.0][int(np.argmax(general(row)))]
     assert count[0] == len(rows)
     for bad, message in [({"a": 1, "b": 1, "c": "x"}, "feature column 'e' missing"),
                          ({"a": "abc", "b": 1, "c": "x", "e": True}, 'feature "a" must be a number'),
                          ({"a": "Infinity", "b": 1, "c": "x", "e": True}, "cannot score infinite values"),
-                         ({"a": Decimal("-Infinity"), "b": 1, "c": "x", "e": True}, "cannot score infinite values"),
                          ({"a": Decimal("1e39"), "b": 1, "c": "x", "e": True}, 'feature "a" is 1e\\+39')]:
         with pytest.raises(SqlmlError, match=message):
             plan.scores(bad)
         with pytest.raises(SqlmlError, match=message):
-            value(bad)
+            value(jsonb_text(bad))
+    with pytest.raises(SqlmlError, match="cannot score infinite values"):
+        plan.scores({"a": Decimal("-Infinity"), "b": 1, "c": "x", "e": True})  # (no jsonb holds it)
     assert count[0] == len(rows)
+
+
+# jsonb texts the scanner reads, or declines (then the general way answers): each must score as the
+# general way scores the same row (keys a: number, b: number, c: category, e: boolean)
+SCANNED = [
+    ('{"a": 1.5, "b": 2, "c": "x y", "e": true}', "read"),
+    ('{"a": -0, "b": 0.000001, "c": "", "e": false}', "read"),
+    ('{"a": null, "b": null, "c": null, "e": null}', "read"),
+    ('{"a": true, "b": false, "c": "z,w", "e": true}', "read"),  # booleans as numbers
+    ('{"a": 12345678901234567890123, "b": 1, "c": "never seen", "e": true}', "read"),
+    ('{"a": 1, "b": 2, "c": "x y", "e": true, "aa": "a", "id": 7, "zz": {"c": "}", "a": [1, "]"]}}', "read"),
+    ('{"a": 1, "b": 2, "c": "x y", "e": true, "a\\"": 5, "k\\\\": "\\""}', "read"),  # escaped keys and values elsewhere
+    ('{"a": 1, "b": 2, "c": "q\\"", "e": true}', "declined"),  # an escaped category: q"
+    ('{"a": 1, "b": 2, "c": 5, "e": true}', "declined"),  # a number for a category
+    ('{"a": "1", "b": 2, "c": "x y", "e": true}', "declined"),  # a number in a string
+    ('{"a": 1, "b": 2, "c": "x y", "e": 1}', "declined"),  # a number for a boolean
+    ('{"a": 1e39, "b": 2, "c": "x y", "e": true}', "declined"),  # beyond float32
+    ('{"a": [1], "b": 2, "c": "x y", "e": true}', "declined"),  # a list for a number
+]
+
+
+@pytest.mark.parametrize("text, how", SCANNED, ids=[f"{i}-{h}" for i, (_, h) in enumerate(SCANNED)])
+def test_the_scanner_reads_jsonb_text_as_the_general_way(text, how, scanner):
+    from sqlml.scoring.rows import JsonPlan, parse
+
+    pipe, schema, raw = fitted("lightgbm")
+    plan = JsonPlan(Scorer(to_onnx(pipe, schema), schema), "p", scanner)
+    count = memoryview(bytearray(8)).cast("q")
+    value = plan.predictor([10.0, 20.0], (count, 0))
+    env, _ = plan._scanned()
+    layout = env["LAYOUT"]
+    assert scanner.scan(text.encode(), layout.address) == (0 if how == "read" else 1)
+    try:
+        want = [10.0, 20.0][int(np.argmax(plan.scores(parse(text))))]
+    except SqlmlError as e:
+        with pytest.raises(SqlmlError, match=re.escape(e.message)):
+            value(text)
+        return
+    assert value(text) == want
+    assert count[0] == 1

@@ -370,9 +370,9 @@ def function():
                 return None
             loaded, origin = _load(obj), "compiled"
             if path:
-                from sqlml.onnx.compiled import _write
+                from sqlml.onnx.compiled import write_file
 
-                _write(path, object=np.frombuffer(obj, dtype=np.uint8))
+                write_file(path, object=np.frombuffer(obj, dtype=np.uint8))
         code, address = loaded
         _compiled.append((code, _TREESHAP(address)))
         cache["origin"] = origin
@@ -392,35 +392,17 @@ def _cached(path: str) -> tuple | None:
 
 def _compile() -> bytes:
     """Object code of ``ir()`` for this CPU, optimized (mem2reg promotes the IR's variables)."""
-    import llvmlite.binding as llvm
+    from sqlml.onnx.compiled import compile_object
 
-    from sqlml.onnx.compiled import _target_machine
-
-    tm = _target_machine()
-    module = llvm.parse_assembly(ir())
-    module.verify()
-    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=2))
-    pb.getModulePassManager().run(module, pb)
-    return tm.emit_object(module)
+    return compile_object(ir())
 
 
 def _load(obj: bytes) -> tuple:
-    """(what keeps the code mapped, the address of ``treeshap``): by ``sqlml.onnx.native`` where it
-    can (no LLVM in the process), else by llvmlite's MCJIT (as ``sqlml.onnx.compiled.Compiled``)."""
-    from sqlml.onnx import native as loader
+    """(what keeps the code mapped, the address of ``treeshap``) (``sqlml.onnx.compiled.link``)."""
+    from sqlml.onnx.compiled import link
 
-    try:
-        code = loader.Loaded(obj)
-        address = code.address("treeshap")
-    except loader.Unsupported:
-        import llvmlite.binding as llvm
-
-        from sqlml.onnx.compiled import _target_machine
-
-        code = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
-        code.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        code.finalize_object()
-        address = code.get_function_address("treeshap")
+    code, address_of, _ = link(obj)
+    address = address_of("treeshap")
     if not address:
         raise RuntimeError("the TreeSHAP object code has no treeshap function")
     return code, address

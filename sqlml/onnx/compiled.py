@@ -786,6 +786,22 @@ def compile_object(source: str, opt: int = 2) -> bytes:
     return tm.emit_object(module)
 
 
+def link(obj: bytes) -> tuple:
+    """(what keeps the code mapped, a function of a global function's name to its address (0 if
+    absent), "native" or "llvmlite"): object code loaded by ``sqlml.onnx.native`` where it can (no
+    LLVM in the process), else by llvmlite's MCJIT."""
+    try:
+        code = native.Loaded(obj)
+        return code, code.address, "native"
+    except native.Unsupported:
+        import llvmlite.binding as llvm
+
+        code = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+        code.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        code.finalize_object()
+        return code, code.get_function_address, "llvmlite"
+
+
 class Compiled:
     """Native ``score`` loaded from object code: rows of ``width`` float32 in, ``outputs`` float32 out.
 
@@ -793,18 +809,8 @@ class Compiled:
     else by llvmlite's MCJIT."""
 
     def __init__(self, obj: bytes, width: int, outputs: int):
-        try:
-            self._code = native.Loaded(obj)
-            address, row = self._code.address("score"), self._code.address("score_row")
-            self.loader = "native"
-        except native.Unsupported:
-            import llvmlite.binding as llvm
-
-            self._code = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
-            self._code.add_object_file(llvm.ObjectFileRef.from_data(obj))
-            self._code.finalize_object()
-            address, row = self._code.get_function_address("score"), self._code.get_function_address("score_row")
-            self.loader = "llvmlite"
+        self._code, address_of, self.loader = link(obj)
+        address, row = address_of("score"), address_of("score_row")
         if not address or not row:
             raise RuntimeError("compiled object has no score function")
         self._score, self._score_row = _SCORE(address), _ROW(row)
@@ -1008,13 +1014,13 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     if cache_dir and key:
         probes, want = np.ascontiguousarray(probes, dtype=np.float32), np.ascontiguousarray(want, dtype=np.float32)
         meta_bytes = meta.encode()
-        _write(os.path.join(cache_dir, key + ".bin"),
+        write_file(os.path.join(cache_dir, key + ".bin"),
                b"".join([_ENTRY.pack(_MAGIC, len(obj), *probes.shape, want.shape[1], len(meta_bytes)), obj,
                          probes.tobytes(), want.tobytes(), meta_bytes]))
     return compiled
 
 
-def _write(path: str, data: bytes | None = None, **arrays) -> None:
+def write_file(path: str, data: bytes | None = None, **arrays) -> None:
     """Write ``data``, or ``arrays`` as an .npz (``sqlml.explain.native``'s entry), to ``path``
     atomically, readable by this OS user only."""
     import tempfile

@@ -157,29 +157,77 @@ class RowPlan:
 
 
 class JsonPlan:
-    """A jsonb row (the dict the jsonb transform gives) -> scores, the fast way where it can.
+    """A jsonb row -> scores, the fast way where it can.
 
-    The fast way reads each feature from the dict and converts it with one ``float()`` or one
-    lookup (``Scorer.row_columns``), for the values a jsonb row usually holds: numbers (Decimal),
-    booleans, strings, NULL. Anything else (a missing key, a number in a string that is not one,
-    an infinity, a list) goes the general way (``sqlml.data.values``), which gives the value or the
-    error it always gave."""
+    ``scores`` takes the dict the jsonb transform gives (``parse``: the same dict from jsonb's text):
+    its fast way reads each feature from the dict and converts it with one ``float()`` or one lookup
+    (``Scorer.row_columns``), for the values a jsonb row usually holds: numbers (Decimal), booleans,
+    strings, NULL. Anything else (a missing key, a number in a string that is not one, an infinity,
+    a list) goes the general way (``sqlml.data.values``), which gives the value or the error it
+    always gave.
 
-    def __init__(self, scorer: Scorer, project: str = ""):
+    ``predictor`` takes jsonb's text: with a ``scanner`` (``sqlml.scoring.jsonscan``), native code
+    reads the numbers into the model's input row and finds the categories' strings, and Python only
+    looks the categories up; a row the scanner declines is parsed and goes through ``scores``."""
+
+    def __init__(self, scorer: Scorer, project: str = "", scanner=None):
         self.scorer, self.schema, self.project = scorer, scorer.schema, project
+        self.scanner = scanner
         self._exprs = None  # the fast way's pieces, for ``predictor``
         self.fast = self._compile()
 
     def predictor(self, answers, count) -> callable:
-        """The function of a jsonb row to what ``sqlml.predict`` returns (``_predictor``): the fast way
-        writes each value into the model's input buffer; anything else goes through ``scores``."""
+        """The function of a jsonb row's text to what ``sqlml.predict`` returns (``_predictor``)."""
+        def general(text):
+            return self.scores(parse(text))
+
         if self._exprs is None:
-            return _predictor(self.scorer, self.scores, answers, count)
+            return _predictor(self.scorer, general, answers, count)
+        if self.scanner is not None:
+            scanned = self._scanned()
+            if scanned is not None:
+                env, head = scanned
+                return _predictor(self.scorer, general, answers, count, env, head,
+                                  f"jsonb predictor for {self.project}")
         env, unpack, exprs = self._exprs
-        head = (f"    if type(t) is not dict:\n        return GENERAL(t)\n    d = t\n    try:\n{unpack}"
+        head = (f"    d = PARSE(t)\n    if type(d) is not dict:\n        return GENERAL(t)\n    try:\n{unpack}"
                 f"        PACK(BUFFER, 0, {exprs})\n"
                 f"    except (KeyError, ValueError, TypeError, OverflowError):\n        return GENERAL(t)\n")
-        return _predictor(self.scorer, self.scores, answers, count, env, head, f"jsonb predictor for {self.project}")
+        return _predictor(self.scorer, general, answers, count, {**env, "PARSE": parse}, head,
+                          f"jsonb predictor for {self.project}")
+
+    def _scanned(self):
+        """(env, head) of the scanner's fast way, or None when a category cannot be looked up by its
+        UTF-8 bytes. Numbers and booleans land in the input row (a feature read by several core
+        columns is copied to the others); each category's string is sliced from the text's bytes."""
+        from sqlml.scoring import jsonscan
+
+        kinds = {f.name: f.kind for f in self.schema.features}
+        _, buffer, _, _ = self.scorer.row_entry()
+        keys, first, categories, lines = [], {}, {}, []
+        env = {"SCAN": self.scanner.scan, "V": buffer.cast("f")}
+        for j, c in enumerate(self.scorer.row_columns):
+            kind = kinds[c.source]
+            if kind == CATEGORY:
+                if not all(type(k) is str for k in c.lut):
+                    return None
+                if c.source not in categories:
+                    categories[c.source] = k = len(categories)
+                    keys.append((c.source, jsonscan.CATEGORY, k))
+                    lines.append(f"    s = SP[{2 * k}]\n    c{k} = None if s < 0 else b[s:SP[{2 * k + 1}]]\n")
+                k = categories[c.source]
+                env[f"L{j}"] = {key.encode(): code for key, code in c.lut.items()}
+                env[f"D{j}"], env[f"N{j}"] = c.default, c.lut.get(NULL_CATEGORY, c.default)
+                lines.append(f"    V[{j}] = N{j} if c{k} is None else L{j}.get(c{k}, D{j})\n")
+            elif c.source in first:
+                lines.append(f"    V[{j}] = V[{first[c.source]}]\n")
+            else:
+                first[c.source] = j
+                keys.append((c.source, jsonscan.NUMBER if kind == NUMERIC else jsonscan.BOOLEAN, j))
+        layout = jsonscan.Layout(keys, buffer, len(categories))
+        env["CTX"], env["SP"], env["LAYOUT"] = layout.address, memoryview(layout.spans).cast("B").cast("q"), layout
+        head = "    b = t.encode()\n    if SCAN(b, CTX):\n        return GENERAL(t)\n" + "".join(lines)
+        return env, head
 
     def scores(self, row) -> np.ndarray:
         """(k,) probabilities or (1,) value of ``row`` (a dict, or anything the general way reports)."""
@@ -227,6 +275,11 @@ class JsonPlan:
         source = f"def row(d):\n{unpack}    return ({', '.join(exprs)},)\n"
         exec(compile(source, f"<sqlml jsonb plan for {self.project}>", "exec"), env)  # noqa: S102 - names are ours
         return env["row"]
+
+
+def parse(text: str):
+    """jsonb's text as the jsonb transform gives it: numbers as Decimal."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
 
 
 def _json_number(v) -> float:

@@ -62,7 +62,7 @@ class Model:
     scorer: object  # sqlml.onnx.scorer.Scorer
     plans: dict = field(default_factory=dict)  # (column names, type oids) of a row type -> (RowPlan, its predictor)
     json_plan: object = None  # sqlml.scoring.rows.JsonPlan, made at the first jsonb row
-    json_value: object = None  # its predictor: a jsonb row -> what sqlml.predict returns
+    json_value: object = None  # its predictor: a jsonb row's text -> what sqlml.predict returns
 
     @property
     def task(self) -> str:
@@ -292,19 +292,22 @@ def predict_label_row(project, text, row_type) -> str | None:
 
 def _json_plan(m: Model):
     if m.json_plan is None:
+        from sqlml.scoring import jsonscan
         from sqlml.scoring.rows import JsonPlan
 
-        m.json_plan = JsonPlan(m.scorer, m.ref.project)
+        m.json_plan = JsonPlan(m.scorer, m.ref.project, jsonscan.scanner(pg_internals.compiled_cache_dir()))
         m.json_value = m.json_plan.predictor(m.answers, counters.slot(m.ref.project))
     return m.json_plan
 
 
 def predict(project, features, as_array=False) -> float:
+    """``features``: jsonb's text (``sqlml._predict_jsonb`` takes no transform: ``JsonPlan.predictor``
+    reads the text), or a float8[] (``as_array``)."""
     if not as_array:
         m = resolve(project)
         if m.json_value is None:
             _json_plan(m)
-        return m.json_value(json.loads(features) if isinstance(features, str) else (features or {}))
+        return m.json_value("{}" if features is None else features)
     m, out = _other(project, features, as_array)
     return m.row_value(out)
 
