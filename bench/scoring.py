@@ -21,6 +21,9 @@ model, each as a ratio to (c) and to the ONNX Runtime floor (d):
   (d) the floor: a plain scan of the same columns in the server (count() of each), plus
       onnxruntime on the same data already in numpy (the model's core graph), and for reference the
       compiled code on that data
+  (e) PostgreSQL's share of (b), without any model: score's own chunked read of the features, run
+      to the end in the server, plus a table of as many scored rows written by SQL alone. What (b)
+      costs beyond it is the model (overlapped) and handing the rows between Python and SQL.
 
 and whether sqlml's predictions equal ONNX Runtime's (the client's): labels, largest probability gap.
 
@@ -203,6 +206,28 @@ def floor(conn, blob, schema, kept):
         fast.run_matrix(matrix)
         compiled += time.perf_counter() - t
     return scan, core, compiled
+
+
+def postgres_share(conn, blob, schema):
+    """(read seconds, write seconds): what ``sqlml.score`` asks of PostgreSQL whatever the model. The
+    read: score's own chunked query of the features (``sqlml.scoring.chunks.matrix_query``, run to
+    the end in the server); the write: a table of as many scored rows, filled by SQL alone (score's
+    rows come from Python, which costs more)."""
+    from sqlml.onnx.scorer import Scorer
+    from sqlml.scoring import chunks
+
+    columns = Scorer(blob, schema).row_columns
+    blocks, per_page = run(conn, "SELECT pg_relation_size('t') / current_setting('block_size')::int8, "
+                                 "reltuples / relpages FROM pg_class WHERE oid = 't'::regclass")[0]
+    query = chunks.matrix_query("public.t", list(schema.features), columns, "id", "int4", int(blocks),
+                                chunks.pages_per_chunk(per_page))
+    sizes = ", ".join(f"sum(octet_length(q.{c}))" for c in ["id", *(f"m{j}" for j, c in enumerate(columns)
+                                                                    if c.lut is None)])
+    read, _ = timed(lambda: run(conn, f"SELECT sum(q.n), {sizes} FROM ({query}) AS q"))
+    run(conn, "DROP TABLE IF EXISTS scored_e")
+    write, _ = timed(lambda: run(conn, "CREATE TABLE scored_e AS SELECT id, (id % 2)::float8 AS prediction, "
+                                       "(id % 2)::text AS label, ARRAY[0.25::float8, 0.75] AS probabilities FROM t"))
+    return read, write
 
 
 # --- memory -------------------------------------------------------------------------------------------
@@ -406,6 +431,7 @@ def batch(conn, dsn, project, rows, say):
                                                     f"sqlml.predict_batch('{project}', 't', 'id')"))
     results["c"], phases, kept, probas = client_baseline(dsn, blob, schema, keep_inputs=True)
     scan, core, compiled = floor(conn, blob, schema, kept)
+    results["e_read"], results["e_write"] = postgres_share(conn, blob, schema)
     results["d"], results["d_compiled"] = scan + core, scan + compiled
     del kept
     differ = run(conn, "SELECT count(*) FILTER (WHERE a.predict IS DISTINCT FROM c.prediction), "
@@ -434,6 +460,9 @@ def batch(conn, dsn, project, rows, say):
     say("  client phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
     say(f"  floor phases: scan {scan:.2f}s, onnxruntime {core:.2f}s, compiled {compiled:.2f}s "
         f"(compiled / onnxruntime: {compiled / core:.2f}x)")
+    share = results["e_read"] + results["e_write"]
+    say(f"  PostgreSQL's share of (b), no model: score's chunked read {results['e_read']:.2f}s + a table of "
+        f"{rows:,} scored rows {results['e_write']:.2f}s = {share:.2f}s, {share / d:.2f}x floor")
     say(f"  per-row serial / client: {results['a_serial'] / c:.2f}x; jsonb / row form: "
         f"{results['a_jsonb'] / results['a_serial']:.2f}x; "
         f"sqlml.score / onnxruntime floor: {results['b_score'] / d:.2f}x; "
