@@ -327,18 +327,24 @@ def test_a_cache_entry_that_disagrees_is_compiled_again(tmp_path):
     (entry,) = os.listdir(cache)
     path = os.path.join(cache, entry)
     with open(path, "rb") as f:
-        data = bytearray(f.read())
+        data = bytearray(compiled.unseal(f.read()))
     _, size, rows, width, outputs, _ = compiled._ENTRY.unpack_from(data)
     at = compiled._ENTRY.size + size + 4 * rows * width
     want = np.frombuffer(bytes(data[at:at + 4 * rows * outputs]), dtype=np.float32)
     data[at:at + 4 * rows * outputs] = (want + 1.0).astype(np.float32).tobytes()  # answers the code does not give
     with open(path, "wb") as f:
-        f.write(data)
+        f.write(compiled.seal(bytes(data)))
     again = Scorer(blob, schema, cache_dir=cache)
     assert again.engine == COMPILED and not again.cached
-    with open(path, "wb") as f:  # rewritten by the compile above; now cut short
-        f.write(bytes(data[:len(data) // 2]))
-    assert not Scorer(blob, schema, cache_dir=cache).cached
+    with open(path, "rb") as f:  # rewritten by the compile above
+        sealed = f.read()
+    damaged = [sealed[:len(sealed) // 2], b"",  # cut short; and one bit of the object code flipped: never run
+               sealed[:compiled._ENTRY.size + 64] + bytes([sealed[compiled._ENTRY.size + 64] ^ 4])
+               + sealed[compiled._ENTRY.size + 65:]]
+    for bad in damaged:
+        with open(path, "wb") as f:
+            f.write(bad)
+        assert not Scorer(blob, schema, cache_dir=cache).cached
     assert_parity(again.run(convert.model_inputs(schema, raw), len(raw["a"])), reference(blob, schema, raw),
                   "regression")
 

@@ -296,6 +296,10 @@ def test_json_plan_fast_way_equals_the_general_way(scanned, scanner):
             value(jsonb_text(bad))
     with pytest.raises(SqlmlError, match="cannot score infinite values"):
         plan.scores({"a": Decimal("-Infinity"), "b": 1, "c": "x", "e": True})  # (no jsonb holds it)
+    deep = '{"a": "1", "b": 1, "c": "x", "e": true, "z": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(SqlmlError, match="too deeply") as e:
+        value(deep)
+    assert e.value.sqlstate == "54001"
     assert count[0] == len(rows)
 
 
@@ -308,7 +312,10 @@ SCANNED = [
     ('{"a": true, "b": false, "c": "z,w", "e": true}', "read"),  # booleans as numbers
     ('{"a": 12345678901234567890123, "b": 1, "c": "never seen", "e": true}', "read"),
     ('{"a": 1, "b": 2, "c": "x y", "e": true, "aa": "a", "id": 7, "zz": {"c": "}", "a": [1, "]"]}}', "read"),
-    ('{"a": 1, "b": 2, "c": "x y", "e": true, "a\\"": 5, "k\\\\": "\\""}', "read"),  # escaped keys and values elsewhere
+    ('{"a": 1, "b": 2, "c": "x y", "e": true, "k\\\\": 1}', "declined"),  # an escaped key
+    ('{"a": 1, "b": 2, "c": "x y", "e": true, "kk": "\\"", "zz": ["\\"]"]}', "read"),  # escaped values elsewhere
+    ('{"b": 2, "a": 1, "c": "x y", "e": true}', "declined"),  # keys out of jsonb's order
+    ('{"a": 1, "a": 2, "b": 2, "c": "x y", "e": true}', "declined"),  # a duplicate key
     ('{"a": 1, "b": 2, "c": "q\\"", "e": true}', "declined"),  # an escaped category: q"
     ('{"a": 1, "b": 2, "c": 5, "e": true}', "declined"),  # a number for a category
     ('{"a": "1", "b": 2, "c": "x y", "e": true}', "declined"),  # a number in a string
@@ -316,6 +323,19 @@ SCANNED = [
     ('{"a": 1e39, "b": 2, "c": "x y", "e": true}', "declined"),  # beyond float32
     ('{"a": [1], "b": 2, "c": "x y", "e": true}', "declined"),  # a list for a number
 ]
+
+
+def test_a_damaged_scanner_cache_file_is_compiled_again_never_run(tmp_path):
+    from sqlml.scoring import jsonscan
+
+    jsonscan._load(str(tmp_path))  # compiles and keeps it
+    (path,) = tmp_path.glob("jsonscan-*.o")
+    sealed = path.read_bytes()
+    for bad in [b"", sealed[:10], sealed[:len(sealed) // 2], bytes([sealed[0] ^ 1]) + sealed[1:],
+                sealed[:300] + bytes([sealed[300] ^ 4]) + sealed[301:]]:
+        path.write_bytes(bad)
+        assert jsonscan._load(str(tmp_path)) is not None  # (a damaged object run would crash this process)
+        assert path.read_bytes() == sealed  # written anew
 
 
 @pytest.mark.parametrize("text, how", SCANNED, ids=[f"{i}-{h}" for i, (_, h) in enumerate(SCANNED)])

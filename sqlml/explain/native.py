@@ -28,6 +28,7 @@ import ctypes
 import hashlib
 import os
 import struct
+import zipfile
 from contextlib import contextmanager
 
 import numpy as np
@@ -386,8 +387,8 @@ def _cached(path: str) -> tuple | None:
         with np.load(path) as saved:
             obj = saved["object"].tobytes()
         return _load(obj)
-    except (OSError, ValueError, KeyError, RuntimeError, ImportError):
-        return None
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError, zipfile.BadZipFile):
+        return None  # (a damaged entry fails the zip's CRC: never loaded)
 
 
 def _compile() -> bytes:

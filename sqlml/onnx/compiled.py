@@ -955,7 +955,7 @@ def private_directory(path: str | None) -> str | None:
 # (float32, row-major) and the caller's metadata (UTF-8). One read and np.frombuffer: a cold backend
 # imports nothing for it (an .npz needed zipfile, shutil and a codec: ~10% of a cold first predict).
 _ENTRY = struct.Struct("<8sQQQQQ")  # magic, object bytes, probe rows, probe columns, outputs, metadata bytes
-_MAGIC = b"sqlmlc1\0"
+_MAGIC = b"sqlmlc2\0"  # 2: sealed (``seal``)
 
 
 def from_cache(key: str, cache_dir: str | None, classifier: bool) -> tuple | None:
@@ -965,9 +965,11 @@ def from_cache(key: str, cache_dir: str | None, classifier: bool) -> tuple | Non
     path = os.path.join(cache_dir, key + ".bin") if cache_dir else None
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = unseal(f.read())
     except (OSError, TypeError):
         return None
+    if data is None:
+        return None  # damaged: never run code that is not what was written
     try:
         magic, size, rows, width, outputs, meta_size = _ENTRY.unpack_from(data)
         at = _ENTRY.size
@@ -1015,9 +1017,21 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
         probes, want = np.ascontiguousarray(probes, dtype=np.float32), np.ascontiguousarray(want, dtype=np.float32)
         meta_bytes = meta.encode()
         write_file(os.path.join(cache_dir, key + ".bin"),
-               b"".join([_ENTRY.pack(_MAGIC, len(obj), *probes.shape, want.shape[1], len(meta_bytes)), obj,
-                         probes.tobytes(), want.tobytes(), meta_bytes]))
+                   seal(b"".join([_ENTRY.pack(_MAGIC, len(obj), *probes.shape, want.shape[1], len(meta_bytes)), obj,
+                                  probes.tobytes(), want.tobytes(), meta_bytes])))
     return compiled
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` and its sha256: a cache file's contents (``unseal`` checks them before any code in them
+    runs: a damaged object file could crash the backend, and its probe rows would not catch every flip)."""
+    return data + hashlib.sha256(data).digest()
+
+
+def unseal(sealed: bytes) -> bytes | None:
+    """What ``seal`` sealed, or None when it is not that (damaged, cut short, or of another format)."""
+    data, digest = sealed[:-32], sealed[-32:]
+    return data if len(sealed) >= 32 and hashlib.sha256(data).digest() == digest else None
 
 
 def write_file(path: str, data: bytes | None = None, **arrays) -> None:
@@ -1026,6 +1040,7 @@ def write_file(path: str, data: bytes | None = None, **arrays) -> None:
     import tempfile
 
     directory = os.path.dirname(path)
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
@@ -1034,5 +1049,9 @@ def write_file(path: str, data: bytes | None = None, **arrays) -> None:
             else:
                 f.write(data)
         os.replace(tmp, path)
-    except OSError:
-        pass  # a full disk or a read-only cache costs a compile next time, nothing else
+    except OSError:  # a full disk or a read-only cache costs a compile next time, nothing else
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass

@@ -8,13 +8,16 @@ before the model needed one float; reading the text here costs about what the ca
 
 ``scan(text, context)`` is one generic function, written below in LLVM IR and compiled once per
 machine (cached beside the compiled models, loaded by ``sqlml.onnx.native`` without LLVM). The
-context (``Layout``) lists the wanted keys: per key its kind and its slot. It walks the pairs; for
-a wanted key it writes a number (or a boolean's 1/0, or NaN for null) as float32 into the model's
-input row at the slot, or for a category the byte span of its string (``(-1, -1)`` for null) for
-the caller to look up. It returns 0 when every wanted key was read, and 1 when the caller must
-read the row the general way: a wanted key missing, a wanted string holding an escape, a value of
-another kind than the key's, a number beyond float32, or any text it does not expect. It never
-decides what the general way would do: it only declines.
+context (``Layout``) lists the wanted keys in jsonb's own order of keys (the shorter first, then by
+bytes), per key its kind and its slot. It walks the pairs, whose keys come in that same order, so
+each key is compared with the next wanted key only (linear in the text, whatever the number of
+keys). For a wanted key it writes a number (or a boolean's 1/0, or NaN for null) as float32 into the
+model's input row at the slot, or for a category the byte span of its string (``(-1, -1)`` for
+null) for the caller to look up. It returns 0 when every wanted key was read, and 1 when the
+caller must read the row the general way: a wanted key missing, a wanted string holding an escape,
+a value of another kind than the key's, a number beyond float32, a key holding an escape, keys out
+of jsonb's order (so a text jsonb did not print: duplicate keys included), or any text it does not
+expect. It never decides what the general way would do: it only declines.
 
 In C::
 
@@ -22,9 +25,15 @@ In C::
     {
         if (*s++ != '{') return 1;
         if (*s == '}') return !(s[1] == 0 && ctx->count == 0);
-        for (found = 0;;) {
-            key = string at s (1 if not a string); s = after it; expect ": "
-            w = the wanted entry whose key is key (none if key holds an escape)
+        for (next = 0, prev = none;;) {
+            key = string at s (1 if not a string, or escaped); s = after it; expect ": "
+            if (prev != none && order(prev, key) >= 0) return 1;  prev = key;
+            w = none
+            if (next < ctx->count) switch (order(key, ctx->wanted[next].key)) {
+                case -1: break;                                    // nobody wants it
+                case 0: w = &ctx->wanted[next++]; break;
+                case 1: return 1;                                  // the row lacks a wanted key
+            }
             switch (*s) {            // the value; w's kind decides what is written, or declines (1)
             case '"':  string: CATEGORY writes its span (1 if escaped)
             case 'n':  null: NUMBER/BOOLEAN write NaN, CATEGORY writes (-1, -1)
@@ -32,8 +41,7 @@ In C::
             case '{', '[':  skipped when not wanted
             default:  a number (strtod): NUMBER writes it as float32 (1 if it is beyond float32)
             }
-            found += w != none
-            if (*s == '}') return !(s[1] == 0 && found == ctx->count);
+            if (*s == '}') return !(s[1] == 0 && next == ctx->count);
             expect ", "
         }
     }
@@ -47,7 +55,7 @@ import os
 
 import numpy as np
 
-from sqlml.onnx import compiled, native
+from sqlml.onnx import compiled
 
 VERSION = "1"  # of the IR below: part of the cache key
 NUMBER, BOOLEAN, CATEGORY = 0, 1, 2
@@ -118,11 +126,33 @@ no:
   ret i1 false
 }
 
+; jsonb's order of keys: the shorter first, then by bytes (-1, 0, 1 for %a before, equal to, after %b)
+define internal i32 @order(ptr %a, i64 %alen, ptr %b, i64 %blen) #0 {
+entry:
+  %shorter = icmp slt i64 %alen, %blen
+  br i1 %shorter, label %lt, label %notshorter
+notshorter:
+  %longer = icmp sgt i64 %alen, %blen
+  br i1 %longer, label %gt, label %bytes
+bytes:
+  %c = call i32 @memcmp(ptr %a, ptr %b, i64 %alen)
+  %neg = icmp slt i32 %c, 0
+  %pos = icmp sgt i32 %c, 0
+  %p = zext i1 %pos to i32
+  %r = select i1 %neg, i32 -1, i32 %p
+  ret i32 %r
+lt:
+  ret i32 -1
+gt:
+  ret i32 1
+}
+
 define i64 @scan(ptr %start, ptr %ctx) #0 {
 entry:
   %cur = alloca ptr
-  %found = alloca i64
-  %hint = alloca i64
+  %next_wanted = alloca i64
+  %prev = alloca ptr
+  %prevlen = alloca i64
   %kind = alloca i64
   %slot = alloca i64
   %esc = alloca i8
@@ -134,8 +164,9 @@ entry:
   %sp = getelementptr i8, ptr %ctx, i64 16
   %spans = load ptr, ptr %sp
   %wanted = getelementptr i8, ptr %ctx, i64 24
-  store i64 0, ptr %found
-  store i64 0, ptr %hint
+  store i64 0, ptr %next_wanted
+  store ptr null, ptr %prev
+  store i64 0, ptr %prevlen
   %c0 = load i8, ptr %start
   %isobj = icmp eq i8 %c0, 123
   br i1 %isobj, label %open, label %fail
@@ -165,7 +196,7 @@ colon2:
   %c3 = load i8, ptr %a1
   %isspace = icmp eq i8 %c3, 32
   br i1 %isspace, label %lookup, label %fail
-lookup:
+lookup:                                     ; jsonb's keys come in order: by length, then bytes
   %v = getelementptr i8, ptr %after, i64 2
   store ptr %v, ptr %cur
   store i64 3, ptr %kind
@@ -176,28 +207,35 @@ lookup:
   %kl = sub i64 %ai, %ki
   %klen = sub i64 %kl, 1
   %e0 = load i8, ptr %esc
-  %plain = icmp eq i8 %e0, 0
-  %some = icmp sgt i64 %n, 0
-  %try = and i1 %plain, %some
-  br i1 %try, label %probe, label %value
-probe:                                      ; the wanted keys, from the one after the last found
-  %j = phi i64 [ 0, %lookup ], [ %j1, %probe_next ]
-  %h = load i64, ptr %hint
-  %i0 = add i64 %h, %j
-  %wrap = icmp sge i64 %i0, %n
-  %iw = sub i64 %i0, %n
-  %i = select i1 %wrap, i64 %iw, i64 %i0
-  %off = mul i64 %i, 32
+  %escaped_key = icmp ne i8 %e0, 0
+  br i1 %escaped_key, label %fail, label %ordered    ; its escaped bytes are not what jsonb sorted
+ordered:                                    ; after the previous key, strictly: else not jsonb's text
+  %pk = load ptr, ptr %prev
+  %pl = load i64, ptr %prevlen
+  %first = icmp eq ptr %pk, null
+  br i1 %first, label %remember, label %ordered2
+ordered2:
+  %po = call i32 @order(ptr %pk, i64 %pl, ptr %k, i64 %klen)
+  %rising = icmp slt i32 %po, 0
+  br i1 %rising, label %remember, label %fail
+remember:
+  store ptr %k, ptr %prev
+  store i64 %klen, ptr %prevlen
+  %h = load i64, ptr %next_wanted
+  %left = icmp slt i64 %h, %n
+  br i1 %left, label %probe, label %value
+probe:                                      ; the next wanted key (the wanted keys are in the same order)
+  %off = mul i64 %h, 32
   %entry_ = getelementptr i8, ptr %wanted, i64 %off
+  %kp = load ptr, ptr %entry_
   %lenp = getelementptr i8, ptr %entry_, i64 8
   %len = load i64, ptr %lenp
-  %samelen = icmp eq i64 %len, %klen
-  br i1 %samelen, label %compare, label %probe_next
-compare:
-  %kp = load ptr, ptr %entry_
-  %cmp = call i32 @memcmp(ptr %kp, ptr %k, i64 %klen)
-  %same = icmp eq i32 %cmp, 0
-  br i1 %same, label %matched, label %probe_next
+  %wo = call i32 @order(ptr %k, i64 %klen, ptr %kp, i64 %len)
+  %before = icmp slt i32 %wo, 0
+  br i1 %before, label %value, label %probe2  ; a key nobody wants
+probe2:
+  %same = icmp eq i32 %wo, 0
+  br i1 %same, label %matched, label %fail  ; past the wanted key: the row lacks it
 matched:
   %kindp = getelementptr i8, ptr %entry_, i64 16
   %kindv = load i64, ptr %kindp
@@ -205,16 +243,9 @@ matched:
   %slotp = getelementptr i8, ptr %entry_, i64 24
   %slotv = load i64, ptr %slotp
   store i64 %slotv, ptr %slot
-  %h1 = add i64 %i, 1
-  store i64 %h1, ptr %hint
-  %f0 = load i64, ptr %found
-  %f1 = add i64 %f0, 1
-  store i64 %f1, ptr %found
+  %h1 = add i64 %h, 1
+  store i64 %h1, ptr %next_wanted
   br label %value
-probe_next:
-  %j1 = add i64 %j, 1
-  %more = icmp slt i64 %j1, %n
-  br i1 %more, label %probe, label %value
 
 value:                                      ; at the value of a key whose kind is %kind (3: not wanted)
   %kd = load i64, ptr %kind
@@ -393,7 +424,7 @@ close:                                      ; at '}': the text must end, every w
   %z1 = getelementptr i8, ptr %z, i64 1
   %zc = load i8, ptr %z1
   %eot = icmp eq i8 %zc, 0
-  %fn = load i64, ptr %found
+  %fn = load i64, ptr %next_wanted
   %all = icmp eq i64 %fn, %n
   %ok = and i1 %eot, %all
   %r = select i1 %ok, i64 0, i64 1
@@ -417,14 +448,20 @@ class Layout:
     null) is read by the caller after a ``scan`` that returned 0."""
 
     def __init__(self, keys: list, values, categories: int):
-        self._keys = [name.encode() for name, _, _ in keys]  # kept alive: the context points at them
+        wanted = sorted(((name.encode(), kind, slot) for name, kind, slot in keys),
+                        key=lambda k: (len(k[0]), k[0]))  # jsonb's order of keys
+        for key, kind, slot in wanted:
+            bound = categories if kind == CATEGORY else values.nbytes // 4
+            if not 0 <= slot < bound or kind not in (NUMBER, BOOLEAN, CATEGORY):
+                raise ValueError(f"key {key!r}: slot {slot} of kind {kind} outside the row or the spans")
+        self._keys = [key for key, _, _ in wanted]  # kept alive: the context points at them
         self._values = values
         self.spans = np.zeros(max(2 * categories, 2), dtype=np.int64)
-        self._context = np.zeros(3 + 4 * len(keys), dtype=np.int64)
-        self._context[0] = len(keys)
+        self._context = np.zeros(3 + 4 * len(wanted), dtype=np.int64)
+        self._context[0] = len(wanted)
         self._context[1] = ctypes.addressof(ctypes.c_char.from_buffer(values))
         self._context[2] = self.spans.ctypes.data
-        for i, ((_, kind, slot), key) in enumerate(zip(keys, self._keys)):
+        for i, (key, kind, slot) in enumerate(wanted):
             self._context[3 + 4 * i:7 + 4 * i] = (ctypes.cast(key, ctypes.c_void_p).value, len(key), kind, slot)
         self.address = ctypes.c_void_p(self._context.ctypes.data)
 
@@ -455,6 +492,9 @@ _PROBES = [
     ('{"a": 1, "b": true, "c": "x"', 1, None, None),  # cut short
     ('{"a": 1, "b": tru', 1, None, None),
     ('{}', 1, None, None),
+    ('{"a": 1, "a": 2, "b": true, "c": "x"}', 1, None, None),  # a duplicate key: not jsonb's text
+    ('{"b": true, "a": 1, "c": "x"}', 1, None, None),  # keys out of jsonb's order
+    ('{"a": 1, "b": true, "c": "x", "a\\"": 1}', 1, None, None),  # an escaped key
 ]
 
 
@@ -492,14 +532,18 @@ def _load(cache_dir: str | None) -> Scanner | None:
     path = os.path.join(directory, key + ".o") if directory else None
     try:
         with open(path, "rb") as f:
-            return Scanner(f.read())
-    except (OSError, TypeError, RuntimeError, native.Unsupported, ValueError, IndexError):
-        pass  # not cached yet, or unreadable: compile it
+            obj = compiled.unseal(f.read())
+        if obj is not None:  # (damaged: compiled again, never run)
+            return Scanner(obj)
+    except (OSError, TypeError):
+        pass  # not cached yet
+    except Exception:  # noqa: BLE001 - intact but not loadable here (another loader): compiled again
+        pass
     try:
         obj = compiled.compile_object(IR)
         found = Scanner(obj)
     except Exception:  # noqa: BLE001 - no LLVM, or it failed: the general way reads every row
         return None
     if path:
-        compiled.write_file(path, obj)
+        compiled.write_file(path, compiled.seal(obj))
     return found

@@ -25,7 +25,7 @@ import numpy as np
 
 from sqlml.data import record, values
 from sqlml.data.schema import BOOLEAN, CATEGORY, NULL_CATEGORY, NUMERIC
-from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
+from sqlml.errors import STATEMENT_TOO_COMPLEX, UNDEFINED_COLUMN, SqlmlError
 from sqlml.onnx.scorer import Scorer
 
 BOOL = 16
@@ -279,7 +279,12 @@ class JsonPlan:
 
 def parse(text: str):
     """jsonb's text as the jsonb transform gives it: numbers as Decimal."""
-    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    except RecursionError:  # (PostgreSQL nests jsonb deeper than Python's parser goes)
+        raise SqlmlError("features nest JSON values too deeply to read", sqlstate=STATEMENT_TOO_COMPLEX,
+                         hint="pass only the feature columns: sqlml.predict('project', to_jsonb(row) - 'column')") \
+            from None
 
 
 def _json_number(v) -> float:
