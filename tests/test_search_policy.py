@@ -70,6 +70,24 @@ def test_predicted_fit_seconds_scale_with_the_probe_and_the_configuration():
     assert policy.fit_seconds(TREES, {**RF, "max_features": 1.0}, size, probe, unit=3.5) > 2 * rf  # sqrt(9) of 9
 
 
+def test_a_measured_fit_is_priced_by_the_rounds_it_kept_plus_the_patience():
+    size = _size(28_800, 7, classes=6)
+    slow = {**LGB, "learning_rate": 0.05, "num_leaves": 63, "colsample_bytree": 0.3}
+    # itself again: the measured seconds
+    assert policy.measured_fit_seconds(BOOSTING, slow, size, 12.0, slow, rounds=341) == pytest.approx(12.0)
+    # twice the learning rate: half the rounds kept, the same patience after them
+    fast = {**slow, "learning_rate": 0.1}
+    patience = policy.EARLY_STOPPING_ROUNDS
+    assert policy.measured_fit_seconds(BOOSTING, fast, size, 12.0, slow, rounds=341) == pytest.approx(
+        12.0 * (341 / 2 + patience) / (341 + patience))
+    # a fit that stopped after 35 rounds ran 85: a configuration expected to keep 70 runs 120
+    assert policy.measured_fit_seconds(BOOSTING, slow, size, 3.0, slow, rounds=35) == pytest.approx(3.0)
+    assert policy.measured_fit_seconds(BOOSTING, {**slow, "learning_rate": 0.025}, size, 3.0, slow,
+                                       rounds=35) == pytest.approx(3.0 * (70 + patience) / (35 + patience))
+    # rounds not chosen by early stopping (fixed, or forests): the configurations' work alone
+    assert policy.measured_fit_seconds(TREES, {**RF, "n_estimators": 100}, size, 8.0, RF) == pytest.approx(4.0)
+
+
 @pytest.mark.parametrize("rows, inputs, probe_seconds, rounds, rf_over_lgb", [
     (1_000, 3, 0.2, 100, (0.1, 3)),       # a small table: a forest costs about a LightGBM fit
     (32_000, 9, 2.0, 300, (3, 40)),       # issue 21's worst case: a forest costs many LightGBM trials
@@ -184,6 +202,37 @@ def _search(rows, tick, budget, task="regression", noise=0.3, first=None,
                     reserve_seconds=1.0, **kwargs)
     search.run()
     return search
+
+
+class ConfigClock(FitClock):
+    """Fits of trees over 200 leaves "take" ``slow`` seconds, the others ``tick``."""
+
+    def __init__(self, tick: float, slow: float):
+        super().__init__(tick)
+        self.slow = slow
+
+    def run_fit(self, fit):
+        out = fit()
+        model = out[0].named_steps["model"]
+        self.now += self.slow if model.get_params().get("num_leaves", 0) > 200 else self.tick
+        return out
+
+
+def test_a_slow_portfolio_fit_neither_prices_the_next_moves_nor_the_winners_refit():
+    # 40,000 rows (one holdout): every fit takes 1 s but the 255-leaf entry's, 9 s (and it does not
+    # win). The moves around the winner, and its refit, are priced from the winner's own fit: the
+    # search goes on after the slow fit instead of ending with time unused.
+    clock = ConfigClock(tick=1.0, slow=9.0)
+    problem = _problem(40_000, noise=3.0)
+    budget = Budget(40.0, clock=clock)
+    search = Search(problem, [SPECS["lightgbm"]], budget, run_fit=clock.run_fit, reserve_seconds=1.0)
+    search.run()
+    slow = [i for i, t in enumerate(search.trials) if t.params.get("num_leaves", 0) > 200]
+    assert slow, [t.params for t in search.trials]
+    assert len(search.trials) - slow[0] > 3, [(t.params, t.elapsed) for t in search.trials]
+    best = search.best()
+    assert search.refit_estimate(best) == pytest.approx(best.fit_seconds / 0.8 * 1.2)
+    assert budget.remaining() < 9.0  # no slow fit's worth of the budget left unused
 
 
 def test_on_a_large_table_forests_never_start_and_boosting_gets_the_search():

@@ -215,6 +215,7 @@ class Search:
         self.rng = np.random.default_rng(problem.seed)
         self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
         self.fit_params: dict[str, dict] = {}  # algorithm -> the configuration of that fit
+        self.fit_rounds: dict[str, int | None] = {}  # algorithm -> the rounds early stopping kept in that fit
         # The trials' fold models are kept (those ensemble selection may pick): the winner's, averaged
         # (or the one holdout model), is the model scored on the holdout, with no refit on the training
         # part; only with folds that all hold every class (a fold model lacking one cannot be averaged)
@@ -260,6 +261,7 @@ class Search:
         trial.loss = metrics.loss(p.metric, trial.score)
         trial.fold_models = [model] if self.folds_kept else None
         self.fit_time[spec.name], self.fit_params[spec.name] = seconds, dict(spec.portfolio[0])
+        self.fit_rounds[spec.name] = self._stopped_rounds(spec, rounds)
         self.trials.append(trial)
         self.on_trial(trial, self.best())
 
@@ -278,17 +280,27 @@ class Search:
         return policy.Size(len(self.folds[0][0]), p.plan.width(spec.encoding), p.n_classes,
                            threads_for(spec, p.X, p.threads))
 
-    def predicted_seconds(self, spec: EstimatorSpec, params: dict) -> float:
-        """Seconds one trial of ``params`` is expected to take (every fold): this estimator's last fit
-        scaled by the work of the two configurations when it has run, ``policy.fit_seconds`` else."""
+    def predicted_seconds(self, spec: EstimatorSpec, params: dict, basis: Trial | None = None) -> float:
+        """Seconds one trial of ``params`` is expected to take (every fold): scaled from a measured
+        fit of this estimator (``basis``, a finished trial of it, e.g. the incumbent a local move
+        starts from; else its last fit), by the work of the two configurations and the rounds the
+        measured fit kept (``policy.measured_fit_seconds``); ``policy.fit_seconds`` before any fit."""
         size = self.size(spec)
-        if spec.name in self.fit_time:
-            last = policy.work(spec.family, self.fit_params[spec.name], size, self.yardstick)
-            now = policy.work(spec.family, params, size, self.yardstick)
-            one = self.fit_time[spec.name] * (now / last if last > 0 else 1.0)
+        if basis is not None and basis.status == "ok" and basis.fit_seconds > 0:
+            rounds = basis.n_estimators if self._stopped_rounds(spec, basis.n_estimators) else None
+            one = policy.measured_fit_seconds(spec.family, params, size, basis.fit_seconds / len(self.folds),
+                                              basis.params, rounds)
+        elif spec.name in self.fit_time:
+            one = policy.measured_fit_seconds(spec.family, params, size, self.fit_time[spec.name],
+                                              self.fit_params[spec.name], self.fit_rounds.get(spec.name))
         else:
             one = policy.fit_seconds(spec.family, params, size, self.yardstick, unit=spec.cost)
         return one * len(self.folds)
+
+    def _stopped_rounds(self, spec: EstimatorSpec, used) -> int | None:
+        """The rounds a fit of ``spec`` kept by early stopping, or None (rounds fixed, or not boosting)."""
+        return int(used) if spec.family == BOOSTING and spec.early_stopping and used and not self.n_estimators \
+            else None
 
     def admission(self, spec: EstimatorSpec, params: dict) -> str:
         """``policy.admit`` for a portfolio entry; the first trial always runs (a training must
@@ -298,9 +310,12 @@ class Search:
         return policy.admit(self.predicted_seconds(spec, params), self.time_left_for_search(),
                             policy.win_odds(spec.family, len(self.folds[0][0])))
 
-    def refit_estimate(self, algorithm: str) -> float:
-        """Seconds to refit ``algorithm`` on the whole training part."""
-        fold = self.fit_time.get(algorithm, 0.0)
+    def refit_estimate(self, trial: Trial) -> float:
+        """Seconds to refit ``trial`` on the whole training part: from its own fits (per fold), not
+        from its estimator's last fit, which may be a far slower configuration (a refit priced by
+        one took every second left from a search whose winner fitted in 3 s)."""
+        fold = trial.fit_seconds / len(self.folds) if trial.fit_seconds > 0 \
+            else self.fit_time.get(trial.algorithm, 0.0)
         fit_share = len(self.folds[0][0]) / len(self.problem.y)
         return fold / fit_share * 1.2
 
@@ -344,13 +359,13 @@ class Search:
     def final_refit_cost(self, trial: Trial) -> float:
         """Seconds to refit ``trial`` on every row (``final_rows``) and export it."""
         grow = self.final_rows / len(self.problem.y)
-        return (self.refit_estimate(trial.algorithm) + self.export_estimate(trial)) * grow
+        return (self.refit_estimate(trial) + self.export_estimate(trial)) * grow
 
     def finish_cost(self, trial: Trial) -> float:
         """Seconds to make ``trial`` the registered model: its model for the holdout (the kept fold
         models to export, or a refit on the training part), then unless bagged a refit on every row."""
         honest = self.export_estimate(trial) * len(self.folds) if self.folds_kept \
-            else self.refit_estimate(trial.algorithm)
+            else self.refit_estimate(trial)
         return honest if self.bagging else honest + self.final_refit_cost(trial)
 
     def affords_final_refit(self, result: Result) -> bool:
@@ -390,11 +405,14 @@ class Search:
         spent = [t.fit_seconds for t in self.trials if t.algorithm == spec.name]
         return float(np.mean(spent)) if spent else 0.0
 
-    def affordable(self, spec: EstimatorSpec) -> bool:
+    def affordable(self, spec: EstimatorSpec, params: dict | None = None, basis: Trial | None = None) -> bool:
+        """Is a trial of ``params`` (default: the estimator's last fit) predicted to end within the
+        time left for the search (``predicted_seconds`` from ``basis``)?"""
         if not any(t.status == "ok" for t in self.trials):
             return True  # the first trial always runs: a training must produce a model
-        params = self.fit_params.get(spec.name, spec.portfolio[0] if spec.portfolio else {})
-        return self.predicted_seconds(spec, params) < self.time_left_for_search()
+        if params is None:
+            params = self.fit_params.get(spec.name, spec.portfolio[0] if spec.portfolio else {})
+        return self.predicted_seconds(spec, params, basis) < self.time_left_for_search()
 
     # --- trials ----------------------------------------------------------------------------------
 
@@ -426,6 +444,7 @@ class Search:
                     spec, self._sized(spec, params), p, Xf, yf, fold_budget, valid=(Xv, yv),  # noqa: B023 - run at once
                     n_estimators=self.n_estimators if spec.family == BOOSTING else None))
                 self.fit_time[spec.name], self.fit_params[spec.name] = self.budget.clock() - t0, dict(params)
+                self.fit_rounds[spec.name] = self._stopped_rounds(spec, used)
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
                 if self.folds_kept:
@@ -496,7 +515,8 @@ class Search:
         def once(spec, params, origin):
             key = key_of(spec.name, params)
             # the first trial runs whatever the clock says: a training must produce a model
-            if key not in tried and (self.time_left_for_search() > 0 or not self.trials) and self.affordable(spec):
+            if key not in tried and (self.time_left_for_search() > 0 or not self.trials) \
+                    and self.affordable(spec, params):
                 tried.add(key)
                 self.evaluate(spec, params, origin)
 
@@ -528,12 +548,17 @@ class Search:
             odds = time_shares([self.trial_seconds(s) for s, _ in ranked],
                                [policy.win_odds(s.family, len(self.folds[0][0])) for s, _ in ranked])
             spec, incumbent = ranked[self.rng.choice(len(ranked), p=odds)]
-            if not self.affordable(spec):
-                affordable = [(s, t) for s, t in ranked if self.affordable(s)]
-                if not affordable:
+            # a move is priced from the incumbent it starts from, not from the estimator's last
+            # (perhaps far slower) fit; when it does not fit in the time left, the best-ranked
+            # estimator whose move does, else the search ends
+            params = self.neighbour(spec, incumbent.params, step)
+            if not self.affordable(spec, params, incumbent):
+                moves = ((s, self.neighbour(s, t.params, step), t) for s, t in ranked)
+                spec, params, _ = next(((s, m, t) for s, m, t in moves if self.affordable(s, m, t)),
+                                       (None, None, None))
+                if spec is None:
                     break
-                spec, incumbent = affordable[0]
-            self.evaluate(spec, self.neighbour(spec, incumbent.params, step))
+            self.evaluate(spec, params)
             step = max(step * 0.97, 0.05)
         return self.trials
 

@@ -26,6 +26,7 @@ NATIVE_CATEGORIES = "native_categories"  # numbers as they are (NaN native); tex
 NATIVE_MISSING = "native_missing"  # numbers as they are (NaN native); text: one-hot
 
 DEFAULT_LEAVES = 31  # leaves per tree when a configuration does not say
+EARLY_STOPPING_ROUNDS = 50  # patience of the learners that stop early: rounds fitted past the best one
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ tree-ensemble node is grafted into skl2onnx's graph of the whole pipeline."""
 
 from __future__ import annotations
 
-from sqlml.automl.spec import BOOSTING, NATIVE_MISSING, EstimatorSpec, FitContext, Hyper
-
-EARLY_STOPPING_ROUNDS = 50
+from sqlml.automl.spec import BOOSTING, EARLY_STOPPING_ROUNDS, NATIVE_MISSING, EstimatorSpec, FitContext, Hyper
 
 
 def build(params, task, threads, seed):

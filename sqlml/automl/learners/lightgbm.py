@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from sqlml.automl import portfolio
-from sqlml.automl.spec import BOOSTING, DEFAULT_LEAVES, NATIVE_CATEGORIES, EstimatorSpec, FitContext, Hyper
-
-EARLY_STOPPING_ROUNDS = 50
+from sqlml.automl.spec import (
+    BOOSTING,
+    DEFAULT_LEAVES,
+    EARLY_STOPPING_ROUNDS,
+    NATIVE_CATEGORIES,
+    EstimatorSpec,
+    FitContext,
+    Hyper,
+)
 
 
 def build(params, task, threads, seed):

@@ -5,9 +5,15 @@ categorical splits. Missing numbers stay NaN, which XGBoost and its ONNX graph r
 
 from __future__ import annotations
 
-from sqlml.automl.spec import BOOSTING, DEFAULT_LEAVES, NATIVE_MISSING, EstimatorSpec, FitContext, Hyper
-
-EARLY_STOPPING_ROUNDS = 50
+from sqlml.automl.spec import (
+    BOOSTING,
+    DEFAULT_LEAVES,
+    EARLY_STOPPING_ROUNDS,
+    NATIVE_MISSING,
+    EstimatorSpec,
+    FitContext,
+    Hyper,
+)
 
 
 def build(params, task, threads, seed):
