@@ -326,14 +326,12 @@ def test_a_cache_entry_that_disagrees_is_compiled_again(tmp_path):
     Scorer(blob, schema, cache_dir=cache)
     (entry,) = os.listdir(cache)
     path = os.path.join(cache, entry)
-    with open(path, "rb") as f:
-        data = bytearray(compiled.unseal(f.read()))
+    data = bytearray(compiled.read_sealed(path))
     _, size, rows, width, outputs, _ = compiled._ENTRY.unpack_from(data)
     at = compiled._ENTRY.size + size + 4 * rows * width
     want = np.frombuffer(bytes(data[at:at + 4 * rows * outputs]), dtype=np.float32)
     data[at:at + 4 * rows * outputs] = (want + 1.0).astype(np.float32).tobytes()  # answers the code does not give
-    with open(path, "wb") as f:
-        f.write(compiled.seal(bytes(data)))
+    compiled.write_sealed(path, bytes(data))
     again = Scorer(blob, schema, cache_dir=cache)
     assert again.engine == COMPILED and not again.cached
     with open(path, "rb") as f:  # rewritten by the compile above

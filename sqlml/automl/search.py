@@ -45,6 +45,16 @@ EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per
 ENSEMBLE_MEMBER_SHARE = 0.15  # of the budget, at most, to refit and export one ensemble member
 
 
+@dataclass(frozen=True)
+class LastFit:
+    """An estimator's last single fit: its seconds, its configuration, and the boosting rounds early
+    stopping kept (None: rounds fixed, or not boosting)."""
+
+    seconds: float
+    params: dict
+    rounds: int | None
+
+
 @dataclass
 class Trial:
     n: int
@@ -213,9 +223,7 @@ class Search:
         self.folds, self.validation = problem.task.folds(problem.y, folds, problem.seed)
         self.valid_rows = np.sort(np.concatenate([v for _, v in self.folds]))
         self.rng = np.random.default_rng(problem.seed)
-        self.fit_time: dict[str, float] = {}  # algorithm -> seconds of its last single fit
-        self.fit_params: dict[str, dict] = {}  # algorithm -> the configuration of that fit
-        self.fit_rounds: dict[str, int | None] = {}  # algorithm -> the rounds early stopping kept in that fit
+        self.last_fit: dict[str, LastFit] = {}  # algorithm -> its last single fit
         # The trials' fold models are kept (those ensemble selection may pick): the winner's, averaged
         # (or the one holdout model), is the model scored on the holdout, with no refit on the training
         # part; only with folds that all hold every class (a fold model lacking one cannot be averaged)
@@ -260,8 +268,7 @@ class Search:
         trial.score = metrics.score(p.metric, p.y[valid], trial.predictions)
         trial.loss = metrics.loss(p.metric, trial.score)
         trial.fold_models = [model] if self.folds_kept else None
-        self.fit_time[spec.name], self.fit_params[spec.name] = seconds, dict(spec.portfolio[0])
-        self.fit_rounds[spec.name] = self._stopped_rounds(spec, rounds)
+        self.last_fit[spec.name] = LastFit(seconds, dict(spec.portfolio[0]), self._stopped_rounds(spec, rounds))
         self.trials.append(trial)
         self.on_trial(trial, self.best())
 
@@ -287,12 +294,11 @@ class Search:
         measured fit kept (``policy.measured_fit_seconds``); ``policy.fit_seconds`` before any fit."""
         size = self.size(spec)
         if basis is not None and basis.status == "ok" and basis.fit_seconds > 0:
-            rounds = basis.n_estimators if self._stopped_rounds(spec, basis.n_estimators) else None
             one = policy.measured_fit_seconds(spec.family, params, size, basis.fit_seconds / len(self.folds),
-                                              basis.params, rounds)
-        elif spec.name in self.fit_time:
-            one = policy.measured_fit_seconds(spec.family, params, size, self.fit_time[spec.name],
-                                              self.fit_params[spec.name], self.fit_rounds.get(spec.name))
+                                              basis.params, self._stopped_rounds(spec, basis.n_estimators))
+        elif spec.name in self.last_fit:
+            last = self.last_fit[spec.name]
+            one = policy.measured_fit_seconds(spec.family, params, size, last.seconds, last.params, last.rounds)
         else:
             one = policy.fit_seconds(spec.family, params, size, self.yardstick, unit=spec.cost)
         return one * len(self.folds)
@@ -315,7 +321,7 @@ class Search:
         from its estimator's last fit, which may be a far slower configuration (a refit priced by
         one took every second left from a search whose winner fitted in 3 s)."""
         fold = trial.fit_seconds / len(self.folds) if trial.fit_seconds > 0 \
-            else self.fit_time.get(trial.algorithm, 0.0)
+            else self.last_fit[trial.algorithm].seconds if trial.algorithm in self.last_fit else 0.0
         fit_share = len(self.folds[0][0]) / len(self.problem.y)
         return fold / fit_share * 1.2
 
@@ -411,7 +417,8 @@ class Search:
         if not any(t.status == "ok" for t in self.trials):
             return True  # the first trial always runs: a training must produce a model
         if params is None:
-            params = self.fit_params.get(spec.name, spec.portfolio[0] if spec.portfolio else {})
+            last = self.last_fit.get(spec.name)
+            params = last.params if last else spec.portfolio[0] if spec.portfolio else {}
         return self.predicted_seconds(spec, params, basis) < self.time_left_for_search()
 
     # --- trials ----------------------------------------------------------------------------------
@@ -443,8 +450,8 @@ class Search:
                 model, used = self.run_fit(lambda: fit_pipeline(
                     spec, self._sized(spec, params), p, Xf, yf, fold_budget, valid=(Xv, yv),  # noqa: B023 - run at once
                     n_estimators=self.n_estimators if spec.family == BOOSTING else None))
-                self.fit_time[spec.name], self.fit_params[spec.name] = self.budget.clock() - t0, dict(params)
-                self.fit_rounds[spec.name] = self._stopped_rounds(spec, used)
+                self.last_fit[spec.name] = LastFit(self.budget.clock() - t0, dict(params),
+                                                   self._stopped_rounds(spec, used))
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
                 if self.folds_kept:

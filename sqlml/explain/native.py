@@ -28,7 +28,6 @@ import ctypes
 import hashlib
 import os
 import struct
-import zipfile
 from contextlib import contextmanager
 
 import numpy as np
@@ -350,7 +349,7 @@ def use_cache(directory: str | None) -> None:
 
 
 def cache_name() -> str:
-    """The cache file's name (without .npz): the IR's sha256, salted as scoring's code is (the code
+    """The cache file's name (without .o): the IR's sha256, salted as scoring's code is (the code
     version, llvmlite's, the CPU: ``sqlml.onnx.compiled.cache_key``)."""
     from sqlml.onnx.compiled import cache_key
 
@@ -362,7 +361,7 @@ def function():
     kept in the cache; None where neither works (numpy then computes the same)."""
     if not _compiled:
         directory = cache["directory"]
-        path = os.path.join(directory, cache_name() + ".npz") if directory else None
+        path = os.path.join(directory, cache_name() + ".o") if directory else None
         loaded, origin = _cached(path) if path else None, "cache"
         if loaded is None:
             try:
@@ -371,9 +370,9 @@ def function():
                 return None
             loaded, origin = _load(obj), "compiled"
             if path:
-                from sqlml.onnx.compiled import write_file
+                from sqlml.onnx.compiled import write_sealed
 
-                write_file(path, object=np.frombuffer(obj, dtype=np.uint8))
+                write_sealed(path, obj)
         code, address = loaded
         _compiled.append((code, _TREESHAP(address)))
         cache["origin"] = origin
@@ -381,14 +380,15 @@ def function():
 
 
 def _cached(path: str) -> tuple | None:
-    """The object code kept at ``path``, loaded (``_load``), or None (absent, unreadable or not
+    """The object code kept at ``path``, loaded (``_load``), or None (absent, damaged, or not
     loadable here: compiled again)."""
+    from sqlml.onnx.compiled import read_sealed
+
+    obj = read_sealed(path)
     try:
-        with np.load(path) as saved:
-            obj = saved["object"].tobytes()
-        return _load(obj)
-    except (OSError, ValueError, KeyError, RuntimeError, ImportError, zipfile.BadZipFile):
-        return None  # (a damaged entry fails the zip's CRC: never loaded)
+        return _load(obj) if obj is not None else None
+    except (ValueError, RuntimeError, ImportError):
+        return None
 
 
 def _compile() -> bytes:

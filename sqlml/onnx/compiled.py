@@ -955,21 +955,16 @@ def private_directory(path: str | None) -> str | None:
 # (float32, row-major) and the caller's metadata (UTF-8). One read and np.frombuffer: a cold backend
 # imports nothing for it (an .npz needed zipfile, shutil and a codec: ~10% of a cold first predict).
 _ENTRY = struct.Struct("<8sQQQQQ")  # magic, object bytes, probe rows, probe columns, outputs, metadata bytes
-_MAGIC = b"sqlmlc2\0"  # 2: sealed (``seal``)
+_MAGIC = b"sqlmlc2\0"  # 2: sealed (``write_sealed``)
 
 
 def from_cache(key: str, cache_dir: str | None, classifier: bool) -> tuple | None:
     """(Compiled, the metadata stored with it) from the cache, if there and if it still gives the
     answers ONNX Runtime gave on its probe rows; else None. Needs neither onnx nor onnxruntime, nor
     llvmlite where ``sqlml.onnx.native`` loads the code."""
-    path = os.path.join(cache_dir, key + ".bin") if cache_dir else None
-    try:
-        with open(path, "rb") as f:
-            data = unseal(f.read())
-    except (OSError, TypeError):
-        return None
+    data = read_sealed(os.path.join(cache_dir, key + ".bin")) if cache_dir else None
     if data is None:
-        return None  # damaged: never run code that is not what was written
+        return None
     try:
         magic, size, rows, width, outputs, meta_size = _ENTRY.unpack_from(data)
         at = _ENTRY.size
@@ -1016,38 +1011,34 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     if cache_dir and key:
         probes, want = np.ascontiguousarray(probes, dtype=np.float32), np.ascontiguousarray(want, dtype=np.float32)
         meta_bytes = meta.encode()
-        write_file(os.path.join(cache_dir, key + ".bin"),
-                   seal(b"".join([_ENTRY.pack(_MAGIC, len(obj), *probes.shape, want.shape[1], len(meta_bytes)), obj,
-                                  probes.tobytes(), want.tobytes(), meta_bytes])))
+        write_sealed(os.path.join(cache_dir, key + ".bin"),
+                     b"".join([_ENTRY.pack(_MAGIC, len(obj), *probes.shape, want.shape[1], len(meta_bytes)), obj,
+                               probes.tobytes(), want.tobytes(), meta_bytes]))
     return compiled
 
 
-def seal(data: bytes) -> bytes:
-    """``data`` and its sha256: a cache file's contents (``unseal`` checks them before any code in them
-    runs: a damaged object file could crash the backend, and its probe rows would not catch every flip)."""
-    return data + hashlib.sha256(data).digest()
-
-
-def unseal(sealed: bytes) -> bytes | None:
-    """What ``seal`` sealed, or None when it is not that (damaged, cut short, or of another format)."""
+def read_sealed(path: str) -> bytes | None:
+    """What ``write_sealed`` wrote at ``path``, or None: absent, unreadable, or not what was written
+    (damaged, cut short, another format). Every cache file of native code goes through this pair:
+    a damaged object run could crash the backend, and probe rows do not catch every flipped bit."""
+    try:
+        with open(path, "rb") as f:
+            sealed = f.read()
+    except OSError:
+        return None
     data, digest = sealed[:-32], sealed[-32:]
     return data if len(sealed) >= 32 and hashlib.sha256(data).digest() == digest else None
 
 
-def write_file(path: str, data: bytes | None = None, **arrays) -> None:
-    """Write ``data``, or ``arrays`` as an .npz (``sqlml.explain.native``'s entry), to ``path``
-    atomically, readable by this OS user only."""
+def write_sealed(path: str, data: bytes) -> None:
+    """Write ``data`` and its sha256 to ``path`` atomically, readable by this OS user only."""
     import tempfile
 
-    directory = os.path.dirname(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            if data is None:
-                np.savez(f, **arrays)
-            else:
-                f.write(data)
+            f.write(data + hashlib.sha256(data).digest())
         os.replace(tmp, path)
     except OSError:  # a full disk or a read-only cache costs a compile next time, nothing else
         if tmp is not None:

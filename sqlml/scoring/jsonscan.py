@@ -530,20 +530,17 @@ def _load(cache_dir: str | None) -> Scanner | None:
     key = compiled.cache_key("jsonscan-" + hashlib.sha256(IR.encode()).hexdigest()[:16] + "-" + VERSION)
     directory = compiled.private_directory(cache_dir)
     path = os.path.join(directory, key + ".o") if directory else None
-    try:
-        with open(path, "rb") as f:
-            obj = compiled.unseal(f.read())
-        if obj is not None:  # (damaged: compiled again, never run)
+    obj = compiled.read_sealed(path) if path else None
+    if obj is not None:
+        try:
             return Scanner(obj)
-    except (OSError, TypeError):
-        pass  # not cached yet
-    except Exception:  # noqa: BLE001 - intact but not loadable here (another loader): compiled again
-        pass
+        except Exception:  # noqa: BLE001 - intact but not loadable here: compiled again
+            pass
     try:
         obj = compiled.compile_object(IR)
         found = Scanner(obj)
     except Exception:  # noqa: BLE001 - no LLVM, or it failed: the general way reads every row
         return None
     if path:
-        compiled.write_file(path, compiled.seal(obj))
+        compiled.write_sealed(path, obj)
     return found
