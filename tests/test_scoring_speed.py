@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import numpy as np
 import psycopg2
@@ -233,6 +234,15 @@ def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def settled_threads_of(pid: int, expected: int) -> int:
+    """The backend's thread count once a joined thread has left ``/proc``: Python's join returns when
+    the thread's last Python step is done, a moment before the OS thread itself is gone."""
+    deadline = time.monotonic() + 10
+    while threads_of(pid) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return threads_of(pid)
+
+
 def test_batch_scoring_leaves_no_thread_behind_when_cut_short(db, dsn, wide):
     """The model runs on a background thread (``sqlml.scoring.overlap``): a timeout, a cancel or a
     LIMIT ends it with the statement, and the session goes on."""
@@ -246,16 +256,16 @@ def test_batch_scoring_leaves_no_thread_behind_when_cut_short(db, dsn, wide):
     with pytest.raises(psycopg2.errors.QueryCanceled):
         query(conn, "SELECT sqlml.score('wide', 'wide8', 'wide8_scored', 'id')")
     query(conn, "RESET statement_timeout")
-    assert threads_of(pid) == before
+    assert settled_threads_of(pid, before) == before
     assert scalar(conn, "SELECT to_regclass('wide8_scored')") is None  # nothing half-written
     canceller = threading.Timer(0.3, lambda: query(db, "SELECT pg_cancel_backend(%s)", (pid,)))
     canceller.start()
     with pytest.raises(psycopg2.errors.QueryCanceled):
         query(conn, "SELECT count(*) FROM sqlml.predict_batch('wide', 'wide8', 'id')")
     canceller.join()
-    assert threads_of(pid) == before
+    assert settled_threads_of(pid, before) == before
     assert len(query(conn, "SELECT * FROM sqlml.predict_batch('wide', 'wide', 'id') LIMIT 3")) == 3
-    assert threads_of(pid) == before
+    assert settled_threads_of(pid, before) == before
     assert column(conn, "SELECT sqlml.predict('wide', t) FROM wide t WHERE id <= 5 ORDER BY id") == first
     conn.close()
 

@@ -16,6 +16,8 @@ dictionary in Python.
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import numpy as np
 import plpy
 
@@ -57,9 +59,10 @@ def source(project, relation, id_column):
 def _scored(m, rel, sql, id_column, id_type):
     """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. The model
     runs on a background thread, one chunk ahead of the caller's writes (``sqlml.scoring.overlap``)."""
-    for (n, ids), out in overlap.overlapped(m.scores, _chunks(m, rel, sql, id_column, id_type)):
-        counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
-        yield n, out, ids
+    with closing(overlap.overlapped(m.scores, _chunks(m, rel, sql, id_column, id_type))) as scored:
+        for (n, ids), out in scored:
+            counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
+            yield n, out, ids
 
 
 def _chunks(m, rel, sql, id_column, id_type):
@@ -135,20 +138,22 @@ def score(project, relation, into_table, id_column) -> int:
                 f"label text, probabilities float8[])")
     governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     total = 0
-    for n, out, ids in _scored(m, rel, sql, id_column, id_col.pg_type):
-        columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
-        packed = [chunks.pack_float32(c) for c in columns]
-        if all(p is not None for p in packed):
-            columns, insert = packed, _insert_sql(m, target.qualified, id_type, True)
-        else:
-            columns, insert = [c.tolist() for c in columns], _insert_sql(m, target.qualified, id_type, False)
-        if m.task == REGRESSION:
-            spi.execute(insert, [ids.tolist(), m.labels(out), *columns])
-        else:  # the class as a 1-based index into the classes' values and labels
-            spi.execute(insert,
-                        [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), m.value(np.eye(len(m.classes))).tolist(),
-                                 m.labels(np.eye(len(m.classes))), *columns])
-        total += n
+    # closed here, not when the error's traceback lets go of it: the scoring thread ends with the statement
+    with closing(_scored(m, rel, sql, id_column, id_col.pg_type)) as scored:
+        for n, out, ids in scored:
+            columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
+            packed = [chunks.pack_float32(c) for c in columns]
+            if all(p is not None for p in packed):
+                columns, insert = packed, _insert_sql(m, target.qualified, id_type, True)
+            else:
+                columns, insert = [c.tolist() for c in columns], _insert_sql(m, target.qualified, id_type, False)
+            if m.task == REGRESSION:
+                spi.execute(insert, [ids.tolist(), m.labels(out), *columns])
+            else:  # the class as a 1-based index into the classes' values and labels
+                eye = np.eye(len(m.classes))
+                spi.execute(insert, [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), m.value(eye).tolist(),
+                                     m.labels(eye), *columns])
+            total += n
     spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")
     auditing.record("score", m.ref.project, m.ref.version,
                     {"relation": relation, "rows": total, "into_table": into_table})
