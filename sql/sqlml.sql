@@ -284,7 +284,7 @@ LANGUAGE plpython3u STABLE PARALLEL SAFE COST 1000 AS $$
 return GD['sqlml'].predict_label_row(project, features, row_type)
 $$;
 
--- jsonb arrives as its text, not through the transform: sqlml/scoring/jsonscan.py reads the text
+-- jsonb arrives as its text, not through the transform: sqlml/scoring/textscan.py reads the text
 -- natively (the transform built a Decimal per number, ~0.5 us each, before the model needed a float).
 CREATE OR REPLACE FUNCTION sqlml._predict_jsonb(project text, features jsonb) RETURNS float8
 LANGUAGE plpython3u STABLE PARALLEL SAFE AS $$

@@ -457,12 +457,13 @@ def test_batch_reads_categories_as_text_unseen_and_separator_included(db):
     np.testing.assert_allclose([g for g, _ in batch], [w for _, w in batch], atol=1e-7)
 
 
-def test_jsonb_rows_are_read_by_the_native_scanner_and_score_as_rows_do(db, dsn, cluster):
-    """``sqlml.predict(p, jsonb)`` reads jsonb's text natively (``sqlml.scoring.jsonscan``): the scanner
-    is compiled once into the cache (a new backend loads it without LLVM), and every row, the
-    scanner's and the ones it declines (escaped strings, numbers in strings, nested values), scores as
-    the row itself does."""
-    for entry in (cluster.data / "sqlml_compiled").glob("jsonscan-*"):
+def test_rows_and_jsonb_are_read_by_the_native_scanners_and_score_as_the_general_way(db, dsn, cluster):
+    """``sqlml.predict(p, row)`` and ``sqlml.predict(p, jsonb)`` read the row's text natively
+    (``sqlml.scoring.textscan``): the scanners are compiled once into the cache (a new backend loads
+    them without LLVM), and every row, the scanners' and the ones they decline (quoted or escaped
+    strings, numbers in strings, nested values), scores as ``predict_proba`` (which reads rows in
+    Python) does."""
+    for entry in (cluster.data / "sqlml_compiled").glob("textscan-*"):
         entry.unlink()
     query(db, "DROP TABLE IF EXISTS shop_json")
     query(db, """CREATE TABLE shop_json AS SELECT i AS id,
@@ -472,16 +473,33 @@ def test_jsonb_rows_are_read_by_the_native_scanner_and_score_as_rows_do(db, dsn,
                      AS channel,
                  jsonb_build_object('note', 'a "}" ' || i, 'list', jsonb_build_array(i, 'x')) AS extra
                  FROM generate_series(1, 600) AS i""")
-    by_row = query(db, "SELECT sqlml.predict('shop', s) FROM shop_json s ORDER BY id")
-    by_json = query(db, "SELECT sqlml.predict('shop', to_jsonb(s)) FROM shop_json s ORDER BY id")
-    assert by_json == by_row
-    assert scalar(db, """SELECT sqlml.predict('shop', '{"spend": "12", "visits": 1, "channel": "web"}'::jsonb)""") \
-        == scalar(db, """SELECT sqlml.predict('shop', '{"spend": 12, "visits": 1, "channel": "web"}'::jsonb)""")
-    assert len(list((cluster.data / "sqlml_compiled").glob("jsonscan-*.o"))) == 1
+    query(db, "DROP TABLE IF EXISTS shop_float")
+    # float8 and float4 text: exponents both ways, 17 digits, NaN (the general way's), a negative zero
+    query(db, """CREATE TABLE shop_float AS SELECT id, channel,
+                 CASE WHEN id % 50 = 0 THEN 'NaN' WHEN id % 50 = 1 THEN -0.0
+                      ELSE spend::float8 * 10 ^ (id % 7 * 6 - 18) END AS spend,
+                 (visits * 1.1)::float4 AS visits FROM shop_json""")
+    texts = [t for t, in query(db, "SELECT s::text FROM shop_float s")]
+    assert any("e-" in t for t in texts) and any("e+" in t for t in texts)
+    first = psycopg2.connect(dsn)  # a new backend (this module's others have the scanners loaded): it compiles them
+    first.autocommit = True
+    try:
+        by_row = query(first, "SELECT sqlml.predict('shop', s) FROM shop_json s ORDER BY id")
+        assert query(first, "SELECT sqlml.predict('shop', to_jsonb(s)) FROM shop_json s ORDER BY id") == by_row
+        for table in ("shop_json", "shop_float"):
+            got = [p for p, in query(first, f"SELECT sqlml.predict('shop', s) FROM {table} s ORDER BY id")]
+            probabilities = query(first, f"SELECT sqlml.predict_proba('shop', s) FROM {table} s ORDER BY id")
+            assert got == [float(np.argmax(q)) for q, in probabilities]
+        one = """SELECT sqlml.predict('shop', '{"spend": %s, "visits": 1, "channel": "web"}'::jsonb)"""
+        assert scalar(first, one % '"12"') == scalar(first, one % "12")  # a number in a string: the general way
+    finally:
+        first.close()
+    assert len(list((cluster.data / "sqlml_compiled").glob("textscan-*.o"))) == 1
     conn = psycopg2.connect(dsn)  # a new backend: the scanner from the cache, no LLVM
     conn.autocommit = True
     try:
         assert query(conn, "SELECT sqlml.predict('shop', to_jsonb(s)) FROM shop_json s ORDER BY id") == by_row
+        assert query(conn, "SELECT sqlml.predict('shop', s) FROM shop_json s ORDER BY id") == by_row
         for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
                         "max_parallel_workers_per_gather = 2"):  # parallel workers read jsonb the same way
             query(conn, f"SET {setting}")
@@ -489,6 +507,7 @@ def test_jsonb_rows_are_read_by_the_native_scanner_and_score_as_rows_do(db, dsn,
         plan = "\n".join(r[0] for r in query(conn, f"EXPLAIN (ANALYZE, COSTS OFF) {parallel}"))
         assert "Workers Launched" in plan, plan
         assert [p for _, p in sorted(query(conn, parallel))] == [p for p, in by_row]
+        assert [p for _, p in sorted(query(conn, parallel.replace("to_jsonb(s)", "s")))] == [p for p, in by_row]
         query(conn, "CREATE FUNCTION pg_temp.llvm_loaded() RETURNS bool LANGUAGE plpython3u "
                     "AS $$ import sys; return 'llvmlite' in sys.modules $$")
         assert scalar(conn, "SELECT pg_temp.llvm_loaded()") is (not native.supported())

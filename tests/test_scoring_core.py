@@ -143,17 +143,19 @@ def test_row_plan_fast_way_equals_the_general_way():
         np.testing.assert_array_equal(plan.scores(text), want[i])
 
 
-@pytest.mark.parametrize("task, compile", [("binary", True), ("regression", True), ("binary", False),
-                                           ("regression", False)])
-def test_row_predictor_equals_the_plan_and_counts_each_row(task, compile):
+@pytest.mark.parametrize("task, compile, scanned", [(t, c, s) for t in ("binary", "regression") for c in (True, False)
+                                                    for s in (True, False)])
+def test_row_predictor_equals_the_plan_and_counts_each_row(task, compile, scanned, scanner):
     """``RowPlan.predictor`` (generated: fields into the model's buffer, the answer read from its output),
-    compiled or through ONNX Runtime, against ``scores`` and the answer taken from its scores; rows it
-    must leave to the general way (quoted fields, infinities, long numerics, bad text) give the same
-    value or the same error, and only rows scored are counted."""
+    compiled or through ONNX Runtime, its fields read by the native scanner or split in Python, against
+    ``scores`` and the answer taken from its scores; rows it must leave to the general way (quoted
+    fields, infinities, long numerics, bad text) give the same value or the same error, and only rows
+    scored are counted."""
     pipe, schema, raw = fitted("lightgbm", task)
     scorer = Scorer(to_onnx(pipe, schema), schema, compile=compile)
     names = ["id", "e", "c", "b", "a"]
-    plan = RowPlan(scorer, names, [23, 16, 25, 1700, 701], "p")  # b: numeric, whose text has no exponent
+    plan = RowPlan(scorer, names, [23, 16, 25, 1700, 701], "p", scanner if scanned else None)  # b: numeric
+    assert scanned is (plan.scanner is not None and plan._scanned() is not None)
     answers = None if task == "regression" else [10.0, 20.0]
     count = memoryview(bytearray(16)).cast("q")
     value = plan.predictor(answers, (count, 1))
@@ -183,7 +185,8 @@ def test_row_predictor_equals_the_plan_and_counts_each_row(task, compile):
 
 
 @pytest.mark.parametrize("value, type_oid, message", [("abc", 25, 'feature "a" must be a number'),
-                                                      ("Infinity", 701, "cannot score infinite values")])
+                                                      ("Infinity", 701, "cannot score infinite values"),
+                                                      ("0x10", 701, "reads '0x10', which is not a number")])
 def test_row_plan_errors_name_the_feature(value, type_oid, message):
     pipe, schema, _ = fitted("lightgbm")
     plan = RowPlan(Scorer(to_onnx(pipe, schema), schema), ["a", "b", "c", "e"], [type_oid, 23, 25, 16], "p")
@@ -255,9 +258,9 @@ def jsonb_text(row: dict) -> str:
 
 @pytest.fixture(scope="module")
 def scanner():
-    from sqlml.scoring import jsonscan
+    from sqlml.scoring import textscan
 
-    found = jsonscan.scanner(None)  # compiled here (LLVM), checked on its probe rows
+    found = textscan.scanner(None)  # compiled here (LLVM), checked on its probe rows
     assert found is not None
     return found
 
@@ -303,6 +306,91 @@ def test_json_plan_fast_way_equals_the_general_way(scanned, scanner):
     assert count[0] == len(rows)
 
 
+# row texts (id int4, e bool, c text, b numeric, a float8) the scanner reads, or declines (then the
+# general way answers): each must score as the general way scores it
+ROWS_SCANNED = [
+    ("(1,t,x,2,-0.5)", "read"),
+    ("(1,f,,,)", "read"),  # NULLs
+    ("(1,t,x,2,1.5e-07)", "read"),
+    ("(1,t,x,-0,3.4028235e+38)", "read"),  # float32's largest
+    ("(1,t,é,12345678901234567890123,1)", "read"),  # a long numeric (strtod's way)
+    ("(1,t,never seen,2,1)", "read"),
+    ("(1,t,x,2,1e+39)", "declined"),  # beyond float32: the general way refuses it
+    ("(1,t,x,2,NaN)", "declined"),
+    ("(1,t,x,2,Infinity)", "declined"),
+    ("(1,t,x,2,0x10)", "declined"),  # strtod would read it
+    ("(1,t,x,2,1.)", "declined"),
+    ('(1,t,"x y",2,1)', "declined"),  # a quoted field
+    ("(1,true,x,2,1)", "declined"),
+    ("(1,t,x,2)", "declined"),  # a field missing
+    ("(1,t,x,2,1,2)", "declined"),  # one too many
+]
+
+
+@pytest.mark.parametrize("text, how", ROWS_SCANNED, ids=[f"{i}-{h}" for i, (_, h) in enumerate(ROWS_SCANNED)])
+def test_the_scanner_reads_row_text_as_the_general_way(text, how, scanner):
+    pipe, schema, raw = fitted("lightgbm")
+    plan = RowPlan(Scorer(to_onnx(pipe, schema), schema), ["id", "e", "c", "b", "a"], [23, 16, 25, 1700, 701], "p",
+                   scanner)
+    count = memoryview(bytearray(8)).cast("q")
+    value = plan.predictor([10.0, 20.0], (count, 0))
+    env, _ = plan._scanned()
+    assert scanner.scan_record(text.encode(), env["LAYOUT"].address) == (0 if how == "read" else 1)
+    try:
+        want = [10.0, 20.0][int(np.argmax(plan.scores(text)))]
+    except SqlmlError as e:
+        with pytest.raises(SqlmlError, match=re.escape(e.message)):
+            value(text)
+        return
+    assert value(text) == want
+
+
+def _number_texts(rng, n: int):
+    """Numbers as PostgreSQL prints them and beyond: doubles' shortest text, long significands, exponents
+    both ways, halfway points between float32s, integers around 2^53."""
+    for _ in range(n):
+        k = rng.random()
+        if k < 0.3:
+            x = float(np.frombuffer(rng.bytes(8), dtype=np.float64)[0])
+            if math.isfinite(x):
+                yield repr(x)
+        elif k < 0.5:
+            yield ("-" if k < 0.4 else "") + "".join(rng.choice(list("0123456789"), rng.integers(1, 25))) + "." \
+                + "".join(rng.choice(list("0123456789"), rng.integers(1, 25))) \
+                + f"e{rng.choice(['', '+', '-'])}{rng.integers(0, 60)}" * (k < 0.45)
+        elif k < 0.8:
+            f = np.float32(rng.uniform(-3.4e38, 3.4e38) if k < 0.65 else rng.uniform(-10, 10))
+            middle = (float(f) + float(np.nextafter(f, np.float32(np.inf)))) / 2
+            yield repr(middle)
+            yield f"{middle:.25g}"
+        else:
+            yield f"{rng.integers(0, 2 ** 53 + 10)}e{rng.integers(-25, 25)}"
+            yield str(rng.integers(2 ** 53 - 10, 2 ** 53 + 10))
+
+
+def test_the_scanners_read_numbers_as_python_does(scanner):
+    """Every number either scanner reads is ``float()``'s double rounded to float32, bit for bit (the
+    fast way's 10^k products and strtod alike), and one beyond float32 is declined."""
+    from sqlml.scoring import textscan
+
+    values = np.zeros(1, dtype=np.float32)
+    row = memoryview(values).cast("B")
+    record = textscan.RecordLayout(1, {0: (textscan.NUMBER, 0)}, row, 0)
+    jsonb = textscan.Layout([("a", textscan.NUMBER, 0)], row, 0)
+    read = 0
+    for text in _number_texts(np.random.default_rng(11), 20000):
+        with np.errstate(over="ignore"):
+            want = np.float32(float(text))
+        for scan, layout, whole in [(scanner.scan_record, record, f"({text})"),
+                                    (scanner.scan, jsonb, f'{{"a": {text}}}')]:
+            values[:] = 7
+            code = scan(whole.encode(), layout.address)
+            assert code == (1 if np.isinf(want) else 0), whole
+            assert code == 1 or values[0].tobytes() == want.tobytes(), (whole, values[0], want)
+            read += code == 0
+    assert read > 30000
+
+
 # jsonb texts the scanner reads, or declines (then the general way answers): each must score as the
 # general way scores the same row (keys a: number, b: number, c: category, e: boolean)
 SCANNED = [
@@ -326,15 +414,15 @@ SCANNED = [
 
 
 def test_a_damaged_scanner_cache_file_is_compiled_again_never_run(tmp_path):
-    from sqlml.scoring import jsonscan
+    from sqlml.scoring import textscan
 
-    jsonscan._load(str(tmp_path))  # compiles and keeps it
-    (path,) = tmp_path.glob("jsonscan-*.o")
+    textscan._load(str(tmp_path))  # compiles and keeps it
+    (path,) = tmp_path.glob("textscan-*.o")
     sealed = path.read_bytes()
     for bad in [b"", sealed[:10], sealed[:len(sealed) // 2], bytes([sealed[0] ^ 1]) + sealed[1:],
                 sealed[:300] + bytes([sealed[300] ^ 4]) + sealed[301:]]:
         path.write_bytes(bad)
-        assert jsonscan._load(str(tmp_path)) is not None  # (a damaged object run would crash this process)
+        assert textscan._load(str(tmp_path)) is not None  # (a damaged object run would crash this process)
         assert path.read_bytes() == sealed  # written anew
 
 

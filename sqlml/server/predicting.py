@@ -170,9 +170,10 @@ def _lookup(spec: str, row_type: int | None):
     names, types = tuple(json.loads(r["names"])), tuple(json.loads(r["types"]))
     planned = m.plans.get((names, types))
     if planned is None:
+        from sqlml.scoring import textscan
         from sqlml.scoring.rows import RowPlan
 
-        plan = RowPlan(m.scorer, list(names), list(types), name)
+        plan = RowPlan(m.scorer, list(names), list(types), name, textscan.scanner(pg_internals.compiled_cache_dir()))
         planned = m.plans[(names, types)] = (plan, plan.predictor(m.answers, counters.slot(m.ref.project)))
     if m.has_dates and not pg_internals.iso_dates():
         raise SqlmlError(f'project "{name}" has date features, which a row carries in the session\'s DateStyle; '
@@ -292,10 +293,10 @@ def predict_label_row(project, text, row_type) -> str | None:
 
 def _json_plan(m: Model):
     if m.json_plan is None:
-        from sqlml.scoring import jsonscan
+        from sqlml.scoring import textscan
         from sqlml.scoring.rows import JsonPlan
 
-        m.json_plan = JsonPlan(m.scorer, m.ref.project, jsonscan.scanner(pg_internals.compiled_cache_dir()))
+        m.json_plan = JsonPlan(m.scorer, m.ref.project, textscan.scanner(pg_internals.compiled_cache_dir()))
         m.json_value = m.json_plan.predictor(m.answers, counters.slot(m.ref.project))
     return m.json_plan
 
