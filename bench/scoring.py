@@ -407,20 +407,26 @@ def cold_call(dsn, project):
 
 # --- the run --------------------------------------------------------------------------------------------
 
-def batch(conn, dsn, project, rows, say):
-    """The batch section for ``project``: (a) to (d), and agreement with ONNX Runtime."""
+def batch(conn, dsn, project, rows, say, repeats):
+    """The batch section for ``project``: (a) to (d), and agreement with ONNX Runtime. The serial
+    per-row forms and the client are timed ``repeats`` times, interleaved, and the best kept: the
+    per-row target compares the two, and one run of either moves by 20-40% with the machine."""
     blob, schema = registered(conn, project)
     results = {}
     # the first predict on this server compiles the model unless its training had the time to (then it is
     # cached by its sha256)
     results["compile"], _ = timed(lambda: run(conn, f"SELECT sqlml.predict('{project}', t) FROM t t LIMIT 1"))
-    run(conn, "DROP TABLE IF EXISTS scored_a, scored_a2, scored_j, scored_b, scored_b2")
+    run(conn, "DROP TABLE IF EXISTS scored_a2, scored_b, scored_b2")
     run(conn, "SET max_parallel_workers_per_gather = 0")
-    results["a_serial"], _ = timed(lambda: run(conn, "CREATE TABLE scored_a AS SELECT id, "
-                                                     f"sqlml.predict('{project}', t) FROM t t"))
-    results["a_jsonb"], _ = timed(lambda: run(conn, "CREATE TABLE scored_j AS SELECT id, "
-                                                    f"sqlml.predict('{project}', to_jsonb(t)) "
-                                                    "AS predict FROM t t"))
+    results["a_serial"] = results["a_jsonb"] = float("inf")
+    for _ in range(repeats):  # the per-row forms and the client (below): the best of ``repeats``, interleaved
+        run(conn, "DROP TABLE IF EXISTS scored_a, scored_j")
+        seconds, _ = timed(lambda: run(conn, "CREATE TABLE scored_a AS SELECT id, "
+                                             f"sqlml.predict('{project}', t) FROM t t"))
+        results["a_serial"] = min(results["a_serial"], seconds)
+        seconds, _ = timed(lambda: run(conn, "CREATE TABLE scored_j AS SELECT id, "
+                                             f"sqlml.predict('{project}', to_jsonb(t)) AS predict FROM t t"))
+        results["a_jsonb"] = min(results["a_jsonb"], seconds)
     run(conn, "RESET max_parallel_workers_per_gather")
     plan = run(conn, f"EXPLAIN CREATE TABLE scored_a2 AS SELECT id, sqlml.predict('{project}', t) FROM t t")
     workers = next((int(r[0].split(":")[1]) for r in plan if "Workers Planned" in r[0]), 0)
@@ -430,6 +436,10 @@ def batch(conn, dsn, project, rows, say):
     results["b_batch"], _ = timed(lambda: run(conn, "CREATE TABLE scored_b2 AS SELECT * FROM "
                                                     f"sqlml.predict_batch('{project}', 't', 'id')"))
     results["c"], phases, kept, probas = client_baseline(dsn, blob, schema, keep_inputs=True)
+    for _ in range(repeats - 1):
+        seconds, again, _, _ = client_baseline(dsn, blob, schema, keep_inputs=False)
+        if seconds < results["c"]:
+            results["c"], phases = seconds, again
     scan, core, compiled = floor(conn, blob, schema, kept)
     results["e_read"], results["e_write"] = postgres_share(conn, blob, schema)
     results["d"], results["d_compiled"] = scan + core, scan + compiled
@@ -446,7 +456,8 @@ def batch(conn, dsn, project, rows, say):
         inside = np.array([r[0] for r in cur.fetchall()], dtype=np.float64)
     gap = float(np.abs(inside - probas).max())
     c, d = results["c"], results["d"]
-    say(f"Batch, {rows:,} rows, model {project} (seconds; / client and / floor: time ratios, lower is better)")
+    say(f"Batch, {rows:,} rows, model {project} (seconds; / client and / floor: time ratios, lower is better; "
+        f"(a) serial, (a) jsonb and (c): the best of {repeats})")
     lines = [("(a) CREATE TABLE AS ... sqlml.predict(p, t), serial", "a_serial"),
              (f"(a) the same, parallel query ({workers} workers planned)", "a_parallel"),
              ("(a) the row as jsonb: sqlml.predict(p, to_jsonb(t)), serial", "a_jsonb"),
@@ -483,6 +494,7 @@ def main():
     ap.add_argument("--pgbench-seconds", type=int, default=15)
     ap.add_argument("--auto-budget", type=int, default=30, help="seconds for sqlml.train to pick p_auto")
     ap.add_argument("--batch-only", action="store_true", help="only the batch section and the cold calls")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of (a) serial, (a) jsonb and (c), the best kept")
     args = ap.parse_args()
     cluster, dsn = start_cluster()
     dbname = dsn.rsplit("/", 1)[1]
@@ -520,8 +532,8 @@ def main():
             "thread, (b) on a background thread overlapped with the backend's reads and writes; parallel query "
             "adds processes, not threads")
         say()
-        blob, schema = batch(conn, dsn, "p", args.rows, say)
-        batch(conn, dsn, "p_auto", args.rows, say)
+        blob, schema = batch(conn, dsn, "p", args.rows, say, args.repeats)
+        batch(conn, dsn, "p_auto", args.rows, say, args.repeats)
 
         if not args.batch_only:
             say("Memory of the backend during sqlml.score (RssAnon: idle with the model loaded -> peak)")
