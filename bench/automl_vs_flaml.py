@@ -18,6 +18,9 @@ held-out part (the default) is the result.
     make bench-autogluon-venv     # AutoGluon's venv, once (it caps pandas < 2.4; the server pins pandas 3)
     .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 30 --seeds 0          # held-out part
     .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 10 --seeds 0 --datasets oj,wage --systems flaml
+    # sqlml again after a change, FLAML's and AutoGluon's scores taken from an earlier run's rows (same splits)
+    .sqlml/venv/bin/python bench/automl_vs_flaml.py --budgets 30 --others-from bench/results/automl_heldout_30s.json \
+        --out /tmp/heldout_again.json
 
 Each dataset trains in a database of its own, created for it and dropped after it (on the
 throwaway cluster, or on --dsn's server, which then needs CREATEDB): sqlml warm-starts a search
@@ -204,6 +207,8 @@ def main(argv=None):
     ap.add_argument("--out", default="bench/results/automl_vs_flaml.json")
     ap.add_argument("--resume", action="store_true", help="keep --out's rows and run only what it lacks")
     ap.add_argument("--report", action="store_true", help="only print the tables of --out's rows")
+    ap.add_argument("--others-from", help="take FLAML's and AutoGluon's scores from this earlier run's rows "
+                                          "(the same splits) and run sqlml alone; the rows say so")
     ap.add_argument("--cores", type=int, default=2, help="for every system: FLAML's n_jobs, AutoGluon's num_cpus, "
                                                          "sqlml's threads_per_job (default 2)")
     args = ap.parse_args(argv)
@@ -224,6 +229,8 @@ def main(argv=None):
           f"datasets: {names}, load average at start: {os.getloadavg()[0]:.1f}", flush=True)
     results = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else []
     done = {(r["dataset"], r["seed"], r["budget"]) for r in results}
+    earlier = {(r["dataset"], r["seed"], r["budget"]): r for r in json.loads(Path(args.others_from).read_text())} \
+        if args.others_from else {}
     conn, database = None, None
     try:
         for name in names:
@@ -254,13 +261,21 @@ def main(argv=None):
                     row.update(sqlml=s_score, sqlml_seconds=s_sec, sqlml_best=s_best,
                                budget_ok=s_sec <= max(1.1 * budget, budget + 5))
                     line = f"{name:16} {metric:8} B={budget:4} seed={seed} sqlml={s_score:.4f} ({s_best}, {s_sec:.1f}s)"
-                    if "flaml" in systems:
+                    if (name, seed, budget) in earlier:  # the others as measured then, sqlml now
+                        before = earlier[(name, seed, budget)]
+                        row.update({k: v for k, v in before.items() if k.startswith(("flaml", "ag_", "autogluon"))},
+                                   others_from=args.others_from)
+                        for other in ("flaml", "autogluon"):
+                            if other in before:
+                                row[f"ratio_{other}"] = ratio(metric, s_score, before[other])
+                                line += f" {other}={before[other]:.4f} (earlier) ratio={row[f'ratio_{other}']:.4f}"
+                    elif "flaml" in systems:
                         f_score, f_sec, f_best = run_flaml(train.copy(), test.copy(), target, task, budget, seed,
                                                            args.cores)
                         row.update(flaml=f_score, flaml_seconds=f_sec, flaml_best=f_best,
                                    ratio_flaml=ratio(metric, s_score, f_score))
                         line += f" flaml={f_score:.4f} ({f_best}, {f_sec:.1f}s) ratio={row['ratio_flaml']:.4f}"
-                    if "autogluon" in systems:
+                    if "autogluon" in systems and (name, seed, budget) not in earlier:
                         for preset in presets:
                             a_score, a_sec, a_best = run_autogluon(train, test, target, task, budget, preset,
                                                                    args.cores, args.ag_python)
