@@ -49,7 +49,9 @@ def mixed_data(task, seed=0):
 
 def check(model, schema, inputs, X, task, n_classes):
     test = {k: v.copy() for k, v in inputs.items()}
-    test["city"][:20] = "reykjavik"  # unseen at training
+    for name in ("city", "who"):
+        if name in test:
+            test[name][:20] = "reykjavik"  # unseen at training
     blob = onnx_convert.to_onnx(model, schema)
     got = onnx_convert.run(onnx_convert.session(blob), convert.as_feeds(schema, test), task)
     expected = predict(model, convert.as_frame(schema, test), task, n_classes)
@@ -149,3 +151,34 @@ def test_lightgbm_thresholds_are_rounded_down_to_float32():
 ])
 def test_parity_gate_cases(task, expected, actual, ok):
     assert parity.compare(task, np.array(expected), np.array(actual)).ok is ok
+
+
+def test_lightgbm_on_ids_of_thousands_of_levels_exports_with_parity():
+    # every id is kept as an ordinal code (one-hot keeps the 64 most frequent): LightGBM splits on
+    # sets of up to 32 ids, which onnxmltools writes as chains of BRANCH_EQ nodes; on deep trees the
+    # chains run to thousands of nodes, past Python's default recursion limit
+    rows, levels = 30_000, 3_000
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, levels, rows)
+    effect = rng.normal(size=levels)
+    x = rng.normal(size=rows)
+    y = effect[ids] * 3 + x + rng.normal(scale=0.3, size=rows)
+    features = (Feature("x", "numeric", "float8"), Feature("who", "category", "text"))
+    schema = FeatureSchema(features, Target("y", "float8", REGRESSION, ()))
+    inputs = convert.model_inputs(schema, {"x": x, "who": np.array([f"id{i}" for i in ids], dtype=object)})
+    X = convert.as_frame(schema, inputs)
+    plan = preprocess.Plan.from_data(schema, X, y)  # the ids' effects: every id kept as a code
+    assert len(plan.coded["who"]) > 2_900 and len(plan.categories["who"]) == preprocess.MAX_CATEGORIES
+    problem = Problem(X, y, REGRESSION, "rmse", plan, 0)
+    params = {"learning_rate": 0.3, "num_leaves": 1024, "min_child_samples": 2}  # chains 1,500 nodes deep
+    model, _ = fit_pipeline(SPECS["lightgbm"], params, problem, X, y, Budget(120), n_estimators=10)
+    check(model, schema, inputs, X, REGRESSION, 0)
+    # the search prices the export by these nodes: counted from the model, as the graph holds them
+    import onnx
+
+    graph = onnx.load_from_string(onnx_convert.to_onnx(model, schema)).graph
+    trees = next(n for n in graph.node if n.op_type == "TreeEnsembleRegressor")
+    ids = next(a.ints for a in trees.attribute if a.name == "nodes_treeids")
+    counted = SPECS["lightgbm"].onnx_nodes_per_tree(model.named_steps["model"])
+    assert counted == pytest.approx(len(ids) / 10)
+    assert counted > 2 * 1024 - 1  # more than leaves alone make: the chains

@@ -104,16 +104,18 @@ def test_forests_cost_many_boosting_fits_on_large_tables_only(rows, inputs, prob
     (1_000, 256, ()),             # small tables keep the small-table portfolio
     (4_999, 256, ()),
     (8_000, 256, (None, 127)),    # medium: one entry of larger trees, after the probe's yardstick
-    (40_000, 2048, (127, 255)),   # large: two first (the probe), and leaves up to rows / 16
-    (10_000_000, 2048, (127, 255)),
+    (40_000, 2048, (127, 7, 255)),  # large: the probe, small trees at a fast rate, and leaves up to rows / 16
+    (10_000_000, 2048, (127, 7, 255)),
 ])
 def test_larger_tables_start_from_and_search_larger_trees(rows, leaves_high, first):
     spec = policy.sized_boosting(SPECS["lightgbm"], rows)
     learned = SPECS["lightgbm"].portfolio
     leaves = tuple(p["num_leaves"] for p in spec.portfolio[:len(first)])
     assert leaves == tuple(learned[0]["num_leaves"] if n is None else n for n in first)
-    if rows >= policy.LARGE_BOOSTING_ROWS:  # small trees go, the learned first one too
-        assert min(p["num_leaves"] for p in spec.portfolio) >= 15 and learned[0] not in spec.portfolio
+    if rows >= policy.LARGE_BOOSTING_ROWS:  # the learned small trees go, the first too: one fast entry instead
+        small = [p for p in spec.portfolio if p["num_leaves"] < 15]
+        assert small == [policy.LARGE_TREE_ENTRIES[1]] and small[0]["learning_rate"] == 0.1
+        assert learned[0] not in spec.portfolio
     else:
         assert spec.portfolio[0] == learned[0]
     assert next(h for h in spec.space if h.name == "num_leaves").high == leaves_high
@@ -235,6 +237,20 @@ def test_a_slow_portfolio_fit_neither_prices_the_next_moves_nor_the_winners_refi
     assert budget.remaining() < 9.0  # no slow fit's worth of the budget left unused
 
 
+def test_a_fit_far_slower_than_predicted_is_cut_at_its_deadline_and_scored():
+    # 40,000 rows (one holdout): the 255-leaf entry "takes" 20 s, many times its predicted seconds;
+    # it is stopped at CUT_FACTOR x its prediction, and the model it has is scored
+    clock = ConfigClock(tick=1.0, slow=20.0)
+    search = Search(_problem(40_000, noise=3.0), [SPECS["lightgbm"]], Budget(60.0, clock=clock),
+                    run_fit=clock.run_fit, reserve_seconds=1.0)
+    search.run()
+    big = next(t for t in search.trials if t.params.get("num_leaves", 0) > 200)
+    assert big.status == "ok" and big.loss is not None and big.predictions is not None
+    assert (big.error or "").startswith("cut at its deadline"), big.error
+    allowance = float(big.error.split("(")[1].split("s)")[0])  # three times its prediction, under 20 s
+    assert allowance < 20.0
+
+
 def test_on_a_large_table_forests_never_start_and_boosting_gets_the_search():
     # 40,000 rows, 30 s, a LightGBM fit "takes" 2.5 s: a 200-tree forest is predicted at many times
     # that, a large share of the search for a family unlikely to win there
@@ -279,17 +295,18 @@ def _wide_problem(rows: int, text_columns: int, seed: int = 0):
 def test_on_a_large_table_an_expensive_linear_fit_waits_behind_large_lightgbm_trees(text_columns, linear_waits):
     clock = FitClock(2.5)
     problem = _wide_problem(40_000, text_columns)
-    search = Search(problem, [SPECS["linear"], SPECS["lightgbm"]], Budget(30.0, clock=clock), run_fit=clock.run_fit,
+    search = Search(problem, [SPECS["linear"], SPECS["lightgbm"]], Budget(35.0, clock=clock), run_fit=clock.run_fit,
                     reserve_seconds=1.0)
     assert search.validation == "holdout"
     entries = search.portfolio_entries()
-    assert [p.get("num_leaves") for _, p in entries[:2]] == [127, 255]  # large trees take LightGBM's turns
+    lightgbm = [p.get("num_leaves") for s, p in entries if s.name == "lightgbm"]
+    assert lightgbm[:3] == [127, 7, 255]  # the large-table entries take LightGBM's turns
     turn = next(i for i, (s, _) in enumerate(entries) if s.name == "linear")
     predicted = search.predicted_seconds(SPECS["linear"], entries[turn][1])
     search.run()
     algorithms = [t.algorithm for t in search.trials]
     assert search.trials[0].params["num_leaves"] == 127  # the probe, kept as LightGBM's first trial
-    assert "linear" in algorithms  # it ran, in the end
+    assert "linear" in algorithms, (algorithms, predicted)  # it ran, in the end
     waited = algorithms.index("linear") > turn  # later than its learned turn
     assert waited is linear_waits, (algorithms, predicted)
     if linear_waits:

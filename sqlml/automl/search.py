@@ -42,6 +42,17 @@ TRIAL_COST_FACTOR = 2.0  # an average trial's fit time over the probe's (forests
 ENSEMBLE_REFITS = 3  # refits the search leaves time for
 BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which boosting gets more than one thread
 EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per tree node
+# the winner scores the holdout twice, by itself and by ONNX Runtime (the parity check), each priced
+# as its trial's own scoring of the validation rows, per row (on 245k-row flights with 49k holdout
+# rows: 5 s each, which a 30 s budget did not reserve)
+HOLDOUT_PASSES = 2
+# on one holdout (large tables), a trial may take this many times its predicted seconds (and never
+# more than the time left): on a 6-class table of 36k rows, a learned entry predicted at 2.9 s ran
+# 341 rounds for 11.7 s, the whole rest of a 30 s search. With k folds a cut trial is lost, and small
+# fits' predictions are noisy: there a trial may take the time left; so may the other families, whose
+# cut fits are not scored.
+CUT_FACTOR = 3.0
+MIN_CUT_SECONDS = 1.0  # a fit's deadline is never sooner: small fits' predictions are noisy
 ENSEMBLE_MEMBER_SHARE = 0.15  # of the budget, at most, to refit and export one ensemble member
 
 
@@ -71,6 +82,8 @@ class Trial:
     predictions: np.ndarray | None = field(default=None, repr=False)  # on the validation rows
     model: object = field(default=None, repr=False)  # the fitted model, kept only by a sprint (one fold)
     fold_models: list | None = field(default=None, repr=False)  # one per fold (see Search.folds_kept)
+    nodes_per_tree: float | None = None  # of its first fold model's ONNX graph, where the spec counts them
+    seconds_per_scored_row: float = 0.0  # its first fold model's scoring of the validation rows, per row
 
     def to_json(self) -> dict:
         return {"n": self.n, "algorithm": self.algorithm, "params": self.params, "status": self.status,
@@ -207,7 +220,10 @@ class Search:
         self.specs = sorted((policy.sized_boosting(s, fit_rows) if s.family == BOOSTING else s for s in specs),
                             key=lambda s: s.cost)
         self.yardstick: policy.Probe | None = None  # the probe's boosting fit, measured (see probe)
-        self.probed = None  # (spec, model, rounds, seconds) of the probe's fit, when it ran to its end
+        # (spec, model, rounds, seconds) of the probe's fit, when it ran to its end or was boosting cut
+        # at its deadline: kept as the first trial on a holdout (on 245k rows, refitting it with the
+        # whole budget instead grew a model whose scoring, export and explanation took 40 s more)
+        self.probed = None
         self.budget = budget
         self.on_trial = on_trial or (lambda trial, best: None)
         self.reserve_seconds = reserve_seconds  # conversion, parity check, registry write
@@ -252,7 +268,7 @@ class Search:
         seconds = self.budget.clock() - start
         if spec.family == BOOSTING:
             self.yardstick = policy.Probe(seconds, rounds or 100, dict(spec.portfolio[0]), p.plan.width(spec.encoding))
-        if not child.expired():
+        if spec.family == BOOSTING or not child.expired():  # a boosted fit cut at its deadline is a model too
             self.probed = (spec, model, rounds, seconds)
         return seconds
 
@@ -264,7 +280,10 @@ class Search:
         (_, valid), = self.folds
         trial = Trial(n=1, algorithm=spec.name, params=dict(spec.portfolio[0]), origin="portfolio",
                       fit_seconds=seconds, elapsed=self.budget.elapsed(), n_estimators=int(rounds) if rounds else None)
+        scoring = self.budget.clock()
         trial.predictions = predict(model, p.X.iloc[valid], p.task, p.n_classes)
+        trial.seconds_per_scored_row = (self.budget.clock() - scoring) / max(len(valid), 1)
+        trial.nodes_per_tree = self._nodes_per_tree(spec, model)
         trial.score = metrics.score(p.metric, p.y[valid], trial.predictions)
         trial.loss = metrics.loss(p.metric, trial.score)
         trial.fold_models = [model] if self.folds_kept else None
@@ -325,22 +344,31 @@ class Search:
         fit_share = len(self.folds[0][0]) / len(self.problem.y)
         return fold / fit_share * 1.2
 
+    @staticmethod
+    def _nodes_per_tree(spec: EstimatorSpec, model) -> float | None:
+        return spec.onnx_nodes_per_tree(model.named_steps["model"]) if spec.onnx_nodes_per_tree else None
+
     def export_estimate(self, trial: Trial) -> float:
         """Seconds to convert the refitted model of ``trial`` to ONNX and check its parity, from
         its expected number of tree nodes (measured: 10-25 us per node; a 10-class boosted model of
-        600 rounds has 170,000 nodes)."""
+        600 rounds has 170,000 nodes): per tree, as counted in its fitted model where its spec
+        counts them (``onnx_nodes_per_tree``), else from its leaves."""
         spec = self._spec(trial)
         rows = len(self.problem.y)
         leaves = spec.leaves(trial.params, rows, self.problem.task)
         if spec.family == BOOSTING:
-            rounds = (trial.n_estimators or 100) * rows / len(self.folds[0][0])
-            nodes = rounds * self._trees_per_round() * (2 * leaves - 1)
+            trees = (trial.n_estimators or 100) * rows / len(self.folds[0][0]) * self._trees_per_round()
+            nodes = trees * (trial.nodes_per_tree or 2 * leaves - 1)
         elif spec.family == TREES:
             trees = trial.n_estimators or trial.params.get("n_estimators", 100)
             nodes = trees * (2 * leaves - 1)
         else:
             nodes = 0
-        return nodes * EXPORT_SECONDS_PER_NODE
+        # the holdout: the rows beyond the training part (a quarter of them if none)
+        holdout = self.final_rows - rows if self.final_rows > rows else rows / 3
+        grow = rows / len(self.folds[0][0]) if spec.family == BOOSTING else 1.0  # the refit's rounds
+        scoring = HOLDOUT_PASSES * holdout * trial.seconds_per_scored_row * grow
+        return nodes * EXPORT_SECONDS_PER_NODE + scoring
 
     def scoring_us(self, trial: Trial) -> float:
         """Estimated microseconds to score one row with ``trial``'s model (``scoring_cost``)."""
@@ -440,10 +468,15 @@ class Search:
         oof = np.full(shape, np.nan)
         rounds, models = [], []
         start = self.budget.clock()
+        allowance = None if first else self.time_left_for_search()
+        if allowance is not None and len(self.folds) == 1 and spec.family == BOOSTING:  # scored if cut (below)
+            allowance = min(allowance, max(CUT_FACTOR * self.predicted_seconds(spec, params), MIN_CUT_SECONDS))
+        cut = False
         try:
-            for fit_idx, valid_idx in self.folds:
+            for k, (fit_idx, valid_idx) in enumerate(self.folds):
                 self.budget.checkpoint()
-                fold_budget = self.budget if first else self.budget.child(self.time_left_for_search())
+                fold_budget = self.budget if first else \
+                    self.budget.child(allowance - (self.budget.clock() - start))
                 t0 = self.budget.clock()
                 Xf, yf = p.X.iloc[fit_idx], p.y[fit_idx]
                 Xv, yv = p.X.iloc[valid_idx], p.y[valid_idx]
@@ -452,14 +485,22 @@ class Search:
                     n_estimators=self.n_estimators if spec.family == BOOSTING else None))
                 self.last_fit[spec.name] = LastFit(self.budget.clock() - t0, dict(params),
                                                    self._stopped_rounds(spec, used))
+                scoring = self.budget.clock()
                 oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
+                if k == 0:
+                    trial.seconds_per_scored_row = (self.budget.clock() - scoring) / max(len(valid_idx), 1)
+                    trial.nodes_per_tree = self._nodes_per_tree(spec, model)
                 rounds.append(used)
                 if self.folds_kept:
                     models.append(model)
                 if self.sprint:
                     trial.model = model  # one fold: the sprint registers this model rather than refit it
                 if fold_budget.expired() and not first:
-                    trial.status = "timeout"
+                    # a boosted model cut at its deadline is a model of fewer rounds: with every
+                    # fold's predictions in, it is scored as it stands; else the trial is lost
+                    cut = k == len(self.folds) - 1 and spec.family == BOOSTING
+                    if not cut:
+                        trial.status = "timeout"
                     break
         except Exception as e:  # noqa: BLE001 - a failing configuration is a trial result, not a crash
             if _is_interrupt(e):
@@ -475,6 +516,8 @@ class Search:
             if rounds and rounds[0] is not None:
                 trial.n_estimators = int(np.mean(rounds))
             trial.fold_models = models or None
+            if cut:
+                trial.error = f"cut at its deadline ({allowance:.1f}s) after {trial.n_estimators} rounds"
         self.trials.append(trial)
         self._release_fold_models()
         self.on_trial(trial, self.best())

@@ -111,6 +111,9 @@ class EstimatorSpec:
     library: str = ""  # the module its estimators come from ("lightgbm"), whose version is pinned
     register_onnx: Callable | None = None  # teaches skl2onnx to convert its estimators, if it cannot already
     explain_trees: Callable | None = None  # (estimator, outputs) -> (trees, scale): sqlml.explain.model's reader
+    # (fitted estimator) -> mean nodes per tree of its ONNX graph, where its trees' size is not set by
+    # ``leaves`` alone (the export's cost estimate)
+    onnx_nodes_per_tree: Callable | None = None
     # its fit stops at the budget's deadline with the model so far (FitContext.budget): the final refit
     # is then bounded by the time left rather than run to its end on time reserved for it (a fit time
     # hard to predict, such as lbfgs iterations)

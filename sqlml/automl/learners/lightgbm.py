@@ -85,9 +85,27 @@ def _round_thresholds_down(node: dict) -> None:
     _round_thresholds_down(node["right_child"])
 
 
+# onnxmltools writes a categorical split of k categories as a chain of k BRANCH_EQ nodes and parses
+# the tree recursively: on ids of thousands of levels (32 categories a split, trees 80 deep) that is
+# thousands of frames. Python 3.11 keeps them off the C stack; the limit is raised for the conversion.
+CONVERSION_RECURSION_LIMIT = 200_000
+
+
+def _next_node_id(pool: set) -> int:
+    """onnxmltools' ``_create_node_id`` in constant time: it hands out the smallest id not in
+    ``pool``, and ``pool`` only ever holds the ids it handed out, 0 to len - 1 (its own scan made a
+    tree of n nodes cost n² / 2 steps: minutes for such chains)."""
+    i = len(pool)
+    pool.add(i)
+    return i
+
+
 def register_onnx() -> None:
     """Teach skl2onnx the LightGBM estimators (converters live in onnxmltools), with float32-exact
-    thresholds (see ``_round_thresholds_down``)."""
+    thresholds (see ``_round_thresholds_down``) and room for long categorical chains."""
+    import sys
+    import types
+
     import lightgbm as lgb
     from onnxmltools.convert.lightgbm.operator_converters import LightGbm
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
@@ -100,7 +118,19 @@ def register_onnx() -> None:
             _round_thresholds_down(tree["tree_structure"])
         return model, info
 
-    LightGbm.dump_booster_model = dump_float32_exact  # the converter looks it up in its module
+    def convert_deep(scope, operator, container):
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, CONVERSION_RECURSION_LIMIT))
+        try:
+            convert_lightgbm(scope, operator, container)
+        finally:
+            sys.setrecursionlimit(limit)
+
+    # the converter looks these up in its module. Its only deep copies (onnxmltools 1.16) are of flat
+    # lists of numbers, one per node: a list copy is the same, and saves ~40% of a large conversion.
+    LightGbm.dump_booster_model = dump_float32_exact
+    LightGbm._create_node_id = _next_node_id
+    LightGbm.copy = types.SimpleNamespace(deepcopy=list)
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
@@ -108,9 +138,27 @@ def register_onnx() -> None:
     )
 
     update_registered_converter(lgb.LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
-                                convert_lightgbm, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+                                convert_deep, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
     update_registered_converter(lgb.LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
-                                convert_lightgbm, options={"split": None})
+                                convert_deep, options={"split": None})
+
+
+def onnx_nodes_per_tree(est) -> float:
+    """Mean nodes per tree of ``est``'s ONNX graph: 2 x leaves - 1, plus, for each categorical split
+    of k categories, the k - 1 tests that onnxmltools chains after the first. On ids of thousands of
+    levels that is ten times the leaves' count (lme4's InstEval: 2,260 nodes a tree of 127 leaves),
+    and the export's time with it. Read from the model's text: each split's categories are the bits
+    of its ``cat_threshold`` words."""
+    trees = nodes = 0
+    for line in est.booster_.model_to_string().splitlines():
+        if line.startswith("num_leaves="):
+            trees += 1
+            nodes += 2 * int(line[len("num_leaves="):]) - 1
+        elif line.startswith("num_cat="):
+            nodes -= int(line[len("num_cat="):])
+        elif line.startswith("cat_threshold="):
+            nodes += sum(int(word).bit_count() for word in line[len("cat_threshold="):].split())
+    return nodes / max(trees, 1)
 
 
 def _numbered(root: dict) -> list[dict]:
@@ -163,6 +211,7 @@ SPECS = (
     EstimatorSpec(
         name="lightgbm", family=BOOSTING, encoding=NATIVE_CATEGORIES, build=build, fit=fit, leaves=leaves,
         cost=1.0, early_stopping=True, library="lightgbm", register_onnx=register_onnx, explain_trees=explain_trees,
+        onnx_nodes_per_tree=onnx_nodes_per_tree,
         space=(
             Hyper("learning_rate", 0.01, 0.3, log=True),
             Hyper("num_leaves", 4, 256, log=True, integer=True),
