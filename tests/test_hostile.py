@@ -482,3 +482,19 @@ def test_planted_operators_and_functions_are_not_called_by_sqlmls_sql_wrappers(w
     finally:
         query(victim, "SELECT pg_advisory_unlock_all()")
         query(mallory, PLANTED_DROP)
+
+
+def test_made_up_row_types_neither_pile_up_plans_nor_change_answers(world):
+    # each row type gets a plan holding its own category tables, kept per backend: mallory scores
+    # through more row types than are kept (predicting.MAX_ROW_PLANS) and back; the oldest plans go,
+    # and a row type scored again after its plan went gets the same answer
+    mal = world["mallory"]
+    types = 64 + 6  # sqlml.server.predicting.MAX_ROW_PLANS (which imports only inside a backend) + 6
+    query(mal, "; ".join(f"CREATE TYPE mal.r{i} AS (a float8, b float8, pad{i} int)" for i in range(types)))
+    try:
+        answers = [query(mal, f"SELECT sqlml.predict('mal', ROW(3, 4, {i})::mal.r{i})")[0][0] for i in range(types)]
+        assert len(set(answers)) == 1, answers
+        again = query(mal, "SELECT sqlml.predict('mal', ROW(3, 4, 0)::mal.r0)")[0][0]
+        assert again == answers[0]
+    finally:
+        query(mal, "; ".join(f"DROP TYPE mal.r{i}" for i in range(types)))

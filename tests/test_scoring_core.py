@@ -194,6 +194,21 @@ def test_row_plan_errors_name_the_feature(value, type_oid, message):
         plan.scores(f"({value},1,x,t)")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("(sNaN,1,x,t)", "reads 'sNaN', which is not a number"),      # Decimal reads it
+    ('(1,1,"x,t)', "a quoted field that does not end"),
+    ('(1,1,"x\\)', "a quoted field that does not end"),
+    ("(1,1,x)", "a row of 3 fields was scored with a plan for 4 columns"),
+])
+def test_a_row_text_written_by_hand_gets_22P02_naming_the_problem(text, message):
+    # sqlml._predict_row may be called directly with any text: a clear error, never an internal one
+    pipe, schema, _ = fitted("lightgbm")
+    plan = RowPlan(Scorer(to_onnx(pipe, schema), schema), ["a", "b", "c", "e"], [701, 23, 25, 16], "p")
+    with pytest.raises(SqlmlError, match=message) as e:
+        plan.scores(text)
+    assert e.value.sqlstate == "22P02"
+
+
 def test_row_plan_needs_every_feature():
     pipe, schema, _ = fitted("lightgbm")
     with pytest.raises(SqlmlError, match="feature columns 'c', 'e' missing"):

@@ -251,6 +251,20 @@ def test_a_fit_far_slower_than_predicted_is_cut_at_its_deadline_and_scored():
     assert allowance < 20.0
 
 
+@pytest.mark.parametrize("final_rows, holdout", [
+    (None, 1000 / 3),  # no rows beyond the training part given: a quarter of all, a third of these
+    (1250, 250),       # the holdout: the rows beyond the training part
+])
+def test_the_finish_is_priced_with_the_holdouts_scoring_as_measured_per_row(final_rows, holdout):
+    search = _search(1000, tick=0.2, budget=3.0, algorithms=("lightgbm",), final_rows=final_rows)
+    best = search.best()
+    assert best.seconds_per_scored_row == 0.0  # scoring takes no time on this clock
+    before = search.export_estimate(best)
+    best.seconds_per_scored_row = 1e-3
+    grow = len(search.problem.y) / len(search.folds[0][0])  # the refit's rounds
+    assert search.export_estimate(best) == pytest.approx(before + 2 * holdout * 1e-3 * grow)
+
+
 def test_on_a_large_table_forests_never_start_and_boosting_gets_the_search():
     # 40,000 rows, 30 s, a LightGBM fit "takes" 2.5 s: a 200-tree forest is predicted at many times
     # that, a large share of the search for a family unlikely to win there

@@ -11,6 +11,8 @@ reads them, booleans ``t``/``f``, dates in the session's DateStyle).
 
 from __future__ import annotations
 
+from sqlml.errors import INVALID_TEXT_REPRESENTATION, SqlmlError
+
 
 def split(text: str) -> list:
     """The fields of a row's text, None for NULL."""
@@ -26,6 +28,10 @@ def _split_quoted(body: str) -> list:
         if i < n and body[i] == '"':
             chars, i = [], i + 1
             while True:
+                if i >= n or (body[i] == "\\" and i + 1 >= n):  # written by hand: PostgreSQL closes its quotes
+                    raise SqlmlError("a row's text has a quoted field that does not end",
+                                     sqlstate=INVALID_TEXT_REPRESENTATION,
+                                     hint="pass the row itself: sqlml.predict('project', t) FROM t")
                 c = body[i]
                 if c == "\\" or (c == '"' and i + 1 < n and body[i + 1] == '"'):
                     chars.append(body[i + 1])

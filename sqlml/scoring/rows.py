@@ -41,7 +41,10 @@ def decode(field: str | None, type_oid: int):
         return None
     if type_oid in NUMBERS:
         try:
-            return Decimal(field)
+            number = Decimal(field)
+            if number.is_snan():  # Decimal reads it; PostgreSQL never writes it
+                raise InvalidOperation
+            return number
         except InvalidOperation:  # not PostgreSQL's text of a number: a row text written by hand
             raise SqlmlError(f"a row field of a number type reads {field[:40]!r}, which is not a number",
                              sqlstate=INVALID_TEXT_REPRESENTATION,
@@ -49,7 +52,12 @@ def decode(field: str | None, type_oid: int):
     if type_oid == BOOL:
         return field == "t"
     if type_oid in JSON:
-        return json.loads(field)
+        try:
+            return json.loads(field)
+        except (ValueError, RecursionError):  # a row text written by hand
+            raise SqlmlError(f"a row field of a json type reads {field[:40]!r}, which is not json",
+                             sqlstate=INVALID_TEXT_REPRESENTATION,
+                             hint="pass the row itself: sqlml.predict('project', t) FROM t") from None
     return field
 
 
@@ -85,7 +93,9 @@ class RowPlan:
         fields = record.split(text)
         if len(fields) != self.width:
             raise SqlmlError(f"a row of {len(fields)} fields was scored with a plan for {self.width} columns",
-                             hint="report this with the query; retrying the statement re-reads the row type")
+                             sqlstate=INVALID_TEXT_REPRESENTATION,
+                             hint="pass the row itself: sqlml.predict('project', t) FROM t; if you did, "
+                                  "report this with the query")
         if self.fast is not None and quoted:
             try:
                 row = self.fast(fields)

@@ -43,6 +43,8 @@ from sqlml.server import counters, pg_internals
 from sqlml.server.spi import spi
 
 # the model, and the row type's columns (json arrays) when $3 names one
+MAX_ROW_PLANS = 64  # row plans kept per model and backend, oldest dropped first
+
 RESOLVE = """
 SELECT r.id, r.version, r.sha256, format_type($3::oid, NULL) AS row_type, cols.names, cols.types
 FROM sqlml._model_ref($1, $2::int) AS r
@@ -174,6 +176,8 @@ def _lookup(spec: str, row_type: int | None):
         from sqlml.scoring.rows import RowPlan
 
         plan = RowPlan(m.scorer, list(names), list(types), name, textscan.scanner(pg_internals.compiled_cache_dir()))
+        if len(m.plans) >= MAX_ROW_PLANS:  # each holds its own category tables: a backend's memory stays bounded
+            m.plans.pop(next(iter(m.plans)))  # however many row types a caller makes up
         planned = m.plans[(names, types)] = (plan, plan.predictor(m.answers, counters.slot(m.ref.project)))
     if m.has_dates and not pg_internals.iso_dates():
         raise SqlmlError(f'project "{name}" has date features, which a row carries in the session\'s DateStyle; '
