@@ -28,6 +28,7 @@ import numpy as np
 
 from sqlml.automl.spec import NATIVE_CATEGORIES, NATIVE_MISSING, SCALED
 from sqlml.data.schema import FeatureSchema
+from sqlml.data.task import task_of
 
 MAX_CATEGORIES = 64  # per text column, one-hot
 MAX_CODED_CATEGORIES = 4096  # per text column, ordinal codes
@@ -51,7 +52,7 @@ class Plan:
         """``frame``: the training DataFrame of model inputs; ``y``: its targets (encoded labels
         0..k-1, or numbers), which decide how many categories ordinal codes keep (None: as one-hot)."""
         categories, coded = {}, {}
-        targets = None if y is None else _target_matrix(np.asarray(y), schema.target.task != "regression")
+        targets = None if y is None else _target_matrix(np.asarray(y), task_of(schema.target.task).classification)
         for name in schema.text_inputs:
             values = frame[name].tolist()
             counts = Counter(values)

@@ -280,10 +280,7 @@ class Search:
         (_, valid), = self.folds
         trial = Trial(n=1, algorithm=spec.name, params=dict(spec.portfolio[0]), origin="portfolio",
                       fit_seconds=seconds, elapsed=self.budget.elapsed(), n_estimators=int(rounds) if rounds else None)
-        scoring = self.budget.clock()
-        trial.predictions = predict(model, p.X.iloc[valid], p.task, p.n_classes)
-        trial.seconds_per_scored_row = (self.budget.clock() - scoring) / max(len(valid), 1)
-        trial.nodes_per_tree = self._nodes_per_tree(spec, model)
+        trial.predictions = self._predict_measured(trial, spec, model, p.X.iloc[valid])
         trial.score = metrics.score(p.metric, p.y[valid], trial.predictions)
         trial.loss = metrics.loss(p.metric, trial.score)
         trial.fold_models = [model] if self.folds_kept else None
@@ -344,9 +341,17 @@ class Search:
         fit_share = len(self.folds[0][0]) / len(self.problem.y)
         return fold / fit_share * 1.2
 
-    @staticmethod
-    def _nodes_per_tree(spec: EstimatorSpec, model) -> float | None:
-        return spec.onnx_nodes_per_tree(model.named_steps["model"]) if spec.onnx_nodes_per_tree else None
+    def _predict_measured(self, trial: Trial, spec: EstimatorSpec, model, X) -> np.ndarray:
+        """``model``'s predictions on the validation rows ``X``, recording on ``trial`` what prices its
+        finish (``export_estimate``): its scoring seconds per row, and its ONNX nodes per tree where the
+        spec counts them."""
+        p = self.problem
+        start = self.budget.clock()
+        out = predict(model, X, p.task, p.n_classes)
+        trial.seconds_per_scored_row = (self.budget.clock() - start) / max(len(X), 1)
+        if spec.onnx_nodes_per_tree:
+            trial.nodes_per_tree = spec.onnx_nodes_per_tree(model.named_steps["model"])
+        return out
 
     def export_estimate(self, trial: Trial) -> float:
         """Seconds to convert the refitted model of ``trial`` to ONNX and check its parity, from
@@ -356,8 +361,9 @@ class Search:
         spec = self._spec(trial)
         rows = len(self.problem.y)
         leaves = spec.leaves(trial.params, rows, self.problem.task)
+        grow = rows / len(self.folds[0][0]) if spec.family == BOOSTING else 1.0  # the refit's rounds
         if spec.family == BOOSTING:
-            trees = (trial.n_estimators or 100) * rows / len(self.folds[0][0]) * self._trees_per_round()
+            trees = (trial.n_estimators or 100) * grow * self._trees_per_round()
             nodes = trees * (trial.nodes_per_tree or 2 * leaves - 1)
         elif spec.family == TREES:
             trees = trial.n_estimators or trial.params.get("n_estimators", 100)
@@ -366,7 +372,6 @@ class Search:
             nodes = 0
         # the holdout: the rows beyond the training part (a quarter of them if none)
         holdout = self.final_rows - rows if self.final_rows > rows else rows / 3
-        grow = rows / len(self.folds[0][0]) if spec.family == BOOSTING else 1.0  # the refit's rounds
         scoring = HOLDOUT_PASSES * holdout * trial.seconds_per_scored_row * grow
         return nodes * EXPORT_SECONDS_PER_NODE + scoring
 
@@ -485,11 +490,8 @@ class Search:
                     n_estimators=self.n_estimators if spec.family == BOOSTING else None))
                 self.last_fit[spec.name] = LastFit(self.budget.clock() - t0, dict(params),
                                                    self._stopped_rounds(spec, used))
-                scoring = self.budget.clock()
-                oof[valid_idx] = predict(model, Xv, p.task, p.n_classes)
-                if k == 0:
-                    trial.seconds_per_scored_row = (self.budget.clock() - scoring) / max(len(valid_idx), 1)
-                    trial.nodes_per_tree = self._nodes_per_tree(spec, model)
+                oof[valid_idx] = self._predict_measured(trial, spec, model, Xv) if k == 0 \
+                    else predict(model, Xv, p.task, p.n_classes)
                 rounds.append(used)
                 if self.folds_kept:
                     models.append(model)
