@@ -122,19 +122,20 @@ def test_xgboost_and_catboost_match_their_native_models(algorithm, task):
 
 
 def test_lightgbm_thresholds_are_rounded_down_to_float32():
-    from sqlml.automl.learners.lightgbm import _round_thresholds_down
+    from sqlml.automl.learners.lightgbm_trees import float32_below
 
     cases = [  # (float64 threshold, the float32 threshold that splits float32 inputs the same way)
         (0.8499999940395356, np.float32(0.84999996)),  # float32(t) rounds up onto 0.85f > t: step down
         (0.8550000190734864, np.float32(0.855)),  # float32(t) <= t: kept
         (1.0000000180025095e-35, np.float32(1e-35)),
         (1e300, np.finfo(np.float32).max),
+        (-1e300, np.float32(-np.inf)),  # no float32 but -inf is <= t
     ]
-    for t, expected in cases:
-        node = {"split_index": 0, "threshold": t, "decision_type": "<=", "left_child": {}, "right_child": {}}
-        _round_thresholds_down(node)
-        assert np.float32(node["threshold"]) == expected
-        assert float(np.float32(node["threshold"])) <= t
+    got = float32_below(np.array([t for t, _ in cases]))
+    assert got.dtype == np.float32
+    for (t, expected), f in zip(cases, got):
+        assert f == expected
+        assert float(f) <= t
 
 
 @pytest.mark.parametrize("task, expected, actual, ok", [
@@ -155,8 +156,8 @@ def test_parity_gate_cases(task, expected, actual, ok):
 
 def test_lightgbm_on_ids_of_thousands_of_levels_exports_with_parity():
     # every id is kept as an ordinal code (one-hot keeps the 64 most frequent): LightGBM splits on
-    # sets of up to 32 ids, which onnxmltools writes as chains of BRANCH_EQ nodes; on deep trees the
-    # chains run to thousands of nodes, past Python's default recursion limit
+    # sets of up to 32 ids, which ONNX writes as chains of BRANCH_EQ nodes; on deep trees the chains
+    # run to thousands of nodes (onnxmltools' converter, recursive, needed Python's limit raised)
     rows, levels = 30_000, 3_000
     rng = np.random.default_rng(3)
     ids = rng.integers(0, levels, rows)

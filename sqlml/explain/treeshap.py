@@ -25,6 +25,7 @@ category set (NaN and negative codes go right).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,13 +107,12 @@ class Forest:
             for i, c in enumerate(t.categories or [])
             if c is not None
         }
-        by_k: dict[int, list] = {}
+        by_k: dict[int, list] = {}  # k -> [(features, edges, z, value, the tree's node offset)]
         base = np.zeros(self.n_outputs)
         for tree, off in zip(trees, offsets):
             for feats, edges, z, v in _leaves(tree):
-                v = np.asarray(v, dtype=np.float64) * scale
-                base += v * np.prod(z)
-                by_k.setdefault(len(feats), []).append((feats, [[(off + n, d) for n, d in e] for e in edges], z, v))
+                base += v * (scale * math.prod(z))
+                by_k.setdefault(len(feats), []).append((feats, edges, z, v, int(off)))
         self.base = base
         self.groups = {}
         budget = table_cells
@@ -120,16 +120,23 @@ class Forest:
             width = max((len(e) for leaf in leaves for e in leaf[1]), default=1)
             edges = np.full((len(leaves), k, width), -1, dtype=np.int64)
             left = np.ones((len(leaves), k, width), dtype=bool)
-            for li, (_, es, _, _) in enumerate(leaves):
+            # every edge's (leaf, feature slot, position) and (node, side), set in one assignment each
+            at, node, side = [], [], []
+            for li, (_, es, _, _, off) in enumerate(leaves):
                 for j, e in enumerate(es):
-                    for m, (node, went_left) in enumerate(e):
-                        edges[li, j, m], left[li, j, m] = node, went_left
+                    for m, (n, went_left) in enumerate(e):
+                        at.append((li, j, m))
+                        node.append(n + off)
+                        side.append(went_left)
+            if at:
+                li, j, m = np.array(at, dtype=np.int64).T
+                edges[li, j, m], left[li, j, m] = node, side
             g = LeafGroup(
                 np.array([leaf[0] for leaf in leaves], dtype=np.int64).reshape(len(leaves), k),
                 edges,
                 left,
                 np.array([leaf[2] for leaf in leaves], dtype=np.float64).reshape(len(leaves), k),
-                np.array([leaf[3] for leaf in leaves], dtype=np.float64).reshape(len(leaves), -1),
+                np.array([leaf[3] for leaf in leaves], dtype=np.float64).reshape(len(leaves), -1) * scale,
             )
             cells = len(leaves) * (2**k) * k
             if 0 < k and cells <= budget:

@@ -243,13 +243,6 @@ def warm(ref: store.ModelRef, blob: bytes, schema: FeatureSchema) -> None:
     _models.setdefault(ref.id, Model(ref, schema, scorer))
 
 
-def compile_seconds(blob: bytes) -> float:
-    """A generous guess of what ``warm`` takes for this model (LLVM's time grows with the trees, so
-    with the ONNX size: ~1 s for 560 kB of LightGBM on a busy machine), for a training that may spend
-    only what its budget has left."""
-    return 0.3 + 2.0 * len(blob) / 1e6
-
-
 # --- entry points: a row (its text and type), jsonb, or float8[] -----------------------------------
 
 def _row(project, text, row_type):

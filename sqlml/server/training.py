@@ -200,8 +200,8 @@ def check_data(features, raw, n, target, target_pg_type, y_raw, task) -> dict:
 
 def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, data_fingerprint, request_json):
     """Convert, verify, compare with the champion, register, deploy through the gate."""
+    from sqlml.onnx import compiled, parity
     from sqlml.onnx import convert as onnx_convert
-    from sqlml.onnx import parity
 
     task = trained.schema.target.task
     metric = trained.metric
@@ -273,7 +273,7 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     decision = gate.decide(gate.holdout(metric), opts.get("deploy", "auto"), champion, champion_before,
                            champion_on_holdout, float(score))
     decision = deploy.after_training(project, version, model_id, decision, may_deploy, caller)
-    if decision["deploy"] and budget.remaining() > predicting.compile_seconds(blob):  # else the first predict compiles
+    if decision["deploy"] and budget.remaining() > compiled.compile_seconds(blob):  # else the first predict compiles
         predicting.warm(store.ModelRef(model_id, project, version, store.sha256(blob)), blob,
                      FeatureSchema.from_json(trained.schema.to_json()))  # as a backend loading it reads it
     spi.notice(f"version {version}: {candidate.algorithm} {metric}={score:.4f} on {len(trained.holdout_y)} "
