@@ -233,9 +233,9 @@ def test_a_slow_portfolio_fit_neither_prices_the_next_moves_nor_the_winners_refi
     assert slow, [t.params for t in search.trials]
     assert len(search.trials) - slow[0] > 3, [(t.params, t.elapsed) for t in search.trials]
     best = search.best()
-    # its kept rounds of the rounds it fitted (patience included), each over 1 / 0.8 the rows, 1 / 0.8 times
+    # its kept rounds of the rounds it fitted (patience included), 1 / 0.8 times as many
     kept = best.n_estimators
-    assert search.refit_estimate(best) == pytest.approx(best.fit_seconds * kept / (kept + 50) / 0.8 / 0.8)
+    assert search.refit_estimate(best) == pytest.approx(best.fit_seconds * kept / (kept + 50) / 0.8)
     assert budget.remaining() < 9.0  # no slow fit's worth of the budget left unused
 
 
@@ -398,3 +398,29 @@ def test_bagging_in_the_database_registers_the_fold_models_through_the_parity_ga
               """time_budget => '4 seconds', options => '{"bagging": true, "refit_all": true, "folds": 3}')""")
     assert query(db, "SELECT metrics ->> 'refit', hyperparameters ? 'bagged_folds' FROM sqlml.models "
                      "WHERE project = 'bagged' AND version = 2")[0] == ("all rows", False)
+
+
+@pytest.mark.parametrize("metric, family_score, best_score, behind", [
+    ("rmse", 1111.9, 571.1, True),  # diamonds: linear at twice LightGBM's RMSE
+    ("rmse", 600.0, 571.1, False),
+    ("log_loss", 1.30, 1.21, False),
+    ("roc_auc", 0.70, 0.80, True),  # errors 0.30 against 0.20
+    ("roc_auc", 0.78, 0.80, False),
+    ("r2", 0.10, 0.90, True),
+    ("accuracy", 1.0, 1.0, False),  # a perfect best: nothing is behind it by a ratio
+])
+def test_an_estimator_far_behind_the_best_is_judged_on_its_error_ratio(metric, family_score, best_score, behind):
+    from sqlml.automl import metrics
+
+    assert policy.far_behind(metrics.error(metric, family_score), metrics.error(metric, best_score)) is behind
+
+
+def test_local_moves_skip_an_estimator_far_behind_the_best():
+    # a product and a sine: linear models stay far behind boosting, and get no moves once behind
+    search = _search(2_000, tick=0.5, budget=15.0, algorithms=("lightgbm", "linear"))
+    linear = [t for t in search.trials if t.algorithm == "linear" and t.status == "ok"]
+    best = search.best()
+    assert best.algorithm == "lightgbm" and linear
+    assert min(t.score for t in linear) > policy.FAR_BEHIND * best.score
+    assert not [t for t in linear if t.origin == "search"], [(t.origin, t.score) for t in linear]
+    assert any(t.origin == "search" for t in search.trials if t.algorithm == "lightgbm")

@@ -65,3 +65,9 @@ def better(metric: str, a: float, b: float) -> bool:
 def loss(metric: str, value: float) -> float:
     """A number to minimise."""
     return -value if HIGHER_IS_BETTER[metric] else value
+
+
+def error(metric: str, value: float) -> float:
+    """What ``metric`` says is left to gain, 0 at a perfect score: the metric itself where lower is
+    better; else 1 minus it (AUC, accuracy, F1, R²: each at most 1). Errors compare as ratios."""
+    return 1.0 - value if HIGHER_IS_BETTER[metric] else value
