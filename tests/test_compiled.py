@@ -97,13 +97,20 @@ def test_compiled_equals_onnxruntime(algorithm, task):
 
 
 @pytest.mark.parametrize("algorithm, task", [("lightgbm", "binary"), ("lightgbm", "multiclass"), ("linear", "binary"),
-                                             ("voting", "regression")])
+                                             ("voting", "regression"), ("lightgbm on 60 categories", "binary")])
 def test_native_loader_runs_the_code_as_llvm_does(algorithm, task, monkeypatch):
-    """The same object code, loaded by sqlml.onnx.native and by llvmlite's JIT: the same answers, bit for bit."""
-    pipe, schema, raw = voting(task) if algorithm == "voting" else fit(algorithm, task)
+    """The same object code, loaded by sqlml.onnx.native and by llvmlite's JIT: the same answers, bit for bit.
+    On 60 categories, membership tests read bitmaps (constants the loader relocates)."""
+    if algorithm == "voting":
+        pipe, schema, raw = voting(task)
+    else:
+        pipe, schema, raw = fit("lightgbm", task, categories=60) if "categories" in algorithm else fit(algorithm, task)
     scorer = Scorer(to_onnx(pipe, schema), schema)
     inputs = [(ci.name, int(np.prod(ci.dims))) for ci in scorer.split.inputs]
     ops, width = compiled.program(scorer.split.core, scorer.output, inputs)
+    largest = max((len(v[2]) for op in ops if op[0] == "trees" for tree in op[3].trees for v in tree.values()
+                   if v[0] == "member"), default=0)
+    assert (largest > compiled.SWITCH_CASES) == ("categories" in algorithm)
     obj = compiled.compile_object(compiled.ir(ops, inputs, scorer.output, width))
     probes = compiled.probe_rows(ops, inputs, rows=2000, seed=5)
     by_sqlml = compiled.Compiled(obj, probes.shape[1], width)
@@ -185,6 +192,8 @@ def _equality_chain(missing: list, values: list):
     ([1, 0], [5.0, 5.0], True),
     ([0, 0, 0], [1.0, 2.5, 3.0], False),  # 2.5 is no category code: the tests stay tests
     ([0, 0], [-1.0, 2.0], False),
+    ([0] * 12, [float(c) for c in (0, 1, 2, 3, 5, 7, 31, 32, 33, 40, 63, 64)], True),  # a bitmap of 3 words
+    ([0] * 10 + [1], [float(c) for c in range(2, 44, 4)], True),  # a bitmap; NaN goes true
 ])
 def test_membership_tests_follow_onnxruntime(missing, values, merged):
     blob = _equality_chain(missing, values).SerializeToString()
@@ -192,7 +201,7 @@ def test_membership_tests_follow_onnxruntime(missing, values, merged):
     assert any(v[0] == "member" for v in ops[0][3].trees[0].values()) == merged
     obj = compiled.compile_object(compiled.ir(ops, [("x", 1)], "variable", width))
     rows = np.array([[v] for v in (-1.0, -0.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 7.0, 40.0, 41.0, 1e30, -1e30,
-                                   2.0 ** 24, 2.0 ** 31, np.inf, -np.inf, np.nan)], dtype=np.float32)
+                                   2.0 ** 24, 2.0 ** 31, np.inf, -np.inf, np.nan, *range(0, 100))], dtype=np.float32)
     want = session(blob).run(None, {"x": rows})[0]
     assert np.array_equal(compiled.Compiled(obj, 1, width).run(rows), want)
 
@@ -557,3 +566,19 @@ def test_categorical_splits_in_postgresql_score_as_onnxruntime(db):
     assert np.array_equal(np.array([g[0] for g in got]).argmax(1), want.argmax(1))
     np.testing.assert_allclose([g[0] for g in got], want, atol=1e-6, rtol=0)
     np.testing.assert_allclose([g[1] for g in got], want, atol=1e-6, rtol=0)
+
+
+def test_a_model_of_much_code_compiles_without_llvms_optimiser(monkeypatch):
+    """Past OPTIMIZED_IR_BYTES of IR (membership tests make much code of few nodes), -O0: LLVM's -O2
+    time grows with the code, and -O0 scores still agree with ONNX Runtime."""
+    pipe, schema, raw = fit("lightgbm", "binary", categories=60)
+    blob = to_onnx(pipe, schema)
+    levels, real = [], compiled.compile_object
+    monkeypatch.setattr(compiled, "compile_object", lambda source, opt=2: levels.append((len(source), opt))
+                        or real(source, opt))
+    assert Scorer(blob, schema).engine == COMPILED
+    monkeypatch.setattr(compiled, "OPTIMIZED_IR_BYTES", levels[0][0] - 1)
+    scorer = Scorer(blob, schema)
+    assert scorer.engine == COMPILED, scorer.fallback
+    assert [opt for _, opt in levels] == [2, 0]
+    assert_parity(scorer.run(convert.model_inputs(schema, raw), len(raw["a"])), reference(blob, schema, raw), "binary")

@@ -45,7 +45,7 @@ import numpy as np
 
 from sqlml.onnx import core, native
 
-VERSION = "6"  # of the code this module writes: part of every cache key
+VERSION = "7"  # of the code this module writes: part of every cache key
 TOLERANCE = 1e-6
 _ML = "ai.onnx.ml"
 _COMPARE = {"BRANCH_LEQ": "ole", "BRANCH_LT": "olt", "BRANCH_GTE": "oge", "BRANCH_GT": "ogt",
@@ -396,10 +396,29 @@ class _Writer:
         return r
 
 
+# A membership test of more categories than this reads a bitmap (a bit per code up to the largest,
+# in a constant of the tree's) instead of a switch: its code is then the same for 9 codes or 4,000,
+# where LLVM's time on a switch grows with its cases (654 trees of 7 leaves over ids, 53,000 cases
+# in all, compiled in 15 s).
+SWITCH_CASES = 8
+
+
+def _bitmap(name: str, codes) -> tuple[str, int]:
+    """(the definition of a constant ``@name`` of i32 words with bit ``c`` set per code, its words)."""
+    words = [0] * (max(codes) // 32 + 1)
+    for c in codes:
+        words[c >> 5] |= 1 << (c & 31)
+    signed = (w - (1 << 32) if w >= 1 << 31 else w for w in words)
+    return (f"@{name} = private unnamed_addr constant [{len(words)} x i32] ["
+            + ", ".join(f"i32 {w}" for w in signed) + "], align 4"), len(words)
+
+
 def _tree_function(name: str, tree: dict, single: bool) -> str:
-    """One tree: single target -> returns its leaf's first weight; else adds every leaf weight to acc."""
+    """One tree: single target -> returns its leaf's first weight; else adds every leaf weight to acc;
+    preceded by the bitmaps of its large membership tests."""
     sig = f"define internal float @{name}(ptr noalias %x)" if single else \
         f"define internal void @{name}(ptr noalias %x, ptr noalias %acc)"
+    constants = []
     lines = [sig + " #2 {", "entry:", "  br label %n0"]
     for nid in sorted(tree):
         v = tree[nid]
@@ -428,10 +447,24 @@ def _tree_function(name: str, tree: dict, single: bool) -> str:
                       f"  %f{nid} = sitofp i32 %i{nid} to float",
                       f"  %w{nid} = fcmp oeq float %f{nid}, %x{nid}",
                       f"  br i1 %w{nid}, label %n{nid}s, label %n{false}",
-                      f"n{nid}s:",
-                      f"  switch i32 %i{nid}, label %n{false} [" +
-                      " ".join(f"i32 {c}, label %n{true}" for c in threshold) + "]",
-                      f"n{nid}o:"]
+                      f"n{nid}s:"]
+            if len(threshold) > SWITCH_CASES:
+                bitmap, words = _bitmap(f"{name}_b{nid}", threshold)
+                constants.append(bitmap)
+                lines += [f"  %u{nid} = icmp ult i32 %i{nid}, {32 * words}",
+                          f"  br i1 %u{nid}, label %n{nid}t, label %n{false}",
+                          f"n{nid}t:",
+                          f"  %q{nid} = lshr i32 %i{nid}, 5",
+                          f"  %g{nid} = getelementptr inbounds [{words} x i32], ptr @{name}_b{nid}, i32 0, i32 %q{nid}",
+                          f"  %k{nid} = load i32, ptr %g{nid}",
+                          f"  %e{nid} = and i32 %i{nid}, 31",
+                          f"  %z{nid} = lshr i32 %k{nid}, %e{nid}",
+                          f"  %y{nid} = trunc i32 %z{nid} to i1",
+                          f"  br i1 %y{nid}, label %n{true}, label %n{false}"]
+            else:
+                lines.append(f"  switch i32 %i{nid}, label %n{false} [" +
+                             " ".join(f"i32 {c}, label %n{true}" for c in threshold) + "]")
+            lines.append(f"n{nid}o:")
             if missing:
                 lines += [f"  %m{nid} = fcmp uno float %x{nid}, 0.0",
                           f"  br i1 %m{nid}, label %n{true}, label %n{false}"]
@@ -446,7 +479,7 @@ def _tree_function(name: str, tree: dict, single: bool) -> str:
             cond = f"%o{nid}"
         lines.append(f"  br i1 {cond}, label %n{true}, label %n{false}")
     lines.append("}")
-    return "\n".join(lines)
+    return "\n".join([*constants, *lines])
 
 
 # Trees are grouped into functions of about this many nodes: LLVM optimises a group as one piece
@@ -760,10 +793,14 @@ def _target_machine(opt: int = 2):
                                         codemodel="default", opt=opt)
 
 
-# Up to this many tree nodes (a categorical split's membership test counting one), LLVM at -O2;
-# beyond, -O0. Compile time follows the code's size, so nodes count, not trees. With trees in groups
-# of GROUP_NODES, -O2 compiles a 1,000-tree model (7,000 nodes) in about the time codegen alone took.
+# Up to this many tree nodes (a categorical split's membership test counting one) and this much IR,
+# LLVM at -O2; beyond, -O0. Compile time follows the code's size, so nodes count, not trees. With
+# trees in groups of GROUP_NODES, -O2 compiles a 1,000-tree model (7,000 nodes) in about the time
+# codegen alone took. A membership test is one node but a dozen instructions and a constant: 654
+# 6-class trees of 7 leaves over ids (8,500 nodes, 3,200 membership tests, 3.4 MB of IR) took 15 s
+# at -O2, 1.6 s at -O0.
 OPTIMIZED_NODES = 15_000
+OPTIMIZED_IR_BYTES = 2_000_000
 
 
 # What ``load`` takes to compile, generously, per tree node of the ONNX graph: LLVM's time follows
@@ -1025,7 +1062,8 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     width = sum(k for _, k in inputs)
     nodes = sum(len(tree) for op in ops if op[0] == "trees" for tree in op[3].trees)
     try:
-        obj = compile_object(ir(ops, inputs, output, out_width), 2 if nodes <= OPTIMIZED_NODES else 0)
+        source = ir(ops, inputs, output, out_width)
+        obj = compile_object(source, 2 if nodes <= OPTIMIZED_NODES and len(source) <= OPTIMIZED_IR_BYTES else 0)
     except Unsupported:
         return None
     compiled = Compiled(obj, width, out_width)
