@@ -16,6 +16,7 @@ import pytest
 from sqlml import samples
 from sqlml.data import convert, values
 from sqlml.data.schema import FeatureSchema
+from sqlml.onnx import parity
 from sqlml.onnx.convert import run, session
 from tests.conftest import query, scalar
 
@@ -101,7 +102,7 @@ def test_train_register_deploy_predict(db, project, relation, target, task, excl
     assert row[3]["holdout"][row[1]] == pytest.approx(row[2])
     assert row[3]["refit"] == "all rows"
     assert row[3]["split"] == {"data_fingerprint": row[8], "seed": 42, "test_size": 0.2}
-    assert row[4]["ok"] is True and row[4]["rows"] > 0
+    assert row[4]["ok"] is True and row[4]["rows"] == min(row[3]["holdout_rows"], parity.MAX_ROWS) > 0
     assert len(row[5]) == 64 and 9 <= row[6] <= 17 and row[7] > 100 and len(row[8]) == 64
     assert {"scikit-learn", "onnxruntime", "sqlml"} <= set(row[9]) and row[10] == "postgres" and row[11] == relation
     assert scalar(db, "SELECT count(*) FROM sqlml.trials WHERE project = %s AND status = 'ok'", (project,)) >= 1

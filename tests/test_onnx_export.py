@@ -154,6 +154,15 @@ def test_parity_gate_cases(task, expected, actual, ok):
     assert parity.compare(task, np.array(expected), np.array(actual)).ok is ok
 
 
+@pytest.mark.parametrize("n, checked", [(0, 0), (1500, 1500), (parity.MAX_ROWS, parity.MAX_ROWS),
+                                        (50_000, parity.MAX_ROWS)])
+def test_parity_checks_every_holdout_row_up_to_a_seeded_sample(n, checked):
+    rows = parity.rows(n)
+    assert len(rows) == len(set(rows.tolist())) == checked
+    assert (np.diff(rows) > 0).all() and (rows < n).all()
+    assert np.array_equal(rows, parity.rows(n))  # the same rows on every call
+
+
 def test_lightgbm_on_ids_of_thousands_of_levels_exports_with_parity():
     # every id is kept as an ordinal code (one-hot keeps the 64 most frequent): LightGBM splits on
     # sets of up to 32 ids, which ONNX writes as chains of BRANCH_EQ nodes; on deep trees the chains

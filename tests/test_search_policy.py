@@ -253,18 +253,19 @@ def test_a_fit_far_slower_than_predicted_is_cut_at_its_deadline_and_scored():
     assert allowance < 20.0
 
 
-@pytest.mark.parametrize("final_rows, holdout", [
-    (None, 1000 / 3),  # no rows beyond the training part given: a quarter of all, a third of these
-    (1250, 250),       # the holdout: the rows beyond the training part
+@pytest.mark.parametrize("rows, final_rows, holdout, checked", [
+    (1000, None, 1000 / 3, 1000 / 3),  # no rows beyond the training part given: a quarter of all, a third of these
+    (1000, 1250, 250, 250),            # the holdout: the rows beyond the training part
+    (9000, 12000, 3000, 2000),         # ONNX Runtime checks parity.MAX_ROWS of a larger holdout
 ])
-def test_the_finish_is_priced_with_the_holdouts_scoring_as_measured_per_row(final_rows, holdout):
-    search = _search(1000, tick=0.2, budget=3.0, algorithms=("lightgbm",), final_rows=final_rows)
+def test_the_finish_is_priced_with_the_holdouts_scoring_as_measured_per_row(rows, final_rows, holdout, checked):
+    search = _search(rows, tick=0.2, budget=3.0, algorithms=("lightgbm",), final_rows=final_rows)
     best = search.best()
     assert best.seconds_per_scored_row == 0.0  # scoring takes no time on this clock
     before = search.export_estimate(best)
     best.seconds_per_scored_row = 1e-3
     grow = len(search.problem.y) / len(search.folds[0][0])  # the refit's rounds
-    assert search.export_estimate(best) == pytest.approx(before + 2 * holdout * 1e-3 * grow)
+    assert search.export_estimate(best) == pytest.approx(before + (holdout + checked) * 1e-3 * grow)
 
 
 def test_on_a_large_table_forests_never_start_and_boosting_gets_the_search():
@@ -424,3 +425,17 @@ def test_local_moves_skip_an_estimator_far_behind_the_best():
     assert min(t.score for t in linear) > policy.FAR_BEHIND * best.score
     assert not [t for t in linear if t.origin == "search"], [(t.origin, t.score) for t in linear]
     assert any(t.origin == "search" for t in search.trials if t.algorithm == "lightgbm")
+
+
+def test_the_winner_is_the_best_trial_that_can_still_finish_in_time(monkeypatch):
+    # the best trial's export "takes" longer than the time left: the next best is registered; when no
+    # trial can finish in time, the best still is (a training must produce a model)
+    search = _search(2_000, tick=0.2, budget=6.0, algorithms=("lightgbm",), use_ensemble=False)
+    ranked = sorted(search._scored(), key=lambda t: t.loss)
+    assert len(ranked) >= 2
+    best, runner_up = ranked[0], ranked[1]
+    estimate = search.export_estimate
+    monkeypatch.setattr(search, "export_estimate", lambda t: 1e6 if t is best else estimate(t))
+    assert search.finish().trial is runner_up
+    monkeypatch.setattr(search, "export_estimate", lambda t: 1e6)
+    assert search.finish().trial is best

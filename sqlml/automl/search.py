@@ -36,16 +36,16 @@ from sqlml.automl.budget import Budget
 from sqlml.automl.spec import BOOSTING, EARLY_STOPPING_ROUNDS, NATIVE_CATEGORIES, TREES, EstimatorSpec, FitContext
 from sqlml.data.task import HOLDOUT_SHARE, TIME_ORDERED, Task, task_of
 from sqlml.errors import DATA_EXCEPTION, INVALID_PARAMETER, SqlmlError
+from sqlml.onnx import parity
 
 TRIALS_WANTED = 30  # trials the validation scheme must leave room for (see n_folds)
 TRIAL_COST_FACTOR = 2.0  # an average trial's fit time over the probe's (forests cost more)
 ENSEMBLE_REFITS = 3  # refits the search leaves time for
 BOOSTING_PARALLEL_CELLS = 500_000  # rows x inputs from which boosting gets more than one thread
 EXPORT_SECONDS_PER_NODE = 15e-6  # ONNX conversion + session + parity check, per tree node
-# the winner scores the holdout twice, by itself and by ONNX Runtime (the parity check), each priced
-# as its trial's own scoring of the validation rows, per row (on 245k-row flights with 49k holdout
-# rows: 5 s each, which a 30 s budget did not reserve)
-HOLDOUT_PASSES = 2
+# the winner scores the holdout by itself, and up to parity.MAX_ROWS of its rows by ONNX Runtime (the
+# parity check), each priced as its trial's own scoring of the validation rows, per row (on 245k-row
+# flights, its 49k holdout rows took 5 s a pass, which a 30 s budget did not reserve)
 # on one holdout (large tables), a trial may take this many times its predicted seconds (and never
 # more than the time left): on a 6-class table of 36k rows, a learned entry predicted at 2.9 s ran
 # 341 rounds for 11.7 s, the whole rest of a 30 s search. With k folds a cut trial is lost, and small
@@ -384,7 +384,7 @@ class Search:
             nodes = 0
         # the holdout: the rows beyond the training part (a quarter of them if none)
         holdout = self.final_rows - rows if self.final_rows > rows else rows / 3
-        scoring = HOLDOUT_PASSES * holdout * trial.seconds_per_scored_row * grow
+        scoring = (holdout + min(holdout, parity.MAX_ROWS)) * trial.seconds_per_scored_row * grow
         return nodes * EXPORT_SECONDS_PER_NODE + scoring
 
     def scoring_us(self, trial: Trial) -> float:
@@ -418,6 +418,23 @@ class Search:
         honest = self.export_estimate(trial) * len(self.folds) if self.folds_kept \
             else self.refit_estimate(trial)
         return honest if self.bagging else honest + self.final_refit_cost(trial)
+
+    def least_finish_cost(self, trial: Trial) -> float:
+        """Seconds to register ``trial`` without the refit on every row (which waits for time left):
+        its model for the holdout, exported."""
+        if self.folds_kept:
+            return self.export_estimate(trial) * len(self.folds)
+        return self.refit_estimate(trial) + self.export_estimate(trial)
+
+    def finishable(self) -> list[Trial]:
+        """The scored trials that can still be registered in the time left (``least_finish_cost``),
+        or all of them when none can: a training must produce a model. A trial that became the best
+        after the time for its finish was gone (its finish costlier than the one reserved) must not
+        take the training past its budget: on 20k rows, a forest that won the last trial took it to
+        40 s of 30."""
+        scored = self._scored()
+        left = self.budget.remaining() - self.reserve_seconds / 2
+        return [t for t in scored if self.least_finish_cost(t) <= left] or scored
 
     def affords_final_refit(self, result: Result) -> bool:
         """Is there time to refit ``result`` on every row (see ``refit_on``)?
@@ -647,8 +664,11 @@ class Search:
 
     def finish(self) -> Result:
         """Pick the single best or an ensemble, and refit it on the whole training part if time allows."""
-        # of candidates equal within noise, the cheapest to score (scoring_cost)
-        best = scoring_cost.cheapest_within_noise(self._scored(), self.best(), self.scoring_us)
+        # of candidates that can finish in time, the best; of those equal within noise, the cheapest to
+        # score (scoring_cost)
+        finishable = self.finishable()
+        best = scoring_cost.cheapest_within_noise(finishable, min(finishable, key=lambda t: t.loss, default=None),
+                                                  self.scoring_us)
         finished = [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)]
         if best is None and finished:
             cheapest = min(self.scoring_us(t) for t in finished)

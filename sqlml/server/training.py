@@ -206,12 +206,14 @@ def finish(project, rel, trained, raw, n, caller, budget, opts, data_profile, da
     task = trained.schema.target.task
     metric = trained.metric
     rejected = []
+    checked = parity.rows(len(trained.holdout_y))
+    feeds = convert.as_feeds(trained.schema, {k: v[checked] for k, v in trained.holdout_inputs.items()})
     for candidate in trained.candidates():
         interrupts.check()  # converting a large forest takes seconds: a cancel must not wait for every candidate
         blob = onnx_convert.to_onnx(candidate.model, trained.schema)
         sess = onnx_convert.session(blob)
-        got = onnx_convert.run(sess, convert.as_feeds(trained.schema, trained.holdout_inputs), task)
-        check = parity.compare(task, candidate.holdout_pred, got)
+        got = onnx_convert.run(sess, feeds, task)
+        check = parity.compare(task, candidate.holdout_pred[checked], got)
         if check.ok:
             break
         rejected.append({"algorithm": candidate.algorithm, "reason": check.reason})
