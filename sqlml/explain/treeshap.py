@@ -25,7 +25,6 @@ category set (NaN and negative codes go right).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,38 +106,32 @@ class Forest:
             for i, c in enumerate(t.categories or [])
             if c is not None
         }
-        by_k: dict[int, list] = {}  # k -> [(features, edges, z, value, the tree's node offset)]
-        base = np.zeros(self.n_outputs)
-        for tree, off in zip(trees, offsets):
-            for feats, edges, z, v in _leaves(tree):
-                base += v * (scale * math.prod(z))
-                by_k.setdefault(len(feats), []).append((feats, edges, z, v, int(off)))
-        self.base = base
+        paths = _leaf_paths(trees, offsets)
+        values = np.concatenate([np.asarray(t.value, dtype=np.float64) for t in trees])[paths.leaf] * scale
+        self.base = (values * paths.z_total[:, None]).sum(axis=0)
         self.groups = {}
         budget = table_cells
-        for k, leaves in sorted(by_k.items()):
-            width = max((len(e) for leaf in leaves for e in leaf[1]), default=1)
-            edges = np.full((len(leaves), k, width), -1, dtype=np.int64)
-            left = np.ones((len(leaves), k, width), dtype=bool)
-            # every edge's (leaf, feature slot, position) and (node, side), set in one assignment each
-            at, node, side = [], [], []
-            for li, (_, es, _, _, off) in enumerate(leaves):
-                for j, e in enumerate(es):
-                    for m, (n, went_left) in enumerate(e):
-                        at.append((li, j, m))
-                        node.append(n + off)
-                        side.append(went_left)
-            if at:
-                li, j, m = np.array(at, dtype=np.int64).T
-                edges[li, j, m], left[li, j, m] = node, side
+        for k in np.unique(paths.k):
+            k = int(k)
+            rows = np.flatnonzero(paths.k == k)  # leaves of this k, in the order of their global index
+            slots = np.flatnonzero(paths.k[paths.slot_leaf] == k)  # their slots, leaf after leaf
+            row_of = np.empty(len(paths.k), np.int64)
+            row_of[rows] = np.arange(len(rows))
+            width = max(int(paths.slot_count[slots].max()), 1) if len(slots) else 1
+            edges = np.full((len(rows), k, width), -1, dtype=np.int64)
+            left = np.ones((len(rows), k, width), dtype=bool)
+            on = np.isin(paths.edge_slot, slots)
+            r = row_of[paths.slot_leaf[paths.edge_slot[on]]]
+            edges[r, paths.slot_index[paths.edge_slot[on]], paths.edge_position[on]] = paths.edge_node[on]
+            left[r, paths.slot_index[paths.edge_slot[on]], paths.edge_position[on]] = paths.edge_left[on]
             g = LeafGroup(
-                np.array([leaf[0] for leaf in leaves], dtype=np.int64).reshape(len(leaves), k),
+                paths.slot_feature[slots].reshape(len(rows), k),
                 edges,
                 left,
-                np.array([leaf[2] for leaf in leaves], dtype=np.float64).reshape(len(leaves), k),
-                np.array([leaf[3] for leaf in leaves], dtype=np.float64).reshape(len(leaves), -1) * scale,
+                paths.slot_z[slots].reshape(len(rows), k),
+                values[rows].reshape(len(rows), -1),
             )
-            cells = len(leaves) * (2**k) * k
+            cells = len(rows) * (2**k) * k
             if 0 < k and cells <= budget:
                 g.table = _table(g.z)
                 budget -= cells
@@ -338,18 +331,81 @@ def _nodes(m: int):
     return (x + 1.0) / 2.0, w / 2.0
 
 
-def _leaves(tree: Tree):
-    """(features, edges, z, value) of every leaf: the distinct features its path tests, for each the
-    path's edges on it as (node, goes left), and the product of their cover ratios."""
-    stack = [(0, {})]
-    while stack:
-        node, path = stack.pop()
-        left, right = int(tree.left[node]), int(tree.right[node])
-        if left < 0:
-            feats = sorted(path)
-            yield feats, [path[f][0] for f in feats], [path[f][1] for f in feats], tree.value[node]
-            continue
-        f, cover = int(tree.feature[node]), float(tree.cover[node])
-        edges, z = path.get(f, ((), 1.0))
-        stack.append((left, {**path, f: ((*edges, (node, True)), z * float(tree.cover[left]) / cover)}))
-        stack.append((right, {**path, f: ((*edges, (node, False)), z * float(tree.cover[right]) / cover)}))
+@dataclass
+class LeafPaths:
+    """Every leaf of a forest with its root path, grouped by the distinct features the path tests.
+
+    Leaves (L, by global node index): ``leaf`` their node, ``k`` their distinct features, ``z_total``
+    the product of their path's cover ratios. Slots (one per leaf and distinct feature, leaf after
+    leaf, features ascending): ``slot_leaf`` (into the leaves), ``slot_index`` (0..k-1),
+    ``slot_feature``, ``slot_z`` (the product of the ratios of the slot's edges), ``slot_count``
+    (its edges). Edges: ``edge_slot``, ``edge_position`` (root first), ``edge_node``, ``edge_left``
+    (the side the path takes)."""
+
+    leaf: np.ndarray
+    k: np.ndarray
+    z_total: np.ndarray
+    slot_leaf: np.ndarray
+    slot_index: np.ndarray
+    slot_feature: np.ndarray
+    slot_z: np.ndarray
+    slot_count: np.ndarray
+    edge_slot: np.ndarray
+    edge_position: np.ndarray
+    edge_node: np.ndarray
+    edge_left: np.ndarray
+
+
+def _leaf_paths(trees: list[Tree], offsets: np.ndarray) -> LeafPaths:
+    """``LeafPaths`` of ``trees`` (nodes numbered globally from ``offsets``): every leaf walks up to
+    its root at once, one numpy step per level, instead of a Python walk per leaf (on a 6-class
+    model of 26,000 leaves that took 2 s of a 30 s training)."""
+    i64 = np.int64
+    n = int(offsets[-1])
+    def stacked(children):  # one tree's child indices, numbered globally (-1 at leaves)
+        return np.concatenate([np.where(np.asarray(c) >= 0, np.asarray(c) + o, -1) for c, o in zip(children, offsets)])
+
+    left, right = stacked([t.left for t in trees]), stacked([t.right for t in trees])
+    feature = np.concatenate([np.asarray(t.feature) for t in trees]).astype(i64)
+    cover = np.concatenate([np.asarray(t.cover, dtype=np.float64) for t in trees])
+    root = np.repeat(offsets[:-1].astype(i64), np.diff(offsets))
+    parent = np.full(n, -1, i64)
+    went_left = np.zeros(n, bool)
+    splits = np.flatnonzero(left >= 0)
+    parent[left[splits]], went_left[left[splits]] = splits, True
+    parent[right[splits]] = splits
+    leaf = np.flatnonzero(left < 0)
+    # walk up: one row per edge, (leaf, step from the leaf, node, side, cover ratio)
+    e_leaf, e_step, e_node, e_left, e_ratio = [], [], [], [], []
+    ids, cur, step = np.arange(len(leaf)), leaf.copy(), 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while len(cur):
+            up = cur != root[cur]
+            ids, cur = ids[up], cur[up]
+            p = parent[cur]
+            e_leaf.append(ids)
+            e_step.append(np.full(len(ids), step, i64))
+            e_node.append(p)
+            e_left.append(went_left[cur])
+            e_ratio.append(cover[cur] / cover[p])
+            cur, step = p, step + 1
+    e_leaf, e_step, e_node = np.concatenate(e_leaf), np.concatenate(e_step), np.concatenate(e_node)
+    e_left, e_ratio = np.concatenate(e_left), np.concatenate(e_ratio)
+    e_feature = feature[e_node]
+    order = np.lexsort((-e_step, e_feature, e_leaf))  # by leaf, feature, then root first
+    e_leaf, e_node, e_left, e_ratio, e_feature = (a[order] for a in (e_leaf, e_node, e_left, e_ratio, e_feature))
+    new_slot = np.ones(len(e_leaf), bool)
+    new_slot[1:] = (e_leaf[1:] != e_leaf[:-1]) | (e_feature[1:] != e_feature[:-1])
+    starts = np.flatnonzero(new_slot)
+    edge_slot = np.cumsum(new_slot) - 1
+    slot_leaf = e_leaf[starts]
+    slot_count = np.diff(np.append(starts, len(e_leaf)))
+    slot_z = np.multiply.reduceat(e_ratio, starts) if len(starts) else np.zeros(0)
+    k = np.bincount(slot_leaf, minlength=len(leaf)).astype(i64)
+    first_slot = np.concatenate([[0], np.cumsum(k)[:-1]])
+    z_total = np.ones(len(leaf))
+    np.multiply.at(z_total, slot_leaf, slot_z)
+    return LeafPaths(
+        leaf=leaf, k=k, z_total=z_total, slot_leaf=slot_leaf, slot_index=np.arange(len(starts)) - first_slot[slot_leaf],
+        slot_feature=e_feature[starts], slot_z=slot_z, slot_count=slot_count, edge_slot=edge_slot,
+        edge_position=np.arange(len(e_leaf)) - starts[edge_slot], edge_node=e_node, edge_left=e_left)
