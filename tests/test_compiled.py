@@ -194,14 +194,15 @@ def _equality_chain(missing: list, values: list):
     ([0, 0], [-1.0, 2.0], False),
     ([0] * 12, [float(c) for c in (0, 1, 2, 3, 5, 7, 31, 32, 33, 40, 63, 64)], True),  # a bitmap of 3 words
     ([0] * 10 + [1], [float(c) for c in range(2, 44, 4)], True),  # a bitmap; NaN goes true
+    ([0] * 10, [float(c) for c in (*range(1, 10), 70000)], True),  # a code past BITMAP_CODES: a switch
 ])
 def test_membership_tests_follow_onnxruntime(missing, values, merged):
     blob = _equality_chain(missing, values).SerializeToString()
     ops, width = compiled.program(blob, "variable", [("x", 1)])
     assert any(v[0] == "member" for v in ops[0][3].trees[0].values()) == merged
     obj = compiled.compile_object(compiled.ir(ops, [("x", 1)], "variable", width))
-    rows = np.array([[v] for v in (-1.0, -0.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 7.0, 40.0, 41.0, 1e30, -1e30,
-                                   2.0 ** 24, 2.0 ** 31, np.inf, -np.inf, np.nan, *range(0, 100))], dtype=np.float32)
+    edges = (-1.0, -0.0, 0.5, 2.5, 41.0, 1e30, -1e30, 2.0 ** 24, 2.0 ** 31, np.inf, -np.inf, np.nan, 70000.0)
+    rows = np.array([[v] for v in (*edges, *range(0, 100))], dtype=np.float32)
     want = session(blob).run(None, {"x": rows})[0]
     assert np.array_equal(compiled.Compiled(obj, 1, width).run(rows), want)
 

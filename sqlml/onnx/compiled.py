@@ -397,10 +397,11 @@ class _Writer:
 
 
 # A membership test of more categories than this reads a bitmap (a bit per code up to the largest,
-# in a constant of the tree's) instead of a switch: its code is then the same for 9 codes or 4,000,
-# where LLVM's time on a switch grows with its cases (654 trees of 7 leaves over ids, 53,000 cases
-# in all, compiled in 15 s).
+# in a constant of the tree's) instead of a switch: its code is then the same for 9 codes or 4,000.
+# Codes from BITMAP_CODES up stay a switch: a bitmap's size follows its largest code, and an
+# imported graph may test any whole number below MEMBER_MAX.
 SWITCH_CASES = 8
+BITMAP_CODES = 1 << 16
 
 
 def _bitmap(name: str, codes) -> tuple[str, int]:
@@ -448,7 +449,7 @@ def _tree_function(name: str, tree: dict, single: bool) -> str:
                       f"  %w{nid} = fcmp oeq float %f{nid}, %x{nid}",
                       f"  br i1 %w{nid}, label %n{nid}s, label %n{false}",
                       f"n{nid}s:"]
-            if len(threshold) > SWITCH_CASES:
+            if len(threshold) > SWITCH_CASES and max(threshold) < BITMAP_CODES:
                 bitmap, words = _bitmap(f"{name}_b{nid}", threshold)
                 constants.append(bitmap)
                 lines += [f"  %u{nid} = icmp ult i32 %i{nid}, {32 * words}",
