@@ -103,8 +103,7 @@ def explain_trees(est, outputs: int):
     trees = []
     for i, tree in enumerate(model.trees):
         splits, leaves = len(tree.feature), tree.leaves
-        child = np.where(tree.left < 0, splits + ~tree.left, tree.left), np.where(tree.right < 0, splits + ~tree.right,
-                                                                                  tree.right)
+        child = tree.children()
         none = np.full(leaves, -1, np.int64)
         value = np.zeros((splits + leaves, outputs))
         value[splits:, i % model.trees_per_round if outputs > 1 else 0] = tree.leaf_value

@@ -63,6 +63,13 @@ class TreeArrays:
     def default_left(self) -> np.ndarray:
         return (self.decision & DEFAULT_LEFT_BIT) != 0
 
+    def children(self) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) of each split as node indices numbered splits first, then leaves (split
+        ``i`` is ``i``, leaf ``j`` is ``L - 1 + j``): the numbering of the ONNX export and of
+        TreeSHAP's trees."""
+        splits = len(self.feature)
+        return tuple(np.where(c < 0, splits + ~c, c) for c in (self.left, self.right))
+
     def onnx_nodes(self) -> int:
         """Nodes of this tree in ONNX: 2L - 1, plus k - 1 for each categorical split of k categories."""
         return 2 * self.leaves - 1 + sum(len(c) - 1 for c in self.categories.values())
@@ -160,12 +167,12 @@ def tree_nodes(tree: TreeArrays, tree_id: int) -> dict:
     """The ONNX ``nodes_*`` attributes of one tree (see the module docstring for the numbering) and
     ``leaf_ids``, ``leaf_values``: its leaves' node ids and values."""
     splits, leaves = len(tree.feature), tree.leaves
-    child = lambda c: np.where(c < 0, splits + ~c, c)  # noqa: E731 - LightGBM child -> ONNX node id
+    left, right = tree.children()
     ids = np.arange(splits + leaves, dtype=np.int64)
     feature = np.concatenate([tree.feature, np.zeros(leaves, np.int64)])
     value = np.concatenate([float32_below(tree.threshold), np.zeros(leaves, np.float32)])
-    true_ids = np.concatenate([child(tree.left), np.zeros(leaves, np.int64)])
-    false_ids = np.concatenate([child(tree.right), np.zeros(leaves, np.int64)])
+    true_ids = np.concatenate([left, np.zeros(leaves, np.int64)])
+    false_ids = np.concatenate([right, np.zeros(leaves, np.int64)])
     tracks = np.concatenate([_nan_goes_left(tree), np.zeros(leaves, bool)]).astype(np.int64)
     modes = ["BRANCH_LEQ"] * splits + ["LEAF"] * leaves
     extra = {"ids": [], "feature": [], "value": [], "true": [], "false": []}
