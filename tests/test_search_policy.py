@@ -11,6 +11,7 @@ from sqlml.automl.estimators import SPECS
 from sqlml.automl.search import Problem, Search
 from sqlml.automl.spec import BOOSTING, LINEAR, TREES
 from sqlml.data.schema import Feature, FeatureSchema, Target
+from sqlml.errors import SqlmlError
 from tests.conftest import query, scalar
 
 LGB = {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0,
@@ -439,3 +440,22 @@ def test_the_winner_is_the_best_trial_that_can_still_finish_in_time(monkeypatch)
     assert search.finish().trial is runner_up
     monkeypatch.setattr(search, "export_estimate", lambda t: 1e6)
     assert search.finish().trial is best
+
+
+@pytest.mark.parametrize("n_estimators, max_scoring_us, fitted", [
+    (100, 1.0, {"linear"}),                       # 100 rounds of 4+ leaves cost over 1 us: LightGBM is never fitted
+    (None, 1.0, {"linear", "lightgbm"}),          # early stopping may keep few rounds: LightGBM is fitted
+    (100, None, {"linear", "lightgbm"}),          # no scoring budget
+])
+def test_configurations_over_the_scoring_budget_are_skipped_unfitted(n_estimators, max_scoring_us, fitted):
+    search = _search(2_000, tick=0.5, budget=20.0, algorithms=("lightgbm", "linear"),
+                     n_estimators=n_estimators, max_scoring_us=max_scoring_us)
+    assert {t.algorithm for t in search.trials} == fitted
+    assert all(search.may_meet_scoring_budget(SPECS[t.algorithm], t.params) for t in search.trials)
+
+
+def test_when_nothing_can_meet_the_scoring_budget_the_error_says_so_without_fitting():
+    search = _search(2_000, tick=0.5, budget=20.0, algorithms=("lightgbm", "linear"), max_scoring_us=0.1)
+    assert search.trials == []
+    with pytest.raises(SqlmlError, match=r"within max_scoring_us 0.1 \(the cheapest: ~0.5 us\)"):
+        search.finish()

@@ -249,7 +249,8 @@ class Search:
         self.folds_kept = not self.sprint and (counts is None or counts[counts > 0].min() >= len(self.folds)) \
             and (problem.task.split != TIME_ORDERED or len(self.folds) == 1)
         self.bagging = self._bagging(bagging)
-        if self.probed is not None and len(self.folds) == 1 and not n_estimators:
+        if self.probed is not None and len(self.folds) == 1 and not n_estimators \
+                and self.may_meet_scoring_budget(self.probed[0], self.probed[0].portfolio[0]):
             self._keep_probe(*self.probed)
         self.probed = None
 
@@ -389,13 +390,27 @@ class Search:
 
     def scoring_us(self, trial: Trial) -> float:
         """Estimated microseconds to score one row with ``trial``'s model (``scoring_cost``)."""
-        spec = self._spec(trial)
+        return self._scoring_us(self._spec(trial), trial.params, trial.n_estimators)
+
+    def least_scoring_us(self, spec: EstimatorSpec, params: dict) -> float:
+        """The least ``scoring_us`` a fit of ``params`` can have, known before fitting: a forest's
+        size and fixed boosting rounds are set, while early stopping may keep a single round."""
+        stopped = spec.family == BOOSTING and spec.early_stopping and not self.n_estimators
+        return self._scoring_us(spec, params, 1 if stopped else None)
+
+    def may_meet_scoring_budget(self, spec: EstimatorSpec, params: dict) -> bool:
+        """Can a fit of ``params`` score a row within ``max_scoring_us``? A configuration that cannot
+        is never fitted: its time goes to those that can."""
+        return self.max_scoring_us is None or self.least_scoring_us(spec, params) <= self.max_scoring_us
+
+    def _scoring_us(self, spec: EstimatorSpec, params: dict, rounds: int | None) -> float:
+        """``scoring_us`` of ``spec`` with ``params``, of ``rounds`` boosting rounds if known."""
         if spec.family not in (BOOSTING, TREES):
             return scoring_cost.CALL_US
-        trees = self.n_estimators or trial.n_estimators or trial.params.get("n_estimators", 100)
+        trees = self.n_estimators or rounds or params.get("n_estimators", 100)
         if spec.family == BOOSTING:
             trees *= self._trees_per_round()
-        return scoring_cost.tree_us(trees, spec.leaves(trial.params, len(self.problem.y), self.problem.task))
+        return scoring_cost.tree_us(trees, spec.leaves(params, len(self.problem.y), self.problem.task))
 
     def _trees_per_round(self) -> int:
         """Boosting grows one tree per class and round for more than two classes."""
@@ -597,8 +612,8 @@ class Search:
         def once(spec, params, origin):
             key = key_of(spec.name, params)
             # the first trial runs whatever the clock says: a training must produce a model
-            if key not in tried and (self.time_left_for_search() > 0 or not self.trials) \
-                    and self.affordable(spec, params):
+            if key not in tried and self.may_meet_scoring_budget(spec, params) \
+                    and (self.time_left_for_search() > 0 or not self.trials) and self.affordable(spec, params):
                 tried.add(key)
                 self.evaluate(spec, params, origin)
 
@@ -637,9 +652,10 @@ class Search:
             # (perhaps far slower) fit; when it does not fit in the time left, the best-ranked
             # estimator whose move does, else the search ends
             params = self.neighbour(spec, incumbent.params, step)
-            if not self.affordable(spec, params, incumbent):
+            if not self.may_meet_scoring_budget(spec, params) or not self.affordable(spec, params, incumbent):
                 moves = ((s, self.neighbour(s, t.params, step), t) for s, t in ranked)
-                spec, params, _ = next(((s, m, t) for s, m, t in moves if self.affordable(s, m, t)),
+                spec, params, _ = next(((s, m, t) for s, m, t in moves
+                                        if self.may_meet_scoring_budget(s, m) and self.affordable(s, m, t)),
                                        (None, None, None))
                 if spec is None:
                     break
@@ -670,10 +686,13 @@ class Search:
         best = scoring_cost.cheapest_within_noise(finishable, min(finishable, key=lambda t: t.loss, default=None),
                                                   self.scoring_us)
         finished = [t for t in self.trials if t.status == "ok" and t.loss is not None and not math.isnan(t.loss)]
-        if best is None and finished:
-            cheapest = min(self.scoring_us(t) for t in finished)
+        if best is None and (finished or self.max_scoring_us is not None and not self.trials):
+            # every configuration over the budget: fitted and measured, or skipped unfitted
+            cheapest = min([self.scoring_us(t) for t in finished]
+                           + [self.least_scoring_us(s, entry) for s in self.specs for entry in s.portfolio[:1]],
+                           default=scoring_cost.CALL_US)
             raise SqlmlError(f"no candidate scores a row within max_scoring_us {self.max_scoring_us:g} "
-                             f"(the cheapest tried: ~{cheapest:.1f} us)", sqlstate=INVALID_PARAMETER,
+                             f"(the cheapest: ~{cheapest:.1f} us)", sqlstate=INVALID_PARAMETER,
                              hint="raise max_scoring_us, or allow algorithms with smaller models (linear)")
         if best is None:
             errors = "; ".join(sorted({t.error for t in self.trials if t.error})) or "no trial finished"
