@@ -1,6 +1,8 @@
 """Where the search spends its time (``sqlml.automl.policy``): the pure rules, table-driven, then the
 search that follows them under a clock the test moves (no wall-clock assertions)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from sqlml.automl import policy, preprocess
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
-from sqlml.automl.search import Problem, Search
+from sqlml.automl.search import EXPORT_SECONDS_PER_NODE, Problem, Search
 from sqlml.automl.spec import BOOSTING, LINEAR, TREES
 from sqlml.data.schema import Feature, FeatureSchema, Target
 from sqlml.errors import SqlmlError
@@ -459,3 +461,51 @@ def test_when_nothing_can_meet_the_scoring_budget_the_error_says_so_without_fitt
     assert search.trials == []
     with pytest.raises(SqlmlError, match=r"within max_scoring_us 0.1 \(the cheapest: ~0.5 us\)"):
         search.finish()
+
+
+@pytest.mark.parametrize("algorithm, task", [("extra_trees", "regression"), ("random_forest", "binary")])
+def test_a_forests_nodes_per_tree_are_those_its_onnx_graph_holds(algorithm, task):
+    from skl2onnx import to_onnx
+
+    from sqlml.automl.learners import forest
+
+    problem = _problem(3_000, task=task, noise=1.0)
+    est = SPECS[algorithm].build({"n_estimators": 7, "min_samples_leaf": 8}, problem.task, 1, 0)
+    X = problem.X.to_numpy(np.float32)
+    est.fit(X, problem.y)
+    graph = to_onnx(est, X[:1], options={"zipmap": False} if task != "regression" else None).graph
+    tree_ids = next(a.ints for n in graph.node for a in n.attribute if a.name == "nodes_treeids")
+    assert forest.onnx_nodes_per_tree(est) == len(tree_ids) / 7
+
+
+def test_a_forests_export_is_priced_by_its_counted_nodes_within_the_leaves_bound():
+    search = _search(3_000, tick=0.5, budget=20.0, noise=1.0, algorithms=("extra_trees",))
+    spec, rows = SPECS["extra_trees"], len(search.problem.y)
+    trials = [t for t in search.trials if t.status == "ok"]
+    assert trials
+    for trial in trials:
+        bound = 2 * spec.leaves(trial.params, rows, search.problem.task) - 1
+        assert 0 < trial.nodes_per_tree <= bound  # at the bound: trees of min_samples_leaf 1 reach max_leaf_nodes
+        trees = trial.n_estimators or trial.params.get("n_estimators", 100)
+        counted = min(trial.nodes_per_tree * rows / len(search.folds[0][0]), bound)
+        saved = search.export_estimate(replace(trial, nodes_per_tree=None)) - search.export_estimate(trial)
+        assert saved == pytest.approx(trees * (bound - counted) * EXPORT_SECONDS_PER_NODE)
+    assert any(t.nodes_per_tree < 2 * spec.leaves(t.params, rows, search.problem.task) - 1 for t in trials)
+
+
+@pytest.mark.parametrize("bagging, exported", [
+    (True, "the 5 fold models"),                   # they are the model registered
+    (False, "the refit on every row"),             # the fold models only score the holdout
+])
+def test_kept_fold_models_are_priced_as_exports_only_when_they_are_the_model(bagging, exported):
+    search = _search(3_000, tick=0.5, budget=60.0, algorithms=("lightgbm",), folds=5, bagging=bagging)
+    assert search.folds_kept and search.bagging is bagging
+    best = search.best()
+    best.seconds_per_scored_row = 1e-4
+    export, k = search.export_estimate(best), len(search.folds)
+    if exported == "the 5 fold models":
+        assert search.finish_cost(best) == pytest.approx(export * k)
+    else:
+        scoring = search.holdout_rows() * 1e-4 * k
+        assert search.finish_cost(best) == pytest.approx(scoring + search.final_refit_cost(best))
+        assert search.finish_cost(best) < export * k + search.final_refit_cost(best)
