@@ -339,6 +339,8 @@ def summarize(results, presets=None):
             parts = [f"all: mean {g[col].mean():.4f}, worst {g[col].min():.4f} ({g.loc[g[col].idxmin(), 'dataset']}), "
                      f"behind on {(g[col] < 1).sum()}/{g[col].notna().sum()}"]
             for task, t in g.groupby("task"):
+                if t[col].isna().all():  # a task whose rows lack this system (an --others-from run without it)
+                    continue
                 parts.append(f"{task}: mean {t[col].mean():.4f}, worst {t[col].min():.4f} "
                              f"({t.loc[t[col].idxmin(), 'dataset']})")
             print(f"budget {budget}s vs {s}: " + "; ".join(parts))
