@@ -47,10 +47,10 @@ def db(dsn):
     conn.close()
 
 
-def train(conn, project, options, seconds=4):
+def train(conn, project, options):
     return query(conn, "SELECT algorithm FROM sqlml.train(%s, 'SELECT spend, visits, bought FROM buyers', 'bought', "
-                       "algorithms => '{lightgbm,linear}', time_budget => %s, options => %s)",
-                 (project, f"{seconds} seconds", json.dumps(options)))[0][0]
+                       "algorithms => '{lightgbm,linear}', time_budget => '4 seconds', options => %s)",
+                 (project, json.dumps(options)))[0][0]
 
 
 def test_max_scoring_us_keeps_the_model_within_the_budget(db):

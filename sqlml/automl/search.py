@@ -663,16 +663,19 @@ class Search:
             # (perhaps far slower) fit; when it does not fit in the time left, the best-ranked
             # estimator whose move does, else the search ends
             params = self.neighbour(spec, incumbent.params, step)
-            if not self.may_meet_scoring_budget(spec, params) or not self.affordable(spec, params, incumbent):
+            if not self._move_fits(spec, params, incumbent):
                 moves = ((s, self.neighbour(s, t.params, step), t) for s, t in ranked)
-                spec, params, _ = next(((s, m, t) for s, m, t in moves
-                                        if self.may_meet_scoring_budget(s, m) and self.affordable(s, m, t)),
+                spec, params, _ = next(((s, m, t) for s, m, t in moves if self._move_fits(s, m, t)),
                                        (None, None, None))
                 if spec is None:
                     break
             self.evaluate(spec, params)
             step = max(step * 0.97, 0.05)
         return self.trials
+
+    def _move_fits(self, spec: EstimatorSpec, params: dict, incumbent: Trial) -> bool:
+        """May a local move to ``params`` from ``incumbent`` run: within the scoring budget and the time left?"""
+        return self.may_meet_scoring_budget(spec, params) and self.affordable(spec, params, incumbent)
 
     def portfolio_entries(self) -> list[tuple[EstimatorSpec, dict]]:
         """The portfolio entries in the order they are tried: the learned portfolio's greedy order,
