@@ -301,8 +301,11 @@ def _json_plan(m: Model):
 def predict(project, features, as_array=False) -> float:
     """``features``: jsonb's text (``sqlml._predict_jsonb`` takes no transform: ``JsonPlan.predictor``
     reads the text), or a float8[] (``as_array``)."""
-    if not as_array:
-        m = resolve(project)
+    if not as_array:  # ``resolve`` inlined, as in ``predict_row``: this too runs once per row of a scan
+        hit = _statement.get((project, None))
+        if hit is None or hit[0] != statement_key():
+            hit = _statement[(project, None)] = (statement_key(), *_lookup(project, None))
+        m = hit[1]
         if m.json_value is None:
             _json_plan(m)
         return m.json_value("{}" if features is None else features)
