@@ -20,7 +20,7 @@ from sqlml.explain import model as explain
 from sqlml.explain import rows
 from sqlml.explain.treeshap import NAN, Forest, Tree
 from sqlml.onnx import convert as onnx_convert
-from tests.test_onnx_export import mixed_data
+from tests.test_onnx_export import ids_table, mixed_data
 
 shap = pytest.importorskip("shap")
 
@@ -135,6 +135,30 @@ def test_contributions_match_shap_and_sum_to_the_raw_output(algorithm, task):
     again = explain.Explainer.from_bytes(explainer.to_bytes(), schema).explain(test, ROWS)
     np.testing.assert_allclose(again.contributions, e.contributions, atol=1e-12, rtol=0)
     np.testing.assert_allclose(again.base, e.base, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+def test_target_means_columns_explain_their_id(task):
+    """LightGBM on ids given their target means (a column per class for 4 classes): each mean's
+    contribution goes to the id, as shap's per column summed; an unseen id gets the overall mean."""
+    schema, inputs, y = ids_table(task, rows=4_000, levels=600)
+    X = convert.as_frame(schema, inputs)
+    plan = preprocess.Plan.from_data(schema, X)
+    assert list(plan.means) == ["who"]
+    problem = Problem(X, y, task, "rmse" if task == REGRESSION else "log_loss", plan, len(schema.target.classes))
+    model, _ = fit_pipeline(SPECS["lightgbm"], {"num_leaves": 15}, problem, X, y, Budget(60), n_estimators=40)
+    explainer = explain.build(model, schema, X)
+    test = {k: v[:ROWS].copy() for k, v in inputs.items()}
+    test["who"][:10] = "nobody"
+    Xt = convert.as_frame(schema, test)
+    e = explainer.explain(test, ROWS)
+    np.testing.assert_allclose(e.output(), raw_output(model, Xt, task), atol=TOLERANCE, rtol=0)
+    _, enc, _ = explainer.members[0]
+    assert enc.sources() == ["x"] + ["who"] * (4 if task == MULTICLASS else 1)
+    want = per_feature(shap_reference(model, Xt, X, task), enc, schema)
+    np.testing.assert_allclose(e.contributions, want, atol=TOLERANCE, rtol=0)
+    again = explain.Explainer.from_bytes(explainer.to_bytes(), schema).explain(test, ROWS)
+    np.testing.assert_allclose(again.contributions, e.contributions, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])

@@ -13,6 +13,7 @@ from sqlml.automl import ensemble, preprocess
 from sqlml.automl.budget import Budget
 from sqlml.automl.estimators import SPECS
 from sqlml.automl.search import Problem, fit_pipeline, predict
+from sqlml.automl.spec import NATIVE_CATEGORIES
 from sqlml.data import convert
 from sqlml.data.schema import BINARY, MULTICLASS, REGRESSION, Feature, FeatureSchema, Target
 from sqlml.onnx import convert as onnx_convert
@@ -163,22 +164,53 @@ def test_parity_checks_every_holdout_row_up_to_a_seeded_sample(n, checked):
     assert np.array_equal(rows, parity.rows(n))  # the same rows on every call
 
 
-def test_lightgbm_on_ids_of_thousands_of_levels_exports_with_parity():
-    # every id is kept as an ordinal code (one-hot keeps the 64 most frequent): LightGBM splits on
-    # sets of up to 32 ids, which ONNX writes as chains of BRANCH_EQ nodes; on deep trees the chains
-    # run to thousands of nodes (onnxmltools' converter, recursive, needed Python's limit raised)
-    rows, levels = 30_000, 3_000
-    rng = np.random.default_rng(3)
+def ids_table(task, rows=30_000, levels=3_000, seed=3):
+    """``who``: ids of ``levels`` levels, each with its own effect on the target; ``x``: a number."""
+    rng = np.random.default_rng(seed)
     ids = rng.integers(0, levels, rows)
-    effect = rng.normal(size=levels)
-    x = rng.normal(size=rows)
-    y = effect[ids] * 3 + x + rng.normal(scale=0.3, size=rows)
+    signal = rng.normal(size=levels)[ids] * 3 + rng.normal(size=rows)
+    if task == REGRESSION:
+        y, classes = signal, ()
+    else:
+        k = 2 if task == BINARY else 4
+        y, classes = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, k + 1)[1:-1])), tuple(range(k))
     features = (Feature("x", "numeric", "float8"), Feature("who", "category", "text"))
-    schema = FeatureSchema(features, Target("y", "float8", REGRESSION, ()))
-    inputs = convert.model_inputs(schema, {"x": x, "who": np.array([f"id{i}" for i in ids], dtype=object)})
+    schema = FeatureSchema(features, Target("y", "float8" if task == REGRESSION else "int4", task, classes))
+    inputs = convert.model_inputs(schema, {"x": rng.normal(size=rows),
+                                           "who": np.array([f"id{i}" for i in ids], dtype=object)})
+    return schema, inputs, y
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+def test_ids_of_thousands_of_levels_get_target_means_that_export_with_parity(task):
+    # more than 64 ids: the native-categories encoding gives ``who`` its target means (a column per
+    # class for 4 classes), every id seen twice kept; the ONNX graph looks each id up as the pipeline does
+    schema, inputs, y = ids_table(task, rows=6_000, levels=800)
     X = convert.as_frame(schema, inputs)
-    plan = preprocess.Plan.from_data(schema, X, y)  # the ids' effects: every id kept as a code
-    assert len(plan.coded["who"]) > 2_900 and len(plan.categories["who"]) == preprocess.MAX_CATEGORIES
+    plan = preprocess.Plan.from_data(schema, X)
+    width = 4 if task == MULTICLASS else 1
+    assert list(plan.means) == ["who"] and plan.means_width == width and plan.width(NATIVE_CATEGORIES) == 1 + width
+    n_classes = len(schema.target.classes)
+    problem = Problem(X, y, task, "rmse" if task == REGRESSION else "log_loss", plan, n_classes)
+    model, _ = fit_pipeline(SPECS["lightgbm"], {"num_leaves": 31}, problem, X, y, Budget(60), n_estimators=60)
+    means = model.named_steps["pre"].named_transformers_["means_0"]
+    assert len(means.columns()) == width and len(means.columns()[0][1]) > 790  # every id seen
+    check(model, schema, inputs, X, task, n_classes)
+    for algorithm in ("linear", "random_forest"):  # one-hot encodings: the 64 most frequent, as before
+        assert len(plan.categories["who"]) == preprocess.MAX_CATEGORIES
+        model, _ = fit_pipeline(SPECS[algorithm], {**SPECS[algorithm].portfolio[0], "n_estimators": 20}, problem,
+                                X, y, Budget(60))
+        check(model, schema, inputs, X, task, n_classes)
+
+
+def test_lightgbm_on_ids_of_thousands_of_levels_exports_with_parity():
+    # every id kept as an ordinal code (a plan made by hand: the search gives such ids their target
+    # means): LightGBM splits on sets of up to 32 ids, which ONNX writes as chains of BRANCH_EQ nodes;
+    # on deep trees the chains run to thousands of nodes (onnxmltools' converter, recursive, needed
+    # Python's limit raised). A model imported or trained elsewhere can hold them.
+    schema, inputs, y = ids_table(REGRESSION)
+    X = convert.as_frame(schema, inputs)
+    plan = preprocess.Plan(("x",), ("who",), {"who": sorted(set(X["who"]))})
     problem = Problem(X, y, REGRESSION, "rmse", plan, 0)
     params = {"learning_rate": 0.3, "num_leaves": 1024, "min_child_samples": 2}  # chains 1,500 nodes deep
     model, _ = fit_pipeline(SPECS["lightgbm"], params, problem, X, y, Budget(120), n_estimators=10)

@@ -144,7 +144,7 @@ def train(schema: FeatureSchema, columns: dict, y_raw, *, task: str | None, metr
     train_idx, test_idx = task.holdout(y, test_size, seed)
     frame = convert.as_frame(schema, inputs)
     X_train, X_test = frame.iloc[train_idx].reset_index(drop=True), frame.iloc[test_idx].reset_index(drop=True)
-    plan = preprocess.Plan.from_data(schema, X_train, y[train_idx])
+    plan = preprocess.Plan.from_data(schema, X_train)
     problem = Problem(X=X_train, y=y[train_idx], task=task, metric=metric, plan=plan,
                       n_classes=len(classes), threads=threads, seed=seed)
     specs = [SPECS[a] for a in (algorithms or DEFAULT_ALGORITHMS) if task.name in SPECS[a].tasks]

@@ -57,7 +57,8 @@ class Encoding:
     """The columns a member's estimator sees, each made from one model input.
 
     ``columns``: ["num", input, fill or None, shift, scale] (``(fillna(x) - shift) / scale``),
-    ["onehot", input, category], ["ordinal", input, [categories]] (code, NaN if unknown)."""
+    ["onehot", input, category], ["ordinal", input, [categories]] (code, NaN if unknown),
+    ["means", input, {category: mean}, the mean of unknown ones] (target means)."""
 
     columns: list
 
@@ -80,6 +81,8 @@ class Encoding:
                 cols += [["onehot", i, str(c)] for i, cats in zip(inputs, trans.categories_) for c in cats]
             elif type(trans).__name__ == "OrdinalEncoder":
                 cols += [["ordinal", i, [str(c) for c in cats]] for i, cats in zip(inputs, trans.categories_)]
+            elif type(trans).__name__ == "TargetMeans":
+                cols += [["means", inputs[i], means, default] for i, means, default in trans.columns()]
             else:
                 raise ValueError(f"no explanation for the preprocessing step {type(trans).__name__}")
         return cls(cols)
@@ -97,6 +100,9 @@ class Encoding:
                 out[:, j] = (v - col[3]) / col[4]
             elif kind == "onehot":
                 out[:, j] = np.asarray(x, dtype=object) == col[2]
+            elif kind == "means":
+                means, default = col[2], col[3]
+                out[:, j] = [means.get(v, default) for v in x]
             else:
                 codes = {c: float(i) for i, c in enumerate(col[2])}
                 out[:, j] = [codes.get(v, np.nan) for v in x]
