@@ -52,3 +52,41 @@ def test_target_means_keep_at_most_max_means_categories(monkeypatch):
     kept = plan.means["who"]
     assert len(kept) == 100 and kept == sorted(kept)
     assert set(kept) == set(frame["who"].value_counts().index[:100])  # the most frequent
+
+
+def test_rows_of_categories_not_kept_move_no_kept_categorys_mean():
+    # "a" and "b" kept, twenty ids seen once not: their rows (target 10) stay out of every category's
+    # mean (scikit-learn alone counts them as "a"), so "a" and "b" (target 0 each) encode alike
+    from sqlml.automl.target_means import TargetMeans
+
+    X = pd.DataFrame({"who": ["a", "a", "b", "b"] + [f"once{i}" for i in range(20)]})
+    y = np.array([0.0] * 4 + [10.0] * 20)
+    means = TargetMeans(categories=[["a", "b"]], target_type="continuous", smooth=1.0).fit(X, y)
+    a, b = means.encodings_[0]
+    overall = y.mean()
+    assert a == b == pytest.approx(overall / 3)  # (0 + 1 x overall) / (2 rows + 1)
+    assert means.transform(pd.DataFrame({"who": ["once3", "never"]})).ravel().tolist() == \
+        [pytest.approx(overall)] * 2
+
+
+@pytest.mark.parametrize("labels, columns", [
+    ([0, 1] * 300, 1),                # a fold of a 3-class target holding two of them: one column
+    (list(range(20)) * 4, 20),        # 20 classes of 4 rows, fewer than the 5 folds of cross fitting
+])
+def test_target_means_fit_whatever_classes_the_rows_hold(labels, columns):
+    rng = np.random.default_rng(0)
+    n = len(labels)
+    frame = pd.DataFrame({"x": rng.normal(size=n), "who": [f"id{i % 70}" for i in range(n)]})  # 70 ids
+    k = max(3, len(set(labels)))
+    schema = FeatureSchema((Feature("x", "numeric", "float8"), Feature("who", "category", "text")),
+                           Target("y", "int4", "multiclass", tuple(range(k))))
+    plan = preprocess.Plan.from_data(schema, frame)
+    assert list(plan.means) == ["who"] and plan.means_width == k
+    out = preprocess.build(plan, NATIVE_CATEGORIES).fit_transform(frame, np.array(labels))
+    assert out.shape == (n, 1 + columns)
+
+
+def test_many_classes_keep_fewer_categories(monkeypatch):
+    monkeypatch.setattr(preprocess, "MAX_MEANS_ENTRIES", 300)
+    schema, frame, _ = _table("multiclass")  # 3 classes: 100 categories at most
+    assert len(preprocess.Plan.from_data(schema, frame).means["who"]) == 100

@@ -35,6 +35,7 @@ from sqlml.data.task import task_of
 
 MAX_CATEGORIES = 64  # per text column, one-hot or ordinal codes; beyond it, target means
 MAX_MEANS_CATEGORIES = 10_000  # per text column, target means: the graph holds a lookup entry per category and class
+MAX_MEANS_ENTRIES = 200_000  # per text column, categories x classes: fewer categories for many classes
 MIN_CATEGORY_COUNT = 2
 
 
@@ -54,17 +55,17 @@ class Plan:
     @classmethod
     def from_data(cls, schema: FeatureSchema, frame) -> Plan:
         """``frame``: the training DataFrame of model inputs."""
+        task = task_of(schema.target.task)
+        classes = len(schema.target.classes) if task.classification else 0
+        kind = "multiclass" if classes > 2 else "binary" if task.classification else "continuous"
+        width = classes if classes > 2 else 1
         categories, means = {}, {}
         for name in schema.text_inputs:
             counts = Counter(frame[name].tolist())
             categories[name] = _frequent(counts, MAX_CATEGORIES)
             if len(counts) > MAX_CATEGORIES:
-                means[name] = _frequent(counts, MAX_MEANS_CATEGORIES)
-        task = task_of(schema.target.task)
-        classes = len(schema.target.classes) if task.classification else 0
-        kind = "multiclass" if classes > 2 else "binary" if task.classification else "continuous"
-        return cls(tuple(schema.numeric_inputs), tuple(schema.text_inputs), categories, means, kind,
-                   classes if classes > 2 else 1)
+                means[name] = _frequent(counts, min(MAX_MEANS_CATEGORIES, MAX_MEANS_ENTRIES // width))
+        return cls(tuple(schema.numeric_inputs), tuple(schema.text_inputs), categories, means, kind, width)
 
     def coded(self, encoding: str) -> tuple:
         """The text inputs ``encoding`` gives ordinal codes or one-hot (all but the target-encoded ones)."""
@@ -121,7 +122,9 @@ def build(plan: Plan, encoding: str):
         from sqlml.automl.target_means import TargetMeans, folds
 
         # one transformer per input: its ONNX converter takes one text column
-        parts += [(f"means_{i}", TargetMeans(categories=[kept], target_type=plan.means_target,
-                                             cv=folds(plan.means_target)), [name])
+        # classes: "auto", binary or multiclass by the labels the rows hold (a fold may hold two of
+        # three, which a forced "multiclass" cannot encode); a regression's numbers stay continuous
+        target_type = "continuous" if plan.means_target == "continuous" else "auto"
+        parts += [(f"means_{i}", TargetMeans(categories=[kept], target_type=target_type, cv=folds()), [name])
                   for i, (name, kept) in enumerate(plan.means.items())]
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)

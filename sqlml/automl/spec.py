@@ -22,7 +22,8 @@ BOOSTING = "boosting"  # rounds chosen by early stopping on the validation fold,
 # encodings of the inputs (sqlml.automl.preprocess.build)
 SCALED = "scaled"  # numbers: median imputation + scaling; text: one-hot
 ONE_HOT = "one_hot"  # numbers: median imputation; text: one-hot
-NATIVE_CATEGORIES = "native_categories"  # numbers as they are (NaN native); text: ordinal codes, NaN if unknown
+NATIVE_CATEGORIES = "native_categories"  # numbers as they are (NaN native); text: ordinal codes, NaN if unknown,
+# or target means for a column of many categories
 NATIVE_MISSING = "native_missing"  # numbers as they are (NaN native); text: one-hot
 
 DEFAULT_LEAVES = 31  # leaves per tree when a configuration does not say

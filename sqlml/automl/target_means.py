@@ -24,10 +24,19 @@ from sklearn.preprocessing import TargetEncoder
 
 
 class TargetMeans(TargetEncoder):
-    """``TargetEncoder`` whose output is float32, as ONNX computes it."""
+    """``TargetEncoder`` whose output is float32, as ONNX computes it, and whose means leave out the
+    rows of categories it does not keep (``categories``): scikit-learn counts them as its first
+    category, whose mean they would then move."""
 
     def fit_transform(self, X, y):
         return super().fit_transform(X, y).astype(np.float32)
+
+    def _transform(self, X, *args, **kwargs):
+        # the fitting skips a code of -1 (its fast loops' "unknown"); scikit-learn writes 0 for a
+        # category outside ``categories`` and keeps the mask apart, which only transforms read
+        codes, known = super()._transform(X, *args, **kwargs)
+        codes[~known] = -1
+        return codes, known
 
     def transform(self, X):
         return super().transform(X).astype(np.float32)
@@ -45,11 +54,12 @@ class TargetMeans(TargetEncoder):
         return out
 
 
-def folds(target_type: str, seed: int = 0):
-    """The cross fitting's folds: shuffled with a fixed seed (a fit is reproducible), stratified for classes."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+def folds(seed: int = 0):
+    """The cross fitting's folds: shuffled with a fixed seed (a fit is reproducible). Not stratified:
+    StratifiedKFold refuses classes of fewer rows than folds, which a target of many classes has."""
+    from sklearn.model_selection import KFold
 
-    return (KFold if target_type == "continuous" else StratifiedKFold)(5, shuffle=True, random_state=seed)
+    return KFold(5, shuffle=True, random_state=seed)
 
 
 def shape(operator) -> None:

@@ -21,7 +21,7 @@ What the contributions explain (per row and output, ``contributions.sum() + base
                 members' margins say, each exact.)
 
 Contributions are computed per encoded column (a one-hot category, a scaled number, an ordinal
-code) and summed back to the model input, then to the feature (a date's calendar parts, a vector's
+code, a category's target mean for a class) and summed back to the model input, then to the feature (a date's calendar parts, a vector's
 dimensions): one contribution per raw column.
 
 Stored as one ``bytes`` (``to_bytes``): a JSON header and numpy arrays in an ``.npz``, read with
@@ -39,7 +39,8 @@ import numpy as np
 from sqlml.data.schema import MULTICLASS, FeatureSchema
 from sqlml.explain.treeshap import NAN, Forest, Tree
 
-FORMAT = 1
+FORMAT = 2  # 2: an encoded column may be a target mean ("means"), which format 1 readers do not know
+READABLE = (1, 2)
 _tree_readers: dict = {}  # library module name -> reader(estimator, outputs) -> (trees, scale)
 
 
@@ -244,8 +245,8 @@ class Explainer:
     def from_bytes(cls, blob: bytes, schema: FeatureSchema) -> Explainer:
         data = np.load(io.BytesIO(blob), allow_pickle=False)
         header = json.loads(bytes(data["header"]).decode())
-        if header.get("format") != FORMAT:
-            raise ValueError(f"explainer format {header.get('format')} is not {FORMAT}")
+        if header.get("format") not in READABLE:
+            raise ValueError(f"explainer format {header.get('format')} is not one of {READABLE}")
         members = []
         for i, entry in enumerate(header["members"]):
             a = {k[len(f"m{i}_") :]: data[k] for k in data.files if k.startswith(f"m{i}_")}
