@@ -21,8 +21,8 @@ What the contributions explain (per row and output, ``contributions.sum() + base
                 members' margins say, each exact.)
 
 Contributions are computed per encoded column (a one-hot category, a scaled number, an ordinal
-code, a category's target mean for a class) and summed back to the model input, then to the feature (a date's calendar parts, a vector's
-dimensions): one contribution per raw column.
+code, a category's target mean for a class) and summed back to the model input, then to the
+feature (a date's calendar parts, a vector's dimensions): one contribution per raw column.
 
 Stored as one ``bytes`` (``to_bytes``): a JSON header and numpy arrays in an ``.npz``, read with
 ``allow_pickle=False`` (nothing in it runs code).
