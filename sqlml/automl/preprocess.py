@@ -121,9 +121,9 @@ def build(plan: Plan, encoding: str):
     if encoding == NATIVE_CATEGORIES and plan.means:
         from sqlml.automl.target_means import TargetMeans, folds
 
-        # one transformer per input: its ONNX converter takes one text column
-        # classes: "auto", binary or multiclass by the labels the rows hold (a fold may hold two of
-        # three, which a forced "multiclass" cannot encode); a regression's numbers stay continuous
+        # one transformer per input (its ONNX converter takes one text column); for classes "auto":
+        # binary or multiclass by the labels the rows hold (a fold may hold two of three classes,
+        # which a forced "multiclass" cannot encode); a regression's numbers stay continuous
         target_type = "continuous" if plan.means_target == "continuous" else "auto"
         parts += [(f"means_{i}", TargetMeans(categories=[kept], target_type=target_type, cv=folds()), [name])
                   for i, (name, kept) in enumerate(plan.means.items())]

@@ -41,10 +41,18 @@ class TargetMeans(TargetEncoder):
     def transform(self, X):
         return super().transform(X).astype(np.float32)
 
+    def _classes(self) -> int:
+        """Output columns per input: k for k > 2 classes, else 1."""
+        return len(self.classes_) if self.target_type_ == "multiclass" else 1
+
+    def width(self) -> int:
+        """Output columns (what ``columns`` lists, without building its lookup tables)."""
+        return len(self.categories_) * self._classes()
+
     def columns(self) -> list[tuple[int, dict, float]]:
         """Per output column, in order: (its input's index, {category: mean, a float32 value}, the
         mean an unseen category gets)."""
-        classes = len(self.classes_) if self.target_type_ == "multiclass" else 1
+        classes = self._classes()
         means = np.atleast_1d(self.target_mean_)
         out = []
         for i, categories in enumerate(self.categories_):
@@ -67,7 +75,7 @@ def shape(operator) -> None:
     from skl2onnx.common.data_types import FloatTensorType
 
     n = operator.inputs[0].get_first_dimension()
-    operator.outputs[0].type = FloatTensorType([n, len(operator.raw_operator.columns())])
+    operator.outputs[0].type = FloatTensorType([n, operator.raw_operator.width()])
 
 
 def convert(scope, operator, container) -> None:
