@@ -221,10 +221,12 @@ def postgres_share(conn, blob, schema):
     blocks, per_page = run(conn, "SELECT pg_relation_size('t') / current_setting('block_size')::int8, "
                                  "reltuples / relpages FROM pg_class WHERE oid = 't'::regclass")[0]
     query = chunks.matrix_query("public.t", list(schema.features), columns, "id", "int4", int(blocks),
-                                chunks.pages_per_chunk(per_page))
-    sizes = ", ".join(f"sum(octet_length(q.{c}))" for c in ["id", *(f"m{j}" for j, c in enumerate(columns)
-                                                                    if c.lut is None)])
-    read, _ = timed(lambda: run(conn, f"SELECT sum(q.n), {sizes} FROM ({query}) AS q"))
+                                chunks.pages_per_chunk(per_page), arrays=True)
+    texts = len({c.source for c in columns if c.lut is not None})
+    # every aggregate used, so that none is planned away
+    sizes = ", ".join([*(["sum(cardinality(q.m))"] if any(c.lut is None for c in columns) else []),
+                       *(f"sum(octet_length(q.k{i}))" for i in range(texts)), "sum(cardinality(q.id))"])
+    read, _ = timed(lambda: run(conn, f"SELECT {sizes} FROM ({query}) AS q"))
     run(conn, "DROP TABLE IF EXISTS scored_e")
     write, _ = timed(lambda: run(conn, "CREATE TABLE scored_e AS SELECT id, (id % 2)::float8 AS prediction, "
                                        "(id % 2)::text AS label, ARRAY[0.25::float8, 0.75] AS probabilities FROM t"))

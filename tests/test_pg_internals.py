@@ -3,6 +3,8 @@ refused on a major version they were not checked against."""
 
 from __future__ import annotations
 
+import json
+
 import psycopg2
 import pytest
 
@@ -89,3 +91,67 @@ def test_the_supported_versions_import_without_a_server():
             "print(SUPPORTED_MAJORS)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "(15,)"
+
+
+# DatumSpi: arrays built in numpy read by PostgreSQL as they are; errors caught as plpy catches them
+DATUMS = """DO $$
+import json
+import numpy as np
+from sqlml.scoring import arrays as A
+from sqlml.server import pg_internals as p
+spi = p.DatumSpi()
+assert spi.available()
+floats = np.array([0.1, -0.0, 1e-310, 3.4028234663852886e38, float("nan")])
+texts = ["a", "", "naïve", "x" * 60, "y" * 200]
+params = [(A.ARRAY_OF[A.INT8OID], A.build(np.array([1, -2, 2**62]), A.INT8OID)),
+          (A.ARRAY_OF[A.FLOAT8OID], A.build(floats, A.FLOAT8OID)),
+          (A.ARRAY_OF[A.TEXTOID], A.build_text(texts)),
+          (A.ARRAY_OF[A.FLOAT8OID], A.build(np.arange(6.0).reshape(3, 2), A.FLOAT8OID)),
+          (A.ARRAY_OF[A.INT8OID], A.build(np.empty(0, dtype=np.int64), A.INT8OID))]
+n = spi.execute("CREATE TEMP TABLE datums AS SELECT $1 AS i, $2 AS f, $3 AS t, $4 AS m, $5 AS e", params)
+row = plpy.execute("SELECT i::text, (SELECT array_agg(float8send(x)::text) FROM unnest(f) x) AS f, t, "
+                   "m::text, e::text, cardinality(e) AS ne, array_dims(m) AS dims FROM datums")[0]
+out = {"rows": n, "row": dict(row), "want_f": [ "\\\\x" + np.float64(x).byteswap().tobytes().hex() for x in floats]}
+caught = []
+for sql in ["SELECT 1/0", "SELECT pg_sleep(10)", "INSERT INTO datums (i) VALUES ('x')"]:
+    try:
+        done = spi.execute(sql)
+        out.setdefault("after", []).append(done)
+    except plpy.SPIError as e:
+        caught.append([type(e).__name__, str(e), e.spidata[0]])
+out["caught"] = caught
+out["count"] = plpy.execute("SELECT count(*) AS c FROM datums")[0]["c"]
+cursor = spi.cursor("SELECT array_agg(g::int8 ORDER BY g) AS a, string_agg(g::text, ',' ORDER BY g) AS s FROM "
+                    "generate_series(1, 10) AS g GROUP BY g % 3 ORDER BY 1")
+chunks = []
+while (r := cursor.fetch()) is not None:
+    chunks.append([A.read(r[0], A.INT8OID).tolist(), r[1][4:].decode()])
+cursor.close()
+out["chunks"] = chunks
+GD["open_cursor"] = spi.cursor("SELECT array_agg(g::int8) FROM generate_series(1, 3) g")
+plpy.notice(json.dumps(out))
+$$ LANGUAGE plpython3u"""
+
+
+def test_datum_spi_hands_numpy_arrays_to_postgres_and_catches_its_errors(backend):
+    query(backend, "SET statement_timeout = '500ms'")
+    query(backend, DATUMS)
+    query(backend, "RESET statement_timeout")
+    out = json.loads(backend.notices[-1].split("NOTICE:  ", 1)[1])
+    assert out["rows"] == 1
+    row = out["row"]
+    assert row["i"] == "{1,-2,4611686018427387904}"
+    assert row["f"] == out["want_f"]  # every float bit for bit: -0.0, a subnormal, NaN
+    assert row["t"] == ["a", "", "naïve", "x" * 60, "y" * 200]
+    assert (row["m"], row["dims"]) == ("{{0,1},{2,3},{4,5}}", "[1:3][1:2]")
+    assert (row["e"], row["ne"]) == ("{}", 0)
+    # each error raised as plpy raises it (its class, message and code), and the function went on
+    assert [c[:2] for c in out["caught"]] == [
+        ["DivisionByZero", "division by zero"],
+        ["QueryCanceled", "canceling statement due to statement timeout"],
+        ["InvalidTextRepresentation", 'malformed array literal: "x"']]
+    assert "after" not in out and out["count"] == 1
+    assert out["chunks"] == [[[1, 4, 7, 10], "1,4,7,10"], [[2, 5, 8], "2,5,8"], [[3, 6, 9], "3,6,9"]]
+    # a cursor kept past its statement (and so its portal) is closed later without harm
+    query(backend, "DO $$ GD.pop('open_cursor').close() $$ LANGUAGE plpython3u")
+    assert scalar(backend, "SELECT 1") == 1

@@ -194,7 +194,7 @@ def test_row_type_changes_between_statements(db):
 
 @pytest.fixture(scope="module")
 def wide(db):
-    """A table of more than two batch chunks (32768 rows each), with a model of its own."""
+    """A table of many batch chunks (chunks.CHUNK_ROWS rows each), with a model of its own."""
     query(db, """CREATE TABLE wide AS SELECT i AS id, 'k' || i AS key, (i * 7 % 100)::float8 AS a,
                         CASE WHEN i % 7 = 0 THEN NULL ELSE (ARRAY['x', 'y', 'z'])[i % 3 + 1] END AS b,
                         ((i * 7 % 100) + (i % 3) * 20 > 70)::int AS y
@@ -283,3 +283,60 @@ def test_dates_need_iso_datestyle_in_a_row(db):
         assert column(db, "SELECT sqlml.predict('visits', to_jsonb(t)) FROM visits t ORDER BY id") == expected
     finally:
         query(db, "RESET DateStyle")
+
+
+def test_batch_of_a_regressor_equals_predict_and_the_old_way(db, wide):
+    """Chunks handed to PostgreSQL as Datums (integer ids: ``pg_internals.DatumSpi``), a regressor's
+    labels included, give what per-row predict gives and what plpy's way (text ids) gives."""
+    query(db, "CREATE TABLE IF NOT EXISTS wide_reg AS SELECT id, key, a, b, "
+              "(a * 2 + id * 7919 % 13 + CASE WHEN b = 'x' THEN 5 ELSE 0 END)::float8 AS v FROM wide")
+    train(db, "wide_reg", "SELECT a, b, v FROM wide_reg WHERE id % 10 = 0", "v", 10)
+    query(db, "DROP TABLE IF EXISTS wide_reg_scored, wide_reg_scored_text")
+    assert scalar(db, "SELECT sqlml.score('wide_reg', 'wide_reg', 'wide_reg_scored', 'id')") == 70000
+    assert scalar(db, "SELECT sqlml.score('wide_reg', 'wide_reg', 'wide_reg_scored_text', 'key')") == 70000
+    rows = query(db, "SELECT s.id, s.prediction, s.label, s.probabilities, t.prediction, t.label "
+                     "FROM wide_reg_scored s JOIN wide_reg_scored_text t ON t.key = 'k' || s.id ORDER BY s.id")
+    assert [r[0] for r in rows] == list(range(1, 70001))
+    assert [r[1] for r in rows] == column(db, "SELECT sqlml.predict('wide_reg', t) FROM wide_reg t ORDER BY id")
+    assert all(r[1] == r[4] and r[2] == r[5] == repr(r[1]) and r[3] is None for r in rows)
+
+
+def test_a_trigger_on_the_scored_table_still_runs(db):
+    """An event trigger may add a trigger to the table score creates: PL/Python in it must run as
+    usual (the backend keeps the GIL while it writes such a table)."""
+    query(db, "DROP TABLE IF EXISTS hooked_scored, hooked_log")
+    query(db, "CREATE TABLE hooked_log (n int)")
+    query(db, """CREATE FUNCTION hooked_count() RETURNS trigger LANGUAGE plpython3u AS $$
+                 plpy.execute("INSERT INTO hooked_log VALUES (1)")
+                 $$""")
+    query(db, """CREATE FUNCTION hook_new_table() RETURNS event_trigger LANGUAGE plpgsql AS $$
+                 DECLARE r record;
+                 BEGIN
+                   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.hooked_scored'
+                   LOOP
+                     EXECUTE 'CREATE TRIGGER counted AFTER INSERT ON public.hooked_scored '
+                             'FOR EACH STATEMENT EXECUTE FUNCTION hooked_count()';
+                   END LOOP;
+                 END $$""")
+    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+              "EXECUTE FUNCTION hook_new_table()")
+    try:
+        assert scalar(db, "SELECT sqlml.score('sp', 'people', 'hooked_scored', 'id')") == 3000
+    finally:
+        query(db, "DROP EVENT TRIGGER hook_new_table")
+    assert scalar(db, "SELECT count(*) FROM hooked_log") >= 1  # one INSERT per chunk
+    assert query(db, "SELECT prediction FROM hooked_scored ORDER BY id") == \
+        query(db, "SELECT sqlml.predict('sp', t) FROM people t ORDER BY id")
+
+
+def test_an_error_while_reading_a_chunk_is_postgres_own_and_leaves_nothing(db):
+    """A value PostgreSQL refuses to convert, met inside the chunk query (read with SPI called
+    directly): its own error and SQLSTATE, no table left, and the session goes on."""
+    query(db, "CREATE TABLE huge AS SELECT id, age, score, ratio, member, tag, region FROM people")
+    query(db, "ALTER TABLE huge ALTER COLUMN score TYPE numeric")
+    query(db, "UPDATE huge SET score = 1e400 WHERE id = 2500")
+    err = pytest.raises(psycopg2.Error, query, db, "SELECT sqlml.score('sp', 'huge', 'huge_scored', 'id')").value
+    assert err.pgcode == "22003" and "out of range for type double precision" in err.pgerror
+    assert scalar(db, "SELECT to_regclass('huge_scored')") is None
+    query(db, "UPDATE huge SET score = 1 WHERE id = 2500")
+    assert scalar(db, "SELECT sqlml.score('sp', 'huge', 'huge_scored', 'id')") == 3000

@@ -6,10 +6,14 @@ for a 100-tree model) adds to ONNX Runtime's. ``overlapped`` moves only the mode
 background thread, so chunk k is scored while the caller writes chunk k-1 and reads chunk k+1.
 
 The thread never touches PostgreSQL or plpy (they are not thread-safe): it runs ``score`` on
-numpy arrays and nothing else, with every signal blocked so that PostgreSQL's handlers
-(cancel, terminate, timeouts) always run on the backend's own thread. ONNX Runtime releases the
-GIL while it computes, so the two threads really run at once: one core for PostgreSQL, one for the
-model, as many cores as the client baseline (a client process and its backend) uses.
+what the caller handed over (Python objects and numpy arrays) and nothing else, with every signal
+blocked so that PostgreSQL's handlers (cancel, terminate, timeouts) always run on the backend's own
+thread. Python's cyclic garbage collector is off meanwhile: a collection runs on whichever thread
+allocates, and the finalizers it would call (a plpy cursor's) call into PostgreSQL. ONNX Runtime
+and the compiled models release the GIL while they compute, and so does the backend while it
+writes a chunk where it can (``pg_internals.DatumSpi``), so the two threads really run at once: one
+core for PostgreSQL, one for the model, as many cores as the client baseline (a client process
+and its backend) uses.
 
 Memory: at most two chunks are held beyond the one being read (the one being scored and the one
 being written), so it stays flat whatever the table's size.
@@ -17,6 +21,7 @@ being written), so it stays flat whatever the table's size.
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +39,8 @@ def overlapped(score: Callable, chunks: Iterable[tuple]) -> Iterator[tuple]:
     chunk; closing the generator early (an error, a LIMIT) waits for the chunk being scored and
     stops the thread, so no thread outlives the call."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlml-score", initializer=_block_signals)
-    pending = None
+    pending, collecting = None, gc.isenabled()
+    gc.disable()
     try:
         for key, payload in chunks:
             job = (key, pool.submit(score, payload))
@@ -47,3 +53,5 @@ def overlapped(score: Callable, chunks: Iterable[tuple]) -> Iterator[tuple]:
             yield key, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if collecting:
+            gc.enable()

@@ -1,6 +1,6 @@
 """Set-at-a-time scoring: ``sqlml.predict_batch`` (rows out) and ``sqlml.score`` (into a table).
 
-A table (or materialized view) is read as the caller in chunks of ~32k rows by ranges of pages, all
+A table (or materialized view) is read as the caller in chunks of ~8k rows by ranges of pages, all
 in one statement and so one snapshot (``sqlml.scoring.chunks``). The chunks overlap: the model
 scores chunk k on a background thread while the backend writes chunk k-1 and reads chunk k+1
 (``sqlml.scoring.overlap``), so at most three chunks are held at once and memory stays flat
@@ -17,6 +17,7 @@ dictionary in Python.
 from __future__ import annotations
 
 from contextlib import closing
+from functools import partial
 
 import numpy as np
 import plpy
@@ -25,8 +26,8 @@ from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
-from sqlml.scoring import chunks, overlap
-from sqlml.server import auditing, counters, governing, predicting, reach, reading
+from sqlml.scoring import arrays, chunks, overlap
+from sqlml.server import auditing, counters, governing, pg_internals, predicting, reach, reading
 from sqlml.server.spi import spi
 
 # a table's size in pages and its rows per page (NULL when never analyzed); no row unless it is a
@@ -57,17 +58,28 @@ def source(project, relation, id_column):
 
 
 def _scored(m, rel, sql, id_column, id_type):
-    """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. The model
-    runs on a background thread, one chunk ahead of the caller's writes (``sqlml.scoring.overlap``)."""
-    with closing(overlap.overlapped(m.scores, _chunks(m, rel, sql, id_column, id_type))) as scored:
-        for (n, ids), out in scored:
-            counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
-            yield n, out, ids
+    """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. Each chunk is
+    decoded and scored on a background thread, one chunk ahead of the caller's writes
+    (``sqlml.scoring.overlap``)."""
+    with closing(overlap.overlapped(_decode_and_score(m), _chunks(m, rel, sql, id_column, id_type))) as scored:
+        for _, (n, ids, out) in scored:
+            if n:
+                counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
+                yield n, out, ids
+
+
+def _decode_and_score(m):
+    """The background thread's work on a chunk: ``decode()`` -> (rows, payload, ids) (Python and
+    numpy on what PostgreSQL handed over, nothing of plpy), then the model."""
+    def run(decode):
+        n, payload, ids = decode()
+        return n, ids, (m.scores(payload) if n else None)
+    return run
 
 
 def _chunks(m, rel, sql, id_column, id_type):
-    """Yield ((rows, ids), payload) per non-empty chunk: the core matrix for a table whose model
-    takes one, else raw columns (``sqlml.data.convert`` layouts)."""
+    """Yield (None, decode) per chunk, ``decode()`` -> (rows, payload, ids): the payload is the core
+    matrix for a table whose model takes one, else raw columns (``sqlml.data.convert`` layouts)."""
     features = list(m.schema.features)
     info = spi.execute(TABLE_INFO, [rel.qualified]) if rel.name else []
     if not info:
@@ -75,28 +87,46 @@ def _chunks(m, rel, sql, id_column, id_type):
         for start in range(0, n, chunks.CHUNK_ROWS):
             ids = extras[id_column][start:start + chunks.CHUNK_ROWS]
             payload = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
-            chunks.check_float32(payload, [])
-            yield (len(ids), ids), payload
+            yield None, partial(_checked, len(ids), payload, ids, [])
         return
     blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
     columns = m.scorer.row_columns
+    names = [c.source for c in columns] if columns is not None else []
+    datums = _datum_spi(id_type)
+    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step, arrays=True) \
+        if columns is not None and datums is not None else None
+    if query is not None:  # the chunks' Datums read as they are
+        reach.check(query)
+        cursor = datums.cursor(query)
+        try:
+            while (row := cursor.fetch()) is not None:
+                yield None, partial(_decoded, chunks.decode_arrays, (row, columns), names)
+        finally:
+            cursor.close()
+        return
     query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
         if columns is not None else None  # None too when the core matrix cannot be read in SQL
     matrix = query is not None
     query = query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
     reach.check(query)  # what the chunk query runs (casts of the table's column types included)
     cursor = plpy.cursor(query)
-    while True:
-        rows = cursor.fetch(1)
-        if not rows:
-            return
+    while rows := cursor.fetch(1):
         if matrix:  # the core matrix itself: numbers and looked-up categories
-            n, payload, ids = chunks.decode_matrix(rows[0], columns, id_type)
+            yield None, partial(_decoded, chunks.decode_matrix, (rows[0], columns, id_type), names)
         else:
-            n, payload, ids = chunks.decode_chunk(rows[0], features, id_type)
-        if n:
-            chunks.check_float32(payload, [c.source for c in columns] if matrix else [])
-            yield (n, ids), payload
+            yield None, partial(_decoded, chunks.decode_chunk, (rows[0], features, id_type), [])
+
+
+def _decoded(decode, args, names):
+    """``decode(*args)`` -> (rows, payload, ids), the payload checked for numbers float32 cannot hold."""
+    n, payload, ids = decode(*args)
+    return _checked(n, payload, ids, names)
+
+
+def _checked(n, payload, ids, names):
+    if n:
+        chunks.check_float32(payload, names)
+    return n, payload, ids
 
 
 def predict_batch(project, relation, id_column):
@@ -138,9 +168,21 @@ def score(project, relation, into_table, id_column) -> int:
                 f"label text, probabilities float8[])")
     governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     total = 0
+    datums = _datum_spi(id_col.pg_type)
+    if datums is not None:
+        insert, constants = _insert_datums_sql(m, target.qualified, id_type), _class_constants(m)
+        # the backend lets go of the GIL while PostgreSQL writes a chunk (the scoring thread decodes
+        # the next meanwhile) only if nothing on the new table can call PL/Python, which needs it:
+        # no trigger and no rule (an event trigger on CREATE TABLE could have added one)
+        release = not spi.execute("SELECT c.relhastriggers OR c.relhasrules AS hooked FROM pg_catalog.pg_class c "
+                                  "WHERE c.oid = $1::pg_catalog.regclass", [target.qualified])[0]["hooked"]
     # closed here, not when the error's traceback lets go of it: the scoring thread ends with the statement
     with closing(_scored(m, rel, sql, id_column, id_col.pg_type)) as scored:
         for n, out, ids in scored:
+            if datums is not None:
+                datums.execute(insert, _insert_datums(m, ids, out, constants), release_gil=release)
+                total += n
+                continue
             columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
             packed = [chunks.pack_float32(c) for c in columns]
             if all(p is not None for p in packed):
@@ -158,6 +200,55 @@ def score(project, relation, into_table, id_column) -> int:
     auditing.record("score", m.ref.project, m.ref.version,
                     {"relation": relation, "rows": total, "into_table": into_table})
     return total
+
+
+def _datum_spi(id_type: str):
+    """``pg_internals.DatumSpi`` for a table of integer ids where it can be built, else None (plpy's way)."""
+    if id_type not in chunks.INTEGER_IDS or not pg_internals.DatumSpi.available():
+        return None
+    return pg_internals.DatumSpi()
+
+
+def _insert_datums_sql(m, table: str, id_type: str) -> str:
+    """The INSERT of one chunk from arrays passed as Datums (``_insert_datums``): ids; for a
+    regressor, labels and values; for a classifier, the class as an index into the classes'
+    values and labels and a column of probabilities per class."""
+    if m.task == REGRESSION:
+        return (f"INSERT INTO {table} SELECT u.i::{id_type}, u.p, u.l, NULL "
+                f"FROM {_unnest('$1::int8[]', '$2::text[]', '$3::float8[]')} AS u(i, l, p)")
+    k = len(m.classes)
+    q = [f"q{j}" for j in range(k)]
+    return (f"INSERT INTO {table} SELECT u.i::{id_type}, ($3::float8[])[u.k], ($4::text[])[u.k], "
+            f"ARRAY[{', '.join('u.' + c for c in q)}] "
+            f"FROM {_unnest('$1::int8[]', '$2::int4[]', *(f'${j + 5}::float8[]' for j in range(k)))} "
+            f"AS u(i, k, {', '.join(q)})")
+
+
+def _unnest(*arrays_sql: str) -> str:
+    """Arrays side by side as rows. Not ``unnest(a, b)``, whose parts resolve through the search_path,
+    where a function of exact argument types (``unnest(bigint[])``) would beat pg_catalog's."""
+    return f"ROWS FROM ({', '.join(f'pg_catalog.unnest({a})' for a in arrays_sql)})"
+
+
+def _class_constants(m) -> list:
+    """A classifier's classes' values and labels as array Datums (``$3``, ``$4``)."""
+    if m.task == REGRESSION:
+        return []
+    eye = np.eye(len(m.classes))
+    return [(arrays.ARRAY_OF[arrays.FLOAT8OID], arrays.build(m.value(eye), arrays.FLOAT8OID)),
+            (arrays.ARRAY_OF[arrays.TEXTOID], arrays.build_text(m.labels(eye)))]
+
+
+def _insert_datums(m, ids: np.ndarray, out: np.ndarray, constants: list) -> list:
+    """The parameters of ``_insert_datums_sql`` for one chunk: (type OID, array varlena)."""
+    def array(values, oid):
+        return arrays.ARRAY_OF[oid], arrays.build(values, oid)
+
+    if m.task == REGRESSION:
+        return [array(ids, arrays.INT8OID), (arrays.ARRAY_OF[arrays.TEXTOID], arrays.build_text(m.labels(out))),
+                array(out, arrays.FLOAT8OID)]
+    return [array(ids, arrays.INT8OID), array(out.argmax(axis=1) + 1, arrays.INT4OID), *constants,
+            *(array(out[:, j], arrays.FLOAT8OID) for j in range(out.shape[1]))]
 
 
 def _insert_sql(m, table: str, id_type: str, packed: bool) -> str:

@@ -30,6 +30,7 @@ reports it and its session's Python keeps the skipped frames' memory.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import sys
 from decimal import Decimal
@@ -250,3 +251,252 @@ def _value(tup, desc, j, typ):
         return text == "t"
     return text
 
+
+
+# --- SPI with Datums, its errors caught (checked against 15) --------------------------------------
+# PostgreSQL raises an error with siglongjmp to the innermost PG_TRY (``PG_exception_stack``);
+# nothing in Python can set one, so a small compiled function does (GUARD_IR): it saves
+# PG_exception_stack and error_context_stack, calls sigsetjmp, points PG_exception_stack at its own
+# buffer and calls the function it was given; an error lands back in it, it restores both and
+# returns 1. Around it, ``_guarded`` does what PL/Python does around every plpy.execute
+# (plpy_spi.c: PLy_spi_subtransaction_begin / _commit / _abort): a subtransaction, and on an error
+# the memory context restored, the error copied and flushed, the subtransaction rolled back, the
+# error raised in Python as plpy's own SPIError for its SQLSTATE. So a cancel, a timeout, a full
+# disk or a bad value ends the statement with its own error, exactly as through plpy, and the
+# session's Python never loses frames. Signatures: 15 (access/xact.h, utils/elog.h, utils/palloc.h,
+# utils/resowner.h, executor/spi.h; sigsetjmp is glibc's __sigsetjmp).
+GUARD_IR = r"""
+declare i32 @__sigsetjmp(ptr, i32)
+
+; i64 guard(fn, args: 8 x i64, &PG_exception_stack, &error_context_stack, out): *out = fn(args...); 0, or
+; 1 when fn raised (both globals restored either way)
+define i64 @guard(ptr %fn, ptr %args, ptr %exc, ptr %ctx, ptr %out) #0 {
+entry:
+  %buf = alloca [64 x i64], align 16              ; sigjmp_buf: 200 bytes on x86-64 glibc
+  %saved = alloca [2 x ptr], align 8                ; read back after a longjmp: volatile
+  %save_exc = load ptr, ptr %exc
+  %save_ctx = load ptr, ptr %ctx
+  %saved1 = getelementptr ptr, ptr %saved, i64 1
+  store volatile ptr %save_exc, ptr %saved
+  store volatile ptr %save_ctx, ptr %saved1
+  %r = call i32 @__sigsetjmp(ptr %buf, i32 0) #1
+  %first = icmp eq i32 %r, 0
+  br i1 %first, label %try, label %catch
+try:
+  store volatile ptr %buf, ptr %exc
+  ARGS
+  %v = call i64 %fn(CALL)
+  store i64 %v, ptr %out
+  store volatile ptr %save_exc, ptr %exc
+  store volatile ptr %save_ctx, ptr %ctx
+  ret i64 0
+catch:
+  %e = load volatile ptr, ptr %saved
+  %c = load volatile ptr, ptr %saved1
+  store volatile ptr %e, ptr %exc
+  store volatile ptr %c, ptr %ctx
+  ret i64 1
+}
+
+attributes #0 = { nounwind }
+attributes #1 = { returns_twice }
+"""
+GUARD_ARGS = 8
+GUARD_IR = GUARD_IR.replace("ARGS", "\n  ".join(
+    f"%p{i} = getelementptr i64, ptr %args, i64 {i}\n  %a{i} = load i64, ptr %p{i}" for i in range(GUARD_ARGS)))
+GUARD_IR = GUARD_IR.replace("CALL", ", ".join(f"i64 %a{i}" for i in range(GUARD_ARGS)))
+_GUARD_ARGTYPES = (ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+# the guard keeps the GIL, as a call into PostgreSQL must when PostgreSQL may call PL/Python (which
+# assumes its thread holds it); _FREE lets other threads run Python meanwhile, for statements that cannot
+_GUARD, _GUARD_FREE = ctypes.PYFUNCTYPE(*_GUARD_ARGTYPES), ctypes.CFUNCTYPE(*_GUARD_ARGTYPES)
+
+_exception_stack = ctypes.c_void_p.in_dll(_pg, "PG_exception_stack")
+_context_stack = ctypes.c_void_p.in_dll(_pg, "error_context_stack")
+_memory_context = ctypes.c_void_p.in_dll(_pg, "CurrentMemoryContext")
+_resource_owner = ctypes.c_void_p.in_dll(_pg, "CurrentResourceOwner")
+_begin_sub = _bind("BeginInternalSubTransaction", None, ctypes.c_char_p)
+_release_sub = _bind("ReleaseCurrentSubTransaction", None)
+_rollback_sub = _bind("RollbackAndReleaseCurrentSubTransaction", None)
+_copy_error = _bind("CopyErrorData", ctypes.POINTER(ErrorData))
+_flush_error = _bind("FlushErrorState", None)
+_free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
+_address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
+            for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "SPI_cursor_fetch")}
+_cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
+_cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
+SPI_OK_INSERT = 7
+_loaded_guard: list = []
+
+
+def _guard():
+    """The compiled guard: from the compiled cache if it was built on this machine before, else
+    built (LLVM) and kept there; None where it cannot be (no LLVM: callers go through plpy)."""
+    if not _loaded_guard:
+        from sqlml.onnx import compiled
+
+        key = compiled.cache_key("pg-guard-" + hashlib.sha256(GUARD_IR.encode()).hexdigest()[:16])
+        directory = compiled.private_directory(compiled_cache_dir())
+        path = os.path.join(directory, key + ".o") if directory else None
+        cached = compiled.read_sealed(path) if path else None
+        found = _link_guard(cached) if cached else None
+        if found is None:
+            try:
+                obj = compiled.compile_object(GUARD_IR)
+                found = _link_guard(obj)
+            except Exception:  # noqa: BLE001 - no LLVM, or it failed: callers go through plpy
+                found = None
+            if found is not None and path:
+                compiled.write_sealed(path, obj)
+        _loaded_guard.append(found)
+    return _loaded_guard[0]
+
+
+def _link_guard(obj: bytes):
+    from sqlml.onnx import compiled
+
+    try:
+        code, address, _ = compiled.link(obj)
+        return code, _GUARD(address("guard")), _GUARD_FREE(address("guard"))
+    except Exception:  # noqa: BLE001 - intact but not loadable here: built again
+        return None
+
+
+def _spi_error(error: ErrorData):
+    """plpy's SPIError (the subclass for its SQLSTATE where plpy has one) for a copied ErrorData, as
+    plpy.execute raises it: message, and spidata (code, detail, hint, query, position)."""
+    import plpy
+
+    text = {name: ctypes.string_at(getattr(error, name)).decode(errors="replace") if getattr(error, name) else None
+            for name in ("message", "detail", "hint")}
+    code = error.sqlerrcode
+    sqlstate = "".join(chr(((code >> (6 * i)) & 0x3F) + ord("0")) for i in range(5))
+    cls = next((c for c in vars(plpy.spiexceptions).values()
+                if isinstance(c, type) and getattr(c, "sqlstate", None) == sqlstate), plpy.SPIError)
+    exc = cls(text["message"])
+    exc.spidata = (code, text["detail"], text["hint"], None, 0)
+    return exc
+
+
+def _guarded(function: str, *args, release_gil: bool = False) -> int:
+    """``function(*args)`` (a function of SPI; ints and addresses) inside a subtransaction, its
+    error raised as plpy's SPIError; the function's result (an int64: mask narrower types).
+    ``release_gil``: other threads run Python meanwhile (see DatumSpi.execute)."""
+    code, kept, free = _guard()
+    guard = free if release_gil else kept
+    values = (ctypes.c_int64 * GUARD_ARGS)(*[int(a) for a in args])
+    out = ctypes.c_int64()
+    context, owner = _memory_context.value, _resource_owner.value
+    _begin_sub(None)
+    _memory_context.value = context
+    failed = guard(_address[function], values, ctypes.addressof(_exception_stack), ctypes.addressof(_context_stack),
+                   ctypes.byref(out))
+    if not failed:
+        _release_sub()
+        _memory_context.value, _resource_owner.value = context, owner
+        return out.value
+    _memory_context.value = context
+    error = _copy_error()
+    _flush_error()
+    _rollback_sub()
+    _memory_context.value, _resource_owner.value = context, owner
+    try:
+        exc = _spi_error(error.contents)
+    finally:
+        _free_error(error)
+    raise exc
+
+
+class DatumSpi:
+    """SPI with parameters passed as Datums: numbers, or varlenas built in numpy
+    (``sqlml.scoring.arrays``), which PostgreSQL reads where they are. For batch scoring, where
+    plpy's per-value conversions cost more than PostgreSQL's work. Outside parallel mode only
+    (subtransactions). ``available()`` is False where the guard cannot be built: go through plpy."""
+
+    @staticmethod
+    def available() -> bool:
+        return not in_parallel_mode() and _guard() is not None
+
+    @staticmethod
+    def _params(params):
+        """(argtypes, values, nulls, kept alive) of [(type OID, int Datum or numpy varlena)]."""
+        n = len(params)
+        types, values = (ctypes.c_uint32 * max(n, 1))(), (ctypes.c_uint64 * max(n, 1))()
+        for i, (oid, value) in enumerate(params):
+            types[i] = oid
+            values[i] = value.ctypes.data if hasattr(value, "ctypes") else int(value) & 0xFFFFFFFFFFFFFFFF
+        nulls = ctypes.create_string_buffer(b" " * n, max(n, 1))
+        return types, values, nulls, [p for _, p in params]
+
+    def execute(self, sql: str, params=(), read_only: bool = False, release_gil: bool = False) -> int:
+        """Run ``sql``; the rows it processed. ``release_gil``: let the process's other threads run
+        Python while PostgreSQL works, only for a statement that cannot reach PL/Python (builtin
+        functions only, on a table without triggers or rules); they must not call into PostgreSQL."""
+        types, values, nulls, kept = self._params(params)
+        text = ctypes.c_char_p(sql.encode())
+        rc = ctypes.c_int32(_guarded("SPI_execute_with_args", ctypes.cast(text, ctypes.c_void_p).value, len(params),
+                                     ctypes.addressof(types), ctypes.addressof(values),
+                                     ctypes.cast(nulls, ctypes.c_void_p).value, int(read_only), 0,
+                                     release_gil=release_gil)).value
+        if rc < 0:
+            raise RuntimeError(f"SPI_execute_with_args returned {rc}")
+        del kept
+        count = _processed.value
+        if _tuptable.value:
+            _freetuptable(_tuptable.value)
+        return count
+
+    def cursor(self, sql: str, params=()) -> DatumCursor:
+        """A cursor over ``sql`` (a query), in a snapshot taken now, as plpy.cursor's in a volatile function."""
+        types, values, nulls, kept = self._params(params)
+        text = ctypes.c_char_p(sql.encode())
+        portal = _guarded("SPI_cursor_open_with_args", 0, ctypes.cast(text, ctypes.c_void_p).value, len(params),
+                          ctypes.addressof(types), ctypes.addressof(values), ctypes.cast(nulls, ctypes.c_void_p).value,
+                          0, 0)
+        del kept
+        return DatumCursor(portal)
+
+
+class DatumCursor:
+    """Rows of a portal, one fetch at a time, each column as the bytes of its Datum (a detoasted
+    varlena, its 4-byte header included) or None: for varlena columns (arrays, bytea, text) only."""
+
+    def __init__(self, portal: int):
+        # found again by name when closed: a cursor dropped late (an error's traceback kept it past
+        # the statement) must not touch a portal the transaction's end already freed, and names of
+        # unnamed portals are never reused in a backend (PortalData starts with its name: 15, utils/portal.h)
+        self._name = ctypes.string_at(ctypes.c_void_p.from_address(portal).value)
+        self._portal = portal
+
+    def fetch(self) -> list | None:
+        """The next row's columns, or None at the end."""
+        _guarded("SPI_cursor_fetch", self._portal, 1, 1)
+        table = _tuptable.value
+        try:
+            if not _processed.value:
+                return None
+            desc = ctypes.c_void_p.from_address(table).value  # SPITupleTable.tupdesc (see _rows)
+            tup = ctypes.c_void_p.from_address(ctypes.c_void_p.from_address(table + ctypes.sizeof(ctypes.c_void_p))
+                                               .value).value
+            return [_varlena(tup, desc, j) for j in range(1, ctypes.c_int.from_address(desc).value + 1)]
+        finally:
+            _freetuptable(table)
+
+    def close(self) -> None:
+        if self._name is not None:
+            portal = _cursor_find(self._name)
+            if portal:
+                _cursor_close(portal)
+            self._name = None
+
+
+def _varlena(tup, desc, j) -> bytes | None:
+    null = ctypes.c_bool()
+    datum = _getbinval(tup, desc, j, ctypes.byref(null))
+    if null.value:
+        return None
+    assert sys.byteorder == "little"
+    p = _detoast(datum)  # a 4-byte header now (see _value)
+    data = ctypes.string_at(p, (ctypes.c_uint32.from_address(p).value >> 2) & 0x3FFFFFFF)
+    if p != datum:
+        _pfree(p)
+    return data
