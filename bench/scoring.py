@@ -411,9 +411,10 @@ def cold_call(dsn, project):
 # --- the run --------------------------------------------------------------------------------------------
 
 def batch(conn, dsn, project, rows, say, repeats):
-    """The batch section for ``project``: (a) to (d), and agreement with ONNX Runtime. The serial
-    per-row forms and the client are timed ``repeats`` times, interleaved, and the best kept: the
-    per-row target compares the two, and one run of either moves by 20-40% with the machine."""
+    """The batch section for ``project``: (a) to (e), and agreement with ONNX Runtime. The serial
+    per-row forms and the client are timed ``repeats`` times, interleaved, and so are the batch
+    forms, the floor's phases and PostgreSQL's share: the best of each kept, since one run moves by
+    20-40% with the machine (the parallel form is timed once)."""
     blob, schema = registered(conn, project)
     results = {}
     # the first predict on this server compiles the model unless its training had the time to (then it is
@@ -435,16 +436,23 @@ def batch(conn, dsn, project, rows, say, repeats):
     workers = next((int(r[0].split(":")[1]) for r in plan if "Workers Planned" in r[0]), 0)
     results["a_parallel"], _ = timed(lambda: run(conn, "CREATE TABLE scored_a2 AS SELECT id, "
                                                        f"sqlml.predict('{project}', t) FROM t t"))
-    results["b_score"], _ = timed(lambda: run(conn, f"SELECT sqlml.score('{project}', 't', 'scored_b', 'id')"))
-    results["b_batch"], _ = timed(lambda: run(conn, "CREATE TABLE scored_b2 AS SELECT * FROM "
-                                                    f"sqlml.predict_batch('{project}', 't', 'id')"))
+    results["b_score"] = results["b_batch"] = float("inf")
+    for _ in range(repeats):  # the batch forms: the best of ``repeats`` too (one run moves by 20-30%)
+        run(conn, "DROP TABLE IF EXISTS scored_b, scored_b2")
+        seconds, _ = timed(lambda: run(conn, f"SELECT sqlml.score('{project}', 't', 'scored_b', 'id')"))
+        results["b_score"] = min(results["b_score"], seconds)
+        seconds, _ = timed(lambda: run(conn, "CREATE TABLE scored_b2 AS SELECT * FROM "
+                                             f"sqlml.predict_batch('{project}', 't', 'id')"))
+        results["b_batch"] = min(results["b_batch"], seconds)
     results["c"], phases, kept, probas = client_baseline(dsn, blob, schema, keep_inputs=True)
     for _ in range(repeats - 1):
         seconds, again, _, _ = client_baseline(dsn, blob, schema, keep_inputs=False)
         if seconds < results["c"]:
             results["c"], phases = seconds, again
-    scan, core, compiled = floor(conn, blob, schema, kept)
-    results["e_read"], results["e_write"] = postgres_share(conn, blob, schema)
+    floors, shares = [floor(conn, blob, schema, kept) for _ in range(repeats)], \
+        [postgres_share(conn, blob, schema) for _ in range(repeats)]
+    scan, core, compiled = (min(f[i] for f in floors) for i in range(3))  # each phase's best of ``repeats``
+    results["e_read"], results["e_write"] = (min(s[i] for s in shares) for i in range(2))
     results["d"], results["d_compiled"] = scan + core, scan + compiled
     del kept
     differ = run(conn, "SELECT count(*) FILTER (WHERE a.predict IS DISTINCT FROM c.prediction), "
@@ -460,7 +468,7 @@ def batch(conn, dsn, project, rows, say, repeats):
     gap = float(np.abs(inside - probas).max())
     c, d = results["c"], results["d"]
     say(f"Batch, {rows:,} rows, model {project} (seconds; / client and / floor: time ratios, lower is better; "
-        f"(a) serial, (a) jsonb and (c): the best of {repeats})")
+        f"each the best of {repeats})")
     lines = [("(a) CREATE TABLE AS ... sqlml.predict(p, t), serial", "a_serial"),
              (f"(a) the same, parallel query ({workers} workers planned)", "a_parallel"),
              ("(a) the row as jsonb: sqlml.predict(p, to_jsonb(t)), serial", "a_jsonb"),

@@ -340,3 +340,25 @@ def test_an_error_while_reading_a_chunk_is_postgres_own_and_leaves_nothing(db):
     assert scalar(db, "SELECT to_regclass('huge_scored')") is None
     query(db, "UPDATE huge SET score = 1 WHERE id = 2500")
     assert scalar(db, "SELECT sqlml.score('sp', 'huge', 'huge_scored', 'id')") == 3000
+
+
+def test_without_the_guard_batch_goes_through_plpy_with_the_same_answers(db, wide):
+    """Where the compiled guard cannot be built (no LLVM), ``score`` reads and writes through plpy:
+    the same rows as through Datums."""
+    query(db, "DROP TABLE IF EXISTS wide_plpy, people_plpy, wide_datums, people_datums")
+    query(db, """DO $$
+                 from sqlml.server import batch
+                 found = batch._datum_spi
+                 batch._datum_spi = lambda id_type: None
+                 try:
+                     batch.score('wide', 'wide', 'wide_plpy', 'id')
+                     batch.score('sp', 'people', 'people_plpy', 'id')
+                 finally:
+                     batch._datum_spi = found
+                 $$ LANGUAGE plpython3u""")
+    query(db, "SELECT sqlml.score('wide', 'wide', 'wide_datums', 'id'), "
+              "sqlml.score('sp', 'people', 'people_datums', 'id')")
+    for name in ("wide", "people"):
+        assert query(db, f"SELECT * FROM {name}_plpy ORDER BY id") == \
+            query(db, f"SELECT * FROM {name}_datums ORDER BY id")
+    assert scalar(db, "SELECT count(*) FROM wide_datums") == 70000
