@@ -90,6 +90,11 @@ def test_read_refuses(varlena, elemtype, why):
         arrays.read(varlena, elemtype)
 
 
+def test_nulls_are_told_apart():
+    with pytest.raises(arrays.HasNulls):
+        arrays.read(REFUSED[2][0], arrays.FLOAT8OID)
+
+
 def test_build_refuses_what_postgres_cannot_hold():
     with pytest.raises(ValueError, match="NUL"):
         arrays.build_text(["a\0b"])

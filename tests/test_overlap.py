@@ -80,3 +80,18 @@ def test_closing_early_waits_for_the_chunk_in_flight():
 def test_the_thread_blocks_every_signal():
     [(_, blocked)] = list(overlapped(lambda _: signal.pthread_sigmask(signal.SIG_BLOCK, []), [(0, None)]))
     assert blocked == signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}  # the two no thread can block
+
+
+def test_the_garbage_collector_is_off_while_any_overlap_runs():
+    """A collection runs on whichever thread allocates, and its finalizers (a plpy cursor's) would
+    call PostgreSQL from the scoring thread: off until the last of interleaved overlaps ends."""
+    import gc
+
+    assert gc.isenabled()
+    first = overlapped(lambda x: gc.isenabled(), ((i, i) for i in range(3)))
+    second = overlapped(lambda x: gc.isenabled(), ((i, i) for i in range(3)))
+    assert next(first) == (0, False) and next(second) == (0, False)
+    assert list(first) == [(1, False), (2, False)]
+    assert not gc.isenabled()  # the second is still running
+    assert list(second) == [(1, False), (2, False)]
+    assert gc.isenabled()

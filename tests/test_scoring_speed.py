@@ -302,12 +302,15 @@ def test_batch_of_a_regressor_equals_predict_and_the_old_way(db, wide):
 
 
 def test_a_trigger_on_the_scored_table_still_runs(db):
-    """An event trigger may add a trigger to the table score creates: PL/Python in it must run as
-    usual (the backend keeps the GIL while it writes such a table)."""
+    """An event trigger may add a trigger or a constraint to the table score creates: PL/Python in
+    them must run as usual (the backend keeps the GIL while it writes such a table)."""
     query(db, "DROP TABLE IF EXISTS hooked_scored, hooked_log")
     query(db, "CREATE TABLE hooked_log (n int)")
     query(db, """CREATE FUNCTION hooked_count() RETURNS trigger LANGUAGE plpython3u AS $$
                  plpy.execute("INSERT INTO hooked_log VALUES (1)")
+                 $$""")
+    query(db, """CREATE FUNCTION hooked_check(p float8) RETURNS bool LANGUAGE plpython3u AS $$
+                 return p is not None
                  $$""")
     query(db, """CREATE FUNCTION hook_new_table() RETURNS event_trigger LANGUAGE plpgsql AS $$
                  DECLARE r record;
@@ -316,6 +319,7 @@ def test_a_trigger_on_the_scored_table_still_runs(db):
                    LOOP
                      EXECUTE 'CREATE TRIGGER counted AFTER INSERT ON public.hooked_scored '
                              'FOR EACH STATEMENT EXECUTE FUNCTION hooked_count()';
+                     EXECUTE 'ALTER TABLE public.hooked_scored ADD CHECK (hooked_check(prediction))';
                    END LOOP;
                  END $$""")
     query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
@@ -362,3 +366,37 @@ def test_without_the_guard_batch_goes_through_plpy_with_the_same_answers(db, wid
         assert query(db, f"SELECT * FROM {name}_plpy ORDER BY id") == \
             query(db, f"SELECT * FROM {name}_datums ORDER BY id")
     assert scalar(db, "SELECT count(*) FROM wide_datums") == 70000
+
+
+def test_types_of_pg_temp_do_not_stand_in_for_pg_catalogs(dsn, db):
+    """Domains named like the types score writes (pg_temp comes first for types), whose CHECK calls
+    PL/Python: not what the scored table is made of nor what its INSERT casts to, so the backend
+    may let go of the GIL while it writes (a PL/Python call then would crash the backend)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        query(conn, """CREATE FUNCTION pg_temp.hijacked(x anyelement) RETURNS bool LANGUAGE sql AS
+                       $$ SELECT sqlml.version() IS NOT NULL $$""")
+        for name, base in [("int4", "int4"), ("int8", "int8"), ("float8", "float8"), ("text", "text"),
+                           ("int2", "int2")]:
+            query(conn, f"CREATE DOMAIN pg_temp.{name} AS pg_catalog.{base} CHECK (pg_temp.hijacked(VALUE))")
+        query(conn, "DROP TABLE IF EXISTS people_temp_types")
+        assert scalar(conn, "SELECT sqlml.score('sp', 'people', 'people_temp_types', 'id')") == 3000
+        assert query(conn, "SELECT atttypid::int FROM pg_attribute WHERE attnum > 0 AND "
+                           "attrelid = 'people_temp_types'::regclass ORDER BY attnum") == \
+            [(23,), (701,), (25,), (1022,)]  # pg_catalog's int4, float8, text, float8[]
+        assert query(conn, "SELECT prediction FROM people_temp_types ORDER BY id") == \
+            query(db, "SELECT sqlml.predict('sp', t) FROM people t ORDER BY id")
+    finally:
+        conn.close()
+
+
+def test_null_ids_are_refused_by_name(db):
+    """An integer id column with NULLs cannot join its scores back: a clear error (before, the ids
+    of the rows after a NULL were shifted)."""
+    query(db, "CREATE TABLE people_null_ids AS SELECT * FROM people")
+    query(db, "UPDATE people_null_ids SET id = NULL WHERE id = 1500")
+    err = pytest.raises(psycopg2.Error, query, db,
+                        "SELECT sqlml.score('sp', 'people_null_ids', 'people_null_ids_scored', 'id')").value
+    assert err.pgcode == "23502" and "id column holds NULL" in err.pgerror
+    assert scalar(db, "SELECT to_regclass('people_null_ids_scored')") is None

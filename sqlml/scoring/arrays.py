@@ -2,9 +2,10 @@
 
 Batch scoring hands whole chunks to SPI as Datums (``sqlml.server.pg_internals.DatumSpi``): a
 pass-by-reference Datum is a pointer to a varlena, and an array's varlena is a short header and
-its elements, so a numpy buffer laid out that way is a parameter PostgreSQL reads as it is. No
-value goes through a Python object or a text form (PL/Python converts a list parameter one
-element at a time through its text: ~0.2 us an int, ~0.5 us a float).
+its elements, so a numpy buffer laid out that way is a parameter PostgreSQL takes as it is
+(copied once, as the plan's constant). No value goes through a Python object or a text form
+(PL/Python converts a list parameter one element at a time through its text: ~0.2 us an int,
+~0.5 us a float).
 
 The layout (``utils/array.h``: 15), little-endian, no NULLs::
 
@@ -41,7 +42,7 @@ def _buffer(size: int) -> np.ndarray:
 def _header(out: np.ndarray, size: int, elemtype: int, shape: tuple) -> int:
     """Write the header into ``out``; the offset of the elements."""
     ndim = len(shape)
-    head = np.array([size << 2, ndim, 0, elemtype, *shape, *([1] * ndim)], dtype="<i4")
+    head = np.array([size << 2, ndim, 0, elemtype, *shape, *([1] * ndim)], dtype="<u4")  # all non-negative
     out[:head.nbytes] = head.view(np.uint8)
     return _maxalign(_HEAD + 8 * ndim)
 
@@ -98,6 +99,10 @@ def build_text(strings: list[str]) -> np.ndarray:
     return out
 
 
+class HasNulls(ValueError):
+    """An array holding NULLs, which ``read`` does not read."""
+
+
 def read(varlena: bytes, elemtype: int) -> np.ndarray:
     """The elements of an array varlena (a 4-byte header, as a detoasted Datum has) of ``elemtype``
     (INT4OID, INT8OID or FLOAT8OID) without NULLs, shaped as it is (1-D or 2-D). Raises ValueError
@@ -106,6 +111,8 @@ def read(varlena: bytes, elemtype: int) -> np.ndarray:
     if head is None:
         raise ValueError("not an array: shorter than an array's header")
     size, ndim, dataoffset, found = int(head[0]) >> 2 & 0x3FFFFFFF, int(head[1]), int(head[2]), int(head[3])
+    if dataoffset != 0 and size == len(varlena) and found == elemtype:
+        raise HasNulls(f"an array of type {elemtype} holding NULLs")
     if size != len(varlena) or found != elemtype or dataoffset != 0 or ndim not in (0, 1, 2):
         raise ValueError(f"not a {ndim}-D array of type {elemtype} without NULLs of {len(varlena)} bytes")
     dtype = _DTYPES[elemtype]

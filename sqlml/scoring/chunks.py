@@ -6,10 +6,11 @@ Tables (and materialized views) are read by ranges of pages: one statement, so o
     CROSS JOIN LATERAL (SELECT count(*) AS n, <one aggregate per column> FROM
         (SELECT <columns> FROM <table> WHERE ctid >= '(lo,0)' AND ctid < '(lo + step,0)') AS src) AS agg
 
-fetched one row (= one chunk, ~8k rows) at a time through a cursor. Each chunk is a TID range scan, and its
-columns arrive as the aggregates of ``sqlml.data.ingest`` (numbers as one float8 bytea per column,
-decoded by ``np.frombuffer``), so memory holds one chunk whatever the table's size. The last range
-is open-ended: pages added after the table's size was read are scanned too.
+fetched one row (= one chunk, ~16k rows) at a time through a cursor. Each chunk is a TID range scan, and its
+columns arrive aggregated (numbers as one float8 bytea per column, decoded by ``np.frombuffer``, or as
+one 2-D float8 array read as it is: ``matrix_query(arrays=True)``), so memory holds one chunk
+whatever the table's size. The last range is open-ended: pages added after the table's size was
+read are scanned too.
 
 Anything else (a view, a query, a partitioned or foreign table) is read whole, columnar, like
 training data (``sqlml.server.batch``), and only scored in chunks of CHUNK_ROWS.
@@ -26,9 +27,14 @@ import numpy as np
 from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
 from sqlml.data.schema import BOOLEAN, CATEGORY, FLOAT32_MAX, NULL_CATEGORY, NUMERIC, Feature
 from sqlml.data.values import out_of_range
+from sqlml.errors import NOT_NULL_VIOLATION, SqlmlError
 from sqlml.scoring import arrays
 
-CHUNK_ROWS = 8192  # small enough that the pipeline fills and drains fast (100k rows: 32768 -> 8192 took 0.20 -> 0.18 s)
+# small enough that the overlap fills and drains fast (score of 100k rows, best of 5: 0.195 s at 32768
+# rows a chunk, 0.182 s at 16384, 0.177 s at 8192), large enough that the chunks' writes, each a
+# subtransaction with an XID, keep about a million rows under the 64 subtransactions a backend's
+# snapshot entry holds (beyond, every snapshot taken meanwhile reads pg_subtrans)
+CHUNK_ROWS = 16384
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
 
 
@@ -83,13 +89,15 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
         x = "src." + quote_ident(c.source)
         kind = kinds.get(c.source)
         if kind in (NUMERIC, BOOLEAN) and c.lut is None:
-            numbers.append((j, f"{x}::float8" if kind == NUMERIC else f"{x}::int::float8"))
+            # types named by schema: a pg_temp domain called float8 would come first
+            numbers.append((j, f"{x}::pg_catalog.float8" if kind == NUMERIC
+                            else f"{x}::pg_catalog.int4::pg_catalog.float8"))
         elif kind == CATEGORY and c.lut is not None:
             if any(SEPARATOR in k for k in c.lut):
                 return None
             if c.source not in texts:
                 texts[c.source] = len(texts)
-                value = f"coalesce({x}::text, {_literal(NULL_CATEGORY)})"
+                value = f"coalesce({x}::pg_catalog.text, {_literal(NULL_CATEGORY)})"
                 categories.append(f"string_agg(CASE WHEN strpos({value}, chr(1)) > 0 THEN {_literal(unseen(columns))} "
                                   f"ELSE {value} END, chr(1)) AS k{texts[c.source]}")
         else:
@@ -103,8 +111,9 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
     if arrays:
         if id_type not in INTEGER_IDS:
             return None
-        row = ", ".join(f"coalesce({x}, 'NaN'::float8)" for _, x in numbers)
-        aggs = ([f"array_agg(ARRAY[{row}]) AS m"] if numbers else []) + categories + [f"array_agg({key}::int8) AS id"]
+        row = ", ".join(f"coalesce({x}, 'NaN'::pg_catalog.float8)" for _, x in numbers)
+        aggs = ([f"pg_catalog.array_agg(ARRAY[{row}]) AS m"] if numbers else []) + categories + \
+            [f"pg_catalog.array_agg({key}::pg_catalog.int8) AS id"]
     else:
         ids = f"string_agg(int8send({key}::int8), ''::bytea)" if id_type in INTEGER_IDS else f"array_agg({key}::text)"
         aggs = ["count(*) AS n", *(f"string_agg(coalesce(float8send({x}), {NAN8}), ''::bytea) AS m{j}"
@@ -133,18 +142,32 @@ def decode_matrix(row: dict, columns: tuple, id_type: str) -> tuple[int, np.ndar
         if c.lut is None:
             matrix[:, j] = np.frombuffer(row[f"m{j}"] or b"", dtype=">f8")
     _look_up(matrix, columns, lambda i: row[f"k{i}"])
-    if id_type in INTEGER_IDS:
-        ids = np.frombuffer(row["id"] or b"", dtype=">i8").astype(np.int64)
-    else:
-        ids = np.array(row["id"] or [], dtype=object)
-    return n, matrix, ids
+    return n, matrix, _ids(row, n, id_type)
+
+
+def _ids(row: dict, n: int, id_type: str) -> np.ndarray:
+    """A chunk's ids: int64 from the int8 bytes of an integer id column (which skip NULLs), else object."""
+    if id_type not in INTEGER_IDS:
+        return np.array(row["id"] or [], dtype=object)
+    ids = np.frombuffer(row["id"] or b"", dtype=">i8").astype(np.int64)
+    if len(ids) != n:
+        raise null_ids()
+    return ids
+
+
+def null_ids() -> SqlmlError:
+    return SqlmlError("the id column holds NULL in some rows: their scores could not be joined back to them",
+                      sqlstate=NOT_NULL_VIOLATION, hint="score by a column that identifies every row (a primary key)")
 
 
 def decode_arrays(row: list, columns: tuple) -> tuple[int, np.ndarray, np.ndarray]:
     """(n, core matrix float32, int64 ids) from one row of ``matrix_query(..., arrays=True)``: its
     columns' varlenas (``pg_internals.DatumCursor``), in the query's order."""
     numbers = [j for j, c in enumerate(columns) if c.lut is None]
-    ids = arrays.read(row[-1], arrays.INT8OID) if row[-1] is not None else np.empty(0, dtype=np.int64)
+    try:
+        ids = arrays.read(row[-1], arrays.INT8OID) if row[-1] is not None else np.empty(0, dtype=np.int64)
+    except arrays.HasNulls:
+        raise null_ids() from None
     n = len(ids)
     matrix = np.empty((n, len(columns)), dtype=np.float32)
     if numbers and n:
@@ -187,11 +210,7 @@ def decode_chunk(row: dict, features: list[Feature], id_type: str) -> tuple[int,
     """(n, {feature: raw array}, ids) from one row of ``table_query``: ids int64, or object (str)."""
     n = int(row["n"])
     raw = {f.name: decode(f.kind, row[f"c{i}"], n, f.dim) for i, f in enumerate(features)}
-    if id_type in INTEGER_IDS:
-        ids = np.frombuffer(row["id"] or b"", dtype=">i8").astype(np.int64)
-    else:
-        ids = np.array(row["id"] or [], dtype=object)
-    return n, raw, ids
+    return n, raw, _ids(row, n, id_type)
 
 
 def pack_float32(values: np.ndarray) -> list[int] | None:

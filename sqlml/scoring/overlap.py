@@ -31,6 +31,22 @@ def _block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
 
 
+_off = {"depth": 0, "was_on": False}  # overlapped calls may interleave (two in one SELECT list)
+
+
+def _collector_off() -> None:
+    if _off["depth"] == 0:
+        _off["was_on"] = gc.isenabled()
+        gc.disable()
+    _off["depth"] += 1
+
+
+def _collector_back() -> None:
+    _off["depth"] -= 1
+    if _off["depth"] == 0 and _off["was_on"]:
+        gc.enable()
+
+
 def overlapped(score: Callable, chunks: Iterable[tuple]) -> Iterator[tuple]:
     """For each ``(key, payload)`` of ``chunks``, yield ``(key, score(payload))``, in order.
 
@@ -39,8 +55,8 @@ def overlapped(score: Callable, chunks: Iterable[tuple]) -> Iterator[tuple]:
     chunk; closing the generator early (an error, a LIMIT) waits for the chunk being scored and
     stops the thread, so no thread outlives the call."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlml-score", initializer=_block_signals)
-    pending, collecting = None, gc.isenabled()
-    gc.disable()
+    pending = None
+    _collector_off()
     try:
         for key, payload in chunks:
             job = (key, pool.submit(score, payload))
@@ -53,5 +69,4 @@ def overlapped(score: Callable, chunks: Iterable[tuple]) -> Iterator[tuple]:
             yield key, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if collecting:
-            gc.enable()
+        _collector_back()

@@ -25,6 +25,10 @@ first), interrupts are held off while they run (a cancel is served right after, 
 and the calls keep the GIL (``PyDLL``), so that a process that does meet an unexpected error
 (out of memory) keeps a working interpreter: a worker then ends with the error; the leader
 reports it and its session's Python keeps the skipped frames' memory.
+
+``DatumSpi`` is SPI with Datums for batch scoring, outside parallel mode: its errors are caught where
+PostgreSQL raises them, by a small compiled function that sets a PG_TRY of its own, inside a
+subtransaction, as plpy catches them (see its section below), so they may raise freely.
 """
 
 from __future__ import annotations
@@ -315,15 +319,21 @@ _context_stack = ctypes.c_void_p.in_dll(_pg, "error_context_stack")
 _memory_context = ctypes.c_void_p.in_dll(_pg, "CurrentMemoryContext")
 _resource_owner = ctypes.c_void_p.in_dll(_pg, "CurrentResourceOwner")
 _begin_sub = _bind("BeginInternalSubTransaction", None, ctypes.c_char_p)
-_release_sub = _bind("ReleaseCurrentSubTransaction", None)
 _rollback_sub = _bind("RollbackAndReleaseCurrentSubTransaction", None)
 _copy_error = _bind("CopyErrorData", ctypes.POINTER(ErrorData))
 _flush_error = _bind("FlushErrorState", None)
 _free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
 _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
-            for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "SPI_cursor_fetch")}
+            for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "SPI_cursor_fetch",
+                         "ReleaseCurrentSubTransaction")}
 _cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
 _cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
+# void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
+# PG_UTF8 = 6: 15 (mb/pg_wchar.h)
+_pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
+_unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
+_database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
+PG_UTF8 = 6
 SPI_OK_INSERT = 7
 _loaded_guard: list = []
 
@@ -388,10 +398,11 @@ def _guarded(function: str, *args, release_gil: bool = False) -> int:
     context, owner = _memory_context.value, _resource_owner.value
     _begin_sub(None)
     _memory_context.value = context
-    failed = guard(_address[function], values, ctypes.addressof(_exception_stack), ctypes.addressof(_context_stack),
-                   ctypes.byref(out))
-    if not failed:
-        _release_sub()
+    stacks = ctypes.addressof(_exception_stack), ctypes.addressof(_context_stack)
+    failed = guard(_address[function], values, *stacks, ctypes.byref(out))
+    # the subtransaction's release inside a guard too, as plpy commits it inside its PG_TRY
+    released = ctypes.c_int64()
+    if not failed and not kept(_address["ReleaseCurrentSubTransaction"], values, *stacks, ctypes.byref(released)):
         _memory_context.value, _resource_owner.value = context, owner
         return out.value
     _memory_context.value = context
@@ -414,7 +425,9 @@ class DatumSpi:
 
     @staticmethod
     def available() -> bool:
-        return not in_parallel_mode() and _guard() is not None
+        """Outside parallel mode, in a UTF-8 database (texts are handed over as Python's UTF-8: plpy
+        converts them to the database's encoding), where the guard can be built."""
+        return not in_parallel_mode() and _database_encoding() == PG_UTF8 and _guard() is not None
 
     @staticmethod
     def _params(params):
@@ -458,18 +471,29 @@ class DatumSpi:
 
 class DatumCursor:
     """Rows of a portal, one fetch at a time, each column as the bytes of its Datum (a detoasted
-    varlena, its 4-byte header included) or None: for varlena columns (arrays, bytea, text) only."""
+    varlena, its 4-byte header included) or None: for varlena columns (arrays, bytea, text) only.
+
+    As plpy's cursors: the portal is pinned (no CLOSE from SQL frees it under us) and found again by
+    name before each use (a rolled-back savepoint or the transaction's end drops it, and names of
+    unnamed portals are never reused in a backend): a cursor outliving its portal reads nothing."""
 
     def __init__(self, portal: int):
-        # found again by name when closed: a cursor dropped late (an error's traceback kept it past
-        # the statement) must not touch a portal the transaction's end already freed, and names of
-        # unnamed portals are never reused in a backend (PortalData starts with its name: 15, utils/portal.h)
+        # PortalData starts with its name: 15 (utils/portal.h)
         self._name = ctypes.string_at(ctypes.c_void_p.from_address(portal).value)
-        self._portal = portal
+        _pin_portal(portal)
+
+    def _portal(self) -> int:
+        portal = _cursor_find(self._name) if self._name is not None else None
+        if not portal:
+            from sqlml.errors import SqlmlError
+
+            raise SqlmlError("the batch's cursor is gone: its transaction or savepoint ended while it was read",
+                             sqlstate="24000", hint="read sqlml.predict_batch to its end within one savepoint")
+        return portal
 
     def fetch(self) -> list | None:
         """The next row's columns, or None at the end."""
-        _guarded("SPI_cursor_fetch", self._portal, 1, 1)
+        _guarded("SPI_cursor_fetch", self._portal(), 1, 1)
         table = _tuptable.value
         try:
             if not _processed.value:
@@ -485,6 +509,7 @@ class DatumCursor:
         if self._name is not None:
             portal = _cursor_find(self._name)
             if portal:
+                _unpin_portal(portal)
                 _cursor_close(portal)
             self._name = None
 
