@@ -460,3 +460,19 @@ def test_the_scanner_reads_jsonb_text_as_the_general_way(text, how, scanner):
         return
     assert value(text) == want
     assert count[0] == 1
+
+
+CHUNK_PAGES = [  # (rows a page, pages of the table) -> pages a chunk
+    (100.0, 1_000, 163),  # 100k rows: CHUNK_ROWS (16,384) a chunk
+    (100.0, 50_000, 1_041),  # 5M rows: 48 chunks of 104,166 rows, each chunk's write a subtransaction's XID
+    (100.0, 1_000_000, 1_310),  # 100M rows: MAX_CHUNK_ROWS (131,072) a chunk, memory before subtransactions
+    (None, 1_000, 273),  # never analyzed: 60 rows a page guessed
+    (100_000.0, 10, 1),  # at least a page
+]
+
+
+@pytest.mark.parametrize("per_page, pages, want", CHUNK_PAGES)
+def test_pages_per_chunk(per_page, pages, want):
+    from sqlml.scoring.chunks import pages_per_chunk
+
+    assert pages_per_chunk(per_page, pages) == want

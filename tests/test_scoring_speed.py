@@ -285,9 +285,17 @@ def test_dates_need_iso_datestyle_in_a_row(db):
         query(db, "RESET DateStyle")
 
 
+def datums_available(conn) -> bool:
+    """Whether batch scoring in this database goes through ``pg_internals.DatumSpi`` (the guard built)."""
+    query(conn, "DO $$ from sqlml.server import pg_internals as p; plpy.notice(str(p.DatumSpi.available())) $$ "
+                "LANGUAGE plpython3u")
+    return conn.notices[-1].split("NOTICE:  ")[1].strip() == "True"
+
+
 def test_batch_of_a_regressor_equals_predict_and_the_old_way(db, wide):
     """Chunks handed to PostgreSQL as Datums (integer ids: ``pg_internals.DatumSpi``), a regressor's
     labels included, give what per-row predict gives and what plpy's way (text ids) gives."""
+    assert datums_available(db)
     query(db, "CREATE TABLE IF NOT EXISTS wide_reg AS SELECT id, key, a, b, "
               "(a * 2 + id * 7919 % 13 + CASE WHEN b = 'x' THEN 5 ELSE 0 END)::float8 AS v FROM wide")
     train(db, "wide_reg", "SELECT a, b, v FROM wide_reg WHERE id % 10 = 0", "v", 10)
@@ -301,41 +309,91 @@ def test_batch_of_a_regressor_equals_predict_and_the_old_way(db, wide):
     assert all(r[1] == r[4] and r[2] == r[5] == repr(r[1]) and r[3] is None for r in rows)
 
 
-def test_a_trigger_on_the_scored_table_still_runs(db):
-    """An event trigger may add a trigger or a constraint to the table score creates: PL/Python in
-    them must run as usual (the backend keeps the GIL while it writes such a table)."""
-    query(db, "DROP TABLE IF EXISTS hooked_scored, hooked_log")
-    query(db, "CREATE TABLE hooked_log (n int)")
-    query(db, """CREATE FUNCTION hooked_count() RETURNS trigger LANGUAGE plpython3u AS $$
-                 plpy.execute("INSERT INTO hooked_log VALUES (1)")
+ATTACHED = [  # what an event trigger on CREATE TABLE adds to the scored table, each running PL/Python on insert
+    ("trigger", "CREATE TRIGGER counted AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION hooked_trigger()"),
+    ("check", "ALTER TABLE {t} ADD CHECK (hooked_true(prediction))"),
+    ("index", "CREATE INDEX ON {t} ((hooked_true(prediction)))"),
+    ("partition", "ALTER TABLE hooked_parent ATTACH PARTITION {t} FOR VALUES IN (true)"),
+]
+
+
+@pytest.fixture(scope="module")
+def hooks(db):
+    """PL/Python functions that count their calls in the backend (GD), and a parent partitioned by one."""
+    query(db, """CREATE FUNCTION hooked_true(p float8) RETURNS bool IMMUTABLE LANGUAGE plpython3u AS $$
+                 GD["hooked"] = GD.get("hooked", 0) + 1
+                 return True
                  $$""")
-    query(db, """CREATE FUNCTION hooked_check(p float8) RETURNS bool LANGUAGE plpython3u AS $$
-                 return p is not None
+    query(db, """CREATE FUNCTION hooked_trigger() RETURNS trigger LANGUAGE plpython3u AS $$
+                 GD["hooked"] = GD.get("hooked", 0) + 1
                  $$""")
+    query(db, "CREATE FUNCTION hooked_calls() RETURNS int LANGUAGE plpython3u AS $$ return GD.pop('hooked', 0) $$")
+    query(db, "CREATE TABLE hooked_parent (id int4, prediction float8, label text, probabilities float8[]) "
+              "PARTITION BY LIST (hooked_true(prediction))")
     query(db, """CREATE FUNCTION hook_new_table() RETURNS event_trigger LANGUAGE plpgsql AS $$
                  DECLARE r record;
                  BEGIN
-                   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.hooked_scored'
-                   LOOP
-                     EXECUTE 'CREATE TRIGGER counted AFTER INSERT ON public.hooked_scored '
-                             'FOR EACH STATEMENT EXECUTE FUNCTION hooked_count()';
-                     EXECUTE 'ALTER TABLE public.hooked_scored ADD CHECK (hooked_check(prediction))';
+                   FOR r IN SELECT * FROM pg_event_trigger_ddl_commands()
+                            WHERE object_identity = 'public.hooked_' || current_setting('hooked.kind') LOOP
+                     EXECUTE replace(current_setting('hooked.sql'), '{t}', r.object_identity);
                    END LOOP;
                  END $$""")
+
+
+@pytest.mark.parametrize("kind, sql", ATTACHED, ids=[k for k, _ in ATTACHED])
+def test_what_an_event_trigger_adds_to_the_scored_table_still_runs(db, hooks, kind, sql):
+    """An event trigger may add to the table score creates what runs PL/Python on insert: it must run
+    as usual, the backend keeping the GIL while it writes such a table (without, it would crash)."""
+    query(db, f"DROP TABLE IF EXISTS hooked_{kind}")
+    query(db, "SELECT hooked_calls()")
+    query(db, "SELECT set_config('hooked.kind', %s, false), set_config('hooked.sql', %s, false)", (kind, sql))
     query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
               "EXECUTE FUNCTION hook_new_table()")
     try:
-        assert scalar(db, "SELECT sqlml.score('sp', 'people', 'hooked_scored', 'id')") == 3000
+        assert scalar(db, f"SELECT sqlml.score('sp', 'people', 'hooked_{kind}', 'id')") == 3000
     finally:
         query(db, "DROP EVENT TRIGGER hook_new_table")
-    assert scalar(db, "SELECT count(*) FROM hooked_log") >= 1  # one INSERT per chunk
-    assert query(db, "SELECT prediction FROM hooked_scored ORDER BY id") == \
+    assert scalar(db, "SELECT hooked_calls()") >= 1  # PL/Python ran while the chunks were written
+    assert query(db, f"SELECT prediction FROM hooked_{kind} ORDER BY id") == \
         query(db, "SELECT sqlml.predict('sp', t) FROM people t ORDER BY id")
+
+
+PLAIN = [  # (what is done to a table of score's four columns, whether writing it runs only PostgreSQL's code)
+    ("", True),
+    ("ALTER TABLE {t} ADD CHECK (prediction > 0)", False),
+    ("CREATE INDEX ON {t} (id)", False),
+    ("CREATE TRIGGER counted AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION hooked_trigger()", False),
+    ("CREATE RULE noted AS ON INSERT TO {t} DO ALSO NOTIFY scored", False),
+    ("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY", False),
+    ("ALTER TABLE {t} FORCE ROW LEVEL SECURITY", False),
+    ("ALTER TABLE {t} ALTER COLUMN label SET DEFAULT 'x'", False),
+    ("ALTER TABLE {t} ADD COLUMN twice float8 GENERATED ALWAYS AS (prediction * 2) STORED", False),
+    ("ALTER TABLE {t} ADD COLUMN extra int", False),
+    ("ALTER TABLE {t} DROP COLUMN probabilities, ADD COLUMN probabilities float8[]", True),  # a dropped one: not
+    ("ALTER TABLE {t} DROP COLUMN label, ADD COLUMN label text", False),  # the columns' order changed
+    ("ALTER TABLE {t} ALTER COLUMN label TYPE plain_label", False),
+    ("ALTER TABLE hooked_parent ATTACH PARTITION {t} FOR VALUES IN (false)", False),
+]
+
+
+@pytest.mark.parametrize("sql, plain", PLAIN, ids=[str(i) for i in range(len(PLAIN))])
+def test_what_makes_a_scored_table_plain(db, hooks, sql, plain):
+    """``batch._plain_table``, which decides whether the backend may let go of the GIL while it
+    writes the scored table."""
+    query(db, "DROP TABLE IF EXISTS plain_scored")
+    query(db, "DO $$ BEGIN CREATE DOMAIN plain_label AS text; EXCEPTION WHEN duplicate_object THEN END $$")
+    query(db, "CREATE TABLE plain_scored (id int4, prediction float8, label text, probabilities float8[])")
+    if sql:
+        query(db, sql.replace("{t}", "plain_scored"))
+    query(db, "DO $$ from sqlml.server import batch; plpy.notice(str(batch._plain_table('plain_scored', 23))) $$ "
+              "LANGUAGE plpython3u")
+    assert db.notices[-1].split("NOTICE:  ")[1].strip() == str(plain)
 
 
 def test_an_error_while_reading_a_chunk_is_postgres_own_and_leaves_nothing(db):
     """A value PostgreSQL refuses to convert, met inside the chunk query (read with SPI called
     directly): its own error and SQLSTATE, no table left, and the session goes on."""
+    query(db, "DROP TABLE IF EXISTS huge, huge_scored")
     query(db, "CREATE TABLE huge AS SELECT id, age, score, ratio, member, tag, region FROM people")
     query(db, "ALTER TABLE huge ALTER COLUMN score TYPE numeric")
     query(db, "UPDATE huge SET score = 1e400 WHERE id = 2500")
@@ -349,6 +407,7 @@ def test_an_error_while_reading_a_chunk_is_postgres_own_and_leaves_nothing(db):
 def test_without_the_guard_batch_goes_through_plpy_with_the_same_answers(db, wide):
     """Where the compiled guard cannot be built (no LLVM), ``score`` reads and writes through plpy:
     the same rows as through Datums."""
+    assert datums_available(db)
     query(db, "DROP TABLE IF EXISTS wide_plpy, people_plpy, wide_datums, people_datums")
     query(db, """DO $$
                  from sqlml.server import batch
@@ -372,6 +431,7 @@ def test_types_of_pg_temp_do_not_stand_in_for_pg_catalogs(dsn, db):
     """Domains named like the types score writes (pg_temp comes first for types), whose CHECK calls
     PL/Python: not what the scored table is made of nor what its INSERT casts to, so the backend
     may let go of the GIL while it writes (a PL/Python call then would crash the backend)."""
+    assert datums_available(db)
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
@@ -394,6 +454,7 @@ def test_types_of_pg_temp_do_not_stand_in_for_pg_catalogs(dsn, db):
 def test_null_ids_are_refused_by_name(db):
     """An integer id column with NULLs cannot join its scores back: a clear error (before, the ids
     of the rows after a NULL were shifted)."""
+    query(db, "DROP TABLE IF EXISTS people_null_ids, people_null_ids_scored")
     query(db, "CREATE TABLE people_null_ids AS SELECT * FROM people")
     query(db, "UPDATE people_null_ids SET id = NULL WHERE id = 1500")
     err = pytest.raises(psycopg2.Error, query, db,

@@ -14,7 +14,7 @@ import numpy as np
 
 from sqlml.data.schema import BOOLEAN, CATEGORY, DATE, NUMERIC, TIMESTAMP, VECTOR, Feature
 
-NAN8 = r"'\x7ff8000000000000'::bytea"
+NAN8 = r"'\x7ff8000000000000'::pg_catalog.bytea"
 
 
 def quote_ident(name: str) -> str:

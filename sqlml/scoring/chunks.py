@@ -30,17 +30,23 @@ from sqlml.data.values import out_of_range
 from sqlml.errors import NOT_NULL_VIOLATION, SqlmlError
 from sqlml.scoring import arrays
 
-# small enough that the overlap fills and drains fast (score of 100k rows, best of 5: 0.195 s at 32768
-# rows a chunk, 0.182 s at 16384, 0.177 s at 8192), large enough that the chunks' writes, each a
-# subtransaction with an XID, keep about a million rows under the 64 subtransactions a backend's
-# snapshot entry holds (beyond, every snapshot taken meanwhile reads pg_subtrans)
+# Rows a chunk holds: small enough that the overlap fills and drains fast (score of 100k rows, best of
+# 5: 0.195 s at 32768 rows a chunk, 0.182 s at 16384, 0.177 s at 8192). Each chunk's write is a
+# subtransaction with an XID, and beyond 64 of them in one transaction every snapshot taken
+# meanwhile, in any session, reads pg_subtrans: a large table's chunks grow (up to MAX_CHUNK_ROWS) to
+# stay under SUBXIDS of them.
 CHUNK_ROWS = 16384
+MAX_CHUNK_ROWS = 131072
+SUBXIDS = 48
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
 
 
-def pages_per_chunk(rows_per_page: float | None) -> int:
-    """Pages that hold about CHUNK_ROWS rows (``rows_per_page`` from the statistics, or a guess)."""
-    return max(1, int(CHUNK_ROWS / max(rows_per_page or 60.0, 1.0)))
+def pages_per_chunk(rows_per_page: float | None, pages: int = 0) -> int:
+    """Pages that hold a chunk's rows (``rows_per_page`` from the statistics, or a guess) of a table
+    of ``pages`` pages: CHUNK_ROWS, more for a large table (see SUBXIDS)."""
+    per_page = max(rows_per_page or 60.0, 1.0)
+    rows = min(MAX_CHUNK_ROWS, max(CHUNK_ROWS, per_page * pages / SUBXIDS))
+    return max(1, int(rows / per_page))
 
 
 INTEGER_IDS = {"int2", "int4", "int8"}
@@ -51,17 +57,34 @@ def table_query(table: str, features: list[Feature], id_column: str, id_type: st
 
     Result columns per chunk: n, c0.. (features, as ``sqlml.data.ingest`` aggregates them), id (int8
     big-endian bytes when ``id_type`` is an integer type, else a text[])."""
-    names = list(dict.fromkeys([f.name for f in features] + [id_column]))
-    lo = "format('(%s,0)', c.lo)::tid"
-    hi = f"CASE WHEN c.lo + {int(step)} >= {int(blocks)} THEN '({LAST_BLOCK},0)'::tid " \
-         f"ELSE format('(%s,0)', c.lo + {int(step)})::tid END"
-    inner = f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {table} WHERE ctid >= {lo} AND ctid < {hi}"
-    key = "src." + quote_ident(id_column)
-    ids = f"string_agg(int8send({key}::int8), ''::bytea)" if id_type in INTEGER_IDS else f"array_agg({key}::text)"
-    aggs = ["count(*) AS n", *(f"{column_aggregate(f.kind, 'src.' + quote_ident(f.name), f.dim)} AS c{i}"
-                               for i, f in enumerate(features)), f"{ids} AS id"]
-    return (f"SELECT agg.* FROM generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
+    columns = [f"{column_aggregate(f.kind, 'src.' + quote_ident(f.name), f.dim)} AS c{i}"
+               for i, f in enumerate(features)]
+    aggs = ["pg_catalog.count(*) AS n", *columns, f"{_ids_aggregate(id_column, id_type)} AS id"]
+    return _by_ranges(table, [f.name for f in features] + [id_column], aggs, blocks, step)
+
+
+def _by_ranges(table: str, names: list[str], aggs: list[str], blocks: int, step: int) -> str:
+    """A row per range of ``step`` pages of ``table``: ``aggs`` over its rows' columns ``names``. Every
+    type, function and operator named is pg_catalog's (a same-named one on the search_path, or a
+    pg_temp type, would come first)."""
+    tid = "pg_catalog.tid"
+    lo = f"pg_catalog.format('(%s,0)', c.lo)::{tid}"
+    end = f"c.lo OPERATOR(pg_catalog.+) {int(step)}"
+    hi = f"CASE WHEN {end} OPERATOR(pg_catalog.>=) {int(blocks)} THEN '({LAST_BLOCK},0)'::{tid} " \
+         f"ELSE pg_catalog.format('(%s,0)', {end})::{tid} END"
+    columns = ", ".join(quote_ident(n) for n in dict.fromkeys(names))
+    inner = f"SELECT {columns} FROM {table} WHERE ctid OPERATOR(pg_catalog.>=) {lo} " \
+            f"AND ctid OPERATOR(pg_catalog.<) {hi}"
+    return (f"SELECT agg.* FROM pg_catalog.generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
             f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
+
+
+def _ids_aggregate(id_column: str, id_type: str) -> str:
+    """Integer ids as int8 big-endian bytes, others as a text[]."""
+    key = "src." + quote_ident(id_column)
+    if id_type in INTEGER_IDS:
+        return f"pg_catalog.string_agg(pg_catalog.int8send({key}::pg_catalog.int8), ''::pg_catalog.bytea)"
+    return f"pg_catalog.array_agg({key}::pg_catalog.text)"
 
 
 SEPARATOR = "\x01"  # between a chunk's category values in one text: a character categories hardly ever hold
@@ -98,15 +121,11 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
             if c.source not in texts:
                 texts[c.source] = len(texts)
                 value = f"coalesce({x}::pg_catalog.text, {_literal(NULL_CATEGORY)})"
-                categories.append(f"string_agg(CASE WHEN strpos({value}, chr(1)) > 0 THEN {_literal(unseen(columns))} "
-                                  f"ELSE {value} END, chr(1)) AS k{texts[c.source]}")
+                categories.append(f"pg_catalog.string_agg(CASE WHEN pg_catalog.strpos({value}, pg_catalog.chr(1)) "
+                                  f"OPERATOR(pg_catalog.>) 0 THEN {_literal(unseen(columns))} "
+                                  f"ELSE {value} END, pg_catalog.chr(1)) AS k{texts[c.source]}")
         else:
             return None
-    names = list(dict.fromkeys([f.name for f in features] + [id_column]))
-    lo = "format('(%s,0)', c.lo)::tid"
-    hi = f"CASE WHEN c.lo + {int(step)} >= {int(blocks)} THEN '({LAST_BLOCK},0)'::tid " \
-         f"ELSE format('(%s,0)', c.lo + {int(step)})::tid END"
-    inner = f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {table} WHERE ctid >= {lo} AND ctid < {hi}"
     key = "src." + quote_ident(id_column)
     if arrays:
         if id_type not in INTEGER_IDS:
@@ -115,11 +134,10 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
         aggs = ([f"pg_catalog.array_agg(ARRAY[{row}]) AS m"] if numbers else []) + categories + \
             [f"pg_catalog.array_agg({key}::pg_catalog.int8) AS id"]
     else:
-        ids = f"string_agg(int8send({key}::int8), ''::bytea)" if id_type in INTEGER_IDS else f"array_agg({key}::text)"
-        aggs = ["count(*) AS n", *(f"string_agg(coalesce(float8send({x}), {NAN8}), ''::bytea) AS m{j}"
-                                   for j, x in numbers), *categories, f"{ids} AS id"]
-    return (f"SELECT agg.* FROM generate_series(0, {max(int(blocks) - 1, 0)}, {int(step)}) AS c(lo) "
-            f"CROSS JOIN LATERAL (SELECT {', '.join(aggs)} FROM ({inner}) AS src) AS agg")
+        aggs = ["pg_catalog.count(*) AS n",
+                *(f"pg_catalog.string_agg(coalesce(pg_catalog.float8send({x}), {NAN8}), ''::pg_catalog.bytea) AS m{j}"
+                  for j, x in numbers), *categories, f"{_ids_aggregate(id_column, id_type)} AS id"]
+    return _by_ranges(table, [f.name for f in features] + [id_column], aggs, blocks, step)
 
 
 def _literal(text: str) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import plpy
 
 from sqlml.data.ingest import quote_ident
-from sqlml.data.relation import parse_relation
+from sqlml.data.relation import Relation, parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
 from sqlml.scoring import arrays, chunks, overlap
@@ -38,9 +38,12 @@ from sqlml.server.spi import spi
 # plain table or a materialized view (whose pages ctid ranges can split)
 TABLE_INFO = """
 SELECT pg_catalog.pg_relation_size(c.oid::pg_catalog.regclass)
-           / pg_catalog.current_setting('block_size')::int8 AS blocks,
-       CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples / c.relpages END AS rows_per_page
-FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind IN ('r', 'm')"""
+           OPERATOR(pg_catalog./) pg_catalog.current_setting('block_size')::pg_catalog.int8 AS blocks,
+       CASE WHEN c.relpages OPERATOR(pg_catalog.>) 0 AND c.reltuples OPERATOR(pg_catalog.>) 0::pg_catalog.float4
+            THEN c.reltuples::pg_catalog.float8 OPERATOR(pg_catalog./) c.relpages::pg_catalog.float8
+       END AS rows_per_page
+FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)
+  AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}'::pg_catalog."char"[])"""
 
 
 def source(project, relation, id_column):
@@ -93,7 +96,8 @@ def _chunks(m, rel, sql, id_column, id_type):
             payload = {k: v[start:start + chunks.CHUNK_ROWS] for k, v in raw.items()}
             yield None, partial(_checked, len(ids), payload, ids, [])
         return
-    blocks, step = int(info[0]["blocks"]), chunks.pages_per_chunk(info[0]["rows_per_page"])
+    blocks = int(info[0]["blocks"])
+    step = chunks.pages_per_chunk(info[0]["rows_per_page"], blocks)
     columns = m.scorer.row_columns
     names = [c.source for c in columns] if columns is not None else []
     datums = _datum_spi(id_type)
@@ -166,6 +170,9 @@ def score(project, relation, into_table, id_column) -> int:
     target = parse_relation(into_table)
     if not target.name:
         raise SqlmlError(f"into_table {into_table!r} is not a table name", hint="pass a (schema-qualified) table name")
+    if target.name[0] is None:  # named by the schema CREATE TABLE puts it in: a name alone finds pg_temp's first
+        schema = spi.execute("SELECT pg_catalog.current_schema()::pg_catalog.text AS s")[0]["s"]
+        target = Relation(target.text, (schema, target.name[1])) if schema is not None else target
     id_col = cols[id_column]
     # integer ids by schema (a type name is looked up in pg_temp first); others as the source spells them
     id_type = f"pg_catalog.{id_col.pg_type}" if id_col.pg_type in chunks.INTEGER_IDS else \
@@ -177,15 +184,13 @@ def score(project, relation, into_table, id_column) -> int:
     datums = _datum_spi(id_col.pg_type)
     if datums is not None:
         insert, constants = _insert_datums_sql(m, target.qualified), _class_constants(m)
-        # the backend lets go of the GIL while PostgreSQL writes a chunk (the scoring thread decodes
-        # the next meanwhile) only if writing the new table can run nothing but PostgreSQL's own
-        # code: PL/Python needs the GIL, and an event trigger on CREATE TABLE may have added to it
-        release = spi.execute(PLAIN_TABLE, [target.qualified, [INTEGER_OIDS.get(id_col.pg_type, 0), 701, 25, 1022]]
-                              )[0]["plain"]
+    release = None  # decided before the first write: see _plain_table
     # closed here, not when the error's traceback lets go of it: the scoring thread ends with the statement
     with closing(_scored(m, rel, sql, id_column, id_col.pg_type)) as scored:
         for n, out, ids in scored:
             if datums is not None and ids.dtype == np.int64:  # a table's integer ids (a view's are text)
+                if release is None:  # after the chunk query's checks, whose DDL fires event triggers too
+                    release = _plain_table(target.qualified, INTEGER_OIDS[id_col.pg_type])
                 datums.execute(insert, _insert_datums(m, ids, out, constants), release_gil=release)
                 total += n
                 continue
@@ -215,17 +220,36 @@ def _datum_spi(id_type: str):
     return pg_internals.DatumSpi()
 
 
-# the table score created is still what it created: a plain table of those four column types (by
-# OID: no domain), no default or generated column, no constraint, index, policy, trigger or rule
-PLAIN_TABLE = """
-SELECT c.relkind = 'r' AND c.relchecks = 0 AND NOT c.relhasindex AND NOT c.relhastriggers AND NOT c.relhasrules
-       AND NOT c.relrowsecurity AND NOT c.relforcerowsecurity
-       AND (SELECT pg_catalog.array_agg(a.atttypid::pg_catalog.int8 ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
-            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) = $2::pg_catalog.int8[]
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                       AND (a.atthasdef OR a.attgenerated <> ''))
-       AS plain
-FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass"""
+# what writing the table score created can run: its own fields and its columns', by OID (every
+# operator pg_catalog's: a same-named one on the search_path would come first); judged in Python
+TABLE_FIELDS = """
+SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.relchecks::pg_catalog.int8 AS checks,
+       c.relhasindex AS indexes, c.relhastriggers AS triggers, c.relhasrules AS rules, c.relrowsecurity AS rls,
+       c.relforcerowsecurity AS force_rls, c.relispartition AS partition,
+       (SELECT pg_catalog.array_agg(a.atttypid::pg_catalog.int8 ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2
+          AND NOT a.attisdropped) AS types,
+       (SELECT pg_catalog.bool_or(a.atthasdef OR a.attgenerated::pg_catalog.text OPERATOR(pg_catalog.<>) '')
+        FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid) AS computed
+FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass"""
+HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
+
+
+def _plain_table(table: str, id_oid: int) -> bool:
+    """Whether writing ``table`` (created by ``score``) runs nothing but PostgreSQL's own code, so the
+    backend may let go of the GIL meanwhile (PL/Python needs it): still a plain heap table of the
+    four column types score gave it (by OID: no domain), no default or generated column, no
+    constraint, index, policy, trigger or rule, not a partition (whose key is checked on insert).
+    An event trigger may have added any of them."""
+    found = spi.execute(TABLE_FIELDS, [table])
+    if not found:
+        return False
+    t = found[0]
+    return (t["kind"] == "r" and t["am"] == HEAP_AM and t["checks"] == 0 and not t["computed"]
+            and not any(t[k] for k in ("indexes", "triggers", "rules", "rls", "force_rls", "partition"))
+            and list(t["types"] or []) == [id_oid, 701, 25, 1022])
+
+
 INTEGER_OIDS = {"int2": 21, "int4": 23, "int8": 20}
 
 

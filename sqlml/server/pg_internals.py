@@ -474,16 +474,21 @@ class DatumCursor:
     varlena, its 4-byte header included) or None: for varlena columns (arrays, bytea, text) only.
 
     As plpy's cursors: the portal is pinned (no CLOSE from SQL frees it under us) and found again by
-    name before each use (a rolled-back savepoint or the transaction's end drops it, and names of
-    unnamed portals are never reused in a backend): a cursor outliving its portal reads nothing."""
+    name before each use (a rolled-back savepoint or the transaction's end drops it), and must be the
+    same portal (a user may DECLARE a cursor of that name once ours is gone): a cursor outliving its
+    portal reads nothing. A pinned portal still open at COMMIT fails it, as plpy's do."""
 
     def __init__(self, portal: int):
         # PortalData starts with its name: 15 (utils/portal.h)
-        self._name = ctypes.string_at(ctypes.c_void_p.from_address(portal).value)
+        self._name, self._address = ctypes.string_at(ctypes.c_void_p.from_address(portal).value), portal
         _pin_portal(portal)
 
-    def _portal(self) -> int:
+    def _found(self) -> int | None:
         portal = _cursor_find(self._name) if self._name is not None else None
+        return portal if portal == self._address else None
+
+    def _portal(self) -> int:
+        portal = self._found()
         if not portal:
             from sqlml.errors import SqlmlError
 
@@ -507,7 +512,7 @@ class DatumCursor:
 
     def close(self) -> None:
         if self._name is not None:
-            portal = _cursor_find(self._name)
+            portal = self._found()
             if portal:
                 _unpin_portal(portal)
                 _cursor_close(portal)
