@@ -464,8 +464,8 @@ def test_the_scanner_reads_jsonb_text_as_the_general_way(text, how, scanner):
 
 CHUNK_PAGES = [  # (rows a page, pages of the table) -> pages a chunk
     (100.0, 1_000, 163),  # 100k rows: CHUNK_ROWS (16,384) a chunk
-    (100.0, 50_000, 1_041),  # 5M rows: 48 chunks of 104,166 rows, each chunk's write a subtransaction's XID
-    (100.0, 1_000_000, 1_310),  # 100M rows: MAX_CHUNK_ROWS (131,072) a chunk, memory before subtransactions
+    (100.0, 20_000, 416),  # 2M rows: 48 chunks of 41,666 rows, each chunk's write a subtransaction's XID
+    (100.0, 1_000_000, 655),  # 100M rows: MAX_CHUNK_ROWS (65,536) a chunk, memory before subtransactions
     (None, 1_000, 273),  # never analyzed: 60 rows a page guessed
     (100_000.0, 10, 1),  # at least a page
 ]

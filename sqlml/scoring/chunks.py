@@ -33,10 +33,11 @@ from sqlml.scoring import arrays
 # Rows a chunk holds: small enough that the overlap fills and drains fast (score of 100k rows, best of
 # 5: 0.195 s at 32768 rows a chunk, 0.182 s at 16384, 0.177 s at 8192). Each chunk's write is a
 # subtransaction with an XID, and beyond 64 of them in one transaction every snapshot taken
-# meanwhile, in any session, reads pg_subtrans: a large table's chunks grow (up to MAX_CHUNK_ROWS) to
-# stay under SUBXIDS of them.
+# meanwhile, in any session, reads pg_subtrans: a large table's chunks grow to stay under SUBXIDS of
+# them, up to MAX_CHUNK_ROWS (three chunks are held at once, within sqlml.memory_per_job's 256 MB
+# floor: past ~3M rows the snapshots overflow, as they did past 2M with 32,768 rows a chunk).
 CHUNK_ROWS = 16384
-MAX_CHUNK_ROWS = 131072
+MAX_CHUNK_ROWS = 65536
 SUBXIDS = 48
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
 
