@@ -251,4 +251,6 @@ def pack_float32(values: np.ndarray) -> list[int] | None:
 
 def unpack_sql(expr: str) -> str:
     """The float8 that ``pack_float32`` packed into the int8 ``expr`` (exact: a power of two times an integer)."""
-    return f"(({expr} >> 10)::float8 * power(2::float8, (({expr} & 1023) - 512)::float8))"
+    return (f"(({expr} OPERATOR(pg_catalog.>>) 10)::pg_catalog.float8 OPERATOR(pg_catalog.*) "
+            f"pg_catalog.power(2::pg_catalog.float8, (({expr} OPERATOR(pg_catalog.&) 1023) "
+            f"OPERATOR(pg_catalog.-) 512)::pg_catalog.float8))")

@@ -303,13 +303,14 @@ def _insert_sql(m, table: str, id_type: str, packed: bool) -> str:
     is five times dearer than an int's): ids; for a regressor, labels and values; for a classifier,
     the class as an index into the classes' values and labels (two constants) and k columns of
     probabilities. ``packed``: values and probabilities are ``chunks.pack_float32`` int8s."""
-    typ = "int8[]" if packed else "float8[]"
+    typ = "pg_catalog.int8[]" if packed else "pg_catalog.float8[]"
     if m.task == REGRESSION:
         p = chunks.unpack_sql("u.p") if packed else "u.p"
         return (f"INSERT INTO {table} SELECT u.i::{id_type}, {p}, u.l, NULL "
-                f"FROM unnest($1, $2::text[], $3::{typ}) AS u(i, l, p)")
+                f"FROM {_unnest('$1', '$2::pg_catalog.text[]', f'$3::{typ}')} AS u(i, l, p)")
     k = len(m.classes)
     q = [chunks.unpack_sql(f"u.q{j}") if packed else f"u.q{j}" for j in range(k)]
-    return (f"INSERT INTO {table} SELECT u.i::{id_type}, ($3::float8[])[u.k], ($4::text[])[u.k], ARRAY[{', '.join(q)}] "
-            f"FROM unnest($1, $2::int8[], {', '.join(f'${j + 5}::{typ}' for j in range(k))}) "
+    return (f"INSERT INTO {table} SELECT u.i::{id_type}, ($3::pg_catalog.float8[])[u.k], "
+            f"($4::pg_catalog.text[])[u.k], ARRAY[{', '.join(q)}] "
+            f"FROM {_unnest('$1', '$2::pg_catalog.int8[]', *(f'${j + 5}::{typ}' for j in range(k)))} "
             f"AS u(i, k, {', '.join(f'q{j}' for j in range(k))})")

@@ -334,7 +334,6 @@ _pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
 _unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
 _database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
 PG_UTF8 = 6
-SPI_OK_INSERT = 7
 _loaded_guard: list = []
 
 
@@ -391,7 +390,7 @@ def _guarded(function: str, *args, release_gil: bool = False) -> int:
     """``function(*args)`` (a function of SPI; ints and addresses) inside a subtransaction, its
     error raised as plpy's SPIError; the function's result (an int64: mask narrower types).
     ``release_gil``: other threads run Python meanwhile (see DatumSpi.execute)."""
-    code, kept, free = _guard()
+    _, kept, free = _guard()
     guard = free if release_gil else kept
     values = (ctypes.c_int64 * GUARD_ARGS)(*[int(a) for a in args])
     out = ctypes.c_int64()
@@ -419,7 +418,7 @@ def _guarded(function: str, *args, release_gil: bool = False) -> int:
 
 class DatumSpi:
     """SPI with parameters passed as Datums: numbers, or varlenas built in numpy
-    (``sqlml.scoring.arrays``), which PostgreSQL reads where they are. For batch scoring, where
+    (``sqlml.scoring.arrays``), which PostgreSQL takes as they are. For batch scoring, where
     plpy's per-value conversions cost more than PostgreSQL's work. Outside parallel mode only
     (subtransactions). ``available()`` is False where the guard cannot be built: go through plpy."""
 
@@ -442,17 +441,16 @@ class DatumSpi:
 
     def execute(self, sql: str, params=(), read_only: bool = False, release_gil: bool = False) -> int:
         """Run ``sql``; the rows it processed. ``release_gil``: let the process's other threads run
-        Python while PostgreSQL works, only for a statement that cannot reach PL/Python (builtin
-        functions only, on a table without triggers or rules); they must not call into PostgreSQL."""
-        types, values, nulls, kept = self._params(params)
+        Python while PostgreSQL works, only for a statement that cannot reach PL/Python (built-in
+        code only: see ``sqlml.server.batch._plain_table``); they must not call into PostgreSQL."""
+        types, values, nulls, kept = self._params(params)  # kept: the buffers, alive through the call
         text = ctypes.c_char_p(sql.encode())
         rc = ctypes.c_int32(_guarded("SPI_execute_with_args", ctypes.cast(text, ctypes.c_void_p).value, len(params),
                                      ctypes.addressof(types), ctypes.addressof(values),
                                      ctypes.cast(nulls, ctypes.c_void_p).value, int(read_only), 0,
                                      release_gil=release_gil)).value
         if rc < 0:
-            raise RuntimeError(f"SPI_execute_with_args returned {rc}")
-        del kept
+            raise RuntimeError(f"SPI_execute_with_args returned {rc} for {len(kept)} parameters")
         count = _processed.value
         if _tuptable.value:
             _freetuptable(_tuptable.value)
@@ -460,12 +458,11 @@ class DatumSpi:
 
     def cursor(self, sql: str, params=()) -> DatumCursor:
         """A cursor over ``sql`` (a query), in a snapshot taken now, as plpy.cursor's in a volatile function."""
-        types, values, nulls, kept = self._params(params)
+        types, values, nulls, kept = self._params(params)  # kept: the buffers, alive through the call
         text = ctypes.c_char_p(sql.encode())
         portal = _guarded("SPI_cursor_open_with_args", 0, ctypes.cast(text, ctypes.c_void_p).value, len(params),
                           ctypes.addressof(types), ctypes.addressof(values), ctypes.cast(nulls, ctypes.c_void_p).value,
                           0, 0)
-        del kept
         return DatumCursor(portal)
 
 
