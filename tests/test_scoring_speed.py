@@ -243,6 +243,11 @@ def settled_threads_of(pid: int, expected: int) -> int:
     return threads_of(pid)
 
 
+def collecting(conn) -> bool:
+    query(conn, "DO $$ import gc; plpy.notice(str(gc.isenabled())) $$ LANGUAGE plpython3u")
+    return conn.notices[-1].split("NOTICE:  ")[1].strip() == "True"
+
+
 def test_batch_scoring_leaves_no_thread_behind_when_cut_short(db, dsn, wide):
     """The model runs on a background thread (``sqlml.scoring.overlap``): a timeout, a cancel or a
     LIMIT ends it with the statement, and the session goes on."""
@@ -264,8 +269,10 @@ def test_batch_scoring_leaves_no_thread_behind_when_cut_short(db, dsn, wide):
         query(conn, "SELECT count(*) FROM sqlml.predict_batch('wide', 'wide8', 'id')")
     canceller.join()
     assert settled_threads_of(pid, before) == before
+    assert collecting(conn)  # the garbage collector back on (sqlml.scoring.overlap turns it off meanwhile)
     assert len(query(conn, "SELECT * FROM sqlml.predict_batch('wide', 'wide', 'id') LIMIT 3")) == 3
     assert settled_threads_of(pid, before) == before
+    assert collecting(conn)
     assert column(conn, "SELECT sqlml.predict('wide', t) FROM wide t WHERE id <= 5 ORDER BY id") == first
     conn.close()
 
