@@ -35,15 +35,6 @@ for _spec in (*linear.SPECS, *lightgbm.SPECS, *forest.SPECS, *xgboost.SPECS, *ca
     add_learner(_spec)
 
 
-def _register_target_means() -> None:
-    from sqlml.automl import target_means
-
-    target_means.register_onnx()
-
-
-# the preprocessing's own transformer that skl2onnx does not know (``sqlml.automl.preprocess``)
-convert.add_converter("sqlml.automl.target_means", _register_target_means)
-
 # the AutoML portfolio when no algorithms are named; the others (xgboost, catboost) are searched when
 # named in ``algorithms``, until a benchmark shows the portfolio gains from them
 DEFAULT_ALGORITHMS = ("lightgbm", "linear", "extra_trees", "random_forest")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.preprocessing import TargetEncoder
 
+from sqlml.onnx.convert import add_converter
+
 
 class TargetMeans(TargetEncoder):
     """``TargetEncoder`` whose output is float32, as ONNX computes it, and whose means leave out the
@@ -62,12 +64,12 @@ class TargetMeans(TargetEncoder):
         return out
 
 
-def folds(seed: int = 0):
+def folds():
     """The cross fitting's folds: shuffled with a fixed seed (a fit is reproducible). Not stratified:
     StratifiedKFold refuses classes of fewer rows than folds, which a target of many classes has."""
     from sklearn.model_selection import KFold
 
-    return KFold(5, shuffle=True, random_state=seed)
+    return KFold(5, shuffle=True, random_state=0)
 
 
 def shape(operator) -> None:
@@ -103,3 +105,6 @@ def register_onnx() -> None:
     from skl2onnx import update_registered_converter
 
     update_registered_converter(TargetMeans, "SqlmlTargetMeans", shape, convert)
+
+
+add_converter(__name__, register_onnx)  # run before a conversion while this module is loaded

@@ -1081,6 +1081,30 @@ def load(core_bytes: bytes, inputs: list, output: str, classifier: bool, referen
     return compiled
 
 
+def cached_code(name: str, source: str, cache_dir: str | None, load, version: str = ""):
+    """``load(object code)`` of LLVM IR ``source`` (helpers that are not a model: the text scanners,
+    the backend's error guard): from ``cache_dir`` if compiled there before (under ``name``, the IR's
+    hash, ``version`` and ``cache_key``'s salt), else compiled (LLVM) and kept there; None where it
+    cannot be (no LLVM, or ``load`` raised: a failed check)."""
+    key = cache_key(f"{name}-{hashlib.sha256(source.encode()).hexdigest()[:16]}" + (f"-{version}" if version else ""))
+    directory = private_directory(cache_dir)
+    path = os.path.join(directory, key + ".o") if directory else None
+    obj = read_sealed(path) if path else None
+    if obj is not None:
+        try:
+            return load(obj)
+        except Exception:  # noqa: BLE001 - intact but not loadable here: compiled again
+            pass
+    try:
+        obj = compile_object(source)
+        found = load(obj)
+    except Exception:  # noqa: BLE001 - no LLVM, or it failed: the caller's general way
+        return None
+    if path:
+        write_sealed(path, obj)
+    return found
+
+
 def read_sealed(path: str) -> bytes | None:
     """What ``write_sealed`` wrote at ``path``, or None: absent, unreadable, or not what was written
     (damaged, cut short, another format). Every cache file of native code goes through this pair:

@@ -22,8 +22,9 @@ _registered: set = set()
 
 def add_converter(library: str, register) -> None:
     """``register()`` teaches skl2onnx to convert the estimators of ``library`` (an estimator spec's
-    ``register_onnx``, added with it to ``sqlml.automl.estimators``). It runs once, before a conversion
-    that happens while ``library`` is loaded."""
+    ``register_onnx``, added with it to ``sqlml.automl.estimators``, or a transformer module's own,
+    as ``sqlml.automl.target_means``). It runs once, before a conversion that happens while
+    ``library`` is loaded."""
     _converters[library] = register
 
 

@@ -36,6 +36,8 @@ def _maxalign(n: int) -> int:
 
 def _buffer(size: int) -> np.ndarray:
     """A zeroed buffer of ``size`` bytes at an 8-byte-aligned address (numpy's allocations are)."""
+    if size >= 1 << 30:
+        raise ValueError("an array of 1 GB or more: PostgreSQL's largest varlena is under 1 GB")
     return np.zeros((size + 7) // 8, dtype=np.int64).view(np.uint8)[:size]
 
 
@@ -64,8 +66,6 @@ def build(values: np.ndarray, elemtype: int) -> np.ndarray:
         return _empty(elemtype)
     start = _maxalign(_HEAD + 8 * data.ndim)
     size = start + data.nbytes
-    if size >= 1 << 30:
-        raise ValueError("an array of 1 GB or more: PostgreSQL's largest varlena is under 1 GB")
     out = _buffer(size)
     _header(out, size, elemtype, data.shape)
     out[start:] = data.reshape(-1).view(np.uint8)
@@ -85,8 +85,6 @@ def build_text(strings: list[str]) -> np.ndarray:
     np.cumsum(spans[:-1], out=starts[1:])
     start = _maxalign(_HEAD + 8)
     size = start + int(spans.sum())
-    if size >= 1 << 30:
-        raise ValueError("an array of 1 GB or more: PostgreSQL's largest varlena is under 1 GB")
     out = _buffer(size)
     _header(out, size, TEXTOID, (len(encoded),))
     body = out[start:]

@@ -65,8 +65,6 @@ PostgreSQL prints finite numbers in (``-?d+(.d+)?(e[+-]?d+)?``, where strtod and
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 import struct
 from typing import NamedTuple
 
@@ -1044,20 +1042,4 @@ def scanner(cache_dir: str | None) -> Scanner | None:
 
 
 def _load(cache_dir: str | None) -> Scanner | None:
-    key = compiled.cache_key("textscan-" + hashlib.sha256(IR.encode()).hexdigest()[:16] + "-" + VERSION)
-    directory = compiled.private_directory(cache_dir)
-    path = os.path.join(directory, key + ".o") if directory else None
-    obj = compiled.read_sealed(path) if path else None
-    if obj is not None:
-        try:
-            return Scanner(obj)
-        except Exception:  # noqa: BLE001 - intact but not loadable here: compiled again
-            pass
-    try:
-        obj = compiled.compile_object(IR)
-        found = Scanner(obj)
-    except Exception:  # noqa: BLE001 - no LLVM, or it failed: the general way reads every row
-        return None
-    if path:
-        compiled.write_sealed(path, obj)
-    return found
+    return compiled.cached_code("textscan", IR, cache_dir, Scanner, version=VERSION)

@@ -64,11 +64,11 @@ def source(project, relation, id_column):
     return m, rel, sql, cols
 
 
-def _scored(m, rel, sql, id_column, id_type):
+def _scored(m, rel, sql, id_column, id_type, datums):
     """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. Each chunk is
     decoded and scored on a background thread, one chunk ahead of the caller's writes
-    (``sqlml.scoring.overlap``)."""
-    with closing(overlap.overlapped(_decode_and_score(m), _chunks(m, rel, sql, id_column, id_type))) as scored:
+    (``sqlml.scoring.overlap``). ``datums``: ``_datum_spi(id_type)``."""
+    with closing(overlap.overlapped(_decode_and_score(m), _chunks(m, rel, sql, id_column, id_type, datums))) as scored:
         for _, (n, ids, out) in scored:
             if n:
                 counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
@@ -84,7 +84,7 @@ def _decode_and_score(m):
     return run
 
 
-def _chunks(m, rel, sql, id_column, id_type):
+def _chunks(m, rel, sql, id_column, id_type, datums):
     """Yield (None, decode) per chunk, ``decode()`` -> (rows, payload, ids): the payload is the core
     matrix for a table whose model takes one, else raw columns (``sqlml.data.convert`` layouts)."""
     features = list(m.schema.features)
@@ -100,7 +100,6 @@ def _chunks(m, rel, sql, id_column, id_type):
     step = chunks.pages_per_chunk(info[0]["rows_per_page"], blocks)
     columns = m.scorer.row_columns
     names = [c.source for c in columns] if columns is not None else []
-    datums = _datum_spi(id_type)
     query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step, arrays=True) \
         if columns is not None and datums is not None else None
     if query is not None:  # the chunks' Datums read as they are
@@ -149,8 +148,9 @@ def predict_batch(project, relation, id_column):
     total = 0
     if m.task != REGRESSION:  # the class of each row as an index into its value and label: two constants
         k = len(m.classes)
-        class_values, class_labels = m.value(np.eye(k)).tolist(), m.labels(np.eye(k))
-    for n, out, ids in _scored(m, rel, sql, id_column, id_type):
+        class_values, class_labels = _classes(m)
+        class_values = class_values.tolist()
+    for n, out, ids in _scored(m, rel, sql, id_column, id_type, _datum_spi(id_type)):
         integer = ids.dtype != object  # int64 ids of an integer id column of a table; else text
         int_ids, text_ids = (ids.tolist(), None) if integer else (None, list(map(str, ids.tolist())))
         if m.task == REGRESSION:
@@ -183,15 +183,18 @@ def score(project, relation, into_table, id_column) -> int:
     total = 0
     datums = _datum_spi(id_col.pg_type)
     if datums is not None:
-        insert, constants = _insert_datums_sql(m, target.qualified), _class_constants(m)
+        datums_insert, constants = _insert_datums_sql(m, target.qualified), _class_constants(m)
+    if m.task != REGRESSION:  # for plpy's way (a view's chunks, or no guard)
+        class_values, class_labels = _classes(m)
+        class_values = class_values.tolist()
     release = None  # decided before the first write: see _plain_table
     # closed here, not when the error's traceback lets go of it: the scoring thread ends with the statement
-    with closing(_scored(m, rel, sql, id_column, id_col.pg_type)) as scored:
+    with closing(_scored(m, rel, sql, id_column, id_col.pg_type, datums)) as scored:
         for n, out, ids in scored:
             if datums is not None and ids.dtype == np.int64:  # a table's integer ids (a view's are text)
                 if release is None:  # after the chunk query's checks, whose DDL fires event triggers too
                     release = _plain_table(target.qualified, INTEGER_OIDS[id_col.pg_type])
-                datums.execute(insert, _insert_datums(m, ids, out, constants), release_gil=release)
+                datums.execute(datums_insert, _insert_datums(m, ids, out, constants), release_gil=release)
                 total += n
                 continue
             columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
@@ -203,9 +206,8 @@ def score(project, relation, into_table, id_column) -> int:
             if m.task == REGRESSION:
                 spi.execute(insert, [ids.tolist(), m.labels(out), *columns])
             else:  # the class as a 1-based index into the classes' values and labels
-                eye = np.eye(len(m.classes))
-                spi.execute(insert, [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), m.value(eye).tolist(),
-                                     m.labels(eye), *columns])
+                spi.execute(insert, [ids.tolist(), (out.argmax(axis=1) + 1).tolist(), class_values, class_labels,
+                                     *columns])
             total += n
     spi.notice(f"scored {total} rows of {relation} with {project} version {m.ref.version} into {into_table}")
     auditing.record("score", m.ref.project, m.ref.version,
@@ -247,10 +249,10 @@ def _plain_table(table: str, id_oid: int) -> bool:
     t = found[0]
     return (t["kind"] == "r" and t["am"] == HEAP_AM and t["checks"] == 0 and not t["computed"]
             and not any(t[k] for k in ("indexes", "triggers", "rules", "rls", "force_rls", "partition"))
-            and list(t["types"] or []) == [id_oid, 701, 25, 1022])
+            and list(t["types"] or []) == [id_oid, arrays.FLOAT8OID, arrays.TEXTOID, arrays.ARRAY_OF[arrays.FLOAT8OID]])
 
 
-INTEGER_OIDS = {"int2": 21, "int4": 23, "int8": 20}
+INTEGER_OIDS = {"int2": 21, "int4": arrays.INT4OID, "int8": arrays.INT8OID}
 
 
 def _insert_datums_sql(m, table: str) -> str:
@@ -276,13 +278,20 @@ def _unnest(*arrays_sql: str) -> str:
     return f"ROWS FROM ({', '.join(f'pg_catalog.unnest({a})' for a in arrays_sql)})"
 
 
+def _classes(m) -> tuple:
+    """A classifier's classes' values and labels (what a row of each class predicts), in class order:
+    the rows written carry the class as a 1-based index into them."""
+    eye = np.eye(len(m.classes))
+    return m.value(eye), m.labels(eye)
+
+
 def _class_constants(m) -> list:
     """A classifier's classes' values and labels as array Datums (``$3``, ``$4``)."""
     if m.task == REGRESSION:
         return []
-    eye = np.eye(len(m.classes))
-    return [(arrays.ARRAY_OF[arrays.FLOAT8OID], arrays.build(m.value(eye), arrays.FLOAT8OID)),
-            (arrays.ARRAY_OF[arrays.TEXTOID], arrays.build_text(m.labels(eye)))]
+    values, labels = _classes(m)
+    return [(arrays.ARRAY_OF[arrays.FLOAT8OID], arrays.build(values, arrays.FLOAT8OID)),
+            (arrays.ARRAY_OF[arrays.TEXTOID], arrays.build_text(labels))]
 
 
 def _insert_datums(m, ids: np.ndarray, out: np.ndarray, constants: list) -> list:

@@ -34,7 +34,6 @@ subtransaction, as plpy catches them (see its section below), so they may raise 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import sys
 from decimal import Decimal
@@ -230,16 +229,8 @@ def _rows(table: int, count: int) -> list[dict]:
 
 def _value(tup, desc, j, typ):
     if typ == BYTEAOID:
-        null = ctypes.c_bool()
-        datum = _getbinval(tup, desc, j, ctypes.byref(null))
-        if null.value:
-            return None
-        # a detoasted varlena has a 4-byte header, the total size in its upper 30 bits on a
-        # little-endian machine (VARSIZE_4B): 15 (postgres.h)
-        assert sys.byteorder == "little"
-        p = _detoast(datum)
-        size = (ctypes.c_uint32.from_address(p).value >> 2) & 0x3FFFFFFF
-        return ctypes.string_at(p + 4, size - 4)
+        data = _varlena(tup, desc, j)
+        return None if data is None else data[4:]
     p = _getvalue(tup, desc, j)
     if not p:
         return None
@@ -338,36 +329,21 @@ _loaded_guard: list = []
 
 
 def _guard():
-    """The compiled guard: from the compiled cache if it was built on this machine before, else
-    built (LLVM) and kept there; None where it cannot be (no LLVM: callers go through plpy)."""
+    """The compiled guard: (what keeps it mapped, the call keeping the GIL, the call letting go of it)
+    from the compiled cache if it was built on this machine before, else built (LLVM) and kept there;
+    None where it cannot be (no LLVM: callers go through plpy)."""
     if not _loaded_guard:
         from sqlml.onnx import compiled
 
-        key = compiled.cache_key("pg-guard-" + hashlib.sha256(GUARD_IR.encode()).hexdigest()[:16])
-        directory = compiled.private_directory(compiled_cache_dir())
-        path = os.path.join(directory, key + ".o") if directory else None
-        cached = compiled.read_sealed(path) if path else None
-        found = _link_guard(cached) if cached else None
-        if found is None:
-            try:
-                obj = compiled.compile_object(GUARD_IR)
-                found = _link_guard(obj)
-            except Exception:  # noqa: BLE001 - no LLVM, or it failed: callers go through plpy
-                found = None
-            if found is not None and path:
-                compiled.write_sealed(path, obj)
-        _loaded_guard.append(found)
+        _loaded_guard.append(compiled.cached_code("pg-guard", GUARD_IR, compiled_cache_dir(), _link_guard))
     return _loaded_guard[0]
 
 
-def _link_guard(obj: bytes):
+def _link_guard(obj: bytes) -> tuple:
     from sqlml.onnx import compiled
 
-    try:
-        code, address, _ = compiled.link(obj)
-        return code, _GUARD(address("guard")), _GUARD_FREE(address("guard"))
-    except Exception:  # noqa: BLE001 - intact but not loadable here: built again
-        return None
+    code, address, _ = compiled.link(obj)
+    return code, _GUARD(address("guard")), _GUARD_FREE(address("guard"))
 
 
 def _spi_error(error: ErrorData):
@@ -521,8 +497,10 @@ def _varlena(tup, desc, j) -> bytes | None:
     datum = _getbinval(tup, desc, j, ctypes.byref(null))
     if null.value:
         return None
+    # a detoasted varlena has a 4-byte header, the total size in its upper 30 bits on a
+    # little-endian machine (VARSIZE_4B): 15 (postgres.h)
     assert sys.byteorder == "little"
-    p = _detoast(datum)  # a 4-byte header now (see _value)
+    p = _detoast(datum)
     data = ctypes.string_at(p, (ctypes.c_uint32.from_address(p).value >> 2) & 0x3FFFFFFF)
     if p != datum:
         _pfree(p)
