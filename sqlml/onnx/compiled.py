@@ -849,16 +849,19 @@ def compile_object(source: str, opt: int = 2) -> bytes:
     return tm.emit_object(module)
 
 
-def link(obj: bytes) -> tuple:
+def link(obj: bytes, given: dict[str, int] | None = None) -> tuple:
     """(what keeps the code mapped, a function of a global function's name to its address (0 if
     absent), "native" or "llvmlite"): object code loaded by ``sqlml.onnx.native`` where it can (no
-    LLVM in the process), else by llvmlite's MCJIT."""
+    LLVM in the process), else by llvmlite's MCJIT. ``given``: addresses of outside symbols the
+    process does not export."""
     try:
-        code = native.Loaded(obj)
+        code = native.Loaded(obj, given)
         return code, code.address, "native"
     except native.Unsupported:
         import llvmlite.binding as llvm
 
+        for name, address in (given or {}).items():
+            llvm.add_symbol(name, address)
         code = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
         code.add_object_file(llvm.ObjectFileRef.from_data(obj))
         code.finalize_object()

@@ -58,8 +58,10 @@ def _write(memory, offsets, values) -> None:
     memory[(offsets[:, None] + np.arange(width)).reshape(-1)] = values.view(np.uint8)
 
 
-def _external(name: str) -> int:
-    """The address of a function of this process (libm's ``expf``...)."""
+def _external(name: str, given: dict) -> int:
+    """The address of ``given[name]``, else of a function or global of this process (libm's ``expf``...)."""
+    if name in given:
+        return given[name]
     for lib in (None, "libm.so.6"):
         try:
             address = ctypes.cast(getattr(ctypes.CDLL(lib), name), ctypes.c_void_p).value
@@ -71,9 +73,10 @@ def _external(name: str) -> int:
 
 
 class Loaded:
-    """The code of an object file in executable memory; ``address(name)`` of its global functions."""
+    """The code of an object file in executable memory; ``address(name)`` of its global functions.
+    ``given``: addresses of outside symbols the process does not export (a caller's own buffer)."""
 
-    def __init__(self, obj: bytes):
+    def __init__(self, obj: bytes, given: dict[str, int] | None = None):
         if not supported():
             raise Unsupported(os.uname().machine)
         if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1 or struct.unpack_from("<H", obj, 18)[0] != 62:
@@ -115,7 +118,7 @@ class Loaded:
             raise OSError(ctypes.get_errno(), "mmap failed")
         self.base = base
         try:
-            self._fill(obj, sections, placed, symbols, undefined, slots, name_at)
+            self._fill(obj, sections, placed, symbols, undefined, slots, name_at, given or {})
             if libc.mprotect(base, self.size, mmap.PROT_READ | mmap.PROT_EXEC) != 0:
                 raise OSError(ctypes.get_errno(), "mprotect failed")
         except BaseException:
@@ -126,7 +129,7 @@ class Loaded:
         self._functions = {name_at(int(symbols["name"][k])): base + placed[int(symbols["shndx"][k])]
                            + int(symbols["value"][k]) for k in functions if int(symbols["shndx"][k]) in placed}
 
-    def _fill(self, obj, sections, placed, symbols, undefined, slots, name_at):
+    def _fill(self, obj, sections, placed, symbols, undefined, slots, name_at, given):
         """Copy the sections and write the relocations, all of one kind at once (numpy: a model of a
         thousand trees has a relocation per constant, ~100k)."""
         import numpy as np
@@ -139,7 +142,7 @@ class Loaded:
             if s[1] != _SHT_NOBITS:
                 ctypes.memmove(base + at, obj[s[4]:s[4] + s[5]], s[5])
         for name, at in slots.items():
-            address = _external(name)
+            address = _external(name, given)
             buffer[at:at + 8] = struct.pack("<Q", address)
             buffer[at + 8:at + 14] = b"\xff\x25" + struct.pack("<i", -14)  # jmp *[rip - 14]: the slot above
         # per symbol: its address (a call to an outside function goes to its jump), and its slot or -1
@@ -159,7 +162,7 @@ class Loaded:
             name = name_at(int(symbols["name"][k]))
             slot[k] = base + slots[name]
             address[k] = slot[k] + 8
-            itself[k] = _external(name)
+            itself[k] = _external(name, given)
         rela = np.dtype([("offset", "<u8"), ("info", "<u8"), ("addend", "<i8")])
         for s in sections:
             if s[1] != _SHT_RELA or s[7] not in placed:

@@ -30,7 +30,7 @@ from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import Relation, parse_relation
 from sqlml.data.schema import CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
-from sqlml.scoring import arrays, chunks, overlap
+from sqlml.scoring import arrays, chunks, copy_stream, overlap
 from sqlml.server import auditing, counters, governing, pg_internals, predicting, reach, reading
 from sqlml.server.spi import spi
 
@@ -64,29 +64,36 @@ def source(project, relation, id_column):
     return m, rel, sql, cols
 
 
-def _scored(m, rel, sql, id_column, id_type, datums):
-    """Yield (rows, scores, ids) per chunk; ids int64 for integer id columns of tables. Each chunk is
-    decoded and scored on a background thread, one chunk ahead of the caller's writes
-    (``sqlml.scoring.overlap``). ``datums``: ``_datum_spi(id_type)``."""
-    with closing(overlap.overlapped(_decode_and_score(m), _chunks(m, rel, sql, id_column, id_type, datums))) as scored:
-        for _, (n, ids, out) in scored:
+def _scored(m, rel, sql, id_column, id_type, datums, writer=None):
+    """Yield (rows, scores, ids, packed) per chunk; ids int64 for integer id columns of tables. Each
+    chunk is decoded and scored on a background thread, one chunk ahead of the caller's writes
+    (``sqlml.scoring.overlap``). ``datums``: ``_datum_spi(id_type)``. ``writer``: a
+    ``_DatumWriter``, told when the chunk query is checked, whose ``pack`` of a table's chunk (int64
+    ids) runs on that thread too (packed: None otherwise)."""
+    chunk_reader = _chunks(m, rel, sql, id_column, id_type, datums, writer.decide if writer is not None else None)
+    with closing(overlap.overlapped(_decode_and_score(m, writer), chunk_reader)) as scored:
+        for _, (n, ids, out, packed) in scored:
             if n:
                 counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
-                yield n, out, ids
+                yield n, out, ids, packed
 
 
-def _decode_and_score(m):
+def _decode_and_score(m, writer):
     """The background thread's work on a chunk: ``decode()`` -> (rows, payload, ids) (Python and
-    numpy on what PostgreSQL handed over, nothing of plpy), then the model."""
+    numpy on what PostgreSQL handed over, nothing of plpy), then the model, then ``writer.pack``."""
     def run(decode):
         n, payload, ids = decode()
-        return n, ids, (m.scores(payload) if n else None)
+        if not n:
+            return n, ids, None, None
+        out = m.scores(payload)
+        return n, ids, out, (writer.pack(ids, out) if writer is not None and ids.dtype == np.int64 else None)
     return run
 
 
-def _chunks(m, rel, sql, id_column, id_type, datums):
+def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
     """Yield (None, decode) per chunk, ``decode()`` -> (rows, payload, ids): the payload is the core
-    matrix for a table whose model takes one, else raw columns (``sqlml.data.convert`` layouts)."""
+    matrix for a table whose model takes one, else raw columns (``sqlml.data.convert`` layouts).
+    ``checked()`` runs once the chunk query is checked, before the first chunk is read."""
     features = list(m.schema.features)
     info = spi.execute(TABLE_INFO, [rel.qualified]) if rel.name else []
     if not info:
@@ -104,6 +111,8 @@ def _chunks(m, rel, sql, id_column, id_type, datums):
         if columns is not None and datums is not None else None
     if query is not None:  # the chunks' Datums read as they are
         reach.check(query)
+        if checked is not None:
+            checked()
         cursor = datums.cursor(query)
         try:
             while (row := cursor.fetch()) is not None:
@@ -116,6 +125,8 @@ def _chunks(m, rel, sql, id_column, id_type, datums):
     matrix = query is not None
     query = query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
     reach.check(query)  # what the chunk query runs (casts of the table's column types included)
+    if checked is not None:
+        checked()
     cursor = plpy.cursor(query)
     while rows := cursor.fetch(1):
         if matrix:  # the core matrix itself: numbers and looked-up categories
@@ -150,7 +161,7 @@ def predict_batch(project, relation, id_column):
         k = len(m.classes)
         class_values, class_labels = _classes(m)
         class_values = class_values.tolist()
-    for n, out, ids in _scored(m, rel, sql, id_column, id_type, _datum_spi(id_type)):
+    for n, out, ids, _ in _scored(m, rel, sql, id_column, id_type, _datum_spi(id_type)):
         integer = ids.dtype != object  # int64 ids of an integer id column of a table; else text
         int_ids, text_ids = (ids.tolist(), None) if integer else (None, list(map(str, ids.tolist())))
         if m.task == REGRESSION:
@@ -182,19 +193,15 @@ def score(project, relation, into_table, id_column) -> int:
     governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     total = 0
     datums = _datum_spi(id_col.pg_type)
-    if datums is not None:
-        datums_insert, constants = _insert_datums_sql(m, target.qualified), _class_constants(m)
+    writer = _DatumWriter(m, target.qualified, INTEGER_OIDS[id_col.pg_type], datums) if datums is not None else None
     if m.task != REGRESSION:  # for plpy's way (a view's chunks, or no guard)
         class_values, class_labels = _classes(m)
         class_values = class_values.tolist()
-    release = None  # decided before the first write: see _plain_table
     # closed here, not when the error's traceback lets go of it: the scoring thread ends with the statement
-    with closing(_scored(m, rel, sql, id_column, id_col.pg_type, datums)) as scored:
-        for n, out, ids in scored:
-            if datums is not None and ids.dtype == np.int64:  # a table's integer ids (a view's are text)
-                if release is None:  # after the chunk query's checks, whose DDL fires event triggers too
-                    release = _plain_table(target.qualified, INTEGER_OIDS[id_col.pg_type])
-                datums.execute(datums_insert, _insert_datums(m, ids, out, constants), release_gil=release)
+    with closing(_scored(m, rel, sql, id_column, id_col.pg_type, datums, writer)) as scored:
+        for n, out, ids, ready in scored:
+            if ready is not None:  # a table's integer ids (a view's are text): packed on the scoring thread
+                writer.write(ready)
                 total += n
                 continue
             columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
@@ -227,7 +234,8 @@ def _datum_spi(id_type: str):
 TABLE_FIELDS = """
 SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.relchecks::pg_catalog.int8 AS checks,
        c.relhasindex AS indexes, c.relhastriggers AS triggers, c.relhasrules AS rules, c.relrowsecurity AS rls,
-       c.relforcerowsecurity AS force_rls, c.relispartition AS partition,
+       c.relforcerowsecurity AS force_rls, c.relispartition AS partition, c.oid::pg_catalog.int8 AS oid,
+       pg_catalog.has_table_privilege(c.oid, 'INSERT') AS may_insert,
        (SELECT pg_catalog.array_agg(a.atttypid::pg_catalog.int8 ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2
           AND NOT a.attisdropped) AS types,
@@ -238,21 +246,67 @@ HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
 
 
 def _plain_table(table: str, id_oid: int) -> bool:
-    """Whether writing ``table`` (created by ``score``) runs nothing but PostgreSQL's own code, so the
-    backend may let go of the GIL meanwhile (PL/Python needs it): still a plain heap table of the
-    four column types score gave it (by OID: no domain), no default or generated column, no
-    constraint, index, policy, trigger or rule, not a partition (whose key is checked on insert).
-    An event trigger may have added any of them."""
+    """Whether writing ``table`` (created by ``score``) runs nothing but PostgreSQL's own code (see
+    ``_plain``)."""
     found = spi.execute(TABLE_FIELDS, [table])
-    if not found:
-        return False
-    t = found[0]
+    return bool(found) and _plain(found[0], id_oid)
+
+
+def _plain(fields: dict, id_oid: int) -> bool:
+    """Whether writing a table of ``TABLE_FIELDS`` (created by ``score``) runs nothing but
+    PostgreSQL's own code, so the backend may let go of the GIL meanwhile (PL/Python needs it):
+    still a plain heap table of the four column types score gave it (by OID: no domain), no default
+    or generated column, no constraint, index, policy, trigger or rule, not a partition (whose key is
+    checked on insert). An event trigger may have added any of them."""
+    t = fields
     return (t["kind"] == "r" and t["am"] == HEAP_AM and t["checks"] == 0 and not t["computed"]
             and not any(t[k] for k in ("indexes", "triggers", "rules", "rls", "force_rls", "partition"))
             and list(t["types"] or []) == [id_oid, arrays.FLOAT8OID, arrays.TEXTOID, arrays.ARRAY_OF[arrays.FLOAT8OID]])
 
 
+class _DatumWriter:
+    """Writes ``score``'s chunks of a table with integer ids, handed over as Datums.
+
+    Into a plain table (``_plain``) the caller may insert into, by COPY FROM a binary stream
+    (``pg_internals.copy_in``, ``sqlml.scoring.copy_stream``): PostgreSQL forms the tuples and
+    inserts them a page at a time. Otherwise by an INSERT from arrays, which runs what the table
+    has (triggers, checks, policies) and checks the INSERT privilege. ``decide()`` once the chunk
+    query is checked (that check's DDL fires event triggers too, which may change the table), then
+    per chunk ``pack(ids, scores)`` on the scoring thread and ``write(packed)`` on the backend's."""
+
+    def __init__(self, m, table: str, id_oid: int, datums):
+        self.m, self.table, self.id_oid, self.datums = m, table, id_oid, datums
+        self.plain = self.copy = False
+        self.oid = None
+
+    def decide(self) -> None:
+        found = spi.execute(TABLE_FIELDS, [self.table])
+        self.plain = bool(found) and _plain(found[0], self.id_oid)
+        self.copy = self.plain and found[0]["may_insert"] and pg_internals.copy_available()
+        self.oid = found[0]["oid"] if found else None
+        if not self.copy:
+            self.insert, self.constants = _insert_datums_sql(self.m, self.table), _class_constants(self.m)
+
+    def pack(self, ids: np.ndarray, out: np.ndarray):
+        """A chunk's scores as written: a COPY stream, or the INSERT's parameters."""
+        m = self.m
+        if not self.copy:
+            return _insert_datums(m, ids, out, self.constants)
+        if m.task == REGRESSION:
+            return copy_stream.scored_rows(ids, ID_WIDTHS[self.id_oid], out, m.labels(out), np.arange(len(ids)), None)
+        values, labels = _classes(m)
+        classes = out.argmax(axis=1)
+        return copy_stream.scored_rows(ids, ID_WIDTHS[self.id_oid], values[classes], labels, classes, out)
+
+    def write(self, packed) -> None:
+        if self.copy:
+            pg_internals.copy_in(self.oid, packed, release_gil=True)
+        else:
+            self.datums.execute(self.insert, packed, release_gil=self.plain)
+
+
 INTEGER_OIDS = {"int2": 21, "int4": arrays.INT4OID, "int8": arrays.INT8OID}
+ID_WIDTHS = {21: 2, arrays.INT4OID: 4, arrays.INT8OID: 8}  # bytes of each in a binary COPY stream
 
 
 def _insert_datums_sql(m, table: str) -> str:

@@ -320,10 +320,11 @@ _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
 _cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
 _cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
 # void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
-# PG_UTF8 = 6: 15 (mb/pg_wchar.h)
+# int pg_get_client_encoding(void), PG_UTF8 = 6: 15 (mb/pg_wchar.h)
 _pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
 _unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
 _database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
+_client_encoding = _bind("pg_get_client_encoding", ctypes.c_int)
 PG_UTF8 = 6
 _loaded_guard: list = []
 
@@ -362,9 +363,10 @@ def _spi_error(error: ErrorData):
     return exc
 
 
-def _guarded(function: str, *args, release_gil: bool = False) -> int:
-    """``function(*args)`` (a function of SPI; ints and addresses) inside a subtransaction, its
-    error raised as plpy's SPIError; the function's result (an int64: mask narrower types).
+def _guarded(function: int, *args, release_gil: bool = False) -> int:
+    """``function(*args)`` (the address of a function of PostgreSQL's, or of ``COPY_IR``'s; ints and
+    addresses) inside a subtransaction, its error raised as plpy's SPIError; the function's result
+    (an int64: mask narrower types).
     ``release_gil``: other threads run Python meanwhile (see DatumSpi.execute)."""
     _, kept, free = _guard()
     guard = free if release_gil else kept
@@ -374,7 +376,7 @@ def _guarded(function: str, *args, release_gil: bool = False) -> int:
     _begin_sub(None)
     _memory_context.value = context
     stacks = ctypes.addressof(_exception_stack), ctypes.addressof(_context_stack)
-    failed = guard(_address[function], values, *stacks, ctypes.byref(out))
+    failed = guard(function, values, *stacks, ctypes.byref(out))
     # the subtransaction's release inside a guard too, as plpy commits it inside its PG_TRY
     released = ctypes.c_int64()
     if not failed and not kept(_address["ReleaseCurrentSubTransaction"], values, *stacks, ctypes.byref(released)):
@@ -421,8 +423,8 @@ class DatumSpi:
         code only: see ``sqlml.server.batch._plain_table``); they must not call into PostgreSQL."""
         types, values, nulls, kept = self._params(params)  # kept: the buffers, alive through the call
         text = ctypes.c_char_p(sql.encode())
-        rc = ctypes.c_int32(_guarded("SPI_execute_with_args", ctypes.cast(text, ctypes.c_void_p).value, len(params),
-                                     ctypes.addressof(types), ctypes.addressof(values),
+        rc = ctypes.c_int32(_guarded(_address["SPI_execute_with_args"], ctypes.cast(text, ctypes.c_void_p).value,
+                                     len(params), ctypes.addressof(types), ctypes.addressof(values),
                                      ctypes.cast(nulls, ctypes.c_void_p).value, int(read_only), 0,
                                      release_gil=release_gil)).value
         if rc < 0:
@@ -436,9 +438,9 @@ class DatumSpi:
         """A cursor over ``sql`` (a query), in a snapshot taken now, as plpy.cursor's in a volatile function."""
         types, values, nulls, kept = self._params(params)  # kept: the buffers, alive through the call
         text = ctypes.c_char_p(sql.encode())
-        portal = _guarded("SPI_cursor_open_with_args", 0, ctypes.cast(text, ctypes.c_void_p).value, len(params),
-                          ctypes.addressof(types), ctypes.addressof(values), ctypes.cast(nulls, ctypes.c_void_p).value,
-                          0, 0)
+        portal = _guarded(_address["SPI_cursor_open_with_args"], 0, ctypes.cast(text, ctypes.c_void_p).value,
+                          len(params), ctypes.addressof(types), ctypes.addressof(values),
+                          ctypes.cast(nulls, ctypes.c_void_p).value, 0, 0)
         return DatumCursor(portal)
 
 
@@ -471,7 +473,7 @@ class DatumCursor:
 
     def fetch(self) -> list | None:
         """The next row's columns, or None at the end."""
-        _guarded("SPI_cursor_fetch", self._portal(), 1, 1)
+        _guarded(_address["SPI_cursor_fetch"], self._portal(), 1, 1)
         table = _tuptable.value
         try:
             if not _processed.value:
@@ -505,3 +507,111 @@ def _varlena(tup, desc, j) -> bytes | None:
     if p != datum:
         _pfree(p)
     return data
+
+
+# --- COPY FROM memory (checked against 15) --------------------------------------------------------
+# What COPY FROM STDIN does, with the stream in this process's memory: the way logical
+# replication's table sync copies a table in (replication/logical/tablesync.c: copy_table). A
+# parse state holding the table as its one range table entry, BeginCopyFrom with a callback that
+# hands out the stream, CopyFrom, EndCopyFrom. PostgreSQL forms the tuples and inserts them a page
+# at a time (table_multi_insert), checking what COPY checks; unlike COPY as a statement it checks
+# no privilege (copy_in's caller does). The callback reads its stream from ``sqlml_copy_source``
+# (address, size, position), an int64[3] of this module's: the compiled code is read-only, and
+# the callback has no argument to carry it. Signatures: 15 (parser/parse_node.h: make_parsestate,
+# free_parsestate; access/table.h: table_open, table_close; parser/parse_relation.h:
+# addRangeTableEntryForRelation; commands/copy.h: BeginCopyFrom, CopyFrom, EndCopyFrom,
+# copy_data_source_cb; nodes/makefuncs.h: makeDefElem; nodes/value.h: makeString; nodes/pg_list.h:
+# lappend; storage/lockdefs.h: NoLock 0, RowExclusiveLock 3).
+COPY_IR = r"""
+declare ptr @make_parsestate(ptr)
+declare void @free_parsestate(ptr)
+declare ptr @table_open(i32, i32)
+declare void @table_close(ptr, i32)
+declare ptr @addRangeTableEntryForRelation(ptr, ptr, i32, ptr, i1 zeroext, i1 zeroext)
+declare ptr @BeginCopyFrom(ptr, ptr, ptr, ptr, i1 zeroext, ptr, ptr, ptr)
+declare i64 @CopyFrom(ptr)
+declare void @EndCopyFrom(ptr)
+declare ptr @makeString(ptr)
+declare ptr @makeDefElem(ptr, ptr, i32)
+declare ptr @lappend(ptr, ptr)
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+
+@sqlml_copy_source = external global [3 x i64]
+@format = private unnamed_addr constant [7 x i8] c"format\00"
+@binary = private unnamed_addr constant [7 x i8] c"binary\00"
+
+; copy_data_source_cb: up to maxread bytes of the stream into outbuf; 0 at its end
+define i32 @copy_source(ptr %outbuf, i32 %minread, i32 %maxread) {
+  %size_p = getelementptr [3 x i64], ptr @sqlml_copy_source, i64 0, i64 1
+  %pos_p = getelementptr [3 x i64], ptr @sqlml_copy_source, i64 0, i64 2
+  %data = load i64, ptr @sqlml_copy_source
+  %size = load i64, ptr %size_p
+  %pos = load i64, ptr %pos_p
+  %left = sub i64 %size, %pos
+  %max = sext i32 %maxread to i64
+  %less = icmp slt i64 %left, %max
+  %n = select i1 %less, i64 %left, i64 %max
+  %at = add i64 %data, %pos
+  %src = inttoptr i64 %at to ptr
+  call void @llvm.memcpy.p0.p0.i64(ptr %outbuf, ptr %src, i64 %n, i1 false)
+  %next = add i64 %pos, %n
+  store i64 %next, ptr %pos_p
+  %r = trunc i64 %n to i32
+  ret i32 %r
+}
+
+; i64 copy_from(relation OID, 7 unused): COPY <relation> FROM the stream (FORMAT binary); its rows
+define i64 @copy_from(i64 %relid, i64 %u1, i64 %u2, i64 %u3, i64 %u4, i64 %u5, i64 %u6, i64 %u7) {
+  %pstate = call ptr @make_parsestate(ptr null)
+  %oid = trunc i64 %relid to i32
+  %rel = call ptr @table_open(i32 %oid, i32 3)
+  %item = call ptr @addRangeTableEntryForRelation(ptr %pstate, ptr %rel, i32 3, ptr null, i1 false, i1 false)
+  %value = call ptr @makeString(ptr @binary)
+  %option = call ptr @makeDefElem(ptr @format, ptr %value, i32 -1)
+  %options = call ptr @lappend(ptr null, ptr %option)
+  %cstate = call ptr @BeginCopyFrom(ptr %pstate, ptr %rel, ptr null, ptr null, i1 false, ptr @copy_source,
+                                    ptr null, ptr %options)
+  %rows = call i64 @CopyFrom(ptr %cstate)
+  call void @EndCopyFrom(ptr %cstate)
+  call void @table_close(ptr %rel, i32 0)
+  call void @free_parsestate(ptr %pstate)
+  ret i64 %rows
+}
+"""
+_copy_source = (ctypes.c_int64 * 3)()
+_loaded_copy: list = []
+
+
+def _copy_code():
+    """(what keeps it mapped, copy_from's address), or None where it cannot be built (no LLVM)."""
+    if not _loaded_copy:
+        from sqlml.onnx import compiled
+
+        def link(obj: bytes) -> tuple:
+            code, address, _ = compiled.link(obj, {"sqlml_copy_source": ctypes.addressof(_copy_source)})
+            if not address("copy_from"):
+                raise RuntimeError("compiled COPY code without copy_from")
+            return code, address("copy_from")
+
+        _loaded_copy.append(compiled.cached_code("pg-copy", COPY_IR, compiled_cache_dir(), link))
+    return _loaded_copy[0]
+
+
+def copy_available() -> bool:
+    """Whether ``copy_in`` can run here: DatumSpi's conditions, the client's encoding the database's
+    (COPY reads a text field as the client's: UTF-8 bytes are taken as they are only then), and the
+    COPY code built."""
+    return DatumSpi.available() and _client_encoding() == PG_UTF8 and _copy_code() is not None
+
+
+def copy_in(relation_oid: int, stream, release_gil: bool = False) -> int:
+    """COPY the table ``relation_oid`` FROM ``stream`` (uint8 numpy: a binary COPY stream,
+    ``sqlml.scoring.copy_stream``), inside a subtransaction, its error raised as plpy's; the rows
+    copied. No privilege is checked: the caller's table only. ``release_gil``: as
+    ``DatumSpi.execute``'s (a table that runs no PL/Python on insert)."""
+    _, copy_from = _copy_code()
+    _copy_source[0], _copy_source[1], _copy_source[2] = stream.ctypes.data, stream.nbytes, 0
+    try:
+        return _guarded(copy_from, relation_oid, release_gil=release_gil)
+    finally:
+        _copy_source[0] = _copy_source[1] = _copy_source[2] = 0
