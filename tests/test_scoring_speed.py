@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -299,13 +300,18 @@ def datums_available(conn) -> bool:
     return conn.notices[-1].split("NOTICE:  ")[1].strip() == "True"
 
 
-def test_batch_of_a_regressor_equals_predict_and_the_old_way(db, wide):
+@pytest.fixture(scope="module")
+def wide_reg(db, wide):
+    """``wide`` with a number to predict, and a regressor of it."""
+    query(db, "CREATE TABLE wide_reg AS SELECT id, key, a, b, "
+              "(a * 2 + id * 7919 % 13 + CASE WHEN b = 'x' THEN 5 ELSE 0 END)::float8 AS v FROM wide")
+    train(db, "wide_reg", "SELECT a, b, v FROM wide_reg WHERE id % 10 = 0", "v", 10)
+
+
+def test_batch_of_a_regressor_equals_predict_and_the_old_way(db, wide_reg):
     """Chunks handed to PostgreSQL as Datums (integer ids: ``pg_internals.DatumSpi``), a regressor's
     labels included, give what per-row predict gives and what plpy's way (text ids) gives."""
     assert datums_available(db)
-    query(db, "CREATE TABLE IF NOT EXISTS wide_reg AS SELECT id, key, a, b, "
-              "(a * 2 + id * 7919 % 13 + CASE WHEN b = 'x' THEN 5 ELSE 0 END)::float8 AS v FROM wide")
-    train(db, "wide_reg", "SELECT a, b, v FROM wide_reg WHERE id % 10 = 0", "v", 10)
     query(db, "DROP TABLE IF EXISTS wide_reg_scored, wide_reg_scored_text")
     assert scalar(db, "SELECT sqlml.score('wide_reg', 'wide_reg', 'wide_reg_scored', 'id')") == 70000
     assert scalar(db, "SELECT sqlml.score('wide_reg', 'wide_reg', 'wide_reg_scored_text', 'key')") == 70000
@@ -432,6 +438,92 @@ def test_without_the_guard_batch_goes_through_plpy_with_the_same_answers(db, wid
         assert query(db, f"SELECT * FROM {name}_plpy ORDER BY id") == \
             query(db, f"SELECT * FROM {name}_datums ORDER BY id")
     assert scalar(db, "SELECT count(*) FROM wide_datums") == 70000
+
+
+WRITTEN_BOTH_WAYS = """DO $$
+from sqlml.server import batch, pg_internals
+copies, copy_in, available = [], pg_internals.copy_in, pg_internals.copy_available
+pg_internals.copy_in = lambda *args, **kwargs: copies.append(1) or copy_in(*args, **kwargs)
+try:
+    batch.score('wide', 'wide', 'wide_copied', 'id')
+    batch.score('wide_reg', 'wide_reg', 'wide_reg_copied', 'id')
+    batch.score('sp', 'people', 'people_copied', 'id')
+finally:
+    pg_internals.copy_in = copy_in
+pg_internals.copy_available = lambda: False
+try:
+    batch.score('wide', 'wide', 'wide_inserted', 'id')
+    batch.score('wide_reg', 'wide_reg', 'wide_reg_inserted', 'id')
+    batch.score('sp', 'people', 'people_inserted', 'id')
+finally:
+    pg_internals.copy_available = available
+plpy.notice(str(len(copies)))
+$$ LANGUAGE plpython3u"""
+
+
+def test_plain_tables_are_written_by_copy_with_the_rows_an_insert_writes(db, wide, wide_reg):
+    """The table score created, still plain and insertable, is filled by COPY FROM a binary stream
+    (``pg_internals.copy_in``), one per chunk: the same rows, bit for bit, as the INSERT from arrays
+    (the way left for tables that are not plain), for classifiers and a regressor."""
+    assert datums_available(db)
+    query(db, "DROP TABLE IF EXISTS wide_copied, wide_reg_copied, people_copied, "
+              "wide_inserted, wide_reg_inserted, people_inserted")
+    query(db, WRITTEN_BOTH_WAYS)
+    assert int(db.notices[-1].split("NOTICE:  ")[1]) >= 2 * 70000 // 16384 + 1  # every chunk, none by INSERT
+    for name in ("wide", "wide_reg", "people"):
+        copied, inserted = io.BytesIO(), io.BytesIO()
+        with db.cursor() as cur:
+            cur.copy_expert(f"COPY (SELECT * FROM {name}_copied ORDER BY id) TO STDOUT (FORMAT binary)", copied)
+            cur.copy_expert(f"COPY (SELECT * FROM {name}_inserted ORDER BY id) TO STDOUT (FORMAT binary)", inserted)
+        assert copied.getvalue() == inserted.getvalue()
+    assert column(db, "SELECT prediction FROM wide_copied ORDER BY id") == wide
+
+
+def test_copy_checks_what_the_table_holds_it_to(db, hooks, wide_reg):
+    """A NOT NULL an event trigger put on the created table (not what makes it plain or not: COPY
+    checks it): COPY's own error, 23502, and no table left."""
+    query(db, "DROP TABLE IF EXISTS hooked_notnull")
+    query(db, "SELECT set_config('hooked.kind', 'notnull', false), set_config('hooked.sql', %s, false)",
+          ("ALTER TABLE {t} ALTER COLUMN probabilities SET NOT NULL",))
+    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+              "EXECUTE FUNCTION hook_new_table()")
+    try:
+        err = pytest.raises(psycopg2.Error, query, db,
+                            "SELECT sqlml.score('wide_reg', 'wide_reg', 'hooked_notnull', 'id')").value
+    finally:
+        query(db, "DROP EVENT TRIGGER hook_new_table")
+    assert err.pgcode == "23502" and 'column "probabilities"' in err.pgerror
+    assert scalar(db, "SELECT to_regclass('hooked_notnull')") is None
+
+
+def test_copy_does_not_write_what_its_owner_may_not_insert_into(db, dsn, hooks):
+    """COPY through ``copy_in`` checks no privilege: a table its owner may not insert into (an event
+    trigger revoked it) goes through the INSERT, which refuses it (42501), and nothing is written."""
+    roles = create_roles(db, dsn)
+    try:
+        usr = roles["usr"]
+        query(db, f'GRANT SELECT ON people TO "{usr}"')
+        query(db, f'GRANT CREATE ON SCHEMA public TO "{usr}"')
+        query(db, "SELECT sqlml.grant('sp', %s, 'predict')", (usr,))
+        conn = roles.connect("usr")
+        query(db, "SELECT set_config('hooked.kind', 'revoked', false), set_config('hooked.sql', %s, false)",
+              ("REVOKE INSERT ON {t} FROM CURRENT_USER",))
+        query(conn, "SELECT set_config('hooked.kind', 'revoked', false), set_config('hooked.sql', %s, false)",
+              ("REVOKE INSERT ON {t} FROM CURRENT_USER",))
+        query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+                  "EXECUTE FUNCTION hook_new_table()")
+        try:
+            err = pytest.raises(psycopg2.Error, query, conn,
+                                "SELECT sqlml.score('sp', 'people', 'hooked_revoked', 'id')").value
+        finally:
+            query(db, "DROP EVENT TRIGGER hook_new_table")
+        assert err.pgcode == "42501" and "permission denied for table hooked_revoked" in err.pgerror
+        assert scalar(db, "SELECT to_regclass('hooked_revoked')") is None
+        assert scalar(conn, "SELECT sqlml.score('sp', 'people', 'usr_scored', 'id')") == 3000  # it may otherwise
+        query(db, "DROP TABLE usr_scored")
+        query(db, f'REVOKE CREATE ON SCHEMA public FROM "{usr}"')
+    finally:
+        drop_roles(db, roles)
 
 
 def test_types_of_pg_temp_do_not_stand_in_for_pg_catalogs(dsn, db):
