@@ -3,6 +3,7 @@ the compiled code disagrees, and the on-disk cache (in a new backend too, agains
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import stat
@@ -115,7 +116,7 @@ def test_native_loader_runs_the_code_as_llvm_does(algorithm, task, monkeypatch):
     probes = compiled.probe_rows(ops, inputs, rows=2000, seed=5)
     by_sqlml = compiled.Compiled(obj, probes.shape[1], width)
 
-    def unsupported(obj):
+    def unsupported(obj, given=None):
         raise native.Unsupported("forced")
 
     monkeypatch.setattr(native, "Loaded", unsupported)
@@ -227,6 +228,34 @@ def test_trees_grouped_into_functions_keep_onnxruntime_order(task, monkeypatch):
 def test_native_loader_refuses_what_it_does_not_know():
     with pytest.raises(native.Unsupported):
         native.Loaded(b"not an object file at all" + bytes(64))
+
+
+GIVEN_GLOBAL_IR = """
+@given_cell = external global i64
+define i64 @bump() {
+  %v = load i64, ptr @given_cell
+  %w = add i64 %v, 1
+  store i64 %w, ptr @given_cell
+  ret i64 %v
+}
+"""
+
+
+@pytest.mark.parametrize("loader", ["native", "llvmlite"])
+def test_an_outside_symbol_given_by_the_caller_is_where_the_code_reads_and_writes(monkeypatch, loader):
+    """``compiled.link(obj, given)``: a global the process does not export (pg_internals' COPY
+    source) at the caller's own address, by either loader."""
+    def unsupported(obj, given=None):
+        raise native.Unsupported("forced")
+
+    if loader == "llvmlite":
+        monkeypatch.setattr(native, "Loaded", unsupported)
+    cell = ctypes.c_int64(41)
+    code, address, used = compiled.link(compiled.compile_object(GIVEN_GLOBAL_IR),
+                                        {"given_cell": ctypes.addressof(cell)})
+    assert used == loader
+    bump = ctypes.CFUNCTYPE(ctypes.c_int64)(address("bump"))
+    assert (bump(), bump(), cell.value) == (41, 42, 43)
 
 
 def test_tree_thresholds_are_exact():
