@@ -20,6 +20,7 @@ training data (``sqlml.server.batch``), and only scored in chunks of CHUNK_ROWS.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
@@ -139,6 +140,47 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
                 *(f"pg_catalog.string_agg(coalesce(pg_catalog.float8send({x}), {NAN8}), ''::pg_catalog.bytea) AS m{j}"
                   for j, x in numbers), *categories, f"{_ids_aggregate(id_column, id_type)} AS id"]
     return _by_ranges(table, [f.name for f in features] + [id_column], aggs, blocks, step)
+
+
+@dataclass(frozen=True)
+class RowsQuery:
+    """A table's rows as ``pg_internals.read_rows`` reads them, one range of pages (a chunk) at a time.
+    Attribute 0 is the id (int8); then one per feature read: a number or boolean as float8, a
+    category as text. ``columns``: per core column, (its attribute, whether it is a looked-up text)."""
+
+    select: str
+    attributes: int
+    columns: tuple
+
+    def chunk(self, lo: int, hi: int | None) -> str:
+        """The rows of pages [lo, hi); hi None: to the end (pages added meanwhile included)."""
+        tid = "pg_catalog.tid"
+        end = f"'({LAST_BLOCK if hi is None else int(hi)},0)'::{tid}"
+        return (f"{self.select} WHERE src.ctid OPERATOR(pg_catalog.>=) '({int(lo)},0)'::{tid} "
+                f"AND src.ctid OPERATOR(pg_catalog.<) {end}")
+
+
+def rows_query(table: str, features: list[Feature], columns: tuple, id_column: str) -> RowsQuery | None:
+    """The ``RowsQuery`` of ``table`` (quoted and qualified) for the core ``columns``; None when some
+    core column is not a number, a boolean or a looked-up category of the table (as
+    ``matrix_query``). Every type named is pg_catalog's: the casts fix the Datums' types the
+    compiled reader takes them for (a no-op where the column has that type already)."""
+    kinds = {f.name: f.kind for f in features}
+    items, attribute, found = [f"src.{quote_ident(id_column)}::pg_catalog.int8"], {}, []
+    for c in columns:
+        x = "src." + quote_ident(c.source)
+        kind = kinds.get(c.source)
+        if kind in (NUMERIC, BOOLEAN) and c.lut is None:
+            item = f"{x}::pg_catalog.float8" if kind == NUMERIC else f"{x}::pg_catalog.int4::pg_catalog.float8"
+        elif kind == CATEGORY and c.lut is not None:
+            item = f"{x}::pg_catalog.text"
+        else:
+            return None
+        if c.source not in attribute:
+            attribute[c.source] = len(items)
+            items.append(item)
+        found.append((attribute[c.source], c.lut is not None))
+    return RowsQuery(f"SELECT {', '.join(items)} FROM {table} AS src", len(items), tuple(found))
 
 
 def _literal(text: str) -> str:

@@ -28,9 +28,9 @@ import plpy
 
 from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import Relation, parse_relation
-from sqlml.data.schema import CATEGORY, REGRESSION
+from sqlml.data.schema import CATEGORY, NULL_CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
-from sqlml.scoring import arrays, chunks, copy_stream, overlap
+from sqlml.scoring import arrays, chunks, copy_stream, lookup_tables, overlap
 from sqlml.server import auditing, counters, governing, pg_internals, predicting, reach, reading
 from sqlml.server.spi import spi
 
@@ -107,6 +107,11 @@ def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
     step = chunks.pages_per_chunk(info[0]["rows_per_page"], blocks)
     columns = m.scorer.row_columns
     names = [c.source for c in columns] if columns is not None else []
+    rows = chunks.rows_query(rel.qualified, features, columns, id_column) \
+        if columns is not None and datums is not None and pg_internals.rows_available() else None
+    if rows is not None:  # each chunk's rows read straight into the core matrix by compiled code
+        yield from _read_rows(rows, columns, names, blocks, step, info[0]["rows_per_page"], checked)
+        return
     query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step, arrays=True) \
         if columns is not None and datums is not None else None
     if query is not None:  # the chunks' Datums read as they are
@@ -133,6 +138,29 @@ def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
             yield None, partial(_decoded, chunks.decode_matrix, (rows[0], columns, id_type), names)
         else:
             yield None, partial(_decoded, chunks.decode_chunk, (rows[0], features, id_type), [])
+
+
+def _read_rows(rows, columns, names, blocks, step, rows_per_page, checked):
+    """``_chunks`` of a table read by ``pg_internals.read_rows``: a chunk per ``step`` pages, the last
+    open-ended. A chunk of more rows than its pages were thought to hold is read again, into twice
+    the room."""
+    readers = [(attribute, pg_internals.TEXT_KIND,
+                lookup_tables.build(c.lut, c.default, c.lut.get(NULL_CATEGORY, c.default))) if text
+               else (attribute, pg_internals.NUMBER_KIND, float("nan"))
+               for (attribute, text), c in zip(rows.columns, columns)]
+    ranges = [(lo, lo + step if lo + step < blocks else None) for lo in range(0, blocks, step)] or [(0, None)]
+    reach.check(rows.chunk(*ranges[0]))  # what the query runs (casts of the table's column types included)
+    if checked is not None:
+        checked()
+    room = int((rows_per_page or 60.0) * step * 1.25) + 256
+    for lo, hi in ranges:
+        while (read := pg_internals.read_rows(rows.chunk(lo, hi), rows.attributes, readers, room)) is None:
+            room *= 2
+        n, matrix, ids, null_ids = read
+        if null_ids:
+            raise chunks.null_ids()
+        if n:
+            yield None, partial(_checked, n, matrix, ids, names)
 
 
 def _decoded(decode, args, names):

@@ -315,8 +315,8 @@ _copy_error = _bind("CopyErrorData", ctypes.POINTER(ErrorData))
 _flush_error = _bind("FlushErrorState", None)
 _free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
 _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
-            for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "SPI_cursor_fetch",
-                         "ReleaseCurrentSubTransaction")}
+            for name in ("SPI_execute_with_args", "SPI_execute_extended", "SPI_cursor_open_with_args",
+                         "SPI_cursor_fetch", "ReleaseCurrentSubTransaction")}
 _cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
 _cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
 # void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
@@ -615,3 +615,303 @@ def copy_in(relation_oid: int, stream, release_gil: bool = False) -> int:
         return _guarded(copy_from, relation_oid, release_gil=release_gil)
     finally:
         _copy_source[0] = _copy_source[1] = _copy_source[2] = 0
+
+
+# --- rows read into a matrix by a compiled DestReceiver (checked against 15) ------------------------
+# SPI_execute_extended runs a query with the DestReceiver it is given (SPIExecuteOptions.dest); a
+# compiled one (RECEIVER_IR) takes each row's slot as the executor produced it and writes its
+# columns straight into a float32 matrix: numbers as they are (float8 Datums), texts looked up in
+# their column's hash table (``sqlml.scoring.lookup_tables``), NULL as NaN or the table's NULL value.
+# No tuple is copied, no value passes through an aggregate or Python: a chunk's read costs about
+# what the scan costs. Layouts: 15 (executor/spi.h SPIExecuteOptions: params 0, read_only 8, tcount
+# 16, dest 24, owner 32; tcop/dest.h DestReceiver: receiveSlot 0, rStartup 8, rShutdown 16,
+# rDestroy 24, mydest 32, DestNone = 0; executor/tuptable.h TupleTableSlot: tts_nvalid int16 at 6,
+# tts_values 24, tts_isnull 32, slot_getsomeattrs_int; postgres.h varlena headers, little-endian:
+# a first byte with bit 0 set is a 1-byte header (size << 1 | 1; exactly 0x01: a TOAST pointer),
+# else a 4-byte header (size << 2; low bits 2: compressed); fmgr.h pg_detoast_datum_packed).
+#
+# The receiver's state, after the DestReceiver's fields (at 40), is int64s (ROW_STATE): attributes
+# to deform, capacity (rows), rows, overflowed, width, matrix (float32, row-major), ids (int64),
+# the id's attribute, columns (per matrix column 8 int64s: attribute, kind, then for a text its
+# table's slots, mask, keys, default bits and NULL bits; for a number its NULL bits at 6), NULL ids.
+RECEIVER_IR = r"""
+declare void @slot_getsomeattrs_int(ptr, i32)
+declare ptr @pg_detoast_datum_packed(ptr)
+declare void @pfree(ptr)
+declare i32 @memcmp(ptr, ptr, i64)
+
+define void @startup(ptr %self, i32 %operation, ptr %desc) {
+  ret void
+}
+
+define void @shutdown(ptr %self) {
+  ret void
+}
+
+; the float32 a text Datum maps to in the column's table (d: its 8 int64s)
+define float @lookup(i64 %datum, ptr %d) {
+entry:
+  %p = inttoptr i64 %datum to ptr
+  %b0 = load i8, ptr %p
+  %b0i = zext i8 %b0 to i64
+  %bit0 = and i64 %b0i, 1
+  %is1b = icmp eq i64 %bit0, 1
+  br i1 %is1b, label %short, label %long
+short:
+  %external = icmp eq i64 %b0i, 1
+  br i1 %external, label %detoast, label %short_ok
+short_ok:
+  %ssize = lshr i64 %b0i, 1
+  %slen = sub i64 %ssize, 1
+  %sdata = getelementptr i8, ptr %p, i64 1
+  br label %hash
+long:
+  %hdr = load i32, ptr %p
+  %hdr64 = zext i32 %hdr to i64
+  %tag = and i64 %hdr64, 3
+  %plain = icmp eq i64 %tag, 0
+  br i1 %plain, label %long_ok, label %detoast
+long_ok:
+  %lsize = lshr i64 %hdr64, 2
+  %llen = sub i64 %lsize, 4
+  %ldata = getelementptr i8, ptr %p, i64 4
+  br label %hash
+detoast:
+  %q = call ptr @pg_detoast_datum_packed(ptr %p)
+  %qi = ptrtoint ptr %q to i64
+  %found_q = call float @lookup(i64 %qi, ptr %d)
+  call void @pfree(ptr %q)
+  ret float %found_q
+hash:
+  %data = phi ptr [%sdata, %short_ok], [%ldata, %long_ok]
+  %len = phi i64 [%slen, %short_ok], [%llen, %long_ok]
+  br label %hloop
+hloop:
+  %i = phi i64 [0, %hash], [%i1, %hbody]
+  %h = phi i64 [-3750763034362895579, %hash], [%h1, %hbody]
+  %hmore = icmp slt i64 %i, %len
+  br i1 %hmore, label %hbody, label %probe0
+hbody:
+  %bp = getelementptr i8, ptr %data, i64 %i
+  %byte = load i8, ptr %bp
+  %bz = zext i8 %byte to i64
+  %hx = xor i64 %h, %bz
+  %h1 = mul i64 %hx, 1099511628211
+  %i1 = add i64 %i, 1
+  br label %hloop
+probe0:
+  %table_p = getelementptr i64, ptr %d, i64 2
+  %table = load ptr, ptr %table_p
+  %mask_p = getelementptr i64, ptr %d, i64 3
+  %mask = load i64, ptr %mask_p
+  %keys_p = getelementptr i64, ptr %d, i64 4
+  %keys = load ptr, ptr %keys_p
+  %start = and i64 %h, %mask
+  br label %probe
+probe:
+  %slot = phi i64 [%start, %probe0], [%nextslot, %miss]
+  %e0 = mul i64 %slot, 4
+  %e = getelementptr i64, ptr %table, i64 %e0
+  %elen_p = getelementptr i64, ptr %e, i64 2
+  %elen = load i64, ptr %elen_p
+  %empty = icmp slt i64 %elen, 0
+  br i1 %empty, label %unseen, label %check
+check:
+  %eh = load i64, ptr %e
+  %sameh = icmp eq i64 %eh, %h
+  %samel = icmp eq i64 %elen, %len
+  %same = and i1 %sameh, %samel
+  br i1 %same, label %compare, label %miss
+compare:
+  %eoff_p = getelementptr i64, ptr %e, i64 1
+  %eoff = load i64, ptr %eoff_p
+  %kp = getelementptr i8, ptr %keys, i64 %eoff
+  %c = call i32 @memcmp(ptr %kp, ptr %data, i64 %len)
+  %eq = icmp eq i32 %c, 0
+  br i1 %eq, label %found, label %miss
+found:
+  %cb_p = getelementptr i64, ptr %e, i64 3
+  %cb = load i64, ptr %cb_p
+  %cb32 = trunc i64 %cb to i32
+  %code = bitcast i32 %cb32 to float
+  ret float %code
+miss:
+  %s1 = add i64 %slot, 1
+  %nextslot = and i64 %s1, %mask
+  br label %probe
+unseen:
+  %db_p = getelementptr i64, ptr %d, i64 5
+  %db = load i64, ptr %db_p
+  %db32 = trunc i64 %db to i32
+  %dflt = bitcast i32 %db32 to float
+  ret float %dflt
+}
+
+; DestReceiver.receiveSlot: one row into the matrix; false (stop) once the matrix is full
+define zeroext i1 @receive(ptr %slot, ptr %self) {
+entry:
+  %state_p = getelementptr i8, ptr %self, i64 40
+  %state = load ptr, ptr %state_p
+  %rows_p = getelementptr i64, ptr %state, i64 2
+  %rows = load i64, ptr %rows_p
+  %cap_p = getelementptr i64, ptr %state, i64 1
+  %cap = load i64, ptr %cap_p
+  %full = icmp sge i64 %rows, %cap
+  br i1 %full, label %overflow, label %deform
+overflow:
+  %of_p = getelementptr i64, ptr %state, i64 3
+  store i64 1, ptr %of_p
+  ret i1 false
+deform:
+  %natts = load i64, ptr %state
+  %nvalid_p = getelementptr i8, ptr %slot, i64 6
+  %nvalid16 = load i16, ptr %nvalid_p
+  %nvalid = sext i16 %nvalid16 to i64
+  %missing = icmp slt i64 %nvalid, %natts
+  br i1 %missing, label %getattrs, label %ready
+getattrs:
+  %natts32 = trunc i64 %natts to i32
+  call void @slot_getsomeattrs_int(ptr %slot, i32 %natts32)
+  br label %ready
+ready:
+  %values_p = getelementptr i8, ptr %slot, i64 24
+  %values = load ptr, ptr %values_p
+  %isnull_p = getelementptr i8, ptr %slot, i64 32
+  %isnull = load ptr, ptr %isnull_p
+  %ida_p = getelementptr i64, ptr %state, i64 7
+  %ida = load i64, ptr %ida_p
+  %ids_p = getelementptr i64, ptr %state, i64 6
+  %ids = load ptr, ptr %ids_p
+  %idv_p = getelementptr i64, ptr %values, i64 %ida
+  %idv = load i64, ptr %idv_p
+  %id_out = getelementptr i64, ptr %ids, i64 %rows
+  store i64 %idv, ptr %id_out
+  %idnull_p = getelementptr i8, ptr %isnull, i64 %ida
+  %idnull = load i8, ptr %idnull_p
+  %id_is_null = icmp ne i8 %idnull, 0
+  br i1 %id_is_null, label %null_id, label %columns
+null_id:
+  %nid_p = getelementptr i64, ptr %state, i64 9
+  %nid = load i64, ptr %nid_p
+  %nid1 = add i64 %nid, 1
+  store i64 %nid1, ptr %nid_p
+  br label %columns
+columns:
+  %width_p = getelementptr i64, ptr %state, i64 4
+  %width = load i64, ptr %width_p
+  %matrix_p = getelementptr i64, ptr %state, i64 5
+  %matrix = load ptr, ptr %matrix_p
+  %cols_p = getelementptr i64, ptr %state, i64 8
+  %cols = load ptr, ptr %cols_p
+  %rowbase = mul i64 %rows, %width
+  br label %loop
+loop:
+  %j = phi i64 [0, %columns], [%j1, %next]
+  %more = icmp slt i64 %j, %width
+  br i1 %more, label %body, label %done
+body:
+  %j8 = mul i64 %j, 8
+  %d = getelementptr i64, ptr %cols, i64 %j8
+  %attr = load i64, ptr %d
+  %kind_p = getelementptr i64, ptr %d, i64 1
+  %kind = load i64, ptr %kind_p
+  %at = add i64 %rowbase, %j
+  %out = getelementptr float, ptr %matrix, i64 %at
+  %vnull_p = getelementptr i8, ptr %isnull, i64 %attr
+  %vnull = load i8, ptr %vnull_p
+  %v_p = getelementptr i64, ptr %values, i64 %attr
+  %v = load i64, ptr %v_p
+  %is_null = icmp ne i8 %vnull, 0
+  br i1 %is_null, label %null, label %value
+null:
+  %nb_p = getelementptr i64, ptr %d, i64 6
+  %nb = load i64, ptr %nb_p
+  %nb32 = trunc i64 %nb to i32
+  %nf = bitcast i32 %nb32 to float
+  store float %nf, ptr %out
+  br label %next
+value:
+  %is_text = icmp eq i64 %kind, 1
+  br i1 %is_text, label %text, label %number
+number:
+  %dbl = bitcast i64 %v to double
+  %flt = fptrunc double %dbl to float
+  store float %flt, ptr %out
+  br label %next
+text:
+  %code = call float @lookup(i64 %v, ptr %d)
+  store float %code, ptr %out
+  br label %next
+next:
+  %j1 = add i64 %j, 1
+  br label %loop
+done:
+  %rows1 = add i64 %rows, 1
+  store i64 %rows1, ptr %rows_p
+  ret i1 true
+}
+"""
+NUMBER_KIND, TEXT_KIND = 0, 1  # a column read as float8, or as text looked up
+ROW_STATE = 10
+_loaded_receiver: list = []
+
+
+def _receiver_code():
+    """(what keeps it mapped, {receive, startup, shutdown: address}), or None (no LLVM)."""
+    if not _loaded_receiver:
+        from sqlml.onnx import compiled
+
+        def link(obj: bytes) -> tuple:
+            code, address, _ = compiled.link(obj)
+            found = {name: address(name) for name in ("receive", "startup", "shutdown")}
+            if not all(found.values()):
+                raise RuntimeError("compiled receiver without its functions")
+            return code, found
+
+        _loaded_receiver.append(compiled.cached_code("pg-receiver", RECEIVER_IR, compiled_cache_dir(), link))
+    return _loaded_receiver[0]
+
+
+def rows_available() -> bool:
+    """Whether ``read_rows`` can run here: DatumSpi's conditions, a little-endian machine (the varlena
+    headers above), the receiver built."""
+    return DatumSpi.available() and sys.byteorder == "little" and _receiver_code() is not None
+
+
+
+def read_rows(sql: str, attributes: int, columns: list, capacity: int) -> tuple:
+    """Run ``sql`` (read-only, in the statement's snapshot) and read its rows into a float32 matrix:
+    (rows, matrix (rows, len(columns)), int64 ids, rows with a NULL id), or None when more than
+    ``capacity`` rows came (read again with more). Attribute 0 is the id (int8); ``columns``: per
+    matrix column (attribute, NUMBER_KIND, NULL value) of a float8 attribute, or (attribute,
+    TEXT_KIND, lookup_tables.LookupTable) of a text one."""
+    import numpy as np
+
+    _, functions = _receiver_code()
+    width = len(columns)
+    matrix = np.empty((capacity, width), dtype=np.float32)
+    ids = np.empty(capacity, dtype=np.int64)
+    described = np.zeros((max(width, 1), 8), dtype=np.int64)
+    kept = []  # the tables' arrays, alive through the call
+    for j, (attribute, kind, how) in enumerate(columns):
+        if kind == TEXT_KIND:
+            kept.append(how)
+            described[j] = [attribute, kind, how.slots.ctypes.data, how.mask, how.keys.ctypes.data, how.default,
+                            how.null, 0]
+        else:
+            described[j] = [attribute, kind, 0, 0, 0, 0, np.array([how], dtype=np.float32).view(np.int32)[0], 0]
+    state = (ctypes.c_int64 * ROW_STATE)(attributes, capacity, 0, 0, width, matrix.ctypes.data, ids.ctypes.data, 0,
+                                         described.ctypes.data, 0)
+    receiver = (ctypes.c_int64 * 6)(functions["receive"], functions["startup"], functions["shutdown"],
+                                    functions["shutdown"], 0, ctypes.addressof(state))  # mydest: DestNone
+    # SPIExecuteOptions: no params, read_only, tcount 0 (all), our receiver, the current owner
+    options = (ctypes.c_int64 * 5)(0, 1, 0, ctypes.addressof(receiver), 0)
+    text = ctypes.c_char_p(sql.encode())
+    rc = ctypes.c_int32(_guarded(_address["SPI_execute_extended"], ctypes.cast(text, ctypes.c_void_p).value,
+                                 ctypes.addressof(options))).value
+    if rc < 0:
+        raise RuntimeError(f"SPI_execute_extended returned {rc}")
+    if state[3]:
+        return None
+    n = state[2]
+    return n, matrix[:n], ids[:n], state[9]
