@@ -305,12 +305,14 @@ class _DatumWriter:
     def __init__(self, m, table: str, id_oid: int, datums):
         self.m, self.table, self.id_oid, self.datums = m, table, id_oid, datums
         self.plain = self.copy = False
-        self.oid = None
+        self.oid = self.packer = None
 
     def decide(self) -> None:
         found = spi.execute(TABLE_FIELDS, [self.table])
         self.plain = bool(found) and _plain(found[0], self.id_oid)
-        self.copy = self.plain and found[0]["may_insert"] and pg_internals.copy_available()
+        self.packer = copy_stream.packer(pg_internals.compiled_cache_dir()) \
+            if self.plain and found[0]["may_insert"] and pg_internals.copy_available() else None
+        self.copy = self.packer is not None
         self.oid = found[0]["oid"] if found else None
         if not self.copy:
             self.insert, self.constants = _insert_datums_sql(self.m, self.table), _class_constants(self.m)
@@ -321,10 +323,10 @@ class _DatumWriter:
         if not self.copy:
             return _insert_datums(m, ids, out, self.constants)
         if m.task == REGRESSION:
-            return copy_stream.scored_rows(ids, ID_WIDTHS[self.id_oid], out, m.labels(out), np.arange(len(ids)), None)
+            return self.packer.scored_rows(ids, ID_WIDTHS[self.id_oid], out, m.labels(out), np.arange(len(ids)), None)
         values, labels = _classes(m)
         classes = out.argmax(axis=1)
-        return copy_stream.scored_rows(ids, ID_WIDTHS[self.id_oid], values[classes], labels, classes, out)
+        return self.packer.scored_rows(ids, ID_WIDTHS[self.id_oid], values[classes], labels, classes, out)
 
     def write(self, packed) -> None:
         if self.copy:

@@ -325,6 +325,8 @@ _pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
 _unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
 _database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
 _client_encoding = _bind("pg_get_client_encoding", ctypes.c_int)
+# bool ActiveSnapshotSet(void): 15 (utils/snapmgr.h)
+_active_snapshot_set = _bind("ActiveSnapshotSet", ctypes.c_bool)
 PG_UTF8 = 6
 _loaded_guard: list = []
 
@@ -873,9 +875,11 @@ def _receiver_code():
 
 
 def rows_available() -> bool:
-    """Whether ``read_rows`` can run here: DatumSpi's conditions, a little-endian machine (the varlena
-    headers above), the receiver built."""
-    return DatumSpi.available() and sys.byteorder == "little" and _receiver_code() is not None
+    """Whether ``read_rows`` can run here: DatumSpi's conditions, a statement's snapshot to read in
+    (a read-only SPI call runs in it), a little-endian machine (the varlena headers above), the
+    receiver built."""
+    return DatumSpi.available() and _active_snapshot_set() and sys.byteorder == "little" \
+        and _receiver_code() is not None
 
 
 
