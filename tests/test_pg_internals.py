@@ -121,24 +121,6 @@ for sql in ["SELECT 1/0", "SELECT pg_sleep(10)", "INSERT INTO datums (i) VALUES 
         caught.append([type(e).__name__, str(e), e.spidata[0]])
 out["caught"] = caught
 out["count"] = plpy.execute("SELECT count(*) AS c FROM datums")[0]["c"]
-cursor = spi.cursor("SELECT array_agg(g::int8 ORDER BY g) AS a, string_agg(g::text, ',' ORDER BY g) AS s FROM "
-                    "generate_series(1, 10) AS g GROUP BY g % 3 ORDER BY 1")
-chunks = []
-while (r := cursor.fetch()) is not None:
-    chunks.append([A.read(r[0], A.INT8OID).tolist(), r[1][4:].decode()])
-cursor.close()
-out["chunks"] = chunks
-try:  # a cursor whose portal went with a rolled-back subtransaction reads nothing, and closes as a no-op
-    with plpy.subtransaction():
-        gone = spi.cursor("SELECT array_agg(g::int8) FROM generate_series(1, 3) g")
-        raise RuntimeError("rolled back")
-except RuntimeError:
-    pass
-try:
-    gone.fetch()
-except Exception as e:
-    out["gone"] = [type(e).__name__, getattr(e, "sqlstate", None), str(e)]
-gone.close()
 plpy.notice(json.dumps(out))
 $$ LANGUAGE plpython3u"""
 
@@ -161,5 +143,42 @@ def test_datum_spi_hands_numpy_arrays_to_postgres_and_catches_its_errors(backend
         ["QueryCanceled", "canceling statement due to statement timeout"],
         ["InvalidTextRepresentation", 'malformed array literal: "x"']]
     assert "after" not in out and out["count"] == 1
-    assert out["chunks"] == [[[1, 4, 7, 10], "1,4,7,10"], [[2, 5, 8], "2,5,8"], [[3, 6, 9], "3,6,9"]]
-    assert out["gone"][:2] == ["SqlmlError", "24000"] and "cursor is gone" in out["gone"][2]
+
+
+# read_rows: a query's rows into a matrix by the compiled receiver: numbers (NULL as NaN), texts
+# looked up (NULL, unknown), NULL ids counted, too little room told, errors caught
+ROWS = """DO $$
+import json
+import math
+from sqlml.scoring import lookup_tables
+from sqlml.server import pg_internals as p
+assert p.rows_available()
+table = lookup_tables.build({"a": 1.0, "naïve": 2.0, "": 3.0}, -1.0, -9.0)
+sql = ("SELECT CASE WHEN g = 7 THEN NULL ELSE g * 10 END::int8, "
+       "(CASE WHEN g % 4 = 0 THEN NULL ELSE g * 0.5 END)::float8, "
+       "(ARRAY['a', 'naïve', '', NULL, 'zz'])[g % 5 + 1] FROM generate_series(1, 10) AS g")
+columns = [(1, p.NUMBER_KIND, float("nan")), (2, p.TEXT_KIND, table), (1, p.NUMBER_KIND, float("nan"))]
+n, matrix, ids, null_ids = p.read_rows(sql, 3, columns, 10)
+out = {"n": n, "ids": ids.tolist(), "null_ids": null_ids,
+       "matrix": [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()],
+       "too_small": p.read_rows(sql, 3, columns, 9) is None}
+try:
+    p.read_rows("SELECT 1::int8, (1 / (g - 2))::float8 FROM generate_series(1, 3) AS g", 2,
+                [(1, p.NUMBER_KIND, 0.0)], 10)
+except plpy.SPIError as e:
+    out["error"] = [type(e).__name__, str(e)]
+out["after"] = p.read_rows("SELECT 5::int8, 2.5::float8", 2, [(1, p.NUMBER_KIND, 0.0)], 1)[1].tolist()
+plpy.notice(json.dumps(out))
+$$ LANGUAGE plpython3u"""
+
+
+def test_read_rows_writes_a_querys_rows_into_a_matrix_and_catches_its_errors(backend):
+    query(backend, ROWS)
+    out = json.loads(backend.notices[-1].split("NOTICE:  ", 1)[1])
+    assert out["n"] == 10 and out["too_small"] and out["null_ids"] == 1
+    assert out["ids"][:6] + out["ids"][7:] == [10, 20, 30, 40, 50, 60, 80, 90, 100]  # the 7th: a NULL id
+    numbers = [None if g % 4 == 0 else g * 0.5 for g in range(1, 11)]
+    texts = {1: 2.0, 2: 3.0, 3: -9.0, 4: -1.0, 0: 1.0}  # naïve, '', NULL, zz (unknown), a
+    assert out["matrix"] == [[numbers[g - 1], texts[g % 5], numbers[g - 1]] for g in range(1, 11)]
+    assert out["error"] == ["DivisionByZero", "division by zero"]
+    assert out["after"] == [[2.5]]  # and the session went on

@@ -305,6 +305,7 @@ def wide_reg(db, wide):
     """``wide`` with a number to predict, and a regressor of it."""
     query(db, "CREATE TABLE wide_reg AS SELECT id, key, a, b, "
               "(a * 2 + id * 7919 % 13 + CASE WHEN b = 'x' THEN 5 ELSE 0 END)::float8 AS v FROM wide")
+    query(db, "ANALYZE wide_reg")
     train(db, "wide_reg", "SELECT a, b, v FROM wide_reg WHERE id % 10 = 0", "v", 10)
 
 
@@ -477,6 +478,99 @@ def test_plain_tables_are_written_by_copy_with_the_rows_an_insert_writes(db, wid
             cur.copy_expert(f"COPY (SELECT * FROM {name}_inserted ORDER BY id) TO STDOUT (FORMAT binary)", inserted)
         assert copied.getvalue() == inserted.getvalue()
     assert column(db, "SELECT prediction FROM wide_copied ORDER BY id") == wide
+
+
+READ_BOTH_WAYS = """DO $$
+from sqlml.server import batch, pg_internals
+reads, read_rows, available = [], pg_internals.read_rows, pg_internals.rows_available
+
+
+def counted(*args):
+    got = read_rows(*args)
+    reads.append(got is None)  # more rows than room: read again
+    return got
+
+
+pg_internals.read_rows = counted
+try:
+    for project, table in PAIRS:
+        batch.score(project, table, table + '_received', 'id')
+finally:
+    pg_internals.read_rows = read_rows
+pg_internals.rows_available = lambda: False
+try:
+    for project, table in PAIRS:
+        batch.score(project, table, table + '_aggregated', 'id')
+finally:
+    pg_internals.rows_available = available
+plpy.notice(f"{len(reads)} {sum(reads)}")
+$$ LANGUAGE plpython3u"""
+
+
+def scored_bytes(conn, table: str) -> bytes:
+    out = io.BytesIO()
+    with conn.cursor() as cur:
+        cur.copy_expert(f"COPY (SELECT * FROM {table} ORDER BY id) TO STDOUT (FORMAT binary)", out)
+    return out.getvalue()
+
+
+def read_both_ways(conn, pairs) -> tuple[int, int]:
+    """Score each (project, table) of ``pairs`` into <table>_received (rows read by the compiled
+    receiver, ``pg_internals.read_rows``) and <table>_aggregated (the chunks' aggregates); (reads,
+    reads that found more rows than their room and were read again)."""
+    for _, table in pairs:
+        query(conn, f"DROP TABLE IF EXISTS {table}_received, {table}_aggregated")
+    query(conn, READ_BOTH_WAYS.replace("PAIRS", repr(list(pairs))))
+    reads, again = conn.notices[-1].split("NOTICE:  ")[1].split()
+    return int(reads), int(again)
+
+
+def test_rows_read_by_the_compiled_receiver_are_what_the_aggregates_give(db, wide, wide_reg):
+    """A table's chunks read row by row by compiled code (``pg_internals.read_rows``: numbers,
+    categories looked up in hash tables, NULLs) score exactly as the chunks' aggregates read in SQL
+    do, for classifiers (one of texts with commas, quotes, tabs and accents) and a regressor."""
+    assert datums_available(db)
+    pairs = [("wide", "wide"), ("wide_reg", "wide_reg"), ("sp", "people")]
+    reads, again = read_both_ways(db, pairs)
+    assert reads >= 2 * (70000 // 16384 + 1) + 1 and again == 0  # a read per chunk, none again
+    for _, table in pairs:
+        assert scored_bytes(db, f"{table}_received") == scored_bytes(db, f"{table}_aggregated")
+    assert column(db, "SELECT prediction FROM wide_received ORDER BY id") == wide
+
+
+def test_a_chunk_of_more_rows_than_its_pages_were_thought_to_hold_is_read_again(db, wide):
+    """A table never analyzed: its rows per page are guessed, too few for these narrow rows, and a
+    chunk that does not fit is read again with twice the room. Every row is scored once."""
+    query(db, "DROP TABLE IF EXISTS wide_fresh")
+    query(db, "CREATE TABLE wide_fresh AS SELECT * FROM wide")  # relpages 0: no rows per page known
+    assert scalar(db, "SELECT relpages FROM pg_class WHERE oid = 'wide_fresh'::regclass") == 0
+    reads, again = read_both_ways(db, [("wide", "wide_fresh")])
+    assert again >= 1
+    assert scored_bytes(db, "wide_fresh_received") == scored_bytes(db, "wide_fresh_aggregated")
+    assert column(db, "SELECT prediction FROM wide_fresh_received ORDER BY id") == wide
+
+
+def test_long_categories_stored_compressed_or_out_of_line_are_looked_up(db):
+    """Texts PostgreSQL keeps compressed in the row or out of line (TOAST): the compiled receiver
+    detoasts them before looking them up, as per-row predict reads them."""
+    query(db, "DROP TABLE IF EXISTS long_texts")
+    rows = """SELECT i AS id, (i % 10)::float8 AS x,
+                     CASE i % 3 WHEN 0 THEN 'short' WHEN 1 THEN repeat('compressible ', 400)
+                                ELSE (SELECT string_agg(md5(j::text), '') FROM generate_series(1, 150) AS j) END AS c,
+                     (i % 3 = 1 OR i % 10 > 6)::int AS y
+              FROM generate_series({}, {}) AS i"""
+    query(db, "CREATE TABLE long_texts AS " + rows.format(1, 3000))  # compressed in the row, or out of line
+    query(db, "ALTER TABLE long_texts ALTER COLUMN c SET STORAGE EXTERNAL")
+    query(db, "INSERT INTO long_texts " + rows.format(3001, 6000))  # out of line, uncompressed
+    query(db, "ANALYZE long_texts")
+    assert scalar(db, "SELECT count(DISTINCT pg_column_size(c)) FROM long_texts WHERE id % 3 = 1") == 2  # both ways
+    train(db, "long_texts", "SELECT x, c, y FROM long_texts", "y", 10)
+    reads, again = read_both_ways(db, [("long_texts", "long_texts")])
+    assert reads >= 1 and again == 0
+    assert column(db, "SELECT prediction FROM long_texts_received ORDER BY id") == \
+        column(db, "SELECT sqlml.predict('long_texts', t) FROM long_texts t ORDER BY id")
+    assert scored_bytes(db, "long_texts_received") == scored_bytes(db, "long_texts_aggregated")
+    assert len(set(column(db, "SELECT prediction FROM long_texts_received"))) > 1
 
 
 def test_copy_checks_what_the_table_holds_it_to(db, hooks, wide_reg):

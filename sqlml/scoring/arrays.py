@@ -95,29 +95,3 @@ def build_text(strings: list[str]) -> np.ndarray:
         first = np.repeat(starts + 4 - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
         body[first + np.arange(len(text))] = text
     return out
-
-
-class HasNulls(ValueError):
-    """An array holding NULLs, which ``read`` does not read."""
-
-
-def read(varlena: bytes, elemtype: int) -> np.ndarray:
-    """The elements of an array varlena (a 4-byte header, as a detoasted Datum has) of ``elemtype``
-    (INT4OID, INT8OID or FLOAT8OID) without NULLs, shaped as it is (1-D or 2-D). Raises ValueError
-    for anything else: another element type, NULLs, a size that does not add up."""
-    head = np.frombuffer(varlena, dtype="<i4", count=4) if len(varlena) >= _HEAD else None
-    if head is None:
-        raise ValueError("not an array: shorter than an array's header")
-    size, ndim, dataoffset, found = int(head[0]) >> 2 & 0x3FFFFFFF, int(head[1]), int(head[2]), int(head[3])
-    if dataoffset != 0 and size == len(varlena) and found == elemtype:
-        raise HasNulls(f"an array of type {elemtype} holding NULLs")
-    if size != len(varlena) or found != elemtype or dataoffset != 0 or ndim not in (0, 1, 2):
-        raise ValueError(f"not a {ndim}-D array of type {elemtype} without NULLs of {len(varlena)} bytes")
-    dtype = _DTYPES[elemtype]
-    if ndim == 0:  # an empty array
-        return np.empty(0, dtype=dtype)
-    shape = tuple(int(d) for d in np.frombuffer(varlena, dtype="<i4", count=ndim, offset=_HEAD))
-    start = _maxalign(_HEAD + 8 * ndim)
-    if start + int(np.prod(shape)) * dtype.itemsize != size:
-        raise ValueError(f"an array of shape {shape} does not fill its {size} bytes")
-    return np.frombuffer(varlena, dtype=dtype, offset=start).reshape(shape)

@@ -1,16 +1,19 @@
-"""SQL that reads a relation for batch scoring a chunk of rows at a time, columnar (pure: builds and decodes).
+"""SQL that reads a relation for batch scoring a chunk of rows at a time (pure: builds and decodes).
 
-Tables (and materialized views) are read by ranges of pages: one statement, so one snapshot,
+Tables (and materialized views) are read by ranges of pages, each chunk (~16k rows) a TID range
+scan, so memory holds one chunk whatever the table's size. The last range is open-ended: pages
+added after the table's size was read are scanned too. Two forms:
+
+- ``rows_query``: a chunk's rows as they are (the id, then a float8 per number, a text per
+  category), for ``pg_internals.read_rows``'s compiled receiver, one read-only call per chunk in
+  the statement's snapshot;
+- ``table_query`` / ``matrix_query``: every chunk in one statement, so one snapshot, fetched one
+  row (= one chunk) at a time through a cursor, its columns aggregated (numbers as one float8
+  bytea per column, decoded by ``np.frombuffer``)::
 
     SELECT agg.* FROM generate_series(0, <blocks - 1>, <step>) AS c(lo)
     CROSS JOIN LATERAL (SELECT count(*) AS n, <one aggregate per column> FROM
         (SELECT <columns> FROM <table> WHERE ctid >= '(lo,0)' AND ctid < '(lo + step,0)') AS src) AS agg
-
-fetched one row (= one chunk, ~16k rows) at a time through a cursor. Each chunk is a TID range scan, and its
-columns arrive aggregated (numbers as one float8 bytea per column, decoded by ``np.frombuffer``, or as
-one 2-D float8 array read as it is: ``matrix_query(arrays=True)``), so memory holds one chunk
-whatever the table's size. The last range is open-ended: pages added after the table's size was
-read are scanned too.
 
 Anything else (a view, a query, a partitioned or foreign table) is read whole, columnar, like
 training data (``sqlml.server.batch``), and only scored in chunks of CHUNK_ROWS.
@@ -29,7 +32,6 @@ from sqlml.data.ingest import NAN8, column_aggregate, decode, quote_ident
 from sqlml.data.schema import BOOLEAN, CATEGORY, FLOAT32_MAX, NULL_CATEGORY, NUMERIC, Feature
 from sqlml.data.values import out_of_range
 from sqlml.errors import NOT_NULL_VIOLATION, SqlmlError
-from sqlml.scoring import arrays
 
 # Rows a chunk holds: small enough that the overlap fills and drains fast (score of 100k rows, best of
 # 5: 0.195 s at 32768 rows a chunk, 0.182 s at 16384, 0.177 s at 8192). Each chunk's write is a
@@ -93,7 +95,7 @@ SEPARATOR = "\x01"  # between a chunk's category values in one text: a character
 
 
 def matrix_query(table: str, features: list[Feature], columns: tuple, id_column: str, id_type: str, blocks: int,
-                 step: int, arrays: bool = False) -> str | None:
+                 step: int) -> str | None:
     """Like ``table_query``, but the chunks arrive ready for the model's core matrix: numbers as one
     float8 bytea per core column (``columns``: ``Scorer.row_columns``), and each category read as
     one text per chunk (its values joined by SEPARATOR, NULL as NULL_CATEGORY) for
@@ -102,12 +104,7 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
     it scores as an unseen category, as it would have: SEPARATOR is in no known category). Result
     columns: n, m<j> (numbers, per core column), k<i> (categories, per feature read), id. None when
     some core column is not a number, a boolean or a looked-up category of the table, or a known
-    category holds SEPARATOR.
-
-    ``arrays``: for ``decode_arrays``, reading the Datums themselves (``pg_internals.DatumSpi``),
-    integer ids only. Result columns: m (the numbers as one 2-D float8 array, a row per table row:
-    one aggregate instead of one per column, and no float8send per value; absent when the core has
-    no number), k<i>, id (an int8 array)."""
+    category holds SEPARATOR."""
     kinds = {f.name: f.kind for f in features}
     numbers, texts, categories = [], {}, []
     for j, c in enumerate(columns):
@@ -128,17 +125,9 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
                                   f"ELSE {value} END, pg_catalog.chr(1)) AS k{texts[c.source]}")
         else:
             return None
-    key = "src." + quote_ident(id_column)
-    if arrays:
-        if id_type not in INTEGER_IDS:
-            return None
-        row = ", ".join(f"coalesce({x}, 'NaN'::pg_catalog.float8)" for _, x in numbers)
-        aggs = ([f"pg_catalog.array_agg(ARRAY[{row}]) AS m"] if numbers else []) + categories + \
-            [f"pg_catalog.array_agg({key}::pg_catalog.int8) AS id"]
-    else:
-        aggs = ["pg_catalog.count(*) AS n",
-                *(f"pg_catalog.string_agg(coalesce(pg_catalog.float8send({x}), {NAN8}), ''::pg_catalog.bytea) AS m{j}"
-                  for j, x in numbers), *categories, f"{_ids_aggregate(id_column, id_type)} AS id"]
+    aggs = ["pg_catalog.count(*) AS n",
+            *(f"pg_catalog.string_agg(coalesce(pg_catalog.float8send({x}), {NAN8}), ''::pg_catalog.bytea) AS m{j}"
+              for j, x in numbers), *categories, f"{_ids_aggregate(id_column, id_type)} AS id"]
     return _by_ranges(table, [f.name for f in features] + [id_column], aggs, blocks, step)
 
 
@@ -219,26 +208,6 @@ def _ids(row: dict, n: int, id_type: str) -> np.ndarray:
 def null_ids() -> SqlmlError:
     return SqlmlError("the id column holds NULL in some rows: their scores could not be joined back to them",
                       sqlstate=NOT_NULL_VIOLATION, hint="score by a column that identifies every row (a primary key)")
-
-
-def decode_arrays(row: list, columns: tuple) -> tuple[int, np.ndarray, np.ndarray]:
-    """(n, core matrix float32, int64 ids) from one row of ``matrix_query(..., arrays=True)``: its
-    columns' varlenas (``pg_internals.DatumCursor``), in the query's order."""
-    numbers = [j for j, c in enumerate(columns) if c.lut is None]
-    try:
-        ids = arrays.read(row[-1], arrays.INT8OID) if row[-1] is not None else np.empty(0, dtype=np.int64)
-    except arrays.HasNulls:
-        raise null_ids() from None
-    n = len(ids)
-    matrix = np.empty((n, len(columns)), dtype=np.float32)
-    if numbers and n:
-        values = arrays.read(row[0], arrays.FLOAT8OID)
-        if values.shape != (n, len(numbers)):
-            raise ValueError(f"a chunk of {n} ids and numbers of shape {values.shape}")
-        matrix[:, numbers] = values
-    first = 1 if numbers else 0
-    _look_up(matrix, columns, lambda i: row[first + i][4:].decode())  # a text's varlena: 4 bytes of header
-    return n, matrix, ids.astype(np.int64)
 
 
 def _look_up(matrix: np.ndarray, columns: tuple, text) -> None:

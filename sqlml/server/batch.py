@@ -1,21 +1,29 @@
 """Set-at-a-time scoring: ``sqlml.predict_batch`` (rows out) and ``sqlml.score`` (into a table).
 
 A table (or materialized view) is read as the caller in chunks of ~16k rows by ranges of pages, all
-in one statement and so one snapshot (``sqlml.scoring.chunks``). The chunks overlap: a background
-thread decodes and scores chunk k while the backend writes chunk k-1 and reads chunk k+1
-(``sqlml.scoring.overlap``), so at most three chunks are held at once and memory stays flat
-whatever the table's size. A view or a query is read like training data, whole and columnar in
-one read-only statement (a view may hide a function with side effects, and only a single
-statement can be made read-only from PL/Python), then scored in chunks: its memory grows with it.
+in one snapshot (``sqlml.scoring.chunks``). The chunks overlap: a background thread decodes and
+scores chunk k while the backend writes chunk k-1 and reads chunk k+1 (``sqlml.scoring.overlap``),
+so at most three chunks are held at once and memory stays flat whatever the table's size. A view
+or a query is read like training data, whole and columnar in one read-only statement (a view may
+hide a function with side effects, and only a single statement can be made read-only from
+PL/Python), then scored in chunks: its memory grows with it.
 
 Chunks go through the model's core graph (``sqlml.onnx.core``) as one float32 matrix. For a table
-with integer ids, SPI is called directly with Datums (``pg_internals.DatumSpi``): each chunk
-arrives as one 2-D float8 array of its numbers, one text per category (its values joined, looked up
-in Python) and an int8 array of ids, read where PostgreSQL left them; its scores go back as arrays
-built in numpy (``sqlml.scoring.arrays``), the backend letting go of the GIL while PostgreSQL writes
-them. plpy's per-value conversions were half of ``score``'s time for a small model (100k rows:
-0.39 -> 0.18 s). Otherwise (text ids, or no LLVM to build the guard) plpy carries the chunk query's
-float8 bytes and texts, and the scores as exact ints (``chunks.pack_float32``).
+with integer ids, outside parallel mode, in a UTF-8 database where the compiled helpers can be
+built (``pg_internals``), no value passes through Python:
+
+- each chunk's rows are read by a compiled DestReceiver straight into the matrix, in the
+  statement's snapshot (``pg_internals.read_rows``: numbers as float8 Datums, categories looked up
+  in hash tables, ``sqlml.scoring.lookup_tables``): about what the scan costs;
+- ``score`` writes into the table it created by COPY FROM a binary stream, packed by compiled code
+  on the scoring thread (``sqlml.scoring.copy_stream``, ``pg_internals.copy_in``), while that table
+  is plain and insertable; otherwise by an INSERT from arrays built in numpy
+  (``sqlml.scoring.arrays``) through SPI with Datums (``pg_internals.DatumSpi``). See
+  ``_DatumWriter``.
+
+100k rows of 20 columns and a 100-tree model: 0.39 s through plpy's per-value conversions, 0.10 s
+so. Otherwise (text ids, a view, no LLVM) plpy carries the chunk query's float8 bytes and texts,
+and the scores as exact ints (``chunks.pack_float32``).
 """
 
 from __future__ import annotations
@@ -111,19 +119,6 @@ def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
         if columns is not None and datums is not None and pg_internals.rows_available() else None
     if rows is not None:  # each chunk's rows read straight into the core matrix by compiled code
         yield from _read_rows(rows, columns, names, blocks, step, info[0]["rows_per_page"], checked)
-        return
-    query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step, arrays=True) \
-        if columns is not None and datums is not None else None
-    if query is not None:  # the chunks' Datums read as they are
-        reach.check(query)
-        if checked is not None:
-            checked()
-        cursor = datums.cursor(query)
-        try:
-            while (row := cursor.fetch()) is not None:
-                yield None, partial(_decoded, chunks.decode_arrays, (row, columns), names)
-        finally:
-            cursor.close()
         return
     query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
         if columns is not None else None  # None too when the core matrix cannot be read in SQL

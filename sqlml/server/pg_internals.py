@@ -28,7 +28,9 @@ reports it and its session's Python keeps the skipped frames' memory.
 
 ``DatumSpi`` is SPI with Datums for batch scoring, outside parallel mode: its errors are caught where
 PostgreSQL raises them, by a small compiled function that sets a PG_TRY of its own, inside a
-subtransaction, as plpy catches them (see its section below), so they may raise freely.
+subtransaction, as plpy catches them (see its section below), so they may raise freely. Under the
+same guard, ``read_rows`` runs a query into a compiled DestReceiver that writes its rows into a
+matrix, and ``copy_in`` runs COPY FROM a binary stream in memory.
 """
 
 from __future__ import annotations
@@ -315,14 +317,8 @@ _copy_error = _bind("CopyErrorData", ctypes.POINTER(ErrorData))
 _flush_error = _bind("FlushErrorState", None)
 _free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
 _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
-            for name in ("SPI_execute_with_args", "SPI_execute_extended", "SPI_cursor_open_with_args",
-                         "SPI_cursor_fetch", "ReleaseCurrentSubTransaction")}
-_cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
-_cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
-# void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
-# int pg_get_client_encoding(void), PG_UTF8 = 6: 15 (mb/pg_wchar.h)
-_pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
-_unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
+            for name in ("SPI_execute_with_args", "SPI_execute_extended", "ReleaseCurrentSubTransaction")}
+# int GetDatabaseEncoding(void), int pg_get_client_encoding(void), PG_UTF8 = 6: 15 (mb/pg_wchar.h)
 _database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
 _client_encoding = _bind("pg_get_client_encoding", ctypes.c_int)
 # bool ActiveSnapshotSet(void): 15 (utils/snapmgr.h)
@@ -435,65 +431,6 @@ class DatumSpi:
         if _tuptable.value:
             _freetuptable(_tuptable.value)
         return count
-
-    def cursor(self, sql: str, params=()) -> DatumCursor:
-        """A cursor over ``sql`` (a query), in a snapshot taken now, as plpy.cursor's in a volatile function."""
-        types, values, nulls, kept = self._params(params)  # kept: the buffers, alive through the call
-        text = ctypes.c_char_p(sql.encode())
-        portal = _guarded(_address["SPI_cursor_open_with_args"], 0, ctypes.cast(text, ctypes.c_void_p).value,
-                          len(params), ctypes.addressof(types), ctypes.addressof(values),
-                          ctypes.cast(nulls, ctypes.c_void_p).value, 0, 0)
-        return DatumCursor(portal)
-
-
-class DatumCursor:
-    """Rows of a portal, one fetch at a time, each column as the bytes of its Datum (a detoasted
-    varlena, its 4-byte header included) or None: for varlena columns (arrays, bytea, text) only.
-
-    As plpy's cursors: the portal is pinned (no CLOSE from SQL frees it under us) and found again by
-    name before each use (a rolled-back savepoint or the transaction's end drops it), and must be the
-    same portal (a user may DECLARE a cursor of that name once ours is gone): a cursor outliving its
-    portal reads nothing. A pinned portal still open at COMMIT fails it, as plpy's do."""
-
-    def __init__(self, portal: int):
-        # PortalData starts with its name: 15 (utils/portal.h)
-        self._name, self._address = ctypes.string_at(ctypes.c_void_p.from_address(portal).value), portal
-        _pin_portal(portal)
-
-    def _found(self) -> int | None:
-        portal = _cursor_find(self._name) if self._name is not None else None
-        return portal if portal == self._address else None
-
-    def _portal(self) -> int:
-        portal = self._found()
-        if not portal:
-            from sqlml.errors import SqlmlError
-
-            raise SqlmlError("the batch's cursor is gone: its transaction or savepoint ended while it was read",
-                             sqlstate="24000", hint="read sqlml.predict_batch to its end within one savepoint")
-        return portal
-
-    def fetch(self) -> list | None:
-        """The next row's columns, or None at the end."""
-        _guarded(_address["SPI_cursor_fetch"], self._portal(), 1, 1)
-        table = _tuptable.value
-        try:
-            if not _processed.value:
-                return None
-            desc = ctypes.c_void_p.from_address(table).value  # SPITupleTable.tupdesc (see _rows)
-            tup = ctypes.c_void_p.from_address(ctypes.c_void_p.from_address(table + ctypes.sizeof(ctypes.c_void_p))
-                                               .value).value
-            return [_varlena(tup, desc, j) for j in range(1, ctypes.c_int.from_address(desc).value + 1)]
-        finally:
-            _freetuptable(table)
-
-    def close(self) -> None:
-        if self._name is not None:
-            portal = self._found()
-            if portal:
-                _unpin_portal(portal)
-                _cursor_close(portal)
-            self._name = None
 
 
 def _varlena(tup, desc, j) -> bytes | None:
