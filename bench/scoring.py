@@ -22,9 +22,10 @@ model, each as a ratio to (c) and to the ONNX Runtime floor (d):
   (d) the floor: a plain scan of the same columns in the server (count() of each), plus
       onnxruntime on the same data already in numpy (the model's core graph), and for reference the
       compiled code on that data
-  (e) PostgreSQL's share of (b), without any model: score's own chunked read of the features, run
-      to the end in the server, plus a table of as many scored rows written by SQL alone. What (b)
-      costs beyond it is the model (overlapped) and handing the rows between Python and SQL.
+  (e) PostgreSQL's share of (b), without any model: score's own row query of the features, every
+      column counted, run to the end in the server, plus a table of as many scored rows written by
+      SQL alone. What (b) costs beyond it is the model (overlapped), the call's fixed work and
+      COPY's parsing of the scored rows.
 
 and whether sqlml's predictions equal ONNX Runtime's (the client's): labels, largest probability gap.
 
@@ -211,22 +212,15 @@ def floor(conn, blob, schema, kept):
 
 def postgres_share(conn, blob, schema):
     """(read seconds, write seconds): what ``sqlml.score`` asks of PostgreSQL whatever the model. The
-    read: score's own chunked query of the features (``sqlml.scoring.chunks.matrix_query``, run to
-    the end in the server); the write: a table of as many scored rows, filled by SQL alone (score's
-    rows come from Python, which costs more)."""
+    read: score's own row query of the features (``sqlml.scoring.chunks.rows_query``: the id, each
+    number as float8, each category as text), every column counted, over the whole table; the
+    write: a table of as many scored rows, filled by SQL alone (score's rows come by COPY)."""
     from sqlml.onnx.scorer import Scorer
     from sqlml.scoring import chunks
 
-    columns = Scorer(blob, schema).row_columns
-    blocks, per_page = run(conn, "SELECT pg_relation_size('t') / current_setting('block_size')::int8, "
-                                 "reltuples / relpages FROM pg_class WHERE oid = 't'::regclass")[0]
-    query = chunks.matrix_query("public.t", list(schema.features), columns, "id", "int4", int(blocks),
-                                chunks.pages_per_chunk(per_page), arrays=True)
-    texts = len({c.source for c in columns if c.lut is not None})
-    # every aggregate used, so that none is planned away
-    sizes = ", ".join([*(["sum(cardinality(q.m))"] if any(c.lut is None for c in columns) else []),
-                       *(f"sum(octet_length(q.k{i}))" for i in range(texts)), "sum(cardinality(q.id))"])
-    read, _ = timed(lambda: run(conn, f"SELECT {sizes} FROM ({query}) AS q"))
+    rows = chunks.rows_query("public.t", list(schema.features), Scorer(blob, schema).row_columns, "id")
+    counted = ", ".join(f"count({item})" for item in rows.items)  # every column computed, none planned away
+    read, _ = timed(lambda: run(conn, f"SELECT {counted} FROM public.t AS src"))
     run(conn, "DROP TABLE IF EXISTS scored_e")
     write, _ = timed(lambda: run(conn, "CREATE TABLE scored_e AS SELECT id, (id % 2)::float8 AS prediction, "
                                        "(id % 2)::text AS label, ARRAY[0.25::float8, 0.75] AS probabilities FROM t"))
@@ -483,7 +477,7 @@ def batch(conn, dsn, project, rows, say, repeats):
     say(f"  floor phases: scan {scan:.2f}s, onnxruntime {core:.2f}s, compiled {compiled:.2f}s "
         f"(compiled / onnxruntime: {compiled / core:.2f}x)")
     share = results["e_read"] + results["e_write"]
-    say(f"  PostgreSQL's share of (b), no model: score's chunked read {results['e_read']:.2f}s + a table of "
+    say(f"  PostgreSQL's share of (b), no model: score's row query {results['e_read']:.2f}s + a table of "
         f"{rows:,} scored rows {results['e_write']:.2f}s = {share:.2f}s, {share / d:.2f}x floor")
     say(f"  per-row serial / client: {results['a_serial'] / c:.2f}x; jsonb / row form: "
         f"{results['a_jsonb'] / results['a_serial']:.2f}x; "

@@ -476,3 +476,33 @@ def test_pages_per_chunk(per_page, pages, want):
     from sqlml.scoring.chunks import pages_per_chunk
 
     assert pages_per_chunk(per_page, pages) == want
+
+
+ROWS_FEATURES = [Feature("n", "numeric", "numeric"), Feature("flag", "boolean", "bool"),
+                 Feature('odd "name"', "category", "varchar"), Feature("v", "vector", "float4[]", 3)]
+ROWS_QUERIES = [  # (core columns, the select list after the id, each core column's (attribute, looked up)) or None
+    ([core.Column("n"), core.Column("flag")],
+     ['src."n"::pg_catalog.float8', 'src."flag"::pg_catalog.int4::pg_catalog.float8'], ((1, False), (2, False))),
+    # one category read once for the two core columns it feeds (one-hot)
+    ([core.Column('odd "name"', {"a": 1.0}), core.Column("n"), core.Column('odd "name"', {"b": 1.0})],
+     ['src."odd ""name"""::pg_catalog.text', 'src."n"::pg_catalog.float8'], ((1, True), (2, False), (1, True))),
+    ([core.Column("v")], None, None),  # a vector: not a number of the table
+    ([core.Column("n", {"a": 1.0})], None, None),  # a number looked up
+    ([core.Column('odd "name"')], None, None),  # a category not looked up
+    ([core.Column("absent")], None, None),
+]
+
+
+@pytest.mark.parametrize("columns, items, read", ROWS_QUERIES)
+def test_rows_query(columns, items, read):
+    from sqlml.scoring.chunks import rows_query
+
+    q = rows_query('"s"."t"', ROWS_FEATURES, tuple(columns), "id")
+    if items is None:
+        assert q is None
+        return
+    assert q.items == ('src."id"::pg_catalog.int8', *items) and q.columns == read
+    assert q.chunk(10, 20) == f'SELECT {", ".join(q.items)} FROM "s"."t" AS src WHERE ' \
+        "src.ctid OPERATOR(pg_catalog.>=) '(10,0)'::pg_catalog.tid AND src.ctid OPERATOR(pg_catalog.<) " \
+        "'(20,0)'::pg_catalog.tid"
+    assert q.chunk(10, None).endswith("'(4294967294,0)'::pg_catalog.tid")  # the last chunk: to the end

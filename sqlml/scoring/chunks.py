@@ -134,19 +134,20 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
 @dataclass(frozen=True)
 class RowsQuery:
     """A table's rows as ``pg_internals.read_rows`` reads them, one range of pages (a chunk) at a time.
-    Attribute 0 is the id (int8); then one per feature read: a number or boolean as float8, a
-    category as text. ``columns``: per core column, (its attribute, whether it is a looked-up text)."""
+    ``items``: the select list, attribute 0 the id (int8), then one per feature read: a number or
+    boolean as float8, a category as text. ``columns``: per core column, (its attribute, whether it
+    is a looked-up text)."""
 
-    select: str
-    attributes: int
+    table: str
+    items: tuple
     columns: tuple
 
     def chunk(self, lo: int, hi: int | None) -> str:
         """The rows of pages [lo, hi); hi None: to the end (pages added meanwhile included)."""
         tid = "pg_catalog.tid"
         end = f"'({LAST_BLOCK if hi is None else int(hi)},0)'::{tid}"
-        return (f"{self.select} WHERE src.ctid OPERATOR(pg_catalog.>=) '({int(lo)},0)'::{tid} "
-                f"AND src.ctid OPERATOR(pg_catalog.<) {end}")
+        return (f"SELECT {', '.join(self.items)} FROM {self.table} AS src WHERE "
+                f"src.ctid OPERATOR(pg_catalog.>=) '({int(lo)},0)'::{tid} AND src.ctid OPERATOR(pg_catalog.<) {end}")
 
 
 def rows_query(table: str, features: list[Feature], columns: tuple, id_column: str) -> RowsQuery | None:
@@ -169,7 +170,7 @@ def rows_query(table: str, features: list[Feature], columns: tuple, id_column: s
             attribute[c.source] = len(items)
             items.append(item)
         found.append((attribute[c.source], c.lut is not None))
-    return RowsQuery(f"SELECT {', '.join(items)} FROM {table} AS src", len(items), tuple(found))
+    return RowsQuery(table, tuple(items), tuple(found))
 
 
 def _literal(text: str) -> str:

@@ -149,7 +149,7 @@ def _read_rows(rows, columns, names, blocks, step, rows_per_page, checked):
         checked()
     room = int((rows_per_page or 60.0) * step * 1.25) + 256
     for lo, hi in ranges:
-        while (read := pg_internals.read_rows(rows.chunk(lo, hi), rows.attributes, readers, room)) is None:
+        while (read := pg_internals.read_rows(rows.chunk(lo, hi), len(rows.items), readers, room)) is None:
             room *= 2
         n, matrix, ids, null_ids = read
         if null_ids:
