@@ -392,15 +392,15 @@ PLAIN = [  # (what is done to a table of score's four columns, whether writing i
 
 @pytest.mark.parametrize("sql, plain", PLAIN, ids=[str(i) for i in range(len(PLAIN))])
 def test_what_makes_a_scored_table_plain(db, hooks, sql, plain):
-    """``batch._plain_table``, which decides whether the backend may let go of the GIL while it
+    """``batch._plain``, which decides whether the backend may let go of the GIL while it
     writes the scored table."""
     query(db, "DROP TABLE IF EXISTS plain_scored")
     query(db, "DO $$ BEGIN CREATE DOMAIN plain_label AS text; EXCEPTION WHEN duplicate_object THEN END $$")
     query(db, "CREATE TABLE plain_scored (id int4, prediction float8, label text, probabilities float8[])")
     if sql:
         query(db, sql.replace("{t}", "plain_scored"))
-    query(db, "DO $$ from sqlml.server import batch; plpy.notice(str(batch._plain_table('plain_scored', 23))) $$ "
-              "LANGUAGE plpython3u")
+    query(db, "DO $$ from sqlml.server import batch; "
+              "plpy.notice(str(batch._plain(batch._table_fields('plain_scored'), 23))) $$ LANGUAGE plpython3u")
     assert db.notices[-1].split("NOTICE:  ")[1].strip() == str(plain)
 
 

@@ -268,11 +268,10 @@ FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.reg
 HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
 
 
-def _plain_table(table: str, id_oid: int) -> bool:
-    """Whether writing ``table`` (created by ``score``) runs nothing but PostgreSQL's own code (see
-    ``_plain``)."""
+def _table_fields(table: str) -> dict | None:
+    """``TABLE_FIELDS`` of ``table``, None if it is gone."""
     found = spi.execute(TABLE_FIELDS, [table])
-    return bool(found) and _plain(found[0], id_oid)
+    return found[0] if found else None
 
 
 def _plain(fields: dict, id_oid: int) -> bool:
@@ -303,12 +302,12 @@ class _DatumWriter:
         self.oid = self.packer = None
 
     def decide(self) -> None:
-        found = spi.execute(TABLE_FIELDS, [self.table])
-        self.plain = bool(found) and _plain(found[0], self.id_oid)
+        fields = _table_fields(self.table)
+        self.plain = fields is not None and _plain(fields, self.id_oid)
         self.packer = copy_stream.packer(pg_internals.compiled_cache_dir()) \
-            if self.plain and found[0]["may_insert"] and pg_internals.copy_available() else None
+            if self.plain and fields["may_insert"] and pg_internals.copy_available() else None
         self.copy = self.packer is not None
-        self.oid = found[0]["oid"] if found else None
+        self.oid = fields["oid"] if fields is not None else None
         if not self.copy:
             self.insert, self.constants = _insert_datums_sql(self.m, self.table), _class_constants(self.m)
 

@@ -418,7 +418,7 @@ class DatumSpi:
     def execute(self, sql: str, params=(), read_only: bool = False, release_gil: bool = False) -> int:
         """Run ``sql``; the rows it processed. ``release_gil``: let the process's other threads run
         Python while PostgreSQL works, only for a statement that cannot reach PL/Python (built-in
-        code only: see ``sqlml.server.batch._plain_table``); they must not call into PostgreSQL."""
+        code only: see ``sqlml.server.batch._plain``); they must not call into PostgreSQL."""
         types, values, nulls, kept = self._params(params)  # kept: the buffers, alive through the call
         text = ctypes.c_char_p(sql.encode())
         rc = ctypes.c_int32(_guarded(_address["SPI_execute_with_args"], ctypes.cast(text, ctypes.c_void_p).value,
