@@ -145,8 +145,8 @@ def test_datum_spi_hands_numpy_arrays_to_postgres_and_catches_its_errors(backend
     assert "after" not in out and out["count"] == 1
 
 
-# read_rows: a query's rows into a matrix by the compiled receiver: numbers (NULL as NaN), texts
-# looked up (NULL, unknown), NULL ids counted, too little room told, errors caught
+# RowCursor: a query's rows into matrices by the compiled receiver, a chunk at a time: numbers (NULL as
+# NaN), texts looked up (NULL, unknown), NULL ids counted; errors caught; a portal gone refused
 ROWS = """DO $$
 import json
 import math
@@ -158,27 +158,51 @@ sql = ("SELECT CASE WHEN g = 7 THEN NULL ELSE g * 10 END::int8, "
        "(CASE WHEN g % 4 = 0 THEN NULL ELSE g * 0.5 END)::float8, "
        "(ARRAY['a', 'naïve', '', NULL, 'zz'])[g % 5 + 1] FROM generate_series(1, 10) AS g")
 columns = [(1, p.NUMBER_KIND, float("nan")), (2, p.TEXT_KIND, table), (1, p.NUMBER_KIND, float("nan"))]
-n, matrix, ids, null_ids = p.read_rows(sql, 3, columns, 10)
-out = {"n": n, "ids": ids.tolist(), "null_ids": null_ids,
-       "matrix": [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()],
-       "too_small": p.read_rows(sql, 3, columns, 9) is None}
+cursor = p.RowCursor(sql, 3, columns)
+out = {"chunks": []}
+while True:
+    n, matrix, ids, null_ids = cursor.fetch(4)
+    out["chunks"].append([n, ids.tolist(), null_ids, [[None if math.isnan(v) else v for v in row]
+                                                      for row in matrix.tolist()]])
+    if n < 4:
+        break
+cursor.close()
+failing = p.RowCursor("SELECT 1::int8, (1 / (g - 2))::float8 FROM generate_series(1, 3) AS g", 2,
+                      [(1, p.NUMBER_KIND, 0.0)])
 try:
-    p.read_rows("SELECT 1::int8, (1 / (g - 2))::float8 FROM generate_series(1, 3) AS g", 2,
-                [(1, p.NUMBER_KIND, 0.0)], 10)
+    failing.fetch(10)
 except plpy.SPIError as e:
     out["error"] = [type(e).__name__, str(e)]
-out["after"] = p.read_rows("SELECT 5::int8, 2.5::float8", 2, [(1, p.NUMBER_KIND, 0.0)], 1)[1].tolist()
+failing.close()
+try:  # a cursor whose portal went with a rolled-back subtransaction reads nothing, and closes as a no-op
+    with plpy.subtransaction():
+        gone = p.RowCursor("SELECT 1::int8", 1, [])
+        raise RuntimeError("rolled back")
+except RuntimeError:
+    pass
+try:
+    gone.fetch(1)
+except Exception as e:
+    out["gone"] = [type(e).__name__, getattr(e, "sqlstate", None), str(e)]
+gone.close()
+again = p.RowCursor("SELECT 5::int8, 2.5::float8", 2, [(1, p.NUMBER_KIND, 0.0)])
+out["after"] = again.fetch(1)[1].tolist()
+again.close()
 plpy.notice(json.dumps(out))
 $$ LANGUAGE plpython3u"""
 
 
-def test_read_rows_writes_a_querys_rows_into_a_matrix_and_catches_its_errors(backend):
+def test_row_cursor_writes_a_querys_rows_into_matrices_and_catches_its_errors(backend):
     query(backend, ROWS)
     out = json.loads(backend.notices[-1].split("NOTICE:  ", 1)[1])
-    assert out["n"] == 10 and out["too_small"] and out["null_ids"] == 1
-    assert out["ids"][:6] + out["ids"][7:] == [10, 20, 30, 40, 50, 60, 80, 90, 100]  # the 7th: a NULL id
+    assert [c[0] for c in out["chunks"]] == [4, 4, 2]
+    assert [c[2] for c in out["chunks"]] == [0, 1, 0]  # the 7th row's id is NULL
+    ids = [i for c in out["chunks"] for i in c[1]]
+    assert ids[:6] + ids[7:] == [10, 20, 30, 40, 50, 60, 80, 90, 100]
     numbers = [None if g % 4 == 0 else g * 0.5 for g in range(1, 11)]
     texts = {1: 2.0, 2: 3.0, 3: -9.0, 4: -1.0, 0: 1.0}  # naïve, '', NULL, zz (unknown), a
-    assert out["matrix"] == [[numbers[g - 1], texts[g % 5], numbers[g - 1]] for g in range(1, 11)]
+    assert [row for c in out["chunks"] for row in c[3]] == \
+        [[numbers[g - 1], texts[g % 5], numbers[g - 1]] for g in range(1, 11)]
     assert out["error"] == ["DivisionByZero", "division by zero"]
+    assert out["gone"][:2] == ["SqlmlError", "24000"] and "cursor is gone" in out["gone"][2]
     assert out["after"] == [[2.5]]  # and the session went on

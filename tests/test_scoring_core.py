@@ -462,7 +462,7 @@ def test_the_scanner_reads_jsonb_text_as_the_general_way(text, how, scanner):
     assert count[0] == 1
 
 
-CHUNK_PAGES = [  # (rows a page, pages of the table) -> pages a chunk
+CHUNK_PAGES = [  # (rows a page, pages of the table) -> pages a chunk (rows_per_chunk's rows)
     (100.0, 1_000, 163),  # 100k rows: CHUNK_ROWS (16,384) a chunk
     (100.0, 20_000, 416),  # 2M rows: 48 chunks of 41,666 rows, each chunk's write a subtransaction's XID
     (100.0, 1_000_000, 655),  # 100M rows: MAX_CHUNK_ROWS (65,536) a chunk, memory before subtransactions
@@ -502,7 +502,12 @@ def test_rows_query(columns, items, read):
         assert q is None
         return
     assert q.items == ('src."id"::pg_catalog.int8', *items) and q.columns == read
-    assert q.chunk(10, 20) == f'SELECT {", ".join(q.items)} FROM "s"."t" AS src WHERE ' \
-        "src.ctid OPERATOR(pg_catalog.>=) '(10,0)'::pg_catalog.tid AND src.ctid OPERATOR(pg_catalog.<) " \
-        "'(20,0)'::pg_catalog.tid"
-    assert q.chunk(10, None).endswith("'(4294967294,0)'::pg_catalog.tid")  # the last chunk: to the end
+    assert q.sql == f'SELECT {", ".join(q.items)} FROM "s"."t" AS src'
+
+
+@pytest.mark.parametrize("per_page, pages, want", [(100.0, 1_000, 16384), (100.0, 20_000, 41666),
+                                                   (100.0, 1_000_000, 65536), (None, 1_000, 16384)])
+def test_rows_per_chunk(per_page, pages, want):
+    from sqlml.scoring.chunks import rows_per_chunk
+
+    assert rows_per_chunk(per_page, pages) == want

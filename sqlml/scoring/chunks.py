@@ -1,15 +1,15 @@
 """SQL that reads a relation for batch scoring a chunk of rows at a time (pure: builds and decodes).
 
-Tables (and materialized views) are read by ranges of pages, each chunk (~16k rows) a TID range
-scan, so memory holds one chunk whatever the table's size. The last range is open-ended: pages
-added after the table's size was read are scanned too. Two forms:
+Tables (and materialized views) are read a chunk (~16k rows) at a time, so memory holds one chunk
+whatever the table's size. Two forms:
 
-- ``rows_query``: a chunk's rows as they are (the id, then a float8 per number, a text per
-  category), for ``pg_internals.read_rows``'s compiled receiver, one read-only call per chunk in
-  the statement's snapshot;
-- ``table_query`` / ``matrix_query``: every chunk in one statement, so one snapshot, fetched one
-  row (= one chunk) at a time through a cursor, its columns aggregated (numbers as one float8
-  bytea per column, decoded by ``np.frombuffer``)::
+- ``rows_query``: the rows as they are (the id, then a float8 per number, a text per category),
+  for ``pg_internals.RowCursor``'s compiled receiver: one cursor, so one plan and one snapshot, read
+  ``rows_per_chunk`` rows at a time;
+- ``table_query`` / ``matrix_query``: a chunk per range of pages (a TID range scan, the last one
+  open-ended), every chunk in one statement, so one snapshot, fetched one row (= one chunk) at a
+  time through a cursor, its columns aggregated (numbers as one float8 bytea per column, decoded
+  by ``np.frombuffer``)::
 
     SELECT agg.* FROM generate_series(0, <blocks - 1>, <step>) AS c(lo)
     CROSS JOIN LATERAL (SELECT count(*) AS n, <one aggregate per column> FROM
@@ -45,12 +45,16 @@ SUBXIDS = 48
 LAST_BLOCK = 4294967294  # the largest block number a tid can hold
 
 
-def pages_per_chunk(rows_per_page: float | None, pages: int = 0) -> int:
-    """Pages that hold a chunk's rows (``rows_per_page`` from the statistics, or a guess) of a table
-    of ``pages`` pages: CHUNK_ROWS, more for a large table (see SUBXIDS)."""
+def rows_per_chunk(rows_per_page: float | None, pages: int) -> int:
+    """A chunk's rows for a table of ``pages`` pages (``rows_per_page`` from the statistics, or a
+    guess): CHUNK_ROWS, more for a large table (see SUBXIDS)."""
     per_page = max(rows_per_page or 60.0, 1.0)
-    rows = min(MAX_CHUNK_ROWS, max(CHUNK_ROWS, per_page * pages / SUBXIDS))
-    return max(1, int(rows / per_page))
+    return int(min(MAX_CHUNK_ROWS, max(CHUNK_ROWS, per_page * pages / SUBXIDS)))
+
+
+def pages_per_chunk(rows_per_page: float | None, pages: int = 0) -> int:
+    """Pages that hold ``rows_per_chunk``'s rows."""
+    return max(1, int(rows_per_chunk(rows_per_page, pages) / max(rows_per_page or 60.0, 1.0)))
 
 
 INTEGER_IDS = {"int2", "int4", "int8"}
@@ -133,21 +137,17 @@ def matrix_query(table: str, features: list[Feature], columns: tuple, id_column:
 
 @dataclass(frozen=True)
 class RowsQuery:
-    """A table's rows as ``pg_internals.read_rows`` reads them, one range of pages (a chunk) at a time.
-    ``items``: the select list, attribute 0 the id (int8), then one per feature read: a number or
-    boolean as float8, a category as text. ``columns``: per core column, (its attribute, whether it
-    is a looked-up text)."""
+    """A table's rows as ``pg_internals.RowCursor`` reads them. ``items``: the select list, attribute
+    0 the id (int8), then one per feature read: a number or boolean as float8, a category as text.
+    ``columns``: per core column, (its attribute, whether it is a looked-up text)."""
 
     table: str
     items: tuple
     columns: tuple
 
-    def chunk(self, lo: int, hi: int | None) -> str:
-        """The rows of pages [lo, hi); hi None: to the end (pages added meanwhile included)."""
-        tid = "pg_catalog.tid"
-        end = f"'({LAST_BLOCK if hi is None else int(hi)},0)'::{tid}"
-        return (f"SELECT {', '.join(self.items)} FROM {self.table} AS src WHERE "
-                f"src.ctid OPERATOR(pg_catalog.>=) '({int(lo)},0)'::{tid} AND src.ctid OPERATOR(pg_catalog.<) {end}")
+    @property
+    def sql(self) -> str:
+        return f"SELECT {', '.join(self.items)} FROM {self.table} AS src"
 
 
 def rows_query(table: str, features: list[Feature], columns: tuple, id_column: str) -> RowsQuery | None:

@@ -1,6 +1,6 @@
 """A category column's lookup (``Column.lut``: text -> float) as a hash table native code probes (pure).
 
-Batch scoring reads a table's rows with compiled code (``sqlml.server.pg_internals.read_rows``),
+Batch scoring reads a table's rows with compiled code (``sqlml.server.pg_internals.RowCursor``),
 which maps each text to its column's value itself: Python's dictionary lookup, one call per value,
 was most of a chunk's decoding (5 categories x 100k rows: ~35 ms, holding the GIL).
 

@@ -1,7 +1,7 @@
 """Set-at-a-time scoring: ``sqlml.predict_batch`` (rows out) and ``sqlml.score`` (into a table).
 
-A table (or materialized view) is read as the caller in chunks of ~16k rows by ranges of pages, all
-in one snapshot (``sqlml.scoring.chunks``). The chunks overlap: a background thread decodes and
+A table (or materialized view) is read as the caller in chunks of ~16k rows, all in one snapshot
+(``sqlml.scoring.chunks``). The chunks overlap: a background thread decodes and
 scores chunk k while the backend writes chunk k-1 and reads chunk k+1 (``sqlml.scoring.overlap``),
 so at most three chunks are held at once and memory stays flat whatever the table's size. A view
 or a query is read like training data, whole and columnar in one read-only statement (a view may
@@ -12,9 +12,9 @@ Chunks go through the model's core graph (``sqlml.onnx.core``) as one float32 ma
 with integer ids, outside parallel mode, in a UTF-8 database where the compiled helpers can be
 built (``pg_internals``), no value passes through Python:
 
-- each chunk's rows are read by a compiled DestReceiver straight into the matrix, in the
-  statement's snapshot (``pg_internals.read_rows``: numbers as float8 Datums, categories looked up
-  in hash tables, ``sqlml.scoring.lookup_tables``): about what the scan costs;
+- the rows are read through one cursor by a compiled DestReceiver straight into the matrix, a chunk
+  at a time (``pg_internals.RowCursor``: numbers as float8 Datums, categories looked up in hash
+  tables, ``sqlml.scoring.lookup_tables``): about what the scan costs;
 - ``score`` writes into the table it created by COPY FROM a binary stream, packed by compiled code
   on the scoring thread (``sqlml.scoring.copy_stream``, ``pg_internals.copy_in``), while that table
   is plain and insertable; otherwise by an INSERT from arrays built in numpy
@@ -118,7 +118,7 @@ def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
     rows = chunks.rows_query(rel.qualified, features, columns, id_column) \
         if columns is not None and datums is not None and pg_internals.rows_available() else None
     if rows is not None:  # each chunk's rows read straight into the core matrix by compiled code
-        yield from _read_rows(rows, columns, names, blocks, step, info[0]["rows_per_page"], checked)
+        yield from _read_rows(rows, columns, names, chunks.rows_per_chunk(info[0]["rows_per_page"], blocks), checked)
         return
     query = chunks.matrix_query(rel.qualified, features, columns, id_column, id_type, blocks, step) \
         if columns is not None else None  # None too when the core matrix cannot be read in SQL
@@ -135,27 +135,27 @@ def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
             yield None, partial(_decoded, chunks.decode_chunk, (rows[0], features, id_type), [])
 
 
-def _read_rows(rows, columns, names, blocks, step, rows_per_page, checked):
-    """``_chunks`` of a table read by ``pg_internals.read_rows``: a chunk per ``step`` pages, the last
-    open-ended. A chunk of more rows than its pages were thought to hold is read again, into twice
-    the room."""
+def _read_rows(rows, columns, names, chunk_rows, checked):
+    """``_chunks`` of a table read by a ``pg_internals.RowCursor``, ``chunk_rows`` at a time."""
     readers = [(attribute, pg_internals.TEXT_KIND,
                 lookup_tables.build(c.lut, c.default, c.lut.get(NULL_CATEGORY, c.default))) if text
                else (attribute, pg_internals.NUMBER_KIND, float("nan"))
                for (attribute, text), c in zip(rows.columns, columns)]
-    ranges = [(lo, lo + step if lo + step < blocks else None) for lo in range(0, blocks, step)] or [(0, None)]
-    reach.check(rows.chunk(*ranges[0]))  # what the query runs (casts of the table's column types included)
+    reach.check(rows.sql)  # what the query runs (casts of the table's column types included)
     if checked is not None:
         checked()
-    room = int((rows_per_page or 60.0) * step * 1.25) + 256
-    for lo, hi in ranges:
-        while (read := pg_internals.read_rows(rows.chunk(lo, hi), len(rows.items), readers, room)) is None:
-            room *= 2
-        n, matrix, ids, null_ids = read
-        if null_ids:
-            raise chunks.null_ids()
-        if n:
-            yield None, partial(_checked, n, matrix, ids, names)
+    cursor = pg_internals.RowCursor(rows.sql, len(rows.items), readers)  # planned as checked, once
+    try:
+        while True:
+            n, matrix, ids, null_ids = cursor.fetch(chunk_rows)
+            if null_ids:
+                raise chunks.null_ids()
+            if n:
+                yield None, partial(_checked, n, matrix, ids, names)
+            if n < chunk_rows:
+                return
+    finally:
+        cursor.close()
 
 
 def _decoded(decode, args, names):
@@ -224,7 +224,7 @@ def score(project, relation, into_table, id_column) -> int:
     with closing(_scored(m, rel, sql, id_column, id_col.pg_type, datums, writer)) as scored:
         for n, out, ids, ready in scored:
             if ready is not None:  # a table's integer ids (a view's are text): packed on the scoring thread
-                writer.write(ready)
+                writer.write(ready, ids, out)
                 total += n
                 continue
             columns = [out] if m.task == REGRESSION else [out[:, j] for j in range(out.shape[1])]
@@ -290,29 +290,36 @@ class _DatumWriter:
     """Writes ``score``'s chunks of a table with integer ids, handed over as Datums.
 
     Into a plain table (``_plain``) the caller may insert into, by COPY FROM a binary stream
-    (``pg_internals.copy_in``, ``sqlml.scoring.copy_stream``): PostgreSQL forms the tuples and
-    inserts them a page at a time. Otherwise by an INSERT from arrays, which runs what the table
-    has (triggers, checks, policies) and checks the INSERT privilege. ``decide()`` once the chunk
-    query is checked (that check's DDL fires event triggers too, which may change the table), then
-    per chunk ``pack(ids, scores)`` on the scoring thread and ``write(packed)`` on the backend's."""
+    (``pg_internals.copy_in``, ``sqlml.scoring.copy_stream``), the backend letting go of the GIL:
+    PostgreSQL forms the tuples and inserts them a page at a time. Otherwise by an INSERT from
+    arrays (``_insert_datums``), which runs what the table has (triggers, checks, policies) and
+    checks the INSERT privilege, keeping the GIL unless the table is plain.
+
+    The table is judged again just before each write, with nothing run in between: the reads of the
+    chunks in between may run the caller's own code (a trusted function may call another that
+    changes the table), and a table that runs PL/Python on insert while the backend has let go of
+    the GIL crashes it. ``decide()`` once the chunk query is checked picks what the scoring thread
+    packs (``pack(ids, scores)``: a COPY stream, or the INSERT's parameters); ``write(packed, ids,
+    scores)`` on the backend's thread writes it, or the INSERT's parameters built from the scores
+    when the table no longer takes a COPY (and the chunks after it are packed for the INSERT)."""
 
     def __init__(self, m, table: str, id_oid: int, datums):
         self.m, self.table, self.id_oid, self.datums = m, table, id_oid, datums
-        self.plain = self.copy = False
-        self.oid = self.packer = None
+        self.insert, self.constants = _insert_datums_sql(m, table), _class_constants(m)
+        self.packer = None
+        self.copy = False
 
     def decide(self) -> None:
-        fields = _table_fields(self.table)
-        self.plain = fields is not None and _plain(fields, self.id_oid)
-        self.packer = copy_stream.packer(pg_internals.compiled_cache_dir()) \
-            if self.plain and fields["may_insert"] and pg_internals.copy_available() else None
-        self.copy = self.packer is not None
-        self.oid = fields["oid"] if fields is not None else None
-        if not self.copy:
-            self.insert, self.constants = _insert_datums_sql(self.m, self.table), _class_constants(self.m)
+        self.packer = copy_stream.packer(pg_internals.compiled_cache_dir())
+        self.copy = self._copies(_table_fields(self.table))
+
+    def _copies(self, fields: dict | None) -> bool:
+        """Whether a table of ``fields`` takes a COPY (and the backend may let go of the GIL meanwhile)."""
+        return (fields is not None and _plain(fields, self.id_oid) and fields["may_insert"]
+                and self.packer is not None and pg_internals.copy_available())
 
     def pack(self, ids: np.ndarray, out: np.ndarray):
-        """A chunk's scores as written: a COPY stream, or the INSERT's parameters."""
+        """A chunk's scores as written: a COPY stream (uint8 numpy), or the INSERT's parameters (a list)."""
         m = self.m
         if not self.copy:
             return _insert_datums(m, ids, out, self.constants)
@@ -322,11 +329,14 @@ class _DatumWriter:
         classes = out.argmax(axis=1)
         return self.packer.scored_rows(ids, ID_WIDTHS[self.id_oid], values[classes], labels, classes, out)
 
-    def write(self, packed) -> None:
-        if self.copy:
-            pg_internals.copy_in(self.oid, packed, release_gil=True)
-        else:
-            self.datums.execute(self.insert, packed, release_gil=self.plain)
+    def write(self, packed, ids: np.ndarray, out: np.ndarray) -> None:
+        fields = _table_fields(self.table)  # then nothing runs before PostgreSQL writes
+        if isinstance(packed, np.ndarray) and self._copies(fields):
+            pg_internals.copy_in(fields["oid"], packed, release_gil=True)
+            return
+        self.copy = False
+        params = packed if isinstance(packed, list) else _insert_datums(self.m, ids, out, self.constants)
+        self.datums.execute(self.insert, params, release_gil=fields is not None and _plain(fields, self.id_oid))
 
 
 INTEGER_OIDS = {"int2": 21, "int4": arrays.INT4OID, "int8": arrays.INT8OID}

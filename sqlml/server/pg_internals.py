@@ -29,7 +29,7 @@ reports it and its session's Python keeps the skipped frames' memory.
 ``DatumSpi`` is SPI with Datums for batch scoring, outside parallel mode: its errors are caught where
 PostgreSQL raises them, by a small compiled function that sets a PG_TRY of its own, inside a
 subtransaction, as plpy catches them (see its section below), so they may raise freely. Under the
-same guard, ``read_rows`` runs a query into a compiled DestReceiver that writes its rows into a
+same guard, ``RowCursor`` runs a cursor into a compiled DestReceiver that writes its rows into a
 matrix, and ``copy_in`` runs COPY FROM a binary stream in memory.
 """
 
@@ -317,12 +317,16 @@ _copy_error = _bind("CopyErrorData", ctypes.POINTER(ErrorData))
 _flush_error = _bind("FlushErrorState", None)
 _free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
 _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
-            for name in ("SPI_execute_with_args", "SPI_execute_extended", "ReleaseCurrentSubTransaction")}
-# int GetDatabaseEncoding(void), int pg_get_client_encoding(void), PG_UTF8 = 6: 15 (mb/pg_wchar.h)
+            for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "PortalRunFetch",
+                         "ReleaseCurrentSubTransaction")}
+_cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
+_cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
+# void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
+# int pg_get_client_encoding(void), PG_UTF8 = 6: 15 (mb/pg_wchar.h)
+_pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
+_unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
 _database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
 _client_encoding = _bind("pg_get_client_encoding", ctypes.c_int)
-# bool ActiveSnapshotSet(void): 15 (utils/snapmgr.h)
-_active_snapshot_set = _bind("ActiveSnapshotSet", ctypes.c_bool)
 PG_UTF8 = 6
 _loaded_guard: list = []
 
@@ -557,17 +561,20 @@ def copy_in(relation_oid: int, stream, release_gil: bool = False) -> int:
 
 
 # --- rows read into a matrix by a compiled DestReceiver (checked against 15) ------------------------
-# SPI_execute_extended runs a query with the DestReceiver it is given (SPIExecuteOptions.dest); a
-# compiled one (RECEIVER_IR) takes each row's slot as the executor produced it and writes its
-# columns straight into a float32 matrix: numbers as they are (float8 Datums), texts looked up in
-# their column's hash table (``sqlml.scoring.lookup_tables``), NULL as NaN or the table's NULL value.
-# No tuple is copied, no value passes through an aggregate or Python: a chunk's read costs about
-# what the scan costs. Layouts: 15 (executor/spi.h SPIExecuteOptions: params 0, read_only 8, tcount
-# 16, dest 24, owner 32; tcop/dest.h DestReceiver: receiveSlot 0, rStartup 8, rShutdown 16,
-# rDestroy 24, mydest 32, DestNone = 0; executor/tuptable.h TupleTableSlot: tts_nvalid int16 at 6,
-# tts_values 24, tts_isnull 32, slot_getsomeattrs_int; postgres.h varlena headers, little-endian:
-# a first byte with bit 0 set is a 1-byte header (size << 1 | 1; exactly 0x01: a TOAST pointer),
-# else a 4-byte header (size << 2; low bits 2: compressed); fmgr.h pg_detoast_datum_packed).
+# A cursor's portal run with a DestReceiver of our own (PortalRunFetch, what SPI_cursor_fetch does
+# with SPI's): a compiled one (RECEIVER_IR) takes each row's slot as the executor produced it and
+# writes its columns straight into a float32 matrix: numbers as they are (float8 Datums), texts
+# looked up in their column's hash table (``sqlml.scoring.lookup_tables``), NULL as NaN or the
+# table's NULL value. No tuple is copied, no value passes through an aggregate or Python: a chunk's
+# read costs about what the scan costs. The query is parsed, planned and given its snapshot once,
+# when the cursor opens (the caller checks it first): a cast or an operator created meanwhile by
+# another role changes nothing of what it runs. Layouts: 15 (tcop/dest.h DestReceiver:
+# receiveSlot 0, rStartup 8, rShutdown 16, rDestroy 24, mydest 32, DestNone = 0; nodes/parsenodes.h
+# FETCH_FORWARD = 0; tcop/pquery.h PortalRunFetch; executor/tuptable.h TupleTableSlot: tts_nvalid
+# int16 at 6, tts_values 24, tts_isnull 32, slot_getsomeattrs_int; postgres.h varlena headers,
+# little-endian: a first byte with bit 0 set is a 1-byte header (size << 1 | 1; exactly 0x01: a
+# TOAST pointer), else a 4-byte header (size << 2; low bits 2: compressed); fmgr.h
+# pg_detoast_datum_packed; utils/portal.h PinPortal, UnpinPortal, PortalData starting with its name).
 #
 # The receiver's state, after the DestReceiver's fields (at 40), is int64s (ROW_STATE): attributes
 # to deform, capacity (rows), rows, overflowed, width, matrix (float32, row-major), ids (int64),
@@ -812,47 +819,84 @@ def _receiver_code():
 
 
 def rows_available() -> bool:
-    """Whether ``read_rows`` can run here: DatumSpi's conditions, a statement's snapshot to read in
-    (a read-only SPI call runs in it), a little-endian machine (the varlena headers above), the
-    receiver built."""
-    return DatumSpi.available() and _active_snapshot_set() and sys.byteorder == "little" \
-        and _receiver_code() is not None
+    """Whether ``RowCursor`` can run here: DatumSpi's conditions, a little-endian machine (the varlena
+    headers above), the receiver built."""
+    return DatumSpi.available() and sys.byteorder == "little" and _receiver_code() is not None
 
 
+FETCH_FORWARD = 0
 
-def read_rows(sql: str, attributes: int, columns: list, capacity: int) -> tuple:
-    """Run ``sql`` (read-only, in the statement's snapshot) and read its rows into a float32 matrix:
-    (rows, matrix (rows, len(columns)), int64 ids, rows with a NULL id), or None when more than
-    ``capacity`` rows came (read again with more). Attribute 0 is the id (int8); ``columns``: per
-    matrix column (attribute, NUMBER_KIND, NULL value) of a float8 attribute, or (attribute,
-    TEXT_KIND, lookup_tables.LookupTable) of a text one."""
-    import numpy as np
 
-    _, functions = _receiver_code()
-    width = len(columns)
-    matrix = np.empty((capacity, width), dtype=np.float32)
-    ids = np.empty(capacity, dtype=np.int64)
-    described = np.zeros((max(width, 1), 8), dtype=np.int64)
-    kept = []  # the tables' arrays, alive through the call
-    for j, (attribute, kind, how) in enumerate(columns):
-        if kind == TEXT_KIND:
-            kept.append(how)
-            described[j] = [attribute, kind, how.slots.ctypes.data, how.mask, how.keys.ctypes.data, how.default,
-                            how.null, 0]
-        else:
-            described[j] = [attribute, kind, 0, 0, 0, 0, np.array([how], dtype=np.float32).view(np.int32)[0], 0]
-    state = (ctypes.c_int64 * ROW_STATE)(attributes, capacity, 0, 0, width, matrix.ctypes.data, ids.ctypes.data, 0,
-                                         described.ctypes.data, 0)
-    receiver = (ctypes.c_int64 * 6)(functions["receive"], functions["startup"], functions["shutdown"],
-                                    functions["shutdown"], 0, ctypes.addressof(state))  # mydest: DestNone
-    # SPIExecuteOptions: no params, read_only, tcount 0 (all), our receiver, the current owner
-    options = (ctypes.c_int64 * 5)(0, 1, 0, ctypes.addressof(receiver), 0)
-    text = ctypes.c_char_p(sql.encode())
-    rc = ctypes.c_int32(_guarded(_address["SPI_execute_extended"], ctypes.cast(text, ctypes.c_void_p).value,
-                                 ctypes.addressof(options))).value
-    if rc < 0:
-        raise RuntimeError(f"SPI_execute_extended returned {rc}")
-    if state[3]:
-        return None
-    n = state[2]
-    return n, matrix[:n], ids[:n], state[9]
+class RowCursor:
+    """A query's rows read into float32 matrices by the compiled receiver, ``fetch(count)`` rows at a
+    time, through one portal opened now: parsed, planned and given a snapshot once (as plpy.cursor's
+    in a volatile function: what the statement wrote so far is seen). Attribute 0 of the query is
+    the id (int8); ``columns``: per matrix column (attribute, NUMBER_KIND, NULL value) of a float8
+    attribute, or (attribute, TEXT_KIND, lookup_tables.LookupTable) of a text one.
+
+    As plpy's cursors: the portal is pinned (no CLOSE from SQL frees it under us) and found again by
+    name before each fetch (a rolled-back savepoint or the transaction's end drops it), and must be
+    the same portal (a user may DECLARE a cursor of that name once ours is gone): a cursor outliving
+    its portal reads nothing. A pinned portal still open at COMMIT fails it, as plpy's do."""
+
+    def __init__(self, sql: str, attributes: int, columns: list):
+        import numpy as np
+
+        _, functions = _receiver_code()
+        self._attributes, self._width = attributes, len(columns)
+        self._described = np.zeros((max(self._width, 1), 8), dtype=np.int64)
+        self._tables = []  # the lookup tables' arrays, alive as long as the cursor
+        for j, (attribute, kind, how) in enumerate(columns):
+            if kind == TEXT_KIND:
+                self._tables.append(how)
+                self._described[j] = [attribute, kind, how.slots.ctypes.data, how.mask, how.keys.ctypes.data,
+                                      how.default, how.null, 0]
+            else:
+                self._described[j] = [attribute, kind, 0, 0, 0, 0,
+                                      int(np.array([how], dtype=np.float32).view(np.int32)[0]), 0]
+        self._state = (ctypes.c_int64 * ROW_STATE)()
+        self._receiver = (ctypes.c_int64 * 6)(functions["receive"], functions["startup"], functions["shutdown"],
+                                              functions["shutdown"], 0, ctypes.addressof(self._state))  # DestNone
+        text = ctypes.c_char_p(sql.encode())
+        portal = _guarded(_address["SPI_cursor_open_with_args"], 0, ctypes.cast(text, ctypes.c_void_p).value, 0, 0,
+                          0, 0, 0, 0)
+        # PortalData starts with its name: 15 (utils/portal.h)
+        self._name, self._address = ctypes.string_at(ctypes.c_void_p.from_address(portal).value), portal
+        _pin_portal(portal)
+
+    def _found(self) -> int | None:
+        portal = _cursor_find(self._name) if self._name is not None else None
+        return portal if portal == self._address else None
+
+    def _portal(self) -> int:
+        portal = self._found()
+        if not portal:
+            from sqlml.errors import SqlmlError
+
+            raise SqlmlError("the batch's cursor is gone: its transaction or savepoint ended while it was read",
+                             sqlstate="24000", hint="read sqlml.predict_batch to its end within one savepoint")
+        return portal
+
+    def fetch(self, count: int) -> tuple:
+        """The next ``count`` rows at most: (rows, matrix (rows, width) float32, int64 ids, rows with
+        a NULL id); fewer than ``count`` at the end."""
+        import numpy as np
+
+        matrix = np.empty((count, self._width), dtype=np.float32)
+        ids = np.empty(count, dtype=np.int64)
+        state = self._state
+        state[:] = [self._attributes, count, 0, 0, self._width, matrix.ctypes.data, ids.ctypes.data, 0,
+                    self._described.ctypes.data, 0]
+        _guarded(_address["PortalRunFetch"], self._portal(), FETCH_FORWARD, count, ctypes.addressof(self._receiver))
+        if state[3]:  # the executor stops at count rows: the receiver is never full
+            raise RuntimeError(f"the row receiver overflowed {count} rows")
+        n = state[2]
+        return n, matrix[:n], ids[:n], state[9]
+
+    def close(self) -> None:
+        if self._name is not None:
+            portal = self._found()
+            if portal:
+                _unpin_portal(portal)
+                _cursor_close(portal)
+            self._name = None
