@@ -384,12 +384,70 @@ def test_the_check_leaves_no_view_behind_and_keeps_what_it_read_locked(dsn, worl
     conn = psycopg2.connect(dsn)
     try:
         query(conn, "SELECT sqlml.version()")  # loads sqlml into this backend's PL/Python
-        query(conn, """DO $$ from sqlml.server import reach; reach.check("SELECT * FROM pub WHERE a > 1") $$
-                       LANGUAGE plpython3u""")
+        query(conn, """DO $$
+                         from sqlml.server import reach
+                         with reach.checked("SELECT * FROM pub WHERE a > 1") as read:
+                             plpy.execute(read)
+                       $$ LANGUAGE plpython3u""")
         locked = query(conn, "SELECT relation::regclass::text, mode FROM pg_locks WHERE pid = pg_backend_pid() "
                              "AND locktype = 'relation' AND relation = 'pub'::regclass")
         assert locked == [("pub", "AccessShareLock")]
         assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname LIKE 'sqlml\\_reach\\_%'") == 0
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_what_is_read_is_what_was_checked(dsn):
+    """A cast created after the check (as the owner of a column's type could, from another session)
+    is not what the read runs: the read is the checked analysis, not the query parsed again."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, "SELECT sqlml.version()")  # loads sqlml into this backend's PL/Python
+        query(conn, "CREATE TYPE pg_temp.tag AS ENUM ('x', 'y')")
+        query(conn, "CREATE TEMP TABLE tagged AS SELECT 'x'::pg_temp.tag AS b")
+        query(conn, "CREATE TEMP TABLE cast_log (n int)")
+        query(conn, """CREATE FUNCTION pg_temp.tag_text(t pg_temp.tag) RETURNS text VOLATILE LANGUAGE plpgsql AS $$
+                       BEGIN INSERT INTO cast_log VALUES (1); RETURN 'planted'; END $$""")
+        read = query(conn, """DO $$
+                                from sqlml.server import reach
+                                with reach.checked("SELECT b::text AS b FROM tagged") as read:
+                                    plpy.execute("CREATE CAST (pg_temp.tag AS text) WITH FUNCTION pg_temp.tag_text(pg_temp.tag)")
+                                    rows = plpy.execute(read)
+                                assert [r["b"] for r in rows] == ["x"], rows
+                              $$ LANGUAGE plpython3u""")
+        assert read == [] and scalar(conn, "SELECT count(*) FROM cast_log") == 0
+        assert scalar(conn, "SELECT b::text FROM tagged") == "planted"  # the same query parsed again runs it
+        assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname LIKE 'sqlml\\_reach\\_%'") == 0
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_a_select_list_no_view_can_hold_is_judged_first(dsn):
+    """Two columns of one name: what the query runs is judged before the read fails, and the read
+    fails with a clear error."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, "SELECT sqlml.version()")
+        query(conn, """DO $$
+                         from sqlml.errors import SqlmlError
+                         from sqlml.server import reach
+                         try:
+                             with reach.checked("SELECT 1 AS a, 2 AS a") as read:
+                                 plpy.execute(read)
+                             raise AssertionError("read")
+                         except SqlmlError as e:
+                             assert e.sqlstate == "42701" and "as a view's" in e.message, (e.sqlstate, e.message)
+                         try:
+                             with reach.checked("SELECT 1 AS a, pg_catalog.pg_advisory_lock(1) AS a") as read:
+                                 plpy.execute(read)
+                             raise AssertionError("read")
+                         except SqlmlError as e:
+                             assert e.sqlstate == "2F002" and "pg_advisory_lock" in e.message, (e.sqlstate, e.message)
+                       $$ LANGUAGE plpython3u""")
+        assert scalar(conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND pid = pg_backend_pid()") == 0
     finally:
         conn.rollback()
         conn.close()

@@ -597,6 +597,36 @@ def test_rows_written_earlier_in_the_statement_are_scored(db):
         query(db, "SELECT sqlml.predict('sp', t) FROM people t ORDER BY id")
 
 
+@pytest.mark.parametrize("call", ["batch.score('wide', 'wide_bad', 'wide_bad_scored', 'id')",
+                                  "list(batch.predict_batch('wide', 'wide_bad', 'id'))"])
+def test_a_failed_chunk_closes_the_cursor_before_the_statement_ends(db, wide, call):
+    """A chunk the scoring thread refuses (a number float32 cannot hold) ends the read there: its
+    cursor is closed at once, not when the last reference to the error's frames goes (a caller
+    may keep the error; PostgreSQL may have ended the statement by then)."""
+    query(db, "DROP TABLE IF EXISTS wide_bad, wide_bad_scored")
+    query(db, "CREATE TABLE wide_bad AS SELECT id, key, CASE WHEN id = 30000 THEN 1e300 ELSE a END AS a, b, y "
+              "FROM wide")  # in the second chunk of five: the read is not over when the error comes
+    query(db, "DO $$\n"
+              "import gc\n"
+              "plpy.execute('SELECT sqlml.version()')\n"
+              "from sqlml.server import batch\n"
+              "readers = {batch._chunks.__code__, batch._read_rows.__code__}\n"
+              "try:\n"
+              f"    {call}\n"
+              "except Exception as e:\n"
+              "    held = e\n"
+              "plpy.notice('error: ' + str(held))\n"
+              "gc.collect()\n"
+              "open_readers = sum(type(g).__name__ == 'generator' and g.gi_code in readers and g.gi_frame is not None\n"
+              "                   for g in gc.get_objects())\n"
+              "plpy.notice(f'open: {open_readers}')\n"
+              "del held\n"  # the last reference to the error: an unclosed reader would close only here
+              "$$ LANGUAGE plpython3u")
+    error, still_open = [n.split("NOTICE:  ")[1].strip() for n in db.notices[-2:]]
+    assert "float32 range" in error, error
+    assert still_open == "open: 0"
+
+
 def test_a_cast_created_while_the_chunks_are_read_is_not_run(db, hooks, wide):
     """The read is planned once, after its check (``reach``): a cast created between two chunks (here
     by a trigger on the scored table, as another role could from another session) is not what the

@@ -79,7 +79,9 @@ def _scored(m, rel, sql, id_column, id_type, datums, writer=None):
     ``_DatumWriter``, told when the chunk query is checked, whose ``pack`` of a table's chunk (int64
     ids) runs on that thread too (packed: None otherwise)."""
     chunk_reader = _chunks(m, rel, sql, id_column, id_type, datums, writer.decide if writer is not None else None)
-    with closing(overlap.overlapped(_decode_and_score(m, writer), chunk_reader)) as scored:
+    # both closed here, whatever stops them (the scoring thread's error too): the cursor is closed
+    # while its portal is still there, not by a collection after the statement ended
+    with closing(chunk_reader), closing(overlap.overlapped(_decode_and_score(m, writer), chunk_reader)) as scored:
         for _, (n, ids, out, packed) in scored:
             if n:
                 counters.add(m.ref.project, n)  # rows scored, for sqlml.prediction_counts
@@ -124,10 +126,10 @@ def _chunks(m, rel, sql, id_column, id_type, datums, checked=None):
         if columns is not None else None  # None too when the core matrix cannot be read in SQL
     matrix = query is not None
     query = query or chunks.table_query(rel.qualified, features, id_column, id_type, blocks, step)
-    reach.check(query)  # what the chunk query runs (casts of the table's column types included)
-    if checked is not None:
-        checked()
-    cursor = plpy.cursor(query)
+    with reach.checked(query) as read:  # what it runs, casts of the table's column types included
+        if checked is not None:
+            checked()
+        cursor = plpy.cursor(read)  # planned from what was checked
     while rows := cursor.fetch(1):
         if matrix:  # the core matrix itself: numbers and looked-up categories
             yield None, partial(_decoded, chunks.decode_matrix, (rows[0], columns, id_type), names)
@@ -141,10 +143,10 @@ def _read_rows(rows, columns, names, chunk_rows, checked):
                 lookup_tables.build(c.lut, c.default, c.lut.get(NULL_CATEGORY, c.default))) if text
                else (attribute, pg_internals.NUMBER_KIND, float("nan"))
                for (attribute, text), c in zip(rows.columns, columns)]
-    reach.check(rows.sql)  # what the query runs (casts of the table's column types included)
-    if checked is not None:
-        checked()
-    cursor = pg_internals.RowCursor(rows.sql, len(rows.items), readers)  # planned as checked, once
+    with reach.checked(rows.sql) as read:  # what it runs, casts of the table's column types included
+        if checked is not None:
+            checked()
+        cursor = pg_internals.RowCursor(read, len(rows.items), readers)  # planned from what was checked, once
     try:
         while True:
             n, matrix, ids, null_ids = cursor.fetch(chunk_rows)
@@ -184,17 +186,18 @@ def predict_batch(project, relation, id_column):
         k = len(m.classes)
         class_values, class_labels = _classes(m)
         class_values = class_values.tolist()
-    for n, out, ids, _ in _scored(m, rel, sql, id_column, id_type, _datum_spi(id_type)):
-        integer = ids.dtype != object  # int64 ids of an integer id column of a table; else text
-        int_ids, text_ids = (ids.tolist(), None) if integer else (None, list(map(str, ids.tolist())))
-        if m.task == REGRESSION:
-            packed = chunks.pack_float32(out)
-            yield (n, int_ids, text_ids, packed, out.tolist() if packed is None else None, None, m.labels(out),
-                   None, None, None, None)
-        else:
-            yield (n, int_ids, text_ids, None, None, (out.argmax(axis=1) + 1).tolist(), None, class_values,
-                   class_labels, k, out.reshape(-1).tolist())
-        total += n
+    with closing(_scored(m, rel, sql, id_column, id_type, _datum_spi(id_type))) as scored:
+        for n, out, ids, _ in scored:
+            integer = ids.dtype != object  # int64 ids of an integer id column of a table; else text
+            int_ids, text_ids = (ids.tolist(), None) if integer else (None, list(map(str, ids.tolist())))
+            if m.task == REGRESSION:
+                packed = chunks.pack_float32(out)
+                yield (n, int_ids, text_ids, packed, out.tolist() if packed is None else None, None, m.labels(out),
+                       None, None, None, None)
+            else:
+                yield (n, int_ids, text_ids, None, None, (out.argmax(axis=1) + 1).tolist(), None, class_values,
+                       class_labels, k, out.reshape(-1).tolist())
+            total += n
     auditing.record("predict_batch", m.ref.project, m.ref.version, {"relation": relation, "rows": total})
 
 

@@ -825,6 +825,7 @@ def rows_available() -> bool:
 
 
 FETCH_FORWARD = 0
+CURSOR_OPT_NO_SCROLL = 0x0004
 
 
 class RowCursor:
@@ -858,8 +859,9 @@ class RowCursor:
         self._receiver = (ctypes.c_int64 * 6)(functions["receive"], functions["startup"], functions["shutdown"],
                                               functions["shutdown"], 0, ctypes.addressof(self._state))  # DestNone
         text = ctypes.c_char_p(sql.encode())
+        # read forward only (CURSOR_OPT_NO_SCROLL, nodes/parsenodes.h): nothing kept for a scan back
         portal = _guarded(_address["SPI_cursor_open_with_args"], 0, ctypes.cast(text, ctypes.c_void_p).value, 0, 0,
-                          0, 0, 0, 0)
+                          0, 0, 0, CURSOR_OPT_NO_SCROLL)
         # PortalData starts with its name: 15 (utils/portal.h)
         self._name, self._address = ctypes.string_at(ctypes.c_void_p.from_address(portal).value), portal
         _pin_portal(portal)
@@ -894,9 +896,8 @@ class RowCursor:
         return n, matrix[:n], ids[:n], state[9]
 
     def close(self) -> None:
-        if self._name is not None:
-            portal = self._found()
-            if portal:
-                _unpin_portal(portal)
-                _cursor_close(portal)
-            self._name = None
+        """Close the portal if it is still there; once only, even if closing it fails."""
+        portal, self._name = self._found(), None
+        if portal:
+            _unpin_portal(portal)
+            _cursor_close(portal)

@@ -1,10 +1,10 @@
 """Every function a query can make the caller run, from PostgreSQL's analysis of it; refuse the
 untrusted and the volatile (``sqlml.data.trust``) before the query is planned or read.
 
-The query becomes ``CREATE TEMP VIEW <random> AS SELECT 1 FROM (<query>) AS src``, dropped once
-walked: its stored definition is PostgreSQL's parse analysis of the query, taken without planning
-or running anything (a domain's CHECK is a node evaluated at run time, not at analysis; checked),
-and the analysis' ACCESS SHARE locks on the relations the query names stay until the caller's
+The query becomes ``CREATE TEMP VIEW <random> AS SELECT * FROM (<query>) AS src``, read in its
+place and dropped once the read is open (``checked``): its stored definition is PostgreSQL's parse
+analysis of the query, taken without planning or running anything (a domain's CHECK is a node
+evaluated when the query runs, not at analysis), and the analysis' ACCESS SHARE locks on the relations the query names stay until the caller's
 (sub)transaction ends. Its expression tree names every function, operator, type and relation the
 query uses (``trust.references``; pg_depend would miss the built-in ones). From there the walk
 follows operators to their functions (and planner estimators), aggregates to their support
@@ -18,11 +18,14 @@ search_path answers in pg_catalog's place.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import plpy
 
 from sqlml.data import trust
-from sqlml.errors import INSUFFICIENT_PRIVILEGE, READ_ONLY_SQL_TRANSACTION, SqlmlError
+from sqlml.errors import (DUPLICATE_COLUMN, INSUFFICIENT_PRIVILEGE, INVALID_TABLE_DEFINITION,
+                          READ_ONLY_SQL_TRANSACTION, SqlmlError)
 from sqlml.server.spi import spi
 
 Q = "OPERATOR(pg_catalog.=)"  # every comparison: no operator on the caller's search_path answers for it
@@ -104,24 +107,48 @@ _ROOT = f"""SELECT r.ev_class::int8 AS view, r.ev_action::text AS expr FROM pg_c
             WHERE r.ev_class {Q} pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid"""
 
 
-def check(sql: str) -> None:
-    """Raise (``sqlml.data.trust.judge``) if ``sql`` can run a function the caller may not run
-    from a relation; plans and reads nothing. The relations ``sql`` names stay locked (ACCESS
-    SHARE, as by the analysis of a query) until the caller's (sub)transaction ends: read ``sql``
-    within it, and nobody can replace a view or change a table's policies in between."""
+@contextmanager
+def checked(sql: str) -> Iterator[str]:
+    """Yield a query that reads what ``sql`` reads, once nothing ``sql`` can run is refused
+    (``sqlml.data.trust.judge``); plans and reads nothing. Open or run it inside the block.
+
+    The query reads ``sql``'s analysis as it was checked: a temporary view of it, dropped when the
+    block ends, whose stored tree names every function, operator and cast by OID. Parsing ``sql``
+    again for the read would look them up again, and a cast or operator created in between (by a
+    role that owns one of the column types, from another session) would run unchecked. The
+    relations ``sql`` names stay locked (ACCESS SHARE, as by the analysis of a query) until the
+    caller's (sub)transaction ends: nobody can replace a view or change a table's policies either."""
     caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
     setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
-    error = trust.judge(functions(sql), caller, trust.parse_trusted_schemas(setting))
-    if error is not None:
-        raise error
+    view, unreadable = _analysed(sql)
+    try:
+        root = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]
+        error = trust.judge(_walk(root["expr"], int(root["view"])), caller, trust.parse_trusted_schemas(setting))
+        if error is not None or unreadable is not None:
+            raise error or unreadable
+        yield f"SELECT * FROM pg_temp.{view}"
+    finally:
+        plpy.execute(f"DROP VIEW IF EXISTS pg_temp.{view}")
 
 
-def functions(sql: str) -> list[trust.Function]:
-    """The functions ``sql`` can run, nearest first, each with the path that reaches it."""
+def _analysed(sql: str) -> tuple[str, SqlmlError | None]:
+    """(name of a new temporary view of ``sql`` in pg_temp: PostgreSQL's parse analysis of it, the
+    error reading it would raise). A select list no view can hold (two columns of one name, a
+    void) is analysed as ``SELECT 1 FROM (sql)``: what it runs is still judged first."""
     view = f"sqlml_reach_{secrets.token_hex(8)}"
+    unreadable = None
     with plpy.subtransaction():  # on an error, no view is left behind; else the analysis' locks stay
         try:
-            plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT 1 AS one FROM ({sql}) AS src")
+            try:
+                with plpy.subtransaction():
+                    plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT * FROM ({sql}) AS src")
+            except plpy.SPIError as e:
+                if getattr(e, "sqlstate", None) not in (DUPLICATE_COLUMN, INVALID_TABLE_DEFINITION):
+                    raise
+                unreadable = SqlmlError(f"{e}: sqlml reads the columns of a query as a view's",
+                                        sqlstate=e.sqlstate, hint="give each column its own name and a type a "
+                                                                  "table can hold (not void or record)")
+                plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT 1 AS one FROM ({sql}) AS src")
         except plpy.SPIError as e:
             state = getattr(e, "sqlstate", None)
             if state == INSUFFICIENT_PRIVILEGE and "temporary" in str(e):
@@ -133,10 +160,7 @@ def functions(sql: str) -> list[trust.Function]:
                                  "transaction cannot create", sqlstate=READ_ONLY_SQL_TRANSACTION,
                                  hint="run it in a read-write transaction, on the primary") from None
             raise
-        root = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]
-        found = _walk(root["expr"], int(root["view"]))
-        plpy.execute(f"DROP VIEW pg_temp.{view}")
-    return found
+    return view, unreadable
 
 
 def _walk(tree: str, view: int) -> list[trust.Function]:

@@ -33,7 +33,7 @@ class Column:
 @dataclass(frozen=True)
 class Source:
     """A relation as a use case reads it: parsed once, checked to exist and to be readable by the
-    caller, its columns described. Every query over it still passes ``reach.check`` when it runs
+    caller, its columns described. Every query over it is still checked by ``reach.checked`` when it runs
     (``read_only``): what a query can run is PostgreSQL's analysis of that query, at that moment."""
 
     relation: Relation
@@ -63,7 +63,7 @@ class _Rollback(Exception):
 
 def read_only(sql: str, prefix: str = ""):
     """The result of ``prefix + sql`` (``prefix``: SET LOCAL statements, or EXPLAIN), ``sql``
-    checked by ``reach.check`` and then run read-only inside a subtransaction that is rolled back.
+    as checked by ``reach.checked``, run read-only inside a subtransaction that is rolled back.
 
     The SET and the query go to the server in one call: PL/Python runs every ``plpy.execute`` in a
     subtransaction of its own, and a read-only setting made in a subtransaction ends with it
@@ -73,8 +73,8 @@ def read_only(sql: str, prefix: str = ""):
     result = None
     try:
         with plpy.subtransaction():
-            reach.check(sql)  # in the same subtransaction: what it checked stays locked through the read
-            result = plpy.execute("SET LOCAL transaction_read_only = on; " + prefix + sql)
+            with reach.checked(sql) as checked:  # in the same subtransaction: what it read stays locked
+                result = plpy.execute("SET LOCAL transaction_read_only = on; " + prefix + checked)
             raise _Rollback
     except _Rollback:
         pass
