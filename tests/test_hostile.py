@@ -424,6 +424,41 @@ def test_what_is_read_is_what_was_checked(dsn):
         conn.close()
 
 
+@pytest.mark.parametrize("read", [
+    "SELECT pg_catalog.int4range(1, 2)::text::pg_temp.watched_range AS r",  # a range's input runs its subtype's
+    "SELECT '{[1,2]}'::text::pg_temp.watched_multirange AS r",  # a multirange's, its range's
+    "SELECT '(1)'::text::pg_temp.watched_row AS r",  # a row's, its fields'
+    "SELECT '{1}'::text::pg_temp.watched[] AS r",  # an array's, its element's
+])
+def test_a_domain_inside_a_range_row_or_array_is_judged(dsn, read):
+    """A domain's CHECK runs when a value of a type built on it is read: a range or multirange over
+    it, a row or an array of it. The walk goes from each to the domain."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, "SELECT sqlml.version()")
+        query(conn, "CREATE TEMP TABLE check_log (n int)")
+        query(conn, """CREATE FUNCTION pg_temp.logged(v int) RETURNS boolean VOLATILE LANGUAGE plpgsql AS $$
+                       BEGIN INSERT INTO check_log VALUES (v); RETURN true; END $$""")
+        query(conn, "CREATE DOMAIN pg_temp.watched AS int CHECK (pg_temp.logged(VALUE))")
+        query(conn, "CREATE TYPE pg_temp.watched_range AS RANGE (subtype = pg_temp.watched, "
+                    "multirange_type_name = pg_temp.watched_multirange)")
+        query(conn, "CREATE TYPE pg_temp.watched_row AS (a pg_temp.watched)")
+        query(conn, f"""DO $$
+                         from sqlml.errors import SqlmlError
+                         from sqlml.server import reach
+                         try:
+                             with reach.checked({read!r}) as read:
+                                 plpy.execute(read)
+                             raise AssertionError("read")
+                         except SqlmlError as e:
+                             assert e.sqlstate == "2F002" and "logged" in e.message, (e.sqlstate, e.message)
+                       $$ LANGUAGE plpython3u""")
+        assert scalar(conn, "SELECT count(*) FROM check_log") == 0
+    finally:
+        conn.rollback()
+        conn.close()
+
+
 def test_a_select_list_no_view_can_hold_is_judged_first(dsn):
     """Two columns of one name: what the query runs is judged before the read fails, and the read
     fails with a clear error."""

@@ -8,7 +8,7 @@ evaluated when the query runs, not at analysis), and the analysis' ACCESS SHARE 
 (sub)transaction ends. Its expression tree names every function, operator, type and relation the
 query uses (``trust.references``; pg_depend would miss the built-in ones). From there the walk
 follows operators to their functions (and planner estimators), aggregates to their support
-functions, types to domains' CHECK constraints (and base, element and field types), views to their
+functions, types to domains' CHECK constraints (and base, element, field and range subtypes), views to their
 own query, and tables with row-level security to every policy's expressions (whichever role it
 names: a view reads as its owner, whose policies are not the caller's). Every catalog name is
 schema-qualified and every comparison an explicit pg_catalog operator, so nothing planted on the
@@ -57,7 +57,16 @@ _NEXT = {
         SELECT t.oid::int8, 'type', a.atttypid::int8, NULL
         FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid {Q} t.typrelid
         WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'c' AND a.attnum OPERATOR(pg_catalog.>) 0::int2
-          AND NOT a.attisdropped""",
+          AND NOT a.attisdropped
+        UNION ALL  -- a range: its subtype (whose input a range's runs) and canonical function
+        SELECT r.rngtypid::int8, 'type', r.rngsubtype::int8, NULL FROM pg_catalog.pg_range r
+        WHERE r.rngtypid {Q} ANY ($1::pg_catalog.oid[])
+        UNION ALL
+        SELECT r.rngtypid::int8, 'function', r.rngcanonical::pg_catalog.oid::int8, NULL FROM pg_catalog.pg_range r
+        WHERE r.rngtypid {Q} ANY ($1::pg_catalog.oid[]) AND r.rngcanonical OPERATOR(pg_catalog.<>) 0::pg_catalog.regproc
+        UNION ALL  -- a multirange: its range
+        SELECT r.rngmultitypid::int8, 'type', r.rngtypid::int8, NULL FROM pg_catalog.pg_range r
+        WHERE r.rngmultitypid {Q} ANY ($1::pg_catalog.oid[])""",
     trust.RELATION: f"""  -- a view: its query; a table under row-level security: every policy's expressions
         SELECT r.ev_class::int8 AS oid, 'rule' AS kind, r.oid::int8 AS next, r.ev_action::text AS expr
         FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid {Q} r.ev_class
