@@ -17,11 +17,12 @@ row-level-security policy. Whoever runs them runs mallory's code with their own 
 from __future__ import annotations
 
 import json
+import threading
 
 import psycopg2
 import pytest
 
-from tests.conftest import query, scalar, sql_error
+from tests.conftest import query, scalar, sql_error, wait_until
 from tests.roles import create_roles, drop_roles
 
 SECRET = "TOPSECRET"
@@ -457,6 +458,51 @@ def test_a_domain_inside_a_range_row_or_array_is_judged(dsn, read):
     finally:
         conn.rollback()
         conn.close()
+
+
+def test_a_policy_committed_while_the_check_runs_is_judged(dsn):
+    """A view's own tables are locked only when the read is planned. A session that holds one (here
+    while it turns on row-level security and adds a policy) and commits after the walk would slip
+    its policy past the judge: the check locks every table it reaches and walks again."""
+    setup = psycopg2.connect(dsn)
+    setup.autocommit = True
+    holder, reader = psycopg2.connect(dsn), psycopg2.connect(dsn)
+    try:
+        query(setup, "CREATE TABLE late_policed AS SELECT g AS id FROM generate_series(1, 5) AS g")
+        query(setup, "CREATE VIEW late_policed_view AS SELECT * FROM late_policed")
+        query(setup, "CREATE FUNCTION late_policy_fn(id int) RETURNS boolean VOLATILE LANGUAGE sql AS 'SELECT true'")
+        query(holder, "ALTER TABLE late_policed ENABLE ROW LEVEL SECURITY")  # holds it, uncommitted
+        query(holder, "CREATE POLICY watched ON late_policed USING (late_policy_fn(id))")
+        query(reader, "SELECT sqlml.version()")
+        pid, outcome = scalar(reader, "SELECT pg_backend_pid()"), {}
+
+        def read():
+            try:
+                query(reader, """DO $$
+                                   from sqlml.server import reach
+                                   with reach.checked("SELECT * FROM late_policed_view") as read:
+                                       plpy.execute(read)
+                                 $$ LANGUAGE plpython3u""")
+                outcome["read"] = True
+            except psycopg2.Error as e:
+                outcome["error"] = e
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        wait_until(lambda: scalar(setup, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                  (pid,)) == "Lock" or not thread.is_alive(), "the check waiting for the table")
+        holder.commit()
+        thread.join(60)
+        error = outcome.get("error")  # a SqlmlError inside a DO block: PL/Python's 38000, its message
+        assert error is not None and "SqlmlError" in error.pgerror and 'policy "watched"' in error.pgerror \
+            and "late_policy_fn" in error.pgerror, outcome
+    finally:
+        for conn in (holder, reader):
+            conn.rollback()
+            conn.close()
+        query(setup, "DROP VIEW IF EXISTS late_policed_view; DROP TABLE IF EXISTS late_policed; "
+                     "DROP FUNCTION IF EXISTS late_policy_fn(int)")
+        setup.close()
 
 
 def test_a_select_list_no_view_can_hold_is_judged_first(dsn):

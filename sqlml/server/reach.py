@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import plpy
 
 from sqlml.data import trust
-from sqlml.errors import (DUPLICATE_COLUMN, INSUFFICIENT_PRIVILEGE, INVALID_TABLE_DEFINITION,
+from sqlml.errors import (DUPLICATE_COLUMN, INSUFFICIENT_PRIVILEGE, INVALID_TABLE_DEFINITION, OBJECT_IN_USE,
                           READ_ONLY_SQL_TRANSACTION, SqlmlError)
 from sqlml.server.spi import spi
 
@@ -112,6 +112,13 @@ FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relname
 JOIN pg_catalog.pg_roles r ON r.oid {Q} c.relowner
 WHERE c.oid {Q} ANY ($1::pg_catalog.oid[]) AND (c.relkind {Q} 'v' OR c.relrowsecurity)
   AND c.oid OPERATOR(pg_catalog.<>) $2::pg_catalog.oid"""
+# the relations this backend holds a lock on, and how to name relations by oid for a query that locks them
+_LOCKED = f"""SELECT l.relation::pg_catalog.oid::int8 AS oid FROM pg_catalog.pg_locks l
+              WHERE l.pid {Q} pg_catalog.pg_backend_pid() AND l.locktype {Q} 'relation' AND l.granted"""
+_NAMES = f"""SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace
+             WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])"""
+_LOCK_ROUNDS = 10  # each round waits for a relation someone holds; past this many, they keep changing
 _ROOT = f"""SELECT r.ev_class::int8 AS view, r.ev_action::text AS expr FROM pg_catalog.pg_rewrite r
             WHERE r.ev_class {Q} pg_catalog.to_regclass($1::pg_catalog.text)::pg_catalog.oid"""
 
@@ -124,15 +131,17 @@ def checked(sql: str) -> Iterator[str]:
     The query reads ``sql``'s analysis as it was checked: a temporary view of it, dropped when the
     block ends, whose stored tree names every function, operator and cast by OID. Parsing ``sql``
     again for the read would look them up again, and a cast or operator created in between (by a
-    role that owns one of the column types, from another session) would run unchecked. The
-    relations ``sql`` names stay locked (ACCESS SHARE, as by the analysis of a query) until the
-    caller's (sub)transaction ends: nobody can replace a view or change a table's policies either."""
+    role that owns one of the column types, from another session) would run unchecked. Every
+    relation the walk reaches (those ``sql`` names, the tables under its views and in policies) is
+    locked (ACCESS SHARE) before the judge and stays locked until the caller's (sub)transaction
+    ends: nobody can replace a view or change a table's policies either (``_locked_walk``)."""
     caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
     setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
     view, unreadable = _analysed(sql)
     try:
         root = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]
-        error = trust.judge(_walk(root["expr"], int(root["view"])), caller, trust.parse_trusted_schemas(setting))
+        error = trust.judge(_locked_walk(root["expr"], int(root["view"])), caller,
+                            trust.parse_trusted_schemas(setting))
         if error is not None or unreadable is not None:
             raise error or unreadable
         yield f"SELECT * FROM pg_temp.{view}"
@@ -172,8 +181,33 @@ def _analysed(sql: str) -> tuple[str, SqlmlError | None]:
     return view, unreadable
 
 
-def _walk(tree: str, view: int) -> list[trust.Function]:
-    """Breadth first from the references of ``tree``: each object once, reached by its shortest path."""
+def _locked_walk(tree: str, view: int) -> list[trust.Function]:
+    """``_walk`` once every relation it reaches is locked (ACCESS SHARE) and was walked since.
+
+    The analysis locks only the relations the query names; the tables under a view it names, or in
+    a policy's subquery, are locked when the read is planned, after the judge. Whoever holds one
+    meanwhile (ALTER TABLE ... ENABLE ROW LEVEL SECURITY, CREATE POLICY, CREATE OR REPLACE VIEW
+    take an ACCESS EXCLUSIVE lock) could change what it runs between the two. So each relation
+    reached is locked, waiting for such a change to commit, and the walk is taken again."""
+    for _ in range(_LOCK_ROUNDS):
+        functions, relations = _walk(tree, view)
+        held = {int(r["oid"]) for r in spi.execute(_LOCKED)}
+        missing = sorted(relations - held)
+        if not missing:
+            return functions
+        names = [r["name"] for r in _rows(_NAMES, missing)]
+        lock_view = f"sqlml_reach_{secrets.token_hex(8)}"
+        with plpy.subtransaction():  # its analysis locks them, without reading or checking privileges
+            plpy.execute(f"CREATE TEMPORARY VIEW {lock_view} AS SELECT 1 AS one FROM {', '.join(names)}"
+                         if names else "SELECT 1")
+            plpy.execute(f"DROP VIEW IF EXISTS pg_temp.{lock_view}")
+    raise SqlmlError(f"the relations the query reads kept changing while sqlml checked it ({_LOCK_ROUNDS} rounds)",
+                     sqlstate=OBJECT_IN_USE, hint="run it again once the views and policies it reads are settled")
+
+
+def _walk(tree: str, view: int) -> tuple[list[trust.Function], set[int]]:
+    """(what runs, the relations reached): breadth first from the references of ``tree``, each
+    object once, reached by its shortest path."""
     root = ("root", 0)
     parent = {root: None}
     level = []
@@ -199,7 +233,7 @@ def _walk(tree: str, view: int) -> list[trust.Function]:
     relations = [o for k, o in parent if k == trust.RELATION]
     owned.update({(trust.RELATION, int(r["oid"])): r for r in spi.execute(_RELATIONS, [relations, view])}
                  if relations else {})
-    return trust.reached(parent, labels, procs, owned)
+    return trust.reached(parent, labels, procs, owned), set(relations)
 
 
 def _add_references(expr: str, holder: tuple, parent: dict, level: list) -> None:
