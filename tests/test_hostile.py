@@ -430,6 +430,11 @@ def test_what_is_read_is_what_was_checked(dsn):
     "SELECT '{[1,2]}'::text::pg_temp.watched_multirange AS r",  # a multirange's, its range's
     "SELECT '(1)'::text::pg_temp.watched_row AS r",  # a row's, its fields'
     "SELECT '{1}'::text::pg_temp.watched[] AS r",  # an array's, its element's
+    # a constant of such a type is read at analysis, before any judge: judged first with NULL in its place
+    "SELECT '{1}'::pg_temp.watched[] AS r",
+    "SELECT '[1,2]'::pg_temp.watched_range AS r",
+    "SELECT CAST('(1)' AS pg_temp.watched_row) AS r",
+    "SELECT 1 AS one FROM ranged WHERE r IS DISTINCT FROM '[1,2]'",  # typed by the column it meets
 ])
 def test_a_domain_inside_a_range_row_or_array_is_judged(dsn, read):
     """A domain's CHECK runs when a value of a type built on it is read: a range or multirange over
@@ -444,6 +449,7 @@ def test_a_domain_inside_a_range_row_or_array_is_judged(dsn, read):
         query(conn, "CREATE TYPE pg_temp.watched_range AS RANGE (subtype = pg_temp.watched, "
                     "multirange_type_name = pg_temp.watched_multirange)")
         query(conn, "CREATE TYPE pg_temp.watched_row AS (a pg_temp.watched)")
+        query(conn, "CREATE TEMP TABLE ranged (r pg_temp.watched_range)")
         query(conn, f"""DO $$
                          from sqlml.errors import SqlmlError
                          from sqlml.server import reach

@@ -3,16 +3,20 @@ untrusted and the volatile (``sqlml.data.trust``) before the query is planned or
 
 The query becomes ``CREATE TEMP VIEW <random> AS SELECT * FROM (<query>) AS src``, read in its
 place and dropped once the read is open (``checked``): its stored definition is PostgreSQL's parse
-analysis of the query, taken without planning or running anything (a domain's CHECK is a node
-evaluated when the query runs, not at analysis), and the analysis' ACCESS SHARE locks on the relations the query names stay until the caller's
-(sub)transaction ends. Its expression tree names every function, operator, type and relation the
-query uses (``trust.references``; pg_depend would miss the built-in ones). From there the walk
-follows operators to their functions (and planner estimators), aggregates to their support
-functions, types to domains' CHECK constraints (and base, element, field and range subtypes), views to their
-own query, and tables with row-level security to every policy's expressions (whichever role it
-names: a view reads as its owner, whose policies are not the caller's). Every catalog name is
-schema-qualified and every comparison an explicit pg_catalog operator, so nothing planted on the
-search_path answers in pg_catalog's place.
+analysis of the query, taken without planning, and the analysis' ACCESS SHARE locks on the
+relations the query names stay until the caller's (sub)transaction ends. Its expression tree names
+every function, operator, type and relation the query uses (``trust.references``; pg_depend would
+miss the built-in ones). From there the walk follows operators to their functions (and planner
+estimators), aggregates to their support functions, types to domains' CHECK constraints (and base,
+element, field and range subtypes), views to their own query, and tables with row-level security
+to every policy's expressions (whichever role it names: a view reads as its owner, whose policies
+are not the caller's). Every catalog name is schema-qualified and every comparison an explicit
+pg_catalog operator, so nothing planted on the search_path answers in pg_catalog's place.
+
+Analysis does run one thing: the input function of each string constant's type, and for an array,
+range or row that reads every element with the element type's own, a domain's CHECK included. So a
+query with string constants is first analysed and judged with NULLs in their place
+(``sqlml.data.blank_strings``: the same types, nothing read), and only then as written.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ from contextlib import contextmanager
 
 import plpy
 
-from sqlml.data import trust
-from sqlml.errors import (DUPLICATE_COLUMN, INSUFFICIENT_PRIVILEGE, INVALID_TABLE_DEFINITION, OBJECT_IN_USE,
-                          READ_ONLY_SQL_TRANSACTION, SqlmlError)
+from sqlml.data import blank_strings, trust
+from sqlml.errors import (
+    DUPLICATE_COLUMN,
+    INSUFFICIENT_PRIVILEGE,
+    INVALID_TABLE_DEFINITION,
+    OBJECT_IN_USE,
+    READ_ONLY_SQL_TRANSACTION,
+    SqlmlError,
+)
 from sqlml.server.spi import spi
 
 Q = "OPERATOR(pg_catalog.=)"  # every comparison: no operator on the caller's search_path answers for it
@@ -137,14 +147,25 @@ def checked(sql: str) -> Iterator[str]:
     ends: nobody can replace a view or change a table's policies either (``_locked_walk``)."""
     caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
     setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
+    trusted = trust.parse_trusted_schemas(setting)
+    blank = blank_strings.blanked(sql)
+    if blank != sql:  # the constants' types judged first: analysing ``sql`` reads each with its type's input
+        with _judged(blank, caller, trusted):
+            pass
+    with _judged(sql, caller, trusted) as view:
+        yield f"SELECT * FROM pg_temp.{view}"
+
+
+@contextmanager
+def _judged(sql: str, caller: str, trusted: frozenset[str]) -> Iterator[str]:
+    """The name of a temporary view of ``sql`` once nothing it runs is refused; dropped at the end."""
     view, unreadable = _analysed(sql)
     try:
         root = spi.execute(_ROOT, [f"pg_temp.{view}"])[0]
-        error = trust.judge(_locked_walk(root["expr"], int(root["view"])), caller,
-                            trust.parse_trusted_schemas(setting))
+        error = trust.judge(_locked_walk(root["expr"], int(root["view"])), caller, trusted)
         if error is not None or unreadable is not None:
             raise error or unreadable
-        yield f"SELECT * FROM pg_temp.{view}"
+        yield view
     finally:
         plpy.execute(f"DROP VIEW IF EXISTS pg_temp.{view}")
 
