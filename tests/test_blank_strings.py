@@ -23,6 +23,7 @@ CASES = [
     ("SELECT $1, a$b FROM t", "SELECT $1, a$b FROM t"),  # a parameter, a name with a dollar
     ("SELECT B'101', x'1f'", "SELECT B'101', x'1f'"),  # bit strings: typed, read by bit's input
     ("SELECT INTERVAL '1 day'", "SELECT INTERVAL '1 day'"),
+    ("SELECT EXTRACT('year' FROM d), f('year')", f"SELECT EXTRACT('year' FROM d), f({N})"),
     ("SELECT '{1}'::s.d[], CAST('[1,2]' AS s.r)", f"SELECT {N}::s.d[], CAST({N} AS s.r)"),
     ("SELECT x OPERATOR(pg_catalog.=) 'v'", f"SELECT x OPERATOR(pg_catalog.=) {N}"),
     ("SELECT a FROM t WHERE b LIKE 'x%' ESCAPE '!' AND c AT TIME ZONE 'UTC' IS NOT NULL",
@@ -46,6 +47,8 @@ REFUSED = [
     ("SELECT mytype 'x'", "after its type's name"),  # a type named before its constant
     ("SELECT s.r '[1,2]'", "after its type's name"),
     ("SELECT char(3) 'ab'", "after its type's name"),
+    ("SELECT s.interval '(7)'", "after its type's name"),  # a type named interval, not the keyword
+    ("SELECT s.uescape '(8)'", "after its type's name"),
     ('SELECT "my type" \'x\'', "after its type's name"),
     ("SELECT 'x", "unterminated"),
     ("SELECT $a$x", "unterminated"),

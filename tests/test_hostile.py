@@ -511,6 +511,49 @@ def test_a_policy_committed_while_the_check_runs_is_judged(dsn):
         setup.close()
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "repeatable read transaction does not see"),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "serializable transaction does not see"),
+    ("SET standard_conforming_strings = off", "standard_conforming_strings on"),
+])
+def test_a_check_refuses_settings_it_cannot_hold_under(dsn, setting, message):
+    """The walk reads the catalogs in the transaction's snapshot (analysis reads the latest: under
+    REPEATABLE READ a function or policy committed since would run unseen), and constants are lexed
+    with standard_conforming_strings on: anything else is refused before the query is analysed."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, setting)
+        query(conn, "SELECT sqlml.version()")
+        with pytest.raises(psycopg2.Error) as e:
+            query(conn, "SELECT * FROM sqlml.profile('SELECT 1 AS a')")
+        assert e.value.pgcode == "0A000" and message in e.value.pgerror, e.value.pgerror
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_a_ranges_subtype_diff_is_reached(dsn):
+    """The planner's range estimates call a range type's subtype_diff: the walk reaches it from the
+    range (and judges it as any function: its owner, its volatility)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, "SELECT sqlml.version()")
+        query(conn, """CREATE FUNCTION pg_temp.gap(a int, b int) RETURNS float8 IMMUTABLE LANGUAGE sql
+                       AS 'SELECT (b - a)::float8'""")
+        query(conn, "CREATE TYPE pg_temp.spaced AS RANGE (subtype = int4, subtype_diff = pg_temp.gap)")
+        query(conn, "CREATE TEMP VIEW spaced_view AS SELECT pg_catalog.int4range(1, 2)::text::pg_temp.spaced AS r")
+        query(conn, """DO $$
+                         from sqlml.server import reach
+                         root = plpy.execute("SELECT ev_class::int8 AS view, ev_action::text AS expr FROM pg_rewrite "
+                                             "WHERE ev_class = 'spaced_view'::regclass")[0]
+                         functions, _ = reach._walk(root["expr"], root["view"])
+                         assert any(f.name.startswith("gap(") for f in functions), functions
+                       $$ LANGUAGE plpython3u""")
+    finally:
+        conn.rollback()
+        conn.close()
+
+
 def test_a_select_list_no_view_can_hold_is_judged_first(dsn):
     """Two columns of one name: what the query runs is judged before the read fails, and the read
     fails with a clear error."""

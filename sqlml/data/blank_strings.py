@@ -57,11 +57,15 @@ def blanked(sql: str) -> str:
             i, last = end, _IDENT
         elif c == "'" or c == "$" and _DOLLAR.match(sql, i) or _prefixed(sql, i):
             end = _constant_end(sql, i)
-            out.append(sql[i:end] if _bits(sql, i) else _operand(sql[i:end], last))
+            field = last == "(" and opened and opened[-1] == "extract"  # EXTRACT('year' FROM ...): a field name
+            out.append(sql[i:end] if _bits(sql, i) or field else _operand(sql[i:end], last))
             i, last = end, _CONSTANT
         elif (word := _WORD.match(sql, i) or _PARAM.match(sql, i)) is not None:
             out.append(word.group())
+            qualified = last == "."  # s.interval is a name, not the keyword
             i, last = word.end(), word.group().lower() if c != "$" else _PARAM_MARK
+            if qualified and last in _KEPT_AFTER:
+                last = _IDENT
         else:
             if c == "(":
                 opened.append(last)

@@ -114,6 +114,9 @@ def reached(parent: dict, labels: dict, procs: dict, owned: dict) -> list[Functi
     out = []
     for node in parent:
         row = procs.get(node[1]) if node[0] == PROC else owned.get(node)
+        if row is None and node[0] == PROC:  # not in the snapshot the walk reads: refused, never skipped
+            row = {"kind": "f", "schema": "?", "name": f"function {node[1]} (not in this transaction's snapshot)",
+                   "owner": "?", "superuser": False, "volatile": True}
         if row is None:
             continue
         kind = row["kind"] if node[0] != PROC else AGGREGATE if row["kind"] == "a" else FUNCTION

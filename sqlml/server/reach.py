@@ -30,6 +30,7 @@ import plpy
 from sqlml.data import blank_strings, trust
 from sqlml.errors import (
     DUPLICATE_COLUMN,
+    FEATURE_NOT_SUPPORTED,
     INSUFFICIENT_PRIVILEGE,
     INVALID_TABLE_DEFINITION,
     OBJECT_IN_USE,
@@ -68,12 +69,13 @@ _NEXT = {
         FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid {Q} t.typrelid
         WHERE t.oid {Q} ANY ($1::pg_catalog.oid[]) AND t.typtype {Q} 'c' AND a.attnum OPERATOR(pg_catalog.>) 0::int2
           AND NOT a.attisdropped
-        UNION ALL  -- a range: its subtype (whose input a range's runs) and canonical function
+        UNION ALL  -- a range: its subtype (whose input a range's runs)
         SELECT r.rngtypid::int8, 'type', r.rngsubtype::int8, NULL FROM pg_catalog.pg_range r
         WHERE r.rngtypid {Q} ANY ($1::pg_catalog.oid[])
-        UNION ALL
-        SELECT r.rngtypid::int8, 'function', r.rngcanonical::pg_catalog.oid::int8, NULL FROM pg_catalog.pg_range r
-        WHERE r.rngtypid {Q} ANY ($1::pg_catalog.oid[]) AND r.rngcanonical OPERATOR(pg_catalog.<>) 0::pg_catalog.regproc
+        UNION ALL  -- and its canonical and subtype_diff functions (the planner's estimates call the latter)
+        SELECT r.rngtypid::int8, 'function', f::int8, NULL FROM pg_catalog.pg_range r,
+               LATERAL pg_catalog.unnest(ARRAY[r.rngcanonical::pg_catalog.oid, r.rngsubdiff::pg_catalog.oid]) AS f
+        WHERE r.rngtypid {Q} ANY ($1::pg_catalog.oid[]) AND f OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
         UNION ALL  -- a multirange: its range
         SELECT r.rngmultitypid::int8, 'type', r.rngtypid::int8, NULL FROM pg_catalog.pg_range r
         WHERE r.rngmultitypid {Q} ANY ($1::pg_catalog.oid[])""",
@@ -146,6 +148,7 @@ def checked(sql: str) -> Iterator[str]:
     locked (ACCESS SHARE) before the judge and stays locked until the caller's (sub)transaction
     ends: nobody can replace a view or change a table's policies either (``_locked_walk``)."""
     caller = spi.execute("SELECT current_user::text AS u")[0]["u"]
+    _require_settings()
     setting = spi.execute("SELECT pg_catalog.current_setting($1::pg_catalog.text, true) AS s", [trust.SETTING])[0]["s"]
     trusted = trust.parse_trusted_schemas(setting)
     blank = blank_strings.blanked(sql)
@@ -154,6 +157,22 @@ def checked(sql: str) -> Iterator[str]:
             pass
     with _judged(sql, caller, trusted) as view:
         yield f"SELECT * FROM pg_temp.{view}"
+
+
+def _require_settings() -> None:
+    """The walk reads the catalogs in the transaction's snapshot, while analysis and planning read
+    the latest: under REPEATABLE READ or SERIALIZABLE, a function or policy committed since the
+    transaction began would run unseen. ``blank_strings`` lexes as PostgreSQL does with
+    standard_conforming_strings on."""
+    row = spi.execute("SELECT pg_catalog.current_setting('transaction_isolation') AS isolation, "
+                      "pg_catalog.current_setting('standard_conforming_strings') AS strings")[0]
+    if row["isolation"] != "read committed":
+        raise SqlmlError(f"sqlml checks what a query runs from the latest catalogs, which a {row['isolation']} "
+                         "transaction does not see", sqlstate=FEATURE_NOT_SUPPORTED,
+                         hint="call it in a READ COMMITTED transaction (PostgreSQL's default)")
+    if row["strings"] != "on":
+        raise SqlmlError("sqlml reads queries with standard_conforming_strings on", sqlstate=FEATURE_NOT_SUPPORTED,
+                         hint="SET standard_conforming_strings = on (PostgreSQL's default)")
 
 
 @contextmanager
