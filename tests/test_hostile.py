@@ -74,7 +74,7 @@ def world(dsn):
     query(conns["mallory"], MALLORYS_SCHEMA)
     query(su, f'GRANT SELECT ON pub TO "{roles["admin"]}"')
     query(conns["mallory"], f'GRANT USAGE ON SCHEMA mal TO "{roles["admin"]}"; '
-                            f'GRANT SELECT ON mal.guarded, mal.v, mal.nested, mal.guarded_view TO "{roles["admin"]}"')
+                            f'GRANT SELECT ON mal.guarded, mal.v, mal.nested, mal.guarded_view, mal.indexed TO "{roles["admin"]}"')
     query(su, f"""CREATE VIEW wrapper AS SELECT * FROM mal.v;
                   CREATE DOMAIN sdom AS int CHECK (mal.lock(VALUE));
                   CREATE TABLE policed AS SELECT * FROM pub;
@@ -121,6 +121,10 @@ CREATE FUNCTION mal.hashtextextended(text, int) RETURNS bigint LANGUAGE plpgsql 
 CREATE FUNCTION mal.append(text[], text) RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS
     $$ BEGIN PERFORM pg_advisory_lock(4242); RETURN $1 || $2; END $$;
 CREATE AGGREGATE mal.array_agg(text) (SFUNC = mal.append, STYPE = text[]);
+-- a plain table whose index the planner evaluates (building it ran mal.lock here: its locks let go)
+CREATE TABLE mal.indexed AS SELECT * FROM public.pub;
+CREATE INDEX indexed_lock ON mal.indexed ((mal.lock(id::int)));
+SELECT pg_advisory_unlock_all();
 """
 
 
@@ -272,6 +276,8 @@ CASES = [
      "42501", VICTIMS, 'domain public.sdom calls its check "sdom_check" calls mal.lock(integer), owned by'),
     ("a trusted table whose policy calls an untrusted function", TRAIN, ("h", "policed", "y"), "42501", ("victim",),
      'table public.policed calls policy "lock" calls mal.lock(integer)'),
+    ("a table whose index calls an untrusted function", TRAIN, ("h", "mal.indexed", "y"), "42501", VICTIMS,
+     "index mal.indexed_lock calls mal.lock(integer), owned by"),
     ("a cast sqlml itself would make", TRAIN, ("h", "mal.moody", "mood"), "42501", ("superuser",),
      "mal.mood_text(mal.mood)"),
     ("untrusted view scored in batch", "SELECT * FROM sqlml.predict_batch('mal', 'mal.v', 'id')", (), "42501", VICTIMS,
@@ -548,6 +554,38 @@ def test_a_ranges_subtype_diff_is_reached(dsn):
                                              "WHERE ev_class = 'spaced_view'::regclass")[0]
                          functions, _ = reach._walk(root["expr"], root["view"])
                          assert any(f.name.startswith("gap(") for f in functions), functions
+                       $$ LANGUAGE plpython3u""")
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_what_the_planner_evaluates_on_a_table_is_reached(dsn):
+    """Planning a read of a table evaluates more than its query: its indexes' expressions and
+    predicates, its statistics' expressions, the CHECK constraints of the tables inheriting from it
+    (constraint exclusion). The walk reaches each function there, and names the path."""
+    conn = psycopg2.connect(dsn)
+    try:
+        query(conn, "SELECT sqlml.version()")
+        for name in ("by_index", "by_predicate", "by_statistics", "by_child_check"):
+            query(conn, f"CREATE FUNCTION pg_temp.{name}(a int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT a'")
+        query(conn, "CREATE TEMP TABLE planned (a int, b int)")
+        query(conn, "CREATE INDEX ON planned ((pg_temp.by_index(a)))")
+        query(conn, "CREATE INDEX ON planned (b) WHERE pg_temp.by_predicate(a) > 0")
+        query(conn, "CREATE STATISTICS pg_temp.planned_stats ON (pg_temp.by_statistics(a)), b FROM planned")
+        query(conn, "CREATE TEMP TABLE planned_child (CHECK (pg_temp.by_child_check(a) > 0)) INHERITS (planned)")
+        query(conn, "CREATE TEMP VIEW planned_view AS SELECT a FROM planned WHERE a = 1")
+        query(conn, """DO $$
+                         from sqlml.server import reach
+                         root = plpy.execute("SELECT ev_class::int8 AS view, ev_action::text AS expr FROM pg_rewrite "
+                                             "WHERE ev_class = 'planned_view'::regclass")[0]
+                         functions, relations = reach._walk(root["expr"], root["view"])
+                         paths = {f.name.split("(")[0]: f.path for f in functions if f.name.startswith("by_")}
+                         assert set(paths) == {"by_index", "by_predicate", "by_statistics", "by_child_check"}, paths
+                         assert paths["by_statistics"][0].startswith("statistics "), paths
+                         assert paths["by_child_check"][-1] == 'its check "planned_child_a_check"', paths
+                         child = plpy.execute("SELECT 'planned_child'::regclass::oid::int8 AS o")[0]["o"]
+                         assert child in relations  # locked before the judge, as every relation reached
                        $$ LANGUAGE plpython3u""")
     finally:
         conn.rollback()

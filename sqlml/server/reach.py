@@ -10,7 +10,8 @@ miss the built-in ones). From there the walk follows operators to their function
 estimators), aggregates to their support functions, types to domains' CHECK constraints (and base,
 element, field and range subtypes), views to their own query, and tables with row-level security
 to every policy's expressions (whichever role it names: a view reads as its owner, whose policies
-are not the caller's). Every catalog name is schema-qualified and every comparison an explicit
+are not the caller's); and tables to what the planner evaluates on them (index expressions and
+predicates, statistics' expressions, CHECK constraints) and to the tables that inherit from them. Every catalog name is schema-qualified and every comparison an explicit
 pg_catalog operator, so nothing planted on the search_path answers in pg_catalog's place.
 
 Analysis does run one thing: the input function of each string constant's type, and for an array,
@@ -87,7 +88,22 @@ _NEXT = {
         SELECT p.polrelid::int8, 'policy', p.oid::int8,
                pg_catalog.concat(p.polqual::text, ' ', p.polwithcheck::text)
         FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid {Q} p.polrelid
-        WHERE p.polrelid {Q} ANY ($1::pg_catalog.oid[]) AND c.relrowsecurity""",
+        WHERE p.polrelid {Q} ANY ($1::pg_catalog.oid[]) AND c.relrowsecurity
+        UNION ALL  -- what the planner evaluates: index expressions and predicates, statistics' expressions,
+        -- CHECK constraints (constraint exclusion), and the tables that inherit (read with their parent)
+        SELECT i.indrelid::int8, 'index', i.indexrelid::int8,
+               pg_catalog.concat(i.indexprs::text, ' ', i.indpred::text)
+        FROM pg_catalog.pg_index i WHERE i.indrelid {Q} ANY ($1::pg_catalog.oid[])
+          AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+        UNION ALL
+        SELECT s.stxrelid::int8, 'statistics', s.oid::int8, s.stxexprs::text
+        FROM pg_catalog.pg_statistic_ext s WHERE s.stxrelid {Q} ANY ($1::pg_catalog.oid[]) AND s.stxexprs IS NOT NULL
+        UNION ALL
+        SELECT c.conrelid::int8, 'table check', c.oid::int8, c.conbin::text
+        FROM pg_catalog.pg_constraint c WHERE c.conrelid {Q} ANY ($1::pg_catalog.oid[]) AND c.contype {Q} 'c'
+        UNION ALL
+        SELECT h.inhparent::int8, 'relation', h.inhrelid::int8, NULL
+        FROM pg_catalog.pg_inherits h WHERE h.inhparent {Q} ANY ($1::pg_catalog.oid[])""",
 }
 
 _FUNCTIONS = f"""
@@ -106,6 +122,14 @@ _LABELS = {  # kind -> (oid, label) of the objects in $1 that a path names
                         WHERE o.oid {Q} ANY ($1::pg_catalog.oid[])""",
     "policy": f"""SELECT p.oid::int8 AS oid, pg_catalog.concat('policy "', p.polname, '"') AS label
                   FROM pg_catalog.pg_policy p WHERE p.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "table check": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('its check "', c.conname, '"') AS label
+                       FROM pg_catalog.pg_constraint c WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "index": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('index ', n.nspname, '.', c.relname) AS label
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid {Q} c.relnamespace
+                 WHERE c.oid {Q} ANY ($1::pg_catalog.oid[])""",
+    "statistics": f"""SELECT s.oid::int8 AS oid, pg_catalog.concat('statistics ', n.nspname, '.', s.stxname) AS label
+                      FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid {Q} s.stxnamespace
+                      WHERE s.oid {Q} ANY ($1::pg_catalog.oid[])""",
     "constraint": f"""SELECT c.oid::int8 AS oid, pg_catalog.concat('its check "', c.conname, '"') AS label
                       FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_type t ON t.oid {Q} c.contypid
                       JOIN pg_catalog.pg_namespace n ON n.oid {Q} t.typnamespace
