@@ -19,6 +19,8 @@ CASES = [
     ("SELECT 'it''s', ''", f"SELECT {N}, {N}"),
     (r"SELECT E'it\'s', e'\\', 'a\'", f"SELECT {N}, {N}, {N}"),  # backslashes escape in E'' only
     ("SELECT U&'d\\0061t', N'x'", f"SELECT {N}, {N}"),
+    ("SELECT U&'d!0061t' UESCAPE '!' AS a", f"SELECT {N} AS a"),
+    ("SELECT XMLPARSE(DOCUMENT '<a/>')", f"SELECT XMLPARSE(DOCUMENT {N})"),
     ("SELECT $$it's$$, $q$a$$b$q$", f"SELECT {N}, {N}"),
     ("SELECT $1, a$b FROM t", "SELECT $1, a$b FROM t"),  # a parameter, a name with a dollar
     ("SELECT B'101', x'1f'", "SELECT B'101', x'1f'"),  # bit strings: typed, read by bit's input

@@ -29,7 +29,7 @@ _DOLLAR = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?
 _BEFORE_OPERAND = frozenset("""
     select where and or not when then else case like ilike to escape by on having distinct between symmetric
     asymmetric limit offset zone placing from for leading trailing both overlaps in is all any some values
-    returning using with as interval uescape
+    returning using with as interval uescape first next similar document content version
 """.split())
 _KEPT_AFTER = frozenset({"interval", "uescape"})  # builtin readers, no element type: left as they are
 
@@ -57,6 +57,8 @@ def blanked(sql: str) -> str:
             i, last = end, _IDENT
         elif c == "'" or c == "$" and _DOLLAR.match(sql, i) or _prefixed(sql, i):
             end = _constant_end(sql, i)
+            if sql[i] in "uU" and (escape := _UESCAPE.match(sql, end)):  # U&'...' UESCAPE '!': one constant
+                end = escape.end()
             field = last == "(" and opened and opened[-1] == "extract"  # EXTRACT('year' FROM ...): a field name
             out.append(sql[i:end] if _bits(sql, i) or field else _operand(sql[i:end], last))
             i, last = end, _CONSTANT
@@ -84,6 +86,7 @@ def blanked(sql: str) -> str:
 NULL = "NULL::pg_catalog.unknown"
 _IDENT, _CONSTANT, _PARAM_MARK, _CLOSE, _OPERATOR_END = "<ident>", "<constant>", "<param>", "<)>", "<operator)>"
 _PARAM = re.compile(r"\$\d+")
+_UESCAPE = re.compile(r"\s*uescape\s*'[^']'", re.IGNORECASE)
 
 
 def _prefixed(sql: str, i: int) -> bool:
