@@ -11,8 +11,9 @@ estimators), aggregates to their support functions, types to domains' CHECK cons
 element, field and range subtypes), views to their own query, and tables with row-level security
 to every policy's expressions (whichever role it names: a view reads as its owner, whose policies
 are not the caller's); and tables to what the planner evaluates on them (index expressions and
-predicates, statistics' expressions, CHECK constraints) and to the tables that inherit from them. Every catalog name is schema-qualified and every comparison an explicit
-pg_catalog operator, so nothing planted on the search_path answers in pg_catalog's place.
+predicates, statistics' expressions, CHECK constraints) and to the tables that inherit from them.
+Every catalog name is schema-qualified and every comparison an explicit pg_catalog operator, so
+nothing planted on the search_path answers in pg_catalog's place.
 
 Analysis does run one thing: the input function of each string constant's type, and for an array,
 range or row that reads every element with the element type's own, a domain's CHECK included. So a
