@@ -550,8 +550,8 @@ def test_a_ranges_subtype_diff_is_reached(dsn):
         query(conn, "CREATE TEMP VIEW spaced_view AS SELECT pg_catalog.int4range(1, 2)::text::pg_temp.spaced AS r")
         query(conn, """DO $$
                          from sqlml.server import reach
-                         root = plpy.execute("SELECT ev_class::int8 AS view, ev_action::text AS expr FROM pg_rewrite "
-                                             "WHERE ev_class = 'spaced_view'::regclass")[0]
+                         from sqlml.server.spi import spi
+                         root = spi.execute(reach._ROOT, ["spaced_view"])[0]  # the view's stored analysis
                          functions, _ = reach._walk(root["expr"], root["view"])
                          assert any(f.name.startswith("gap(") for f in functions), functions
                        $$ LANGUAGE plpython3u""")
@@ -577,8 +577,8 @@ def test_what_the_planner_evaluates_on_a_table_is_reached(dsn):
         query(conn, "CREATE TEMP VIEW planned_view AS SELECT a FROM planned WHERE a = 1")
         query(conn, """DO $$
                          from sqlml.server import reach
-                         root = plpy.execute("SELECT ev_class::int8 AS view, ev_action::text AS expr FROM pg_rewrite "
-                                             "WHERE ev_class = 'planned_view'::regclass")[0]
+                         from sqlml.server.spi import spi
+                         root = spi.execute(reach._ROOT, ["planned_view"])[0]  # the view's stored analysis
                          functions, relations = reach._walk(root["expr"], root["view"])
                          paths = {f.name.split("(")[0]: f.path for f in functions if f.name.startswith("by_")}
                          assert set(paths) == {"by_index", "by_predicate", "by_statistics", "by_child_check"}, paths
