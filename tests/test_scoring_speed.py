@@ -443,41 +443,77 @@ def test_without_the_guard_batch_goes_through_plpy_with_the_same_answers(db, wid
 
 WRITTEN_BOTH_WAYS = """DO $$
 from sqlml.server import batch, pg_internals
-copies, copy_in, available = [], pg_internals.copy_in, pg_internals.copy_available
-pg_internals.copy_in = lambda *args, **kwargs: copies.append(1) or copy_in(*args, **kwargs)
+writes, insert_tuples, available = [], pg_internals.insert_tuples, pg_internals.tuples_available
+pg_internals.insert_tuples = lambda *args, **kwargs: writes.append(1) or insert_tuples(*args, **kwargs)
 try:
-    batch.score('wide', 'wide', 'wide_copied', 'id')
-    batch.score('wide_reg', 'wide_reg', 'wide_reg_copied', 'id')
-    batch.score('sp', 'people', 'people_copied', 'id')
+    batch.score('wide', 'wide', 'wide_tuples', 'id')
+    batch.score('wide_reg', 'wide_reg', 'wide_reg_tuples', 'id')
+    batch.score('sp', 'people', 'people_tuples', 'id')
 finally:
-    pg_internals.copy_in = copy_in
-pg_internals.copy_available = lambda: False
+    pg_internals.insert_tuples = insert_tuples
+pg_internals.tuples_available = lambda: False
 try:
     batch.score('wide', 'wide', 'wide_inserted', 'id')
     batch.score('wide_reg', 'wide_reg', 'wide_reg_inserted', 'id')
     batch.score('sp', 'people', 'people_inserted', 'id')
 finally:
-    pg_internals.copy_available = available
-plpy.notice(str(len(copies)))
+    pg_internals.tuples_available = available
+plpy.notice(str(len(writes)))
 $$ LANGUAGE plpython3u"""
 
 
-def test_plain_tables_are_written_by_copy_with_the_rows_an_insert_writes(db, wide, wide_reg):
-    """The table score created, still plain and insertable, is filled by COPY FROM a binary stream
-    (``pg_internals.copy_in``), one per chunk: the same rows, bit for bit, as the INSERT from arrays
-    (the way left for tables that are not plain), for classifiers and a regressor."""
+def test_plain_tables_are_written_as_tuples_with_the_rows_an_insert_writes(db, wide, wide_reg):
+    """The table score created, still plain and insertable, is filled with heap tuples formed by sqlml
+    (``pg_internals.insert_tuples``), one call per chunk: the same rows, bit for bit, as the INSERT
+    from arrays (the way left for tables that are not plain), for classifiers and a regressor."""
     assert datums_available(db)
-    query(db, "DROP TABLE IF EXISTS wide_copied, wide_reg_copied, people_copied, "
+    query(db, "DROP TABLE IF EXISTS wide_tuples, wide_reg_tuples, people_tuples, "
               "wide_inserted, wide_reg_inserted, people_inserted")
     query(db, WRITTEN_BOTH_WAYS)
     assert int(db.notices[-1].split("NOTICE:  ")[1]) >= 2 * 70000 // 16384 + 1  # every chunk, none by INSERT
     for name in ("wide", "wide_reg", "people"):
-        copied, inserted = io.BytesIO(), io.BytesIO()
+        written, inserted = io.BytesIO(), io.BytesIO()
         with db.cursor() as cur:
-            cur.copy_expert(f"COPY (SELECT * FROM {name}_copied ORDER BY id) TO STDOUT (FORMAT binary)", copied)
+            cur.copy_expert(f"COPY (SELECT * FROM {name}_tuples ORDER BY id) TO STDOUT (FORMAT binary)", written)
             cur.copy_expert(f"COPY (SELECT * FROM {name}_inserted ORDER BY id) TO STDOUT (FORMAT binary)", inserted)
-        assert copied.getvalue() == inserted.getvalue()
-    assert column(db, "SELECT prediction FROM wide_copied ORDER BY id") == wide
+        assert written.getvalue() == inserted.getvalue()
+    assert column(db, "SELECT prediction FROM wide_tuples ORDER BY id") == wide
+    query(db, "CREATE EXTENSION IF NOT EXISTS amcheck")
+    for name in ("wide_tuples", "wide_reg_tuples", "people_tuples"):
+        assert query(db, f"SELECT * FROM verify_heapam('{name}')") == []
+
+
+# what an event trigger may do to the created table that leaves it plain (nothing runs on insert)
+# but not laid out as sqlml's tuples are: it is written by the INSERT, as PostgreSQL lays it out
+RESHAPED = [
+    ("dropped", "ALTER TABLE {t} DROP COLUMN probabilities; ALTER TABLE {t} ADD COLUMN probabilities float8[]"),
+    ("added", "ALTER TABLE {t} ADD COLUMN extra int"),
+]
+
+
+@pytest.mark.parametrize("kind, sql", RESHAPED, ids=[k for k, _ in RESHAPED])
+def test_a_table_not_laid_out_as_the_tuples_is_written_by_the_insert(db, hooks, wide, kind, sql):
+    query(db, f"DROP TABLE IF EXISTS hooked_{kind}")
+    query(db, "SELECT set_config('hooked.kind', %s, false), set_config('hooked.sql', %s, false)", (kind, sql))
+    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+              "EXECUTE FUNCTION hook_new_table()")
+    try:
+        assert scalar(db, f"SELECT sqlml.score('wide', 'wide', 'hooked_{kind}', 'id')") == 70000
+    finally:
+        query(db, "DROP EVENT TRIGGER hook_new_table")
+    assert column(db, f"SELECT prediction FROM hooked_{kind} ORDER BY id") == wide
+    assert scalar(db, f"SELECT count(*) FROM hooked_{kind} WHERE label IS NULL OR probabilities IS NULL") == 0
+    # as an INSERT of the same rows into a table reshaped the same way stores them (from new values:
+    # a value read from a table keeps its 1-byte header wherever it goes)
+    query(db, f"DROP TABLE IF EXISTS relaid_{kind}")
+    query(db, f"CREATE TABLE relaid_{kind} (id int4, prediction float8, label text, probabilities float8[])")
+    query(db, sql.replace("{t}", f"relaid_{kind}"))
+    query(db, f"INSERT INTO relaid_{kind} (id, prediction, label, probabilities) SELECT id, prediction, "
+              f"label || '', probabilities || '{{}}'::float8[] FROM hooked_{kind} ORDER BY ctid")
+    query(db, "CREATE EXTENSION IF NOT EXISTS pageinspect; CREATE EXTENSION IF NOT EXISTS amcheck")
+    items = "SELECT lp_len, t_infomask2, t_hoff, t_bits, t_data FROM heap_page_items(get_raw_page(%s, 0))"
+    assert query(db, items, (f"hooked_{kind}",)) == query(db, items, (f"relaid_{kind}",))
+    assert query(db, f"SELECT * FROM verify_heapam('hooked_{kind}')") == []
 
 
 READ_BOTH_WAYS = """DO $$
@@ -660,9 +696,9 @@ def test_a_cast_created_while_the_chunks_are_read_is_not_run(db, hooks, wide):
     assert column(db, "SELECT prediction FROM hooked_planted ORDER BY id") == wide
 
 
-def test_copy_checks_what_the_table_holds_it_to(db, hooks, wide_reg):
-    """A NOT NULL an event trigger put on the created table (not what makes it plain or not: COPY
-    checks it): COPY's own error, 23502, and no table left."""
+def test_the_insert_checks_what_the_table_holds_it_to(db, hooks, wide_reg):
+    """A NOT NULL an event trigger put on the created table (tuples are inserted unchecked, so such
+    a table is written by the INSERT): PostgreSQL's own error, 23502, and no table left."""
     query(db, "DROP TABLE IF EXISTS hooked_notnull")
     query(db, "SELECT set_config('hooked.kind', 'notnull', false), set_config('hooked.sql', %s, false)",
           ("ALTER TABLE {t} ALTER COLUMN probabilities SET NOT NULL",))
@@ -677,8 +713,8 @@ def test_copy_checks_what_the_table_holds_it_to(db, hooks, wide_reg):
     assert scalar(db, "SELECT to_regclass('hooked_notnull')") is None
 
 
-def test_copy_does_not_write_what_its_owner_may_not_insert_into(db, dsn, hooks):
-    """COPY through ``copy_in`` checks no privilege: a table its owner may not insert into (an event
+def test_tuples_are_not_written_where_their_owner_may_not_insert(db, dsn, hooks):
+    """``insert_tuples`` checks no privilege: a table its owner may not insert into (an event
     trigger revoked it) goes through the INSERT, which refuses it (42501), and nothing is written."""
     roles = create_roles(db, dsn)
     try:

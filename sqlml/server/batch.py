@@ -15,9 +15,9 @@ built (``pg_internals``), no value passes through Python:
 - the rows are read through one cursor by a compiled DestReceiver straight into the matrix, a chunk
   at a time (``pg_internals.RowCursor``: numbers as float8 Datums, categories looked up in hash
   tables, ``sqlml.scoring.lookup_tables``): about what the scan costs;
-- ``score`` writes into the table it created by COPY FROM a binary stream, packed by compiled code
-  on the scoring thread (``sqlml.scoring.copy_stream``, ``pg_internals.copy_in``), while that table
-  is plain and insertable; otherwise by an INSERT from arrays built in numpy
+- ``score`` writes into the table it created heap tuples formed by compiled code on the scoring
+  thread (``sqlml.scoring.heap_tuples``), a page at a time (``pg_internals.insert_tuples``), while
+  that table is plain and insertable; otherwise by an INSERT from arrays built in numpy
   (``sqlml.scoring.arrays``) through SPI with Datums (``pg_internals.DatumSpi``). See
   ``_DatumWriter``.
 
@@ -38,7 +38,7 @@ from sqlml.data.ingest import quote_ident
 from sqlml.data.relation import Relation, parse_relation
 from sqlml.data.schema import CATEGORY, NULL_CATEGORY, REGRESSION
 from sqlml.errors import UNDEFINED_COLUMN, SqlmlError
-from sqlml.scoring import arrays, chunks, copy_stream, lookup_tables, overlap
+from sqlml.scoring import arrays, chunks, heap_tuples, lookup_tables, overlap
 from sqlml.server import auditing, counters, governing, pg_internals, predicting, reach, reading
 from sqlml.server.spi import spi
 
@@ -261,12 +261,15 @@ TABLE_FIELDS = """
 SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.relchecks::pg_catalog.int8 AS checks,
        c.relhasindex AS indexes, c.relhastriggers AS triggers, c.relhasrules AS rules, c.relrowsecurity AS rls,
        c.relforcerowsecurity AS force_rls, c.relispartition AS partition, c.oid::pg_catalog.int8 AS oid,
+       c.reltype::pg_catalog.int8 AS rowtype, c.relnatts::pg_catalog.int8 AS attributes,
        pg_catalog.has_table_privilege(c.oid, 'INSERT') AS may_insert,
        (SELECT pg_catalog.array_agg(a.atttypid::pg_catalog.int8 ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2
           AND NOT a.attisdropped) AS types,
        (SELECT pg_catalog.bool_or(a.atthasdef OR a.attgenerated::pg_catalog.text OPERATOR(pg_catalog.<>) '')
-        FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid) AS computed
+        FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid) AS computed,
+       (SELECT pg_catalog.bool_or(a.attnotnull) FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2) AS not_null
 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass"""
 HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
 
@@ -292,39 +295,43 @@ def _plain(fields: dict, id_oid: int) -> bool:
 class _DatumWriter:
     """Writes ``score``'s chunks of a table with integer ids, handed over as Datums.
 
-    Into a plain table (``_plain``) the caller may insert into, by COPY FROM a binary stream
-    (``pg_internals.copy_in``, ``sqlml.scoring.copy_stream``), the backend letting go of the GIL:
-    PostgreSQL forms the tuples and inserts them a page at a time. Otherwise by an INSERT from
-    arrays (``_insert_datums``), which runs what the table has (triggers, checks, policies) and
-    checks the INSERT privilege, keeping the GIL unless the table is plain.
+    Into a plain table (``_plain``) of exactly the four columns score created, as it created them,
+    that the caller may insert into: as heap tuples formed on the scoring thread
+    (``sqlml.scoring.heap_tuples``), inserted a page at a time (``pg_internals.insert_tuples``)
+    while the backend lets go of the GIL. Otherwise by an INSERT from arrays (``_insert_datums``),
+    which runs what the table has (triggers, checks, policies) and checks the INSERT privilege,
+    keeping the GIL unless the table is plain.
 
     The table is judged again just before each write, with nothing run in between: the reads of the
     chunks in between may run the caller's own code (a trusted function may call another that
     changes the table), and a table that runs PL/Python on insert while the backend has let go of
     the GIL crashes it. ``decide()`` once the chunk query is checked picks what the scoring thread
-    packs (``pack(ids, scores)``: a COPY stream, or the INSERT's parameters); ``write(packed, ids,
+    packs (``pack(ids, scores)``: tuples, or the INSERT's parameters); ``write(packed, ids,
     scores)`` on the backend's thread writes it, or the INSERT's parameters built from the scores
-    when the table no longer takes a COPY (and the chunks after it are packed for the INSERT)."""
+    when the table no longer takes tuples (and the chunks after it are packed for the INSERT)."""
 
     def __init__(self, m, table: str, id_oid: int, datums):
         self.m, self.table, self.id_oid, self.datums = m, table, id_oid, datums
         self.insert, self.constants = _insert_datums_sql(m, table), _class_constants(m)
         self.packer = None
-        self.copy = False
+        self.tuples = False
 
     def decide(self) -> None:
-        self.packer = copy_stream.packer(pg_internals.compiled_cache_dir())
-        self.copy = self._copies(_table_fields(self.table))
+        self.packer = heap_tuples.packer(pg_internals.compiled_cache_dir())
+        self.tuples = self._takes_tuples(_table_fields(self.table))
 
-    def _copies(self, fields: dict | None) -> bool:
-        """Whether a table of ``fields`` takes a COPY (and the backend may let go of the GIL meanwhile)."""
+    def _takes_tuples(self, fields: dict | None) -> bool:
+        """Whether a table of ``fields`` takes tuples laid out as ``heap_tuples`` lays them out: plain,
+        its four columns and no dropped one (a column dropped and added again moves to a new
+        attribute), and no NOT NULL (nothing is checked on the way in)."""
         return (fields is not None and _plain(fields, self.id_oid) and fields["may_insert"]
-                and self.packer is not None and pg_internals.copy_available())
+                and fields["attributes"] == 4 and not fields["not_null"]
+                and self.packer is not None and pg_internals.tuples_available())
 
     def pack(self, ids: np.ndarray, out: np.ndarray):
-        """A chunk's scores as written: a COPY stream (uint8 numpy), or the INSERT's parameters (a list)."""
+        """A chunk's scores as written: ``heap_tuples.Tuples``, or the INSERT's parameters (a list)."""
         m = self.m
-        if not self.copy:
+        if not self.tuples:
             return _insert_datums(m, ids, out, self.constants)
         if m.task == REGRESSION:
             return self.packer.scored_rows(ids, ID_WIDTHS[self.id_oid], out, m.labels(out), np.arange(len(ids)), None)
@@ -334,16 +341,16 @@ class _DatumWriter:
 
     def write(self, packed, ids: np.ndarray, out: np.ndarray) -> None:
         fields = _table_fields(self.table)  # then nothing runs before PostgreSQL writes
-        if isinstance(packed, np.ndarray) and self._copies(fields):
-            pg_internals.copy_in(fields["oid"], packed, release_gil=True)
+        if isinstance(packed, heap_tuples.Tuples) and self._takes_tuples(fields):
+            pg_internals.insert_tuples(fields["oid"], fields["rowtype"], packed, release_gil=True)
             return
-        self.copy = False
+        self.tuples = False
         params = packed if isinstance(packed, list) else _insert_datums(self.m, ids, out, self.constants)
         self.datums.execute(self.insert, params, release_gil=fields is not None and _plain(fields, self.id_oid))
 
 
 INTEGER_OIDS = {"int2": 21, "int4": arrays.INT4OID, "int8": arrays.INT8OID}
-ID_WIDTHS = {21: 2, arrays.INT4OID: 4, arrays.INT8OID: 8}  # bytes of each in a binary COPY stream
+ID_WIDTHS = {21: 2, arrays.INT4OID: 4, arrays.INT8OID: 8}  # bytes of each in a tuple
 
 
 def _insert_datums_sql(m, table: str) -> str:

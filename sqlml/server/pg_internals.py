@@ -30,7 +30,7 @@ reports it and its session's Python keeps the skipped frames' memory.
 PostgreSQL raises them, by a small compiled function that sets a PG_TRY of its own, inside a
 subtransaction, as plpy catches them (see its section below), so they may raise freely. Under the
 same guard, ``RowCursor`` runs a cursor into a compiled DestReceiver that writes its rows into a
-matrix, and ``copy_in`` runs COPY FROM a binary stream in memory.
+matrix, and ``insert_tuples`` inserts heap tuples formed by sqlml a page at a time.
 """
 
 from __future__ import annotations
@@ -322,11 +322,10 @@ _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
 _cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
 _cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
 # void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
-# int pg_get_client_encoding(void), PG_UTF8 = 6: 15 (mb/pg_wchar.h)
+# PG_UTF8 = 6: 15 (mb/pg_wchar.h)
 _pin_portal = _bind("PinPortal", None, ctypes.c_void_p)
 _unpin_portal = _bind("UnpinPortal", None, ctypes.c_void_p)
 _database_encoding = _bind("GetDatabaseEncoding", ctypes.c_int)
-_client_encoding = _bind("pg_get_client_encoding", ctypes.c_int)
 PG_UTF8 = 6
 _loaded_guard: list = []
 
@@ -366,7 +365,7 @@ def _spi_error(error: ErrorData):
 
 
 def _guarded(function: int, *args, release_gil: bool = False) -> int:
-    """``function(*args)`` (the address of a function of PostgreSQL's, or of ``COPY_IR``'s; ints and
+    """``function(*args)`` (the address of a function of PostgreSQL's, or of ``INSERT_IR``'s; ints and
     addresses) inside a subtransaction, its error raised as plpy's SPIError; the function's result
     (an int64: mask narrower types).
     ``release_gil``: other threads run Python meanwhile (see DatumSpi.execute)."""
@@ -452,112 +451,148 @@ def _varlena(tup, desc, j) -> bytes | None:
     return data
 
 
-# --- COPY FROM memory (checked against 15) --------------------------------------------------------
-# What COPY FROM STDIN does, with the stream in this process's memory: the way logical
-# replication's table sync copies a table in (replication/logical/tablesync.c: copy_table). A
-# parse state holding the table as its one range table entry, BeginCopyFrom with a callback that
-# hands out the stream, CopyFrom, EndCopyFrom. PostgreSQL forms the tuples and inserts them a page
-# at a time (table_multi_insert), checking what COPY checks; unlike COPY as a statement it checks
-# no privilege (copy_in's caller does). The callback reads its stream from ``sqlml_copy_source``
-# (address, size, position), an int64[3] of this module's: the compiled code is read-only, and
-# the callback has no argument to carry it. Signatures: 15 (parser/parse_node.h: make_parsestate,
-# free_parsestate; access/table.h: table_open, table_close; parser/parse_relation.h:
-# addRangeTableEntryForRelation; commands/copy.h: BeginCopyFrom, CopyFrom, EndCopyFrom,
-# copy_data_source_cb; nodes/makefuncs.h: makeDefElem; nodes/value.h: makeString; nodes/pg_list.h:
-# lappend; storage/lockdefs.h: NoLock 0, RowExclusiveLock 3).
-COPY_IR = r"""
-declare ptr @make_parsestate(ptr)
-declare void @free_parsestate(ptr)
+# --- heap tuples into a table (checked against 15) -----------------------------------------------
+# What COPY FROM does once it has formed a chunk's tuples, with tuples sqlml formed already
+# (``sqlml.scoring.heap_tuples``): the table opened, each tuple stored in a heap-tuple slot, and
+# heap_multi_insert a page at a time (one WAL record per page), in a memory context of its own
+# (the slots' copies of the tuples, heap_multi_insert's arrays) deleted at the end. Nothing is
+# checked and nothing runs: for a plain heap table with no constraint, index, trigger, rule or
+# policy, whose columns are the four the tuples are laid out for (the caller's ``_plain``), and no
+# privilege either (the caller checks INSERT). Signatures: 15 (access/table.h: table_open,
+# table_close; utils/typcache.h: lookup_rowtype_tupdesc_copy; executor/tuptable.h:
+# MakeSingleTupleTableSlot, ExecStoreHeapTuple, TTSOpsHeapTuple; access/heapam.h:
+# heap_multi_insert, GetBulkInsertState, FreeBulkInsertState; access/xact.h: GetCurrentCommandId;
+# utils/memutils.h: AllocSetContextCreateInternal, MemoryContextDelete; utils/palloc.h:
+# CurrentMemoryContext; access/htup.h: HeapTupleData, 24 bytes: t_len at 0, t_self at 4 (6 bytes),
+# t_tableOid at 12, t_data at 16; storage/lockdefs.h: NoLock 0, RowExclusiveLock 3).
+INSERT_IR = r"""
 declare ptr @table_open(i32, i32)
 declare void @table_close(ptr, i32)
-declare ptr @addRangeTableEntryForRelation(ptr, ptr, i32, ptr, i1 zeroext, i1 zeroext)
-declare ptr @BeginCopyFrom(ptr, ptr, ptr, ptr, i1 zeroext, ptr, ptr, ptr)
-declare i64 @CopyFrom(ptr)
-declare void @EndCopyFrom(ptr)
-declare ptr @makeString(ptr)
-declare ptr @makeDefElem(ptr, ptr, i32)
-declare ptr @lappend(ptr, ptr)
-declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+declare ptr @lookup_rowtype_tupdesc_copy(i32, i32)
+declare ptr @MakeSingleTupleTableSlot(ptr, ptr)
+declare ptr @ExecStoreHeapTuple(ptr, ptr, i1 zeroext)
+declare void @heap_multi_insert(ptr, ptr, i32, i32, i32, ptr)
+declare ptr @GetBulkInsertState()
+declare void @FreeBulkInsertState(ptr)
+declare i32 @GetCurrentCommandId(i1 zeroext)
+declare ptr @AllocSetContextCreateInternal(ptr, ptr, i64, i64, i64)
+declare void @MemoryContextDelete(ptr)
+declare ptr @palloc(i64)
 
-@sqlml_copy_source = external global [3 x i64]
-@format = private unnamed_addr constant [7 x i8] c"format\00"
-@binary = private unnamed_addr constant [7 x i8] c"binary\00"
+@CurrentMemoryContext = external global ptr
+@TTSOpsHeapTuple = external global i8
+@name = private unnamed_addr constant [20 x i8] c"sqlml scored tuples\00"
 
-; copy_data_source_cb: up to maxread bytes of the stream into outbuf; 0 at its end
-define i32 @copy_source(ptr %outbuf, i32 %minread, i32 %maxread) {
-  %size_p = getelementptr [3 x i64], ptr @sqlml_copy_source, i64 0, i64 1
-  %pos_p = getelementptr [3 x i64], ptr @sqlml_copy_source, i64 0, i64 2
-  %data = load i64, ptr @sqlml_copy_source
-  %size = load i64, ptr %size_p
-  %pos = load i64, ptr %pos_p
-  %left = sub i64 %size, %pos
-  %max = sext i32 %maxread to i64
-  %less = icmp slt i64 %left, %max
-  %n = select i1 %less, i64 %left, i64 %max
-  %at = add i64 %data, %pos
-  %src = inttoptr i64 %at to ptr
-  call void @llvm.memcpy.p0.p0.i64(ptr %outbuf, ptr %src, i64 %n, i1 false)
-  %next = add i64 %pos, %n
-  store i64 %next, ptr %pos_p
-  %r = trunc i64 %n to i32
-  ret i32 %r
-}
-
-; i64 copy_from(relation OID, 7 unused): COPY <relation> FROM the stream (FORMAT binary); its rows
-define i64 @copy_from(i64 %relid, i64 %u1, i64 %u2, i64 %u3, i64 %u4, i64 %u5, i64 %u6, i64 %u7) {
-  %pstate = call ptr @make_parsestate(ptr null)
+; i64 insert_tuples(relation OID, its row type's OID, n, tuples' data, places (n x 2: offset in data,
+;                   length), 3 unused): the n tuples into the relation; returns n
+define i64 @insert_tuples(i64 %relid, i64 %rowtype, i64 %n, i64 %data, i64 %places, i64 %u6, i64 %u7, i64 %u8) {
+entry:
+  %caller = load ptr, ptr @CurrentMemoryContext
+  %mcx = call ptr @AllocSetContextCreateInternal(ptr %caller, ptr @name, i64 0, i64 8192, i64 8388608)
+  store ptr %mcx, ptr @CurrentMemoryContext
   %oid = trunc i64 %relid to i32
   %rel = call ptr @table_open(i32 %oid, i32 3)
-  %item = call ptr @addRangeTableEntryForRelation(ptr %pstate, ptr %rel, i32 3, ptr null, i1 false, i1 false)
-  %value = call ptr @makeString(ptr @binary)
-  %option = call ptr @makeDefElem(ptr @format, ptr %value, i32 -1)
-  %options = call ptr @lappend(ptr null, ptr %option)
-  %cstate = call ptr @BeginCopyFrom(ptr %pstate, ptr %rel, ptr null, ptr null, i1 false, ptr @copy_source,
-                                    ptr null, ptr %options)
-  %rows = call i64 @CopyFrom(ptr %cstate)
-  call void @EndCopyFrom(ptr %cstate)
+  %typid = trunc i64 %rowtype to i32
+  %desc = call ptr @lookup_rowtype_tupdesc_copy(i32 %typid, i32 -1)
+  %bistate = call ptr @GetBulkInsertState()
+  %cid = call i32 @GetCurrentCommandId(i1 true)
+  %slots = call ptr @palloc(i64 8000)
+  %headers = call ptr @palloc(i64 24000)
+  %base = inttoptr i64 %data to ptr
+  %place = inttoptr i64 %places to ptr
+  br label %make
+make:
+  %s = phi i64 [0, %entry], [%s1, %make_one]
+  %smore = icmp slt i64 %s, 1000
+  br i1 %smore, label %make_one, label %batches
+make_one:
+  %slot = call ptr @MakeSingleTupleTableSlot(ptr %desc, ptr @TTSOpsHeapTuple)
+  %slotp = getelementptr ptr, ptr %slots, i64 %s
+  store ptr %slot, ptr %slotp
+  %s1 = add i64 %s, 1
+  br label %make
+batches:
+  %start = phi i64 [0, %make], [%next, %insert]
+  %bmore = icmp slt i64 %start, %n
+  br i1 %bmore, label %batch, label %done
+batch:
+  %left = sub i64 %n, %start
+  %few = icmp slt i64 %left, 1000
+  %m = select i1 %few, i64 %left, i64 1000
+  br label %store
+store:
+  %j = phi i64 [0, %batch], [%j1, %store_one]
+  %jmore = icmp slt i64 %j, %m
+  br i1 %jmore, label %store_one, label %insert
+store_one:
+  %row = add i64 %start, %j
+  %pi = shl i64 %row, 1
+  %offp = getelementptr i64, ptr %place, i64 %pi
+  %off = load i64, ptr %offp
+  %lenp = getelementptr i64, ptr %offp, i64 1
+  %len = load i64, ptr %lenp
+  %h = getelementptr [24 x i8], ptr %headers, i64 %j
+  %len32 = trunc i64 %len to i32
+  store i32 %len32, ptr %h
+  %self = getelementptr i8, ptr %h, i64 4
+  store i32 -1, ptr %self, align 2
+  %posid = getelementptr i8, ptr %h, i64 8
+  store i16 0, ptr %posid
+  %table = getelementptr i8, ptr %h, i64 12
+  store i32 %oid, ptr %table
+  %tdata = getelementptr i8, ptr %h, i64 16
+  %tuple = getelementptr i8, ptr %base, i64 %off
+  store ptr %tuple, ptr %tdata
+  %jslotp = getelementptr ptr, ptr %slots, i64 %j
+  %jslot = load ptr, ptr %jslotp
+  %stored = call ptr @ExecStoreHeapTuple(ptr %h, ptr %jslot, i1 false)
+  %j1 = add i64 %j, 1
+  br label %store
+insert:
+  %m32 = trunc i64 %m to i32
+  call void @heap_multi_insert(ptr %rel, ptr %slots, i32 %m32, i32 %cid, i32 0, ptr %bistate)
+  %next = add i64 %start, %m
+  br label %batches
+done:
+  call void @FreeBulkInsertState(ptr %bistate)
   call void @table_close(ptr %rel, i32 0)
-  call void @free_parsestate(ptr %pstate)
-  ret i64 %rows
+  store ptr %caller, ptr @CurrentMemoryContext
+  call void @MemoryContextDelete(ptr %mcx)
+  ret i64 %n
 }
 """
-_copy_source = (ctypes.c_int64 * 3)()
-_loaded_copy: list = []
+_loaded_insert: list = []
 
 
-def _copy_code():
-    """(what keeps it mapped, copy_from's address), or None where it cannot be built (no LLVM)."""
-    if not _loaded_copy:
+def _insert_code():
+    """(what keeps it mapped, insert_tuples' address), or None where it cannot be built (no LLVM)."""
+    if not _loaded_insert:
         from sqlml.onnx import compiled
 
         def link(obj: bytes) -> tuple:
-            code, address, _ = compiled.link(obj, {"sqlml_copy_source": ctypes.addressof(_copy_source)})
-            if not address("copy_from"):
-                raise RuntimeError("compiled COPY code without copy_from")
-            return code, address("copy_from")
+            code, address, _ = compiled.link(obj)
+            if not address("insert_tuples"):
+                raise RuntimeError("compiled insert code without insert_tuples")
+            return code, address("insert_tuples")
 
-        _loaded_copy.append(compiled.cached_code("pg-copy", COPY_IR, compiled_cache_dir(), link))
-    return _loaded_copy[0]
-
-
-def copy_available() -> bool:
-    """Whether ``copy_in`` can run here: DatumSpi's conditions, the client's encoding the database's
-    (COPY reads a text field as the client's: UTF-8 bytes are taken as they are only then), and the
-    COPY code built."""
-    return DatumSpi.available() and _client_encoding() == PG_UTF8 and _copy_code() is not None
+        _loaded_insert.append(compiled.cached_code("pg-insert", INSERT_IR, compiled_cache_dir(), link))
+    return _loaded_insert[0]
 
 
-def copy_in(relation_oid: int, stream, release_gil: bool = False) -> int:
-    """COPY the table ``relation_oid`` FROM ``stream`` (uint8 numpy: a binary COPY stream,
-    ``sqlml.scoring.copy_stream``), inside a subtransaction, its error raised as plpy's; the rows
-    copied. No privilege is checked: the caller's table only. ``release_gil``: as
-    ``DatumSpi.execute``'s (a table that runs no PL/Python on insert)."""
-    _, copy_from = _copy_code()
-    _copy_source[0], _copy_source[1], _copy_source[2] = stream.ctypes.data, stream.nbytes, 0
-    try:
-        return _guarded(copy_from, relation_oid, release_gil=release_gil)
-    finally:
-        _copy_source[0] = _copy_source[1] = _copy_source[2] = 0
+def tuples_available() -> bool:
+    """Whether ``insert_tuples`` can run here: DatumSpi's conditions (a UTF-8 database: the tuples'
+    texts are UTF-8 as they are) and the insert code built."""
+    return DatumSpi.available() and _insert_code() is not None
+
+
+def insert_tuples(relation_oid: int, rowtype_oid: int, tuples, release_gil: bool = False) -> int:
+    """Insert ``tuples`` (``sqlml.scoring.heap_tuples.Tuples``) into the table ``relation_oid`` (its
+    row type ``rowtype_oid``), inside a subtransaction, an error raised as plpy's; the rows inserted.
+    Nothing is checked: a plain table of the tuples' four columns only, which the caller may insert
+    into. ``release_gil``: as ``DatumSpi.execute``'s (a table that runs no PL/Python on insert)."""
+    _, insert = _insert_code()
+    return _guarded(insert, relation_oid, rowtype_oid, len(tuples), tuples.data.ctypes.data,
+                    tuples.places.ctypes.data, release_gil=release_gil)
 
 
 # --- rows read into a matrix by a compiled DestReceiver (checked against 15) ------------------------
