@@ -268,8 +268,9 @@ SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.rel
           AND NOT a.attisdropped) AS types,
        (SELECT pg_catalog.bool_or(a.atthasdef OR a.attgenerated::pg_catalog.text OPERATOR(pg_catalog.<>) '')
         FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid) AS computed,
-       (SELECT pg_catalog.bool_or(a.attnotnull) FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2) AS not_null
+       (SELECT pg_catalog.bool_or(a.attnotnull) FROM pg_catalog.pg_attribute a  -- system columns are NOT NULL
+        WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
+          AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2) AS not_null
 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass"""
 HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
 
