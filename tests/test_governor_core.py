@@ -7,6 +7,8 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -230,6 +232,26 @@ def test_cost_model_learns_from_history():
     assert learned[15] < 20 < base[15]
 
 
+def test_a_fitted_cost_model_serves_until_its_history_has_grown(store):
+    """Every job adds to the history: the model is fitted again once it has grown by REFIT_GROWTH."""
+    def succeed(jobs):
+        for h in jobs:
+            job = store.submit("score", "alice", "db", "p", os.getpid())
+            store.update(job, features=h["features"])
+            store.finish(job, "succeeded", actual_seconds=h["actual_seconds"], actual_peak=h["actual_peak"])
+
+    succeed(_history(100))
+    fitted = costmodel.Refitted(growth=0.05)
+    first = fitted.model(store, "score")
+    assert first.n == 100 and fitted.model(store, "predict_batch") is not first  # a kind of its own
+    succeed(_history(4, seed=1))
+    assert fitted.model(store, "score") is first  # 4 < 5% of 100
+    succeed(_history(1, seed=2))
+    again = fitted.model(store, "score")
+    assert again is not first and again.n == 105
+    assert fitted.model(JobStore(store.dir + "-other"), "score").n == 0  # another store: its own history
+
+
 def test_cost_model_does_not_extrapolate():
     model = costmodel.CostModel("train", _history(30))  # no forests in this history
     seen = costmodel.Features(rows=50_000, numeric=10, category=1, text_bytes=20, algorithms=2, budget=5)
@@ -369,3 +391,25 @@ def test_a_store_from_a_newer_sqlml_is_refused(tmp_path):
     with pytest.raises(SqlmlError) as e:
         JobStore(str(directory)).get(1)
     assert e.value.sqlstate == "55000" and "newer than this sqlml's" in e.value.message
+
+
+LIMITED_AFTER_IMPORT = """
+import json
+import sys
+from threadpoolctl import threadpool_info
+from sqlml.governor import limits
+assert "numpy" not in sys.modules
+with limits.thread_limits(1):  # looks for thread pools: none loaded yet
+    pass
+import numpy  # loads OpenBLAS and its pool
+with limits.thread_limits(1):
+    inside = [p["num_threads"] for p in threadpool_info()]
+print(json.dumps([inside, [p["num_threads"] for p in threadpool_info()]]))
+"""
+
+
+def test_thread_limits_find_a_pool_loaded_after_they_last_looked():
+    out = subprocess.run([sys.executable, "-c", LIMITED_AFTER_IMPORT], capture_output=True, text=True,
+                         env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, check=True).stdout
+    inside, outside = json.loads(out)
+    assert inside and set(inside) == {1} and set(outside) == {2}

@@ -25,6 +25,7 @@ import numpy as np
 MB = 1024 ** 2
 MIN_HISTORY = 10
 HISTORY = 500
+REFIT_GROWTH = 0.05  # a fitted cost model serves until its history has grown by this share
 RIDGE_ALPHA = 1.0
 CLIP_MARGIN = math.log(2.0)  # a correction may go this far beyond the range history has seen
 MIN_UPPER_FACTOR = 1.25  # the memory upper bound is at least 25% above the point prediction
@@ -186,6 +187,27 @@ class CostModel:
         log_peak = math.log(max(a_peak * math.exp(self.peak.predict(x)), data_floor(f), 1))
         return Prediction(a_seconds * math.exp(self.seconds.predict(x)), int(math.exp(log_peak)),
                           int(math.exp(log_peak + self.peak_margin)), "learned", a_seconds, a_peak)
+
+
+class Refitted:
+    """Cost models per job kind, each fitted on its history (``JobStore.history``) and fitted again
+    once that has grown by ``growth`` of it: every job adds to it, and fitting 500 jobs took ~12 ms
+    of each scoring call."""
+
+    def __init__(self, growth: float = REFIT_GROWTH):
+        self.growth = growth
+        self._fitted: dict = {}  # kind -> (the store's directory, the newest job fitted on, the model)
+
+    def model(self, store, kind: str) -> CostModel:
+        pools = POOLS[kind]
+        fitted = self._fitted.get(kind)
+        if fitted is not None and fitted[0] == store.dir and \
+                store.succeeded_since(pools, fitted[1]) < max(1, int(fitted[2].n * self.growth)):
+            return fitted[2]
+        history = store.history(pools, HISTORY)
+        model = CostModel(kind, history)
+        self._fitted[kind] = store.dir, max((h["id"] for h in history), default=0), model
+        return model
 
 
 def ape(predicted, actual) -> float | None:

@@ -79,13 +79,37 @@ class PeakMeter:
         return max(_status("VmHWM") - self.start, 0)
 
 
+_controller: dict = {}  # "objects": shared objects loaded when "controller" looked for thread pools
+
+
 @contextmanager
 def thread_limits(threads: int):
-    """BLAS and OpenMP thread pools of this process limited to ``threads`` (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
+    """BLAS and OpenMP thread pools of this process limited to ``threads`` (threadpoolctl). The
+    pools are looked for again only once the process has loaded another shared object (an
+    import may bring one): looking took ~1.5 ms of every job."""
+    from threadpoolctl import ThreadpoolController
 
-    with threadpool_limits(limits=max(int(threads), 1)):
+    objects = _loaded_objects()
+    if _controller.get("objects") != objects:
+        _controller.update(objects=objects, controller=ThreadpoolController())
+    with _controller["controller"].limit(limits=max(int(threads), 1)):
         yield
+
+
+_ON_OBJECT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+
+
+def _loaded_objects() -> int:
+    """How many shared objects this process has loaded (dl_iterate_phdr)."""
+    count = 0
+
+    def counted(info, size, data) -> int:
+        nonlocal count
+        count += 1
+        return 0
+
+    ctypes.CDLL(None).dl_iterate_phdr(_ON_OBJECT(counted), None)
+    return count
 
 
 def looks_like_out_of_memory(exc: BaseException) -> bool:

@@ -323,6 +323,14 @@ class JobStore:
             r["position"] = positions.get(r["id"])
         return rows
 
+    def succeeded_since(self, kinds: tuple[str, ...], last_id: int) -> int:
+        """How many jobs of ``kinds`` after job ``last_id`` have joined ``history(kinds)``."""
+        marks = ", ".join("?" for _ in kinds)
+        return self._conn().execute(
+            f"SELECT count(*) FROM jobs WHERE kind IN ({marks}) AND state = 'succeeded' AND id > ? "
+            "AND features IS NOT NULL AND actual_seconds IS NOT NULL AND actual_peak IS NOT NULL",
+            (*kinds, last_id)).fetchone()[0]
+
     def history(self, kinds: tuple[str, ...], limit: int = 500) -> list[dict]:
         """The newest succeeded jobs of ``kinds`` with their features and actual cost, oldest first."""
         marks = ", ".join("?" for _ in kinds)

@@ -66,6 +66,7 @@ INTERACTIVE_HOLD = 1.0  # seconds a training keeps yielding after it last saw in
 
 _store: JobStore | None = None
 _current: Job | None = None
+_fitted = costmodel.Refitted()
 
 
 def store() -> JobStore:
@@ -110,7 +111,7 @@ class Job:
         return any(m not in sys.modules for m in WARM_MODULES[self.kind])
 
     def model(self) -> costmodel.CostModel:
-        return costmodel.CostModel(self.kind, store().history(costmodel.POOLS[self.kind], costmodel.HISTORY))
+        return _fitted.model(store(), self.kind)
 
     def predict(self, features: costmodel.Features, model: costmodel.CostModel) -> costmodel.Prediction:
         p = model.predict(features)

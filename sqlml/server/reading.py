@@ -44,8 +44,9 @@ class Source:
     @classmethod
     def open(cls, text) -> Source:
         relation = parse_relation(text)
-        sql, hidden = source_sql(relation)
-        return cls(relation, sql, hidden, describe(sql))
+        if relation.name:
+            return cls(relation, *named_source(relation))
+        return cls(relation, relation.query, [], describe(relation.query))
 
     def by_name(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
@@ -81,32 +82,40 @@ def read_only(sql: str, prefix: str = ""):
     return result
 
 
-def source_sql(relation: Relation) -> tuple[str, list[str]]:
-    """(SQL to read, column names not readable by the caller) after checking the relation exists,
-    the caller may read it (what it runs is checked when it is read: ``read_only``)."""
-    if relation.name:
-        oid = spi.execute("SELECT to_regclass($1)::oid AS oid", [relation.qualified])[0]["oid"]
-        if oid is None:
-            raise SqlmlError(f'relation "{relation.text}" does not exist', sqlstate=UNDEFINED_TABLE,
-                             hint="check the name and the search_path, or schema-qualify it (schema.table)")
-        cols = spi.execute(
-            """SELECT a.attname, has_column_privilege($1::oid, a.attnum, 'SELECT') AS readable
-               FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
-               ORDER BY a.attnum""", [oid])
-        readable = [c["attname"] for c in cols if c["readable"]]
-        hidden = [c["attname"] for c in cols if not c["readable"]]
-        if not readable:
-            raise SqlmlError(f'permission denied for relation "{relation.text}"', sqlstate=INSUFFICIENT_PRIVILEGE,
-                             hint="ask its owner for SELECT on the table or on the columns to train on")
-        select = ", ".join(ingest.quote_ident(c) for c in readable)
-        return f"SELECT {select} FROM {relation.qualified}", hidden
-    return relation.query, []
+def named_source(relation: Relation) -> tuple[str, list[str], list[Column]]:
+    """(SQL to read, column names not readable by the caller, the readable columns) of a named
+    relation after checking it exists and the caller may read it, from the catalogs: nothing is
+    planned or run (what the SQL runs is checked when it is read: ``read_only``)."""
+    oid = spi.execute("SELECT to_regclass($1)::oid AS oid", [relation.qualified])[0]["oid"]
+    if oid is None:
+        raise SqlmlError(f'relation "{relation.text}" does not exist', sqlstate=UNDEFINED_TABLE,
+                         hint="check the name and the search_path, or schema-qualify it (schema.table)")
+    cols = spi.execute(
+        """SELECT a.attname::pg_catalog.text AS name, a.atttypid::pg_catalog.int8 AS type, a.atttypmod AS typmod,
+                  pg_catalog.has_column_privilege($1::pg_catalog.oid, a.attnum, 'SELECT') AS readable
+           FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid
+             AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2 AND NOT a.attisdropped
+           ORDER BY a.attnum""", [oid])
+    readable = [c for c in cols if c["readable"]]
+    hidden = [c["name"] for c in cols if not c["readable"]]
+    if not readable:
+        raise SqlmlError(f'permission denied for relation "{relation.text}"', sqlstate=INSUFFICIENT_PRIVILEGE,
+                         hint="ask its owner for SELECT on the table or on the columns to train on")
+    select = ", ".join(ingest.quote_ident(c["name"]) for c in readable)
+    return f"SELECT {select} FROM {relation.qualified}", hidden, \
+        _columns([c["name"] for c in readable], [c["type"] for c in readable], [c["typmod"] for c in readable])
 
 
 def describe(sql: str) -> list[Column]:
-    """Name, type and typmod of each column of ``sql``, without reading rows."""
+    """Name, type and typmod of each column of the query ``sql``, without reading rows (it is
+    analysed and planned, once what it runs is checked)."""
     res = read_only(f"SELECT * FROM ({sql}) AS src LIMIT 0")
-    names, oids, typmods = res.colnames(), res.coltypes(), res.coltypmods()
+    return _columns(res.colnames(), res.coltypes(), res.coltypmods())
+
+
+def _columns(names: list[str], oids: list[int], typmods: list[int]) -> list[Column]:
+    """Columns of these names, type OIDs and typmods: a domain as its base type, an enum as text, a
+    type that is not built in by its schema-qualified name."""
     types = {r["oid"]: r for r in spi.execute(
         """SELECT t.oid::int8 AS oid, t.typname::text AS typname, t.typtype::text AS typtype, b.typname::text AS base,
                   n.nspname::text AS schema, r.rolsuper AS builtin
