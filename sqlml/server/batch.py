@@ -278,13 +278,14 @@ SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.rel
        (SELECT pg_catalog.bool_or(a.attnotnull) FROM pg_catalog.pg_attribute a  -- system columns are NOT NULL
         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
           AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2) AS not_null
-FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass"""
+FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) """
 HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
 
 
-def _table_fields(table: str) -> dict | None:
-    """``TABLE_FIELDS`` of ``table``, None if it is gone."""
-    found = spi.execute(TABLE_FIELDS, [table])
+def _table_fields(table: str | int) -> dict | None:
+    """``TABLE_FIELDS`` of ``table`` (a name, or an OID), None if it is gone."""
+    found = spi.execute(TABLE_FIELDS + ("$1::pg_catalog.oid" if isinstance(table, int) else "$1::pg_catalog.regclass"),
+                        [table])
     return found[0] if found else None
 
 
@@ -348,7 +349,13 @@ class _DatumWriter:
         return self.packer.scored_rows(ids, ID_WIDTHS[self.id_oid], values[classes], labels, classes, out)
 
     def write(self, packed, ids: np.ndarray, out: np.ndarray) -> None:
-        fields = _table_fields(self.table)  # then nothing runs before PostgreSQL writes
+        fields = _table_fields(self.table)
+        if fields is not None and fields["may_insert"]:
+            # locked as the write will lock it, then judged: another session cannot commit a trigger
+            # or a constraint on it in between (the table may be another than score created, a
+            # committed one, if the caller's code renamed tables while the chunks were read)
+            pg_internals.lock_for_insert(fields["oid"])
+            fields = _table_fields(int(fields["oid"]))  # then nothing runs before PostgreSQL writes
         if isinstance(packed, heap_tuples.Tuples) and self._takes_tuples(fields):
             pg_internals.insert_tuples(fields["oid"], fields["rowtype"], packed, release_gil=True)
             return

@@ -318,7 +318,7 @@ _flush_error = _bind("FlushErrorState", None)
 _free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
 _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
             for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "PortalRunFetch",
-                         "ReleaseCurrentSubTransaction")}
+                         "ReleaseCurrentSubTransaction", "LockRelationOid")}
 _cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
 _cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
 # void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
@@ -583,6 +583,14 @@ def tuples_available() -> bool:
     """Whether ``insert_tuples`` can run here: DatumSpi's conditions (a UTF-8 database: the tuples'
     texts are UTF-8 as they are) and the insert code built."""
     return DatumSpi.available() and _insert_code() is not None
+
+
+def lock_for_insert(relation_oid: int) -> None:
+    """Hold ROW EXCLUSIVE on the relation ``relation_oid`` until the transaction ends, as an INSERT
+    into it would (void LockRelationOid(Oid, LOCKMODE): 15, storage/lmgr.h; RowExclusiveLock 3): no
+    other session's DDL (a trigger, a constraint) commits on it once it is judged. No privilege is
+    checked: a relation the caller may insert into only."""
+    _guarded(_address["LockRelationOid"], relation_oid, 3)
 
 
 def insert_tuples(relation_oid: int, rowtype_oid: int, tuples, release_gil: bool = False) -> int:
