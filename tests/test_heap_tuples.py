@@ -73,6 +73,7 @@ REFUSED = [  # (ids, id width, labels, label of each row, probabilities, what th
     (np.array([1]), 4, ["x"], np.array([-1]), None, "label index outside"),
     (np.array([1, 2]), 4, ["x"], np.array([0, 0]), np.zeros((3, 2)), "3 rows of probabilities for 2 ids"),
     (np.array([1]), 4, ["a\0b"], np.array([0]), None, "NUL"),
+    (np.array([1]), 4, ["x"], np.array([0]), np.zeros((1, 0)), "no class"),
 ]
 
 

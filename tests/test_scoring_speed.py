@@ -400,7 +400,8 @@ def test_what_makes_a_scored_table_plain(db, hooks, sql, plain):
     if sql:
         query(db, sql.replace("{t}", "plain_scored"))
     query(db, "DO $$ from sqlml.server import batch; "
-              "plpy.notice(str(batch._plain(batch._table_fields('plain_scored'), 23))) $$ LANGUAGE plpython3u")
+              "oid = plpy.execute(\"SELECT 'plain_scored'::regclass::oid AS o\")[0]['o']; "
+              "plpy.notice(str(batch._plain(batch._table_fields(oid, 'plain_scored'), 23))) $$ LANGUAGE plpython3u")
     assert db.notices[-1].split("NOTICE:  ")[1].strip() == str(plain)
 
 

@@ -38,6 +38,7 @@ from sqlml.onnx import compiled
 
 FLOAT8OID = 701
 HEADER = 24  # t_hoff: MAXALIGN(23 bytes of header + 1 of null bitmap)
+MAX_TEXT = (1 << 30) - 1 - 4  # a varlena's 4-byte header holds 30 bits of size, itself included
 
 PACK_IR = r"""
 declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
@@ -236,6 +237,8 @@ class Packer:
         if b"\0" in joined:
             raise ValueError("a label with a NUL character, which text cannot hold")
         lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+        if len(lengths) and lengths.max() > MAX_TEXT:
+            raise ValueError(f"a label of {lengths.max()} bytes: text holds {MAX_TEXT} at most")
         offsets = np.cumsum(lengths) - lengths
         text = np.frombuffer(joined + b"\0", dtype=np.uint8)
         k = 0 if probabilities is None else probabilities.shape[1]
@@ -243,6 +246,8 @@ class Packer:
             probabilities = np.ascontiguousarray(probabilities, dtype=np.float64)
             if probabilities.shape[0] != n:
                 raise ValueError(f"{probabilities.shape[0]} rows of probabilities for {n} ids")
+            if k < 1:
+                raise ValueError("probabilities of no class")
         # per row at most: header, id and prediction, a label's 4-byte header, the array 8-aligned
         # with its 4-byte header, and the pad to the next tuple
         size = n * (HEADER + 16 + 4 + 7 + 24 + 8 * k + 7) + int(lengths[label_of_row].sum())

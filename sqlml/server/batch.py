@@ -226,7 +226,11 @@ def score(project, relation, into_table, id_column) -> int:
     governing.wrote()  # sqlml.jobs calls the job succeeded only once this transaction commits
     total = 0
     datums = _datum_spi(id_col.pg_type)
-    writer = _DatumWriter(m, target.qualified, INTEGER_OIDS[id_col.pg_type], datums) if datums is not None else None
+    # the table this CREATE made, before any code of the caller's runs (an event trigger is a superuser's)
+    created = spi.execute("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::pg_catalog.int8 AS oid",
+                          [target.qualified])[0]["oid"]
+    writer = _DatumWriter(m, target.qualified, created, INTEGER_OIDS[id_col.pg_type], datums) \
+        if datums is not None else None
     if m.task != REGRESSION:  # for plpy's way (a view's chunks, or no guard)
         class_values, class_labels = _classes(m)
         class_values = class_values.tolist()
@@ -270,6 +274,8 @@ SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.rel
        c.relforcerowsecurity AS force_rls, c.relispartition AS partition, c.oid::pg_catalog.int8 AS oid,
        c.reltype::pg_catalog.int8 AS rowtype, c.relnatts::pg_catalog.int8 AS attributes,
        pg_catalog.has_table_privilege(c.oid, 'INSERT') AS may_insert,
+       pg_catalog.to_regclass($2::pg_catalog.text) OPERATOR(pg_catalog.=) c.oid AS named,
+       pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'on' AS read_only,
        (SELECT pg_catalog.array_agg(a.atttypid::pg_catalog.int8 ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2
           AND NOT a.attisdropped) AS types,
@@ -278,14 +284,13 @@ SELECT c.relkind::pg_catalog.text AS kind, c.relam::pg_catalog.int8 AS am, c.rel
        (SELECT pg_catalog.bool_or(a.attnotnull) FROM pg_catalog.pg_attribute a  -- system columns are NOT NULL
         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
           AND a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2) AS not_null
-FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) """
+FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid"""
 HEAP_AM = 2  # pg_am's heap: 15 (catalog/pg_am.dat)
 
 
-def _table_fields(table: str | int) -> dict | None:
-    """``TABLE_FIELDS`` of ``table`` (a name, or an OID), None if it is gone."""
-    found = spi.execute(TABLE_FIELDS + ("$1::pg_catalog.oid" if isinstance(table, int) else "$1::pg_catalog.regclass"),
-                        [table])
+def _table_fields(oid: int | None, name: str) -> dict | None:
+    """``TABLE_FIELDS`` of the table ``oid`` (``named``: whether ``name`` is it), None if it is gone."""
+    found = spi.execute(TABLE_FIELDS, [oid, name]) if oid is not None else []
     return found[0] if found else None
 
 
@@ -304,12 +309,14 @@ def _plain(fields: dict, id_oid: int) -> bool:
 class _DatumWriter:
     """Writes ``score``'s chunks of a table with integer ids, handed over as Datums.
 
-    Into a plain table (``_plain``) of exactly the four columns score created, as it created them,
-    that the caller may insert into: as heap tuples formed on the scoring thread
+    Into the table score created (by OID: no other session can change it before this transaction
+    commits, whatever its isolation level), while it is plain (``_plain``), of exactly the four
+    columns score created and no other, and the caller may insert into it: as heap tuples formed on
+    the scoring thread
     (``sqlml.scoring.heap_tuples``), inserted a page at a time (``pg_internals.insert_tuples``)
     while the backend lets go of the GIL. Otherwise by an INSERT from arrays (``_insert_datums``),
     which runs what the table has (triggers, checks, policies) and checks the INSERT privilege,
-    keeping the GIL unless the table is plain.
+    keeping the GIL unless the table is plain and its name still the created table's.
 
     The table is judged again just before each write, with nothing run in between: the reads of the
     chunks in between may run the caller's own code (a trusted function may call another that
@@ -319,22 +326,22 @@ class _DatumWriter:
     scores)`` on the backend's thread writes it, or the INSERT's parameters built from the scores
     when the table no longer takes tuples (and the chunks after it are packed for the INSERT)."""
 
-    def __init__(self, m, table: str, id_oid: int, datums):
-        self.m, self.table, self.id_oid, self.datums = m, table, id_oid, datums
+    def __init__(self, m, table: str, created: int | None, id_oid: int, datums):
+        self.m, self.table, self.created, self.id_oid, self.datums = m, table, created, id_oid, datums
         self.insert, self.constants = _insert_datums_sql(m, table), _class_constants(m)
         self.packer = None
         self.tuples = False
 
     def decide(self) -> None:
         self.packer = heap_tuples.packer(pg_internals.compiled_cache_dir())
-        self.tuples = self._takes_tuples(_table_fields(self.table))
+        self.tuples = self._takes_tuples(_table_fields(self.created, self.table))
 
     def _takes_tuples(self, fields: dict | None) -> bool:
         """Whether a table of ``fields`` takes tuples laid out as ``heap_tuples`` lays them out: plain,
         its four columns and no dropped one (a column dropped and added again moves to a new
-        attribute), and no NOT NULL (nothing is checked on the way in)."""
+        attribute), and no NOT NULL, in a transaction that may write (nothing is checked on the way in)."""
         return (fields is not None and _plain(fields, self.id_oid) and fields["may_insert"]
-                and fields["attributes"] == 4 and not fields["not_null"]
+                and fields["attributes"] == 4 and not fields["not_null"] and not fields["read_only"]
                 and self.packer is not None and pg_internals.tuples_available())
 
     def pack(self, ids: np.ndarray, out: np.ndarray):
@@ -349,19 +356,15 @@ class _DatumWriter:
         return self.packer.scored_rows(ids, ID_WIDTHS[self.id_oid], values[classes], labels, classes, out)
 
     def write(self, packed, ids: np.ndarray, out: np.ndarray) -> None:
-        fields = _table_fields(self.table)
-        if fields is not None and fields["may_insert"]:
-            # locked as the write will lock it, then judged: another session cannot commit a trigger
-            # or a constraint on it in between (the table may be another than score created, a
-            # committed one, if the caller's code renamed tables while the chunks were read)
-            pg_internals.lock_for_insert(fields["oid"])
-            fields = _table_fields(int(fields["oid"]))  # then nothing runs before PostgreSQL writes
+        fields = _table_fields(self.created, self.table)  # then nothing runs before PostgreSQL writes
         if isinstance(packed, heap_tuples.Tuples) and self._takes_tuples(fields):
             pg_internals.insert_tuples(fields["oid"], fields["rowtype"], packed, release_gil=True)
             return
         self.tuples = False
         params = packed if isinstance(packed, list) else _insert_datums(self.m, ids, out, self.constants)
-        self.datums.execute(self.insert, params, release_gil=fields is not None and _plain(fields, self.id_oid))
+        # the INSERT names the table: the GIL let go only if the name is still the plain table created
+        release = fields is not None and fields["named"] and _plain(fields, self.id_oid)
+        self.datums.execute(self.insert, params, release_gil=release)
 
 
 INTEGER_OIDS = {"int2": 21, "int4": arrays.INT4OID, "int8": arrays.INT8OID}

@@ -318,7 +318,7 @@ _flush_error = _bind("FlushErrorState", None)
 _free_error = _bind("FreeErrorData", None, ctypes.POINTER(ErrorData))
 _address = {name: ctypes.cast(getattr(_pg, name), ctypes.c_void_p).value
             for name in ("SPI_execute_with_args", "SPI_cursor_open_with_args", "PortalRunFetch",
-                         "ReleaseCurrentSubTransaction", "LockRelationOid")}
+                         "ReleaseCurrentSubTransaction")}
 _cursor_close = _bind("SPI_cursor_close", None, ctypes.c_void_p)
 _cursor_find = _bind("SPI_cursor_find", ctypes.c_void_p, ctypes.c_char_p)
 # void PinPortal(Portal), UnpinPortal(Portal): 15 (utils/portal.h); int GetDatabaseEncoding(void),
@@ -455,15 +455,16 @@ def _varlena(tup, desc, j) -> bytes | None:
 # What COPY FROM does once it has formed a chunk's tuples, with tuples sqlml formed already
 # (``sqlml.scoring.heap_tuples``): the table opened, each tuple stored in a heap-tuple slot, and
 # heap_multi_insert a page at a time (one WAL record per page), in a memory context of its own
-# (the slots' copies of the tuples, heap_multi_insert's arrays) deleted at the end. Nothing is
+# (the slots' copies of the tuples, heap_multi_insert's arrays) deleted at the end, a child of the
+# subtransaction's (``_guarded``'s), which an error's rollback deletes with it. Nothing is
 # checked and nothing runs: for a plain heap table with no constraint, index, trigger, rule or
 # policy, whose columns are the four the tuples are laid out for (the caller's ``_plain``), and no
 # privilege either (the caller checks INSERT). Signatures: 15 (access/table.h: table_open,
 # table_close; utils/typcache.h: lookup_rowtype_tupdesc_copy; executor/tuptable.h:
 # MakeSingleTupleTableSlot, ExecStoreHeapTuple, TTSOpsHeapTuple; access/heapam.h:
 # heap_multi_insert, GetBulkInsertState, FreeBulkInsertState; access/xact.h: GetCurrentCommandId;
-# utils/memutils.h: AllocSetContextCreateInternal, MemoryContextDelete; utils/palloc.h:
-# CurrentMemoryContext; access/htup.h: HeapTupleData, 24 bytes: t_len at 0, t_self at 4 (6 bytes),
+# utils/memutils.h: AllocSetContextCreateInternal, MemoryContextDelete, CurTransactionContext;
+# utils/palloc.h: CurrentMemoryContext; access/htup.h: HeapTupleData, 24 bytes: t_len at 0, t_self at 4 (6 bytes),
 # t_tableOid at 12, t_data at 16; storage/lockdefs.h: NoLock 0, RowExclusiveLock 3).
 INSERT_IR = r"""
 declare ptr @table_open(i32, i32)
@@ -480,6 +481,7 @@ declare void @MemoryContextDelete(ptr)
 declare ptr @palloc(i64)
 
 @CurrentMemoryContext = external global ptr
+@CurTransactionContext = external global ptr
 @TTSOpsHeapTuple = external global i8
 @name = private unnamed_addr constant [20 x i8] c"sqlml scored tuples\00"
 
@@ -488,7 +490,8 @@ declare ptr @palloc(i64)
 define i64 @insert_tuples(i64 %relid, i64 %rowtype, i64 %n, i64 %data, i64 %places, i64 %u6, i64 %u7, i64 %u8) {
 entry:
   %caller = load ptr, ptr @CurrentMemoryContext
-  %mcx = call ptr @AllocSetContextCreateInternal(ptr %caller, ptr @name, i64 0, i64 8192, i64 8388608)
+  %subtransaction = load ptr, ptr @CurTransactionContext
+  %mcx = call ptr @AllocSetContextCreateInternal(ptr %subtransaction, ptr @name, i64 0, i64 8192, i64 8388608)
   store ptr %mcx, ptr @CurrentMemoryContext
   %oid = trunc i64 %relid to i32
   %rel = call ptr @table_open(i32 %oid, i32 3)
@@ -583,14 +586,6 @@ def tuples_available() -> bool:
     """Whether ``insert_tuples`` can run here: DatumSpi's conditions (a UTF-8 database: the tuples'
     texts are UTF-8 as they are) and the insert code built."""
     return DatumSpi.available() and _insert_code() is not None
-
-
-def lock_for_insert(relation_oid: int) -> None:
-    """Hold ROW EXCLUSIVE on the relation ``relation_oid`` until the transaction ends, as an INSERT
-    into it would (void LockRelationOid(Oid, LOCKMODE): 15, storage/lmgr.h; RowExclusiveLock 3): no
-    other session's DDL (a trigger, a constraint) commits on it once it is judged. No privilege is
-    checked: a relation the caller may insert into only."""
-    _guarded(_address["LockRelationOid"], relation_oid, 3)
 
 
 def insert_tuples(relation_oid: int, rowtype_oid: int, tuples, release_gil: bool = False) -> int:
