@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import psycopg2
@@ -354,19 +355,28 @@ def hooks(db):
                  END $$""")
 
 
+@contextmanager
+def hooked(db, kind: str, sql: str, *sessions):
+    """``hooks``' event trigger armed while the block runs: once a table ``hooked_<kind>`` is created,
+    ``sql`` runs on it ({t}: its name). ``sessions``: others that create it, told the same."""
+    for conn in (db, *sessions):
+        query(conn, "SELECT set_config('hooked.kind', %s, false), set_config('hooked.sql', %s, false)", (kind, sql))
+    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+              "EXECUTE FUNCTION hook_new_table()")
+    try:
+        yield
+    finally:
+        query(db, "DROP EVENT TRIGGER hook_new_table")
+
+
 @pytest.mark.parametrize("kind, sql", ATTACHED, ids=[k for k, _ in ATTACHED])
 def test_what_an_event_trigger_adds_to_the_scored_table_still_runs(db, hooks, kind, sql):
     """An event trigger may add to the table score creates what runs PL/Python on insert: it must run
     as usual, the backend keeping the GIL while it writes such a table (without, it would crash)."""
     query(db, f"DROP TABLE IF EXISTS hooked_{kind}")
     query(db, "SELECT hooked_calls()")
-    query(db, "SELECT set_config('hooked.kind', %s, false), set_config('hooked.sql', %s, false)", (kind, sql))
-    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
-              "EXECUTE FUNCTION hook_new_table()")
-    try:
+    with hooked(db, kind, sql):
         assert scalar(db, f"SELECT sqlml.score('sp', 'people', 'hooked_{kind}', 'id')") == 3000
-    finally:
-        query(db, "DROP EVENT TRIGGER hook_new_table")
     assert scalar(db, "SELECT hooked_calls()") >= 1  # PL/Python ran while the chunks were written
     assert query(db, f"SELECT prediction FROM hooked_{kind} ORDER BY id") == \
         query(db, "SELECT sqlml.predict('sp', t) FROM people t ORDER BY id")
@@ -495,13 +505,8 @@ RESHAPED = [
 @pytest.mark.parametrize("kind, sql", RESHAPED, ids=[k for k, _ in RESHAPED])
 def test_a_table_not_laid_out_as_the_tuples_is_written_by_the_insert(db, hooks, wide, kind, sql):
     query(db, f"DROP TABLE IF EXISTS hooked_{kind}")
-    query(db, "SELECT set_config('hooked.kind', %s, false), set_config('hooked.sql', %s, false)", (kind, sql))
-    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
-              "EXECUTE FUNCTION hook_new_table()")
-    try:
+    with hooked(db, kind, sql):
         assert scalar(db, f"SELECT sqlml.score('wide', 'wide', 'hooked_{kind}', 'id')") == 70000
-    finally:
-        query(db, "DROP EVENT TRIGGER hook_new_table")
     assert column(db, f"SELECT prediction FROM hooked_{kind} ORDER BY id") == wide
     assert scalar(db, f"SELECT count(*) FROM hooked_{kind} WHERE label IS NULL OR probabilities IS NULL") == 0
     # as an INSERT of the same rows into a table reshaped the same way stores them (from new values:
@@ -683,15 +688,12 @@ def test_a_cast_created_while_the_chunks_are_read_is_not_run(db, hooks, wide):
                    END IF;
                    RETURN NULL;
                  END $$""")
-    query(db, "SELECT set_config('hooked.kind', 'planted', false), set_config('hooked.sql', %s, false)",
-          ("CREATE TRIGGER planting AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION plant_cast()",))
-    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
-              "EXECUTE FUNCTION hook_new_table()")
     try:
-        assert scalar(db, "SELECT sqlml.score('wide', 'planted', 'hooked_planted', 'id')") == 70000
-        assert scalar(db, "SELECT count(*) FROM pg_cast WHERE castsource = 'planted_tag'::regtype") == 1  # planted
+        with hooked(db, "planted", "CREATE TRIGGER planting AFTER INSERT ON {t} FOR EACH STATEMENT "
+                                   "EXECUTE FUNCTION plant_cast()"):
+            assert scalar(db, "SELECT sqlml.score('wide', 'planted', 'hooked_planted', 'id')") == 70000
+            assert scalar(db, "SELECT count(*) FROM pg_cast WHERE castsource = 'planted_tag'::regtype") == 1  # planted
     finally:
-        query(db, "DROP EVENT TRIGGER hook_new_table")
         query(db, "DROP CAST IF EXISTS (planted_tag AS text)")
     assert scalar(db, "SELECT count(*) FROM planted_log") == 0
     assert column(db, "SELECT prediction FROM hooked_planted ORDER BY id") == wide
@@ -701,15 +703,9 @@ def test_the_insert_checks_what_the_table_holds_it_to(db, hooks, wide_reg):
     """A NOT NULL an event trigger put on the created table (tuples are inserted unchecked, so such
     a table is written by the INSERT): PostgreSQL's own error, 23502, and no table left."""
     query(db, "DROP TABLE IF EXISTS hooked_notnull")
-    query(db, "SELECT set_config('hooked.kind', 'notnull', false), set_config('hooked.sql', %s, false)",
-          ("ALTER TABLE {t} ALTER COLUMN probabilities SET NOT NULL",))
-    query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
-              "EXECUTE FUNCTION hook_new_table()")
-    try:
+    with hooked(db, "notnull", "ALTER TABLE {t} ALTER COLUMN probabilities SET NOT NULL"):
         err = pytest.raises(psycopg2.Error, query, db,
                             "SELECT sqlml.score('wide_reg', 'wide_reg', 'hooked_notnull', 'id')").value
-    finally:
-        query(db, "DROP EVENT TRIGGER hook_new_table")
     assert err.pgcode == "23502" and 'column "probabilities"' in err.pgerror
     assert scalar(db, "SELECT to_regclass('hooked_notnull')") is None
 
@@ -724,17 +720,9 @@ def test_tuples_are_not_written_where_their_owner_may_not_insert(db, dsn, hooks)
         query(db, f'GRANT CREATE ON SCHEMA public TO "{usr}"')
         query(db, "SELECT sqlml.grant('sp', %s, 'predict')", (usr,))
         conn = roles.connect("usr")
-        query(db, "SELECT set_config('hooked.kind', 'revoked', false), set_config('hooked.sql', %s, false)",
-              ("REVOKE INSERT ON {t} FROM CURRENT_USER",))
-        query(conn, "SELECT set_config('hooked.kind', 'revoked', false), set_config('hooked.sql', %s, false)",
-              ("REVOKE INSERT ON {t} FROM CURRENT_USER",))
-        query(db, "CREATE EVENT TRIGGER hook_new_table ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
-                  "EXECUTE FUNCTION hook_new_table()")
-        try:
+        with hooked(db, "revoked", "REVOKE INSERT ON {t} FROM CURRENT_USER", conn):
             err = pytest.raises(psycopg2.Error, query, conn,
                                 "SELECT sqlml.score('sp', 'people', 'hooked_revoked', 'id')").value
-        finally:
-            query(db, "DROP EVENT TRIGGER hook_new_table")
         assert err.pgcode == "42501" and "permission denied for table hooked_revoked" in err.pgerror
         assert scalar(db, "SELECT to_regclass('hooked_revoked')") is None
         assert scalar(conn, "SELECT sqlml.score('sp', 'people', 'usr_scored', 'id')") == 3000  # it may otherwise

@@ -312,11 +312,11 @@ class _DatumWriter:
     Into the table score created (by OID: no other session can change it before this transaction
     commits, whatever its isolation level), while it is plain (``_plain``), of exactly the four
     columns score created and no other, and the caller may insert into it: as heap tuples formed on
-    the scoring thread
-    (``sqlml.scoring.heap_tuples``), inserted a page at a time (``pg_internals.insert_tuples``)
-    while the backend lets go of the GIL. Otherwise by an INSERT from arrays (``_insert_datums``),
-    which runs what the table has (triggers, checks, policies) and checks the INSERT privilege,
-    keeping the GIL unless the table is plain and its name still the created table's.
+    the scoring thread (``sqlml.scoring.heap_tuples``), inserted a page at a time
+    (``pg_internals.insert_tuples``) while the backend lets go of the GIL. Otherwise by an INSERT
+    from arrays (``_insert_datums``), which runs what the table has (triggers, checks, policies) and
+    checks the INSERT privilege, keeping the GIL unless the table is plain and its name still the
+    created table's.
 
     The table is judged again just before each write, with nothing run in between: the reads of the
     chunks in between may run the caller's own code (a trusted function may call another that
